@@ -1,0 +1,13 @@
+"""rlaif: turn AI feedback into preference data, and train on it."""
+
+__version__ = "0.1.0"
+
+from rlaif.data import Example, InputError, Pair, load_examples, make_pairs  # noqa: E402
+from rlaif.judge import JudgeRequest, Verdict, load_judge  # noqa: E402
+from rlaif.labeling import LabelConfig, LabelResult, label  # noqa: E402
+from rlaif.rubric import Rubric, load_rubric  # noqa: E402
+
+__all__ = [
+    "Example", "InputError", "JudgeRequest", "LabelConfig", "LabelResult", "Pair", "Rubric",
+    "Verdict", "__version__", "label", "load_examples", "load_judge", "load_rubric", "make_pairs",
+]

@@ -1,0 +1,104 @@
+"""How AI labels compare with human labels, and how biased the judge was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+import jsonlines
+
+
+def _text(value: Any) -> str:
+    return value[-1]["content"] if isinstance(value, list) else value
+
+
+def cohen_kappa(pairs: Iterable[tuple[bool, bool]]) -> float | None:
+    """Cohen's kappa of two raters' binary labels: (p_o − p_e) / (1 − p_e)."""
+    pairs = list(pairs)
+    if not pairs:
+        return None
+    n = len(pairs)
+    p_o = sum(x == y for x, y in pairs) / n
+    x1 = sum(x for x, _ in pairs) / n
+    y1 = sum(y for _, y in pairs) / n
+    p_e = x1 * y1 + (1 - x1) * (1 - y1)
+    return 1.0 if p_e == 1 else (p_o - p_e) / (1 - p_e)
+
+
+def _rate(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Agreement with humans (overall, consistent, inconsistent), kappa, consistency and biases."""
+    human = [r for r in rows if r.get("human_preference") is not None]
+    agrees = [r["human_preference"] > 0.5 for r in human]
+    # Kappa needs a fixed orientation: "the response shown first in the first order won".
+    ai_first = [r["orders"][0]["first"] == "chosen" for r in human]
+    human_first = [a == h for a, h in zip(ai_first, agrees)]
+    longer = [len(_text(r["chosen"])) > len(_text(r["rejected"])) for r in rows if len(_text(r["chosen"])) != len(_text(r["rejected"]))]
+    human_longer = [
+        (len(_text(r["chosen"])) > len(_text(r["rejected"]))) == (r["human_preference"] > 0.5)
+        for r in human if len(_text(r["chosen"])) != len(_text(r["rejected"]))
+    ]
+    both_orders = [r for r in rows if r["consistent"] is not None]
+    report = {
+        "pairs": len(rows),
+        "with_human_label": len(human),
+        "agreement": _rate(agrees),
+        "agreement_consistent": _rate([a for a, r in zip(agrees, human) if r["consistent"] is True]),
+        "agreement_inconsistent": _rate([a for a, r in zip(agrees, human) if r["consistent"] is False]),
+        "n_consistent": sum(r["consistent"] is True for r in human),
+        "n_inconsistent": sum(r["consistent"] is False for r in human),
+        "cohen_kappa": cohen_kappa(zip(ai_first, human_first)),
+        "consistency_rate": _rate([r["consistent"] is True for r in both_orders]),
+        "first_position_rate_raw": _rate([o["p_first"] > 0.5 for r in rows for o in r["orders"]]),
+        "first_position_rate_labels": _rate([r["orders"][0]["first"] == "chosen" for r in rows]),
+        "length_bias_ai": _rate(longer),
+        "length_bias_human": _rate(human_longer),
+        "mean_ai_preference": _rate([r["ai_preference"] for r in rows]),
+    }
+    if manifest:
+        report["judge"] = manifest.get("judge", {}).get("name")
+        report["rubric"] = manifest.get("rubric", {}).get("name")
+    return report
+
+
+def agreement(run_dir: str | Path) -> dict[str, Any]:
+    """Compute the report for a labeling run directory and write `agreement.json` into it."""
+    run_dir = Path(run_dir)
+    pairs_path = run_dir / "pairs.jsonl"
+    if not pairs_path.exists():
+        raise FileNotFoundError(f"{pairs_path}: no such file (is {run_dir} the output of `rlaif label`?)")
+    with jsonlines.open(pairs_path) as reader:
+        rows = list(reader)
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    report = agreement_report(rows, manifest)
+    (run_dir / "agreement.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as an aligned two-column table."""
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{100 * x:.1f}%"
+
+    lines = [
+        ("judge / rubric", f"{report.get('judge')} / {report.get('rubric')}"),
+        ("pairs (with a human label)", f"{report['pairs']} ({report['with_human_label']})"),
+        ("agreement with humans", pct(report["agreement"])),
+        (f"  on consistent pairs (n={report['n_consistent']})", pct(report["agreement_consistent"])),
+        (f"  on inconsistent pairs (n={report['n_inconsistent']})", pct(report["agreement_inconsistent"])),
+        ("Cohen's kappa", "n/a" if report["cohen_kappa"] is None else f"{report['cohen_kappa']:.3f}"),
+        ("consistency across orders", pct(report["consistency_rate"])),
+        ("first-position rate, raw judgments", pct(report["first_position_rate_raw"])),
+        ("first-position rate, final labels", pct(report["first_position_rate_labels"])),
+        ("prefers the longer response: AI", pct(report["length_bias_ai"])),
+        ("prefers the longer response: humans", pct(report["length_bias_human"])),
+        ("mean ai_preference", "n/a" if report["mean_ai_preference"] is None else f"{report['mean_ai_preference']:.3f}"),
+    ]
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)

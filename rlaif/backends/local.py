@@ -1,0 +1,127 @@
+"""A judge on a local transformers causal LM (the embedded SmolLM2-135M-Instruct by default).
+
+The rubric goes in as the user turn; the assistant turn is pre-filled with the rubric's
+verdict prefix (after a generated rationale with `--cot`), and the soft label is read from
+the next-token probabilities of the two verdict labels, normalised over the pair.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from rlaif.judge import Judge, JudgeConfig, JudgeRequest, Verdict
+from rlaif.models import load_causal_lm, load_tokenizer
+
+
+@dataclass
+class LocalOptions:
+    batch_size: int = 8
+    max_new_tokens: int = 256  # rationale length, with --cot
+    temperature: float = 0.0  # rationale sampling; 0 is greedy
+    device: str | None = None
+    bf16: bool = False
+
+
+def label_token_ids(tokenizer, label: str) -> list[int]:
+    """Token ids that spell `label` as one token (bare or after a space); else its first token."""
+    ids = []
+    for variant in (label, " " + label):
+        tokens = tokenizer.encode(variant, add_special_tokens=False)
+        if len(tokens) == 1 and tokens[0] not in ids:
+            ids.append(tokens[0])
+    return ids or tokenizer.encode(label, add_special_tokens=False)[:1]
+
+
+def left_padded(tokenizer, texts: list[str], device: str) -> dict[str, torch.Tensor]:
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = {k: v.to(device) for k, v in batch.items()}
+    # Positions count real tokens only, so left padding does not shift them.
+    batch["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    return batch
+
+
+class LocalJudge(Judge):
+    Options = LocalOptions
+    NOT_IN_KEY = frozenset({"batch_size", "device"})
+
+    def __init__(self, config: JudgeConfig):
+        super().__init__(config)
+        self.tokenizer = load_tokenizer(config.model, padding_side="left")
+        self.model = load_causal_lm(config.model, self.options.device, self.options.bf16)
+        self.device = str(self.model.device)
+
+    def _chat(self, prompt: str) -> str:
+        messages = [{"role": "user", "content": prompt}]
+        if self.tokenizer.chat_template:
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return prompt + "\n"
+
+    @torch.no_grad()
+    def _rationales(self, chats: list[str], verdict_prefix: str) -> tuple[list[str], list[int]]:
+        batch = left_padded(self.tokenizer, chats, self.device)
+        batch.pop("position_ids")  # generate() derives positions from the attention mask
+        sample = self.options.temperature > 0
+        out = self.model.generate(
+            **batch,
+            max_new_tokens=self.options.max_new_tokens,
+            do_sample=sample,
+            temperature=self.options.temperature if sample else None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new = out[:, batch["input_ids"].shape[1]:]
+        texts, counts = [], []
+        for row in new:
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            # The verdict is scored from probabilities, not taken from the rationale's own claim.
+            cut = text.find(verdict_prefix.strip())
+            texts.append((text[:cut] if cut >= 0 else text).strip())
+            counts.append(int((row != self.tokenizer.pad_token_id).sum()))
+        return texts, counts
+
+    @torch.no_grad()
+    def _score(self, texts: list[str], labels: tuple[str, str]) -> tuple[list[float], list[int]]:
+        batch = left_padded(self.tokenizer, texts, self.device)
+        logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        first = torch.logsumexp(logprobs[:, label_token_ids(self.tokenizer, labels[0])], dim=-1)
+        second = torch.logsumexp(logprobs[:, label_token_ids(self.tokenizer, labels[1])], dim=-1)
+        p_first = torch.sigmoid(first - second)
+        return p_first.tolist(), batch["attention_mask"].sum(-1).tolist()
+
+    def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+        # Similar lengths batch together: less padding, less wasted compute.
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))
+        size = self.options.batch_size
+        for start in range(0, len(order), size):
+            chunk = order[start:start + size]
+            for group in _by_format(requests, chunk):
+                reqs = [requests[i] for i in group]
+                chats = [self._chat(r.prompt) for r in reqs]
+                rationales: list[str | None] = [None] * len(reqs)
+                generated = [0] * len(reqs)
+                if reqs[0].cot:
+                    rationales, generated = self._rationales(chats, reqs[0].verdict_prefix)  # type: ignore[assignment]
+                texts = [
+                    chat + (f"{rationale}\n\n" if rationale else "") + r.verdict_prefix
+                    for chat, rationale, r in zip(chats, rationales, reqs)
+                ]
+                p_first, prompt_tokens = self._score(texts, reqs[0].labels)
+                for i, p, text, n_in, n_out in zip(group, p_first, rationales, prompt_tokens, generated):
+                    on_result(i, Verdict(p_first=p, text=text, soft=True, prompt_tokens=int(n_in), completion_tokens=n_out))
+
+    def close(self) -> None:
+        del self.model
+
+
+def _by_format(requests: Sequence[JudgeRequest], indices: list[int]) -> list[list[int]]:
+    """Split a batch so every group shares labels, verdict prefix and cot (one run has one)."""
+    groups: dict[tuple, list[int]] = {}
+    for i in indices:
+        r = requests[i]
+        groups.setdefault((r.labels, r.verdict_prefix, r.cot), []).append(i)
+    return list(groups.values())

@@ -1,0 +1,99 @@
+"""The `rlaif` command: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from rlaif.data import InputError
+from rlaif.judge import DEFAULT_JUDGE, JudgeConfigError
+from rlaif.rubric import RubricError
+
+USER_ERRORS = (InputError, RubricError, JudgeConfigError, FileNotFoundError, ValueError)
+
+
+class Group(click.Group):
+    """Prints user errors (bad input, bad templates, bad configs) as one clear line."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except USER_ERRORS as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="rlaif")
+def main() -> None:
+    """Turn AI feedback into preference data, and train on it."""
+
+
+@main.command()
+@click.option("--input", "input_path", required=True, help="JSONL/JSON/CSV/Parquet (.gz too) or a saved dataset directory.")
+@click.option("--output", default=None, help="Output directory [default: outputs/<input name>].")
+@click.option("--rubric", default="quality", show_default=True, help="Built-in rubric name or path to a Jinja2 template.")
+@click.option("--judge", default=DEFAULT_JUDGE, show_default=True, help="Built-in judge name or path to a judge config.")
+@click.option("--cot", is_flag=True, help="Ask for a rationale first, then the verdict.")
+@click.option("--debias", type=click.Choice(["both", "random", "none"]), default="both", show_default=True, help="Judge each pair in both orders, one random order, or as given.")
+@click.option("--drop-inconsistent", is_flag=True, help="Leave out pairs whose two orders disagree.")
+@click.option("--min-confidence", type=float, default=None, help="Leave out pairs with ai_preference below this (0.5-1).")
+@click.option("--limit", type=int, default=None, help="Read at most this many input rows.")
+@click.option("--skip-invalid", is_flag=True, help="Count bad rows into failures.jsonl instead of stopping.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--generator", default=None, help="Model that writes candidates for prompt-only rows [default: embedded].")
+@click.option("--num-responses", type=int, default=2, show_default=True, help="Candidates to generate per prompt-only row.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Length of generated candidates.")
+@click.option("--temperature", type=float, default=0.8, show_default=True, help="Sampling temperature of the generator.")
+@click.option("--cache", default=None, help="Answer cache file [default: <output>/cache.sqlite].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def label(input_path: str, quiet: bool, **options) -> None:
+    """Label response pairs with an AI judge."""
+    from rlaif.labeling import LabelConfig
+    from rlaif.labeling import label as run_label
+
+    result = run_label(LabelConfig(input=input_path, progress=not quiet, **options))
+    m = result.manifest
+    counts = m["counts"]
+    rate = m["first_position_rate"]
+    click.echo(f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {result.output_dir / 'pairs.jsonl'}")
+    click.echo(
+        f"consistent across orders: {counts['consistent']}, inconsistent: {counts['inconsistent']}; "
+        f"skipped: {sum(counts['skipped'].values())}; failed: {sum(counts['failed'].values())}; "
+        f"filtered: {sum(counts['filtered'].values())}"
+    )
+    if rate["raw"] is not None:
+        click.echo(f"first-position rate: raw judgments {100 * rate['raw']:.1f}%, final labels {100 * rate['labels']:.1f}%")
+    click.echo(
+        f"judge calls: {m['judge_calls']['made']} made, {m['judge_calls']['cached']} from cache; "
+        f"tokens: {m['tokens']['prompt']} in, {m['tokens']['completion']} out; {m['wall_time_s']:.1f}s"
+    )
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def agreement(run_dir: str, as_json: bool) -> None:
+    """Agreement of a run's AI labels with human labels, and the judge's biases."""
+    from rlaif.agreement import agreement as compute
+    from rlaif.agreement import format_report
+
+    report = compute(run_dir)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@main.command()
+@click.argument("name_or_path")
+@click.option("--cot", is_flag=True, help="Show the chain-of-thought form.")
+def rubric(name_or_path: str, cot: bool) -> None:
+    """Show what a rubric renders to on a sample pair (checks a custom template)."""
+    from rlaif.rubric import SAMPLE, load_rubric
+
+    r = load_rubric(name_or_path)
+    click.echo(f"# {r.path}  labels={list(r.labels)}  verdict_prefix={r.verdict_prefix!r}  sha256={r.sha256[:12]}", err=True)
+    sys.stdout.write(r.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot))
+
+
+if __name__ == "__main__":
+    main()

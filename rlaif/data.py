@@ -1,0 +1,304 @@
+"""Reading labeling input: files in several formats and row shapes, checked row by row.
+
+Row shapes (each row is one prompt):
+1. ``prompt`` + ``responses``: two or more candidates;
+2. ``prompt`` + ``chosen`` + ``rejected``: a human-labeled pair;
+3. ``chosen`` + ``rejected`` whole transcripts (``\\n\\nHuman: ... \\n\\nAssistant: ...``);
+4. ``prompt`` alone: candidates are generated later.
+A prompt is a string or a list of chat messages (``{"role": ..., "content": ...}``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import jsonlines
+
+Prompt = str | list[dict[str, str]]
+
+ROLES = ("system", "user", "assistant")
+_TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
+
+
+class InputError(ValueError):
+    """A row that cannot be used, located by file, line (or record) and field."""
+
+    def __init__(self, file: str, line: int, field: str | None, message: str):
+        self.file, self.line, self.field, self.message = file, line, field, message
+        where = f"{file}:{line}" + (f": field '{field}'" if field else "")
+        super().__init__(f"{where}: {message}")
+
+    def to_record(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "field": self.field, "error": self.message}
+
+
+@dataclass
+class Example:
+    """One prompt and its candidate responses; `human_best` indexes the human's pick."""
+
+    id: str
+    prompt: Prompt
+    responses: list[str] = field(default_factory=list)
+    human_best: int | None = None
+    source: str = ""
+
+
+@dataclass
+class Pair:
+    """Two responses to compare; `human` is 1.0 if the human preferred `a`, 0.0 if `b`."""
+
+    id: str
+    prompt: Prompt
+    a: str
+    b: str
+    human: float | None = None
+
+
+@dataclass
+class LoadResult:
+    examples: list[Example]
+    failures: list[dict[str, Any]]
+
+
+# ---------------------------------------------------------------- reading files
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _base_suffix(path: Path) -> str:
+    suffixes = [s for s in path.suffixes if s != ".gz"]
+    return suffixes[-1].lower() if suffixes else ""
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    with _open_text(path) as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line)
+            except json.JSONDecodeError as err:
+                # Yielded, not raised: a generator that raises is finished, and
+                # `--skip-invalid` must read on past a bad line.
+                yield number, InputError(str(path), number, None, f"not valid JSON ({err.msg})")
+
+
+def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
+    with _open_text(path) as fh:
+        try:
+            data = json.load(fh)
+        except json.JSONDecodeError as err:
+            raise InputError(str(path), err.lineno, None, f"not valid JSON ({err.msg})") from None
+    if isinstance(data, dict) and isinstance(data.get("data"), list):
+        data = data["data"]
+    if not isinstance(data, list):
+        raise InputError(str(path), 1, None, "expected a JSON list of records")
+    yield from enumerate(data, start=1)
+
+
+def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[int, Any]]:
+    import datasets
+
+    if kind == "dir":
+        ds = datasets.load_from_disk(str(path))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    else:
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+    # CSV rows are numbered as lines of the file (line 1 is the header).
+    start = 2 if kind == "csv" else 1
+    for number, row in enumerate(ds, start=start):
+        yield number, row
+
+
+def read_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield (line or record number, raw record) from JSONL, JSON, CSV, Parquet or a saved dataset.
+
+    A JSONL line that is not JSON is yielded as an `InputError` in place of its record.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or directory")
+    if path.is_dir():
+        return _read_with_datasets(path, "dir")
+    suffix = _base_suffix(path)
+    if suffix in (".jsonl", ".ndjson"):
+        return _read_jsonl(path)
+    if suffix == ".json":
+        return _read_json(path)
+    if suffix in (".csv", ".parquet"):
+        return _read_with_datasets(path, suffix[1:])
+    raise InputError(str(path), 0, None, f"unknown format '{suffix}': use .jsonl, .json, .csv, .parquet (optionally .gz) or a saved dataset directory")
+
+
+# ---------------------------------------------------------------- checking rows
+
+
+def split_transcript(text: str) -> tuple[list[dict[str, str]], str]:
+    """Split a ``\\n\\nHuman: ... \\n\\nAssistant: ...`` transcript at its last assistant turn.
+
+    Returns the conversation before that turn (as chat messages) and the final reply.
+    """
+    parts = _TURN.split(text)
+    # parts = [preamble, role, content, role, content, ...]
+    if len(parts) < 3 or parts[-2] != "Assistant":
+        raise ValueError("expected a transcript ending in an '\\n\\nAssistant:' turn")
+    messages = [
+        {"role": "user" if role == "Human" else "assistant", "content": content.strip()}
+        for role, content in zip(parts[1:-2:2], parts[2:-2:2])
+    ]
+    if parts[0].strip():
+        messages.insert(0, {"role": "user", "content": parts[0].strip()})
+    if not messages:
+        raise ValueError("the transcript has no turn before its last assistant reply")
+    return messages, parts[-1].strip()
+
+
+def _check_prompt(value: Any, err) -> Prompt:
+    if isinstance(value, str):
+        if not value.strip():
+            raise err("prompt", "is empty")
+        return value
+    if isinstance(value, list) and value:
+        for i, message in enumerate(value):
+            if not isinstance(message, dict):
+                raise err("prompt", f"message {i} is {type(message).__name__}, expected an object with 'role' and 'content'")
+            if message.get("role") not in ROLES:
+                raise err("prompt", f"message {i} has role {message.get('role')!r}, expected one of {', '.join(ROLES)}")
+            if not isinstance(message.get("content"), str):
+                raise err("prompt", f"message {i} has no string 'content'")
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    raise err("prompt", f"expected a string or a non-empty list of chat messages, got {type(value).__name__}")
+
+
+def _check_text(value: Any, name: str, err) -> str:
+    # TRL's conversational format wraps a reply as [{"role": "assistant", "content": ...}].
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        value = value[0].get("content")
+    if not isinstance(value, str):
+        raise err(name, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def parse_record(record: Any, file: str, line: int) -> Example:
+    """Turn one raw record into an `Example`, or raise `InputError` naming the field."""
+
+    def err(field_name: str | None, message: str) -> InputError:
+        return InputError(file, line, field_name, message)
+
+    if not isinstance(record, dict):
+        raise err(None, f"expected an object, got {type(record).__name__}")
+    ident = str(record["id"]) if record.get("id") is not None else f"{Path(file).name.split('.')[0]}-{line}"
+    source = f"{file}:{line}"
+    has_pair = "chosen" in record or "rejected" in record
+    if "responses" in record:
+        prompt = _check_prompt(record.get("prompt"), err) if "prompt" in record else None
+        if prompt is None:
+            raise err("prompt", "missing (rows with 'responses' need a 'prompt')")
+        responses = record["responses"]
+        if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+            raise err("responses", "expected a list of strings")
+        if len(responses) < 2:
+            raise err("responses", f"expected two or more candidates, got {len(responses)}")
+        return Example(ident, prompt, list(responses), None, source)
+    if has_pair:
+        for name in ("chosen", "rejected"):
+            if name not in record:
+                raise err(name, "missing ('chosen' and 'rejected' come together)")
+        chosen = _check_text(record["chosen"], "chosen", err)
+        rejected = _check_text(record["rejected"], "rejected", err)
+        if "prompt" in record:
+            return Example(ident, _check_prompt(record["prompt"], err), [chosen, rejected], 0, source)
+        try:
+            prompt_c, reply_c = split_transcript(chosen)
+        except ValueError as e:
+            raise err("chosen", f"no 'prompt' given and not a transcript: {e}") from None
+        try:
+            prompt_r, reply_r = split_transcript(rejected)
+        except ValueError as e:
+            raise err("rejected", f"no 'prompt' given and not a transcript: {e}") from None
+        if prompt_c != prompt_r:
+            raise err("rejected", "the two transcripts differ before their last assistant turn")
+        return Example(ident, prompt_c, [reply_c, reply_r], 0, source)
+    if "prompt" in record:
+        return Example(ident, _check_prompt(record["prompt"], err), [], None, source)
+    raise err(None, f"no usable fields (found {sorted(record)}); expected 'prompt' with 'responses' or 'chosen'/'rejected', transcripts 'chosen'/'rejected', or 'prompt' alone")
+
+
+def load_examples(path: str | Path, limit: int | None = None, skip_invalid: bool = False) -> LoadResult:
+    """Read and check every row of `path`; the first bad row raises unless `skip_invalid`."""
+    examples: list[Example] = []
+    failures: list[dict[str, Any]] = []
+    for line, record in read_records(path):
+        if limit is not None and len(examples) >= limit:
+            break
+        try:
+            if isinstance(record, InputError):
+                raise record
+            examples.append(parse_record(record, str(path), line))
+        except InputError as e:
+            if not skip_invalid:
+                raise
+            failures.append(e.to_record())
+    return LoadResult(examples, failures)
+
+
+# ---------------------------------------------------------------- forming pairs
+
+
+def make_pairs(examples: list[Example], seed: int = 0) -> tuple[list[Pair], dict[str, int]]:
+    """All pairs of each example's candidates; identical or empty responses are skipped.
+
+    Human-labeled pairs are put in a seeded random A/B order, so that a judge's position
+    bias can never line up with the human label by construction.
+    """
+    pairs: list[Pair] = []
+    skipped = {"empty_response": 0, "identical_responses": 0}
+    for ex in examples:
+        for i in range(len(ex.responses)):
+            for j in range(i + 1, len(ex.responses)):
+                a, b = ex.responses[i], ex.responses[j]
+                if not a.strip() or not b.strip():
+                    skipped["empty_response"] += 1
+                    continue
+                if a.strip() == b.strip():
+                    skipped["identical_responses"] += 1
+                    continue
+                pair_id = f"{ex.id}:{i}-{j}"
+                human = None
+                if ex.human_best is not None:
+                    human = 1.0 if ex.human_best == i else 0.0 if ex.human_best == j else None
+                    if random.Random(f"{seed}:{pair_id}").random() < 0.5:
+                        a, b = b, a
+                        human = None if human is None else 1.0 - human
+                pairs.append(Pair(pair_id, ex.prompt, a, b, human))
+    return pairs, skipped
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """A prompt as plain text: a single user turn as is, a conversation as a transcript."""
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) == 1 and prompt[0]["role"] == "user":
+        return prompt[0]["content"]
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "\n\n".join(f"{names[m['role']]}: {m['content']}" for m in prompt)
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows to `path` through a temporary file, so a kill never leaves it half written."""
+    tmp = path.with_name(path.name + ".tmp")
+    with jsonlines.open(tmp, mode="w") as writer:
+        writer.write_all(rows)
+    tmp.replace(path)

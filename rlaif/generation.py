@@ -1,0 +1,65 @@
+"""Sampling candidate responses for prompt-only rows with a local model (embedded by default)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from rlaif.cache import AnswerCache, cache_key
+from rlaif.data import Example
+from rlaif.models import load_causal_lm, load_tokenizer, resolve_model
+
+
+def _messages(example: Example) -> list[dict[str, str]]:
+    if isinstance(example.prompt, str):
+        return [{"role": "user", "content": example.prompt}]
+    return example.prompt
+
+
+@torch.no_grad()
+def generate_responses(
+    examples: list[Example],
+    model: str | None = None,
+    num_responses: int = 2,
+    max_new_tokens: int = 256,
+    temperature: float = 0.8,
+    seed: int = 0,
+    cache: AnswerCache | None = None,
+    on_done: Callable[[], None] | None = None,
+) -> None:
+    """Fill `example.responses` with `num_responses` samples each, reusing cached samples."""
+    options = {"model": str(model or "embedded"), "k": num_responses, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    todo = []
+    for ex in examples:
+        key = cache_key("generate", options, ex.prompt)
+        cached = cache.get(key) if cache else None
+        if cached is not None:
+            ex.responses = cached
+            if on_done:
+                on_done()
+        else:
+            todo.append((ex, key))
+    if not todo:
+        return
+    tokenizer = load_tokenizer(resolve_model(model), padding_side="left")
+    lm = load_causal_lm(model)
+    for ex, key in todo:
+        chat = tokenizer.apply_chat_template(_messages(ex), tokenize=False, add_generation_prompt=True)
+        inputs = tokenizer(chat, return_tensors="pt", add_special_tokens=False).to(lm.device)
+        torch.manual_seed(int(key[:15], 16))  # per prompt, so a resumed run samples the same
+        out = lm.generate(
+            **inputs,
+            do_sample=True,
+            temperature=temperature,
+            top_p=1.0,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=num_responses,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        ex.responses = [tokenizer.decode(row[inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]
+        if cache:
+            cache.put(key, ex.responses)
+        if on_done:
+            on_done()

@@ -1,0 +1,176 @@
+"""The judge interface every backend implements, and judge configs (`judges/*.toml|yaml`).
+
+A judge receives rendered rubric prompts and returns, for each, a `Verdict`: the
+probability that the response shown first is the better one. Backends differ in how they
+get it (token log-probabilities, sampled text); the labeling run does not care.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import yaml
+
+from rlaif.resources import builtin_dir
+
+BACKENDS = {
+    "local": "rlaif.backends.local:LocalJudge",
+}
+DEFAULT_JUDGE = "embedded"
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One question to a judge: a rendered rubric and how its verdict is written."""
+
+    prompt: str
+    labels: tuple[str, str] = ("1", "2")
+    verdict_prefix: str = "Preferred Response="
+    cot: bool = False
+
+
+@dataclass
+class Verdict:
+    """A judge's answer to one request.
+
+    `p_first` is P(first response better), None when no verdict could be read (then
+    `error` says why). `soft` is False for a verdict parsed from text (a hard 0/1 label).
+    """
+
+    p_first: float | None
+    text: str | None = None
+    soft: bool = True
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Verdict":
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+class JudgeConfigError(ValueError):
+    """A judge config that cannot be used, naming its file and key."""
+
+
+@dataclass
+class JudgeConfig:
+    """What a `judges/*.toml` file holds: a backend, a model and backend options."""
+
+    name: str
+    backend: str
+    model: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The config as written to manifests (it holds names of key variables, never keys)."""
+        return {"name": self.name, "backend": self.backend, "model": self.model, "options": self.options, "source": self.source}
+
+
+def resolve_judge_path(name_or_path: str | Path) -> Path:
+    """A judge config file: a path as given, else a built-in name in `judges/`."""
+    path = Path(name_or_path)
+    if path.suffix and path.exists():
+        return path.resolve()
+    for suffix in (".toml", ".yaml", ".yml"):
+        builtin = builtin_dir("judges") / f"{name_or_path}{suffix}"
+        if builtin.exists():
+            return builtin
+    known = sorted(p.stem for p in builtin_dir("judges").iterdir() if p.suffix in (".toml", ".yaml", ".yml"))
+    raise JudgeConfigError(f"{name_or_path}: no such judge config file or built-in name (built in: {', '.join(known)})")
+
+
+def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
+    path = resolve_judge_path(name_or_path)
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text())
+        else:
+            data = yaml.safe_load(path.read_text()) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise JudgeConfigError(f"{path}: {e}") from None
+    if not isinstance(data, dict):
+        raise JudgeConfigError(f"{path}: expected a table of settings")
+    unknown = set(data) - {"backend", "model", "options"}
+    if unknown:
+        raise JudgeConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}: a judge config has 'backend', 'model' and an 'options' table")
+    backend = data.get("backend")
+    if backend not in BACKENDS:
+        raise JudgeConfigError(f"{path}: key 'backend': expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        raise JudgeConfigError(f"{path}: key 'options': expected a table")
+    name = path.stem if path.parent == builtin_dir("judges") else str(path)
+    return JudgeConfig(name, backend, data.get("model"), dict(options), str(path))
+
+
+class Judge(ABC):
+    """Base of every judge backend. Subclasses declare their options as a dataclass, and
+    which of them do not change answers (`NOT_IN_KEY`: batch sizes, devices, rate limits)."""
+
+    Options: type = object
+    NOT_IN_KEY: frozenset[str] = frozenset()
+
+    def __init__(self, config: JudgeConfig):
+        self.config = config
+        self.options = self.parse_options(config)
+
+    @classmethod
+    def parse_options(cls, config: JudgeConfig) -> Any:
+        try:
+            return cls.Options(**config.options)
+        except TypeError as e:
+            known = ", ".join(f.name for f in fields(cls.Options))
+            raise JudgeConfigError(f"{config.source or config.name}: bad 'options' ({e}); {config.backend} takes: {known}") from None
+
+    @classmethod
+    def identity(cls, config: JudgeConfig) -> dict[str, Any]:
+        """What determines an answer besides the prompt: the cache key's other half."""
+        options = {k: v for k, v in asdict(cls.parse_options(config)).items() if k not in cls.NOT_IN_KEY}
+        return {"backend": config.backend, "model": config.model, "options": options}
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @abstractmethod
+    def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+        """Answer every request, calling `on_result(index, verdict)` as each answer arrives."""
+
+    def close(self) -> None:
+        """Release what the judge holds (models, connections)."""
+
+
+def judge_class(config: JudgeConfig) -> type[Judge]:
+    """The backend class for a config (imported only when asked for)."""
+    module_name, class_name = BACKENDS[config.backend].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_judge(name_or_path: str | Path | JudgeConfig = DEFAULT_JUDGE) -> Judge:
+    """Build a judge from a built-in name, a config file, or a `JudgeConfig`."""
+    config = name_or_path if isinstance(name_or_path, JudgeConfig) else load_judge_config(name_or_path)
+    return judge_class(config)(config)
+
+
+def parse_verdict(text: str, labels: Sequence[str], verdict_prefix: str) -> int | None:
+    """Which label (0 or 1) a judge's text chose, or None if it cannot be read.
+
+    The last `verdict_prefix` followed by a label wins; a reply that is just a label counts too.
+    """
+    alternatives = "|".join(re.escape(label) for label in labels)
+    found = re.findall(rf"{re.escape(verdict_prefix.strip())}\s*\**\s*({alternatives})(?![\w])", text)
+    if found:
+        return list(labels).index(found[-1])
+    bare = re.fullmatch(rf"\W*({alternatives})\W*", text.strip())
+    return list(labels).index(bare.group(1)) if bare else None

@@ -1,0 +1,211 @@
+"""The labeling run: input rows -> pairs -> judge calls in one or both orders -> labeled pairs.
+
+Writes to the output directory:
+- `pairs.jsonl`: prompt/chosen/rejected with `ai_preference` and the evidence;
+- `failures.jsonl`: invalid rows and judgments that could not be read, with their raw text;
+- `manifest.json`: configuration, rubric hash, counts, position bias, tokens, wall time;
+- `cache.sqlite`: every judge answer, committed as it arrives, so a rerun or a resume
+  after a kill pays for nothing twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from rlaif import __version__
+from rlaif.cache import AnswerCache, cache_key
+from rlaif.data import Pair, load_examples, make_pairs, write_jsonl_atomic
+from rlaif.debias import consistent, plan_orders, preference_for_a
+from rlaif.generation import generate_responses
+from rlaif.judge import DEFAULT_JUDGE, JudgeRequest, Verdict, judge_class, load_judge, load_judge_config
+from rlaif.rubric import load_rubric
+
+
+@dataclass
+class LabelConfig:
+    """Everything a labeling run depends on (the CLI's `rlaif label` options)."""
+
+    input: str
+    output: str | None = None  # default: outputs/<input name>
+    rubric: str = "quality"
+    judge: str = DEFAULT_JUDGE
+    cot: bool = False
+    debias: str = "both"
+    drop_inconsistent: bool = False
+    min_confidence: float | None = None
+    limit: int | None = None
+    skip_invalid: bool = False
+    seed: int = 0
+    generator: str | None = None  # for prompt-only rows; the embedded model by default
+    num_responses: int = 2
+    max_new_tokens: int = 256
+    temperature: float = 0.8
+    cache: str | None = None  # default: <output>/cache.sqlite
+    progress: bool = True
+
+    def output_dir(self) -> Path:
+        if self.output:
+            return Path(self.output)
+        return Path("outputs") / Path(self.input).name.split(".")[0]
+
+
+@dataclass
+class LabelResult:
+    output_dir: Path
+    rows: list[dict[str, Any]]
+    failures: list[dict[str, Any]]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+def _as_messages(value: Any, role: str) -> list[dict[str, str]]:
+    return value if isinstance(value, list) else [{"role": role, "content": value}]
+
+
+def _row(pair: Pair, judgments: list[tuple[bool, Verdict]], judge: str, rubric: str, chat: bool) -> dict[str, Any]:
+    p_a = preference_for_a([(a_first, v.p_first) for a_first, v in judgments])  # type: ignore[misc]
+    a_wins = p_a >= 0.5
+    chosen, rejected = (pair.a, pair.b) if a_wins else (pair.b, pair.a)
+    row: dict[str, Any] = {
+        "id": pair.id,
+        "prompt": _as_messages(pair.prompt, "user") if chat else pair.prompt,
+        "chosen": _as_messages(chosen, "assistant") if chat else chosen,
+        "rejected": _as_messages(rejected, "assistant") if chat else rejected,
+        "ai_preference": max(p_a, 1.0 - p_a),
+        "orders": [
+            {"first": "chosen" if a_first == a_wins else "rejected", "p_first": v.p_first, "soft": v.soft, "text": v.text}
+            for a_first, v in judgments
+        ],
+        "consistent": consistent([(a_first, v.p_first) for a_first, v in judgments]),  # type: ignore[misc]
+        "judge": judge,
+        "rubric": rubric,
+    }
+    if pair.human is not None:
+        row["human_preference"] = pair.human if a_wins else 1.0 - pair.human
+    return row
+
+
+def label(config: LabelConfig) -> LabelResult:
+    """Run a labeling job end to end and write its outputs; returns the rows and manifest."""
+    started = time.time()
+    # Everything that can be wrong with the input is found before any model is loaded.
+    rubric = load_rubric(config.rubric)
+    judge_config = load_judge_config(config.judge)
+    loaded = load_examples(config.input, config.limit, config.skip_invalid)
+    plan_orders(config.debias, "check")
+    if config.min_confidence is not None and not 0.5 <= config.min_confidence <= 1.0:
+        raise ValueError(f"--min-confidence must be in [0.5, 1], got {config.min_confidence}")
+
+    out = config.output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    cache = AnswerCache(config.cache or out / "cache.sqlite")
+    try:
+        to_generate = [ex for ex in loaded.examples if not ex.responses]
+        if to_generate:
+            with tqdm(total=len(to_generate), desc="generating", disable=not config.progress) as bar:
+                generate_responses(
+                    to_generate, config.generator, config.num_responses, config.max_new_tokens,
+                    config.temperature, config.seed, cache, on_done=lambda: bar.update(1),
+                )
+        pairs, skipped = make_pairs(loaded.examples, config.seed)
+
+        # One request per (pair, order); identical requests are asked once.
+        judge_identity = judge_class(judge_config).identity(judge_config)
+        plans = [(pair, plan_orders(config.debias, pair.id, config.seed)) for pair in pairs]
+        requests: dict[str, JudgeRequest] = {}
+        keys_of: list[list[str]] = []
+        for pair, orders in plans:
+            keys = []
+            for a_first in orders:
+                first, second = (pair.a, pair.b) if a_first else (pair.b, pair.a)
+                request = JudgeRequest(rubric.render(pair.prompt, first, second, config.cot), rubric.labels, rubric.verdict_prefix, config.cot)
+                key = cache_key("judge", judge_identity, asdict(request))
+                requests[key] = request
+                keys.append(key)
+            keys_of.append(keys)
+
+        answers: dict[str, Verdict] = {}
+        for key in requests:
+            hit = cache.get(key)
+            if hit is not None:
+                answers[key] = Verdict.from_dict(hit)
+        missing = [key for key in requests if key not in answers]
+        if missing:
+            # The judge (a model, a client) is only loaded when something is left to ask.
+            judge = load_judge(judge_config)
+            with tqdm(total=len(requests), initial=len(answers), desc="judging", unit="call", disable=not config.progress) as bar:
+                def on_result(index: int, verdict: Verdict) -> None:
+                    key = missing[index]
+                    answers[key] = verdict
+                    cache.put(key, verdict.to_dict())
+                    bar.update(1)
+
+                try:
+                    judge.judge([requests[k] for k in missing], on_result)
+                finally:
+                    judge.close()
+    finally:
+        cache.close()
+
+    chat = any(not isinstance(pair.prompt, str) for pair in pairs)
+    rows: list[dict[str, Any]] = []
+    failures = [{"stage": "input", **f} for f in loaded.failures]
+    filtered = {"inconsistent": 0, "low_confidence": 0}
+    for (pair, orders), keys in zip(plans, keys_of):
+        judgments = [(a_first, answers[key]) for a_first, key in zip(orders, keys)]
+        bad = [(a_first, v) for a_first, v in judgments if v.p_first is None]
+        if bad:
+            for a_first, v in bad:
+                failures.append({"stage": "judge", "id": pair.id, "order": "a_first" if a_first else "b_first", "error": v.error, "text": v.text})
+            continue
+        row = _row(pair, judgments, judge_config.name, rubric.name, chat)
+        if config.drop_inconsistent and row["consistent"] is False:
+            filtered["inconsistent"] += 1
+        elif config.min_confidence is not None and row["ai_preference"] < config.min_confidence:
+            filtered["low_confidence"] += 1
+        else:
+            rows.append(row)
+
+    write_jsonl_atomic(out / "pairs.jsonl", rows)
+    write_jsonl_atomic(out / "failures.jsonl", failures)
+    manifest = _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, len(missing), started)
+    tmp = out / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(out / "manifest.json")
+    return LabelResult(out, rows, failures, manifest)
+
+
+def _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, calls_made, started) -> dict[str, Any]:
+    verdicts = [v for v in answers.values() if v.p_first is not None]
+    return {
+        "rlaif_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": asdict(config),
+        "judge": judge_config.public(),
+        "rubric": {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix},
+        "counts": {
+            "examples": len(loaded.examples),
+            "pairs": len(pairs),
+            "labeled": len(rows),
+            "consistent": sum(r["consistent"] is True for r in rows),
+            "inconsistent": sum(r["consistent"] is False for r in rows),
+            "skipped": skipped,
+            "failed": {"invalid_rows": len(loaded.failures), "judge": sum(f["stage"] == "judge" for f in failures)},
+            "filtered": filtered,
+        },
+        "judge_calls": {"total": len(answers), "made": calls_made, "cached": len(answers) - calls_made},
+        "first_position_rate": {
+            # How often the judge preferred whatever it saw first, call by call.
+            "raw": sum(v.p_first > 0.5 for v in verdicts) / len(verdicts) if verdicts else None,
+            # How often the final label is the response shown first in the pair's first order.
+            "labels": sum(r["orders"][0]["first"] == "chosen" for r in rows) / len(rows) if rows else None,
+        },
+        "tokens": {"prompt": sum(v.prompt_tokens for v in answers.values()), "completion": sum(v.completion_tokens for v in answers.values())},
+        "wall_time_s": round(time.time() - started, 2),
+    }

