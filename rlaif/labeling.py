@@ -196,7 +196,7 @@ def _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, fa
             "consistent": sum(r["consistent"] is True for r in rows),
             "inconsistent": sum(r["consistent"] is False for r in rows),
             "skipped": skipped,
-            "failed": {"invalid_rows": len(loaded.failures), "judge": sum(f["stage"] == "judge" for f in failures)},
+            "failed": {"invalid_rows": len(loaded.failures), "judge": len({f["id"] for f in failures if f["stage"] == "judge"})},
             "filtered": filtered,
         },
         "judge_calls": {"total": len(answers), "made": calls_made, "cached": len(answers) - calls_made},

@@ -102,23 +102,23 @@ def load_rubric(name_or_path: str | Path) -> Rubric:
     except jinja2.TemplateNotFound as e:
         raise RubricError(str(path), None, f"includes or extends a missing template: {e.name}") from None
     digest = hashlib.sha256("\0".join(sources).encode()).hexdigest()
-    try:
-        module = template.make_module({**SAMPLE, "cot": False})
-    except jinja2.TemplateError as e:
-        raise RubricError(str(path), _template_line(e, str(path)), str(e)) from None
-    labels = tuple(getattr(module, "labels", DEFAULT_LABELS))
-    if len(labels) != 2 or not all(isinstance(x, str) and x for x in labels) or labels[0] == labels[1]:
-        raise RubricError(str(path), None, f"'labels' must be two different non-empty strings, got {labels!r}")
     rubric = Rubric(
         name=path.stem if path.parent == builtin_dir("prompts") else str(path),
         path=path,
         sha256=digest,
-        labels=labels,  # type: ignore[arg-type]
-        verdict_prefix=str(getattr(module, "verdict_prefix", DEFAULT_VERDICT_PREFIX)),
+        labels=DEFAULT_LABELS,
+        verdict_prefix=DEFAULT_VERDICT_PREFIX,
         _template=template,
     )
+    # Rendering a sample in both forms reports errors with the template's own line numbers.
     for cot in (False, True):
         rubric.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot=cot)
+    module = template.make_module({**SAMPLE, "cot": False})
+    labels = tuple(getattr(module, "labels", DEFAULT_LABELS))
+    if len(labels) != 2 or not all(isinstance(x, str) and x for x in labels) or labels[0] == labels[1]:
+        raise RubricError(str(path), None, f"'labels' must be two different non-empty strings, got {labels!r}")
+    rubric.labels = labels  # type: ignore[assignment]
+    rubric.verdict_prefix = str(getattr(module, "verdict_prefix", DEFAULT_VERDICT_PREFIX))
     return rubric
 
 

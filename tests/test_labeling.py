@@ -1,0 +1,117 @@
+import json
+
+import datasets
+import pytest
+from click.testing import CliRunner
+
+from rlaif.agreement import agreement, cohen_kappa
+from rlaif.cli import main
+from rlaif.labeling import LabelConfig, label
+from tests.conftest import HH, ROOT, ScriptedJudge, write_jsonl
+
+
+def human_rows(n: int) -> list[dict]:
+    return [{"id": f"r{i}", "prompt": f"question {i}", "chosen": f"GOOD answer {i}", "rejected": f"poor answer {i}"} for i in range(n)]
+
+
+def test_debiasing_removes_a_strong_position_bias(tmp_path, scripted_judge):
+    data = write_jsonl(tmp_path / "d.jsonl", human_rows(40))
+    # Bias 0.6: the judge says "first" in every call, whatever it is shown.
+    biased = label(LabelConfig(str(data), str(tmp_path / "both"), judge=scripted_judge(0.6), progress=False))
+    assert biased.manifest["first_position_rate"]["raw"] == 1.0
+    assert 0.3 < biased.manifest["first_position_rate"]["labels"] < 0.7
+    # Under the bias, the content signal survives in both orders: every label agrees with the human.
+    assert all(r["human_preference"] == 1.0 for r in biased.rows)
+    assert all(r["consistent"] is False for r in biased.rows)
+
+    one_order = label(LabelConfig(str(data), str(tmp_path / "none"), judge=scripted_judge(0.6), debias="none", progress=False))
+    assert one_order.manifest["first_position_rate"]["labels"] == 1.0
+    assert 0.3 < agreement(tmp_path / "none")["agreement"] < 0.7  # the bias, not the content, decides
+
+
+def test_outputs_manifest_filters_and_failures(tmp_path, scripted_judge):
+    rows = human_rows(6) + [{"id": "bad", "prompt": "UNREADABLE", "chosen": "x", "rejected": "y"}]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    out = tmp_path / "out"
+    result = label(LabelConfig(str(data), str(out), judge=scripted_judge(0.0), min_confidence=0.9, progress=False))
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["counts"]["pairs"] == 7 and m["counts"]["failed"]["judge"] == 1
+    assert m["counts"]["filtered"]["low_confidence"] == 6 and m["counts"]["labeled"] == 0
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert {f["id"] for f in failures} == {"bad:0-1"} and failures[0]["text"] == "I cannot decide"
+    assert len(m["rubric"]["sha256"]) == 64 and m["judge_calls"]["made"] == 14
+    assert result.rows == []
+
+    kept = label(LabelConfig(str(data), str(out), judge=scripted_judge(0.0), progress=False))
+    assert len(kept.rows) == 6 and all(r["ai_preference"] == pytest.approx(0.8) for r in kept.rows)
+    assert kept.manifest["judge_calls"] == {"total": 14, "made": 0, "cached": 14}
+
+
+def test_rerun_asks_nothing_twice(tmp_path, scripted_judge):
+    data = write_jsonl(tmp_path / "d.jsonl", human_rows(5))
+    config = LabelConfig(str(data), str(tmp_path / "out"), judge=scripted_judge(0.1), progress=False)
+    first = label(config)
+    calls = len(ScriptedJudge.calls)
+    second = label(config)
+    assert len(ScriptedJudge.calls) == calls == 10
+    assert first.rows == second.rows
+
+
+def test_cli_reports_bad_input_by_file_line_and_field(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "q", "responses": ["a", "b"]}\n{"prompt": "q", "responses": "ab"}\n')
+    result = CliRunner().invoke(main, ["label", "--input", str(path), "--output", str(tmp_path / "o"), "--quiet"])
+    assert result.exit_code == 1
+    assert f"{path}:2: field 'responses': expected a list of strings" in result.output
+    assert not (tmp_path / "o").exists()  # nothing was started
+
+
+def test_cli_reports_bad_rubric(tmp_path):
+    rubric = tmp_path / "r.j2"
+    rubric.write_text("{% if %}")
+    data = write_jsonl(tmp_path / "d.jsonl", human_rows(1))
+    result = CliRunner().invoke(main, ["label", "--input", str(data), "--rubric", str(rubric), "--quiet"])
+    assert result.exit_code == 1 and f"{rubric}:1:" in result.output
+
+
+def test_cohen_kappa_by_hand():
+    # 4 items: raters agree on 3. p_o = 0.75; marginals x: 2/4, y: 1/4 -> p_e = 0.5*0.25 + 0.5*0.75 = 0.5
+    assert cohen_kappa([(True, True), (True, False), (False, False), (False, False)]) == pytest.approx(0.5)
+
+
+@pytest.mark.slow
+def test_real_labeling_run_with_the_embedded_judge(tmp_path):
+    out = tmp_path / "hh"
+    runner = CliRunner()
+    result = runner.invoke(main, ["label", "--input", str(HH), "--limit", "4", "--output", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    rows = datasets.load_dataset("json", data_files=str(out / "pairs.jsonl"), split="train")
+    assert len(rows) == 4
+    for row in rows:
+        assert 0.5 <= row["ai_preference"] <= 1.0 and len(row["orders"]) == 2
+        assert row["human_preference"] in (0.0, 1.0) and row["prompt"][0]["role"] == "user"
+        assert all(0.0 < o["p_first"] < 1.0 for o in row["orders"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["judge"]["name"] == "embedded" and manifest["tokens"]["prompt"] > 1000
+    report = runner.invoke(main, ["agreement", str(out)])
+    assert report.exit_code == 0 and "first-position rate, raw judgments" in report.output
+    assert json.loads((out / "agreement.json").read_text())["with_human_label"] == 4
+
+
+@pytest.mark.slow
+def test_embedded_judge_prefers_the_right_answer_when_debiased_in_cot_form(tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "What is the capital of France?", "responses": ["Paris.", "Paris is the capital of France."]}])
+    result = label(LabelConfig(str(data), str(tmp_path / "o"), cot=True, progress=False))
+    (row,) = result.rows
+    assert all(o["text"] for o in row["orders"])  # a rationale was generated for each order
+    assert result.manifest["tokens"]["completion"] > 0
+
+
+@pytest.mark.slow
+def test_prompt_only_rows_are_generated_then_labeled(tmp_path):
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Name a fruit."}])
+    config = LabelConfig(str(data), str(tmp_path / "o"), num_responses=3, max_new_tokens=12, progress=False)
+    first = label(config)
+    assert first.manifest["counts"]["pairs"] + sum(first.manifest["counts"]["skipped"].values()) == 3
+    again = label(config)
+    assert again.rows == first.rows and again.manifest["judge_calls"]["made"] == 0

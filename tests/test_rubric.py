@@ -1,0 +1,79 @@
+import pytest
+
+from rlaif.rubric import RubricError, load_rubric
+
+
+@pytest.mark.parametrize("name", ["quality", "harmlessness", "summarization"])
+def test_builtin_rubrics_render_both_forms(name):
+    rubric = load_rubric(name)
+    text = rubric.render("What is 2+2?", "It is 4.", "It is 5.")
+    assert "What is 2+2?" in text and text.index("It is 4.") < text.index("It is 5.")
+    assert "Preferred Response=1" in text and "explain" not in text
+    cot = rubric.render("What is 2+2?", "It is 4.", "It is 5.", cot=True)
+    assert "explain" in cot and cot != text
+    assert len(rubric.sha256) == 64
+
+
+def test_quality_rubric_names_its_criteria():
+    text = load_rubric("quality").render("q", "a", "b")
+    for criterion in ("Coherence", "Accuracy", "Coverage", "Overall quality"):
+        assert criterion in text
+
+
+def test_chat_prompt_renders_as_transcript():
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}]
+    text = load_rubric("harmlessness").render(chat, "a", "b")
+    assert "Human: hi\n\nAssistant: hello\n\nHuman: bye" in text
+
+
+def test_custom_template_with_own_labels(tmp_path):
+    path = tmp_path / "mine.j2"
+    path.write_text('{% set labels = ["A", "B"] %}{% set verdict_prefix = "Winner: " %}'
+                    "Q: {{ prompt }} | {{ messages[0].content }} | A: {{ response_a }} | B: {{ response_b }}")
+    rubric = load_rubric(str(path))
+    assert rubric.labels == ("A", "B") and rubric.verdict_prefix == "Winner: "
+    assert rubric.render("q", "x", "y").strip() == "Q: q | q | A: x | B: y"
+
+
+def test_custom_template_extending_the_builtin_layout(tmp_path):
+    path = tmp_path / "ext.j2"
+    path.write_text('{% extends "_pairwise.j2" %}{% set labels = ["A", "B"] %}{% block criteria %}Be kind.{% endblock %}')
+    rubric = load_rubric(str(path))
+    text = rubric.render("q", "x", "y")
+    assert "Be kind." in text and "Preferred Response=A" in text and rubric.labels == ("A", "B")
+
+
+def test_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.j2"
+    path.write_text("line one\nline two {{ prompt \n")
+    with pytest.raises(RubricError) as err:
+        load_rubric(str(path))
+    assert str(err.value).startswith(f"{path}:2:")
+
+
+def test_undefined_variable_names_file_and_line(tmp_path):
+    path = tmp_path / "undef.j2"
+    path.write_text("{{ prompt }}\n{{ response_a }}\n{{ reponse_b }}\n")
+    with pytest.raises(RubricError) as err:
+        load_rubric(str(path))
+    assert str(err.value).startswith(f"{path}:3:") and "reponse_b" in str(err.value)
+
+
+def test_undefined_variable_only_in_cot_branch_is_caught_at_load(tmp_path):
+    path = tmp_path / "cot.j2"
+    path.write_text("{{ prompt }}{% if cot %}\n{{ rationale_hint }}{% endif %}")
+    with pytest.raises(RubricError, match="rationale_hint"):
+        load_rubric(str(path))
+
+
+@pytest.mark.parametrize("expr", ["''.__class__.__mro__[1].__subclasses__()", "response_a.__class__.__init__.__globals__"])
+def test_sandbox_blocks_python_internals(tmp_path, expr):
+    path = tmp_path / "evil.j2"
+    path.write_text("{{ " + expr + " }}")
+    with pytest.raises(RubricError, match="unsafe|not safely|has no attribute"):
+        load_rubric(str(path))
+
+
+def test_unknown_rubric_lists_builtins():
+    with pytest.raises(RubricError, match="quality"):
+        load_rubric("no-such-rubric")
