@@ -17,7 +17,6 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(BIN)/rlaif label --input examples/demo.jsonl --output outputs/demo
-	$(BIN)/rlaif agreement outputs/demo
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
