@@ -8,10 +8,10 @@ import sys
 import click
 
 from rlaif.data import InputError
-from rlaif.judge import DEFAULT_JUDGE, JudgeConfigError
+from rlaif.judge import DEFAULT_JUDGE, JudgeConfigError, JudgeFatalError
 from rlaif.rubric import RubricError
 
-USER_ERRORS = (InputError, RubricError, JudgeConfigError, FileNotFoundError, ValueError)
+USER_ERRORS = (InputError, RubricError, JudgeConfigError, JudgeFatalError, FileNotFoundError, ValueError)
 
 
 class Group(click.Group):
@@ -47,14 +47,26 @@ def main() -> None:
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Length of generated candidates.")
 @click.option("--temperature", type=float, default=0.8, show_default=True, help="Sampling temperature of the generator.")
 @click.option("--cache", default=None, help="Answer cache file [default: <output>/cache.sqlite].")
+@click.option("--concurrency", type=int, default=None, help="Judge calls in flight at once (API judges) [default: the judge config's].")
+@click.option("--dry-run", is_flag=True, help="Print the calls, tokens and cost a run would take; call nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def label(input_path: str, quiet: bool, **options) -> None:
     """Label response pairs with an AI judge."""
     from rlaif.labeling import LabelConfig
     from rlaif.labeling import label as run_label
 
-    result = run_label(LabelConfig(input=input_path, progress=not quiet, **options))
+    try:
+        result = run_label(LabelConfig(input=input_path, progress=not quiet, **options))
+    except KeyboardInterrupt:
+        raise click.ClickException("interrupted: every answer received so far is in the cache; run the same command again to resume") from None
     m = result.manifest
+    if "dry_run" in m:
+        d = m["dry_run"]
+        click.echo(f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached")
+        click.echo(f"estimated tokens: ~{d['tokens']['prompt']} in, up to {d['tokens']['completion']} out" + (f"; estimated cost: {d['estimated_cost']:.4f}" if d["estimated_cost"] is not None else " (no prices in the judge config)"))
+        if d["prompt_only_rows"]:
+            click.echo(f"{d['prompt_only_rows']} prompt-only rows need candidates generated first; their calls are not counted")
+        return
     counts = m["counts"]
     rate = m["first_position_rate"]
     click.echo(f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {result.output_dir / 'pairs.jsonl'}")
@@ -68,6 +80,7 @@ def label(input_path: str, quiet: bool, **options) -> None:
     click.echo(
         f"judge calls: {m['judge_calls']['made']} made, {m['judge_calls']['cached']} from cache; "
         f"tokens: {m['tokens']['prompt']} in, {m['tokens']['completion']} out; {m['wall_time_s']:.1f}s"
+        + (f"; estimated cost: {m['estimated_cost']:.4f}" if m["estimated_cost"] is not None else "")
     )
 
 

@@ -8,6 +8,7 @@ get it (token log-probabilities, sampled text); the labeling run does not care.
 from __future__ import annotations
 
 import importlib
+import math
 import re
 import tomllib
 from abc import ABC, abstractmethod
@@ -21,6 +22,8 @@ from rlaif.resources import builtin_dir
 
 BACKENDS = {
     "local": "rlaif.backends.local:LocalJudge",
+    "openai": "rlaif.backends.openai_api:OpenAIJudge",
+    "anthropic": "rlaif.backends.anthropic_api:AnthropicJudge",
 }
 DEFAULT_JUDGE = "embedded"
 
@@ -49,6 +52,7 @@ class Verdict:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    transient: bool = False  # a failure worth asking again next run (never cached)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +64,10 @@ class Verdict:
 
 class JudgeConfigError(ValueError):
     """A judge config that cannot be used, naming its file and key."""
+
+
+class JudgeFatalError(RuntimeError):
+    """A judge error that retrying cannot fix (a bad key, a bad request): the run stops."""
 
 
 @dataclass
@@ -139,6 +147,11 @@ class Judge(ABC):
         options = {k: v for k, v in asdict(cls.parse_options(config)).items() if k not in cls.NOT_IN_KEY}
         return {"backend": config.backend, "model": config.model, "options": options}
 
+    @classmethod
+    def completion_budget(cls, options: Any, cot: bool) -> int:
+        """The most tokens one answer may generate (for dry-run estimates)."""
+        return 0
+
     @property
     def name(self) -> str:
         return self.config.name
@@ -149,6 +162,19 @@ class Judge(ABC):
 
     def close(self) -> None:
         """Release what the judge holds (models, connections)."""
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (about four characters a token) for rate limits and dry runs."""
+    return max(1, math.ceil(len(text) / 4))
+
+
+def estimate_cost(options: dict[str, Any], prompt_tokens: int, completion_tokens: int) -> float | None:
+    """Cost from the judge config's per-million-token prices, or None where it names none."""
+    p_in, p_out = options.get("price_input_per_mtok"), options.get("price_output_per_mtok")
+    if p_in is None and p_out is None:
+        return None
+    return (prompt_tokens * (p_in or 0) + completion_tokens * (p_out or 0)) / 1e6
 
 
 def judge_class(config: JudgeConfig) -> type[Judge]:

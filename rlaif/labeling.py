@@ -21,11 +21,11 @@ from tqdm import tqdm
 
 from rlaif import __version__
 from rlaif.cache import AnswerCache, cache_key
-from rlaif.data import Pair, load_examples, make_pairs, write_jsonl_atomic
+from rlaif.data import LoadResult, Pair, load_examples, make_pairs, write_jsonl_atomic
 from rlaif.debias import consistent, plan_orders, preference_for_a
 from rlaif.generation import generate_responses
-from rlaif.judge import DEFAULT_JUDGE, JudgeRequest, Verdict, judge_class, load_judge, load_judge_config
-from rlaif.rubric import load_rubric
+from rlaif.judge import DEFAULT_JUDGE, JudgeConfig, JudgeRequest, Verdict, estimate_cost, estimate_tokens, judge_class, load_judge, load_judge_config
+from rlaif.rubric import Rubric, load_rubric
 
 
 @dataclass
@@ -48,6 +48,8 @@ class LabelConfig:
     max_new_tokens: int = 256
     temperature: float = 0.8
     cache: str | None = None  # default: <output>/cache.sqlite
+    concurrency: int | None = None  # overrides the judge config's (API judges)
+    dry_run: bool = False  # count calls, tokens and cost; call nothing, write nothing
     progress: bool = True
 
     def output_dir(self) -> Path:
@@ -91,18 +93,65 @@ def _row(pair: Pair, judgments: list[tuple[bool, Verdict]], judge: str, rubric: 
     return row
 
 
+def _plan_requests(pairs: list[Pair], config: LabelConfig, rubric: Rubric, judge_identity: dict[str, Any]):
+    """One judge request per (pair, order), keyed for the cache; identical requests are asked once."""
+    plans = [(pair, plan_orders(config.debias, pair.id, config.seed)) for pair in pairs]
+    requests: dict[str, JudgeRequest] = {}
+    keys_of: list[list[str]] = []
+    for pair, orders in plans:
+        keys = []
+        for a_first in orders:
+            first, second = (pair.a, pair.b) if a_first else (pair.b, pair.a)
+            request = JudgeRequest(rubric.render(pair.prompt, first, second, config.cot), rubric.labels, rubric.verdict_prefix, config.cot)
+            key = cache_key("judge", judge_identity, asdict(request))
+            requests[key] = request
+            keys.append(key)
+        keys_of.append(keys)
+    return plans, requests, keys_of
+
+
+def _dry_run(config: LabelConfig, judge_config: JudgeConfig, loaded: LoadResult, rubric: Rubric) -> LabelResult:
+    """What a run would ask: calls not yet cached, estimated tokens and cost. Calls nothing."""
+    backend = judge_class(judge_config)
+    pairs, skipped = make_pairs([ex for ex in loaded.examples if ex.responses], config.seed)
+    _, requests, _ = _plan_requests(pairs, config, rubric, backend.identity(judge_config))
+    cache_path = Path(config.cache) if config.cache else config.output_dir() / "cache.sqlite"
+    cache = AnswerCache(cache_path) if cache_path.exists() else None
+    missing = [r for k, r in requests.items() if cache is None or cache.get(k) is None]
+    if cache:
+        cache.close()
+    budget = backend.completion_budget(backend.parse_options(judge_config), config.cot)
+    tokens = {"prompt": sum(estimate_tokens(r.prompt) for r in missing), "completion": budget * len(missing)}
+    estimate = {
+        "calls": len(missing),
+        "cached": len(requests) - len(missing),
+        "pairs": len(pairs),
+        "skipped": skipped,
+        "prompt_only_rows": sum(not ex.responses for ex in loaded.examples),  # their candidates are generated first
+        "tokens": tokens,
+        "estimated_cost": estimate_cost(judge_config.options, tokens["prompt"], tokens["completion"]),
+    }
+    return LabelResult(config.output_dir(), [], [], {"dry_run": estimate})
+
+
 def label(config: LabelConfig) -> LabelResult:
     """Run a labeling job end to end and write its outputs; returns the rows and manifest."""
     started = time.time()
     # Everything that can be wrong with the input is found before any model is loaded.
     rubric = load_rubric(config.rubric)
     judge_config = load_judge_config(config.judge)
+    if config.concurrency is not None:
+        judge_config.options["concurrency"] = config.concurrency
+    backend = judge_class(judge_config)
+    backend.parse_options(judge_config)  # a bad option is reported before any work
     loaded = load_examples(config.input, config.limit, config.skip_invalid)
     plan_orders(config.debias, "check")
     if config.min_confidence is not None and not 0.5 <= config.min_confidence <= 1.0:
         raise ValueError(f"--min-confidence must be in [0.5, 1], got {config.min_confidence}")
 
     out = config.output_dir()
+    if config.dry_run:
+        return _dry_run(config, judge_config, loaded, rubric)
     out.mkdir(parents=True, exist_ok=True)
     cache = AnswerCache(config.cache or out / "cache.sqlite")
     try:
@@ -115,21 +164,7 @@ def label(config: LabelConfig) -> LabelResult:
                 )
         pairs, skipped = make_pairs(loaded.examples, config.seed)
 
-        # One request per (pair, order); identical requests are asked once.
-        judge_identity = judge_class(judge_config).identity(judge_config)
-        plans = [(pair, plan_orders(config.debias, pair.id, config.seed)) for pair in pairs]
-        requests: dict[str, JudgeRequest] = {}
-        keys_of: list[list[str]] = []
-        for pair, orders in plans:
-            keys = []
-            for a_first in orders:
-                first, second = (pair.a, pair.b) if a_first else (pair.b, pair.a)
-                request = JudgeRequest(rubric.render(pair.prompt, first, second, config.cot), rubric.labels, rubric.verdict_prefix, config.cot)
-                key = cache_key("judge", judge_identity, asdict(request))
-                requests[key] = request
-                keys.append(key)
-            keys_of.append(keys)
-
+        plans, requests, keys_of = _plan_requests(pairs, config, rubric, backend.identity(judge_config))
         answers: dict[str, Verdict] = {}
         for key in requests:
             hit = cache.get(key)
@@ -143,7 +178,8 @@ def label(config: LabelConfig) -> LabelResult:
                 def on_result(index: int, verdict: Verdict) -> None:
                     key = missing[index]
                     answers[key] = verdict
-                    cache.put(key, verdict.to_dict())
+                    if not verdict.transient:  # a call that gave up is asked again next run
+                        cache.put(key, verdict.to_dict())
                     bar.update(1)
 
                 try:
@@ -183,6 +219,7 @@ def label(config: LabelConfig) -> LabelResult:
 
 def _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, calls_made, started) -> dict[str, Any]:
     verdicts = [v for v in answers.values() if v.p_first is not None]
+    tokens = {"prompt": sum(v.prompt_tokens for v in answers.values()), "completion": sum(v.completion_tokens for v in answers.values())}
     return {
         "rlaif_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -206,6 +243,7 @@ def _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, fa
             # How often the final label is the response shown first in the pair's first order.
             "labels": sum(r["orders"][0]["first"] == "chosen" for r in rows) / len(rows) if rows else None,
         },
-        "tokens": {"prompt": sum(v.prompt_tokens for v in answers.values()), "completion": sum(v.completion_tokens for v in answers.values())},
+        "tokens": tokens,
+        "estimated_cost": estimate_cost(judge_config.options, tokens["prompt"], tokens["completion"]),
         "wall_time_s": round(time.time() - started, 2),
     }

@@ -53,6 +53,10 @@ class LocalJudge(Judge):
         self.model = load_causal_lm(config.model, self.options.device, self.options.bf16)
         self.device = str(self.model.device)
 
+    @classmethod
+    def completion_budget(cls, options: LocalOptions, cot: bool) -> int:
+        return options.max_new_tokens if cot else 0
+
     def _chat(self, prompt: str) -> str:
         messages = [{"role": "user", "content": prompt}]
         if self.tokenizer.chat_template:

@@ -1,0 +1,187 @@
+"""What the API judges share: async concurrency, rate limits, retries and key handling.
+
+Retries (tenacity): exponential backoff with jitter, a server's `Retry-After` honoured, on
+429, 5xx, timeouts, dropped connections and malformed bodies. A 400/401/403/404 is not
+retried: it raises `JudgeFatalError` and stops the run at once (answers already received
+are in the cache). A call that still fails after every retry becomes a transient failure:
+reported, not cached, so the next run asks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from aiolimiter import AsyncLimiter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from rlaif.judge import Judge, JudgeConfig, JudgeConfigError, JudgeFatalError, JudgeRequest, Verdict, estimate_tokens, parse_verdict
+
+API_NOT_IN_KEY = frozenset({
+    "api_key_env", "concurrency", "requests_per_minute", "tokens_per_minute", "timeout",
+    "max_retries", "retry_initial_wait", "retry_max_wait", "price_input_per_mtok", "price_output_per_mtok",
+})
+
+
+@dataclass
+class ApiOptions:
+    """Options every API judge takes (the backend adds its own)."""
+
+    api_key_env: str = ""  # the variable that holds the key; "" for a server that needs none
+    temperature: float | None = 0.0
+    max_tokens: int = 16  # reply length for a plain verdict
+    max_tokens_cot: int = 512  # reply length with --cot
+    system_prompt: str | None = None
+    concurrency: int = 8
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
+    timeout: float = 60.0
+    max_retries: int = 6
+    retry_initial_wait: float = 1.0
+    retry_max_wait: float = 60.0
+    price_input_per_mtok: float | None = None  # for cost estimates in the manifest
+    price_output_per_mtok: float | None = None
+
+
+class MalformedResponse(ValueError):
+    """A response body that arrived but does not have the expected shape (retried)."""
+
+
+def status_of(exc: BaseException) -> int | None:
+    return getattr(exc, "status_code", None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call is worth repeating."""
+    import anthropic
+    import openai
+
+    if isinstance(exc, (MalformedResponse, json.JSONDecodeError)):  # a body cut short or garbled
+        return True
+    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, anthropic.APITimeoutError, anthropic.APIConnectionError)):
+        return True
+    if isinstance(exc, (openai.APIResponseValidationError, anthropic.APIResponseValidationError)):
+        return True
+    status = status_of(exc)
+    return status is not None and (status in (408, 409, 429) or status >= 500)
+
+
+def retry_after(exc: BaseException) -> float | None:
+    """Seconds a server asked us to wait (`Retry-After`, or `retry-after-ms`), if any."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    try:
+        if "retry-after-ms" in headers:
+            return float(headers["retry-after-ms"]) / 1000
+        if "retry-after" in headers:
+            return float(headers["retry-after"])
+    except ValueError:
+        return None
+    return None
+
+
+class ApiJudge(Judge):
+    """A judge behind an HTTP API. Subclasses implement `_ask` for one request."""
+
+    NOT_IN_KEY = API_NOT_IN_KEY
+    DEFAULT_KEY_ENV = ""
+
+    def __init__(self, config: JudgeConfig):
+        super().__init__(config)
+        env = self.options.api_key_env
+        if env:
+            key = os.environ.get(env)
+            if not key:
+                raise JudgeConfigError(f"{config.source or config.name}: the environment variable {env} (option 'api_key_env') is not set")
+            self._api_key = key
+        else:
+            self._api_key = "none"  # a local server that takes no key
+
+    def redact(self, text: str) -> str:
+        """`text` with the API key, and anything shaped like one, blanked out."""
+        if self._api_key and self._api_key != "none":
+            text = text.replace(self._api_key, "***")
+        return re.sub(r"\b(sk-[A-Za-z0-9_\-*]{6,})", "sk-***", text)
+
+    @classmethod
+    def completion_budget(cls, options: Any, cot: bool) -> int:
+        return options.max_tokens_cot if cot else options.max_tokens
+
+    @abstractmethod
+    def _client(self) -> Any:
+        """A fresh async SDK client (made inside the event loop that uses it)."""
+
+    @abstractmethod
+    async def _ask(self, client: Any, request: JudgeRequest) -> Verdict:
+        """One call: returns a verdict, raises on transport or protocol errors."""
+
+    def _wait(self, retry_state) -> float:
+        exc = retry_state.outcome.exception()
+        asked = retry_after(exc) if exc else None
+        if asked is not None:
+            return min(asked, self.options.retry_max_wait)
+        initial = self.options.retry_initial_wait
+        backoff = wait_exponential_jitter(multiplier=initial, max=self.options.retry_max_wait, jitter=initial)
+        return backoff(retry_state)
+
+    async def _ask_with_retries(self, client: Any, request: JudgeRequest, limits: list[tuple[AsyncLimiter, float]]) -> Verdict:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.options.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(is_transient),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    for limiter, amount in limits:
+                        await limiter.acquire(amount)
+                    return await self._ask(client, request)
+        except Exception as exc:  # noqa: BLE001 - sorted into fatal and transient below
+            message = self.redact(f"{type(exc).__name__}: {exc}")
+            if not is_transient(exc):
+                raise JudgeFatalError(f"judge '{self.name}' failed and retrying cannot help: {message}") from None
+            return Verdict(p_first=None, error=f"gave up after {self.options.max_retries + 1} attempts: {message}", transient=True)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+        asyncio.run(self._judge_all(requests, on_result))
+
+    async def _judge_all(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+        semaphore = asyncio.Semaphore(self.options.concurrency)
+        rpm = AsyncLimiter(self.options.requests_per_minute, 60) if self.options.requests_per_minute else None
+        tpm = AsyncLimiter(self.options.tokens_per_minute, 60) if self.options.tokens_per_minute else None
+
+        async def one(index: int, request: JudgeRequest) -> None:
+            limits = []
+            if rpm:
+                limits.append((rpm, 1))
+            if tpm:
+                estimate = estimate_tokens(request.prompt) + self.completion_budget(self.options, request.cot)
+                limits.append((tpm, min(estimate, self.options.tokens_per_minute)))
+            async with semaphore:
+                verdict = await self._ask_with_retries(client, request, limits)
+            on_result(index, verdict)
+
+        client = self._client()
+        try:
+            async with asyncio.TaskGroup() as group:
+                for index, request in enumerate(requests):
+                    group.create_task(one(index, request))
+        except* JudgeFatalError as errors:
+            raise errors.exceptions[0] from None
+        finally:
+            await client.close()
+
+
+def hard_verdict(text: str, request: JudgeRequest, **usage: int) -> Verdict:
+    """A verdict parsed from text: 1.0 or 0.0, or a failure that keeps the raw text."""
+    choice = parse_verdict(text, request.labels, request.verdict_prefix)
+    if choice is None:
+        return Verdict(p_first=None, text=text, soft=False, error="no verdict could be read from the reply", **usage)
+    return Verdict(p_first=1.0 if choice == 0 else 0.0, text=text, soft=False, **usage)

@@ -1,0 +1,88 @@
+"""A judge on the OpenAI chat completions API, or any server that speaks it (vLLM, Ollama,
+llama.cpp server): set `base_url` in the judge config.
+
+The soft label comes from the log-probabilities of the two verdict labels at the verdict's
+position in the reply (`logprobs` / `top_logprobs`). A server that returns no log-probabilities
+gets its verdict parsed from the text, and the pair is marked as a hard label.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from rlaif.backends.api import ApiJudge, ApiOptions, MalformedResponse, hard_verdict
+from rlaif.judge import JudgeRequest, Verdict
+
+
+@dataclass
+class OpenAIOptions(ApiOptions):
+    api_key_env: str = "OPENAI_API_KEY"
+    base_url: str | None = None
+    top_logprobs: int = 20  # 0: ask for no log-probabilities
+
+
+def verdict_logprobs(content: list[Any], request: JudgeRequest) -> float | None:
+    """P(first label) from the top log-probabilities at the verdict token, or None if absent.
+
+    The verdict token is the last token that spells a label right after the verdict
+    prefix (or that opens the reply). A label missing from the top list is given the
+    smallest listed log-probability: an upper bound on its true mass.
+    """
+    labels = list(request.labels)
+    prefix = request.verdict_prefix.strip()
+    seen, position = "", None
+    for i, entry in enumerate(content):
+        before = seen.rstrip(" *\n")
+        if entry.token.strip() in labels and (not before or before.endswith(prefix)):
+            position = i
+        seen += entry.token
+    if position is None:
+        return None
+    top = content[position].top_logprobs or []
+    if not top:
+        return None
+    probability = dict.fromkeys(labels, 0.0)
+    for item in top:
+        if item.token.strip() in probability:
+            probability[item.token.strip()] += math.exp(item.logprob)
+    floor = math.exp(min(item.logprob for item in top))
+    first, second = (probability[label] or floor for label in labels)
+    return first / (first + second)
+
+
+class OpenAIJudge(ApiJudge):
+    Options = OpenAIOptions
+
+    def _client(self):
+        import openai
+
+        # Retries are ours (tenacity), so the SDK's own are turned off.
+        return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=0)
+
+    async def _ask(self, client, request: JudgeRequest) -> Verdict:
+        messages = [{"role": "user", "content": request.prompt}]
+        if self.options.system_prompt:
+            messages.insert(0, {"role": "system", "content": self.options.system_prompt})
+        extra = {"logprobs": True, "top_logprobs": self.options.top_logprobs} if self.options.top_logprobs else {}
+        response = await client.chat.completions.create(
+            model=self.config.model,
+            messages=messages,
+            temperature=self.options.temperature,
+            max_tokens=self.completion_budget(self.options, request.cot),
+            **extra,
+        )
+        if not getattr(response, "choices", None) or response.choices[0].message is None:
+            raise MalformedResponse("the reply has no choices")
+        choice = response.choices[0]
+        text = choice.message.content or ""
+        usage = {
+            "prompt_tokens": getattr(response.usage, "prompt_tokens", 0) or 0,
+            "completion_tokens": getattr(response.usage, "completion_tokens", 0) or 0,
+        }
+        content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
+        p_first = verdict_logprobs(content, request) if content else None
+        if p_first is None:
+            return hard_verdict(text, request, **usage)
+        return Verdict(p_first=p_first, text=text, soft=True, **usage)

@@ -1,0 +1,182 @@
+"""The OpenAI and Anthropic judges, through the real SDK clients, against a loopback server."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rlaif.judge import JudgeFatalError
+from rlaif.labeling import LabelConfig, label
+from tests.conftest import write_jsonl
+from tests.loopback import Loopback
+
+SECRET = "sk-loopback-secret-0123456789"
+
+
+@pytest.fixture
+def server():
+    with Loopback() as srv:
+        yield srv
+
+
+@pytest.fixture
+def judge_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLAIF_TEST_KEY", SECRET)
+
+    def make(srv: Loopback, backend: str = "openai", **options) -> str:
+        base = {"base_url": srv.url + ("/v1" if backend == "openai" else ""), "api_key_env": "RLAIF_TEST_KEY",
+                "timeout": 0.5, "retry_initial_wait": 0.01, "retry_max_wait": 0.2, "concurrency": 4, **options}
+        lines = [f'backend = "{backend}"', 'model = "loopback-judge"', "[options]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in base.items()]
+        path = tmp_path / f"{backend}-{len(list(tmp_path.glob('*.toml')))}.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return str(path)
+
+    return make
+
+
+def data(tmp_path, n: int = 6, extra: list | None = None):
+    rows = [{"id": f"r{i}", "prompt": f"question {i}", "chosen": f"GOOD answer {i}", "rejected": f"weak answer {i}"} for i in range(n)]
+    return str(write_jsonl(tmp_path / "d.jsonl", rows + (extra or [])))
+
+
+def run(tmp_path, judge: str, name: str = "out", **kw):
+    return label(LabelConfig(data(tmp_path, **kw.pop("data", {})), str(tmp_path / name), judge=judge, progress=False, **kw))
+
+
+def test_openai_soft_labels_from_logprobs(tmp_path, server, judge_file):
+    result = run(tmp_path, judge_file(server))
+    assert len(result.rows) == 6
+    for row in result.rows:
+        assert row["ai_preference"] == pytest.approx(0.8) and row["human_preference"] == 1.0
+        assert all(o["soft"] for o in row["orders"]) and row["consistent"] is True
+    assert result.manifest["tokens"]["prompt"] > 0 and server.requests == 12
+
+
+def test_openai_without_logprobs_falls_back_to_hard_labels(tmp_path, judge_file):
+    with Loopback(logprobs=False) as srv:
+        result = run(tmp_path, judge_file(srv))
+    assert all(r["ai_preference"] == 1.0 and not r["orders"][0]["soft"] for r in result.rows)
+
+
+def test_anthropic_hard_labels_and_sampled_soft_labels(tmp_path, server, judge_file):
+    hard = run(tmp_path, judge_file(server, "anthropic"), "hard")
+    assert all(r["ai_preference"] == 1.0 and r["human_preference"] == 1.0 for r in hard.rows)
+    sampled = run(tmp_path, judge_file(server, "anthropic", samples=3, temperature=1.0), "sampled")
+    assert all(r["orders"][0]["soft"] for r in sampled.rows)
+    assert server.requests == 12 + 36
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_chain_of_thought_on_api_judges(tmp_path, server, judge_file, backend):
+    result = run(tmp_path, judge_file(server, backend), cot=True)
+    assert len(result.rows) == 6
+    assert all("clearer" in o["text"] for r in result.rows for o in r["orders"])
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "timeout", "drop", "malformed", "truncated"])
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_transient_faults_are_retried_until_every_pair_is_labeled(tmp_path, server, judge_file, backend, fault):
+    server.fault = lambda n, prompt: fault if n % 3 == 1 else None  # every third request fails once
+    result = run(tmp_path, judge_file(server, backend))
+    assert len(result.rows) == 6 and result.failures == []
+    assert server.requests > 12  # the failed ones were asked again
+
+
+def test_unparseable_verdict_is_a_recorded_failure_never_a_preference(tmp_path, server, judge_file):
+    server.fault = lambda n, prompt: "unparseable" if "question 2" in prompt else None
+    out = tmp_path / "out"
+    result = run(tmp_path, judge_file(server))
+    assert {r["id"] for r in result.rows} == {f"r{i}:0-1" for i in range(6)} - {"r2:0-1"}
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
+    assert {f["id"] for f in failures} == {"r2:0-1"} and "cannot choose" in failures[0]["text"]
+    assert json.loads((out / "manifest.json").read_text())["counts"]["failed"]["judge"] == 1
+
+
+def test_bad_key_stops_at_once_and_never_shows_the_key(tmp_path, server, judge_file, monkeypatch):
+    judge = judge_file(server)
+    monkeypatch.setenv("RLAIF_TEST_KEY", "bad-key")
+    with pytest.raises(JudgeFatalError) as err:
+        run(tmp_path, judge, data={"n": 100})
+    assert "401" in str(err.value) or "AuthenticationError" in str(err.value)
+    assert "bad-key" not in str(err.value)
+    assert server.requests <= 8  # not 200 calls: the run stopped at the first refusal
+
+
+def test_missing_key_is_a_clear_config_error(tmp_path, server, judge_file, monkeypatch):
+    judge = judge_file(server)
+    monkeypatch.delenv("RLAIF_TEST_KEY")
+    with pytest.raises(ValueError, match="RLAIF_TEST_KEY"):
+        run(tmp_path, judge)
+
+
+def test_key_never_reaches_manifest_cache_or_failures(tmp_path, server, judge_file):
+    server.fault = lambda n, prompt: "unparseable" if "question 1" in prompt else None
+    run(tmp_path, judge_file(server))
+    assert server.keys_seen == {SECRET}  # the key was really sent to the server...
+    for path in (tmp_path / "out").iterdir():  # ...and written nowhere
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_a_call_that_gives_up_is_reported_and_asked_again_next_run(tmp_path, server, judge_file):
+    judge = judge_file(server, max_retries=1)
+    server.fault = lambda n, prompt: "500" if "question 3" in prompt else None
+    first = run(tmp_path, judge)
+    assert len(first.rows) == 5 and "gave up after 2 attempts" in first.failures[0]["error"]
+    server.fault = lambda n, prompt: None
+    before = server.requests
+    second = run(tmp_path, judge)
+    assert len(second.rows) == 6 and server.requests - before == 2  # only the two orders of r3
+
+
+def test_dry_run_calls_nothing(tmp_path, server, judge_file):
+    judge = judge_file(server, price_input_per_mtok=1.0, price_output_per_mtok=2.0)
+    result = run(tmp_path, judge, dry_run=True)
+    estimate = result.manifest["dry_run"]
+    assert estimate["calls"] == 12 and estimate["tokens"]["completion"] == 12 * 16
+    assert estimate["estimated_cost"] == pytest.approx((estimate["tokens"]["prompt"] * 1.0 + 12 * 16 * 2.0) / 1e6)
+    assert server.requests == 0 and not (tmp_path / "out").exists()
+    run(tmp_path, judge)
+    assert run(tmp_path, judge, dry_run=True).manifest["dry_run"]["calls"] == 0
+
+
+def test_concurrency_overlaps_slow_calls(tmp_path, judge_file):
+    with Loopback(latency=0.3) as srv:
+        started = time.time()
+        run(tmp_path, judge_file(srv), concurrency=12)
+        assert srv.requests == 12 and time.time() - started < 12 * 0.3 / 2
+
+
+def _label_cli(data_path: str, out: str, judge: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "rlaif.cli", "label", "--input", data_path, "--output", out, "--judge", judge, "--quiet", "--concurrency", "1"]
+    return subprocess.Popen(cmd, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_kill_9_mid_run_then_resume_gives_the_same_pairs_and_repeats_no_answered_call(tmp_path, judge_file):
+    data_path = data(tmp_path, n=10)
+    with Loopback() as reference:
+        proc = _label_cli(data_path, str(tmp_path / "whole"), judge_file(reference))
+        assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()
+    with Loopback() as srv:
+        srv.fault = lambda n, prompt: "hang" if n == 8 else None
+        judge = judge_file(srv)
+        proc = _label_cli(data_path, str(tmp_path / "killed"), judge)
+        deadline = time.time() + 120
+        while srv.requests < 8 and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert sum(srv.answered.values()) == 7 and not (tmp_path / "killed" / "pairs.jsonl").exists()
+        srv.fault = lambda n, prompt: None
+        proc = _label_cli(data_path, str(tmp_path / "killed"), judge)
+        assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()
+        assert max(srv.answered.values()) == 1 and sum(srv.answered.values()) == 20
+    # The two runs used two servers, so their judge configs (named by path) differ; nothing else may.
+    def rows(run):
+        return [{k: v for k, v in json.loads(line).items() if k != "judge"} for line in (tmp_path / run / "pairs.jsonl").read_text().splitlines()]
+
+    assert rows("killed") == rows("whole") and len(rows("whole")) == 10
