@@ -171,6 +171,7 @@ def label(config: LabelConfig) -> LabelResult:
             if hit is not None:
                 answers[key] = Verdict.from_dict(hit)
         missing = [key for key in requests if key not in answers]
+        judging_started = time.time()
         if missing:
             # The judge (a model, a client) is only loaded when something is left to ask.
             judge = load_judge(judge_config)
@@ -186,6 +187,7 @@ def label(config: LabelConfig) -> LabelResult:
                     judge.judge([requests[k] for k in missing], on_result)
                 finally:
                     judge.close()
+        judging_s = time.time() - judging_started
     finally:
         cache.close()
 
@@ -211,6 +213,7 @@ def label(config: LabelConfig) -> LabelResult:
     write_jsonl_atomic(out / "pairs.jsonl", rows)
     write_jsonl_atomic(out / "failures.jsonl", failures)
     manifest = _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, len(missing), started)
+    manifest["timings"] = {"judging_s": round(judging_s, 3)}
     tmp = out / "manifest.json.tmp"
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     tmp.replace(out / "manifest.json")

@@ -156,3 +156,23 @@ class Loopback:
 
 def _log(p: float) -> float:
     return math.log(p)
+
+
+def main() -> None:
+    """Serve from the command line (for benchmarks): prints the base URL, then serves until killed."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="share of requests that fail transiently (429, 500, dropped)")
+    args = parser.parse_args()
+    server = Loopback(latency=args.latency)
+    if args.fail_rate:
+        server.fail_randomly(args.fail_rate)
+    with server:
+        print(server.url, flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

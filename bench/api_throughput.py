@@ -1,0 +1,73 @@
+"""Throughput of `rlaif label` against a loopback OpenAI server with a fixed latency per call.
+
+Runs the real CLI (real `openai` SDK client) on N pairs, both orders, and compares the
+achieved call rate with the ideal, concurrency / latency. A second run makes a share of
+the calls fail transiently (429, 500, dropped connections) and checks every pair is still
+labeled. Usage: python bench/api_throughput.py [--pairs 1000] [--concurrency 32] [--latency 0.1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(pairs: int, concurrency: int, latency: float, fail_rate: float, workdir: Path) -> dict:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.loopback", "--latency", str(latency), "--fail-rate", str(fail_rate)],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        url = server.stdout.readline().strip()
+        judge = workdir / f"judge-{fail_rate}.toml"
+        judge.write_text(
+            f'backend = "openai"\nmodel = "loopback"\n[options]\nbase_url = "{url}/v1"\napi_key_env = ""\n'
+            "retry_initial_wait = 0.05\nretry_max_wait = 1.0\nmax_retries = 8\n"
+        )
+        out = workdir / f"out-{concurrency}-{fail_rate}"
+        subprocess.run(
+            [sys.executable, "-m", "rlaif.cli", "label", "--input", str(workdir / "pairs.jsonl"), "--output", str(out),
+             "--judge", str(judge), "--concurrency", str(concurrency), "--quiet"],
+            check=True, cwd=ROOT,
+        )
+    finally:
+        server.kill()
+    manifest = json.loads((out / "manifest.json").read_text())
+    calls = manifest["judge_calls"]["made"]
+    judging = manifest["timings"]["judging_s"]
+    ideal = concurrency / latency
+    return {
+        "pairs": pairs, "fail_rate": fail_rate, "concurrency": concurrency, "calls": calls,
+        "labeled": manifest["counts"]["labeled"], "failed": manifest["counts"]["failed"]["judge"],
+        "judging_s": judging, "wall_s": manifest["wall_time_s"],
+        "calls_per_s": calls / judging, "ideal_calls_per_s": ideal, "fraction_of_ideal": calls / judging / ideal,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=1000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency", type=float, default=0.1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        with open(workdir / "pairs.jsonl", "w") as fh:
+            for i in range(args.pairs):
+                fh.write(json.dumps({"id": f"b{i}", "prompt": f"Question number {i}?", "chosen": f"GOOD answer {i}", "rejected": f"weak answer {i}"}) + "\n")
+        results = [run(args.pairs, args.concurrency, args.latency, rate, workdir) for rate in (0.0, 0.1)]
+    print("| transient failures | pairs labeled | judge calls | judging time | calls/s | ideal calls/s | fraction of ideal |")
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        print(f"| {100 * r['fail_rate']:.0f}% | {r['labeled']} / {r['pairs']} | {r['calls']} | {r['judging_s']:.2f} s "
+              f"| {r['calls_per_s']:.0f} | {r['ideal_calls_per_s']:.0f} | {100 * r['fraction_of_ideal']:.0f}% |")
+
+
+if __name__ == "__main__":
+    main()
