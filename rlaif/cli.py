@@ -48,6 +48,7 @@ def main() -> None:
 @click.option("--temperature", type=float, default=0.8, show_default=True, help="Sampling temperature of the generator.")
 @click.option("--cache", default=None, help="Answer cache file [default: <output>/cache.sqlite].")
 @click.option("--concurrency", type=int, default=None, help="Judge calls in flight at once (API judges) [default: the judge config's].")
+@click.option("--batch-api", is_flag=True, help="OpenAI Batch API: submit the calls, keep the batch id in the output directory, collect on the next run.")
 @click.option("--dry-run", is_flag=True, help="Print the calls, tokens and cost a run would take; call nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def label(input_path: str, quiet: bool, **options) -> None:
@@ -60,6 +61,10 @@ def label(input_path: str, quiet: bool, **options) -> None:
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: every answer received so far is in the cache; run the same command again to resume") from None
     m = result.manifest
+    if "batch" in m:
+        b = m["batch"]
+        click.echo(f"batch {b['batch_id']} ({b['requests']} requests) is {b['status']}; run the same command again to collect it")
+        return
     if "dry_run" in m:
         d = m["dry_run"]
         click.echo(f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached")

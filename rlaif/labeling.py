@@ -24,7 +24,7 @@ from rlaif.cache import AnswerCache, cache_key
 from rlaif.data import LoadResult, Pair, load_examples, make_pairs, write_jsonl_atomic
 from rlaif.debias import consistent, plan_orders, preference_for_a
 from rlaif.generation import generate_responses
-from rlaif.judge import DEFAULT_JUDGE, JudgeConfig, JudgeRequest, Verdict, estimate_cost, estimate_tokens, judge_class, load_judge, load_judge_config
+from rlaif.judge import DEFAULT_JUDGE, JudgeConfig, JudgeFatalError, JudgeRequest, Verdict, estimate_cost, estimate_tokens, judge_class, load_judge, load_judge_config
 from rlaif.rubric import Rubric, load_rubric
 
 
@@ -49,6 +49,7 @@ class LabelConfig:
     temperature: float = 0.8
     cache: str | None = None  # default: <output>/cache.sqlite
     concurrency: int | None = None  # overrides the judge config's (API judges)
+    batch_api: bool = False  # OpenAI Batch API: submit, then collect on a later run
     dry_run: bool = False  # count calls, tokens and cost; call nothing, write nothing
     progress: bool = True
 
@@ -134,6 +135,41 @@ def _dry_run(config: LabelConfig, judge_config: JudgeConfig, loaded: LoadResult,
     return LabelResult(config.output_dir(), [], [], {"dry_run": estimate})
 
 
+def _batch_round(out: Path, judge_config: JudgeConfig, requests: dict[str, JudgeRequest], answers: dict[str, Verdict], cache: AnswerCache) -> dict[str, Any] | None:
+    """One step of a Batch API run: collect a finished batch, or submit the calls still missing.
+
+    The batch id is kept in `<output>/batch.json` between runs. Returns the batch's state
+    while one is pending (the run stops there), or None once every answer is in.
+    """
+    judge = load_judge(judge_config)
+    if not hasattr(judge, "submit_batch"):
+        raise ValueError(f"--batch-api needs a judge with a batch API (openai), not '{judge_config.backend}'")
+    state_path = out / "batch.json"
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        status, verdicts = judge.poll_batch(state["batch_id"], requests)
+        for key, verdict in verdicts.items():
+            answers[key] = verdict
+            if not verdict.transient:
+                cache.put(key, verdict.to_dict())
+        if status not in ("completed", "expired", "cancelled", "failed"):
+            return {**state, "status": status}
+        state_path.unlink()
+        if not verdicts:
+            raise JudgeFatalError(f"batch {state['batch_id']} ended as '{status}' with no results; the next run submits a new one")
+    # Answers that failed in the batch are asked again, in a new batch.
+    missing = {key: r for key, r in requests.items() if key not in answers or answers[key].transient}
+    if not missing:
+        return None
+    for key in missing:
+        answers.pop(key, None)
+    state = judge.submit_batch(missing)
+    tmp = state_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(state_path)
+    return state
+
+
 def label(config: LabelConfig) -> LabelResult:
     """Run a labeling job end to end and write its outputs; returns the rows and manifest."""
     started = time.time()
@@ -171,6 +207,11 @@ def label(config: LabelConfig) -> LabelResult:
             if hit is not None:
                 answers[key] = Verdict.from_dict(hit)
         missing = [key for key in requests if key not in answers]
+        if config.batch_api and missing:
+            pending = _batch_round(out, judge_config, requests, answers, cache)
+            if pending is not None:
+                return LabelResult(out, [], [], {"batch": pending})
+            missing = [key for key in requests if key not in answers]
         judging_started = time.time()
         if missing:
             # The judge (a model, a client) is only loaded when something is left to ask.

@@ -8,6 +8,7 @@ a dropped connection, a malformed or truncated body, or a reply with no verdict.
 
 from __future__ import annotations
 
+import email
 import hashlib
 import json
 import math
@@ -37,6 +38,9 @@ class Loopback:
         self.requests = 0
         self.answered: Counter[str] = Counter()  # prompt hash -> complete 200 replies written
         self.keys_seen: set[str] = set()
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, dict] = {}
+        self.batch_polls = 2
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -60,6 +64,46 @@ class Loopback:
 
         self.fault = fault
 
+    # ---- the Batch API: a batch completes on its `batch_polls`-th retrieve ----
+
+    def _upload(self, raw: bytes, content_type: str) -> dict:
+        message = email.message_from_bytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + raw)
+        content = next(part.get_payload(decode=True) for part in message.get_payload() if part.get_filename())
+        file_id = f"file-{len(self.files) + 1}"
+        self.files[file_id] = content
+        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()), "filename": "batch.jsonl", "purpose": "batch", "status": "processed"}
+
+    def _create_batch(self, body: dict) -> dict:
+        batch_id = f"batch_{len(self.batches) + 1}"
+        self.batches[batch_id] = {"input_file_id": body["input_file_id"], "polls": 0, "output_file_id": None}
+        return self._batch_object(batch_id, "validating")
+
+    def _batch_object(self, batch_id: str, status: str) -> dict:
+        b = self.batches[batch_id]
+        return {"id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": b["input_file_id"],
+                "completion_window": "24h", "status": status, "created_at": int(time.time()), "output_file_id": b["output_file_id"],
+                "error_file_id": None, "errors": None}
+
+    def _poll_batch(self, batch_id: str) -> dict:
+        b = self.batches[batch_id]
+        b["polls"] += 1
+        if b["polls"] < self.batch_polls:
+            return self._batch_object(batch_id, "in_progress")
+        if b["output_file_id"] is None:
+            lines = []
+            for n, line in enumerate(self.files[b["input_file_id"]].decode().splitlines(), start=1):
+                request = json.loads(line)
+                prompt = request["body"]["messages"][-1]["content"]
+                if self.fault(n, prompt) == "500":
+                    result = {"status_code": 500, "request_id": f"req_{n}", "body": {"error": {"message": "internal error"}}}
+                else:
+                    result = {"status_code": 200, "request_id": f"req_{n}", "body": openai_reply(request["body"], False, self.logprobs)}
+                    self.answered[hashlib.sha256(prompt.encode()).hexdigest()] += 1
+                lines.append(json.dumps({"id": f"batch_req_{n}", "custom_id": request["custom_id"], "response": result, "error": None}))
+            b["output_file_id"] = f"file-out-{batch_id}"
+            self.files[b["output_file_id"]] = "\n".join(lines).encode()
+        return self._batch_object(batch_id, "completed")
+
     def _handler(self):
         server = self
 
@@ -80,8 +124,19 @@ class Loopback:
                 self.wfile.write(body)
                 self.wfile.flush()
 
+            def do_GET(self) -> None:
+                parts = self.path.strip("/").split("/")  # v1/batches/ID or v1/files/ID/content
+                if parts[1] == "batches":
+                    return self._send(200, json.dumps(server._poll_batch(parts[2])).encode())
+                return self._send(200, server.files[parts[2]])
+
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path.endswith("/files"):
+                    return self._send(200, json.dumps(server._upload(raw, self.headers["Content-Type"])).encode())
+                body = json.loads(raw)
+                if self.path.endswith("/batches"):
+                    return self._send(200, json.dumps(server._create_batch(body)).encode())
                 key = self.headers.get("Authorization", "").removeprefix("Bearer ") or self.headers.get("x-api-key", "")
                 with server._lock:
                     server.requests += 1
@@ -104,16 +159,10 @@ class Loopback:
                     return
                 if fault == "malformed":
                     return self._send(200, b'{"id": "x", "choices": [ this is not json')
-                first = _prefers_first(prompt)
-                cot = "explain" in prompt
-                verdict = "1" if first else "2"
-                text = f"Response {verdict} is clearer.\nPreferred Response={verdict}" if cot else f"Preferred Response={verdict}"
-                if fault == "unparseable":
-                    text = "Both responses have merits; I cannot choose."
                 if self.path.endswith("/chat/completions"):
-                    reply = self._openai(body, text, first)
+                    reply = openai_reply(body, fault == "unparseable", server.logprobs)
                 else:
-                    reply = self._anthropic(body, text)
+                    reply = anthropic_reply(body, fault == "unparseable")
                 data = json.dumps(reply).encode()
                 if fault == "truncated":
                     self.close_connection = True
@@ -122,40 +171,50 @@ class Loopback:
                 with server._lock:
                     server.answered[hashlib.sha256(prompt.encode()).hexdigest()] += 1
 
-            def _openai(self, body: dict, text: str, first: bool) -> dict:
-                cut = text.rfind("=") + 1
-                tokens = [text[:cut], text[cut:]] if cut and text[cut:] in ("1", "2") else [text]
-                content = []
-                for token in tokens:
-                    if token in ("1", "2"):
-                        p1 = 0.8 if first else 0.2
-                        top = [{"token": "1", "logprob": _log(p1), "bytes": [49]}, {"token": "2", "logprob": _log(1 - p1), "bytes": [50]}]
-                        if not first:
-                            top.reverse()
-                        lp = top[0]["logprob"]
-                    else:
-                        top = [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
-                        lp = -0.01
-                    content.append({"token": token, "logprob": lp, "bytes": list(token.encode()), "top_logprobs": top})
-                logprobs = {"content": content, "refusal": None} if server.logprobs and body.get("logprobs") else None
-                return {
-                    "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": logprobs, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": len(body["messages"][-1]["content"]) // 4, "completion_tokens": len(tokens), "total_tokens": 0},
-                }
-
-            def _anthropic(self, body: dict, text: str) -> dict:
-                return {
-                    "id": "msg_loopback", "type": "message", "role": "assistant", "model": body["model"],
-                    "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
-                    "usage": {"input_tokens": len(body["messages"][-1]["content"]) // 4, "output_tokens": 5},
-                }
-
         return Handler
 
 
-def _log(p: float) -> float:
-    return math.log(p)
+def _verdict_text(prompt: str, unparseable: bool) -> tuple[str, bool]:
+    if unparseable:
+        return "Both responses have merits; I cannot choose.", True
+    first = _prefers_first(prompt)
+    verdict = "1" if first else "2"
+    if "explain" in prompt:  # the chain-of-thought form
+        return f"Response {verdict} is clearer.\nPreferred Response={verdict}", first
+    return f"Preferred Response={verdict}", first
+
+
+def openai_reply(body: dict, unparseable: bool, logprobs: bool) -> dict:
+    """A chat completion whose verdict token carries top log-probabilities p = 0.8 / 0.2."""
+    prompt = body["messages"][-1]["content"]
+    text, first = _verdict_text(prompt, unparseable)
+    cut = text.rfind("=") + 1
+    tokens = [text[:cut], text[cut:]] if cut and text[cut:] in ("1", "2") else [text]
+    content = []
+    for token in tokens:
+        if token in ("1", "2"):
+            p1 = 0.8 if first else 0.2
+            top = [{"token": "1", "logprob": math.log(p1), "bytes": [49]}, {"token": "2", "logprob": math.log(1 - p1), "bytes": [50]}]
+            top.sort(key=lambda t: -t["logprob"])
+        else:
+            top = [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
+        content.append({"token": token, "logprob": top[0]["logprob"], "bytes": list(token.encode()), "top_logprobs": top})
+    return {
+        "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                     "logprobs": {"content": content, "refusal": None} if logprobs and body.get("logprobs") else None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(tokens), "total_tokens": len(prompt) // 4 + len(tokens)},
+    }
+
+
+def anthropic_reply(body: dict, unparseable: bool) -> dict:
+    prompt = body["messages"][-1]["content"]
+    text, _ = _verdict_text(prompt, unparseable)
+    return {
+        "id": "msg_loopback", "type": "message", "role": "assistant", "model": body["model"],
+        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": len(prompt) // 4, "output_tokens": 5},
+    }
 
 
 def main() -> None:

@@ -180,3 +180,37 @@ def test_kill_9_mid_run_then_resume_gives_the_same_pairs_and_repeats_no_answered
         return [{k: v for k, v in json.loads(line).items() if k != "judge"} for line in (tmp_path / run / "pairs.jsonl").read_text().splitlines()]
 
     assert rows("killed") == rows("whole") and len(rows("whole")) == 10
+
+
+def test_batch_api_submits_then_collects_on_later_runs(tmp_path, server, judge_file):
+    judge = judge_file(server)
+    out = tmp_path / "out"
+    submitted = run(tmp_path, judge, batch_api=True)
+    state = json.loads((out / "batch.json").read_text())
+    assert submitted.manifest["batch"]["batch_id"] == state["batch_id"] and state["requests"] == 12
+    assert not (out / "pairs.jsonl").exists() and sum(server.answered.values()) == 0
+    pending = run(tmp_path, judge, batch_api=True)  # the loopback batch is still in progress
+    assert pending.manifest["batch"]["status"] == "in_progress"
+    collected = run(tmp_path, judge, batch_api=True)
+    assert len(collected.rows) == 6 and not (out / "batch.json").exists()
+    assert all(r["ai_preference"] == pytest.approx(0.8) for r in collected.rows)
+    assert server.requests == 0 and sum(server.answered.values()) == 12  # no direct call was made
+    direct = run(tmp_path, judge, "direct")
+    assert [r["ai_preference"] for r in direct.rows] == [r["ai_preference"] for r in collected.rows]
+
+
+def test_batch_requests_that_failed_go_into_a_new_batch(tmp_path, server, judge_file):
+    judge = judge_file(server)
+    server.batch_polls = 1
+    server.fault = lambda n, prompt: "500" if "question 4" in prompt else None
+    run(tmp_path, judge, batch_api=True)
+    resubmitted = run(tmp_path, judge, batch_api=True)
+    assert resubmitted.manifest["batch"]["requests"] == 2  # the two orders of r4
+    server.fault = lambda n, prompt: None
+    done = run(tmp_path, judge, batch_api=True)
+    assert len(done.rows) == 6 and len(server.batches) == 2
+
+
+def test_batch_api_needs_an_openai_judge(tmp_path, server, judge_file):
+    with pytest.raises(ValueError, match="batch API"):
+        run(tmp_path, judge_file(server, "anthropic"), batch_api=True)

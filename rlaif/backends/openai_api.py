@@ -8,6 +8,7 @@ gets its verdict parsed from the text, and the pair is marked as a hard label.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,9 @@ def verdict_logprobs(content: list[Any], request: JudgeRequest) -> float | None:
     return first / (first + second)
 
 
+BATCH_ENDED = ("completed", "expired", "cancelled", "failed")
+
+
 class OpenAIJudge(ApiJudge):
     Options = OpenAIOptions
 
@@ -61,18 +65,24 @@ class OpenAIJudge(ApiJudge):
         # Retries are ours (tenacity), so the SDK's own are turned off.
         return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=0)
 
-    async def _ask(self, client, request: JudgeRequest) -> Verdict:
+    def _body(self, request: JudgeRequest) -> dict[str, Any]:
+        """The chat completions request body for one judge request."""
         messages = [{"role": "user", "content": request.prompt}]
         if self.options.system_prompt:
             messages.insert(0, {"role": "system", "content": self.options.system_prompt})
-        extra = {"logprobs": True, "top_logprobs": self.options.top_logprobs} if self.options.top_logprobs else {}
-        response = await client.chat.completions.create(
-            model=self.config.model,
-            messages=messages,
-            temperature=self.options.temperature,
-            max_tokens=self.completion_budget(self.options, request.cot),
-            **extra,
-        )
+        body: dict[str, Any] = {
+            "model": self.config.model,
+            "messages": messages,
+            "temperature": self.options.temperature,
+            "max_tokens": self.completion_budget(self.options, request.cot),
+        }
+        if self.options.top_logprobs:
+            body.update(logprobs=True, top_logprobs=self.options.top_logprobs)
+        return body
+
+    @staticmethod
+    def _verdict(response: Any, request: JudgeRequest) -> Verdict:
+        """The verdict in a chat completion: soft from log-probabilities, else parsed from text."""
         if not getattr(response, "choices", None) or response.choices[0].message is None:
             raise MalformedResponse("the reply has no choices")
         choice = response.choices[0]
@@ -86,3 +96,52 @@ class OpenAIJudge(ApiJudge):
         if p_first is None:
             return hard_verdict(text, request, **usage)
         return Verdict(p_first=p_first, text=text, soft=True, **usage)
+
+    async def _ask(self, client, request: JudgeRequest) -> Verdict:
+        return self._verdict(await client.chat.completions.create(**self._body(request)), request)
+
+    # ---- the Batch API: submit now, collect on a later run ----
+
+    def _sync_client(self):
+        import openai
+
+        return openai.OpenAI(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=3)
+
+    def submit_batch(self, requests: dict[str, JudgeRequest]) -> dict[str, Any]:
+        """Upload the requests as a batch file and start a batch; returns what to persist."""
+        lines = [
+            json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": self._body(r)})
+            for key, r in requests.items()
+        ]
+        with self._sync_client() as client:
+            upload = client.files.create(file=("rlaif-batch.jsonl", "\n".join(lines).encode()), purpose="batch")
+            batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+        return {"batch_id": batch.id, "input_file_id": upload.id, "requests": len(lines), "status": batch.status}
+
+    def poll_batch(self, batch_id: str, requests: dict[str, JudgeRequest]) -> tuple[str, dict[str, Verdict]]:
+        """The batch's status and, once it has ended, the verdicts it holds."""
+        from openai.types.chat import ChatCompletion
+
+        with self._sync_client() as client:
+            batch = client.batches.retrieve(batch_id)
+            if batch.status not in BATCH_ENDED or not batch.output_file_id:
+                return batch.status, {}
+            output = client.files.content(batch.output_file_id).text
+        verdicts: dict[str, Verdict] = {}
+        for line in output.splitlines():
+            if not line.strip():
+                continue
+            item = json.loads(line)
+            key, response = item.get("custom_id"), item.get("response") or {}
+            if key not in requests:
+                continue
+            if response.get("status_code") == 200:
+                try:
+                    verdicts[key] = self._verdict(ChatCompletion.model_validate(response["body"]), requests[key])
+                    continue
+                except (MalformedResponse, ValueError) as e:
+                    error = f"malformed batch result: {e}"
+            else:
+                error = self.redact(f"batch request failed: {json.dumps(item.get('error') or response)[:500]}")
+            verdicts[key] = Verdict(p_first=None, error=error, transient=True)
+        return batch.status, verdicts
