@@ -102,6 +102,61 @@ def agreement(run_dir: str, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--method", type=click.Choice(["sft", "rm", "dpo", "ppo"]), default=None, help="What to train (required here or in --config).")
+@click.option("--data", default=None, help="Training data: anything `rlaif label` reads or writes.")
+@click.option("--model", default=None, help="Model name or directory [default: the embedded SmolLM2-135M-Instruct].")
+@click.option("--output", default=None, help="Output directory [default: outputs/<method>].")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML/YAML file with any of these settings; the command line wins.")
+@click.option("--max-steps", type=int, default=None)
+@click.option("--epochs", type=int, default=1, show_default=True)
+@click.option("--batch-size", type=int, default=4, show_default=True, help="Per process (rollout prompts for PPO: --rollout-batch-size).")
+@click.option("--grad-accum", type=int, default=1, show_default=True)
+@click.option("--lr", type=float, default=1e-5, show_default=True)
+@click.option("--max-length", type=int, default=512, show_default=True)
+@click.option("--truncate-prompt", is_flag=True, help="Keep the end of prompts longer than --max-length instead of stopping.")
+@click.option("--limit", type=int, default=None, help="Read at most this many rows of --data.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--eval-data", default=None, help="Held-out data.")
+@click.option("--eval-split", type=float, default=0.0, show_default=True, help="Hold out this share of --data (without --eval-data).")
+@click.option("--save-steps", type=int, default=0, show_default=True, help="Checkpoint every N steps (0: at the end only).")
+@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --output.")
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast (CUDA).")
+@click.option("--gradient-checkpointing", is_flag=True)
+@click.option("--train-layers", type=int, default=None, help="Train only the top N transformer blocks and the head.")
+@click.option("--hard-labels", is_flag=True, help="rm/dpo: ignore ai_preference, use hard labels.")
+@click.option("--beta", type=float, default=0.1, show_default=True, help="dpo: KL strength.")
+@click.option("--label-smoothing", type=float, default=0.0, show_default=True, help="dpo: conservative DPO's label noise rate.")
+@click.option("--loss", type=click.Choice(["sigmoid", "ipo"]), default="sigmoid", show_default=True, help="dpo: loss form.")
+@click.option("--reward-model", default=None, help="ppo: a reward model trained with --method rm.")
+@click.option("--rollout-batch-size", type=int, default=8, show_default=True, help="ppo: prompts per rollout.")
+@click.option("--ppo-epochs", type=int, default=4, show_default=True)
+@click.option("--mini-batch-size", type=int, default=4, show_default=True)
+@click.option("--max-new-tokens", type=int, default=48, show_default=True, help="ppo: response length.")
+@click.option("--kl-coef", type=float, default=0.05, show_default=True, help="ppo: per-token KL penalty β.")
+@click.option("--missing-eos-penalty", type=float, default=None, help="ppo: subtracted from the score of a response with no end-of-sequence.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -> None:
+    """Train with --method sft|rm|dpo|ppo on preference data."""
+    from rlaif.trainers import TrainConfig, read_config_file
+    from rlaif.trainers import train as run_train
+
+    settings = read_config_file(config_file) if config_file else {}
+    for name, value in options.items():
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE or name not in settings:
+            settings[name] = value
+    for required in ("method", "data"):
+        if not settings.get(required):
+            raise click.UsageError(f"--{required} is required (on the command line or in --config)")
+    settings["output"] = settings.get("output") or f"outputs/{settings['method']}"
+    config = TrainConfig(progress=not quiet, **settings)
+    results = run_train(config)
+    click.echo(f"saved to {config.output}")
+    for name, value in results.items():
+        click.echo(f"{name}: {value:.4f}")
+
+
+@main.command()
 @click.argument("name_or_path")
 @click.option("--cot", is_flag=True, help="Show the chain-of-thought form.")
 def rubric(name_or_path: str, cot: bool) -> None:

@@ -48,6 +48,7 @@ class Example:
     responses: list[str] = field(default_factory=list)
     human_best: int | None = None
     source: str = ""
+    preference: float | None = None  # P(responses[0] ≻ responses[1]), from `ai_preference`
 
 
 @dataclass
@@ -218,8 +219,16 @@ def parse_record(record: Any, file: str, line: int) -> Example:
                 raise err(name, "missing ('chosen' and 'rejected' come together)")
         chosen = _check_text(record["chosen"], "chosen", err)
         rejected = _check_text(record["rejected"], "rejected", err)
+        preference = record.get("ai_preference")
+        if preference is not None and (not isinstance(preference, (int, float)) or not 0.0 <= preference <= 1.0):
+            raise err("ai_preference", f"expected a probability in [0, 1], got {preference!r}")
+        human_best = 0
+        if preference is not None:
+            # An rlaif output row: `chosen` is the AI's pick; the human's, if any, is `human_preference`.
+            human = record.get("human_preference")
+            human_best = None if human is None else (0 if human > 0.5 else 1)
         if "prompt" in record:
-            return Example(ident, _check_prompt(record["prompt"], err), [chosen, rejected], 0, source)
+            return Example(ident, _check_prompt(record["prompt"], err), [chosen, rejected], human_best, source, preference)
         try:
             prompt_c, reply_c = split_transcript(chosen)
         except ValueError as e:

@@ -42,7 +42,7 @@ def embedded_model_dir() -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _quiet_transformers()
+    quiet_transformers()
     source = _gguf_dir()
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
     gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
@@ -82,7 +82,7 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     from transformers.utils import logging
 
     logging.disable_progress_bar()  # rlaif shows its own progress
@@ -103,7 +103,7 @@ def load_causal_lm(name: str | None, device: str | None = None, bf16: bool = Fal
     import torch
     from transformers import AutoModelForCausalLM
 
-    _quiet_transformers()
+    quiet_transformers()
     device = pick_device(device)
     dtype = torch.bfloat16 if bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype)

@@ -1,0 +1,109 @@
+"""Training data: preference pairs read by `rlaif.data`, and tokenization for training."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rlaif.data import InputError, Prompt, load_examples
+
+
+@dataclass
+class TrainPair:
+    """prompt, chosen, rejected and p = P(chosen ≻ rejected) (1.0 for a human label)."""
+
+    prompt: Prompt
+    chosen: str
+    rejected: str
+    p: float
+    source: str
+
+
+def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False) -> list[TrainPair]:
+    """Pairs from anything `rlaif label` reads or writes; rows with no preference are left out."""
+    pairs = []
+    for ex in load_examples(path, limit).examples:
+        if len(ex.responses) != 2:
+            continue
+        if ex.preference is not None:  # an rlaif output row: responses = [chosen, rejected]
+            p = 1.0 if hard_labels else float(ex.preference)
+        elif ex.human_best is not None:
+            p = 1.0
+        else:
+            continue
+        chosen, rejected = ex.responses  # the preferred one first in every input shape
+        pairs.append(TrainPair(ex.prompt, chosen, rejected, p, ex.source))
+    if not pairs:
+        raise ValueError(f"{path}: no usable preference pairs (rows need prompt/chosen/rejected, HH transcripts, or rlaif's pairs.jsonl)")
+    return pairs
+
+
+def train_eval_pairs(config) -> tuple[list[TrainPair], list[TrainPair]]:
+    """The training pairs and the held-out pairs (`--eval-data`, else an `--eval-split` of `--data`)."""
+    pairs = load_pairs(config.data, config.limit, config.hard_labels)
+    if config.eval_data:
+        return pairs, load_pairs(config.eval_data, None, config.hard_labels)
+    return split(pairs, config.eval_split, config.seed)
+
+
+def load_prompts(path: str, limit: int | None = None) -> list[tuple[Prompt, str]]:
+    """(prompt, source) of every row, for PPO rollouts."""
+    prompts = [(ex.prompt, ex.source) for ex in load_examples(path, limit).examples]
+    if not prompts:
+        raise ValueError(f"{path}: no prompts")
+    return prompts
+
+
+def split(items: list, share: float, seed: int) -> tuple[list, list]:
+    """A seeded held-out split: (train, eval) with round(share · n) items in eval."""
+    if share <= 0:
+        return items, []
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(share * len(items)))
+    held = set(order[:n_eval])
+    return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
+
+
+def prompt_string(tokenizer, prompt: Prompt) -> str:
+    """The prompt as the model sees it: through the chat template when the tokenizer has one."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+
+def encode_prompt(tokenizer, prompt: Prompt, max_length: int, source: str, truncate: bool, room: int = 1) -> list[int]:
+    """Prompt token ids, leaving `room` tokens for a response; too long is an error naming the row."""
+    ids = tokenizer(prompt_string(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    limit = max_length - room
+    if len(ids) > limit:
+        if not truncate:
+            file, _, line = source.rpartition(":")
+            raise InputError(file, int(line), "prompt", f"is {len(ids)} tokens, longer than --max-length {max_length} allows (use --truncate-prompt to keep its end)")
+        ids = ids[-limit:]
+    return ids
+
+
+def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: str, truncate: bool) -> dict[str, list[int]]:
+    """input_ids and labels (−100 on prompt tokens) for one prompt + response (+ EOS)."""
+    prompt_ids = encode_prompt(tokenizer, prompt, max_length, source, truncate)
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    ids = (prompt_ids + response_ids)[:max_length]
+    labels = ([-100] * len(prompt_ids) + response_ids)[:max_length]
+    return {"input_ids": ids, "labels": labels}
+
+
+def collate(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad to the longest: input_ids, attention_mask, labels (−100 on padding)."""
+    width = max(len(f["input_ids"]) for f in features)
+    batch: dict[str, Any] = {"input_ids": [], "attention_mask": [], "labels": []}
+    for f in features:
+        pad = width - len(f["input_ids"])
+        batch["input_ids"].append(f["input_ids"] + [pad_id] * pad)
+        batch["attention_mask"].append([1] * len(f["input_ids"]) + [0] * pad)
+        batch["labels"].append(f.get("labels", f["input_ids"]) + [-100] * pad)
+    return {k: torch.tensor(v) for k, v in batch.items()}

@@ -1,0 +1,84 @@
+"""Direct preference optimisation. The reference model's log-probabilities are computed once,
+before training (so no second model stays in memory), and kept in the output directory for
+`--resume`; chosen and rejected go through the policy in one forward pass."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from rlaif.models import resolve_model
+from rlaif.trainers.data import collate, encode, train_eval_pairs
+from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers
+from rlaif.trainers.losses import dpo_loss, sequence_logps
+
+
+class DPOTrainer(OfflineTrainer):
+    def setup(self, init_from: str | None) -> None:
+        cfg = self.config
+        train, held = train_eval_pairs(cfg)
+        self.train_pairs = [self._encode(p) for p in train]
+        self.eval_pairs = [self._encode(p) for p in held]
+        self.n_train = len(self.train_pairs)
+        reference_file = self.out / "reference_logps.pt"
+        base = resolve_model(cfg.model)
+        if reference_file.exists() and init_from:
+            self.reference = torch.load(reference_file)
+        else:
+            reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(self.procs.device).eval()
+            self.reference = {"train": self._all_logps(reference, self.train_pairs), "eval": self._all_logps(reference, self.eval_pairs)}
+            del reference
+            if self.procs.main:
+                torch.save(self.reference, reference_file)
+        self.model = AutoModelForCausalLM.from_pretrained(init_from or base, dtype=torch.float32).to(self.procs.device)
+        freeze_lower_layers(self.model, cfg.train_layers)
+
+    def _encode(self, pair) -> tuple[dict, dict, float]:
+        cfg = self.config
+        chosen = encode(self.tokenizer, pair.prompt, pair.chosen, cfg.max_length, pair.source, cfg.truncate_prompt)
+        rejected = encode(self.tokenizer, pair.prompt, pair.rejected, cfg.max_length, pair.source, cfg.truncate_prompt)
+        return chosen, rejected, pair.p
+
+    def _logps(self, model, pairs) -> tuple[torch.Tensor, torch.Tensor]:
+        """log π(chosen), log π(rejected) for a list of pairs, in one forward pass."""
+        batch = collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], self.tokenizer.pad_token_id)
+        batch = {k: v.to(self.procs.device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logps = sequence_logps(logits, batch["labels"])
+        return logps[: len(pairs)], logps[len(pairs):]
+
+    @torch.no_grad()
+    def _all_logps(self, model, pairs) -> torch.Tensor:
+        out = [torch.stack(self._logps(model, chunk), dim=1).cpu() for chunk in batched(pairs, self.config.batch_size)]
+        return torch.cat(out) if out else torch.zeros(0, 2)
+
+    def _metrics(self, model, pairs, reference: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        cfg = self.config
+        pc, pr = self._logps(model, pairs)
+        rc, rr = reference[:, 0].to(pc.device), reference[:, 1].to(pc.device)
+        p = torch.tensor([q for _, _, q in pairs], device=pc.device)
+        loss = dpo_loss(pc, pr, rc, rr, cfg.beta, cfg.label_smoothing, p, cfg.loss)
+        chosen_reward, rejected_reward = cfg.beta * (pc - rc).detach(), cfg.beta * (pr - rr).detach()
+        return loss, {
+            "rewards/chosen": chosen_reward.mean().item(),
+            "rewards/rejected": rejected_reward.mean().item(),
+            "rewards/accuracies": (chosen_reward > rejected_reward).float().mean().item(),
+            "rewards/margins": (chosen_reward - rejected_reward).mean().item(),
+            "logps/chosen": pc.detach().mean().item(),
+            "logps/rejected": pr.detach().mean().item(),
+        }
+
+    def loss(self, model, indices):
+        return self._metrics(model, [self.train_pairs[i] for i in indices], self.reference["train"][indices])
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_pairs:
+            return {}
+        sums: dict[str, float] = {}
+        for start in range(0, len(self.eval_pairs), self.config.batch_size):
+            chunk = self.eval_pairs[start:start + self.config.batch_size]
+            loss, metrics = self._metrics(self.model, chunk, self.reference["eval"][start:start + len(chunk)])
+            for k, v in {"loss": loss.item(), **metrics}.items():
+                sums[k] = sums.get(k, 0.0) + v * len(chunk)
+        return {k: v / len(self.eval_pairs) for k, v in sums.items()}

@@ -1,0 +1,253 @@
+"""What every trainer shares: processes (DDP), the data schedule, the optimizer loop,
+checkpoints, metrics and saving.
+
+A subclass builds its model in `setup` and says how a batch of example indices becomes a
+loss in `loss`. The schedule is a pure function of the seed, so `--resume` after a kill
+continues with exactly the batches an uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from rlaif.models import load_tokenizer, pick_device, quiet_transformers
+from rlaif.trainers.config import TrainConfig
+
+
+@dataclass
+class Processes:
+    """This process's place among `torchrun` processes (one process when not under torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    device: str = "cpu"
+
+    @classmethod
+    def from_env(cls) -> "Processes":
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls(0, 1, pick_device())
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local)
+            device, backend = f"cuda:{local}", "nccl"
+        else:
+            device, backend = "cpu", "gloo"
+        if not dist.is_initialized():
+            dist.init_process_group(backend)
+        return cls(dist.get_rank(), world, device)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def mean(self, value: float) -> float:
+        """The mean of a number over all processes."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.startswith("cuda") else "cpu")
+        dist.all_reduce(t)
+        return t.item() / self.world
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
+
+def micro_batches(n: int, batch_size: int, epochs: int, seed: int, rank: int = 0, world: int = 1) -> list[list[int]]:
+    """Per-process micro-batches of indices: each epoch a seeded permutation cut into global
+    batches of batch_size · world, of which process `rank` takes every world-th item."""
+    out = []
+    step = batch_size * world
+    for epoch in range(epochs):
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        for start in range(0, n - step + 1 if n >= step else 1, step):
+            chunk = order[start:start + step]
+            out.append(chunk[rank::world])
+    return out
+
+
+def freeze_lower_layers(model: torch.nn.Module, train_layers: int | None) -> None:
+    """Train only the top `train_layers` transformer blocks, the final norm and the head."""
+    if train_layers is None:
+        return
+    base = getattr(model, model.base_model_prefix)
+    blocks = base.layers
+    for p in model.parameters():
+        p.requires_grad = False
+    for module in list(blocks[len(blocks) - train_layers:]) + [base.norm]:
+        for p in module.parameters():
+            p.requires_grad = True
+    for name, p in model.named_parameters():
+        if not name.startswith(model.base_model_prefix + "."):
+            p.requires_grad = True  # the head (score / lm_head, untied) and any value head
+
+
+class Trainer(ABC):
+    """What all trainers share: set-up, resuming, checkpoints, metrics and saving."""
+
+    def __init__(self, config: TrainConfig, processes: Processes | None = None):
+        self.config = config
+        self.procs = processes or Processes.from_env()
+        self.out = Path(config.output)
+        torch.manual_seed(config.seed)
+        quiet_transformers()
+        self.tokenizer = load_tokenizer(config.model, padding_side="right")
+        self.model: torch.nn.Module
+        self.n_train = 0
+
+    # ---- what a method supplies
+
+    @abstractmethod
+    def setup(self, init_from: str | None) -> None:
+        """Load data and build `self.model` (from `init_from`, a checkpoint, when resuming)."""
+
+    @abstractmethod
+    def train(self) -> dict[str, float]:
+        """Train, save to the output directory, and return held-out metrics."""
+
+    def save_model(self, path: Path) -> None:
+        self.model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+    # ---- the loop
+
+    def _latest_checkpoint(self) -> Path | None:
+        found = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        return found[-1] if found else None
+
+    def _checkpoint(self, step: int, optimizer, scheduler) -> None:
+        if self.procs.main:
+            tmp = self.out / f".checkpoint-{step}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.save_model(tmp)
+            torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
+            tmp.rename(self.out / f"checkpoint-{step}")  # whole or absent, whenever a kill comes
+            for old in self.out.glob("checkpoint-*"):
+                if old.name != f"checkpoint-{step}":
+                    shutil.rmtree(old)
+        self.procs.barrier()
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if self.procs.main:
+            with open(self.out / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    def _begin(self, per_step: int):
+        """Set up (from the last checkpoint with --resume), make the optimizer, and restore
+        its state. Returns (params, optimizer, scheduler, schedule, total steps, first step)."""
+        cfg = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        checkpoint = self._latest_checkpoint() if cfg.resume else None
+        if cfg.resume and checkpoint is None and self.procs.main:
+            print(f"--resume: no checkpoint in {self.out}, starting from the beginning")
+        self.setup(str(checkpoint) if checkpoint else None)
+        if cfg.gradient_checkpointing:
+            getattr(self.model, "lm", self.model).gradient_checkpointing_enable()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
+        size = len(micro_batches(self.n_train, self.batch_size, 1, cfg.seed, self.procs.rank, self.procs.world))
+        epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps * per_step / max(1, size))
+        schedule = micro_batches(self.n_train, self.batch_size, epochs, cfg.seed, self.procs.rank, self.procs.world)
+        total = cfg.max_steps if cfg.max_steps is not None else len(schedule) // per_step
+        if total == 0:
+            raise ValueError(f"{cfg.data}: {self.n_train} training examples make no full step of batch size {self.batch_size} x {self.procs.world} processes x {per_step}")
+        step = 0
+        if checkpoint is not None:
+            state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+            step = state["step"]
+            self._truncate_metrics(step)
+        elif self.procs.main and (self.out / "metrics.jsonl").exists():
+            (self.out / "metrics.jsonl").unlink()
+        if self.procs.main:
+            (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        return params, optimizer, scheduler, schedule, total, step
+
+    def _wrap(self) -> torch.nn.Module:
+        """The model as the loop calls it: in DistributedDataParallel under torchrun."""
+        if self.procs.world > 1:
+            return torch.nn.parallel.DistributedDataParallel(self.model)
+        return self.model
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
+        path = self.out / "metrics.jsonl"
+        if self.procs.main and path.exists():
+            rows = [json.loads(line) for line in path.read_text().splitlines()]
+            kept = [r for r in rows if r["step"] <= step and not any(k.startswith("eval/") for k in r)]
+            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+
+class OfflineTrainer(Trainer):
+    """SFT, reward model and DPO: a loss per micro-batch of a fixed data set."""
+
+    @abstractmethod
+    def loss(self, model: torch.nn.Module, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss and metrics of one micro-batch of training examples."""
+
+    def evaluate(self) -> dict[str, float]:
+        return {}
+
+    def train(self) -> dict[str, float]:
+        cfg = self.config
+        params, optimizer, scheduler, schedule, total, step = self._begin(cfg.grad_accum)
+        model = self._wrap()
+        model.train()
+        bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", disable=not (cfg.progress and self.procs.main))
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and self.procs.device.startswith("cuda"))
+        while step < total:
+            optimizer.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for k in range(cfg.grad_accum):
+                with autocast:
+                    loss, metrics = self.loss(model, schedule[step * cfg.grad_accum + k])
+                (loss / cfg.grad_accum).backward()
+                for name, value in {"loss": loss.item(), **metrics}.items():
+                    sums[name] = sums.get(name, 0.0) + value / cfg.grad_accum
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            row = {"step": step, **{k: self.procs.mean(v) for k, v in sums.items()}, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}
+            if step % cfg.log_steps == 0 or step == total:
+                self._log(row)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "lr")})
+            if cfg.save_steps and step % cfg.save_steps == 0:
+                self._checkpoint(step, optimizer, scheduler)
+        bar.close()
+        model.eval()
+        results = {f"eval/{k}": v for k, v in self.evaluate().items()}
+        if results:
+            self._log({"step": step, **results})
+        if self.procs.main:
+            self.save_model(self.out)
+            (self.out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+        self.procs.barrier()
+        return results
+
+
+
+def batched(items: list, size: int):
+    for i in range(0, len(items), size):
+        yield items[i:i + size]

@@ -1,0 +1,127 @@
+"""The training losses, each a small pure function of tensors, with its formula.
+
+Notation: σ is the logistic function; Δ a reward margin; β the KL strength; p a soft
+preference label P(chosen ≻ rejected) (p = 1 is a hard label).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on response tokens only: mean over positions where `labels` ≠ −100.
+
+    logits[:, t] predicts labels[:, t + 1] (the usual causal shift is done here).
+    """
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """log π(y | x) = Σ_t log π(y_t | x, y_<t) over response tokens (labels ≠ −100), per sequence."""
+    targets = labels[:, 1:]
+    mask = targets != -100
+    logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    token = torch.gather(logps, 2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (token * mask).sum(-1)
+
+
+def preference_loss(margin: torch.Tensor, p: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Soft-label Bradley–Terry: −[p log σ(Δ) + (1 − p) log σ(−Δ)], mean over the batch.
+
+    With p = 1 this is the hard loss −log σ(Δ).
+    """
+    return -(p * F.logsigmoid(margin) + (1 - p) * F.logsigmoid(-margin)).mean()
+
+
+def reward_model_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor | float = 1.0) -> torch.Tensor:
+    """Reward-model loss with Δ = r_c − r_r: −[p log σ(Δ) + (1 − p) log σ(−Δ)]."""
+    return preference_loss(r_chosen - r_rejected, p)
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+    p: torch.Tensor | float = 1.0,
+    kind: str = "sigmoid",
+) -> torch.Tensor:
+    """DPO on sequence log-probabilities.
+
+    h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)).
+    sigmoid: −[q log σ(βh) + (1 − q) log σ(−βh)] with q = p(1 − ε) + (1 − p)ε; with p = 1 and
+    ε = 0 it is −log σ(βh), with ε > 0 it is conservative DPO (labels flipped with rate ε).
+    ipo: (h − 1/(2β))², the IPO loss (ignores p and ε).
+    """
+    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    if kind == "ipo":
+        return ((h - 1 / (2 * beta)) ** 2).mean()
+    if kind != "sigmoid":
+        raise ValueError(f"unknown DPO loss {kind!r}: expected 'sigmoid' or 'ipo'")
+    q = p * (1 - label_smoothing) + (1 - p) * label_smoothing
+    return preference_loss(beta * h, q)
+
+
+# ---------------------------------------------------------------- PPO
+
+
+def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
+    """(x − mean) / std over the masked entries (the mean is kept if not `shift_mean`)."""
+    mean = (x * mask).sum() / mask.sum()
+    var = (((x - mean) * mask) ** 2).sum() / mask.sum()
+    out = (x - mean) * torch.rsqrt(var + 1e-8)
+    return out if shift_mean else out + mean
+
+
+def kl_penalized_rewards(score: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token rewards r_t = −β (log π(a_t) − log π_ref(a_t)), plus the score at the last token.
+
+    Returns (rewards, kl) with kl = log π − log π_ref per token (masked).
+    """
+    kl = (logps - ref_logps) * mask
+    rewards = -beta * kl
+    last = mask.sum(-1).long() - 1
+    rewards[torch.arange(len(score)), last] += score
+    return rewards * mask, kl
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized advantage estimation over response tokens.
+
+    δ_t = r_t + γ V_{t+1} − V_t;  A_t = δ_t + γλ A_{t+1};  returns R_t = A_t + V_t.
+    Past the last response token V = 0 and A = 0.
+    """
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros(rewards.shape[0], device=rewards.device)
+    next_adv = torch.zeros_like(next_value)
+    for t in reversed(range(rewards.shape[1])):
+        m = mask[:, t]
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_adv = (delta + gamma * lam * next_adv) * m
+        advantages[:, t] = next_adv
+        next_value = values[:, t] * m
+    return advantages, (advantages + values) * mask
+
+
+def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """Clipped surrogate: mean over tokens of max(−A ρ, −A clip(ρ, 1 − ε, 1 + ε)), ρ = π/π_old.
+
+    Returns (loss, clip fraction).
+    """
+    ratio = torch.exp(logps - old_logps)
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1 - clip, 1 + clip)
+    loss = (torch.max(unclipped, clipped) * mask).sum() / mask.sum()
+    clipfrac = (((clipped > unclipped).float()) * mask).sum() / mask.sum()
+    return loss, clipfrac
+
+
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
+    """Clipped value loss: ½ mean over tokens of max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²)."""
+    clipped = old_values + torch.clamp(values - old_values, -clip, clip)
+    loss = torch.max((values - returns) ** 2, (clipped - returns) ** 2)
+    return 0.5 * (loss * mask).sum() / mask.sum()

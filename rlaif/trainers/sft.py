@@ -1,0 +1,38 @@
+"""Supervised fine-tuning on the preferred responses: cross-entropy on response tokens only."""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from rlaif.models import resolve_model
+from rlaif.trainers.data import collate, encode, train_eval_pairs
+from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers
+from rlaif.trainers.losses import sft_loss
+
+
+class SFTTrainer(OfflineTrainer):
+    def setup(self, init_from: str | None) -> None:
+        cfg = self.config
+        train, held = train_eval_pairs(cfg)
+        self.train_items = [encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt) for p in train]
+        self.eval_items = [encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt) for p in held]
+        self.n_train = len(self.train_items)
+        self.model = AutoModelForCausalLM.from_pretrained(init_from or resolve_model(cfg.model), dtype=torch.float32).to(self.procs.device)
+        freeze_lower_layers(self.model, cfg.train_layers)
+
+    def _loss(self, model, items) -> torch.Tensor:
+        batch = collate(items, self.tokenizer.pad_token_id)
+        batch = {k: v.to(self.procs.device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        return sft_loss(logits, batch["labels"])
+
+    def loss(self, model, indices):
+        return self._loss(model, [self.train_items[i] for i in indices]), {}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_items:
+            return {}
+        losses = [self._loss(self.model, chunk).item() for chunk in batched(self.eval_items, self.config.batch_size)]
+        return {"loss": sum(losses) / len(losses)}

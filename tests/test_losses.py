@@ -1,0 +1,105 @@
+"""Each loss against a computation done by hand."""
+
+import math
+
+import pytest
+import torch
+
+from rlaif.trainers.losses import (
+    dpo_loss, gae, kl_penalized_rewards, ppo_policy_loss, ppo_value_loss, reward_model_loss,
+    sequence_logps, sft_loss, whiten,
+)
+
+
+def log_sigmoid(x: float) -> float:
+    return -math.log1p(math.exp(-x))
+
+
+def test_sft_loss_counts_only_response_tokens():
+    # Uniform logits over 4 tokens: every predicted token costs log 4. The prompt token is
+    # masked; a confident wrong prediction there must not change the loss.
+    logits = torch.zeros(1, 3, 4)
+    logits[0, 0, 3] = 50.0  # predicts position 1, a response token
+    labels = torch.tensor([[-100, 2, 1]])
+    # position 1: logits[0] predict 2 with logits (0,0,0,50): loss ≈ 50; position 2: log 4
+    assert sft_loss(logits, labels).item() == pytest.approx((50 + math.log(4)) / 2, rel=1e-4)
+    labels = torch.tensor([[-100, -100, 1]])
+    assert sft_loss(logits, labels).item() == pytest.approx(math.log(4))
+
+
+def test_sequence_logps_by_hand():
+    logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]]]))
+    labels = torch.tensor([[-100, 0, 1]])  # tokens 0 then 1 after a prompt token
+    assert sequence_logps(logits, labels).item() == pytest.approx(math.log(0.5) + math.log(0.8), rel=1e-5)
+
+
+def test_reward_model_loss_hard_and_soft():
+    rc, rr = torch.tensor([2.0]), torch.tensor([0.0])
+    assert reward_model_loss(rc, rr).item() == pytest.approx(-log_sigmoid(2.0))
+    soft = -(0.75 * log_sigmoid(2.0) + 0.25 * log_sigmoid(-2.0))
+    assert reward_model_loss(rc, rr, torch.tensor([0.75])).item() == pytest.approx(soft)
+    assert reward_model_loss(rc, rr, torch.tensor([1.0])).item() == pytest.approx(reward_model_loss(rc, rr).item())
+
+
+def test_dpo_equal_policy_and_reference_gives_log_2():
+    x = torch.tensor([-12.0, -3.5])
+    assert dpo_loss(x, x - 1, x, x - 1, beta=0.3).item() == pytest.approx(math.log(2))
+
+
+def test_dpo_by_hand():
+    pc, pr, rc, rr = torch.tensor([-1.0]), torch.tensor([-2.0]), torch.tensor([-1.5]), torch.tensor([-1.5])
+    # h = (−1 + 1.5) − (−2 + 1.5) = 1; β h = 0.5
+    assert dpo_loss(pc, pr, rc, rr, beta=0.5).item() == pytest.approx(-log_sigmoid(0.5))
+    smoothed = -(0.9 * log_sigmoid(0.5) + 0.1 * log_sigmoid(-0.5))
+    assert dpo_loss(pc, pr, rc, rr, beta=0.5, label_smoothing=0.1).item() == pytest.approx(smoothed)
+    assert dpo_loss(pc, pr, rc, rr, beta=0.5, p=torch.tensor([1.0])).item() == pytest.approx(-log_sigmoid(0.5))
+    soft = -(0.7 * log_sigmoid(0.5) + 0.3 * log_sigmoid(-0.5))
+    assert dpo_loss(pc, pr, rc, rr, beta=0.5, p=torch.tensor([0.7])).item() == pytest.approx(soft)
+    # IPO: (h − 1/(2β))² = (1 − 1)² = 0 at β = 0.5; (1 − 2.5)² at β = 0.2
+    assert dpo_loss(pc, pr, rc, rr, beta=0.5, kind="ipo").item() == pytest.approx(0.0)
+    assert dpo_loss(pc, pr, rc, rr, beta=0.2, kind="ipo").item() == pytest.approx(2.25)
+
+
+def test_gae_by_hand():
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    values = torch.tensor([[0.1, 0.2, 0.3, 9.9]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the last position is padding
+    adv, ret = gae(rewards, values * mask, mask, gamma=1.0, lam=0.5)
+    # δ2 = 1 − 0.3 = 0.7; δ1 = 0.3 − 0.2 = 0.1; δ0 = 0.2 − 0.1 = 0.1
+    # A2 = 0.7; A1 = 0.1 + 0.5·0.7 = 0.45; A0 = 0.1 + 0.5·0.45 = 0.325
+    assert adv[0].tolist() == pytest.approx([0.325, 0.45, 0.7, 0.0])
+    assert ret[0].tolist() == pytest.approx([0.425, 0.65, 1.0, 0.0])
+
+
+def test_kl_penalized_rewards_by_hand():
+    logps = torch.tensor([[-1.0, -2.0, -0.5]])
+    ref = torch.tensor([[-1.5, -2.0, -1.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    rewards, kl = kl_penalized_rewards(torch.tensor([3.0]), logps, ref, mask, beta=0.1)
+    assert kl[0].tolist() == pytest.approx([0.5, 0.0, 0.0])
+    assert rewards[0].tolist() == pytest.approx([-0.05, 3.0, 0.0])  # the score lands on the last real token
+
+
+def test_ppo_policy_loss_clips():
+    adv = torch.tensor([[1.0, -1.0]])
+    mask = torch.ones(1, 2)
+    same = torch.zeros(1, 2)
+    loss, clipfrac = ppo_policy_loss(same, same, adv, mask, clip=0.2)
+    assert loss.item() == pytest.approx(0.0) and clipfrac.item() == 0.0
+    # ratio 2 on both: A = 1 is clipped to 1.2 (−1.2); A = −1 keeps the ratio (+2)
+    new = torch.full((1, 2), math.log(2.0))
+    loss, clipfrac = ppo_policy_loss(new, same, adv, mask, clip=0.2)
+    assert loss.item() == pytest.approx((-1.2 + 2.0) / 2) and clipfrac.item() == pytest.approx(0.5)
+
+
+def test_ppo_value_loss_by_hand():
+    values, old, returns, mask = torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[1.0]]), torch.ones(1, 1)
+    # unclipped error 0; clipped value 0.2, error 0.64; max = 0.64; half = 0.32
+    assert ppo_value_loss(values, old, returns, mask, clip=0.2).item() == pytest.approx(0.32)
+
+
+def test_whiten():
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+    w = whiten(x, mask)[0, :3]
+    assert w.mean().item() == pytest.approx(0.0, abs=1e-6) and (w ** 2).mean().item() == pytest.approx(1.0, rel=1e-4)

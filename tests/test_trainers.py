@@ -1,0 +1,179 @@
+"""Every trainer on a tiny model built from a config, a few steps each."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerFast
+
+from rlaif.data import InputError
+from rlaif.models import load_tokenizer
+from rlaif.trainers import TrainConfig, train
+from rlaif.trainers.ppo import PPOTrainer
+from tests.conftest import write_jsonl
+
+
+def tiny_config(vocab: int, tok, **extra) -> LlamaConfig:
+    return LlamaConfig(**extra, vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+                       eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=False)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A 2-layer Llama with the embedded model's tokenizer, saved like any model directory."""
+    path = tmp_path_factory.mktemp("tiny")
+    tok = load_tokenizer(None)
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_config(len(tok), tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def pairs(tmp_path_factory):
+    rows = [{"prompt": f"Is {i} a number?", "chosen": f"Yes, {i} is a number.", "rejected": "no no no no no no", "ai_preference": 0.9} for i in range(24)]
+    return str(write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", rows))
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer over printable ASCII (98 tokens): small action spaces."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    chars = [chr(c) for c in range(32, 127)]
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def config(method, data, model, out, **kw) -> TrainConfig:
+    return TrainConfig(method=method, data=data, model=model, output=str(out), progress=False, **{"batch_size": 4, "lr": 3e-3, **kw})
+
+
+def test_sft_lowers_the_loss_and_saves_a_loadable_model(tiny, pairs, tmp_path):
+    results = train(config("sft", pairs, tiny, tmp_path, max_steps=8, eval_split=0.25))
+    rows = metrics(tmp_path)
+    assert rows[-2]["loss"] < rows[0]["loss"] - 0.5 and "eval/loss" in results
+    assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), LlamaForCausalLM)
+    assert json.loads((tmp_path / "train_config.json").read_text())["method"] == "sft"
+
+
+def test_reward_model_learns_the_preference_and_loads(tiny, pairs, tmp_path):
+    results = train(config("rm", pairs, tiny, tmp_path, max_steps=10, eval_split=0.25))
+    rows = metrics(tmp_path)
+    assert rows[-2]["loss"] < rows[0]["loss"] and results["eval/accuracy"] == 1.0
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert model.config.num_labels == 1
+
+
+def test_dpo_rewards_accuracies_rise_and_first_loss_is_log_2(tiny, pairs, tmp_path):
+    train(config("dpo", pairs, tiny, tmp_path, max_steps=8, beta=0.5))
+    rows = metrics(tmp_path)
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)  # policy = reference at step 1
+    assert rows[-1]["rewards/accuracies"] > rows[0]["rewards/accuracies"] and rows[-1]["rewards/margins"] > 0
+    assert {"rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected"} <= set(rows[0])
+    assert (tmp_path / "reference_logps.pt").exists()
+
+
+@pytest.mark.parametrize("extra", [{"loss": "ipo"}, {"label_smoothing": 0.1}, {"hard_labels": True}])
+def test_dpo_variants_train(tiny, pairs, tmp_path, extra):
+    train(config("dpo", pairs, tiny, tmp_path, max_steps=4, **extra))
+    rows = metrics(tmp_path)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_resume_continues_to_the_same_result(tiny, pairs, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train(config("dpo", pairs, tiny, whole, max_steps=6, save_steps=3, grad_accum=2))
+    train(config("dpo", pairs, tiny, parts, max_steps=3, save_steps=3, grad_accum=2))
+    train(config("dpo", pairs, tiny, parts, max_steps=6, save_steps=3, grad_accum=2, resume=True))
+    assert [r["loss"] for r in metrics(parts)] == pytest.approx([r["loss"] for r in metrics(whole)], rel=1e-5)
+    a = AutoModelForCausalLM.from_pretrained(whole).state_dict()
+    b = AutoModelForCausalLM.from_pretrained(parts).state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def _cli_train(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rlaif.cli", "train", *args, "--quiet"]
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(tiny, pairs, tmp_path):
+    common = ["--method", "rm", "--data", pairs, "--model", tiny, "--max-steps", "120", "--save-steps", "10", "--lr", "1e-3"]
+    subprocess.run(_cli_train(*common, "--output", str(tmp_path / "whole")), check=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(_cli_train(*common, "--output", str(killed)))
+    deadline = time.time() + 120
+    while not (killed / "checkpoint-30").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.safetensors").exists()  # it really died mid-run
+    subprocess.run(_cli_train(*common, "--output", str(killed), "--resume"), check=True)
+    assert [r["loss"] for r in metrics(killed)] == pytest.approx([r["loss"] for r in metrics(tmp_path / "whole")], rel=1e-5)
+
+
+def test_two_processes_match_one_with_the_same_global_batch(tiny, pairs, tmp_path):
+    common = ["--method", "rm", "--data", pairs, "--model", tiny, "--max-steps", "4", "--lr", "1e-3"]
+    subprocess.run(_cli_train(*common, "--batch-size", "4", "--output", str(tmp_path / "one")), check=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "rlaif.cli", "train"]
+    subprocess.run(torchrun + common + ["--batch-size", "2", "--output", str(tmp_path / "two"), "--quiet"], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert len(one) == len(two) == 4
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4, abs=1e-6)
+
+
+def test_clear_errors(tiny, pairs, tmp_path):
+    unlabeled = write_jsonl(tmp_path / "u.jsonl", [{"prompt": "q", "responses": ["a", "b"]}])
+    with pytest.raises(ValueError, match="no usable preference pairs"):
+        train(config("rm", str(unlabeled), tiny, tmp_path / "a", max_steps=1))
+    long = write_jsonl(tmp_path / "long.jsonl", [{"prompt": "word " * 400, "chosen": "a", "rejected": "b"}])
+    with pytest.raises(InputError) as err:
+        train(config("dpo", str(long), tiny, tmp_path / "b", max_steps=1, max_length=64))
+    assert str(err.value).startswith(f"{long}:1: field 'prompt'") and "--max-length 64" in str(err.value)
+    train(config("sft", str(long), tiny, tmp_path / "c", max_steps=1, max_length=64, truncate_prompt=True, batch_size=1))
+    with pytest.raises(ValueError, match="--reward-model"):
+        train(config("ppo", pairs, tiny, tmp_path / "d", max_steps=1))
+
+
+def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, tmp_path):
+    """A character-level policy rewarded for the share of lowercase letters it writes."""
+    tok = char_tokenizer()
+    policy = tmp_path / "char-policy"
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_config(len(tok), tok)).save_pretrained(policy)
+    tok.save_pretrained(policy)
+
+    def reward(prompts, texts):
+        return torch.tensor([sum(c.islower() for c in t) / max(1, len(t)) for t in texts])
+
+    out = tmp_path / "out"
+    cfg = config("ppo", pairs, str(policy), out, max_steps=30, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=8, lr=2e-3, kl_coef=0.02)
+    PPOTrainer(cfg, reward_fn=reward).train()
+    rows = metrics(out)
+    first, last = sum(r["score"] for r in rows[:5]) / 5, sum(r["score"] for r in rows[-5:]) / 5
+    assert last > first + 0.1, (first, last)
+    assert max(abs(r["kl"]) for r in rows) < 10 and rows[-1]["entropy"] < rows[0]["entropy"]
+    assert {"clipfrac", "value_loss", "policy_loss", "response_length"} <= set(rows[-1])
+    assert (out / "value_head.pt").exists() and AutoModelForCausalLM.from_pretrained(out)
+
+
+def test_ppo_with_a_reward_model_on_another_tokenizer(tiny, pairs, tmp_path):
+    """The policy uses the SmolLM tokenizer; the reward model reads text with its own."""
+    rm_tok = char_tokenizer()
+    rm_dir = tmp_path / "char-rm"
+    torch.manual_seed(1)
+    LlamaForSequenceClassification(tiny_config(len(rm_tok), rm_tok, num_labels=1)).save_pretrained(rm_dir)
+    rm_tok.save_pretrained(rm_dir)
+    train(config("ppo", pairs, tiny, tmp_path / "out", max_steps=2, reward_model=str(rm_dir), max_new_tokens=6, rollout_batch_size=4))
+    rows = metrics(tmp_path / "out")
+    assert len(rows) == 2 and all(isinstance(r["score"], float) for r in rows)
