@@ -59,8 +59,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         with open(workdir / "pairs.jsonl", "w") as fh:
-            for i in range(args.pairs):
-                fh.write(json.dumps({"id": f"b{i}", "prompt": f"Question number {i}?", "chosen": f"GOOD answer {i}", "rejected": f"weak answer {i}"}) + "\n")
+            fh.writelines(json.dumps({"id": f"b{i}", "prompt": f"Question number {i}?", "chosen": f"GOOD answer {i}", "rejected": f"weak answer {i}"}) + "\n" for i in range(args.pairs))
         results = [run(args.pairs, args.concurrency, args.latency, rate, workdir) for rate in (0.0, 0.1)]
     print("| transient failures | pairs labeled | judge calls | judging time | calls/s | ideal calls/s | fraction of ideal |")
     print("|---|---|---|---|---|---|---|")

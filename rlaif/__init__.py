@@ -2,10 +2,10 @@
 
 __version__ = "0.1.0"
 
-from rlaif.data import Example, InputError, Pair, load_examples, make_pairs  # noqa: E402
-from rlaif.judge import JudgeRequest, Verdict, load_judge  # noqa: E402
-from rlaif.labeling import LabelConfig, LabelResult, label  # noqa: E402
-from rlaif.rubric import Rubric, load_rubric  # noqa: E402
+from rlaif.data import Example, InputError, Pair, load_examples, make_pairs
+from rlaif.judge import JudgeRequest, Verdict, load_judge
+from rlaif.labeling import LabelConfig, LabelResult, label
+from rlaif.rubric import Rubric, load_rubric
 
 __all__ = [
     "Example", "InputError", "JudgeRequest", "LabelConfig", "LabelResult", "Pair", "Rubric",

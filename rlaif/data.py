@@ -15,9 +15,10 @@ import io
 import json
 import random
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonlines
 
@@ -119,8 +120,7 @@ def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[int, Any]]:
         ds = datasets.load_dataset(kind, data_files=str(path), split="train")
     # CSV rows are numbered as lines of the file (line 1 is the header).
     start = 2 if kind == "csv" else 1
-    for number, row in enumerate(ds, start=start):
-        yield number, row
+    yield from enumerate(ds, start=start)
 
 
 def read_records(path: str | Path) -> Iterator[tuple[int, Any]]:

@@ -8,7 +8,7 @@ prefers whatever it sees first (p1 = p2) lands at exactly 0.5 and decides nothin
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from collections.abc import Sequence
 
 MODES = ("both", "random", "none")
 

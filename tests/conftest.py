@@ -1,17 +1,18 @@
 import json
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import ClassVar
 
 import pytest
 
 from rlaif import judge as judge_module
-from rlaif.judge import Judge, JudgeConfig, JudgeRequest, Verdict
+from rlaif.judge import Judge, JudgeRequest, Verdict
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-ROOT = Path(__file__).resolve().parent.parent
-HH = ROOT.parent / "shared" / "data" / "hh-harmless-dev.jsonl.gz"
+HH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hh-harmless-dev.jsonl.gz"
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
@@ -23,13 +24,11 @@ class ScriptedJudge(Judge):
     """A test double with a known answer: prefers the response containing 'GOOD', and adds
     a fixed bias towards whatever is shown first."""
 
-    from dataclasses import dataclass as _dc
-
-    @_dc
+    @dataclass
     class Options:
         bias: float = 0.0
 
-    calls: list[str] = []
+    calls: ClassVar[list[str]] = []  # every prompt any instance was asked, in order
 
     def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
         for i, r in enumerate(requests):

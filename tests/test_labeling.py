@@ -7,7 +7,7 @@ from click.testing import CliRunner
 from rlaif.agreement import agreement, cohen_kappa
 from rlaif.cli import main
 from rlaif.labeling import LabelConfig, label
-from tests.conftest import HH, ROOT, ScriptedJudge, write_jsonl
+from tests.conftest import HH, ScriptedJudge, write_jsonl
 
 
 def human_rows(n: int) -> list[dict]:

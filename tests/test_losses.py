@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from rlaif.trainers.losses import (
-    dpo_loss, gae, kl_penalized_rewards, ppo_policy_loss, ppo_value_loss, reward_model_loss,
-    sequence_logps, sft_loss, whiten,
+    dpo_loss,
+    gae,
+    kl_penalized_rewards,
+    ppo_policy_loss,
+    ppo_value_loss,
+    reward_model_loss,
+    sequence_logps,
+    sft_loss,
+    whiten,
 )
 
 

@@ -9,11 +9,19 @@ import time
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification, PreTrainedTokenizerFast
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
+)
 
 from rlaif.data import InputError
 from rlaif.models import load_tokenizer
 from rlaif.trainers import TrainConfig, train
+from rlaif.trainers.data import encode
 from rlaif.trainers.ppo import PPOTrainer
 from tests.conftest import write_jsonl
 
@@ -113,7 +121,10 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tiny, pairs, tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cli_train(*common, "--output", str(killed)))
     deadline = time.time() + 120
-    while not (killed / "checkpoint-30").exists() and proc.poll() is None and time.time() < deadline:
+    def saved_steps() -> list[int]:
+        return [int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*")]
+
+    while not any(s >= 30 for s in saved_steps()) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -177,3 +188,15 @@ def test_ppo_with_a_reward_model_on_another_tokenizer(tiny, pairs, tmp_path):
     train(config("ppo", pairs, tiny, tmp_path / "out", max_steps=2, reward_model=str(rm_dir), max_new_tokens=6, rollout_batch_size=4))
     rows = metrics(tmp_path / "out")
     assert len(rows) == 2 and all(isinstance(r["score"], float) for r in rows)
+
+
+def test_truncated_prompt_leaves_the_response_whole():
+    tok = char_tokenizer()
+    response = "r" * 20
+    kept = encode(tok, "p" * 50 + "END", response, 50, "x.jsonl:1", truncate=True)
+    ids = kept["input_ids"]
+    assert ids[-21:] == tok(response)["input_ids"] + [tok.eos_token_id]
+    assert tok.decode(ids[:-21]).replace(" ", "").endswith("END<unk><unk>")  # the prompt's end, then "\n\n"
+    assert len(ids) == 50 and kept["labels"].count(-100) == 50 - 21
+    long_response = encode(tok, "p" * 50, "r" * 100, 40, "x.jsonl:1", truncate=True)
+    assert long_response["labels"].count(-100) == 20  # the response gets at most half

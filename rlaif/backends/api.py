@@ -14,13 +14,28 @@ import json
 import os
 import re
 from abc import abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from aiolimiter import AsyncLimiter
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
-from rlaif.judge import Judge, JudgeConfig, JudgeConfigError, JudgeFatalError, JudgeRequest, Verdict, estimate_tokens, parse_verdict
+from rlaif.judge import (
+    Judge,
+    JudgeConfig,
+    JudgeConfigError,
+    JudgeFatalError,
+    JudgeRequest,
+    Verdict,
+    estimate_tokens,
+    parse_verdict,
+)
 
 API_NOT_IN_KEY = frozenset({
     "api_key_env", "concurrency", "requests_per_minute", "tokens_per_minute", "timeout",

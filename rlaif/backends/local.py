@@ -7,8 +7,8 @@ the next-token probabilities of the two verdict labels, normalised over the pair
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 

@@ -89,9 +89,15 @@ def encode_prompt(tokenizer, prompt: Prompt, max_length: int, source: str, trunc
 
 
 def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: str, truncate: bool) -> dict[str, list[int]]:
-    """input_ids and labels (−100 on prompt tokens) for one prompt + response (+ EOS)."""
-    prompt_ids = encode_prompt(tokenizer, prompt, max_length, source, truncate)
+    """input_ids and labels (−100 on prompt tokens) for one prompt + response (+ EOS).
+
+    With `truncate`, a long prompt gives up its beginning so that the response keeps its full
+    length (up to half of `max_length`): a reward or a DPO loss on cut-off responses compares
+    little. Otherwise the response is what is cut.
+    """
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    room = min(len(response_ids), max_length // 2) if truncate else 1
+    prompt_ids = encode_prompt(tokenizer, prompt, max_length, source, truncate, room)
     ids = (prompt_ids + response_ids)[:max_length]
     labels = ([-100] * len(prompt_ids) + response_ids)[:max_length]
     return {"input_ids": ids, "labels": labels}
@@ -107,3 +113,28 @@ def collate(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torc
         batch["attention_mask"].append([1] * len(f["input_ids"]) + [0] * pad)
         batch["labels"].append(f.get("labels", f["input_ids"]) + [-100] * pad)
     return {k: torch.tensor(v) for k, v in batch.items()}
+
+
+EncodedPair = tuple[dict[str, list[int]], dict[str, list[int]], float]
+
+
+def encode_pair(tokenizer, pair: TrainPair, max_length: int, truncate: bool) -> EncodedPair:
+    """The chosen and the rejected sequence of a pair (each prompt + response), and its p."""
+    chosen = encode(tokenizer, pair.prompt, pair.chosen, max_length, pair.source, truncate)
+    rejected = encode(tokenizer, pair.prompt, pair.rejected, max_length, pair.source, truncate)
+    return chosen, rejected, pair.p
+
+
+def encoded_train_eval_pairs(tokenizer, config) -> tuple[list[EncodedPair], list[EncodedPair]]:
+    """Training and held-out pairs, tokenized."""
+    train, held = train_eval_pairs(config)
+    return (
+        [encode_pair(tokenizer, p, config.max_length, config.truncate_prompt) for p in train],
+        [encode_pair(tokenizer, p, config.max_length, config.truncate_prompt) for p in held],
+    )
+
+
+def collate_pairs(pairs: list[EncodedPair], pad_id: int, device: str) -> dict[str, torch.Tensor]:
+    """One batch holding every chosen sequence, then every rejected one (one forward pass)."""
+    batch = collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], pad_id)
+    return {k: v.to(device) for k, v in batch.items()}

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from rlaif.models import resolve_model
-from rlaif.trainers.data import collate, encode, train_eval_pairs
+from rlaif.trainers.data import collate_pairs, encoded_train_eval_pairs
 from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers
 from rlaif.trainers.losses import dpo_loss, sequence_logps
 
@@ -16,9 +16,7 @@ from rlaif.trainers.losses import dpo_loss, sequence_logps
 class DPOTrainer(OfflineTrainer):
     def setup(self, init_from: str | None) -> None:
         cfg = self.config
-        train, held = train_eval_pairs(cfg)
-        self.train_pairs = [self._encode(p) for p in train]
-        self.eval_pairs = [self._encode(p) for p in held]
+        self.train_pairs, self.eval_pairs = encoded_train_eval_pairs(self.tokenizer, cfg)
         self.n_train = len(self.train_pairs)
         reference_file = self.out / "reference_logps.pt"
         base = resolve_model(cfg.model)
@@ -33,16 +31,9 @@ class DPOTrainer(OfflineTrainer):
         self.model = AutoModelForCausalLM.from_pretrained(init_from or base, dtype=torch.float32).to(self.procs.device)
         freeze_lower_layers(self.model, cfg.train_layers)
 
-    def _encode(self, pair) -> tuple[dict, dict, float]:
-        cfg = self.config
-        chosen = encode(self.tokenizer, pair.prompt, pair.chosen, cfg.max_length, pair.source, cfg.truncate_prompt)
-        rejected = encode(self.tokenizer, pair.prompt, pair.rejected, cfg.max_length, pair.source, cfg.truncate_prompt)
-        return chosen, rejected, pair.p
-
     def _logps(self, model, pairs) -> tuple[torch.Tensor, torch.Tensor]:
         """log π(chosen), log π(rejected) for a list of pairs, in one forward pass."""
-        batch = collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], self.tokenizer.pad_token_id)
-        batch = {k: v.to(self.procs.device) for k, v in batch.items()}
+        batch = collate_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         logps = sequence_logps(logits, batch["labels"])
         return logps[: len(pairs)], logps[len(pairs):]

@@ -34,7 +34,7 @@ class Processes:
     device: str = "cpu"
 
     @classmethod
-    def from_env(cls) -> "Processes":
+    def from_env(cls) -> Processes:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls(0, 1, pick_device())

@@ -9,8 +9,8 @@ clipped value loss. The value head is a linear layer on the policy's last hidden
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm import tqdm
@@ -18,9 +18,15 @@ from transformers import AutoModelForCausalLM
 
 from rlaif.data import Prompt
 from rlaif.models import load_tokenizer, resolve_model
-from rlaif.trainers.data import collate, encode, encode_prompt, load_prompts, prompt_string
+from rlaif.trainers.data import collate, encode, encode_prompt, load_prompts
 from rlaif.trainers.loop import Trainer, freeze_lower_layers
-from rlaif.trainers.losses import gae, kl_penalized_rewards, ppo_policy_loss, ppo_value_loss, whiten
+from rlaif.trainers.losses import (
+    gae,
+    kl_penalized_rewards,
+    ppo_policy_loss,
+    ppo_value_loss,
+    whiten,
+)
 from rlaif.trainers.reward import load_reward_model
 
 RewardFn = Callable[[list[Prompt], list[str]], torch.Tensor]

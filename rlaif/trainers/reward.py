@@ -7,7 +7,7 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from rlaif.models import resolve_model
-from rlaif.trainers.data import collate, encode, train_eval_pairs
+from rlaif.trainers.data import collate_pairs, encoded_train_eval_pairs
 from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers
 from rlaif.trainers.losses import reward_model_loss
 
@@ -21,23 +21,15 @@ def load_reward_model(path: str | None, device: str, pad_token_id: int):
 class RewardTrainer(OfflineTrainer):
     def setup(self, init_from: str | None) -> None:
         cfg = self.config
-        train, held = train_eval_pairs(cfg)
-        self.train_pairs = [self._encode(p) for p in train]
-        self.eval_pairs = [self._encode(p) for p in held]
+        self.train_pairs, self.eval_pairs = encoded_train_eval_pairs(self.tokenizer, cfg)
         self.n_train = len(self.train_pairs)
         self.model = load_reward_model(init_from or resolve_model(cfg.model), self.procs.device, self.tokenizer.pad_token_id)
         freeze_lower_layers(self.model, cfg.train_layers)
 
-    def _encode(self, pair) -> tuple[dict, dict, float]:
-        cfg = self.config
-        chosen = encode(self.tokenizer, pair.prompt, pair.chosen, cfg.max_length, pair.source, cfg.truncate_prompt)
-        rejected = encode(self.tokenizer, pair.prompt, pair.rejected, cfg.max_length, pair.source, cfg.truncate_prompt)
-        return chosen, rejected, pair.p
-
     def _rewards(self, model, pairs) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores of the chosen and the rejected responses, in one forward pass."""
-        batch = collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], self.tokenizer.pad_token_id)
-        scores = model(input_ids=batch["input_ids"].to(self.procs.device), attention_mask=batch["attention_mask"].to(self.procs.device)).logits[:, 0]
+        batch = collate_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
+        scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
         return scores[: len(pairs)], scores[len(pairs):]
 
     def loss(self, model, indices):
