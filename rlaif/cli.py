@@ -112,6 +112,8 @@ def agreement(run_dir: str, as_json: bool) -> None:
 @click.option("--batch-size", type=int, default=4, show_default=True, help="Per process (rollout prompts for PPO: --rollout-batch-size).")
 @click.option("--grad-accum", type=int, default=1, show_default=True)
 @click.option("--lr", type=float, default=1e-5, show_default=True)
+@click.option("--warmup-steps", type=int, default=0, show_default=True, help="Linear warm-up of the learning rate.")
+@click.option("--lr-scheduler", type=click.Choice(["linear", "constant"]), default="linear", show_default=True, help="After warm-up: linear decay to 0, or constant.")
 @click.option("--max-length", type=int, default=512, show_default=True)
 @click.option("--truncate-prompt", is_flag=True, help="Keep the end of prompts longer than --max-length instead of stopping.")
 @click.option("--limit", type=int, default=None, help="Read at most this many rows of --data.")

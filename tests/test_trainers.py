@@ -22,6 +22,7 @@ from rlaif.data import InputError
 from rlaif.models import load_tokenizer
 from rlaif.trainers import TrainConfig, train
 from rlaif.trainers.data import encode
+from rlaif.trainers.loop import lr_factor
 from rlaif.trainers.ppo import PPOTrainer
 from tests.conftest import write_jsonl
 
@@ -168,13 +169,16 @@ def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, tmp_path):
         return torch.tensor([sum(c.islower() for c in t) / max(1, len(t)) for t in texts])
 
     out = tmp_path / "out"
-    cfg = config("ppo", pairs, str(policy), out, max_steps=30, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=8, lr=2e-3, kl_coef=0.02)
-    PPOTrainer(cfg, reward_fn=reward).train()
-    rows = metrics(out)
+    cfg = config("ppo", pairs, str(policy), out, max_steps=30, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=8, lr=2e-3, kl_coef=0.02, eval_split=0.25)
+    results = PPOTrainer(cfg, reward_fn=reward).train()
+    *rows, eval_row = metrics(out)
+    assert eval_row == {"step": 30, **results}
     first, last = sum(r["score"] for r in rows[:5]) / 5, sum(r["score"] for r in rows[-5:]) / 5
     assert last > first + 0.1, (first, last)
     assert max(abs(r["kl"]) for r in rows) < 10 and rows[-1]["entropy"] < rows[0]["entropy"]
     assert {"clipfrac", "value_loss", "policy_loss", "response_length"} <= set(rows[-1])
+    assert results["eval/score"] > results["eval/reference_score"] + 0.1, results  # on 6 held-out prompts
+    assert json.loads((out / "eval_results.json").read_text()) == results
     assert (out / "value_head.pt").exists() and AutoModelForCausalLM.from_pretrained(out)
 
 
@@ -200,3 +204,10 @@ def test_truncated_prompt_leaves_the_response_whole():
     assert len(ids) == 50 and kept["labels"].count(-100) == 50 - 21
     long_response = encode(tok, "p" * 50, "r" * 100, 40, "x.jsonl:1", truncate=True)
     assert long_response["labels"].count(-100) == 20  # the response gets at most half
+
+
+def test_learning_rate_schedule():
+    linear = [lr_factor(s, 2, 6, "linear") for s in range(6)]
+    assert linear == pytest.approx([1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25])
+    assert [lr_factor(s, 2, 6, "constant") for s in range(6)] == pytest.approx([1 / 3, 2 / 3, 1, 1, 1, 1])
+    assert lr_factor(0, 0, 1, "linear") == 1.0

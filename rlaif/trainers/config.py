@@ -26,6 +26,7 @@ class TrainConfig:
     lr: float = 1e-5
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    lr_scheduler: str = "linear"  # after warm-up: "linear" decay to 0 at the last step, or "constant"
     max_grad_norm: float = 1.0
     max_length: int = 512
     truncate_prompt: bool = False  # keep the end of a prompt that is too long, instead of stopping
@@ -66,6 +67,8 @@ class TrainConfig:
             raise ValueError(f"unknown method {self.method!r}: expected one of {', '.join(METHODS)}")
         if self.loss not in ("sigmoid", "ipo"):
             raise ValueError(f"unknown DPO loss {self.loss!r}: expected 'sigmoid' or 'ipo'")
+        if self.lr_scheduler not in ("linear", "constant"):
+            raise ValueError(f"unknown lr_scheduler {self.lr_scheduler!r}: expected 'linear' or 'constant'")
         if not 0.0 <= self.eval_split < 1.0:
             raise ValueError(f"eval_split must be in [0, 1), got {self.eval_split}")
 

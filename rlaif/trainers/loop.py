@@ -65,6 +65,16 @@ class Processes:
             dist.barrier()
 
 
+def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
+    """The multiplier of --lr for optimizer step `step` (0-based) of `total`: a linear warm-up
+    over `warmup` steps, then constant or a linear decay that reaches 0 after the last step."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if kind == "constant":
+        return 1.0
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
 def micro_batches(n: int, batch_size: int, epochs: int, seed: int, rank: int = 0, world: int = 1) -> list[list[int]]:
     """Per-process micro-batches of indices: each epoch a seeded permutation cut into global
     batches of batch_size · world, of which process `rank` takes every world-th item."""
@@ -121,6 +131,22 @@ class Trainer(ABC):
         self.model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
 
+    def evaluate(self) -> dict[str, float]:
+        """Metrics on the held-out data (none by default)."""
+        return {}
+
+    def _finish(self, step: int) -> dict[str, float]:
+        """Evaluate, save the model and `eval_results.json`; returns the held-out metrics."""
+        self.model.eval()
+        results = {f"eval/{k}": v for k, v in self.evaluate().items()}
+        if results:
+            self._log({"step": step, **results})
+        if self.procs.main:
+            self.save_model(self.out)
+            (self.out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+        self.procs.barrier()
+        return results
+
     # ---- the loop
 
     def _latest_checkpoint(self) -> Path | None:
@@ -158,13 +184,13 @@ class Trainer(ABC):
             getattr(self.model, "lm", self.model).gradient_checkpointing_enable()
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (cfg.warmup_steps + 1)))
         size = len(micro_batches(self.n_train, self.batch_size, 1, cfg.seed, self.procs.rank, self.procs.world))
         epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps * per_step / max(1, size))
         schedule = micro_batches(self.n_train, self.batch_size, epochs, cfg.seed, self.procs.rank, self.procs.world)
         total = cfg.max_steps if cfg.max_steps is not None else len(schedule) // per_step
         if total == 0:
             raise ValueError(f"{cfg.data}: {self.n_train} training examples make no full step of batch size {self.batch_size} x {self.procs.world} processes x {per_step}")
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total, cfg.lr_scheduler))
         step = 0
         if checkpoint is not None:
             state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
@@ -205,9 +231,6 @@ class OfflineTrainer(Trainer):
     def loss(self, model: torch.nn.Module, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss and metrics of one micro-batch of training examples."""
 
-    def evaluate(self) -> dict[str, float]:
-        return {}
-
     def train(self) -> dict[str, float]:
         cfg = self.config
         params, optimizer, scheduler, schedule, total, step = self._begin(cfg.grad_accum)
@@ -236,15 +259,7 @@ class OfflineTrainer(Trainer):
             if cfg.save_steps and step % cfg.save_steps == 0:
                 self._checkpoint(step, optimizer, scheduler)
         bar.close()
-        model.eval()
-        results = {f"eval/{k}": v for k, v in self.evaluate().items()}
-        if results:
-            self._log({"step": step, **results})
-        if self.procs.main:
-            self.save_model(self.out)
-            (self.out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
-        self.procs.barrier()
-        return results
+        return self._finish(step)
 
 
 

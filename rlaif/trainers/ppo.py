@@ -5,6 +5,8 @@ per-token rewards r_t = −β (log π − log π_ref), plus the score at the las
 penalty where no end-of-sequence was produced, if asked); advantages by GAE (γ, λ),
 whitened; then `ppo_epochs` passes over minibatches with the clipped surrogate and the
 clipped value loss. The value head is a linear layer on the policy's last hidden state.
+With held-out prompts (`--eval-data`, `--eval-split`), the end of training samples a response
+to each from the trained policy and from the reference, and reports both mean scores.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from transformers import AutoModelForCausalLM
 
 from rlaif.data import Prompt
 from rlaif.models import load_tokenizer, resolve_model
-from rlaif.trainers.data import collate, encode, encode_prompt, load_prompts
-from rlaif.trainers.loop import Trainer, freeze_lower_layers
+from rlaif.trainers.data import collate, encode, encode_prompt, load_prompts, split
+from rlaif.trainers.loop import Trainer, batched, freeze_lower_layers
 from rlaif.trainers.losses import (
     gae,
     kl_penalized_rewards,
@@ -61,6 +63,10 @@ class PPOTrainer(Trainer):
     def setup(self, init_from: str | None) -> None:
         cfg = self.config
         self.prompts = load_prompts(cfg.data, cfg.limit)
+        if cfg.eval_data:
+            self.eval_prompts = load_prompts(cfg.eval_data)
+        else:
+            self.prompts, self.eval_prompts = split(self.prompts, cfg.eval_split, cfg.seed)
         self.n_train = len(self.prompts)
         base = resolve_model(cfg.model)
         lm = AutoModelForCausalLM.from_pretrained(init_from or base, dtype=torch.float32)
@@ -90,32 +96,41 @@ class PPOTrainer(Trainer):
         return self.reward_model(input_ids=batch["input_ids"].to(self.procs.device), attention_mask=batch["attention_mask"].to(self.procs.device)).logits[:, 0].float()
 
     @torch.no_grad()
-    def rollout(self, prompts: list[tuple[Prompt, str]]) -> dict:
+    def _sample(self, lm, prompts: list[tuple[Prompt, str]]) -> dict:
+        """One sampled response per prompt: the sequences, the response tokens and their mask
+        (up to and including the first end-of-sequence), and the response texts."""
         cfg, tok, dev = self.config, self.tokenizer, self.procs.device
         ids = [encode_prompt(tok, p, cfg.max_length, src, cfg.truncate_prompt, room=0) for p, src in prompts]
         width = max(map(len, ids))
         input_ids = torch.tensor([[tok.pad_token_id] * (width - len(x)) + x for x in ids], device=dev)
         prompt_mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=dev)
-        self.model.lm.eval()
-        generated = self.model.lm.generate(
+        lm.eval()
+        generated = lm.generate(
             input_ids=input_ids, attention_mask=prompt_mask, do_sample=True, temperature=cfg.temperature,
             top_k=0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
         )
         responses = generated[:, width:]
-        # Response tokens count up to and including the first end-of-sequence.
         is_eos = responses == tok.eos_token_id
-        after_eos = (is_eos.cumsum(-1) - is_eos.long()) > 0
-        mask = (~after_eos).float()
-        full_mask = torch.cat([prompt_mask, mask.long()], dim=1)
+        mask = ((is_eos.cumsum(-1) - is_eos.long()) == 0).float()
+        return {
+            "sequences": generated, "attention_mask": torch.cat([prompt_mask, mask.long()], dim=1), "responses": responses,
+            "mask": mask, "width": width, "has_eos": is_eos.any(-1),
+            "texts": [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, mask)],
+        }
+
+    @torch.no_grad()
+    def rollout(self, prompts: list[tuple[Prompt, str]]) -> dict:
+        cfg = self.config
+        sample = self._sample(self.model.lm, prompts)
+        generated, full_mask, responses, mask, width = (sample[k] for k in ("sequences", "attention_mask", "responses", "mask", "width"))
         logits, values = self.model(generated, full_mask)
         logps = token_logps(logits[:, width - 1:-1], responses)
         ref_logits = self.reference(input_ids=generated, attention_mask=full_mask, position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0)).logits
         ref_logps = token_logps(ref_logits[:, width - 1:-1], responses)
         values = values[:, width - 1:-1]
-        texts = [tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, mask)]
-        score = self.reward_fn([p for p, _ in prompts], texts).to(dev).float()
+        score = self.reward_fn([p for p, _ in prompts], sample["texts"]).to(logps.device).float()
         if cfg.missing_eos_penalty is not None:
-            score = score - cfg.missing_eos_penalty * (~is_eos.any(-1)).float()
+            score = score - cfg.missing_eos_penalty * (~sample["has_eos"]).float()
         rewards, kl = kl_penalized_rewards(score, logps, ref_logps, mask, cfg.kl_coef)
         advantages, returns = gae(rewards, values * mask, mask, cfg.gamma, cfg.lam)
         return {
@@ -151,10 +166,22 @@ class PPOTrainer(Trainer):
             if cfg.save_steps and step % cfg.save_steps == 0:
                 self._checkpoint(step, optimizer, scheduler)
         bar.close()
-        if self.procs.main:
-            self.save_model(self.out)
-        self.procs.barrier()
-        return {}
+        return self._finish(step)
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean reward-model score of one sampled response per held-out prompt, from the trained
+        policy (`score`) and from the reference it started as (`reference_score`)."""
+        if not self.eval_prompts:
+            return {}
+        results = {}
+        with torch.random.fork_rng():  # evaluating leaves the training's random stream as it was
+            for name, lm in (("score", self.model.lm), ("reference_score", self.reference)):
+                torch.manual_seed(self.config.seed)
+                scores = [self.reward_fn([p for p, _ in chunk], self._sample(lm, chunk)["texts"]).float().cpu()
+                          for chunk in batched(self.eval_prompts, self.batch_size)]
+                results[name] = torch.cat(scores).mean().item()
+        return results
 
     def _optimize(self, model, batch: dict, optimizer, params) -> dict[str, float]:
         cfg = self.config
