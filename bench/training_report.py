@@ -51,23 +51,24 @@ def reward_model(run: Path) -> None:
     print("| chance | 50.0% |\n")
 
 
-def dpo(run: Path) -> None:
+def step_table(run: Path, method: str, keys: list[str]) -> dict:
+    """Print the quarter means of a run's step metrics; returns its held-out results."""
     rows, evals = read_metrics(run)
-    keys = ["loss", "rewards/accuracies", "rewards/margins"]
-    print(f"### dpo: {run}\n")
-    print("| steps | " + " | ".join(keys) + " |\n|---|---|---|---|")
+    print(f"### {method}: {run}\n")
+    print("| steps | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1))
     print("\n".join(quarters(rows, keys)))
+    return evals
+
+
+def dpo(run: Path) -> None:
+    evals = step_table(run, "dpo", ["loss", "rewards/accuracies", "rewards/margins"])
     if evals:
         print("\nheld out: " + ", ".join(f"{k} {v:.3f}" for k, v in evals.items()))
     print()
 
 
 def ppo(run: Path) -> None:
-    rows, evals = read_metrics(run)
-    keys = ["score", "kl", "response_length"]
-    print(f"### ppo: {run}\n")
-    print("| steps | " + " | ".join(keys) + " |\n|---|---|---|---|")
-    print("\n".join(quarters(rows, keys)))
+    evals = step_table(run, "ppo", ["score", "kl", "response_length"])
     if evals:
         print(f"\nheld out: trained policy {evals['eval/score']:.3f}, reference {evals['eval/reference_score']:.3f}")
     print()

@@ -99,7 +99,7 @@ def load_tokenizer(name: str | None, padding_side: str = "left"):
 
 
 def load_causal_lm(name: str | None, device: str | None = None, bf16: bool = False):
-    """Load a causal LM for inference (eval mode) on `device`."""
+    """Load a causal LM on `device`, in eval mode (a trainer switches it to training)."""
     import torch
     from transformers import AutoModelForCausalLM
 

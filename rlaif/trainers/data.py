@@ -103,8 +103,8 @@ def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: st
     return {"input_ids": ids, "labels": labels}
 
 
-def collate(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad to the longest: input_ids, attention_mask, labels (−100 on padding)."""
+def collate(features: list[dict[str, list[int]]], pad_id: int, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """Right-pad to the longest: input_ids, attention_mask, labels (−100 on padding), on `device`."""
     width = max(len(f["input_ids"]) for f in features)
     batch: dict[str, Any] = {"input_ids": [], "attention_mask": [], "labels": []}
     for f in features:
@@ -112,7 +112,7 @@ def collate(features: list[dict[str, list[int]]], pad_id: int) -> dict[str, torc
         batch["input_ids"].append(f["input_ids"] + [pad_id] * pad)
         batch["attention_mask"].append([1] * len(f["input_ids"]) + [0] * pad)
         batch["labels"].append(f.get("labels", f["input_ids"]) + [-100] * pad)
-    return {k: torch.tensor(v) for k, v in batch.items()}
+    return {k: torch.tensor(v, device=device) for k, v in batch.items()}
 
 
 EncodedPair = tuple[dict[str, list[int]], dict[str, list[int]], float]
@@ -136,5 +136,4 @@ def encoded_train_eval_pairs(tokenizer, config) -> tuple[list[EncodedPair], list
 
 def collate_pairs(pairs: list[EncodedPair], pad_id: int, device: str) -> dict[str, torch.Tensor]:
     """One batch holding every chosen sequence, then every rejected one (one forward pass)."""
-    batch = collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], pad_id)
-    return {k: v.to(device) for k, v in batch.items()}
+    return collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], pad_id, device)

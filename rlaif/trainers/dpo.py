@@ -5,9 +5,8 @@ before training (so no second model stays in memory), and kept in the output dir
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForCausalLM
 
-from rlaif.models import resolve_model
+from rlaif.models import load_causal_lm
 from rlaif.trainers.data import collate_pairs, encoded_train_eval_pairs
 from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers
 from rlaif.trainers.losses import dpo_loss, sequence_logps
@@ -19,16 +18,15 @@ class DPOTrainer(OfflineTrainer):
         self.train_pairs, self.eval_pairs = encoded_train_eval_pairs(self.tokenizer, cfg)
         self.n_train = len(self.train_pairs)
         reference_file = self.out / "reference_logps.pt"
-        base = resolve_model(cfg.model)
         if reference_file.exists() and init_from:
             self.reference = torch.load(reference_file)
         else:
-            reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(self.procs.device).eval()
+            reference = load_causal_lm(cfg.model, self.procs.device)
             self.reference = {"train": self._all_logps(reference, self.train_pairs), "eval": self._all_logps(reference, self.eval_pairs)}
             del reference
             if self.procs.main:
                 torch.save(self.reference, reference_file)
-        self.model = AutoModelForCausalLM.from_pretrained(init_from or base, dtype=torch.float32).to(self.procs.device)
+        self.model = load_causal_lm(init_from or cfg.model, self.procs.device)
         freeze_lower_layers(self.model, cfg.train_layers)
 
     def _logps(self, model, pairs) -> tuple[torch.Tensor, torch.Tensor]:

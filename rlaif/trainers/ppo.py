@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 from tqdm import tqdm
-from transformers import AutoModelForCausalLM
 
 from rlaif.data import Prompt
-from rlaif.models import load_tokenizer, resolve_model
+from rlaif.models import load_causal_lm, load_tokenizer
 from rlaif.trainers.data import collate, encode, encode_prompt, load_prompts, split
 from rlaif.trainers.loop import Trainer, batched, freeze_lower_layers
 from rlaif.trainers.losses import (
@@ -68,13 +67,11 @@ class PPOTrainer(Trainer):
         else:
             self.prompts, self.eval_prompts = split(self.prompts, cfg.eval_split, cfg.seed)
         self.n_train = len(self.prompts)
-        base = resolve_model(cfg.model)
-        lm = AutoModelForCausalLM.from_pretrained(init_from or base, dtype=torch.float32)
-        self.model = PolicyWithValue(lm).to(self.procs.device)
+        self.model = PolicyWithValue(load_causal_lm(init_from or cfg.model, self.procs.device)).to(self.procs.device)
         if init_from:
             self.model.value_head.load_state_dict(torch.load(Path(init_from) / "value_head.pt"))
         freeze_lower_layers(self.model.lm, cfg.train_layers)
-        self.reference = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(self.procs.device).eval()
+        self.reference = load_causal_lm(cfg.model, self.procs.device)
         self.reference.requires_grad_(False)
         if self.reward_fn is None:
             if not cfg.reward_model:
@@ -92,8 +89,8 @@ class PPOTrainer(Trainer):
     def _score_with_reward_model(self, prompts: list[Prompt], responses: list[str]) -> torch.Tensor:
         # The reward model may use another tokenizer: the text is tokenized afresh with its own.
         items = [encode(self.rm_tokenizer, p, r, self.config.max_length + self.config.max_new_tokens, "reward-model:0", True) for p, r in zip(prompts, responses)]
-        batch = collate(items, self.rm_tokenizer.pad_token_id)
-        return self.reward_model(input_ids=batch["input_ids"].to(self.procs.device), attention_mask=batch["attention_mask"].to(self.procs.device)).logits[:, 0].float()
+        batch = collate(items, self.rm_tokenizer.pad_token_id, self.procs.device)
+        return self.reward_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
 
     @torch.no_grad()
     def _sample(self, lm, prompts: list[tuple[Prompt, str]]) -> dict:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForCausalLM
 
-from rlaif.models import resolve_model
+from rlaif.models import load_causal_lm
 from rlaif.trainers.data import collate, encode, train_eval_pairs
 from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers
 from rlaif.trainers.losses import sft_loss
@@ -18,12 +17,11 @@ class SFTTrainer(OfflineTrainer):
         self.train_items = [encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt) for p in train]
         self.eval_items = [encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt) for p in held]
         self.n_train = len(self.train_items)
-        self.model = AutoModelForCausalLM.from_pretrained(init_from or resolve_model(cfg.model), dtype=torch.float32).to(self.procs.device)
+        self.model = load_causal_lm(init_from or cfg.model, self.procs.device)
         freeze_lower_layers(self.model, cfg.train_layers)
 
     def _loss(self, model, items) -> torch.Tensor:
-        batch = collate(items, self.tokenizer.pad_token_id)
-        batch = {k: v.to(self.procs.device) for k, v in batch.items()}
+        batch = collate(items, self.tokenizer.pad_token_id, self.procs.device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         return sft_loss(logits, batch["labels"])
 
