@@ -20,8 +20,8 @@ from transformers import (
 
 from rlaif.data import InputError
 from rlaif.models import load_tokenizer
-from rlaif.trainers import TrainConfig, train
-from rlaif.trainers.data import encode
+from rlaif.trainers import TrainConfig, train, trainer_for
+from rlaif.trainers.data import collate_pairs, encode, split
 from rlaif.trainers.loop import lr_factor
 from rlaif.trainers.ppo import PPOTrainer
 from tests.conftest import write_jsonl
@@ -83,6 +83,38 @@ def test_reward_model_learns_the_preference_and_loads(tiny, pairs, tmp_path):
     assert rows[-2]["loss"] < rows[0]["loss"] and results["eval/accuracy"] == 1.0
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert model.config.num_labels == 1
+
+
+def test_head_only_reward_model_fits_the_head_on_cached_features(tiny, pairs, tmp_path):
+    cache = {}
+    trainer = trainer_for(config("rm", pairs, tiny, tmp_path, epochs=8, eval_split=0.25, train_layers=0, lr=3e-2), feature_cache=cache)
+    results = trainer.train()
+    rows = metrics(tmp_path)
+    assert rows[-2]["loss"] < rows[0]["loss"] - 0.1
+    assert len(cache) == 48  # every distinct training and held-out sequence, computed once
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    tok = load_tokenizer(str(tmp_path))
+    assert tok.pad_token_id == saved.config.pad_token_id != tok.eos_token_id  # the score is read at the EOS
+    start = LlamaForCausalLM.from_pretrained(tiny)
+    assert torch.equal(saved.model.layers[1].mlp.up_proj.weight, start.model.layers[1].mlp.up_proj.weight)
+    assert torch.equal(saved.model.norm.weight, start.model.norm.weight)
+    # the saved model's own forward pass gives the scores the cached features gave
+    batch = collate_pairs(trainer.eval_pairs, trainer.tokenizer.pad_token_id, "cpu")
+    with torch.no_grad():
+        scores = saved(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
+    n = len(trainer.eval_pairs)
+    assert (scores[:n] - scores[n:]).mean().item() == pytest.approx(results["eval/margin"], abs=1e-5)
+
+
+def test_eval_folds_are_disjoint_and_cover_the_data():
+    items = list(range(23))
+    held = [split(items, 0.2, seed=3, fold=k)[1] for k in range(5)]
+    assert sorted(x for h in held for x in h) == items and [len(h) for h in held] == [5, 5, 5, 5, 3]
+    assert held[0] == split(items, 0.2, seed=3)[1]
+    train_part, held_part = split(items, 0.2, seed=3, fold=2)
+    assert sorted(train_part + held_part) == items
+    with pytest.raises(ValueError, match="eval_fold 5 is out of range: 23 items make 5 folds of 5"):
+        split(items, 0.2, seed=3, fold=5)
 
 
 def test_dpo_rewards_accuracies_rise_and_first_loss_is_log_2(tiny, pairs, tmp_path):

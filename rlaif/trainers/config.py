@@ -34,11 +34,12 @@ class TrainConfig:
     seed: int = 0
     eval_data: str | None = None
     eval_split: float = 0.0  # held-out share of --data when there is no --eval-data
+    eval_fold: int = 0  # which slice of that share is held out (cross-validation folds)
     save_steps: int = 0  # 0: no intermediate checkpoints
     resume: bool = False
     bf16: bool = False
     gradient_checkpointing: bool = False
-    train_layers: int | None = None  # train only the top N transformer blocks (and the head)
+    train_layers: int | None = None  # train only the top N transformer blocks (and the head); 0: the head only
     log_steps: int = 1
     progress: bool = True
     # rm

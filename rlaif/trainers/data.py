@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -46,7 +47,7 @@ def train_eval_pairs(config) -> tuple[list[TrainPair], list[TrainPair]]:
     pairs = load_pairs(config.data, config.limit, config.hard_labels)
     if config.eval_data:
         return pairs, load_pairs(config.eval_data, None, config.hard_labels)
-    return split(pairs, config.eval_split, config.seed)
+    return split(pairs, config.eval_split, config.seed, config.eval_fold)
 
 
 def load_prompts(path: str, limit: int | None = None) -> list[tuple[Prompt, str]]:
@@ -57,14 +58,20 @@ def load_prompts(path: str, limit: int | None = None) -> list[tuple[Prompt, str]
     return prompts
 
 
-def split(items: list, share: float, seed: int) -> tuple[list, list]:
-    """A seeded held-out split: (train, eval) with round(share · n) items in eval."""
+def split(items: list, share: float, seed: int, fold: int = 0) -> tuple[list, list]:
+    """A seeded held-out split: (train, eval) with round(share · n) items in eval.
+
+    `fold` k holds out the k-th such slice of the same shuffled order, so folds 0 … 1/share − 1
+    are the disjoint held-out sets of a cross-validation.
+    """
     if share <= 0:
         return items, []
     order = list(range(len(items)))
     random.Random(seed).shuffle(order)
     n_eval = max(1, round(share * len(items)))
-    held = set(order[:n_eval])
+    if not 0 <= fold * n_eval < len(items):
+        raise ValueError(f"eval_fold {fold} is out of range: {len(items)} items make {math.ceil(len(items) / n_eval)} folds of {n_eval}")
+    held = set(order[fold * n_eval:(fold + 1) * n_eval])
     return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
 
 

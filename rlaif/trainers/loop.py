@@ -89,16 +89,17 @@ def micro_batches(n: int, batch_size: int, epochs: int, seed: int, rank: int = 0
 
 
 def freeze_lower_layers(model: torch.nn.Module, train_layers: int | None) -> None:
-    """Train only the top `train_layers` transformer blocks, the final norm and the head."""
+    """Train only the top `train_layers` transformer blocks, the final norm and the head
+    (0: the head alone)."""
     if train_layers is None:
         return
     base = getattr(model, model.base_model_prefix)
-    blocks = base.layers
     for p in model.parameters():
         p.requires_grad = False
-    for module in list(blocks[len(blocks) - train_layers:]) + [base.norm]:
-        for p in module.parameters():
-            p.requires_grad = True
+    if train_layers > 0:
+        for module in list(base.layers[-train_layers:]) + [base.norm]:
+            for p in module.parameters():
+                p.requires_grad = True
     for name, p in model.named_parameters():
         if not name.startswith(model.base_model_prefix + "."):
             p.requires_grad = True  # the head (score / lm_head, untied) and any value head

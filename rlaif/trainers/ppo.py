@@ -65,7 +65,7 @@ class PPOTrainer(Trainer):
         if cfg.eval_data:
             self.eval_prompts = load_prompts(cfg.eval_data)
         else:
-            self.prompts, self.eval_prompts = split(self.prompts, cfg.eval_split, cfg.seed)
+            self.prompts, self.eval_prompts = split(self.prompts, cfg.eval_split, cfg.seed, cfg.eval_fold)
         self.n_train = len(self.prompts)
         self.model = PolicyWithValue(load_causal_lm(init_from or cfg.model, self.procs.device)).to(self.procs.device)
         if init_from:
