@@ -27,10 +27,10 @@ from rlaif.trainers.ppo import PPOTrainer
 from tests.conftest import write_jsonl
 
 
-def tiny_config(vocab: int, tok, **extra) -> LlamaConfig:
+def tiny_config(vocab: int, tok, tie_word_embeddings: bool = False, **extra) -> LlamaConfig:
     return LlamaConfig(**extra, vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                        num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-                       eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=False)
+                       eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=tie_word_embeddings)
 
 
 @pytest.fixture(scope="session")
@@ -190,6 +190,11 @@ def test_clear_errors(tiny, pairs, tmp_path):
     train(config("sft", str(long), tiny, tmp_path / "c", max_steps=1, max_length=64, truncate_prompt=True, batch_size=1))
     with pytest.raises(ValueError, match="--reward-model"):
         train(config("ppo", pairs, tiny, tmp_path / "d", max_steps=1))
+    tied, tok = tmp_path / "tied", load_tokenizer(tiny)
+    LlamaForCausalLM(tiny_config(len(tok), tok, tie_word_embeddings=True)).save_pretrained(tied)
+    tok.save_pretrained(tied)
+    with pytest.raises(ValueError, match="--train-layers 0 leaves nothing to train"):
+        train(config("sft", pairs, str(tied), tmp_path / "e", max_steps=1, train_layers=0))
 
 
 def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, tmp_path):

@@ -184,6 +184,8 @@ class Trainer(ABC):
         if cfg.gradient_checkpointing:
             getattr(self.model, "lm", self.model).gradient_checkpointing_enable()
         params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError(f"--train-layers {cfg.train_layers} leaves nothing to train (is the model's head tied to its input embeddings?)")
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         size = len(micro_batches(self.n_train, self.batch_size, 1, cfg.seed, self.procs.rank, self.procs.world))
         epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps * per_step / max(1, size))
