@@ -83,6 +83,9 @@ def test_reward_model_learns_the_preference_and_loads(tiny, pairs, tmp_path):
     assert rows[-2]["loss"] < rows[0]["loss"] and results["eval/accuracy"] == 1.0
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert model.config.num_labels == 1
+    # the score is read at the EOS, so its embedding trains (the pad row is the one left alone)
+    eos, start = model.config.eos_token_id, LlamaForCausalLM.from_pretrained(tiny).model.embed_tokens.weight
+    assert not torch.equal(model.model.embed_tokens.weight[eos], start[eos])
 
 
 def test_head_only_reward_model_fits_the_head_on_cached_features(tiny, pairs, tmp_path):

@@ -20,8 +20,9 @@ FeatureCache = dict[tuple[int, ...], torch.Tensor]
 
 
 def load_reward_model(path: str | None, device: str, pad_token_id: int):
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
-    model.config.pad_token_id = pad_token_id
+    # pad_token_id goes in before the model is built: the embedding's padding row (which gets
+    # no gradient) must be the pad token, not the EOS the score is read at.
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32, pad_token_id=pad_token_id)
     return model.to(device)
 
 
