@@ -5,6 +5,7 @@
 - dpo: loss, rewards/accuracies and rewards/margins averaged over each quarter of the steps.
 - ppo: score and KL averaged over each quarter of the steps, and the held-out mean score of
   the trained policy beside the reference it started from.
+- with --eval-steps: the held-out metrics at each evaluated step.
 
 Usage: python bench/training_report.py [--rm DIR] [--dpo DIR ...] [--ppo DIR]
 """
@@ -19,10 +20,24 @@ from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.data import train_eval_pairs
 
 
+def is_eval(row: dict) -> bool:
+    return any(k.startswith("eval/") for k in row)
+
+
 def read_metrics(run: Path) -> tuple[list[dict], dict]:
+    """The training steps' rows and the final held-out results."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = json.loads((run / "eval_results.json").read_text()) if (run / "eval_results.json").exists() else {}
-    return [r for r in rows if not any(k.startswith("eval/") for k in r)], evals
+    return [r for r in rows if not is_eval(r)], evals
+
+
+def eval_table(run: Path) -> None:
+    """The held-out metrics at each evaluated step, when the run had --eval-steps."""
+    rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if is_eval(r)]
+    if len(rows) > 1:
+        keys = [k for k in rows[-1] if k != "step"]
+        print("\n| step | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1))
+        print("\n".join(f"| {r['step']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |" for r in rows))
 
 
 def quarters(rows: list[dict], keys: list[str]) -> list[str]:
@@ -57,6 +72,7 @@ def step_table(run: Path, method: str, keys: list[str]) -> dict:
     print(f"### {method}: {run}\n")
     print("| steps | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1))
     print("\n".join(quarters(rows, keys)))
+    eval_table(run)
     return evals
 
 

@@ -122,6 +122,7 @@ def agreement(run_dir: str, as_json: bool) -> None:
 @click.option("--eval-data", default=None, help="Held-out data.")
 @click.option("--eval-split", type=float, default=0.0, show_default=True, help="Hold out this share of --data (without --eval-data).")
 @click.option("--eval-fold", type=int, default=0, show_default=True, help="Which --eval-split slice to hold out (0, 1, …: cross-validation folds).")
+@click.option("--eval-steps", type=int, default=0, show_default=True, help="Also evaluate on the held-out data every N steps (0: at the end only).")
 @click.option("--save-steps", type=int, default=0, show_default=True, help="Checkpoint every N steps (0: at the end only).")
 @click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --output.")
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (CUDA).")

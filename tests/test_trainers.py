@@ -150,6 +150,21 @@ def test_resume_continues_to_the_same_result(tiny, pairs, tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_evaluation_every_n_steps_leaves_training_as_it_was_and_survives_a_resume(tiny, pairs, tmp_path):
+    same = {"eval_split": 0.25, "lr_scheduler": "constant", "save_steps": 3}
+    train(config("sft", pairs, tiny, tmp_path / "plain", max_steps=6, **same))
+    train(config("sft", pairs, tiny, tmp_path / "whole", max_steps=6, eval_steps=2, **same))
+    train(config("sft", pairs, tiny, tmp_path / "parts", max_steps=3, eval_steps=2, **same))
+    train(config("sft", pairs, tiny, tmp_path / "parts", max_steps=6, eval_steps=2, resume=True, **same))
+    whole = metrics(tmp_path / "whole")
+    assert [r["step"] for r in whole if "eval/loss" in r] == [2, 4, 6]
+    assert [r for r in whole if "loss" in r] == [r for r in metrics(tmp_path / "plain") if "loss" in r]
+    # the stopped run's final evaluation at step 3 is not an evaluation of the resumed run
+    parts = metrics(tmp_path / "parts")
+    assert [r["step"] for r in parts] == [r["step"] for r in whole]
+    assert all(p == pytest.approx(w, rel=1e-5) for p, w in zip(parts, whole))
+
+
 def _cli_train(*args: str) -> list[str]:
     return [sys.executable, "-m", "rlaif.cli", "train", *args, "--quiet"]
 
@@ -212,10 +227,12 @@ def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, tmp_path):
         return torch.tensor([sum(c.islower() for c in t) / max(1, len(t)) for t in texts])
 
     out = tmp_path / "out"
-    cfg = config("ppo", pairs, str(policy), out, max_steps=30, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=8, lr=2e-3, kl_coef=0.02, eval_split=0.25)
+    cfg = config("ppo", pairs, str(policy), out, max_steps=30, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=8, lr=2e-3, kl_coef=0.02, eval_split=0.25, eval_steps=10)
     results = PPOTrainer(cfg, reward_fn=reward).train()
-    *rows, eval_row = metrics(out)
-    assert eval_row == {"step": 30, **results}
+    rows = [r for r in metrics(out) if "score" in r]
+    evals = [r for r in metrics(out) if "eval/score" in r]
+    assert [r["step"] for r in evals] == [10, 20, 30] and evals[-1] == {"step": 30, **results}
+    assert len({r["eval/reference_score"] for r in evals}) == 1  # the reference is scored once
     first, last = sum(r["score"] for r in rows[:5]) / 5, sum(r["score"] for r in rows[-5:]) / 5
     assert last > first + 0.1, (first, last)
     assert max(abs(r["kl"]) for r in rows) < 10 and rows[-1]["entropy"] < rows[0]["entropy"]

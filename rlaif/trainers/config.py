@@ -35,6 +35,7 @@ class TrainConfig:
     eval_data: str | None = None
     eval_split: float = 0.0  # held-out share of --data when there is no --eval-data
     eval_fold: int = 0  # which slice of that share is held out (cross-validation folds)
+    eval_steps: int = 0  # also evaluate every N steps (0: at the end only)
     save_steps: int = 0  # 0: no intermediate checkpoints
     resume: bool = False
     bf16: bool = False

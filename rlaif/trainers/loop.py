@@ -136,6 +136,20 @@ class Trainer(ABC):
         """Metrics on the held-out data (none by default)."""
         return {}
 
+    def _evaluates_at(self, step: int, total: int) -> bool:
+        """Whether --eval-steps evaluates after `step` (the last step's evaluation is `_finish`'s)."""
+        every = self.config.eval_steps
+        return bool(every) and step % every == 0 and step < total
+
+    def _evaluate_during(self, step: int, total: int) -> None:
+        """With --eval-steps: log held-out metrics at every Nth step before the last."""
+        if self._evaluates_at(step, total):
+            self.model.eval()
+            results = self.evaluate()
+            self.model.train()
+            if results:
+                self._log({"step": step, **{f"eval/{k}": v for k, v in results.items()}})
+
     def _finish(self, step: int) -> dict[str, float]:
         """Evaluate, save the model and `eval_results.json`; returns the held-out metrics."""
         self.model.eval()
@@ -201,7 +215,7 @@ class Trainer(ABC):
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
             step = state["step"]
-            self._truncate_metrics(step)
+            self._truncate_metrics(step, total)
         elif self.procs.main and (self.out / "metrics.jsonl").exists():
             (self.out / "metrics.jsonl").unlink()
         if self.procs.main:
@@ -214,12 +228,13 @@ class Trainer(ABC):
             return torch.nn.parallel.DistributedDataParallel(self.model)
         return self.model
 
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics logged after the checkpoint we resume from (they will be logged again)."""
+    def _truncate_metrics(self, step: int, total: int) -> None:
+        """Drop metrics logged after the checkpoint we resume from (they will be logged again),
+        and evaluations that this run would not make before its end (a stopped run's last one)."""
         path = self.out / "metrics.jsonl"
         if self.procs.main and path.exists():
             rows = [json.loads(line) for line in path.read_text().splitlines()]
-            kept = [r for r in rows if r["step"] <= step and not any(k.startswith("eval/") for k in r)]
+            kept = [r for r in rows if r["step"] <= step and (self._evaluates_at(r["step"], total) or not any(k.startswith("eval/") for k in r))]
             path.write_text("".join(json.dumps(r) + "\n" for r in kept))
 
     @property
@@ -259,6 +274,7 @@ class OfflineTrainer(Trainer):
                 self._log(row)
             bar.update(1)
             bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "lr")})
+            self._evaluate_during(step, total)
             if cfg.save_steps and step % cfg.save_steps == 0:
                 self._checkpoint(step, optimizer, scheduler)
         bar.close()

@@ -58,6 +58,7 @@ class PPOTrainer(Trainer):
         super().__init__(config, processes)
         self.reward_fn = reward_fn
         self.tokenizer.padding_side = "left"  # generation pads on the left
+        self.reference_score: float | None = None  # the reference's held-out score, once computed
 
     def setup(self, init_from: str | None) -> None:
         cfg = self.config
@@ -160,6 +161,7 @@ class PPOTrainer(Trainer):
             self._log(row)
             bar.update(1)
             bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("score", "kl", "entropy", "clipfrac")})
+            self._evaluate_during(step, total)
             if cfg.save_steps and step % cfg.save_steps == 0:
                 self._checkpoint(step, optimizer, scheduler)
         bar.close()
@@ -168,17 +170,20 @@ class PPOTrainer(Trainer):
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Mean reward-model score of one sampled response per held-out prompt, from the trained
-        policy (`score`) and from the reference it started as (`reference_score`)."""
+        policy (`score`) and from the reference it started as (`reference_score`), with the same
+        seed each time, so that evaluations at different steps differ by the policy alone."""
         if not self.eval_prompts:
             return {}
-        results = {}
+        if self.reference_score is None:
+            self.reference_score = self._eval_score(self.reference)
+        return {"score": self._eval_score(self.model.lm), "reference_score": self.reference_score}
+
+    def _eval_score(self, lm) -> float:
         with torch.random.fork_rng():  # evaluating leaves the training's random stream as it was
-            for name, lm in (("score", self.model.lm), ("reference_score", self.reference)):
-                torch.manual_seed(self.config.seed)
-                scores = [self.reward_fn([p for p, _ in chunk], self._sample(lm, chunk)["texts"]).float().cpu()
-                          for chunk in batched(self.eval_prompts, self.batch_size)]
-                results[name] = torch.cat(scores).mean().item()
-        return results
+            torch.manual_seed(self.config.seed)
+            scores = [self.reward_fn([p for p, _ in chunk], self._sample(lm, chunk)["texts"]).float().cpu()
+                      for chunk in batched(self.eval_prompts, self.batch_size)]
+        return torch.cat(scores).mean().item()
 
     def _optimize(self, model, batch: dict, optimizer, params) -> dict[str, float]:
         cfg = self.config
