@@ -215,6 +215,29 @@ def test_clear_errors(tiny, pairs, tmp_path):
         train(config("sft", pairs, str(tied), tmp_path / "e", max_steps=1, train_layers=0))
 
 
+def test_config_file_sets_what_the_command_line_does_not(tiny, pairs, tmp_path):
+    from click.testing import CliRunner
+
+    from rlaif.cli import main
+
+    settings = tmp_path / "sft.yaml"
+    settings.write_text(f"method: sft\ndata: {pairs}\nmodel: {tiny}\nmax-steps: 5\nlr: 1e-5\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(main, ["train", "--config", str(settings), "--output", str(out), "--max-steps", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "train_config.json").read_text())
+    assert (saved["method"], saved["max_steps"], saved["lr"]) == ("sft", 1, 1e-5)  # the command line wins; YAML's 1e-5 is a number
+    assert len(metrics(out)) == 1
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'method = "sft"\ndata = "{pairs}"\nlr_scheduler = "cosine"\n')
+    result = CliRunner().invoke(main, ["train", "--config", str(bad)])
+    assert result.exit_code != 0 and f"{bad}:3: field 'lr_scheduler': expected one of linear, constant" in result.output
+    bad.write_text('method = "sft"\nbatch-size = "eight"\n')
+    result = CliRunner().invoke(main, ["train", "--config", str(bad)])
+    assert result.exit_code != 0 and f"{bad}:2: field 'batch-size': expected int, got 'eight'" in result.output
+
+
 def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, tmp_path):
     """A character-level policy rewarded for the share of lowercase letters it writes."""
     tok = char_tokenizer()

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 import yaml
 
+from rlaif.data import InputError
+
 METHODS = ("sft", "rm", "dpo", "ppo")
+CHOICES = {"method": METHODS, "loss": ("sigmoid", "ipo"), "lr_scheduler": ("linear", "constant")}
 
 
 @dataclass
@@ -65,26 +69,68 @@ class TrainConfig:
     missing_eos_penalty: float | None = None
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}: expected one of {', '.join(METHODS)}")
-        if self.loss not in ("sigmoid", "ipo"):
-            raise ValueError(f"unknown DPO loss {self.loss!r}: expected 'sigmoid' or 'ipo'")
-        if self.lr_scheduler not in ("linear", "constant"):
-            raise ValueError(f"unknown lr_scheduler {self.lr_scheduler!r}: expected 'linear' or 'constant'")
+        for name, allowed in CHOICES.items():
+            if (problem := _choice_problem(getattr(self, name), allowed)) is not None:
+                raise ValueError(f"{name}: {problem}")
         if not 0.0 <= self.eval_split < 1.0:
             raise ValueError(f"eval_split must be in [0, 1), got {self.eval_split}")
 
 
+def _choice_problem(value: Any, allowed: tuple[str, ...]) -> str | None:
+    return None if value in allowed else f"expected one of {', '.join(allowed)}, got {value!r}"
+
+
+def _type_problem(value: Any, hint: Any) -> str | None:
+    """Why `value` does not fit the annotation `hint` (an int is a fine float), or None."""
+    options = get_args(hint) or (hint,)
+    if value is None:
+        fits = type(None) in options
+    elif isinstance(value, bool):
+        fits = bool in options
+    elif isinstance(value, int) and float in options:
+        fits = True
+    else:
+        fits = isinstance(value, tuple(o for o in options if o is not type(None)))
+    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
+    return None if fits else f"expected {names}, got {value!r}"
+
+
+def _yaml_float(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _line_of(text: str, key: str) -> int:
+    """The line that sets `key` in a TOML/YAML file (0 if not found)."""
+    pattern = re.compile(rf"\s*['\"]?{re.escape(key)}['\"]?\s*[=:]")
+    return next((i for i, line in enumerate(text.splitlines(), 1) if pattern.match(line)), 0)
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Settings from a TOML or YAML file; an unknown key is an error naming the file and key."""
+    """Settings from a TOML or YAML file; an unknown key or a bad value is an error naming file, line and key."""
     path = Path(path)
     text = path.read_text()
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
         raise ValueError(f"{path}: {e}") from None
-    known = {f.name for f in fields(TrainConfig)}
-    for key in data:
-        if key.replace("-", "_") not in known:
-            raise ValueError(f"{path}: unknown key '{key}'")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    if not isinstance(data, dict):
+        raise InputError(str(path), 1, None, f"expected a table of settings, got {type(data).__name__}")
+    hints = get_type_hints(TrainConfig)
+    settings = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name in hints and float in get_args(hints[name]) + (hints[name],) and isinstance(value, str):
+            value = _yaml_float(value)  # PyYAML reads `1e-5` (no dot) as a string
+        if name not in hints:
+            problem = "unknown key"
+        elif name in CHOICES:
+            problem = _choice_problem(value, CHOICES[name])
+        else:
+            problem = _type_problem(value, hints[name])
+        if problem is not None:
+            raise InputError(str(path), _line_of(text, key), key, problem)
+        settings[name] = value
+    return settings
