@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,15 +150,22 @@ def _dry_run(config: LabelConfig, judge_config: JudgeConfig, loaded: LoadResult,
 def _batch_round(out: Path, judge_config: JudgeConfig, requests: dict[str, JudgeRequest], answers: dict[str, Verdict], cache: AnswerCache) -> dict[str, Any] | None:
     """One step of a Batch API run: collect a finished batch, or submit the calls still missing.
 
-    The batch id is kept in `<output>/batch.json` between runs. Returns the batch's state
-    while one is pending (the run stops there), or None once every answer is in.
+    The batch id is kept in `<output>/batch.json` between runs. Before a batch is asked for,
+    that file holds a random tag that the batch carries in its metadata, so a run killed
+    before it heard the batch id finds the batch on the next run instead of paying twice.
+    Returns the batch's state while one is pending (the run stops there), or None once
+    every answer is in.
     """
     judge = load_judge(judge_config)
     if not hasattr(judge, "submit_batch"):
         raise ValueError(f"--batch-api needs a judge with a batch API (openai), not '{judge_config.backend}'")
     state_path = out / "batch.json"
-    if state_path.exists():
-        state = json.loads(state_path.read_text())
+    state = json.loads(state_path.read_text()) if state_path.exists() else None
+    if state is not None and "batch_id" not in state:
+        found = judge.find_batch(state["tag"], since=state["asked_at"] - 300)  # 5 min of clock skew
+        state = None if found is None else {**state, **found}
+        _write_state(state_path, state)
+    if state is not None:
         status, verdicts = judge.poll_batch(state["batch_id"], requests)
         for key, verdict in verdicts.items():
             answers[key] = verdict
@@ -174,11 +182,21 @@ def _batch_round(out: Path, judge_config: JudgeConfig, requests: dict[str, Judge
         return None
     for key in missing:
         answers.pop(key, None)
-    state = judge.submit_batch(missing)
-    tmp = state_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(state_path)
+    asking = {"tag": uuid.uuid4().hex, "asked_at": time.time(), "requests": len(missing)}
+    _write_state(state_path, asking)
+    state = {**asking, **judge.submit_batch(missing, asking["tag"])}
+    _write_state(state_path, state)
     return state
+
+
+def _write_state(path: Path, state: dict[str, Any] | None) -> None:
+    """Replace (or, for None, remove) a small JSON state file; never leaves half a file."""
+    if state is None:
+        path.unlink(missing_ok=True)
+        return
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def label(config: LabelConfig) -> LabelResult:

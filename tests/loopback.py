@@ -76,14 +76,20 @@ class Loopback:
 
     def _create_batch(self, body: dict) -> dict:
         batch_id = f"batch_{len(self.batches) + 1}"
-        self.batches[batch_id] = {"input_file_id": body["input_file_id"], "polls": 0, "output_file_id": None}
+        self.batches[batch_id] = {"input_file_id": body["input_file_id"], "polls": 0, "output_file_id": None,
+                                  "metadata": body.get("metadata"), "created_at": int(time.time()), "status": "validating"}
         return self._batch_object(batch_id, "validating")
+
+    def _list_batches(self) -> dict:
+        newest_first = [self._batch_object(i, b["status"]) for i, b in reversed(self.batches.items())]
+        return {"object": "list", "data": newest_first, "first_id": None, "last_id": None, "has_more": False}
 
     def _batch_object(self, batch_id: str, status: str) -> dict:
         b = self.batches[batch_id]
+        b["status"] = status
         return {"id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": b["input_file_id"],
-                "completion_window": "24h", "status": status, "created_at": int(time.time()), "output_file_id": b["output_file_id"],
-                "error_file_id": None, "errors": None}
+                "completion_window": "24h", "status": status, "created_at": b["created_at"], "output_file_id": b["output_file_id"],
+                "error_file_id": None, "errors": None, "metadata": b["metadata"]}
 
     def _poll_batch(self, batch_id: str) -> dict:
         b = self.batches[batch_id]
@@ -126,7 +132,9 @@ class Loopback:
                 self.wfile.flush()
 
             def do_GET(self) -> None:
-                parts = self.path.strip("/").split("/")  # v1/batches/ID or v1/files/ID/content
+                parts = self.path.split("?")[0].strip("/").split("/")  # v1/batches, v1/batches/ID or v1/files/ID/content
+                if parts[1:] == ["batches"]:
+                    return self._send(200, json.dumps(server._list_batches()).encode())
                 if parts[1] == "batches":
                     return self._send(200, json.dumps(server._poll_batch(parts[2])).encode())
                 return self._send(200, server.files[parts[2]])

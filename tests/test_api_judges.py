@@ -199,6 +199,41 @@ def test_batch_api_submits_then_collects_on_later_runs(tmp_path, server, judge_f
     assert [r["ai_preference"] for r in direct.rows] == [r["ai_preference"] for r in collected.rows]
 
 
+def test_a_run_killed_before_it_saved_the_batch_id_finds_that_batch(tmp_path, server, judge_file, monkeypatch):
+    from rlaif.backends.openai_api import OpenAIJudge
+
+    judge, out, submit = judge_file(server), tmp_path / "out", OpenAIJudge.submit_batch
+
+    def killed_after_submitting(self, requests, tag):
+        submit(self, requests, tag)
+        raise KeyboardInterrupt  # the batch exists on the server; its id never reached batch.json
+
+    monkeypatch.setattr(OpenAIJudge, "submit_batch", killed_after_submitting)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, judge, batch_api=True)
+    assert "batch_id" not in json.loads((out / "batch.json").read_text()) and len(server.batches) == 1
+    monkeypatch.setattr(OpenAIJudge, "submit_batch", submit)
+    found = run(tmp_path, judge, batch_api=True)
+    assert found.manifest["batch"]["batch_id"] == "batch_1" and found.manifest["batch"]["status"] == "in_progress"
+    collected = run(tmp_path, judge, batch_api=True)
+    assert len(collected.rows) == 6 and len(server.batches) == 1  # one batch paid for
+
+
+def test_a_run_killed_before_the_batch_was_made_submits_one(tmp_path, server, judge_file, monkeypatch):
+    from rlaif.backends.openai_api import OpenAIJudge
+
+    def killed_before_submitting(self, requests, tag):
+        raise KeyboardInterrupt
+
+    judge = judge_file(server)
+    with monkeypatch.context() as patch:
+        patch.setattr(OpenAIJudge, "submit_batch", killed_before_submitting)
+        with pytest.raises(KeyboardInterrupt):
+            run(tmp_path, judge, batch_api=True)
+    submitted = run(tmp_path, judge, batch_api=True)
+    assert submitted.manifest["batch"]["batch_id"] == "batch_1" and len(server.batches) == 1
+
+
 def test_batch_requests_that_failed_go_into_a_new_batch(tmp_path, server, judge_file):
     judge = judge_file(server)
     server.batch_polls = 1

@@ -16,6 +16,8 @@ from typing import Any
 from rlaif.backends.api import ApiJudge, ApiOptions, MalformedResponse, hard_verdict
 from rlaif.judge import JudgeRequest, Verdict
 
+BATCH_TAG = "rlaif_submission"  # batch metadata key: finds a batch whose id a killed run never saved
+
 
 @dataclass
 class OpenAIOptions(ApiOptions):
@@ -107,16 +109,27 @@ class OpenAIJudge(ApiJudge):
 
         return openai.OpenAI(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=3)
 
-    def submit_batch(self, requests: dict[str, JudgeRequest]) -> dict[str, Any]:
-        """Upload the requests as a batch file and start a batch; returns what to persist."""
+    def submit_batch(self, requests: dict[str, JudgeRequest], tag: str) -> dict[str, Any]:
+        """Upload the requests as a batch file and start a batch labelled with `tag`; returns what to persist."""
         lines = [
             json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": self._body(r)})
             for key, r in requests.items()
         ]
         with self._sync_client() as client:
             upload = client.files.create(file=("rlaif-batch.jsonl", "\n".join(lines).encode()), purpose="batch")
-            batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h")
+            batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                          metadata={BATCH_TAG: tag})
         return {"batch_id": batch.id, "input_file_id": upload.id, "requests": len(lines), "status": batch.status}
+
+    def find_batch(self, tag: str, since: float) -> dict[str, Any] | None:
+        """The batch labelled `tag` among those created after `since` (a Unix time), or None."""
+        with self._sync_client() as client:
+            for batch in client.batches.list(limit=100):  # newest first
+                if batch.created_at < since:
+                    return None
+                if (batch.metadata or {}).get(BATCH_TAG) == tag:
+                    return {"batch_id": batch.id, "input_file_id": batch.input_file_id, "status": batch.status}
+        return None
 
     def poll_batch(self, batch_id: str, requests: dict[str, JudgeRequest]) -> tuple[str, dict[str, Verdict]]:
         """The batch's status and, once it has ended, the verdicts it holds."""
