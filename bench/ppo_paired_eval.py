@@ -17,18 +17,12 @@ from pathlib import Path
 import torch
 
 from rlaif.trainers.config import TrainConfig
-from rlaif.trainers.loop import batched
 from rlaif.trainers.ppo import PPOTrainer
 
 
 def per_prompt_scores(trainer: PPOTrainer, lm, samples: int) -> torch.Tensor:
     """Mean score over `samples` responses to each held-out prompt (seeds 0 … samples − 1)."""
-    rows = []
-    for k in range(samples):
-        torch.manual_seed(k)
-        rows.append(torch.cat([trainer.reward_fn([p for p, _ in chunk], trainer._sample(lm, chunk)["texts"]).float().cpu()
-                               for chunk in batched(trainer.eval_prompts, trainer.batch_size)]))
-    return torch.stack(rows).mean(0)
+    return torch.stack([trainer.held_out_scores(lm, seed) for seed in range(samples)]).mean(0)
 
 
 def main() -> None:
@@ -40,9 +34,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         trainer = PPOTrainer(TrainConfig(**{**settings, "output": scratch, "progress": False}))
         trainer.setup(str(args.run))
-        with torch.no_grad():
-            policy = per_prompt_scores(trainer, trainer.model.lm, args.samples)
-            reference = per_prompt_scores(trainer, trainer.reference, args.samples)
+        policy = per_prompt_scores(trainer, trainer.model.lm, args.samples)
+        reference = per_prompt_scores(trainer, trainer.reference, args.samples)
     diff = policy - reference
     n = len(diff)
     se = diff.std().item() / math.sqrt(n)

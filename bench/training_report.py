@@ -24,16 +24,15 @@ def is_eval(row: dict) -> bool:
     return any(k.startswith("eval/") for k in row)
 
 
-def read_metrics(run: Path) -> tuple[list[dict], dict]:
-    """The training steps' rows and the final held-out results."""
+def read_metrics(run: Path) -> tuple[list[dict], list[dict], dict]:
+    """The training steps' rows, the --eval-steps rows, and the final held-out results."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     evals = json.loads((run / "eval_results.json").read_text()) if (run / "eval_results.json").exists() else {}
-    return [r for r in rows if not is_eval(r)], evals
+    return [r for r in rows if not is_eval(r)], [r for r in rows if is_eval(r)], evals
 
 
-def eval_table(run: Path) -> None:
+def eval_table(rows: list[dict]) -> None:
     """The held-out metrics at each evaluated step, when the run had --eval-steps."""
-    rows = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if is_eval(r)]
     if len(rows) > 1:
         keys = [k for k in rows[-1] if k != "step"]
         print("\n| step | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1))
@@ -55,7 +54,7 @@ def quarters(rows: list[dict], keys: list[str]) -> list[str]:
 def reward_model(run: Path) -> None:
     config = TrainConfig(**{**json.loads((run / "train_config.json").read_text()), "progress": False})
     _, held = train_eval_pairs(config)
-    _, evals = read_metrics(run)
+    *_, evals = read_metrics(run)
     shorter = sum(len(p.chosen) < len(p.rejected) for p in held) / len(held)
     longer = sum(len(p.chosen) > len(p.rejected) for p in held) / len(held)
     print(f"### rm: {run} ({len(held)} held-out pairs)\n")
@@ -68,11 +67,11 @@ def reward_model(run: Path) -> None:
 
 def step_table(run: Path, method: str, keys: list[str]) -> dict:
     """Print the quarter means of a run's step metrics; returns its held-out results."""
-    rows, evals = read_metrics(run)
+    rows, eval_rows, evals = read_metrics(run)
     print(f"### {method}: {run}\n")
     print("| steps | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 1))
     print("\n".join(quarters(rows, keys)))
-    eval_table(run)
+    eval_table(eval_rows)
     return evals
 
 

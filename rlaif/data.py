@@ -311,3 +311,10 @@ def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
     with jsonlines.open(tmp, mode="w") as writer:
         writer.write_all(rows)
     tmp.replace(path)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write one JSON document to `path` through a temporary file, so a kill never leaves it half written."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from rlaif import __version__
 from rlaif.cache import AnswerCache, cache_key
-from rlaif.data import LoadResult, Pair, load_examples, make_pairs, write_jsonl_atomic
+from rlaif.data import LoadResult, Pair, load_examples, make_pairs, write_json_atomic, write_jsonl_atomic
 from rlaif.debias import consistent, plan_orders, preference_for_a
 from rlaif.generation import generate_responses
 from rlaif.judge import (
@@ -164,7 +164,10 @@ def _batch_round(out: Path, judge_config: JudgeConfig, requests: dict[str, Judge
     if state is not None and "batch_id" not in state:
         found = judge.find_batch(state["tag"], since=state["asked_at"] - 300)  # 5 min of clock skew
         state = None if found is None else {**state, **found}
-        _write_state(state_path, state)
+        if state is None:
+            state_path.unlink()
+        else:
+            write_json_atomic(state_path, state)
     if state is not None:
         status, verdicts = judge.poll_batch(state["batch_id"], requests)
         for key, verdict in verdicts.items():
@@ -183,20 +186,10 @@ def _batch_round(out: Path, judge_config: JudgeConfig, requests: dict[str, Judge
     for key in missing:
         answers.pop(key, None)
     asking = {"tag": uuid.uuid4().hex, "asked_at": time.time(), "requests": len(missing)}
-    _write_state(state_path, asking)
+    write_json_atomic(state_path, asking)
     state = {**asking, **judge.submit_batch(missing, asking["tag"])}
-    _write_state(state_path, state)
+    write_json_atomic(state_path, state)
     return state
-
-
-def _write_state(path: Path, state: dict[str, Any] | None) -> None:
-    """Replace (or, for None, remove) a small JSON state file; never leaves half a file."""
-    if state is None:
-        path.unlink(missing_ok=True)
-        return
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def label(config: LabelConfig) -> LabelResult:
@@ -284,9 +277,7 @@ def label(config: LabelConfig) -> LabelResult:
     write_jsonl_atomic(out / "failures.jsonl", failures)
     manifest = _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, len(missing), started)
     manifest["timings"] = {"judging_s": round(judging_s, 3)}
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(out / "manifest.json")
+    write_json_atomic(out / "manifest.json", manifest)
     return LabelResult(out, rows, failures, manifest)
 
 

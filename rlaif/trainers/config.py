@@ -80,9 +80,14 @@ def _choice_problem(value: Any, allowed: tuple[str, ...]) -> str | None:
     return None if value in allowed else f"expected one of {', '.join(allowed)}, got {value!r}"
 
 
+def _types(hint: Any) -> tuple[Any, ...]:
+    """The types an annotation allows: `int | None` -> (int, NoneType)."""
+    return get_args(hint) or (hint,)
+
+
 def _type_problem(value: Any, hint: Any) -> str | None:
     """Why `value` does not fit the annotation `hint` (an int is a fine float), or None."""
-    options = get_args(hint) or (hint,)
+    options = _types(hint)
     if value is None:
         fits = type(None) in options
     elif isinstance(value, bool):
@@ -122,13 +127,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     settings = {}
     for key, value in data.items():
         name = key.replace("-", "_")
-        if name in hints and float in get_args(hints[name]) + (hints[name],) and isinstance(value, str):
-            value = _yaml_float(value)  # PyYAML reads `1e-5` (no dot) as a string
         if name not in hints:
             problem = "unknown key"
         elif name in CHOICES:
             problem = _choice_problem(value, CHOICES[name])
         else:
+            if isinstance(value, str) and float in _types(hints[name]):
+                value = _yaml_float(value)  # PyYAML reads `1e-5` (no dot) as a string
             problem = _type_problem(value, hints[name])
         if problem is not None:
             raise InputError(str(path), _line_of(text, key), key, problem)

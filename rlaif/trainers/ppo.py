@@ -175,15 +175,17 @@ class PPOTrainer(Trainer):
         if not self.eval_prompts:
             return {}
         if self.reference_score is None:
-            self.reference_score = self._eval_score(self.reference)
-        return {"score": self._eval_score(self.model.lm), "reference_score": self.reference_score}
+            self.reference_score = self.held_out_scores(self.reference, self.config.seed).mean().item()
+        return {"score": self.held_out_scores(self.model.lm, self.config.seed).mean().item(), "reference_score": self.reference_score}
 
-    def _eval_score(self, lm) -> float:
+    @torch.no_grad()
+    def held_out_scores(self, lm, seed: int) -> torch.Tensor:
+        """The reward-model score of one response from `lm` to each held-out prompt, sampled under `seed`."""
         with torch.random.fork_rng():  # evaluating leaves the training's random stream as it was
-            torch.manual_seed(self.config.seed)
+            torch.manual_seed(seed)
             scores = [self.reward_fn([p for p, _ in chunk], self._sample(lm, chunk)["texts"]).float().cpu()
                       for chunk in batched(self.eval_prompts, self.batch_size)]
-        return torch.cat(scores).mean().item()
+        return torch.cat(scores)
 
     def _optimize(self, model, batch: dict, optimizer, params) -> dict[str, float]:
         cfg = self.config
