@@ -6,7 +6,7 @@ pairs it held out, so every pair is held out exactly once (fold 0 is the split t
 once per sequence. Beside it, in the same run, the length heuristics on the same held-out pairs.
 Fold models are deleted after scoring (each is a whole backbone); metrics stay.
 
-Usage: python bench/rm_cross_validation.py --data ../shared/data/hh-harmless-dev.jsonl.gz
+Usage: python bench/rm_cross_validation.py --data examples/hh-harmless.jsonl.gz
 """
 
 from __future__ import annotations

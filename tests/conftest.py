@@ -12,7 +12,7 @@ from rlaif.judge import Judge, JudgeRequest, Verdict
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
-HH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "hh-harmless-dev.jsonl.gz"
+HH = Path(__file__).resolve().parent.parent / "examples" / "hh-harmless.jsonl.gz"
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
