@@ -9,14 +9,14 @@ Usage: python bench/ppo_paired_eval.py RUN_DIR [--samples 4]
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from rlaif.trainers.config import TrainConfig
+from rlaif.trainers.config import read_run_config
 from rlaif.trainers.ppo import PPOTrainer
 
 
@@ -30,9 +30,8 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--samples", type=int, default=4)
     args = parser.parse_args()
-    settings = json.loads((args.run / "train_config.json").read_text())
     with tempfile.TemporaryDirectory() as scratch:
-        trainer = PPOTrainer(TrainConfig(**{**settings, "output": scratch, "progress": False}))
+        trainer = PPOTrainer(replace(read_run_config(args.run), output=scratch, progress=False))
         trainer.setup(str(args.run))
         policy = per_prompt_scores(trainer, trainer.model.lm, args.samples)
         reference = per_prompt_scores(trainer, trainer.reference, args.samples)

@@ -2,12 +2,13 @@
 
 __version__ = "0.1.0"
 
-from rlaif.data import Example, InputError, Pair, load_examples, make_pairs
+from rlaif.data import Example, Pair, load_examples, make_pairs
+from rlaif.errors import ConfigError, InputError, UserError
 from rlaif.judge import JudgeRequest, Verdict, load_judge
 from rlaif.labeling import LabelConfig, LabelResult, label
 from rlaif.rubric import Rubric, load_rubric
 
 __all__ = [
-    "Example", "InputError", "JudgeRequest", "LabelConfig", "LabelResult", "Pair", "Rubric",
-    "Verdict", "__version__", "label", "load_examples", "load_judge", "load_rubric", "make_pairs",
+    "ConfigError", "Example", "InputError", "JudgeRequest", "LabelConfig", "LabelResult", "Pair", "Rubric",
+    "UserError", "Verdict", "__version__", "label", "load_examples", "load_judge", "load_rubric", "make_pairs",
 ]

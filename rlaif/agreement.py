@@ -9,6 +9,9 @@ from typing import Any
 
 import jsonlines
 
+from rlaif.errors import InputError
+from rlaif.files import write_json_atomic
+
 
 def _text(value: Any) -> str:
     return value[-1]["content"] if isinstance(value, list) else value
@@ -71,13 +74,13 @@ def agreement(run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     pairs_path = run_dir / "pairs.jsonl"
     if not pairs_path.exists():
-        raise FileNotFoundError(f"{pairs_path}: no such file (is {run_dir} the output of `rlaif label`?)")
+        raise InputError(str(pairs_path), None, None, f"no such file (is {run_dir} the output of `rlaif label`?)")
     with jsonlines.open(pairs_path) as reader:
         rows = list(reader)
     manifest_path = run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
     report = agreement_report(rows, manifest)
-    (run_dir / "agreement.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json_atomic(run_dir / "agreement.json", report)
     return report
 
 

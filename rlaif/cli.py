@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import MISSING, fields
+from typing import get_type_hints
 
 import click
 
-from rlaif.data import InputError
-from rlaif.judge import DEFAULT_JUDGE, JudgeConfigError, JudgeFatalError
-from rlaif.rubric import RubricError
-
-USER_ERRORS = (InputError, RubricError, JudgeConfigError, JudgeFatalError, FileNotFoundError, ValueError)
+from rlaif.errors import UserError
+from rlaif.judge import DEFAULT_JUDGE
 
 
 class Group(click.Group):
-    """Prints user errors (bad input, bad templates, bad configs) as one clear line."""
+    """Prints the user's mistakes (bad input, templates, configs) as one clear line; anything
+    else is a bug and keeps its traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except USER_ERRORS as e:
+        except UserError as e:
             raise click.ClickException(str(e)) from None
 
 
@@ -31,7 +31,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--input", "input_path", required=True, help="JSONL/JSON/CSV/Parquet (.gz too) or a saved dataset directory.")
+@click.option("--input", "input_path", required=True, help="JSONL/JSON/CSV/Parquet (.gz too), a saved dataset directory, or a Hugging Face data set: hf:OWNER/NAME?data_dir=DIR&split=SPLIT.")
 @click.option("--output", default=None, help="Output directory [default: outputs/<input name>].")
 @click.option("--rubric", default="quality", show_default=True, help="Built-in rubric name or path to a Jinja2 template.")
 @click.option("--judge", default=DEFAULT_JUDGE, show_default=True, help="Built-in judge name or path to a judge config.")
@@ -60,18 +60,16 @@ def label(input_path: str, quiet: bool, **options) -> None:
         result = run_label(LabelConfig(input=input_path, progress=not quiet, **options))
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: every answer received so far is in the cache; run the same command again to resume") from None
-    m = result.manifest
-    if "batch" in m:
-        b = m["batch"]
+    if (b := result.pending_batch) is not None:
         click.echo(f"batch {b['batch_id']} ({b['requests']} requests) is {b['status']}; run the same command again to collect it")
         return
-    if "dry_run" in m:
-        d = m["dry_run"]
+    if (d := result.estimate) is not None:
         click.echo(f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached")
         click.echo(f"estimated tokens: ~{d['tokens']['prompt']} in, up to {d['tokens']['completion']} out" + (f"; estimated cost: {d['estimated_cost']:.4f}" if d["estimated_cost"] is not None else " (no prices in the judge config)"))
         if d["prompt_only_rows"]:
             click.echo(f"{d['prompt_only_rows']} prompt-only rows need candidates generated first; their calls are not counted")
         return
+    m = result.manifest
     counts = m["counts"]
     rate = m["first_position_rate"]
     click.echo(f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {result.output_dir / 'pairs.jsonl'}")
@@ -101,44 +99,29 @@ def agreement(run_dir: str, as_json: bool) -> None:
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 
+def train_options(command):
+    """One option per `TrainConfig` field, with the field's help, default and choices."""
+    from rlaif.trainers.config import TrainConfig, allowed_types
+
+    hints = get_type_hints(TrainConfig)
+    for f in reversed(fields(TrainConfig)):
+        if "help" not in f.metadata:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = None if f.default is MISSING else f.default
+        kind = next(t for t in allowed_types(hints[f.name]) if t is not type(None))
+        if kind is bool:
+            option = click.option(f"{flag}/--no-{flag[2:]}" if default else flag, f.name, default=default, is_flag=True, help=f.metadata["help"])
+        else:
+            choices = f.metadata.get("choices")
+            option = click.option(flag, f.name, type=click.Choice(choices) if choices else kind, default=default, show_default=default is not None, help=f.metadata["help"])
+        command = option(command)
+    return command
+
+
 @main.command()
-@click.option("--method", type=click.Choice(["sft", "rm", "dpo", "ppo"]), default=None, help="What to train (required here or in --config).")
-@click.option("--data", default=None, help="Training data: anything `rlaif label` reads or writes.")
-@click.option("--model", default=None, help="Model name or directory [default: the embedded SmolLM2-135M-Instruct].")
-@click.option("--output", default=None, help="Output directory [default: outputs/<method>].")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML/YAML file with any of these settings; the command line wins.")
-@click.option("--max-steps", type=int, default=None)
-@click.option("--epochs", type=int, default=1, show_default=True)
-@click.option("--batch-size", type=int, default=4, show_default=True, help="Per process (rollout prompts for PPO: --rollout-batch-size).")
-@click.option("--grad-accum", type=int, default=1, show_default=True)
-@click.option("--lr", type=float, default=1e-5, show_default=True)
-@click.option("--weight-decay", type=float, default=0.0, show_default=True, help="AdamW's decoupled weight decay.")
-@click.option("--warmup-steps", type=int, default=0, show_default=True, help="Linear warm-up of the learning rate.")
-@click.option("--lr-scheduler", type=click.Choice(["linear", "constant"]), default="linear", show_default=True, help="After warm-up: linear decay to 0, or constant.")
-@click.option("--max-length", type=int, default=512, show_default=True)
-@click.option("--truncate-prompt", is_flag=True, help="Keep the end of prompts longer than --max-length instead of stopping.")
-@click.option("--limit", type=int, default=None, help="Read at most this many rows of --data.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--eval-data", default=None, help="Held-out data.")
-@click.option("--eval-split", type=float, default=0.0, show_default=True, help="Hold out this share of --data (without --eval-data).")
-@click.option("--eval-fold", type=int, default=0, show_default=True, help="Which --eval-split slice to hold out (0, 1, …: cross-validation folds).")
-@click.option("--eval-steps", type=int, default=0, show_default=True, help="Also evaluate on the held-out data every N steps (0: at the end only).")
-@click.option("--save-steps", type=int, default=0, show_default=True, help="Checkpoint every N steps (0: at the end only).")
-@click.option("--resume", is_flag=True, help="Continue from the last checkpoint in --output.")
-@click.option("--bf16", is_flag=True, help="bfloat16 autocast (CUDA).")
-@click.option("--gradient-checkpointing", is_flag=True)
-@click.option("--train-layers", type=int, default=None, help="Train only the top N transformer blocks and the head (0: the head alone; rm: the frozen backbone runs once per sequence).")
-@click.option("--hard-labels", is_flag=True, help="rm/dpo: ignore ai_preference, use hard labels.")
-@click.option("--beta", type=float, default=0.1, show_default=True, help="dpo: KL strength.")
-@click.option("--label-smoothing", type=float, default=0.0, show_default=True, help="dpo: conservative DPO's label noise rate.")
-@click.option("--loss", type=click.Choice(["sigmoid", "ipo"]), default="sigmoid", show_default=True, help="dpo: loss form.")
-@click.option("--reward-model", default=None, help="ppo: a reward model trained with --method rm.")
-@click.option("--rollout-batch-size", type=int, default=8, show_default=True, help="ppo: prompts per rollout.")
-@click.option("--ppo-epochs", type=int, default=4, show_default=True)
-@click.option("--mini-batch-size", type=int, default=4, show_default=True)
-@click.option("--max-new-tokens", type=int, default=48, show_default=True, help="ppo: response length.")
-@click.option("--kl-coef", type=float, default=0.05, show_default=True, help="ppo: per-token KL penalty β.")
-@click.option("--missing-eos-penalty", type=float, default=None, help="ppo: subtracted from the score of a response with no end-of-sequence.")
+@train_options
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -> None:

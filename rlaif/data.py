@@ -19,25 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
-import jsonlines
+from rlaif.errors import InputError
 
 Prompt = str | list[dict[str, str]]
 
 ROLES = ("system", "user", "assistant")
 _TURN = re.compile(r"\n\n(Human|Assistant):[ ]?")
-
-
-class InputError(ValueError):
-    """A row that cannot be used, located by file, line (or record) and field."""
-
-    def __init__(self, file: str, line: int, field: str | None, message: str):
-        self.file, self.line, self.field, self.message = file, line, field, message
-        where = f"{file}:{line}" + (f": field '{field}'" if field else "")
-        super().__init__(f"{where}: {message}")
-
-    def to_record(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "field": self.field, "error": self.message}
 
 
 @dataclass
@@ -105,7 +94,7 @@ def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
-        raise InputError(str(path), 1, None, "expected a JSON list of records")
+        raise InputError(str(path), None, None, "expected a JSON list of records")
     yield from enumerate(data, start=1)
 
 
@@ -123,14 +112,55 @@ def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[int, Any]]:
     yield from enumerate(ds, start=start)
 
 
+HUB_PREFIX = "hf:"
+HUB_OPTIONS = ("name", "data_dir", "split", "revision")
+
+
+def parse_hub_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """``hf:OWNER/NAME?data_dir=DIR&split=SPLIT`` (also ``name=CONFIG``, ``revision=REV``) ->
+    the data set's name or local folder, and the keyword arguments of `datasets.load_dataset`."""
+    name, _, query = spec[len(HUB_PREFIX):].partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    unknown = sorted(set(options) - set(HUB_OPTIONS))
+    if unknown or not name:
+        problem = f"unknown option(s) {', '.join(unknown)}" if unknown else "no data set name"
+        raise InputError(spec, None, None, f"{problem}: expected hf:OWNER/NAME?{'&'.join(o + '=...' for o in HUB_OPTIONS)}")
+    return name, {"split": "train", **options}
+
+
+def input_name(spec: str | Path) -> str:
+    """A short name for an input, for default output folders and row ids: the file name less
+    its suffixes, or a hub data set's name and split."""
+    text = str(spec)
+    if text.startswith(HUB_PREFIX):
+        name, options = parse_hub_spec(text)
+        return "-".join([Path(name).name, *(options[k] for k in ("name", "data_dir") if options.get(k)), options["split"]])
+    return Path(text).name.split(".")[0]
+
+
+def _read_hub(spec: str) -> Iterator[tuple[int, Any]]:
+    import datasets
+
+    name, options = parse_hub_spec(spec)
+    datasets.disable_progress_bars()
+    try:
+        ds = datasets.load_dataset(name, **options)
+    except (OSError, ValueError) as e:  # not found, no network, no such split or config
+        raise InputError(spec, None, None, f"datasets.load_dataset({name!r}, {', '.join(f'{k}={v!r}' for k, v in options.items())}) failed: {e}") from None
+    yield from enumerate(ds, start=1)
+
+
 def read_records(path: str | Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line or record number, raw record) from JSONL, JSON, CSV, Parquet or a saved dataset.
+    """Yield (line or record number, raw record) from JSONL, JSON, CSV, Parquet, a saved dataset,
+    or a Hugging Face data set (``hf:OWNER/NAME?data_dir=...&split=...``: see `parse_hub_spec`).
 
     A JSONL line that is not JSON is yielded as an `InputError` in place of its record.
     """
+    if str(path).startswith(HUB_PREFIX):
+        return _read_hub(str(path))
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or directory")
+        raise InputError(str(path), None, None, "no such file or directory")
     if path.is_dir():
         return _read_with_datasets(path, "dir")
     suffix = _base_suffix(path)
@@ -140,7 +170,7 @@ def read_records(path: str | Path) -> Iterator[tuple[int, Any]]:
         return _read_json(path)
     if suffix in (".csv", ".parquet"):
         return _read_with_datasets(path, suffix[1:])
-    raise InputError(str(path), 0, None, f"unknown format '{suffix}': use .jsonl, .json, .csv, .parquet (optionally .gz) or a saved dataset directory")
+    raise InputError(str(path), None, None, f"unknown format '{suffix}': use .jsonl, .json, .csv, .parquet (optionally .gz) or a saved dataset directory")
 
 
 # ---------------------------------------------------------------- checking rows
@@ -200,7 +230,7 @@ def parse_record(record: Any, file: str, line: int) -> Example:
 
     if not isinstance(record, dict):
         raise err(None, f"expected an object, got {type(record).__name__}")
-    ident = str(record["id"]) if record.get("id") is not None else f"{Path(file).name.split('.')[0]}-{line}"
+    ident = str(record["id"]) if record.get("id") is not None else f"{input_name(file)}-{line}"
     source = f"{file}:{line}"
     has_pair = "chosen" in record or "rejected" in record
     if "responses" in record:
@@ -303,18 +333,3 @@ def prompt_text(prompt: Prompt) -> str:
         return prompt[0]["content"]
     names = {"user": "Human", "assistant": "Assistant", "system": "System"}
     return "\n\n".join(f"{names[m['role']]}: {m['content']}" for m in prompt)
-
-
-def write_jsonl_atomic(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows to `path` through a temporary file, so a kill never leaves it half written."""
-    tmp = path.with_name(path.name + ".tmp")
-    with jsonlines.open(tmp, mode="w") as writer:
-        writer.write_all(rows)
-    tmp.replace(path)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write one JSON document to `path` through a temporary file, so a kill never leaves it half written."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    tmp.replace(path)

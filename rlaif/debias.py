@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
+from rlaif.errors import ConfigError
+
 MODES = ("both", "random", "none")
 
 
@@ -21,7 +23,7 @@ def plan_orders(mode: str, pair_id: str, seed: int = 0) -> list[bool]:
         return [random.Random(f"{seed}:{pair_id}:order").random() < 0.5]
     if mode == "none":
         return [True]
-    raise ValueError(f"unknown debias mode {mode!r}: expected one of {', '.join(MODES)}")
+    raise ConfigError(f"unknown debias mode {mode!r}: expected one of {', '.join(MODES)}")
 
 
 def preference_for_a(judgments: Sequence[tuple[bool, float]]) -> float:

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import torch
-
 from rlaif.cache import AnswerCache, cache_key
 from rlaif.data import Example
-from rlaif.models import load_causal_lm, load_tokenizer, resolve_model
+from rlaif.models import chat_prompt, load_causal_lm, load_tokenizer, resolve_model
 
 
-def _messages(example: Example) -> list[dict[str, str]]:
-    if isinstance(example.prompt, str):
-        return [{"role": "user", "content": example.prompt}]
-    return example.prompt
-
-
-@torch.no_grad()
 def generate_responses(
     examples: list[Example],
     model: str | None = None,
@@ -42,22 +33,18 @@ def generate_responses(
             todo.append((ex, key))
     if not todo:
         return
+    import torch  # here, not at the top: `rlaif` starts without loading torch
+
     tokenizer = load_tokenizer(resolve_model(model), padding_side="left")
     lm = load_causal_lm(model)
     for ex, key in todo:
-        chat = tokenizer.apply_chat_template(_messages(ex), tokenize=False, add_generation_prompt=True)
-        inputs = tokenizer(chat, return_tensors="pt", add_special_tokens=False).to(lm.device)
+        inputs = tokenizer(chat_prompt(tokenizer, ex.prompt), return_tensors="pt", add_special_tokens=False).to(lm.device)
         torch.manual_seed(int(key[:15], 16))  # per prompt, so a resumed run samples the same
-        out = lm.generate(
-            **inputs,
-            do_sample=True,
-            temperature=temperature,
-            top_p=1.0,
-            top_k=0,
-            max_new_tokens=max_new_tokens,
-            num_return_sequences=num_responses,
-            pad_token_id=tokenizer.pad_token_id,
-        )
+        with torch.no_grad():
+            out = lm.generate(
+                **inputs, do_sample=True, temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
+                num_return_sequences=num_responses, pad_token_id=tokenizer.pad_token_id,
+            )
         ex.responses = [tokenizer.decode(row[inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]
         if cache:
             cache.put(key, ex.responses)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from rlaif.errors import ConfigError, UserError
 from rlaif.resources import builtin_dir
 
 BACKENDS = {
@@ -63,11 +64,11 @@ class Verdict:
         return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
-class JudgeConfigError(ValueError):
+class JudgeConfigError(ConfigError):
     """A judge config that cannot be used, naming its file and key."""
 
 
-class JudgeFatalError(RuntimeError):
+class JudgeFatalError(UserError):
     """A judge error that retrying cannot fix (a bad key, a bad request): the run stops."""
 
 
@@ -163,6 +164,23 @@ class Judge(ABC):
 
     def close(self) -> None:
         """Release what the judge holds (models, connections)."""
+
+
+class BatchJudge(Judge):
+    """A judge whose service also answers a whole file of requests later, at a discount
+    (OpenAI's Batch API): `rlaif label --batch-api` submits, and collects on a later run."""
+
+    @abstractmethod
+    def submit_batch(self, requests: dict[str, JudgeRequest], tag: str) -> dict[str, Any]:
+        """Start a batch of `requests` (keyed by cache key) labelled `tag`; returns its state to persist (`batch_id`, `status`, ...)."""
+
+    @abstractmethod
+    def find_batch(self, tag: str, since: float) -> dict[str, Any] | None:
+        """The state of the batch labelled `tag`, created after `since` (Unix time), or None."""
+
+    @abstractmethod
+    def poll_batch(self, batch_id: str, requests: dict[str, JudgeRequest]) -> tuple[str, dict[str, Verdict]]:
+        """The batch's status and, once it has ended, the verdicts it holds by key."""
 
 
 def estimate_tokens(text: str) -> int:

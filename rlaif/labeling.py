@@ -22,11 +22,14 @@ from tqdm import tqdm
 
 from rlaif import __version__
 from rlaif.cache import AnswerCache, cache_key
-from rlaif.data import LoadResult, Pair, load_examples, make_pairs, write_json_atomic, write_jsonl_atomic
+from rlaif.data import LoadResult, Pair, input_name, load_examples, make_pairs
 from rlaif.debias import consistent, plan_orders, preference_for_a
+from rlaif.errors import ConfigError
+from rlaif.files import write_json_atomic, write_jsonl_atomic
 from rlaif.generation import generate_responses
 from rlaif.judge import (
     DEFAULT_JUDGE,
+    BatchJudge,
     JudgeConfig,
     JudgeFatalError,
     JudgeRequest,
@@ -68,15 +71,20 @@ class LabelConfig:
     def output_dir(self) -> Path:
         if self.output:
             return Path(self.output)
-        return Path("outputs") / Path(self.input).name.split(".")[0]
+        return Path("outputs") / input_name(self.input)
 
 
 @dataclass
 class LabelResult:
+    """What a run did. A finished run has `manifest` (also written as manifest.json); a
+    `--batch-api` run still waiting has `pending_batch` instead; `--dry-run` has `estimate`."""
+
     output_dir: Path
-    rows: list[dict[str, Any]]
-    failures: list[dict[str, Any]]
-    manifest: dict[str, Any] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    manifest: dict[str, Any] | None = None
+    pending_batch: dict[str, Any] | None = None
+    estimate: dict[str, Any] | None = None
 
 
 def _as_messages(value: Any, role: str) -> list[dict[str, str]]:
@@ -144,7 +152,7 @@ def _dry_run(config: LabelConfig, judge_config: JudgeConfig, loaded: LoadResult,
         "tokens": tokens,
         "estimated_cost": estimate_cost(judge_config.options, tokens["prompt"], tokens["completion"]),
     }
-    return LabelResult(config.output_dir(), [], [], {"dry_run": estimate})
+    return LabelResult(config.output_dir(), estimate=estimate)
 
 
 def _batch_round(out: Path, judge_config: JudgeConfig, requests: dict[str, JudgeRequest], answers: dict[str, Verdict], cache: AnswerCache) -> dict[str, Any] | None:
@@ -156,9 +164,9 @@ def _batch_round(out: Path, judge_config: JudgeConfig, requests: dict[str, Judge
     Returns the batch's state while one is pending (the run stops there), or None once
     every answer is in.
     """
+    if not issubclass(judge_class(judge_config), BatchJudge):
+        raise ConfigError(f"--batch-api needs a judge with a batch API (openai), not '{judge_config.backend}'")
     judge = load_judge(judge_config)
-    if not hasattr(judge, "submit_batch"):
-        raise ValueError(f"--batch-api needs a judge with a batch API (openai), not '{judge_config.backend}'")
     state_path = out / "batch.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else None
     if state is not None and "batch_id" not in state:
@@ -205,7 +213,7 @@ def label(config: LabelConfig) -> LabelResult:
     loaded = load_examples(config.input, config.limit, config.skip_invalid)
     plan_orders(config.debias, "check")
     if config.min_confidence is not None and not 0.5 <= config.min_confidence <= 1.0:
-        raise ValueError(f"--min-confidence must be in [0.5, 1], got {config.min_confidence}")
+        raise ConfigError(f"--min-confidence must be in [0.5, 1], got {config.min_confidence}")
 
     out = config.output_dir()
     if config.dry_run:
@@ -232,7 +240,7 @@ def label(config: LabelConfig) -> LabelResult:
         if config.batch_api and missing:
             pending = _batch_round(out, judge_config, requests, answers, cache)
             if pending is not None:
-                return LabelResult(out, [], [], {"batch": pending})
+                return LabelResult(out, pending_batch=pending)
             missing = [key for key in requests if key not in answers]
         judging_started = time.time()
         if missing:

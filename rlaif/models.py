@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from rlaif.data import Prompt
+
 EMBEDDED_NAMES = ("embedded", "smollm2-135m-instruct")
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -96,6 +98,30 @@ def load_tokenizer(name: str | None, padding_side: str = "left"):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def chat_prompt(tokenizer, prompt: Prompt) -> str:
+    """A prompt as the model reads it before its reply: through the tokenizer's chat template
+    when it has one, else as a plain transcript (``User: …`` turns, then ``Assistant:``)."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    if tokenizer.chat_template:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
+    return f"{turns}Assistant:"
+
+
+def load_reward_model(path: str, device: str | None = None, pad_token_id: int | None = None):
+    """A one-score sequence classifier (an `rlaif train --method rm` output, or any such
+    directory) on `device`. With `pad_token_id` the model is built with that padding token,
+    so the padding row of its embedding (which gets no gradient) is not the EOS the score is
+    read at."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    quiet_transformers()
+    extra = {} if pad_token_id is None else {"pad_token_id": pad_token_id}
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model(path), num_labels=1, dtype=torch.float32, **extra)
+    return model.to(pick_device(device))
 
 
 def load_causal_lm(name: str | None, device: str | None = None, bf16: bool = False):

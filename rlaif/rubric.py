@@ -17,6 +17,7 @@ from jinja2 import meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from rlaif.data import Prompt, prompt_text
+from rlaif.errors import UserError
 from rlaif.resources import builtin_dir
 
 DEFAULT_LABELS = ("1", "2")
@@ -29,7 +30,7 @@ SAMPLE = {
 }
 
 
-class RubricError(ValueError):
+class RubricError(UserError):
     """A template that cannot be loaded or rendered, located by file and line."""
 
     def __init__(self, file: str, line: int | None, message: str):

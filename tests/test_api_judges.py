@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from rlaif.judge import JudgeFatalError
+from rlaif.errors import ConfigError
+from rlaif.judge import JudgeConfigError, JudgeFatalError
 from rlaif.labeling import LabelConfig, label
 from tests.conftest import write_jsonl
 from tests.loopback import Loopback
@@ -110,7 +111,7 @@ def test_bad_key_stops_at_once_and_never_shows_the_key(tmp_path, server, judge_f
 def test_missing_key_is_a_clear_config_error(tmp_path, server, judge_file, monkeypatch):
     judge = judge_file(server)
     monkeypatch.delenv("RLAIF_TEST_KEY")
-    with pytest.raises(ValueError, match="RLAIF_TEST_KEY"):
+    with pytest.raises(JudgeConfigError, match="RLAIF_TEST_KEY"):
         run(tmp_path, judge)
 
 
@@ -136,12 +137,12 @@ def test_a_call_that_gives_up_is_reported_and_asked_again_next_run(tmp_path, ser
 def test_dry_run_calls_nothing(tmp_path, server, judge_file):
     judge = judge_file(server, price_input_per_mtok=1.0, price_output_per_mtok=2.0)
     result = run(tmp_path, judge, dry_run=True)
-    estimate = result.manifest["dry_run"]
+    estimate = result.estimate
     assert estimate["calls"] == 12 and estimate["tokens"]["completion"] == 12 * 16
     assert estimate["estimated_cost"] == pytest.approx((estimate["tokens"]["prompt"] * 1.0 + 12 * 16 * 2.0) / 1e6)
     assert server.requests == 0 and not (tmp_path / "out").exists()
     run(tmp_path, judge)
-    assert run(tmp_path, judge, dry_run=True).manifest["dry_run"]["calls"] == 0
+    assert run(tmp_path, judge, dry_run=True).estimate["calls"] == 0
 
 
 def test_concurrency_overlaps_slow_calls(tmp_path, judge_file):
@@ -187,10 +188,10 @@ def test_batch_api_submits_then_collects_on_later_runs(tmp_path, server, judge_f
     out = tmp_path / "out"
     submitted = run(tmp_path, judge, batch_api=True)
     state = json.loads((out / "batch.json").read_text())
-    assert submitted.manifest["batch"]["batch_id"] == state["batch_id"] and state["requests"] == 12
+    assert submitted.pending_batch["batch_id"] == state["batch_id"] and state["requests"] == 12
     assert not (out / "pairs.jsonl").exists() and sum(server.answered.values()) == 0
     pending = run(tmp_path, judge, batch_api=True)  # the loopback batch is still in progress
-    assert pending.manifest["batch"]["status"] == "in_progress"
+    assert pending.pending_batch["status"] == "in_progress"
     collected = run(tmp_path, judge, batch_api=True)
     assert len(collected.rows) == 6 and not (out / "batch.json").exists()
     assert all(r["ai_preference"] == pytest.approx(0.8) for r in collected.rows)
@@ -214,7 +215,7 @@ def test_a_run_killed_before_it_saved_the_batch_id_finds_that_batch(tmp_path, se
     assert "batch_id" not in json.loads((out / "batch.json").read_text()) and len(server.batches) == 1
     monkeypatch.setattr(OpenAIJudge, "submit_batch", submit)
     found = run(tmp_path, judge, batch_api=True)
-    assert found.manifest["batch"]["batch_id"] == "batch_1" and found.manifest["batch"]["status"] == "in_progress"
+    assert found.pending_batch["batch_id"] == "batch_1" and found.pending_batch["status"] == "in_progress"
     collected = run(tmp_path, judge, batch_api=True)
     assert len(collected.rows) == 6 and len(server.batches) == 1  # one batch paid for
 
@@ -231,7 +232,7 @@ def test_a_run_killed_before_the_batch_was_made_submits_one(tmp_path, server, ju
         with pytest.raises(KeyboardInterrupt):
             run(tmp_path, judge, batch_api=True)
     submitted = run(tmp_path, judge, batch_api=True)
-    assert submitted.manifest["batch"]["batch_id"] == "batch_1" and len(server.batches) == 1
+    assert submitted.pending_batch["batch_id"] == "batch_1" and len(server.batches) == 1
 
 
 def test_batch_requests_that_failed_go_into_a_new_batch(tmp_path, server, judge_file):
@@ -240,12 +241,12 @@ def test_batch_requests_that_failed_go_into_a_new_batch(tmp_path, server, judge_
     server.fault = lambda n, prompt: "500" if "question 4" in prompt else None
     run(tmp_path, judge, batch_api=True)
     resubmitted = run(tmp_path, judge, batch_api=True)
-    assert resubmitted.manifest["batch"]["requests"] == 2  # the two orders of r4
+    assert resubmitted.pending_batch["requests"] == 2  # the two orders of r4
     server.fault = lambda n, prompt: None
     done = run(tmp_path, judge, batch_api=True)
     assert len(done.rows) == 6 and len(server.batches) == 2
 
 
 def test_batch_api_needs_an_openai_judge(tmp_path, server, judge_file):
-    with pytest.raises(ValueError, match="batch API"):
+    with pytest.raises(ConfigError, match="batch API"):
         run(tmp_path, judge_file(server, "anthropic"), batch_api=True)

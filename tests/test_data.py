@@ -1,5 +1,6 @@
 import gzip
 import json
+from pathlib import Path
 
 import pytest
 
@@ -114,5 +115,55 @@ def test_unknown_format_and_missing_file(tmp_path):
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(InputError, match="unknown format"):
         load_examples(tmp_path / "d.txt")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(InputError, match="no such file"):
         load_examples(tmp_path / "nope.jsonl")
+
+
+def hub_layout(root: Path, rows: list[dict]) -> Path:
+    """A folder laid out as a data set repository on the hub (Anthropic/hh-rlhf's: a folder per
+    subset, a gzipped JSONL file per split), which `datasets.load_dataset` reads the same way."""
+    for subset, split, part in (("harmless-base", "train", rows[:3]), ("harmless-base", "test", rows[3:5]), ("helpful-base", "test", rows[5:6])):
+        (root / subset).mkdir(parents=True, exist_ok=True)
+        with gzip.open(root / subset / f"{split}.jsonl.gz", "wt") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in part)
+    return root
+
+
+def test_hub_data_set_by_name_data_dir_and_split(tmp_path):
+    with gzip.open(HH, "rt") as fh:
+        rows = [json.loads(next(fh)) for _ in range(6)]
+    repo = hub_layout(tmp_path / "hh-rlhf", rows)
+    spec = f"hf:{repo}?data_dir=harmless-base&split=test"
+    examples = load_examples(spec).examples
+    assert [ex.responses for ex in examples] == [list(split_transcript(r["chosen"])[1:]) + [split_transcript(r["rejected"])[1]] for r in rows[3:5]]
+    assert examples[0].id == "hh-rlhf-harmless-base-test-1" and examples[0].source == f"{spec}:1"
+    assert len(load_examples(f"hf:{repo}?data_dir=harmless-base").examples) == 3  # the train split by default
+
+
+def test_hub_data_set_errors_name_the_data_set_and_record(tmp_path):
+    with gzip.open(HH, "rt") as fh:
+        rows = [json.loads(next(fh)) for _ in range(6)]
+    rows[4] = {"chosen": rows[4]["chosen"], "rejected": rows[0]["rejected"]}  # another conversation
+    repo = hub_layout(tmp_path / "hh-rlhf", rows)
+    spec = f"hf:{repo}?data_dir=harmless-base&split=test"
+    with pytest.raises(InputError) as err:
+        load_examples(spec)
+    assert str(err.value) == f"{spec}:2: field 'rejected': the two transcripts differ before their last assistant turn"
+    with pytest.raises(InputError, match="unknown option.*splt"):
+        load_examples(f"hf:{repo}?splt=test")
+    with pytest.raises(InputError, match=r"load_dataset.*split='validation'"):
+        load_examples(f"hf:{repo}?data_dir=harmless-base&split=validation")
+
+
+def test_hub_data_set_on_the_command_line(tmp_path):
+    from click.testing import CliRunner
+
+    from rlaif.cli import main
+
+    with gzip.open(HH, "rt") as fh:
+        rows = [json.loads(next(fh)) for _ in range(6)]
+    spec = f"hf:{hub_layout(tmp_path / 'hh-rlhf', rows)}?data_dir=harmless-base&split=test"
+    result = CliRunner().invoke(main, ["label", "--input", spec, "--dry-run"])
+    assert result.exit_code == 0 and result.output.startswith("2 pairs: 4 judge calls to make"), result.output
+    result = CliRunner().invoke(main, ["label", "--input", spec + "&splt=x", "--dry-run"])
+    assert result.exit_code != 0 and "unknown option(s) splt" in result.output

@@ -2,6 +2,7 @@ import pytest
 
 from rlaif.data import Pair
 from rlaif.debias import consistent, plan_orders, preference_for_a
+from rlaif.errors import ConfigError
 from rlaif.judge import Verdict
 from rlaif.labeling import _row
 
@@ -29,7 +30,7 @@ def test_plan_orders():
     picks = [plan_orders("random", f"p{i}", seed=3)[0] for i in range(200)]
     assert 70 < sum(picks) < 130
     assert picks == [plan_orders("random", f"p{i}", seed=3)[0] for i in range(200)]
-    with pytest.raises(ValueError, match="unknown debias mode"):
+    with pytest.raises(ConfigError, match="unknown debias mode"):
         plan_orders("sometimes", "x")
 
 

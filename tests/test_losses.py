@@ -6,9 +6,12 @@ import pytest
 import torch
 
 from rlaif.trainers.losses import (
+    approx_kl,
     dpo_loss,
+    explained_variance,
     gae,
     kl_penalized_rewards,
+    masked_entropy,
     ppo_policy_loss,
     ppo_value_loss,
     reward_model_loss,
@@ -38,6 +41,10 @@ def test_sequence_logps_by_hand():
     logits = torch.log(torch.tensor([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [1 / 3, 1 / 3, 1 / 3]]]))
     labels = torch.tensor([[-100, 0, 1]])  # tokens 0 then 1 after a prompt token
     assert sequence_logps(logits, labels).item() == pytest.approx(math.log(0.5) + math.log(0.8), rel=1e-5)
+    # IPO's input (as TRL's ipo): the mean over the two response tokens
+    assert sequence_logps(logits, labels, average=True).item() == pytest.approx((math.log(0.5) + math.log(0.8)) / 2, rel=1e-5)
+    one_token = torch.tensor([[-100, -100, 1]])  # only the last token is a response token
+    assert sequence_logps(logits, one_token, average=True).item() == pytest.approx(math.log(0.8), rel=1e-5)
 
 
 def test_reward_model_loss_hard_and_soft():
@@ -110,3 +117,31 @@ def test_whiten():
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     w = whiten(x, mask)[0, :3]
     assert w.mean().item() == pytest.approx(0.0, abs=1e-6) and (w ** 2).mean().item() == pytest.approx(1.0, rel=1e-4)
+
+
+def test_approx_kl_by_hand():
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    old = torch.zeros(1, 3)
+    new = torch.tensor([[math.log(2.0), 0.0, 5.0]])  # ρ = 2 on the first token, 1 on the second; the third is padding
+    # (2 − 1) − log 2 = 0.3069 on the first, 0 on the second; mean over 2 tokens
+    assert approx_kl(new, old, mask).item() == pytest.approx((1 - math.log(2)) / 2)
+    assert approx_kl(old, old, mask).item() == 0.0
+
+
+def test_explained_variance_by_hand():
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    returns = torch.tensor([[1.0, 2.0, 3.0, 4.0, 99.0]])
+    assert explained_variance(returns, returns, mask).item() == pytest.approx(1.0)
+    # V = the mean return: R − V has the variance of R, nothing is explained
+    assert explained_variance(torch.full((1, 5), 2.5), returns, mask).item() == pytest.approx(0.0)
+    # V = R + 1 on the first token only: Var[R − V] over (−1, 0, 0, 0) = 0.1875; Var[R] = 1.25
+    off = returns.clone()
+    off[0, 0] += 1
+    assert explained_variance(off, returns, mask).item() == pytest.approx(1 - 0.1875 / 1.25)
+    assert math.isnan(explained_variance(returns, torch.ones(1, 5), mask).item())
+
+
+def test_masked_entropy_by_hand():
+    logits = torch.tensor([[[0.0, 0.0], [0.0, 100.0], [3.0, 1.0]]])  # uniform over 2; certain; padding
+    mask = torch.tensor([[1.0, 1.0, 0.0]])
+    assert masked_entropy(logits, mask).item() == pytest.approx(math.log(2) / 2, abs=1e-6)

@@ -18,7 +18,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from rlaif.data import InputError
+from rlaif.errors import ConfigError, InputError
 from rlaif.models import load_tokenizer
 from rlaif.trainers import TrainConfig, train, trainer_for
 from rlaif.trainers.data import collate_pairs, encode, split
@@ -116,7 +116,7 @@ def test_eval_folds_are_disjoint_and_cover_the_data():
     assert held[0] == split(items, 0.2, seed=3)[1]
     train_part, held_part = split(items, 0.2, seed=3, fold=2)
     assert sorted(train_part + held_part) == items
-    with pytest.raises(ValueError, match="eval_fold 5 is out of range: 23 items make 5 folds of 5"):
+    with pytest.raises(ConfigError, match="eval_fold 5 is out of range: 23 items make 5 folds of 5"):
         split(items, 0.2, seed=3, fold=5)
 
 
@@ -199,19 +199,18 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny, pairs, tmp_pat
 
 def test_clear_errors(tiny, pairs, tmp_path):
     unlabeled = write_jsonl(tmp_path / "u.jsonl", [{"prompt": "q", "responses": ["a", "b"]}])
-    with pytest.raises(ValueError, match="no usable preference pairs"):
+    with pytest.raises(InputError, match="no usable preference pairs"):
         train(config("rm", str(unlabeled), tiny, tmp_path / "a", max_steps=1))
     long = write_jsonl(tmp_path / "long.jsonl", [{"prompt": "word " * 400, "chosen": "a", "rejected": "b"}])
     with pytest.raises(InputError) as err:
-        train(config("dpo", str(long), tiny, tmp_path / "b", max_steps=1, max_length=64))
+        train(config("dpo", str(long), tiny, tmp_path / "b", max_steps=1, max_length=64, truncate_prompt=False))
     assert str(err.value).startswith(f"{long}:1: field 'prompt'") and "--max-length 64" in str(err.value)
-    train(config("sft", str(long), tiny, tmp_path / "c", max_steps=1, max_length=64, truncate_prompt=True, batch_size=1))
-    with pytest.raises(ValueError, match="--reward-model"):
+    with pytest.raises(ConfigError, match="--reward-model"):
         train(config("ppo", pairs, tiny, tmp_path / "d", max_steps=1))
     tied, tok = tmp_path / "tied", load_tokenizer(tiny)
     LlamaForCausalLM(tiny_config(len(tok), tok, tie_word_embeddings=True)).save_pretrained(tied)
     tok.save_pretrained(tied)
-    with pytest.raises(ValueError, match="--train-layers 0 leaves nothing to train"):
+    with pytest.raises(ConfigError, match="--train-layers 0 leaves nothing to train"):
         train(config("sft", pairs, str(tied), tmp_path / "e", max_steps=1, train_layers=0))
 
 
@@ -232,10 +231,10 @@ def test_config_file_sets_what_the_command_line_does_not(tiny, pairs, tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text(f'method = "sft"\ndata = "{pairs}"\nlr_scheduler = "cosine"\n')
     result = CliRunner().invoke(main, ["train", "--config", str(bad)])
-    assert result.exit_code != 0 and f"{bad}:3: field 'lr_scheduler': expected one of linear, constant" in result.output
+    assert result.exit_code != 0 and f"{bad}:3: key 'lr_scheduler': expected one of linear, constant" in result.output
     bad.write_text('method = "sft"\nbatch-size = "eight"\n')
     result = CliRunner().invoke(main, ["train", "--config", str(bad)])
-    assert result.exit_code != 0 and f"{bad}:2: field 'batch-size': expected int, got 'eight'" in result.output
+    assert result.exit_code != 0 and f"{bad}:2: key 'batch-size': expected int, got 'eight'" in result.output
 
 
 def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, tmp_path):
@@ -277,13 +276,25 @@ def test_ppo_with_a_reward_model_on_another_tokenizer(tiny, pairs, tmp_path):
     assert len(rows) == 2 and all(isinstance(r["score"], float) for r in rows)
 
 
+@pytest.mark.parametrize("method", ["sft", "rm", "dpo", "ppo"])
+def test_long_prompts_keep_their_end_by_default_and_are_counted(tiny, tmp_path, capsys, method):
+    rows = [{"prompt": ("word " * 300 if i % 3 == 0 else "short") + f" {i}?", "chosen": "yes", "rejected": "no"} for i in range(8)]
+    data = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    extra = {"reward_model": None, "max_new_tokens": 4} if method == "ppo" else {}
+    trainer = trainer_for(config(method, str(data), tiny, tmp_path / method, max_steps=1, max_length=64, **extra),
+                          **({"reward_fn": lambda prompts, texts: torch.zeros(len(texts))} if method == "ppo" else {}))
+    trainer.train()
+    assert json.loads((tmp_path / method / "train_config.json").read_text())["truncated_rows"] == 3  # rows 0, 3 and 6
+    assert "3 of 8 rows are longer than --max-length 64" in capsys.readouterr().out
+
+
 def test_truncated_prompt_leaves_the_response_whole():
     tok = char_tokenizer()
     response = "r" * 20
     kept = encode(tok, "p" * 50 + "END", response, 50, "x.jsonl:1", truncate=True)
     ids = kept["input_ids"]
     assert ids[-21:] == tok(response)["input_ids"] + [tok.eos_token_id]
-    assert tok.decode(ids[:-21]).replace(" ", "").endswith("END<unk><unk>")  # the prompt's end, then "\n\n"
+    assert tok.decode(ids[:-21]).replace(" ", "").endswith("END<unk><unk>Assistant:")  # the prompt's end, then the transcript's reply turn
     assert len(ids) == 50 and kept["labels"].count(-100) == 50 - 21
     long_response = encode(tok, "p" * 50, "r" * 100, 40, "x.jsonl:1", truncate=True)
     assert long_response["labels"].count(-100) == 20  # the response gets at most half
@@ -294,3 +305,87 @@ def test_learning_rate_schedule():
     assert linear == pytest.approx([1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25])
     assert [lr_factor(s, 2, 6, "constant") for s in range(6)] == pytest.approx([1 / 3, 2 / 3, 1, 1, 1, 1])
     assert lr_factor(0, 0, 1, "linear") == 1.0
+
+
+def test_every_setting_is_an_option_with_the_fields_default_and_choices(monkeypatch):
+    from dataclasses import MISSING, fields
+
+    from click.testing import CliRunner
+
+    import rlaif.trainers
+    from rlaif.cli import main
+    from rlaif.cli import train as train_command
+
+    params = {p.name: p for p in train_command.params}
+    for f in fields(TrainConfig):
+        if f.name == "progress":
+            assert "progress" not in params  # --quiet
+            continue
+        assert params[f.name].default == (None if f.default is MISSING else f.default), f.name
+        assert tuple(getattr(params[f.name].type, "choices", ())) == (f.metadata.get("choices") or ()), f.name
+
+    seen = {}
+
+    def fake_train(config):
+        seen["config"] = config
+        return {}
+
+    monkeypatch.setattr(rlaif.trainers, "train", fake_train)
+    args = ["train", "--method", "ppo", "--data", "x.jsonl", "--gamma", "0.9", "--lam", "0.5", "--cliprange", "0.3", "--cliprange-value", "0.4",
+            "--vf-coef", "0.2", "--max-grad-norm", "0.5", "--log-steps", "2", "--target-kl", "0.1", "--temperature", "0.7", "--no-truncate-prompt"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    c = seen["config"]
+    assert (c.gamma, c.lam, c.cliprange, c.cliprange_value, c.vf_coef, c.max_grad_norm, c.log_steps, c.target_kl, c.temperature) == (0.9, 0.5, 0.3, 0.4, 0.2, 0.5, 2, 0.1, 0.7)
+    assert c.truncate_prompt is False and c.output == "outputs/ppo" and c.epochs == 1
+
+
+def test_ppo_logs_cleanrl_diagnostics_every_log_steps_and_stops_early_at_target_kl(pairs, tmp_path):
+    tok = char_tokenizer()
+    policy = tmp_path / "char-policy"
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_config(len(tok), tok)).save_pretrained(policy)
+    tok.save_pretrained(policy)
+
+    def reward(prompts, texts):
+        return torch.tensor([sum(c.islower() for c in t) / max(1, len(t)) for t in texts])
+
+    def run(name, **kw):
+        PPOTrainer(config("ppo", pairs, str(policy), tmp_path / name, max_steps=4, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=6, lr=2e-3, **kw), reward_fn=reward).train()
+        return metrics(tmp_path / name)
+
+    full = run("full", log_steps=2)
+    assert [r["step"] for r in full] == [2, 4]
+    assert {"approx_kl", "explained_variance", "score_std", "entropy", "clipfrac", "updates"} <= set(full[0])
+    assert all(r["updates"] == 4 * 2 for r in full)  # 4 PPO epochs of 2 minibatches
+    assert all(r["approx_kl"] >= 0 and r["score_std"] > 0 for r in full)
+    early = run("early", target_kl=0.0)  # any move passes it: one epoch per rollout
+    assert all(r["updates"] == 2 for r in early)
+
+
+def test_bf16_dpo_starts_at_log_2(tiny, pairs, tmp_path):
+    """The reference log-probabilities are computed in the policy's precision, so h = 0 at the first step."""
+    import math
+
+    train(config("dpo", pairs, tiny, tmp_path, max_steps=1, bf16=True, batch_size=8))
+    assert metrics(tmp_path)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # 6e-5 off with a float32 reference
+
+
+def test_a_model_without_chat_template_reads_prompts_as_a_transcript(pairs, tmp_path):
+    from rlaif.cache import AnswerCache
+    from rlaif.data import Example
+    from rlaif.generation import generate_responses
+    from rlaif.models import chat_prompt
+
+    tok = char_tokenizer()
+    assert tok.chat_template is None
+    conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    assert chat_prompt(tok, conversation) == "System: Be brief.\n\nUser: Hi\n\nAssistant:"
+    assert chat_prompt(tok, "Hi") == "User: Hi\n\nAssistant:"
+    model = tmp_path / "char-lm"
+    LlamaForCausalLM(tiny_config(len(tok), tok)).save_pretrained(model)
+    tok.save_pretrained(model)
+    examples = [Example("q1", "Hi"), Example("q2", conversation)]
+    generate_responses(examples, str(model), num_responses=2, max_new_tokens=5, cache=AnswerCache(tmp_path / "cache.sqlite"))
+    assert all(len(ex.responses) == 2 and all(isinstance(r, str) for r in ex.responses) for ex in examples)
+    train(config("sft", pairs, str(model), tmp_path / "sft", max_steps=1))  # and trains on the same text

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from rlaif.judge import Judge, JudgeConfig, JudgeRequest, Verdict
-from rlaif.models import load_causal_lm, load_tokenizer
+from rlaif.models import chat_prompt, load_causal_lm, load_tokenizer
 
 
 @dataclass
@@ -57,12 +57,6 @@ class LocalJudge(Judge):
     def completion_budget(cls, options: LocalOptions, cot: bool) -> int:
         return options.max_new_tokens if cot else 0
 
-    def _chat(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": prompt}]
-        if self.tokenizer.chat_template:
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return prompt + "\n"
-
     @torch.no_grad()
     def _rationales(self, chats: list[str], verdict_prefix: str) -> tuple[list[str], list[int]]:
         batch = left_padded(self.tokenizer, chats, self.device)
@@ -105,7 +99,7 @@ class LocalJudge(Judge):
             chunk = order[start:start + size]
             for group in _by_format(requests, chunk):
                 reqs = [requests[i] for i in group]
-                chats = [self._chat(r.prompt) for r in reqs]
+                chats = [chat_prompt(self.tokenizer, r.prompt) for r in reqs]
                 rationales: list[str | None] = [None] * len(reqs)
                 generated = [0] * len(reqs)
                 if reqs[0].cot:

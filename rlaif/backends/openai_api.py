@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rlaif.backends.api import ApiJudge, ApiOptions, MalformedResponse, hard_verdict
-from rlaif.judge import JudgeRequest, Verdict
+from rlaif.judge import BatchJudge, JudgeRequest, Verdict
 
 BATCH_TAG = "rlaif_submission"  # batch metadata key: finds a batch whose id a killed run never saved
 
@@ -58,7 +58,7 @@ def verdict_logprobs(content: list[Any], request: JudgeRequest) -> float | None:
 BATCH_ENDED = ("completed", "expired", "cancelled", "failed")
 
 
-class OpenAIJudge(ApiJudge):
+class OpenAIJudge(ApiJudge, BatchJudge):
     Options = OpenAIOptions
 
     def _client(self):

@@ -3,7 +3,7 @@ transformers models. `train(TrainConfig(...))` runs one."""
 
 from __future__ import annotations
 
-from rlaif.trainers.config import METHODS, TrainConfig, read_config_file
+from rlaif.trainers.config import METHODS, TrainConfig, read_config_file, read_run_config
 
 
 def trainer_for(config: TrainConfig, **kwargs):
@@ -24,4 +24,4 @@ def train(config: TrainConfig, **kwargs) -> dict[str, float]:
     return trainer_for(config, **kwargs).train()
 
 
-__all__ = ["METHODS", "TrainConfig", "read_config_file", "train", "trainer_for"]
+__all__ = ["METHODS", "TrainConfig", "read_config_file", "read_run_config", "train", "trainer_for"]

@@ -2,92 +2,103 @@
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_type_hints
 
 import yaml
 
-from rlaif.data import InputError
+from rlaif.errors import ConfigError
 
 METHODS = ("sft", "rm", "dpo", "ppo")
-CHOICES = {"method": METHODS, "loss": ("sigmoid", "ipo"), "lr_scheduler": ("linear", "constant")}
+
+
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
+    """A TrainConfig field with the help text (and allowed values) `rlaif train` shows for it."""
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
 class TrainConfig:
-    method: str
-    data: str
-    output: str
-    model: str | None = None  # default: the embedded SmolLM2-135M-Instruct
+    """Every setting of `rlaif train`; the command's options are generated from these fields."""
+
+    method: str = field(metadata={"help": "What to train.", "choices": METHODS})
+    data: str = field(metadata={"help": "Training data: anything `rlaif label` reads (files, hf:OWNER/NAME?data_dir=DIR&split=SPLIT) or writes."})
+    output: str = field(metadata={"help": "Output directory [default: outputs/<method>]."})
+    model: str | None = setting(None, "Model name or directory [default: the embedded SmolLM2-135M-Instruct].")
     # the loop
-    max_steps: int | None = None  # wins over `epochs`
-    epochs: int = 1
-    batch_size: int = 4  # per process
-    grad_accum: int = 1
-    lr: float = 1e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_scheduler: str = "linear"  # after warm-up: "linear" decay to 0 at the last step, or "constant"
-    max_grad_norm: float = 1.0
-    max_length: int = 512
-    truncate_prompt: bool = False  # keep the end of a prompt that is too long, instead of stopping
-    limit: int | None = None  # read at most this many rows
-    seed: int = 0
-    eval_data: str | None = None
-    eval_split: float = 0.0  # held-out share of --data when there is no --eval-data
-    eval_fold: int = 0  # which slice of that share is held out (cross-validation folds)
-    eval_steps: int = 0  # also evaluate every N steps (0: at the end only)
-    save_steps: int = 0  # 0: no intermediate checkpoints
-    resume: bool = False
-    bf16: bool = False
-    gradient_checkpointing: bool = False
-    train_layers: int | None = None  # train only the top N transformer blocks (and the head); 0: the head only
-    log_steps: int = 1
-    progress: bool = True
+    max_steps: int | None = setting(None, "Optimizer steps (wins over --epochs).")
+    epochs: int = setting(1, "Passes over the training data.")
+    batch_size: int = setting(4, "Per process (rollout prompts for PPO: --rollout-batch-size).")
+    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
+    lr: float = setting(1e-5, "Learning rate.")
+    weight_decay: float = setting(0.0, "AdamW's decoupled weight decay.")
+    warmup_steps: int = setting(0, "Linear warm-up of the learning rate.")
+    lr_scheduler: str = setting("linear", "After warm-up: linear decay to 0 at the last step, or constant.", ("linear", "constant"))
+    max_grad_norm: float = setting(1.0, "Gradients are clipped to this norm.")
+    max_length: int = setting(512, "Longest sequence (prompt + response) in tokens.")
+    truncate_prompt: bool = setting(True, "A prompt too long for --max-length keeps its end; --no-truncate-prompt stops with an error instead.")
+    limit: int | None = setting(None, "Read at most this many rows of --data.")
+    seed: int = setting(0, "Seeds the data order, the split and sampling.")
+    eval_data: str | None = setting(None, "Held-out data.")
+    eval_split: float = setting(0.0, "Hold out this share of --data (without --eval-data).")
+    eval_fold: int = setting(0, "Which --eval-split slice to hold out (0, 1, ...: cross-validation folds).")
+    eval_steps: int = setting(0, "Also evaluate on the held-out data every N steps (0: at the end only).")
+    save_steps: int = setting(0, "Checkpoint every N steps (0: at the end only).")
+    resume: bool = setting(False, "Continue from the last checkpoint in --output.")
+    bf16: bool = setting(False, "bfloat16 autocast (the reference's log-probabilities too).")
+    gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass: less memory, more time.")
+    train_layers: int | None = setting(None, "Train only the top N transformer blocks and the head (0: the head alone; rm: the frozen backbone runs once per sequence).")
+    log_steps: int = setting(1, "Write metrics every N steps.")
+    progress: bool = True  # the CLI's --quiet turns it off
     # rm
-    hard_labels: bool = False  # ignore `ai_preference`, train on hard labels
+    hard_labels: bool = setting(False, "rm/dpo: ignore ai_preference, use hard labels.")
     # dpo
-    beta: float = 0.1
-    label_smoothing: float = 0.0
-    loss: str = "sigmoid"  # or "ipo"
+    beta: float = setting(0.1, "dpo: KL strength.")
+    label_smoothing: float = setting(0.0, "dpo: conservative DPO's label noise rate.")
+    loss: str = setting("sigmoid", "dpo: sigmoid (DPO), or ipo on length-normalised log-probabilities (as TRL's ipo).", ("sigmoid", "ipo"))
     # ppo
-    reward_model: str | None = None
-    rollout_batch_size: int = 8  # prompts per rollout (per process)
-    ppo_epochs: int = 4
-    mini_batch_size: int = 4
-    max_new_tokens: int = 48
-    temperature: float = 1.0
-    kl_coef: float = 0.05
-    gamma: float = 1.0
-    lam: float = 0.95
-    cliprange: float = 0.2
-    cliprange_value: float = 0.2
-    vf_coef: float = 0.1
-    missing_eos_penalty: float | None = None
+    reward_model: str | None = setting(None, "ppo: a reward model trained with --method rm.")
+    rollout_batch_size: int = setting(8, "ppo: prompts per rollout (per process).")
+    ppo_epochs: int = setting(4, "ppo: passes over each rollout.")
+    mini_batch_size: int = setting(4, "ppo: sequences per update.")
+    max_new_tokens: int = setting(48, "ppo: response length.")
+    temperature: float = setting(1.0, "ppo: sampling temperature of rollouts.")
+    kl_coef: float = setting(0.05, "ppo: per-token KL penalty β.")
+    gamma: float = setting(1.0, "ppo: discount γ of GAE.")
+    lam: float = setting(0.95, "ppo: λ of GAE.")
+    cliprange: float = setting(0.2, "ppo: ε of the clipped policy loss.")
+    cliprange_value: float = setting(0.2, "ppo: ε of the clipped value loss.")
+    vf_coef: float = setting(0.1, "ppo: weight of the value loss.")
+    target_kl: float | None = setting(None, "ppo: stop a rollout's updates once the approximate KL to the rollout policy passes this.")
+    missing_eos_penalty: float | None = setting(None, "ppo: subtracted from the score of a response with no end-of-sequence.")
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
             if (problem := _choice_problem(getattr(self, name), allowed)) is not None:
-                raise ValueError(f"{name}: {problem}")
+                raise ConfigError(problem, key=name)
         if not 0.0 <= self.eval_split < 1.0:
-            raise ValueError(f"eval_split must be in [0, 1), got {self.eval_split}")
+            raise ConfigError(f"must be in [0, 1), got {self.eval_split}", key="eval_split")
+
+
+CHOICES = {f.name: f.metadata["choices"] for f in fields(TrainConfig) if f.metadata.get("choices")}
 
 
 def _choice_problem(value: Any, allowed: tuple[str, ...]) -> str | None:
     return None if value in allowed else f"expected one of {', '.join(allowed)}, got {value!r}"
 
 
-def _types(hint: Any) -> tuple[Any, ...]:
+def allowed_types(hint: Any) -> tuple[Any, ...]:
     """The types an annotation allows: `int | None` -> (int, NoneType)."""
     return get_args(hint) or (hint,)
 
 
 def _type_problem(value: Any, hint: Any) -> str | None:
     """Why `value` does not fit the annotation `hint` (an int is a fine float), or None."""
-    options = _types(hint)
+    options = allowed_types(hint)
     if value is None:
         fits = type(None) in options
     elif isinstance(value, bool):
@@ -120,9 +131,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        raise ValueError(f"{path}: {e}") from None
+        raise ConfigError(str(e), str(path)) from None
     if not isinstance(data, dict):
-        raise InputError(str(path), 1, None, f"expected a table of settings, got {type(data).__name__}")
+        raise ConfigError(f"expected a table of settings, got {type(data).__name__}", str(path))
     hints = get_type_hints(TrainConfig)
     settings = {}
     for key, value in data.items():
@@ -132,10 +143,18 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         elif name in CHOICES:
             problem = _choice_problem(value, CHOICES[name])
         else:
-            if isinstance(value, str) and float in _types(hints[name]):
+            if isinstance(value, str) and float in allowed_types(hints[name]):
                 value = _yaml_float(value)  # PyYAML reads `1e-5` (no dot) as a string
             problem = _type_problem(value, hints[name])
         if problem is not None:
-            raise InputError(str(path), _line_of(text, key), key, problem)
+            raise ConfigError(problem, str(path), _line_of(text, key), key)
         settings[name] = value
     return settings
+
+
+def read_run_config(run_dir: str | Path) -> TrainConfig:
+    """The settings a `rlaif train` run was made with (its `train_config.json`, less the
+    counts written beside them)."""
+    data = json.loads((Path(run_dir) / "train_config.json").read_text())
+    names = {f.name for f in fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in data.items() if k in names})

@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
-from rlaif.data import InputError, Prompt, load_examples
+from rlaif.data import Prompt, load_examples
+from rlaif.errors import ConfigError, InputError
+from rlaif.models import chat_prompt
 
 
 @dataclass
@@ -38,7 +40,7 @@ def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False) -
         chosen, rejected = ex.responses  # the preferred one first in every input shape
         pairs.append(TrainPair(ex.prompt, chosen, rejected, p, ex.source))
     if not pairs:
-        raise ValueError(f"{path}: no usable preference pairs (rows need prompt/chosen/rejected, HH transcripts, or rlaif's pairs.jsonl)")
+        raise InputError(str(path), None, None, "no usable preference pairs (rows need prompt/chosen/rejected, HH transcripts, or rlaif's pairs.jsonl)")
     return pairs
 
 
@@ -54,7 +56,7 @@ def load_prompts(path: str, limit: int | None = None) -> list[tuple[Prompt, str]
     """(prompt, source) of every row, for PPO rollouts."""
     prompts = [(ex.prompt, ex.source) for ex in load_examples(path, limit).examples]
     if not prompts:
-        raise ValueError(f"{path}: no prompts")
+        raise InputError(str(path), None, None, "no prompts")
     return prompts
 
 
@@ -70,33 +72,29 @@ def split(items: list, share: float, seed: int, fold: int = 0) -> tuple[list, li
     random.Random(seed).shuffle(order)
     n_eval = max(1, round(share * len(items)))
     if not 0 <= fold * n_eval < len(items):
-        raise ValueError(f"eval_fold {fold} is out of range: {len(items)} items make {math.ceil(len(items) / n_eval)} folds of {n_eval}")
+        raise ConfigError(f"eval_fold {fold} is out of range: {len(items)} items make {math.ceil(len(items) / n_eval)} folds of {n_eval}")
     held = set(order[fold * n_eval:(fold + 1) * n_eval])
     return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
 
 
-def prompt_string(tokenizer, prompt: Prompt) -> str:
-    """The prompt as the model sees it: through the chat template when the tokenizer has one."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-    if tokenizer.chat_template:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return "\n\n".join(m["content"] for m in messages) + "\n\n"
+def encode_prompt(tokenizer, prompt: Prompt, max_length: int, source: str, truncate: bool, room: int = 1) -> tuple[list[int], bool]:
+    """Prompt token ids, leaving `room` tokens for a response, and whether the prompt was cut.
 
-
-def encode_prompt(tokenizer, prompt: Prompt, max_length: int, source: str, truncate: bool, room: int = 1) -> list[int]:
-    """Prompt token ids, leaving `room` tokens for a response; too long is an error naming the row."""
-    ids = tokenizer(prompt_string(tokenizer, prompt), add_special_tokens=False)["input_ids"]
+    A prompt too long keeps its end with `truncate`, else it is an error naming the row.
+    """
+    ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False)["input_ids"]
     limit = max_length - room
-    if len(ids) > limit:
-        if not truncate:
-            file, _, line = source.rpartition(":")
-            raise InputError(file, int(line), "prompt", f"is {len(ids)} tokens, longer than --max-length {max_length} allows (use --truncate-prompt to keep its end)")
-        ids = ids[-limit:]
-    return ids
+    if len(ids) <= limit:
+        return ids, False
+    if not truncate:
+        file, _, line = source.rpartition(":")
+        raise InputError(file, int(line), "prompt", f"is {len(ids)} tokens, longer than --max-length {max_length} allows (without --no-truncate-prompt its end is kept)")
+    return ids[-limit:], True
 
 
-def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: str, truncate: bool) -> dict[str, list[int]]:
-    """input_ids and labels (−100 on prompt tokens) for one prompt + response (+ EOS).
+def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: str, truncate: bool) -> dict[str, Any]:
+    """input_ids and labels (−100 on prompt tokens) for one prompt + response (+ EOS), and
+    `truncated`: whether anything was cut to fit `max_length`.
 
     With `truncate`, a long prompt gives up its beginning so that the response keeps its full
     length (up to half of `max_length`): a reward or a DPO loss on cut-off responses compares
@@ -104,10 +102,10 @@ def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: st
     """
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     room = min(len(response_ids), max_length // 2) if truncate else 1
-    prompt_ids = encode_prompt(tokenizer, prompt, max_length, source, truncate, room)
-    ids = (prompt_ids + response_ids)[:max_length]
-    labels = ([-100] * len(prompt_ids) + response_ids)[:max_length]
-    return {"input_ids": ids, "labels": labels}
+    prompt_ids, cut = encode_prompt(tokenizer, prompt, max_length, source, truncate, room)
+    ids = prompt_ids + response_ids
+    labels = [-100] * len(prompt_ids) + response_ids
+    return {"input_ids": ids[:max_length], "labels": labels[:max_length], "truncated": cut or len(ids) > max_length}
 
 
 def collate(features: list[dict[str, list[int]]], pad_id: int, device: str = "cpu") -> dict[str, torch.Tensor]:
@@ -122,7 +120,7 @@ def collate(features: list[dict[str, list[int]]], pad_id: int, device: str = "cp
     return {k: torch.tensor(v, device=device) for k, v in batch.items()}
 
 
-EncodedPair = tuple[dict[str, list[int]], dict[str, list[int]], float]
+EncodedPair = tuple[dict[str, Any], dict[str, Any], float]
 
 
 def encode_pair(tokenizer, pair: TrainPair, max_length: int, truncate: bool) -> EncodedPair:
@@ -139,6 +137,11 @@ def encoded_train_eval_pairs(tokenizer, config) -> tuple[list[EncodedPair], list
         [encode_pair(tokenizer, p, config.max_length, config.truncate_prompt) for p in train],
         [encode_pair(tokenizer, p, config.max_length, config.truncate_prompt) for p in held],
     )
+
+
+def truncated_rows(pairs: list[EncodedPair]) -> int:
+    """How many pairs had their chosen or rejected sequence cut to fit --max-length."""
+    return sum(chosen["truncated"] or rejected["truncated"] for chosen, rejected, _ in pairs)
 
 
 def collate_pairs(pairs: list[EncodedPair], pad_id: int, device: str) -> dict[str, torch.Tensor]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from rlaif.models import load_causal_lm
-from rlaif.trainers.data import collate_pairs, encoded_train_eval_pairs
+from rlaif.trainers.data import collate_pairs, encoded_train_eval_pairs, truncated_rows
 from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers
 from rlaif.trainers.losses import dpo_loss, sequence_logps
 
@@ -16,24 +16,29 @@ class DPOTrainer(OfflineTrainer):
     def setup(self, init_from: str | None) -> None:
         cfg = self.config
         self.train_pairs, self.eval_pairs = encoded_train_eval_pairs(self.tokenizer, cfg)
-        self.n_train = len(self.train_pairs)
+        self.n_train, self.n_rows = len(self.train_pairs), len(self.train_pairs) + len(self.eval_pairs)
+        self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
         reference_file = self.out / "reference_logps.pt"
         if reference_file.exists() and init_from:
             self.reference = torch.load(reference_file)
         else:
             reference = load_causal_lm(cfg.model, self.procs.device)
-            self.reference = {"train": self._all_logps(reference, self.train_pairs), "eval": self._all_logps(reference, self.eval_pairs)}
+            with self.autocast():  # the policy's precision, so that h = 0 before the first step
+                self.reference = {"train": self._all_logps(reference, self.train_pairs), "eval": self._all_logps(reference, self.eval_pairs)}
             del reference
             if self.procs.main:
-                torch.save(self.reference, reference_file)
+                tmp = reference_file.with_name(reference_file.name + ".tmp")
+                torch.save(self.reference, tmp)
+                tmp.replace(reference_file)
         self.model = load_causal_lm(init_from or cfg.model, self.procs.device)
         freeze_lower_layers(self.model, cfg.train_layers)
 
     def _logps(self, model, pairs) -> tuple[torch.Tensor, torch.Tensor]:
-        """log π(chosen), log π(rejected) for a list of pairs, in one forward pass."""
+        """log π(chosen), log π(rejected) for a list of pairs, in one forward pass (per token
+        for IPO, summed otherwise)."""
         batch = collate_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logps = sequence_logps(logits, batch["labels"])
+        logps = sequence_logps(logits, batch["labels"], average=self.config.loss == "ipo")
         return logps[: len(pairs)], logps[len(pairs):]
 
     @torch.no_grad()

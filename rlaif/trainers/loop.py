@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from rlaif.errors import ConfigError
+from rlaif.files import save_into, write_json_atomic, write_jsonl_atomic
 from rlaif.models import load_tokenizer, pick_device, quiet_transformers
 from rlaif.trainers.config import TrainConfig
 
@@ -117,6 +119,8 @@ class Trainer(ABC):
         self.tokenizer = load_tokenizer(config.model, padding_side="right")
         self.model: torch.nn.Module
         self.n_train = 0
+        self.n_rows = 0  # training and held-out rows read
+        self.truncated_rows = 0  # of those, rows cut to fit --max-length (setup counts them)
 
     # ---- what a method supplies
 
@@ -145,20 +149,28 @@ class Trainer(ABC):
         """With --eval-steps: log held-out metrics at every Nth step before the last."""
         if self._evaluates_at(step, total):
             self.model.eval()
-            results = self.evaluate()
+            with self.autocast():
+                results = self.evaluate()
             self.model.train()
             if results:
                 self._log({"step": step, **{f"eval/{k}": v for k, v in results.items()}})
 
+    def autocast(self):
+        """The precision context of every forward pass (the policy's and the reference's):
+        bfloat16 autocast with --bf16, on CUDA or the CPU."""
+        device = "cuda" if self.procs.device.startswith("cuda") else "cpu"
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.config.bf16)
+
     def _finish(self, step: int) -> dict[str, float]:
         """Evaluate, save the model and `eval_results.json`; returns the held-out metrics."""
         self.model.eval()
-        results = {f"eval/{k}": v for k, v in self.evaluate().items()}
+        with self.autocast():
+            results = {f"eval/{k}": v for k, v in self.evaluate().items()}
         if results:
             self._log({"step": step, **results})
         if self.procs.main:
-            self.save_model(self.out)
-            (self.out / "eval_results.json").write_text(json.dumps(results, indent=2) + "\n")
+            save_into(self.out, self.save_model)
+            write_json_atomic(self.out / "eval_results.json", results)
         self.procs.barrier()
         return results
 
@@ -196,17 +208,17 @@ class Trainer(ABC):
             print(f"--resume: no checkpoint in {self.out}, starting from the beginning")
         self.setup(str(checkpoint) if checkpoint else None)
         if cfg.gradient_checkpointing:
-            getattr(self.model, "lm", self.model).gradient_checkpointing_enable()
+            self.model.gradient_checkpointing_enable()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
-            raise ValueError(f"--train-layers {cfg.train_layers} leaves nothing to train (is the model's head tied to its input embeddings?)")
+            raise ConfigError(f"--train-layers {cfg.train_layers} leaves nothing to train (is the model's head tied to its input embeddings?)")
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         size = len(micro_batches(self.n_train, self.batch_size, 1, cfg.seed, self.procs.rank, self.procs.world))
         epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps * per_step / max(1, size))
         schedule = micro_batches(self.n_train, self.batch_size, epochs, cfg.seed, self.procs.rank, self.procs.world)
         total = cfg.max_steps if cfg.max_steps is not None else len(schedule) // per_step
         if total == 0:
-            raise ValueError(f"{cfg.data}: {self.n_train} training examples make no full step of batch size {self.batch_size} x {self.procs.world} processes x {per_step}")
+            raise ConfigError(f"{cfg.data}: {self.n_train} training examples make no full step of batch size {self.batch_size} x {self.procs.world} processes x {per_step}")
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total, cfg.lr_scheduler))
         step = 0
         if checkpoint is not None:
@@ -219,7 +231,10 @@ class Trainer(ABC):
         elif self.procs.main and (self.out / "metrics.jsonl").exists():
             (self.out / "metrics.jsonl").unlink()
         if self.procs.main:
-            (self.out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+            write_json_atomic(self.out / "train_config.json", {**asdict(cfg), "truncated_rows": self.truncated_rows})
+            if self.truncated_rows:
+                print(f"{self.truncated_rows} of {self.n_rows} rows are longer than --max-length {cfg.max_length}: cut to fit, each prompt keeping its end "
+                      "(--no-truncate-prompt stops at a prompt too long instead)")
         return params, optimizer, scheduler, schedule, total, step
 
     def _wrap(self) -> torch.nn.Module:
@@ -235,7 +250,7 @@ class Trainer(ABC):
         if self.procs.main and path.exists():
             rows = [json.loads(line) for line in path.read_text().splitlines()]
             kept = [r for r in rows if r["step"] <= step and (self._evaluates_at(r["step"], total) or not any(k.startswith("eval/") for k in r))]
-            path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            write_jsonl_atomic(path, kept)
 
     @property
     def batch_size(self) -> int:
@@ -255,12 +270,11 @@ class OfflineTrainer(Trainer):
         model = self._wrap()
         model.train()
         bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", disable=not (cfg.progress and self.procs.main))
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and self.procs.device.startswith("cuda"))
         while step < total:
             optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             for k in range(cfg.grad_accum):
-                with autocast:
+                with self.autocast():
                     loss, metrics = self.loss(model, schedule[step * cfg.grad_accum + k])
                 (loss / cfg.grad_accum).backward()
                 for name, value in {"loss": loss.item(), **metrics}.items():

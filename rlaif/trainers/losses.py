@@ -14,29 +14,35 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Cross-entropy on response tokens only: mean over positions where `labels` ≠ −100.
 
     logits[:, t] predicts labels[:, t + 1] (the usual causal shift is done here).
+    logits: (batch, seq, vocab); labels: (batch, seq) -> a scalar.
     """
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
 
 
-def sequence_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """log π(y | x) = Σ_t log π(y_t | x, y_<t) over response tokens (labels ≠ −100), per sequence."""
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = False) -> torch.Tensor:
+    """log π(y | x) = Σ_t log π(y_t | x, y_<t) over response tokens (labels ≠ −100), per sequence;
+    with `average`, divided by the number of response tokens |y|.
+
+    logits: (batch, seq, vocab); labels: (batch, seq), −100 off the response -> (batch,).
+    """
     targets = labels[:, 1:]
     mask = targets != -100
     logps = torch.log_softmax(logits[:, :-1].float(), dim=-1)
     token = torch.gather(logps, 2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (token * mask).sum(-1)
+    total = (token * mask).sum(-1)
+    return total / mask.sum(-1).clamp(min=1) if average else total
 
 
 def preference_loss(margin: torch.Tensor, p: torch.Tensor | float = 1.0) -> torch.Tensor:
     """Soft-label Bradley–Terry: −[p log σ(Δ) + (1 − p) log σ(−Δ)], mean over the batch.
 
-    With p = 1 this is the hard loss −log σ(Δ).
+    With p = 1 this is the hard loss −log σ(Δ). margin and p: (batch,) (p may be a number) -> a scalar.
     """
     return -(p * F.logsigmoid(margin) + (1 - p) * F.logsigmoid(-margin)).mean()
 
 
 def reward_model_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor | float = 1.0) -> torch.Tensor:
-    """Reward-model loss with Δ = r_c − r_r: −[p log σ(Δ) + (1 − p) log σ(−Δ)]."""
+    """Reward-model loss with Δ = r_c − r_r: −[p log σ(Δ) + (1 − p) log σ(−Δ)]; scores (batch,) -> a scalar."""
     return preference_loss(r_chosen - r_rejected, p)
 
 
@@ -50,12 +56,14 @@ def dpo_loss(
     p: torch.Tensor | float = 1.0,
     kind: str = "sigmoid",
 ) -> torch.Tensor:
-    """DPO on sequence log-probabilities.
+    """DPO on sequence log-probabilities; every argument but β, ε and `kind` is (batch,).
 
     h = (log π(y_w) − log π_ref(y_w)) − (log π(y_l) − log π_ref(y_l)).
     sigmoid: −[q log σ(βh) + (1 − q) log σ(−βh)] with q = p(1 − ε) + (1 − p)ε; with p = 1 and
     ε = 0 it is −log σ(βh), with ε > 0 it is conservative DPO (labels flipped with rate ε).
-    ipo: (h − 1/(2β))², the IPO loss (ignores p and ε).
+    ipo: (h − 1/(2β))², the IPO loss (ignores p and ε). TRL's `ipo` (and the DPO trainer here)
+    feeds it per-token mean log-probabilities (`sequence_logps(..., average=True)`), so the
+    same β means the same loss as TRL's.
     """
     h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     if kind == "ipo":
@@ -70,7 +78,7 @@ def dpo_loss(
 
 
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x − mean) / std over the masked entries (the mean is kept if not `shift_mean`)."""
+    """(x − mean) / std over the masked entries (the mean is kept if not `shift_mean`); x, mask (B, T) -> (B, T)."""
     mean = (x * mask).sum() / mask.sum()
     var = (((x - mean) * mask) ** 2).sum() / mask.sum()
     out = (x - mean) * torch.rsqrt(var + 1e-8)
@@ -81,6 +89,7 @@ def kl_penalized_rewards(score: torch.Tensor, logps: torch.Tensor, ref_logps: to
     """Per-token rewards r_t = −β (log π(a_t) − log π_ref(a_t)), plus the score at the last token.
 
     Returns (rewards, kl) with kl = log π − log π_ref per token (masked).
+    score: (B,); logps, ref_logps, mask: (B, T) -> rewards (B, T), kl (B, T).
     """
     kl = (logps - ref_logps) * mask
     rewards = -beta * kl
@@ -93,7 +102,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     """Generalized advantage estimation over response tokens.
 
     δ_t = r_t + γ V_{t+1} − V_t;  A_t = δ_t + γλ A_{t+1};  returns R_t = A_t + V_t.
-    Past the last response token V = 0 and A = 0.
+    Past the last response token V = 0 and A = 0. rewards, values, mask: (B, T) -> advantages, returns (B, T).
     """
     advantages = torch.zeros_like(rewards)
     next_value = torch.zeros(rewards.shape[0], device=rewards.device)
@@ -110,7 +119,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped surrogate: mean over tokens of max(−A ρ, −A clip(ρ, 1 − ε, 1 + ε)), ρ = π/π_old.
 
-    Returns (loss, clip fraction).
+    Returns (loss, clip fraction), both scalars; logps, old_logps, advantages, mask: (B, T).
     """
     ratio = torch.exp(logps - old_logps)
     unclipped = -advantages * ratio
@@ -121,7 +130,39 @@ def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: to
 
 
 def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
-    """Clipped value loss: ½ mean over tokens of max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²)."""
+    """Clipped value loss: ½ mean over tokens of max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²).
+
+    values, old_values, returns, mask: (B, T) -> a scalar.
+    """
     clipped = old_values + torch.clamp(values - old_values, -clip, clip)
     loss = torch.max((values - returns) ** 2, (clipped - returns) ** 2)
     return 0.5 * (loss * mask).sum() / mask.sum()
+
+
+# ---------------------------------------------------------------- PPO diagnostics (as CleanRL logs them)
+
+
+def approx_kl(logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(π_old ‖ π) estimated per token as (ρ − 1) − log ρ with ρ = π/π_old (never negative),
+    mean over masked tokens. All inputs (B, T)."""
+    log_ratio = logps - old_logps
+    return (((log_ratio.exp() - 1) - log_ratio) * mask).sum() / mask.sum()
+
+
+def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """1 − Var[R − V] / Var[R] over masked tokens: 1 is a perfect value head, ≤ 0 one that
+    explains nothing; NaN when the returns do not vary. All inputs (B, T)."""
+    n = mask.sum()
+
+    def var(x: torch.Tensor) -> torch.Tensor:
+        mean = (x * mask).sum() / n
+        return (((x - mean) * mask) ** 2).sum() / n
+
+    var_returns = var(returns)
+    return 1 - var(returns - values) / var_returns if var_returns > 0 else torch.tensor(float("nan"))
+
+
+def masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over masked tokens of the policy's entropy −Σ_a π(a) log π(a): logits (B, T, vocab), mask (B, T)."""
+    logp = torch.log_softmax(logits.float(), -1)
+    return (-(logp.exp() * logp).sum(-1) * mask).sum() / mask.sum()

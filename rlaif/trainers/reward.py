@@ -8,22 +8,14 @@ and the head is fitted on its cached outputs, so many epochs cost little more th
 from __future__ import annotations
 
 import torch
-from transformers import AutoModelForSequenceClassification
 
-from rlaif.models import resolve_model
+from rlaif.models import load_reward_model
 from rlaif.trainers.config import TrainConfig
-from rlaif.trainers.data import EncodedPair, collate, collate_pairs, encoded_train_eval_pairs
+from rlaif.trainers.data import EncodedPair, collate, collate_pairs, encoded_train_eval_pairs, truncated_rows
 from rlaif.trainers.loop import OfflineTrainer, Processes, batched, freeze_lower_layers
 from rlaif.trainers.losses import reward_model_loss
 
 FeatureCache = dict[tuple[int, ...], torch.Tensor]
-
-
-def load_reward_model(path: str | None, device: str, pad_token_id: int):
-    # pad_token_id goes in before the model is built: the embedding's padding row (which gets
-    # no gradient) must be the pad token, not the EOS the score is read at.
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32, pad_token_id=pad_token_id)
-    return model.to(device)
 
 
 @torch.no_grad()
@@ -53,8 +45,9 @@ class RewardTrainer(OfflineTrainer):
     def setup(self, init_from: str | None) -> None:
         cfg = self.config
         self.train_pairs, self.eval_pairs = encoded_train_eval_pairs(self.tokenizer, cfg)
-        self.n_train = len(self.train_pairs)
-        self.model = load_reward_model(init_from or resolve_model(cfg.model), self.procs.device, self.tokenizer.pad_token_id)
+        self.n_train, self.n_rows = len(self.train_pairs), len(self.train_pairs) + len(self.eval_pairs)
+        self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
+        self.model = load_reward_model(init_from or cfg.model, self.procs.device, self.tokenizer.pad_token_id)
         freeze_lower_layers(self.model, cfg.train_layers)
         # One process only: under DDP the head must be called through the wrapped model.
         self.head_only = cfg.train_layers == 0 and self.procs.world == 1 and hasattr(self.model, "score")

@@ -16,7 +16,8 @@ class SFTTrainer(OfflineTrainer):
         train, held = train_eval_pairs(cfg)
         self.train_items = [encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt) for p in train]
         self.eval_items = [encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt) for p in held]
-        self.n_train = len(self.train_items)
+        self.n_train, self.n_rows = len(self.train_items), len(self.train_items) + len(self.eval_items)
+        self.truncated_rows = sum(item["truncated"] for item in self.train_items + self.eval_items)
         self.model = load_causal_lm(init_from or cfg.model, self.procs.device)
         freeze_lower_layers(self.model, cfg.train_layers)
 
