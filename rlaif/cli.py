@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import MISSING, fields
+from pathlib import Path
 from typing import get_type_hints
 
 import click
@@ -142,6 +143,33 @@ def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -
     click.echo(f"saved to {config.output}")
     for name, value in results.items():
         click.echo(f"{name}: {value:.4f}")
+
+
+@main.command()
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.option("--eval-data", required=True, help="Evaluation prompts (any input `rlaif label` reads); rows with a human-preferred response also give reference metrics.")
+@click.option("--output", required=True, help="Output directory: report.md, metrics.json, responses.jsonl, judgments.jsonl, PNG figures, cache.sqlite.")
+@click.option("--judge", default=DEFAULT_JUDGE, show_default=True, help="Judge of policy against base (built-in name or config file).")
+@click.option("--rubric", default="quality", show_default=True, help="Rubric for the judge.")
+@click.option("--gold-rm", default=None, help="Gold reward model: an `rlaif train --method rm` output or any sequence classifier directory.")
+@click.option("--labels", "labels", multiple=True, type=click.Path(exists=True, file_okay=False), help="An `rlaif label` run with human labels: agreement and confusion matrix (repeatable).")
+@click.option("--rm", "rms", multiple=True, type=click.Path(exists=True, file_okay=False), help="A reward model to score on the evaluation pairs (repeatable).")
+@click.option("--samples", type=int, default=1, show_default=True, help="Responses per prompt and policy.")
+@click.option("--all-pairs", is_flag=True, help="Also judge every trained policy against every other.")
+@click.option("--limit", type=int, default=None, help="Use at most this many evaluation prompts.")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--bertscore-model", default=None, help="Model for BERTScore [default: the embedded model].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def compare(runs: tuple[str, ...], labels: tuple[str, ...], rms: tuple[str, ...], quiet: bool, **options) -> None:
+    """Compare trained policies with their base: win rates, gold reward, KL, reference metrics."""
+    from rlaif.compare import CompareConfig
+    from rlaif.compare import compare as run_compare
+
+    config = CompareConfig(runs=list(runs), labels=list(labels), rms=list(rms), progress=not quiet, **options)
+    run_compare(config)
+    click.echo((Path(config.output) / "report.md").read_text())
 
 
 @main.command()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from rlaif.cache import AnswerCache, cache_key
 from rlaif.data import Example
-from rlaif.models import chat_prompt, load_causal_lm, load_tokenizer, resolve_model
+from rlaif.models import chat_prompt, load_causal_lm, load_tokenizer, model_fingerprint, resolve_model
 
 
 def generate_responses(
@@ -20,7 +20,7 @@ def generate_responses(
     on_done: Callable[[], None] | None = None,
 ) -> None:
     """Fill `example.responses` with `num_responses` samples each, reusing cached samples."""
-    options = {"model": str(model or "embedded"), "k": num_responses, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
+    options = {"model": model_fingerprint(model), "k": num_responses, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     todo = []
     for ex in examples:
         key = cache_key("generate", options, ex.prompt)
@@ -39,7 +39,9 @@ def generate_responses(
     lm = load_causal_lm(model)
     for ex, key in todo:
         inputs = tokenizer(chat_prompt(tokenizer, ex.prompt), return_tensors="pt", add_special_tokens=False).to(lm.device)
-        torch.manual_seed(int(key[:15], 16))  # per prompt, so a resumed run samples the same
+        # Seeded by prompt, not by model: a resumed run samples the same, and different models
+        # draw on the same random numbers (their comparison is paired).
+        torch.manual_seed(int(cache_key(seed, ex.prompt)[:15], 16))
         with torch.no_grad():
             out = lm.generate(
                 **inputs, do_sample=True, temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,

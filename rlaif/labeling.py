@@ -114,16 +114,16 @@ def _row(pair: Pair, judgments: list[tuple[bool, Verdict]], judge: str, rubric: 
     return row
 
 
-def _plan_requests(pairs: list[Pair], config: LabelConfig, rubric: Rubric, judge_identity: dict[str, Any]):
+def _plan_requests(pairs: list[Pair], debias: str, seed: int, cot: bool, rubric: Rubric, judge_identity: dict[str, Any]):
     """One judge request per (pair, order), keyed for the cache; identical requests are asked once."""
-    plans = [(pair, plan_orders(config.debias, pair.id, config.seed)) for pair in pairs]
+    plans = [(pair, plan_orders(debias, pair.id, seed)) for pair in pairs]
     requests: dict[str, JudgeRequest] = {}
     keys_of: list[list[str]] = []
     for pair, orders in plans:
         keys = []
         for a_first in orders:
             first, second = (pair.a, pair.b) if a_first else (pair.b, pair.a)
-            request = JudgeRequest(rubric.render(pair.prompt, first, second, config.cot), rubric.labels, rubric.verdict_prefix, config.cot)
+            request = JudgeRequest(rubric.render(pair.prompt, first, second, cot), rubric.labels, rubric.verdict_prefix, cot)
             key = cache_key("judge", judge_identity, asdict(request))
             requests[key] = request
             keys.append(key)
@@ -135,7 +135,7 @@ def _dry_run(config: LabelConfig, judge_config: JudgeConfig, loaded: LoadResult,
     """What a run would ask: calls not yet cached, estimated tokens and cost. Calls nothing."""
     backend = judge_class(judge_config)
     pairs, skipped = make_pairs([ex for ex in loaded.examples if ex.responses], config.seed)
-    _, requests, _ = _plan_requests(pairs, config, rubric, backend.identity(judge_config))
+    _, requests, _ = _plan_requests(pairs, config.debias, config.seed, config.cot, rubric, backend.identity(judge_config))
     cache_path = Path(config.cache) if config.cache else config.output_dir() / "cache.sqlite"
     cache = AnswerCache(cache_path) if cache_path.exists() else None
     missing = [r for k, r in requests.items() if cache is None or cache.get(k) is None]
@@ -200,6 +200,43 @@ def _batch_round(out: Path, judge_config: JudgeConfig, requests: dict[str, Judge
     return state
 
 
+def _cached_answers(requests: dict[str, JudgeRequest], cache: AnswerCache) -> dict[str, Verdict]:
+    return {key: Verdict.from_dict(hit) for key in requests if (hit := cache.get(key)) is not None}
+
+
+def _ask_missing(judge_config: JudgeConfig, requests: dict[str, JudgeRequest], answers: dict[str, Verdict], cache: AnswerCache, progress: bool) -> int:
+    """Ask the judge every request not yet in `answers`, committing each answer to the cache as
+    it arrives; returns how many calls were made. The judge (a model, a client) is loaded only
+    when something is left to ask."""
+    missing = [key for key in requests if key not in answers]
+    if not missing:
+        return 0
+    judge = load_judge(judge_config)
+    with tqdm(total=len(requests), initial=len(answers), desc="judging", unit="call", disable=not progress) as bar:
+        def on_result(index: int, verdict: Verdict) -> None:
+            key = missing[index]
+            answers[key] = verdict
+            if not verdict.transient:  # a call that gave up is asked again next run
+                cache.put(key, verdict.to_dict())
+            bar.update(1)
+
+        try:
+            judge.judge([requests[k] for k in missing], on_result)
+        finally:
+            judge.close()
+    return len(missing)
+
+
+def judge_pairs(pairs: list[Pair], rubric: Rubric, judge_config: JudgeConfig, cache: AnswerCache, debias: str = "both", seed: int = 0,
+                cot: bool = False, progress: bool = True) -> list[list[tuple[bool, Verdict]]]:
+    """Judge each pair in the orders `debias` plans, through the answer cache: per pair, its
+    (a_first, verdict) judgments. The machinery of `label`, for callers with pairs in hand."""
+    plans, requests, keys_of = _plan_requests(pairs, debias, seed, cot, rubric, judge_class(judge_config).identity(judge_config))
+    answers = _cached_answers(requests, cache)
+    _ask_missing(judge_config, requests, answers, cache, progress)
+    return [[(a_first, answers[key]) for a_first, key in zip(orders, keys)] for (_, orders), keys in zip(plans, keys_of)]
+
+
 def label(config: LabelConfig) -> LabelResult:
     """Run a labeling job end to end and write its outputs; returns the rows and manifest."""
     started = time.time()
@@ -230,34 +267,14 @@ def label(config: LabelConfig) -> LabelResult:
                 )
         pairs, skipped = make_pairs(loaded.examples, config.seed)
 
-        plans, requests, keys_of = _plan_requests(pairs, config, rubric, backend.identity(judge_config))
-        answers: dict[str, Verdict] = {}
-        for key in requests:
-            hit = cache.get(key)
-            if hit is not None:
-                answers[key] = Verdict.from_dict(hit)
-        missing = [key for key in requests if key not in answers]
-        if config.batch_api and missing:
+        plans, requests, keys_of = _plan_requests(pairs, config.debias, config.seed, config.cot, rubric, backend.identity(judge_config))
+        answers = _cached_answers(requests, cache)
+        if config.batch_api and len(answers) < len(requests):
             pending = _batch_round(out, judge_config, requests, answers, cache)
             if pending is not None:
                 return LabelResult(out, pending_batch=pending)
-            missing = [key for key in requests if key not in answers]
         judging_started = time.time()
-        if missing:
-            # The judge (a model, a client) is only loaded when something is left to ask.
-            judge = load_judge(judge_config)
-            with tqdm(total=len(requests), initial=len(answers), desc="judging", unit="call", disable=not config.progress) as bar:
-                def on_result(index: int, verdict: Verdict) -> None:
-                    key = missing[index]
-                    answers[key] = verdict
-                    if not verdict.transient:  # a call that gave up is asked again next run
-                        cache.put(key, verdict.to_dict())
-                    bar.update(1)
-
-                try:
-                    judge.judge([requests[k] for k in missing], on_result)
-                finally:
-                    judge.close()
+        calls_made = _ask_missing(judge_config, requests, answers, cache, config.progress)
         judging_s = time.time() - judging_started
     finally:
         cache.close()
@@ -283,7 +300,7 @@ def label(config: LabelConfig) -> LabelResult:
 
     write_jsonl_atomic(out / "pairs.jsonl", rows)
     write_jsonl_atomic(out / "failures.jsonl", failures)
-    manifest = _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, len(missing), started)
+    manifest = _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, calls_made, started)
     manifest["timings"] = {"judging_s": round(judging_s, 3)}
     write_json_atomic(out / "manifest.json", manifest)
     return LabelResult(out, rows, failures, manifest)

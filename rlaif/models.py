@@ -76,6 +76,19 @@ def resolve_model(name: str | None) -> str:
     return str(embedded_model_dir()) if is_embedded(name) else str(name)
 
 
+def model_fingerprint(name: str | None) -> str:
+    """What identifies a model's weights in cache keys: the embedded model's name, a hub name as
+    given, or a directory's path with the size and modification time of its weight files (so a
+    directory trained again is not mistaken for its old self)."""
+    if is_embedded(name):
+        return EMBEDDED_NAMES[0]
+    path = Path(str(name))
+    if not path.is_dir():
+        return str(name)
+    weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
+    return f"{path.resolve()}@" + ",".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights)
+
+
 def pick_device(device: str | None = None) -> str:
     import torch
 

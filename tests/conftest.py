@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from rlaif import judge as judge_module
 from rlaif.judge import Judge, JudgeRequest, Verdict
+from rlaif.models import load_tokenizer
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -54,3 +57,31 @@ def scripted_judge(tmp_path, monkeypatch):
         return str(path)
 
     return make
+
+
+def tiny_config(vocab: int, tok, tie_word_embeddings: bool = False, **extra) -> LlamaConfig:
+    return LlamaConfig(**extra, vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+                       eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=tie_word_embeddings)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A 2-layer Llama with the embedded model's tokenizer, saved like any model directory."""
+    path = tmp_path_factory.mktemp("tiny")
+    tok = load_tokenizer(None)
+    torch.manual_seed(0)
+    LlamaForCausalLM(tiny_config(len(tok), tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
+
+
+def char_tokenizer() -> PreTrainedTokenizerFast:
+    """A character-level tokenizer over printable ASCII (98 tokens): small action spaces."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    chars = [chr(c) for c in range(32, 127)]
+    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")

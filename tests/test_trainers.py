@@ -12,10 +12,8 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
-    LlamaConfig,
     LlamaForCausalLM,
     LlamaForSequenceClassification,
-    PreTrainedTokenizerFast,
 )
 
 from rlaif.errors import ConfigError, InputError
@@ -24,41 +22,13 @@ from rlaif.trainers import TrainConfig, train, trainer_for
 from rlaif.trainers.data import collate_pairs, encode, split
 from rlaif.trainers.loop import lr_factor
 from rlaif.trainers.ppo import PPOTrainer
-from tests.conftest import write_jsonl
-
-
-def tiny_config(vocab: int, tok, tie_word_embeddings: bool = False, **extra) -> LlamaConfig:
-    return LlamaConfig(**extra, vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       num_key_value_heads=1, max_position_embeddings=512, pad_token_id=tok.pad_token_id,
-                       eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=tie_word_embeddings)
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    """A 2-layer Llama with the embedded model's tokenizer, saved like any model directory."""
-    path = tmp_path_factory.mktemp("tiny")
-    tok = load_tokenizer(None)
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_config(len(tok), tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return str(path)
+from tests.conftest import char_tokenizer, tiny_config, write_jsonl
 
 
 @pytest.fixture(scope="session")
 def pairs(tmp_path_factory):
     rows = [{"prompt": f"Is {i} a number?", "chosen": f"Yes, {i} is a number.", "rejected": "no no no no no no", "ai_preference": 0.9} for i in range(24)]
     return str(write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", rows))
-
-
-def char_tokenizer() -> PreTrainedTokenizerFast:
-    """A character-level tokenizer over printable ASCII (98 tokens): small action spaces."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    chars = [chr(c) for c in range(32, 127)]
-    vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
 def metrics(out) -> list[dict]:

@@ -1,0 +1,347 @@
+"""`rlaif compare`: policies trained by `rlaif train`, side by side with the base model they
+started from, on the same evaluation prompts.
+
+Steps, each cached in the output directory (`cache.sqlite`) so that a rerun, or one more
+run, pays only for what is new, and each writing what it found to a file there:
+1. generate `samples` responses per prompt from every policy and the base -> `responses.jsonl`;
+2. judge each policy against the base (all pairs with `all_pairs`), debiased as `rlaif label`
+   does -> `judgments.jsonl`; win rates with ties counted half, a 95% interval over prompts,
+   and a length-controlled win rate;
+3. score every response with a gold reward model; 4. KL to the base, length, distinct-2;
+5. reference-based metrics where the evaluation rows carry a human-preferred response;
+6. agreement of label runs with the humans, and reward models' accuracy on the evaluation pairs.
+Then `metrics.json` (every number, with the file it came from), `report.md` and PNG figures.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import mean
+from typing import Any
+
+import jsonlines
+from tqdm import tqdm
+
+from rlaif.agreement import agreement_report
+from rlaif.cache import AnswerCache, cache_key
+from rlaif.data import Example, Pair, input_name, load_examples
+from rlaif.debias import consistent, preference_for_a
+from rlaif.errors import ConfigError, InputError
+from rlaif.files import write_json_atomic, write_jsonl_atomic
+from rlaif.generation import generate_responses
+from rlaif.judge import DEFAULT_JUDGE, judge_class, load_judge_config
+from rlaif.labeling import judge_pairs
+from rlaif.models import EMBEDDED_NAMES, is_embedded, load_tokenizer, model_fingerprint, resolve_model
+from rlaif.rubric import load_rubric
+from rlaif.stats import distinct_n, length_controlled_win_rate, outcome, paired_difference, wilson_interval, win_rate
+from rlaif.trainers.config import read_run_config
+
+BASE = "base"
+
+
+@dataclass
+class CompareConfig:
+    """Everything a comparison depends on (the options of `rlaif compare`)."""
+
+    runs: list[str]
+    eval_data: str
+    output: str
+    judge: str = DEFAULT_JUDGE
+    rubric: str = "quality"
+    gold_rm: str | None = None  # an `rlaif train --method rm` output or any sequence classifier
+    labels: list[str] = field(default_factory=list)  # `rlaif label` runs whose rows carry human labels
+    rms: list[str] = field(default_factory=list)  # reward models to score on the evaluation pairs
+    samples: int = 1
+    all_pairs: bool = False
+    limit: int | None = None
+    max_new_tokens: int = 64
+    temperature: float = 0.7
+    seed: int = 0
+    bertscore_model: str | None = None  # default: the embedded model
+    progress: bool = True
+
+
+@dataclass
+class Policy:
+    name: str  # "base", or the run directory's name
+    model: str | None  # what from_pretrained loads (None: the embedded model)
+    trained_on: str  # in words, from the run's own train_config.json
+    run: str | None = None
+
+
+def describe_run(run_dir: str) -> Policy:
+    """A trained run as a policy, named by what it learned from: AI labels of a judge (its data
+    is an `rlaif label` output, with a manifest beside it) or human labels."""
+    if not (Path(run_dir) / "train_config.json").exists():
+        raise InputError(run_dir, None, None, "not an `rlaif train` output (no train_config.json)")
+    cfg = read_run_config(run_dir)
+    manifest_path = Path(cfg.data).parent / "manifest.json"
+    labels = "hard" if cfg.hard_labels else "soft"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        source = f"AI labels ({manifest['judge']['name']} judge, {manifest['rubric']['name']} rubric, {labels})"
+    else:
+        source = f"human labels ({input_name(cfg.data)})"
+    return Policy(Path(run_dir).name, run_dir, f"{cfg.method.upper()} on {source}", run_dir)
+
+
+def base_policy(runs: list[Policy]) -> Policy:
+    """The model every run started from (they must share one)."""
+    bases = {model_fingerprint(read_run_config(p.run).model) for p in runs}
+    if len(bases) != 1:
+        raise ConfigError(f"the runs start from different models ({', '.join(sorted(bases))}): compare runs of one base model")
+    model = read_run_config(runs[0].run).model
+    return Policy(BASE, model, f"nothing: the base model ({EMBEDDED_NAMES[0] if is_embedded(model) else model})")
+
+
+# ---------------------------------------------------------------- steps
+
+
+def generate(policies: list[Policy], examples: list[Example], cfg: CompareConfig, cache: AnswerCache) -> list[dict[str, Any]]:
+    """`samples` responses of every policy to every prompt (cached by model, prompt and decoding)."""
+    rows = []
+    with tqdm(total=len(policies) * len(examples), desc="generating", disable=not cfg.progress) as bar:
+        for policy in policies:
+            prompts = [Example(ex.id, ex.prompt) for ex in examples]
+            generate_responses(prompts, policy.model, cfg.samples, cfg.max_new_tokens, cfg.temperature, cfg.seed, cache, on_done=lambda: bar.update(1))
+            for ex, generated in zip(examples, prompts):
+                reference = ex.responses[ex.human_best] if ex.human_best is not None else None
+                for s, response in enumerate(generated.responses):
+                    rows.append({"policy": policy.name, "prompt_id": ex.id, "sample": s, "prompt": ex.prompt, "response": response, "reference": reference})
+    return rows
+
+
+def cached_scores(cache: AnswerCache, kind: str, identity: str, items: list[tuple[Any, str]], compute) -> list[float]:
+    """`compute(missing items) -> scores`, through the cache, keyed by what scored and the text."""
+    keys = [cache_key(kind, identity, prompt, response) for prompt, response in items]
+    found = {k: v for k in set(keys) if (v := cache.get(k)) is not None}
+    missing = list({k: item for k, item in zip(keys, items) if k not in found}.items())
+    if missing:
+        for (k, _), score in zip(missing, compute([item for _, item in missing])):
+            cache.put(k, score)
+            found[k] = score
+    return [found[k] for k in keys]
+
+
+def response_logps(model_name: str | None, items: list[tuple[Any, str]], batch_size: int = 8) -> list[float]:
+    """log π(y | x) of each (prompt, response), summed over the response's tokens and its EOS."""
+    import torch
+
+    from rlaif.models import load_causal_lm
+    from rlaif.trainers.data import collate, encode
+    from rlaif.trainers.losses import sequence_logps
+
+    tokenizer = load_tokenizer(model_name, padding_side="right")
+    lm = load_causal_lm(model_name)
+    out: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = [encode(tokenizer, p, r, 4096, "compare:0", True) for p, r in items[start:start + batch_size]]
+            batch = collate(chunk, tokenizer.pad_token_id, str(lm.device))
+            logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            out += sequence_logps(logits, batch["labels"]).tolist()
+    return out
+
+
+def reward_scores(rm_dir: str, items: list[tuple[Any, str]], batch_size: int = 8) -> list[float]:
+    """A reward model's score of each (prompt, response)."""
+    import torch
+
+    from rlaif.models import load_reward_model
+    from rlaif.trainers.data import collate, encode
+
+    tokenizer = load_tokenizer(rm_dir, padding_side="right")
+    model = load_reward_model(rm_dir).eval()
+    out: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = [encode(tokenizer, p, r, 1024, "compare:0", True) for p, r in items[start:start + batch_size]]
+            batch = collate(chunk, tokenizer.pad_token_id, str(model.device))
+            out += model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float().tolist()
+    return out
+
+
+def judge_policies(policies: list[Policy], rows: list[dict[str, Any]], cfg: CompareConfig, cache: AnswerCache) -> list[dict[str, Any]]:
+    """Each policy against the base (and each against each with `all_pairs`), per prompt and
+    sample, debiased in both orders: one record per comparison with its outcome."""
+    by_key = {(r["policy"], r["prompt_id"], r["sample"]): r for r in rows}
+    names = [p.name for p in policies]
+    matchups = [(a, BASE) for a in names if a != BASE]
+    if cfg.all_pairs:
+        trained = [n for n in names if n != BASE]
+        matchups += [(a, b) for i, a in enumerate(trained) for b in trained[i + 1:]]
+    pairs, meta = [], []
+    for a, b in matchups:
+        for r in rows:
+            if r["policy"] == a:
+                other = by_key[(b, r["prompt_id"], r["sample"])]
+                pairs.append(Pair(f"{a}|{b}|{r['prompt_id']}|{r['sample']}", r["prompt"], r["response"], other["response"]))
+                meta.append((a, b, r, other))
+    judge_config = load_judge_config(cfg.judge)
+    judge_class(judge_config).parse_options(judge_config)
+    judged = judge_pairs(pairs, load_rubric(cfg.rubric), judge_config, cache, seed=cfg.seed, progress=cfg.progress)
+    records = []
+    for (a, b, ra, rb), judgments in zip(meta, judged):
+        record = {"a": a, "b": b, "prompt_id": ra["prompt_id"], "sample": ra["sample"], "length_a": ra["tokens"], "length_b": rb["tokens"],
+                  "orders": [{"a_first": a_first, "p_first": v.p_first, "text": v.text, "error": v.error} for a_first, v in judgments]}
+        if any(v.p_first is None for _, v in judgments):
+            record.update(p_a=None, consistent=None, outcome=None)
+        else:
+            scored = [(a_first, v.p_first) for a_first, v in judgments]
+            p_a, agreed = preference_for_a(scored), consistent(scored)
+            record.update(p_a=p_a, consistent=agreed, outcome=outcome(p_a, agreed))
+        records.append(record)
+    return records
+
+
+def matchup_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Win rate of `a` against `b` (ties half) with its interval, and the length-controlled one."""
+    done = [r for r in records if r["outcome"] is not None]
+    by_prompt: dict[str, list[float]] = defaultdict(list)
+    for r in done:
+        by_prompt[r["prompt_id"]].append(r["outcome"])
+    stats = win_rate(list(by_prompt.values()))
+    stats["lc_win_rate"] = length_controlled_win_rate([r["outcome"] for r in done], [r["length_a"] - r["length_b"] for r in done])
+    stats.update(comparisons=len(done), failed=len(records) - len(done), mean_preference=mean(r["p_a"] for r in done))
+    return stats
+
+
+def rm_accuracy(rm_dir: str, examples: list[Example], cache: AnswerCache) -> dict[str, Any]:
+    """How often a reward model scores the human-preferred response of an evaluation pair higher."""
+    pairs = [ex for ex in examples if ex.human_best is not None and len(ex.responses) == 2]
+    if not pairs:
+        return {"unavailable": "the evaluation rows carry no human-labeled pairs"}
+    items = [(ex.prompt, ex.responses[ex.human_best]) for ex in pairs] + [(ex.prompt, ex.responses[1 - ex.human_best]) for ex in pairs]
+    scores = cached_scores(cache, "reward", model_fingerprint(rm_dir), items, lambda todo: reward_scores(rm_dir, todo))
+    correct = sum(c > r for c, r in zip(scores[:len(pairs)], scores[len(pairs):]))
+    low, high = wilson_interval(correct, len(pairs))
+    return {"accuracy": correct / len(pairs), "low": low, "high": high, "pairs": len(pairs)}
+
+
+def label_agreement(run_dir: str) -> dict[str, Any]:
+    """A label run's agreement with the human labels its rows carry, with the AI-vs-human
+    confusion matrix in the orientation of kappa ("the response shown first won")."""
+    path = Path(run_dir) / "pairs.jsonl"
+    if not path.exists():
+        raise InputError(str(path), None, None, "no such file (is it the output of `rlaif label`?)")
+    with jsonlines.open(path) as reader:
+        rows = list(reader)
+    manifest_path = Path(run_dir) / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    report = agreement_report(rows, manifest)
+    human = [r for r in rows if r.get("human_preference") is not None]
+    if not human:
+        raise InputError(str(path), None, "human_preference", "no row carries a human label to agree with")
+    matrix = [[0, 0], [0, 0]]  # [human: first, second][AI: first, second]
+    for r in human:
+        ai_first = r["orders"][0]["first"] == "chosen"
+        human_first = ai_first == (r["human_preference"] > 0.5)
+        matrix[0 if human_first else 1][0 if ai_first else 1] += 1
+    agree = sum(r["human_preference"] > 0.5 for r in human)
+    report["agreement_low"], report["agreement_high"] = wilson_interval(agree, len(human))
+    report["confusion"] = matrix
+    report["mode"] = (manifest or {}).get("config", {}).get("debias")
+    return report
+
+
+# ---------------------------------------------------------------- the run
+
+
+def compare(cfg: CompareConfig) -> dict[str, Any]:
+    """Run the comparison and write its files; returns the metrics."""
+    from rlaif.plots import write_figures
+    from rlaif.report import write_report
+    from rlaif.text_metrics import BertScore, reference_metrics
+
+    if not cfg.runs:
+        raise ConfigError("name at least one run directory to compare")
+    runs = [describe_run(r) for r in cfg.runs]
+    if len({p.name for p in runs}) != len(runs):
+        raise ConfigError("two runs share a directory name; the report names policies by it")
+    policies = [base_policy(runs), *runs]
+    examples = load_examples(cfg.eval_data, cfg.limit).examples
+    if not examples:
+        raise InputError(cfg.eval_data, None, None, "no evaluation prompts")
+    labels = {Path(d).name: label_agreement(d) for d in cfg.labels}  # bad label runs fail before any model loads
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = AnswerCache(out / "cache.sqlite")
+    try:
+        rows = generate(policies, examples, cfg, cache)
+        base_tokenizer = load_tokenizer(policies[0].model)
+        for r in rows:
+            r["tokens"] = len(base_tokenizer(r["response"], add_special_tokens=False)["input_ids"])
+        _score_kl(policies, rows, cache)
+        if cfg.gold_rm:
+            items = [(r["prompt"], r["response"]) for r in rows]
+            for r, score in zip(rows, cached_scores(cache, "reward", model_fingerprint(cfg.gold_rm), items, lambda todo: reward_scores(cfg.gold_rm, todo))):
+                r["gold_score"] = score
+        write_jsonl_atomic(out / "responses.jsonl", rows)
+        records = judge_policies(policies, rows, cfg, cache)
+        write_jsonl_atomic(out / "judgments.jsonl", records)
+        rms = {Path(d).name: rm_accuracy(d, examples, cache) for d in ([cfg.gold_rm] if cfg.gold_rm else []) + cfg.rms}
+    finally:
+        cache.close()
+
+    with_reference = [r for r in rows if r["reference"] is not None]
+    bertscore_model = resolve_model(cfg.bertscore_model)
+    bertscore = BertScore(bertscore_model) if with_reference else None
+    metrics: dict[str, Any] = {
+        "config": asdict(cfg),
+        "decoding": {"samples": cfg.samples, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": 1.0, "top_k": 0, "seed": cfg.seed},
+        "judge": {"name": load_judge_config(cfg.judge).name, "rubric": load_rubric(cfg.rubric).name, "debias": "both"},
+        "prompts": len(examples),
+        "policies": {},
+        "matchups": {},
+        "labels": {name: {**report, "source": str(Path(d) / "pairs.jsonl")} for (name, report), d in zip(labels.items(), cfg.labels)},
+        "reward_models": {name: {**acc, "source": str(out / "cache.sqlite"), "data": cfg.eval_data} for name, acc in rms.items()},
+        "bertscore_model": f"{EMBEDDED_NAMES[0] if is_embedded(cfg.bertscore_model) else cfg.bertscore_model}, layer {bertscore.layer}" if bertscore else None,
+    }
+    base_gold = _per_prompt(rows, BASE, "gold_score") if cfg.gold_rm else None
+    for policy in policies:
+        mine = [r for r in rows if r["policy"] == policy.name]
+        entry: dict[str, Any] = {
+            "trained_on": policy.trained_on, "model": policy.model or EMBEDDED_NAMES[0], "run": policy.run, "source": "responses.jsonl",
+            "kl_to_base": mean(r["logp"] - r["logp_base"] for r in mine),
+            "mean_length": mean(r["tokens"] for r in mine),
+            "distinct_2": distinct_n([r["response"] for r in mine], 2),
+        }
+        if cfg.gold_rm:
+            entry["gold_reward"] = mean(r["gold_score"] for r in mine)
+            if policy.name != BASE:
+                entry["gold_reward_vs_base"] = paired_difference(_per_prompt(rows, policy.name, "gold_score"), base_gold)
+        refs = [r for r in mine if r["reference"] is not None]
+        if refs:
+            entry["reference_metrics"] = reference_metrics([r["response"] for r in refs], [r["reference"] for r in refs], bertscore)
+        metrics["policies"][policy.name] = entry
+    for key in dict.fromkeys((r["a"], r["b"]) for r in records):
+        metrics["matchups"][f"{key[0]} vs {key[1]}"] = {**matchup_stats([r for r in records if (r["a"], r["b"]) == key]), "source": "judgments.jsonl"}
+    write_json_atomic(out / "metrics.json", metrics)
+    metrics["figures"] = write_figures(out, metrics, rows)
+    write_json_atomic(out / "metrics.json", metrics)
+    write_report(out, metrics)
+    return metrics
+
+
+def _per_prompt(rows: list[dict[str, Any]], policy: str, key: str) -> list[float]:
+    """The mean of `key` over each prompt's samples, in prompt order."""
+    values: dict[str, list[float]] = defaultdict(list)
+    for r in rows:
+        if r["policy"] == policy:
+            values[r["prompt_id"]].append(r[key])
+    return [mean(v) for v in values.values()]
+
+
+def _score_kl(policies: list[Policy], rows: list[dict[str, Any]], cache: AnswerCache) -> None:
+    """log π(y|x) of each response under its own policy and under the base (cached)."""
+    base = policies[0].model
+    for policy in policies:
+        mine = [r for r in rows if r["policy"] == policy.name]
+        items = [(r["prompt"], r["response"]) for r in mine]
+        own = cached_scores(cache, "logp", model_fingerprint(policy.model), items, lambda todo, m=policy.model: response_logps(m, todo))
+        under_base = own if policy.name == BASE else cached_scores(cache, "logp", model_fingerprint(base), items, lambda todo: response_logps(base, todo))
+        for r, lp, lb in zip(mine, own, under_base):
+            r["logp"], r["logp_base"] = lp, lb

@@ -1,0 +1,138 @@
+"""`rlaif compare` end to end on tiny config-built models, checked against its own files."""
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from statistics import mean
+from typing import ClassVar
+
+import pytest
+from click.testing import CliRunner
+
+from rlaif import judge as judge_module
+from rlaif.cli import main
+from rlaif.compare import CompareConfig, compare, response_logps
+from rlaif.judge import Judge, JudgeRequest, Verdict
+from rlaif.labeling import LabelConfig, label
+from rlaif.trainers import TrainConfig, train
+from tests.conftest import write_jsonl
+
+
+class LongerJudge(Judge):
+    """Prefers the longer response (by characters), whichever order it is shown in; equal is a tie."""
+
+    @dataclass
+    class Options:
+        pass
+
+    calls: ClassVar[int] = 0
+
+    def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+        for i, r in enumerate(requests):
+            LongerJudge.calls += 1
+            first, second = r.prompt.split("Response 1:")[1].split("Response 2:")
+            second = second.split("\n\n")[0]
+            first = first.strip()
+            second = second.strip()
+            on_result(i, Verdict(p_first=0.5 if len(first) == len(second) else 0.9 if len(first) > len(second) else 0.1))
+
+
+def pairs_rows(n: int, start: int = 0) -> list[dict]:
+    return [{"id": f"q{i}", "prompt": f"Is {i} even?", "chosen": f"{i} is {'even' if i % 2 == 0 else 'odd'}.", "rejected": "Maybe."} for i in range(start, start + n)]
+
+
+@pytest.fixture
+def experiment(tiny, tmp_path, scripted_judge):
+    """Two DPO runs of the tiny model (on AI labels, on human labels), one that did not move
+    (lr 0), a gold reward model, and an AI label run with human labels."""
+    human = write_jsonl(tmp_path / "human.jsonl", pairs_rows(12))
+    label(LabelConfig(str(human), str(tmp_path / "ai-labels"), judge=scripted_judge(0.3), progress=False))
+    common = {"model": tiny, "max_steps": 3, "batch_size": 4, "lr": 1e-2, "progress": False}
+    train(TrainConfig(method="dpo", data=str(tmp_path / "ai-labels" / "pairs.jsonl"), output=str(tmp_path / "dpo-ai"), hard_labels=True, **common))
+    train(TrainConfig(method="dpo", data=str(human), output=str(tmp_path / "dpo-human"), **common))
+    train(TrainConfig(method="dpo", data=str(human), output=str(tmp_path / "unmoved"), **{**common, "lr": 0.0, "max_steps": 1}))
+    train(TrainConfig(method="rm", data=str(human), output=str(tmp_path / "gold"), **common))
+    evaluation = write_jsonl(tmp_path / "eval.jsonl", pairs_rows(6, start=100))
+    return tmp_path, evaluation
+
+
+def test_compare_end_to_end(tiny, experiment, monkeypatch):
+    root, evaluation = experiment
+    monkeypatch.setitem(judge_module.BACKENDS, "longer", "tests.test_compare:LongerJudge")
+    (root / "longer.toml").write_text('backend = "longer"\n')
+    config = CompareConfig(
+        runs=[str(root / "dpo-ai"), str(root / "dpo-human"), str(root / "unmoved")], eval_data=str(evaluation), output=str(root / "cmp"),
+        judge=str(root / "longer.toml"), gold_rm=str(root / "gold"), labels=[str(root / "ai-labels")], samples=2, max_new_tokens=8,
+        temperature=1.0, bertscore_model=tiny, progress=False,
+    )
+    metrics = compare(config)
+    out = root / "cmp"
+    rows = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 * 6 * 2  # the base and three runs, 6 prompts, 2 samples
+    assert metrics == json.loads((out / "metrics.json").read_text())
+
+    # each run is named by what it learned from, read from its own train_config.json
+    assert "AI labels" in metrics["policies"]["dpo-ai"]["trained_on"] and "human labels (human)" in metrics["policies"]["dpo-human"]["trained_on"]
+
+    # win rates recomputed from the responses: the longer response wins, equal length ties
+    for name in ("dpo-ai", "dpo-human"):
+        by_prompt = defaultdict(list)
+        base = {(r["prompt_id"], r["sample"]): r["response"] for r in rows if r["policy"] == "base"}
+        for r in rows:
+            if r["policy"] == name:
+                mine, theirs = len(r["response"].strip()), len(base[(r["prompt_id"], r["sample"])].strip())
+                by_prompt[r["prompt_id"]].append(0.5 if mine == theirs else float(mine > theirs))
+        assert metrics["matchups"][f"{name} vs base"]["win_rate"] == pytest.approx(mean(mean(v) for v in by_prompt.values()))
+
+    # a run whose weights did not move: the same samples as the base, KL 0, every comparison a tie
+    unmoved = metrics["matchups"]["unmoved vs base"]
+    assert unmoved["win_rate"] == 0.5 and unmoved["ties"] == 1.0 and unmoved["lc_win_rate"] is None
+    assert metrics["policies"]["unmoved"]["kl_to_base"] == pytest.approx(0.0, abs=1e-4)
+    assert metrics["policies"]["base"]["kl_to_base"] == 0.0
+
+    # KL of a trained run: mean of log π − log π_base over its own samples, recomputed here
+    mine = [r for r in rows if r["policy"] == "dpo-human"]
+    items = [(r["prompt"], r["response"]) for r in mine]
+    kl = mean(a - b for a, b in zip(response_logps(str(root / "dpo-human"), items), response_logps(tiny, items)))
+    assert metrics["policies"]["dpo-human"]["kl_to_base"] == pytest.approx(kl, rel=1e-4, abs=1e-4)
+    assert abs(kl) > 1e-3  # it did move
+
+    # gold reward: means and the paired difference to the base, from the scores in responses.jsonl
+    gold = {name: mean(r["gold_score"] for r in rows if r["policy"] == name) for name in metrics["policies"]}
+    assert metrics["policies"]["dpo-ai"]["gold_reward"] == pytest.approx(gold["dpo-ai"])
+    assert metrics["policies"]["dpo-ai"]["gold_reward_vs_base"]["difference"] == pytest.approx(gold["dpo-ai"] - gold["base"])
+    assert 0.0 <= metrics["reward_models"]["gold"]["accuracy"] <= 1.0 and metrics["reward_models"]["gold"]["pairs"] == 6
+
+    # reference metrics against the human-preferred responses; METEOR says why it is missing, if it is
+    ref = metrics["policies"]["base"]["reference_metrics"]
+    assert all(0.0 <= ref[k] <= 1.0 for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "bleu1", "bleu4", "bertscore"))
+    assert isinstance(ref["meteor"], float) or "WordNet" in ref["meteor"]["unavailable"]
+
+    # the label run: agreement and a confusion matrix over its human-labeled pairs
+    labels = metrics["labels"]["ai-labels"]
+    assert sum(map(sum, labels["confusion"])) == labels["with_human_label"] == 12
+    assert labels["confusion"][0][0] + labels["confusion"][1][1] == round(labels["agreement"] * 12)
+
+    # the report, its figures, and a rerun that asks for nothing again
+    report = (out / "report.md").read_text()
+    assert "| `dpo-ai` |" in report and "**no measurable difference** between `unmoved` and `base`" in report
+    assert set(metrics["figures"]) == {"win_rates.png", "reward_vs_kl.png", "confusion_ai-labels.png", "lengths.png"}
+    assert all((out / f).read_bytes()[:4] == b"\x89PNG" for f in metrics["figures"])
+    calls = LongerJudge.calls
+    again = compare(config)
+    assert LongerJudge.calls == calls and again["matchups"] == metrics["matchups"]
+
+
+def test_compare_on_the_command_line(tiny, experiment, monkeypatch):
+    root, evaluation = experiment
+    args = ["compare", str(root / "dpo-human"), "--eval-data", str(evaluation), "--output", str(root / "cli"), "--limit", "2",
+            "--max-new-tokens", "4", "--judge", "embedded", "--bertscore-model", tiny, "--quiet"]
+    monkeypatch.setitem(judge_module.BACKENDS, "longer", "tests.test_compare:LongerJudge")
+    (root / "longer.toml").write_text('backend = "longer"\n')
+    args[args.index("embedded")] = str(root / "longer.toml")
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("# rlaif compare: 1 policies and their base on 2 prompts")
+    bad = CliRunner().invoke(main, ["compare", str(root), "--eval-data", str(evaluation), "--output", str(root / "x")])
+    assert bad.exit_code != 0 and "not an `rlaif train` output" in bad.output
