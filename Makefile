@@ -5,7 +5,7 @@ PYTHON ?= python3
 BIN    := $(VENV)/bin
 export TRANSFORMERS_VERBOSITY ?= error
 
-.PHONY: demo test bench clean
+.PHONY: demo test compare-demo clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ $(VENV)/.installed: pyproject.toml
 
 demo: $(VENV)/.installed
 	$(BIN)/rlaif label --input examples/demo.jsonl --output outputs/demo
+
+compare-demo: $(VENV)/.installed
+	$(BIN)/rlaif experiment examples/compare-demo.toml
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q

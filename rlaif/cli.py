@@ -173,6 +173,17 @@ def compare(runs: tuple[str, ...], labels: tuple[str, ...], rms: tuple[str, ...]
 
 
 @main.command()
+@click.argument("config_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def experiment(config_file: str, quiet: bool) -> None:
+    """Run an AI-vs-human experiment file: label, agreement, DPO on each, gold RM, compare."""
+    from rlaif.experiment import read_experiment, run_experiment
+
+    run_experiment(config_file, progress=not quiet)
+    click.echo((Path(read_experiment(config_file).get("output", "outputs/experiment")) / "report.md").read_text())
+
+
+@main.command()
 @click.argument("name_or_path")
 @click.option("--cot", is_flag=True, help="Show the chain-of-thought form.")
 def rubric(name_or_path: str, cot: bool) -> None:

@@ -9,7 +9,8 @@ run, pays only for what is new, and each writing what it found to a file there:
    and a length-controlled win rate;
 3. score every response with a gold reward model; 4. KL to the base, length, distinct-2;
 5. reference-based metrics where the evaluation rows carry a human-preferred response;
-6. agreement of label runs with the humans, and reward models' accuracy on the evaluation pairs.
+6. agreement of label runs with the humans, and reward models' accuracy on the evaluation
+   pairs -> `reward_model_scores.jsonl`.
 Then `metrics.json` (every number, with the file it came from), `report.md` and PNG figures.
 """
 
@@ -209,16 +210,21 @@ def matchup_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     return stats
 
 
-def rm_accuracy(rm_dir: str, examples: list[Example], cache: AnswerCache) -> dict[str, Any]:
-    """How often a reward model scores the human-preferred response of an evaluation pair higher."""
+def rm_pair_scores(rm_dir: str, examples: list[Example], cache: AnswerCache) -> list[dict[str, Any]]:
+    """A reward model's scores of the human-preferred and the other response of each evaluation pair."""
     pairs = [ex for ex in examples if ex.human_best is not None and len(ex.responses) == 2]
-    if not pairs:
-        return {"unavailable": "the evaluation rows carry no human-labeled pairs"}
     items = [(ex.prompt, ex.responses[ex.human_best]) for ex in pairs] + [(ex.prompt, ex.responses[1 - ex.human_best]) for ex in pairs]
     scores = cached_scores(cache, "reward", model_fingerprint(rm_dir), items, lambda todo: reward_scores(rm_dir, todo))
-    correct = sum(c > r for c, r in zip(scores[:len(pairs)], scores[len(pairs):]))
-    low, high = wilson_interval(correct, len(pairs))
-    return {"accuracy": correct / len(pairs), "low": low, "high": high, "pairs": len(pairs)}
+    return [{"reward_model": Path(rm_dir).name, "prompt_id": ex.id, "chosen": c, "rejected": r} for ex, c, r in zip(pairs, scores[:len(pairs)], scores[len(pairs):])]
+
+
+def rm_accuracy(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How often a reward model scores the human-preferred response higher, with its Wilson interval."""
+    if not records:
+        return {"unavailable": "the evaluation rows carry no human-labeled pairs"}
+    correct = sum(r["chosen"] > r["rejected"] for r in records)
+    low, high = wilson_interval(correct, len(records))
+    return {"accuracy": correct / len(records), "low": low, "high": high, "pairs": len(records)}
 
 
 def label_agreement(run_dir: str) -> dict[str, Any]:
@@ -282,7 +288,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         write_jsonl_atomic(out / "responses.jsonl", rows)
         records = judge_policies(policies, rows, cfg, cache)
         write_jsonl_atomic(out / "judgments.jsonl", records)
-        rms = {Path(d).name: rm_accuracy(d, examples, cache) for d in ([cfg.gold_rm] if cfg.gold_rm else []) + cfg.rms}
+        rm_records = {Path(d).name: rm_pair_scores(d, examples, cache) for d in ([cfg.gold_rm] if cfg.gold_rm else []) + cfg.rms}
+        write_jsonl_atomic(out / "reward_model_scores.jsonl", [r for records in rm_records.values() for r in records])
     finally:
         cache.close()
 
@@ -297,7 +304,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         "policies": {},
         "matchups": {},
         "labels": {name: {**report, "source": str(Path(d) / "pairs.jsonl")} for (name, report), d in zip(labels.items(), cfg.labels)},
-        "reward_models": {name: {**acc, "source": str(out / "cache.sqlite"), "data": cfg.eval_data} for name, acc in rms.items()},
+        "reward_models": {name: {**rm_accuracy(records), "source": "reward_model_scores.jsonl"} for name, records in rm_records.items()},
         "bertscore_model": f"{EMBEDDED_NAMES[0] if is_embedded(cfg.bertscore_model) else cfg.bertscore_model}, layer {bertscore.layer}" if bertscore else None,
     }
     base_gold = _per_prompt(rows, BASE, "gold_score") if cfg.gold_rm else None

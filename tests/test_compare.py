@@ -136,3 +136,73 @@ def test_compare_on_the_command_line(tiny, experiment, monkeypatch):
     assert result.output.startswith("# rlaif compare: 1 policies and their base on 2 prompts")
     bad = CliRunner().invoke(main, ["compare", str(root), "--eval-data", str(evaluation), "--output", str(root / "x")])
     assert bad.exit_code != 0 and "not an `rlaif train` output" in bad.output
+
+
+def test_experiment_file_errors_name_the_file_and_key(tmp_path):
+    from rlaif.errors import ConfigError
+    from rlaif.experiment import read_experiment
+
+    base = '[data]\nsource = "x.jsonl"\ntrain = [0, 10]\neval = [10, 20]\ngold = [20, 30]\n'
+    path = tmp_path / "e.toml"
+    path.write_text(base)
+    assert read_experiment(path)["ranges"]["eval"] == range(10, 20)
+    for text, message in (
+        (base.replace("gold = [20, 30]", "gold = [15, 30]"), "overlap"),
+        (base + "[train]\nlearning_rate = 1\n", "key 'train.learning_rate'"),
+        (base + "[train]\ndata = 'other.jsonl'\n", "key 'train.data'"),
+        (base.replace('eval = [10, 20]\n', ''), "key 'data.eval': missing"),
+        ("colour = 1\n" + base, "key 'colour'"),
+    ):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message) as err:
+            read_experiment(path)
+        assert str(err.value).startswith(str(path))
+
+
+def test_the_demo_experiment_file_is_valid():
+    from pathlib import Path
+
+    from rlaif.experiment import read_experiment
+
+    spec = read_experiment(Path(__file__).resolve().parent.parent / "examples" / "compare-demo.toml")
+    assert spec["data"]["source"] == "examples/hh-harmless.jsonl.gz" and spec["label"]["judge"] == "embedded"
+
+
+def test_experiment_end_to_end_on_a_tiny_model(tiny, tmp_path, scripted_judge, capsys):
+    from rlaif.experiment import run_experiment
+
+    source = write_jsonl(tmp_path / "pairs.jsonl", pairs_rows(30))
+    spec = tmp_path / "exp.toml"
+    spec.write_text(f'''output = "{tmp_path / 'exp'}"
+model = "{tiny}"
+[data]
+source = "{source}"
+train = [0, 12]
+eval = [12, 16]
+gold = [16, 30]
+[label]
+judge = "{scripted_judge(0.3)}"
+[train]
+max_steps = 2
+lr = 1e-2
+hard_labels = true
+[gold_rm]
+max_steps = 2
+train_layers = 0
+[compare]
+max_new_tokens = 4
+bertscore_model = "{tiny}"
+''')
+    metrics = run_experiment(spec, progress=False)
+    out = tmp_path / "exp"
+    assert [len((out / "data" / f"{name}.jsonl").read_text().splitlines()) for name in ("train", "eval", "gold")] == [12, 4, 14]
+    assert (out / "labels" / "agreement.json").exists() and (out / "report.md").exists()
+    assert set(metrics["policies"]) == {"base", "dpo-ai-labels", "dpo-human-labels"}
+    assert "AI labels" in metrics["policies"]["dpo-ai-labels"]["trained_on"] and "human labels (train)" in metrics["policies"]["dpo-human-labels"]["trained_on"]
+    assert metrics["labels"]["labels"]["with_human_label"] == 12 and metrics["reward_models"]["gold-rm"]["pairs"] == 4
+    ai_config = json.loads((out / "dpo-ai-labels" / "train_config.json").read_text())
+    human_config = json.loads((out / "dpo-human-labels" / "train_config.json").read_text())
+    assert {k: v for k, v in ai_config.items() if k not in ("data", "output")} == {k: v for k, v in human_config.items() if k not in ("data", "output")}
+    capsys.readouterr()
+    run_experiment(spec, progress=False)  # a rerun trains nothing again
+    assert capsys.readouterr().out.count("already trained with these settings") == 3
