@@ -207,20 +207,28 @@ def test_config_file_sets_what_the_command_line_does_not(tiny, pairs, tmp_path):
     assert result.exit_code != 0 and f"{bad}:2: key 'batch-size': expected int, got 'eight'" in result.output
 
 
-def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, tmp_path):
-    """A character-level policy rewarded for the share of lowercase letters it writes."""
+@pytest.fixture
+def char_policy(tmp_path):
+    """A 2-layer causal LM over characters (no chat template), saved like any model directory."""
     tok = char_tokenizer()
     policy = tmp_path / "char-policy"
     torch.manual_seed(0)
     LlamaForCausalLM(tiny_config(len(tok), tok)).save_pretrained(policy)
     tok.save_pretrained(policy)
+    return policy
 
-    def reward(prompts, texts):
-        return torch.tensor([sum(c.islower() for c in t) / max(1, len(t)) for t in texts])
 
+def lowercase_share(prompts, texts):
+    """A toy reward: the share of lowercase letters in each response."""
+    return torch.tensor([sum(c.islower() for c in t) / max(1, len(t)) for t in texts])
+
+
+def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, char_policy, tmp_path):
+    """A character-level policy rewarded for the share of lowercase letters it writes."""
+    policy = char_policy
     out = tmp_path / "out"
     cfg = config("ppo", pairs, str(policy), out, max_steps=30, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=8, lr=2e-3, kl_coef=0.02, eval_split=0.25, eval_steps=10)
-    results = PPOTrainer(cfg, reward_fn=reward).train()
+    results = PPOTrainer(cfg, reward_fn=lowercase_share).train()
     rows = [r for r in metrics(out) if "score" in r]
     evals = [r for r in metrics(out) if "eval/score" in r]
     assert [r["step"] for r in evals] == [10, 20, 30] and evals[-1] == {"step": 30, **results}
@@ -310,18 +318,11 @@ def test_every_setting_is_an_option_with_the_fields_default_and_choices(monkeypa
     assert c.truncate_prompt is False and c.output == "outputs/ppo" and c.epochs == 1
 
 
-def test_ppo_logs_cleanrl_diagnostics_every_log_steps_and_stops_early_at_target_kl(pairs, tmp_path):
-    tok = char_tokenizer()
-    policy = tmp_path / "char-policy"
-    torch.manual_seed(0)
-    LlamaForCausalLM(tiny_config(len(tok), tok)).save_pretrained(policy)
-    tok.save_pretrained(policy)
-
-    def reward(prompts, texts):
-        return torch.tensor([sum(c.islower() for c in t) / max(1, len(t)) for t in texts])
+def test_ppo_logs_cleanrl_diagnostics_every_log_steps_and_stops_early_at_target_kl(pairs, char_policy, tmp_path):
+    policy = char_policy
 
     def run(name, **kw):
-        PPOTrainer(config("ppo", pairs, str(policy), tmp_path / name, max_steps=4, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=6, lr=2e-3, **kw), reward_fn=reward).train()
+        PPOTrainer(config("ppo", pairs, str(policy), tmp_path / name, max_steps=4, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=6, lr=2e-3, **kw), reward_fn=lowercase_share).train()
         return metrics(tmp_path / name)
 
     full = run("full", log_steps=2)
@@ -341,7 +342,7 @@ def test_bf16_dpo_starts_at_log_2(tiny, pairs, tmp_path):
     assert metrics(tmp_path)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # 6e-5 off with a float32 reference
 
 
-def test_a_model_without_chat_template_reads_prompts_as_a_transcript(pairs, tmp_path):
+def test_a_model_without_chat_template_reads_prompts_as_a_transcript(pairs, char_policy, tmp_path):
     from rlaif.cache import AnswerCache
     from rlaif.data import Example
     from rlaif.generation import generate_responses
@@ -352,9 +353,7 @@ def test_a_model_without_chat_template_reads_prompts_as_a_transcript(pairs, tmp_
     conversation = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert chat_prompt(tok, conversation) == "System: Be brief.\n\nUser: Hi\n\nAssistant:"
     assert chat_prompt(tok, "Hi") == "User: Hi\n\nAssistant:"
-    model = tmp_path / "char-lm"
-    LlamaForCausalLM(tiny_config(len(tok), tok)).save_pretrained(model)
-    tok.save_pretrained(model)
+    model = char_policy
     examples = [Example("q1", "Hi"), Example("q2", conversation)]
     generate_responses(examples, str(model), num_responses=2, max_new_tokens=5, cache=AnswerCache(tmp_path / "cache.sqlite"))
     assert all(len(ex.responses) == 2 and all(isinstance(r, str) for r in ex.responses) for ex in examples)
