@@ -73,20 +73,30 @@ class Policy:
     run: str | None = None
 
 
+def labels_of(data: str, hard_labels: bool) -> str:
+    """What a training file's preferences are, in words: AI labels of a judge (an `rlaif label`
+    output, with its manifest beside it) or human labels."""
+    manifest_path = Path(data).parent / "manifest.json"
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        return f"AI labels ({manifest['judge']['name']} judge, {manifest['rubric']['name']} rubric, {'hard' if hard_labels else 'soft'})"
+    return f"human labels ({input_name(data)})"
+
+
 def describe_run(run_dir: str) -> Policy:
-    """A trained run as a policy, named by what it learned from: AI labels of a judge (its data
-    is an `rlaif label` output, with a manifest beside it) or human labels."""
+    """A trained run as a policy, named by what it learned from (read from its train_config.json;
+    for PPO, from its reward model's)."""
     if not (Path(run_dir) / "train_config.json").exists():
         raise InputError(run_dir, None, None, "not an `rlaif train` output (no train_config.json)")
     cfg = read_run_config(run_dir)
-    manifest_path = Path(cfg.data).parent / "manifest.json"
-    labels = "hard" if cfg.hard_labels else "soft"
-    if manifest_path.exists():
-        manifest = json.loads(manifest_path.read_text())
-        source = f"AI labels ({manifest['judge']['name']} judge, {manifest['rubric']['name']} rubric, {labels})"
+    if cfg.method != "ppo":
+        source = f"on {labels_of(cfg.data, cfg.hard_labels)}"
+    elif (Path(cfg.reward_model) / "train_config.json").exists():
+        rm = read_run_config(cfg.reward_model)
+        source = f"against a reward model on {labels_of(rm.data, rm.hard_labels)}"
     else:
-        source = f"human labels ({input_name(cfg.data)})"
-    return Policy(Path(run_dir).name, run_dir, f"{cfg.method.upper()} on {source}", run_dir)
+        source = f"against the reward model {cfg.reward_model}"
+    return Policy(Path(run_dir).name, run_dir, f"{cfg.method.upper()} {source}", run_dir)
 
 
 def base_policy(runs: list[Policy]) -> Policy:

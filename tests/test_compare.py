@@ -206,3 +206,21 @@ bertscore_model = "{tiny}"
     capsys.readouterr()
     run_experiment(spec, progress=False)  # a rerun trains nothing again
     assert capsys.readouterr().out.count("already trained with these settings") == 3
+
+
+def test_runs_are_named_by_what_they_learned_from(tmp_path):
+    from dataclasses import asdict
+
+    from rlaif.compare import describe_run
+
+    def run(name, **settings):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "train_config.json").write_text(json.dumps(asdict(TrainConfig(output=str(tmp_path / name), **settings))))
+        return str(tmp_path / name)
+
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "manifest.json").write_text(json.dumps({"judge": {"name": "openai"}, "rubric": {"name": "harmlessness"}}))
+    ai = run("dpo-ai", method="dpo", data=str(tmp_path / "labels" / "pairs.jsonl"))
+    rm = run("rm-human", method="rm", data="examples/hh-harmless.jsonl.gz", hard_labels=True)
+    assert describe_run(ai).trained_on == "DPO on AI labels (openai judge, harmlessness rubric, soft)"
+    assert describe_run(run("ppo", method="ppo", data="prompts.jsonl", reward_model=rm)).trained_on == "PPO against a reward model on human labels (hh-harmless)"
