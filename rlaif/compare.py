@@ -33,7 +33,7 @@ from rlaif.debias import consistent, preference_for_a
 from rlaif.errors import ConfigError, InputError
 from rlaif.files import write_json_atomic, write_jsonl_atomic
 from rlaif.generation import generate_responses
-from rlaif.judge import DEFAULT_JUDGE, judge_class, load_judge_config
+from rlaif.judge import DEFAULT_JUDGE, JudgeFatalError, judge_class, load_judge_config
 from rlaif.labeling import judge_pairs
 from rlaif.models import EMBEDDED_NAMES, is_embedded, load_tokenizer, model_fingerprint, resolve_model
 from rlaif.rubric import load_rubric
@@ -211,6 +211,8 @@ def judge_policies(policies: list[Policy], rows: list[dict[str, Any]], cfg: Comp
 def matchup_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Win rate of `a` against `b` (ties half) with its interval, and the length-controlled one."""
     done = [r for r in records if r["outcome"] is not None]
+    if not done:
+        raise JudgeFatalError(f"no comparison of {records[0]['a']} with {records[0]['b']} got a verdict (see judgments.jsonl); a rerun asks the failed ones again")
     by_prompt: dict[str, list[float]] = defaultdict(list)
     for r in done:
         by_prompt[r["prompt_id"]].append(r["outcome"])
@@ -281,7 +283,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     examples = load_examples(cfg.eval_data, cfg.limit).examples
     if not examples:
         raise InputError(cfg.eval_data, None, None, "no evaluation prompts")
-    labels = {Path(d).name: label_agreement(d) for d in cfg.labels}  # bad label runs fail before any model loads
+    # Bad label runs fail here, before any model loads.
+    labels = {Path(d).name: {**label_agreement(d), "source": str(Path(d) / "pairs.jsonl")} for d in cfg.labels}
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     cache = AnswerCache(out / "cache.sqlite")
@@ -313,7 +316,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         "prompts": len(examples),
         "policies": {},
         "matchups": {},
-        "labels": {name: {**report, "source": str(Path(d) / "pairs.jsonl")} for (name, report), d in zip(labels.items(), cfg.labels)},
+        "labels": labels,
         "reward_models": {name: {**rm_accuracy(records), "source": "reward_model_scores.jsonl"} for name, records in rm_records.items()},
         "bertscore_model": f"{EMBEDDED_NAMES[0] if is_embedded(cfg.bertscore_model) else cfg.bertscore_model}, layer {bertscore.layer}" if bertscore else None,
     }

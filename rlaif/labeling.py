@@ -164,8 +164,6 @@ def _batch_round(out: Path, judge_config: JudgeConfig, requests: dict[str, Judge
     Returns the batch's state while one is pending (the run stops there), or None once
     every answer is in.
     """
-    if not issubclass(judge_class(judge_config), BatchJudge):
-        raise ConfigError(f"--batch-api needs a judge with a batch API (openai), not '{judge_config.backend}'")
     judge = load_judge(judge_config)
     state_path = out / "batch.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else None
@@ -247,6 +245,8 @@ def label(config: LabelConfig) -> LabelResult:
         judge_config.options["concurrency"] = config.concurrency
     backend = judge_class(judge_config)
     backend.parse_options(judge_config)  # a bad option is reported before any work
+    if config.batch_api and not issubclass(backend, BatchJudge):
+        raise ConfigError(f"--batch-api needs a judge with a batch API (openai), not '{judge_config.backend}'")
     loaded = load_examples(config.input, config.limit, config.skip_invalid)
     plan_orders(config.debias, "check")
     if config.min_confidence is not None and not 0.5 <= config.min_confidence <= 1.0:
