@@ -2,7 +2,7 @@
 
 From one file of human-labeled pairs it takes three disjoint slices of rows, then:
 label the training slice with the judge -> agreement with the humans -> DPO on the AI labels
-and DPO on the human labels (same model, pairs, steps and seed) -> a
+and DPO on the human labels of exactly those pairs (same model, pairs, steps and seed) -> a
 gold reward model from the human labels of a slice neither policy saw -> `rlaif compare` of
 both policies and their base on the evaluation slice. Each step is the toolkit's own API
 (`label`, `agreement`, `train`, `compare`), and each is skipped on a rerun when its output
@@ -70,6 +70,19 @@ def write_slices(source: str, ranges: dict[str, range], folder: Path) -> dict[st
     return paths
 
 
+def human_labeled_twins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The AI-labeled pairs with the human's choice as `chosen`: the same pairs, in the same
+    order, so the two policies differ only in who chose (the judge may have skipped a pair)."""
+    twins = []
+    for r in rows:
+        if r.get("human_preference") is None:
+            raise InputError(r["id"], None, "human_preference", "the experiment's training rows must carry human labels")
+        human_agrees = r["human_preference"] > 0.5
+        chosen, rejected = (r["chosen"], r["rejected"]) if human_agrees else (r["rejected"], r["chosen"])
+        twins.append({"id": r["id"], "prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
+    return twins
+
+
 def _settings(config: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(config).items() if k != "progress"}
 
@@ -93,13 +106,15 @@ def run_experiment(path: str | Path, progress: bool = True) -> dict[str, Any]:
     data = write_slices(spec["data"]["source"], spec["ranges"], out / "data")
 
     label_dir = out / "labels"
-    label(LabelConfig(input=data["train"], output=str(label_dir), seed=seed, progress=progress, **spec.get("label", {})))
+    labeled = label(LabelConfig(input=data["train"], output=str(label_dir), seed=seed, progress=progress, **spec.get("label", {})))
     agreement(label_dir)
+    human = out / "data" / "train-human-labels.jsonl"
+    write_jsonl_atomic(human, human_labeled_twins(labeled.rows))
 
     common = {"method": "dpo", "model": model, "seed": seed, "progress": progress, **spec.get("train", {})}
     runs = [str(out / "dpo-ai-labels"), str(out / "dpo-human-labels")]
     train_once(TrainConfig(data=str(label_dir / "pairs.jsonl"), output=runs[0], **common))
-    train_once(TrainConfig(data=data["train"], output=runs[1], **common))
+    train_once(TrainConfig(data=str(human), output=runs[1], **common))
     gold_dir = str(out / "gold-rm")
     train_once(TrainConfig(method="rm", data=data["gold"], output=gold_dir, model=model, seed=seed, progress=progress, **spec.get("gold_rm", {})))
 

@@ -198,7 +198,13 @@ bertscore_model = "{tiny}"
     assert [len((out / "data" / f"{name}.jsonl").read_text().splitlines()) for name in ("train", "eval", "gold")] == [12, 4, 14]
     assert (out / "labels" / "agreement.json").exists() and (out / "report.md").exists()
     assert set(metrics["policies"]) == {"base", "dpo-ai-labels", "dpo-human-labels"}
-    assert "AI labels" in metrics["policies"]["dpo-ai-labels"]["trained_on"] and "human labels (train)" in metrics["policies"]["dpo-human-labels"]["trained_on"]
+    assert "AI labels" in metrics["policies"]["dpo-ai-labels"]["trained_on"]
+    assert metrics["policies"]["dpo-human-labels"]["trained_on"] == "DPO on human labels (train-human-labels)"
+    # the same pairs in the same order, chosen by the human instead of the judge
+    ai_rows = [json.loads(line) for line in (out / "labels" / "pairs.jsonl").read_text().splitlines()]
+    human_rows = [json.loads(line) for line in (out / "data" / "train-human-labels.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in human_rows] == [r["id"] for r in ai_rows]
+    assert all((h["chosen"] == a["chosen"]) == (a["human_preference"] == 1.0) for h, a in zip(human_rows, ai_rows))
     assert metrics["labels"]["labels"]["with_human_label"] == 12 and metrics["reward_models"]["gold-rm"]["pairs"] == 4
     ai_config = json.loads((out / "dpo-ai-labels" / "train_config.json").read_text())
     human_config = json.loads((out / "dpo-human-labels" / "train_config.json").read_text())
