@@ -320,7 +320,6 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         "reward_models": {name: {**rm_accuracy(records), "source": "reward_model_scores.jsonl"} for name, records in rm_records.items()},
         "bertscore_model": f"{EMBEDDED_NAMES[0] if is_embedded(cfg.bertscore_model) else cfg.bertscore_model}, layer {bertscore.layer}" if bertscore else None,
     }
-    base_gold = _per_prompt(rows, BASE, "gold_score") if cfg.gold_rm else None
     for policy in policies:
         mine = [r for r in rows if r["policy"] == policy.name]
         entry: dict[str, Any] = {
@@ -331,14 +330,15 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         }
         if cfg.gold_rm:
             entry["gold_reward"] = mean(r["gold_score"] for r in mine)
-            if policy.name != BASE:
-                entry["gold_reward_vs_base"] = paired_difference(_per_prompt(rows, policy.name, "gold_score"), base_gold)
         refs = [r for r in mine if r["reference"] is not None]
         if refs:
             entry["reference_metrics"] = reference_metrics([r["response"] for r in refs], [r["reference"] for r in refs], bertscore)
         metrics["policies"][policy.name] = entry
-    for key in dict.fromkeys((r["a"], r["b"]) for r in records):
-        metrics["matchups"][f"{key[0]} vs {key[1]}"] = {**matchup_stats([r for r in records if (r["a"], r["b"]) == key]), "source": "judgments.jsonl"}
+    for a, b in dict.fromkeys((r["a"], r["b"]) for r in records):
+        entry = {**matchup_stats([r for r in records if (r["a"], r["b"]) == (a, b)]), "source": "judgments.jsonl"}
+        if cfg.gold_rm:
+            entry["gold_reward_difference"] = {**paired_difference(_per_prompt(rows, a, "gold_score"), _per_prompt(rows, b, "gold_score")), "source": "responses.jsonl"}
+        metrics["matchups"][f"{a} vs {b}"] = entry
     write_json_atomic(out / "metrics.json", metrics)
     metrics["figures"] = write_figures(out, metrics, rows)
     write_json_atomic(out / "metrics.json", metrics)

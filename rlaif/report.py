@@ -27,7 +27,7 @@ def summary_table(metrics: dict[str, Any]) -> list[str]:
         m = metrics["matchups"].get(f"{name} vs base")
         cells = [f"`{name}`", p["trained_on"], f"{pct(m['win_rate'])} [{pct(m['low'])}, {pct(m['high'])}]" if m else "—", pct(m["lc_win_rate"]) if m else "—"]
         if gold:
-            d = p.get("gold_reward_vs_base")
+            d = m.get("gold_reward_difference") if m else None
             cells += [num(p["gold_reward"]), f"{d['difference']:+.3f} ± {d['se']:.3f}" if d else "—"]
         cells += [num(p["kl_to_base"], 2), num(p["mean_length"], 1), num(p["distinct_2"])]
         lines.append("| " + " | ".join(cells) + " |")
@@ -47,14 +47,15 @@ def findings(metrics: dict[str, Any]) -> list[str]:
         ties = f"{pct(m['ties'])} of the {m['comparisons']} comparisons were ties (the judge's two orders disagreed)"
         lc = "" if m["lc_win_rate"] is None else f"; at equal length the fit predicts {pct(m['lc_win_rate'])}"
         out.append(f"- {verdict}. {ties}{lc}." + (f" {m['failed']} comparisons failed to get a verdict." if m["failed"] else ""))
-    for name, p in metrics["policies"].items():
-        d = p.get("gold_reward_vs_base")
+    for name, m in metrics["matchups"].items():
+        d = m.get("gold_reward_difference")
         if d:
+            a, b = name.split(" vs ")
             low, high = d["difference"] - Z95 * d["se"], d["difference"] + Z95 * d["se"]
             if low <= 0 <= high:
-                out.append(f"- Gold reward of `{name}`: **no measurable difference** from the base ({d['difference']:+.3f} ± {d['se']:.3f}, interval includes 0).")
+                out.append(f"- Gold reward, `{a}` against `{b}`: **no measurable difference** ({d['difference']:+.3f} ± {d['se']:.3f} standard error; the 95% interval includes 0).")
             else:
-                out.append(f"- Gold reward of `{name}` is **{'higher' if d['difference'] > 0 else 'lower'}** than the base's by {abs(d['difference']):.3f} (± {d['se']:.3f} standard error).")
+                out.append(f"- Gold reward, `{a}` against `{b}`: **{'higher' if d['difference'] > 0 else 'lower'}** by {abs(d['difference']):.3f} (± {d['se']:.3f} standard error).")
     for name, r in metrics["labels"].items():
         chance = r["agreement_low"] <= 0.5 <= r["agreement_high"]
         line = (f"- The labels in `{name}` ({r.get('judge')} judge, {r.get('rubric')} rubric) agree with the human annotators on {pct(r['agreement'])} of "

@@ -64,7 +64,7 @@ def test_compare_end_to_end(tiny, experiment, monkeypatch):
     config = CompareConfig(
         runs=[str(root / "dpo-ai"), str(root / "dpo-human"), str(root / "unmoved")], eval_data=str(evaluation), output=str(root / "cmp"),
         judge=str(root / "longer.toml"), gold_rm=str(root / "gold"), labels=[str(root / "ai-labels")], samples=2, max_new_tokens=8,
-        temperature=1.0, bertscore_model=tiny, progress=False,
+        temperature=1.0, bertscore_model=tiny, all_pairs=True, progress=False,
     )
     metrics = compare(config)
     out = root / "cmp"
@@ -101,7 +101,10 @@ def test_compare_end_to_end(tiny, experiment, monkeypatch):
     # gold reward: means and the paired difference to the base, from the scores in responses.jsonl
     gold = {name: mean(r["gold_score"] for r in rows if r["policy"] == name) for name in metrics["policies"]}
     assert metrics["policies"]["dpo-ai"]["gold_reward"] == pytest.approx(gold["dpo-ai"])
-    assert metrics["policies"]["dpo-ai"]["gold_reward_vs_base"]["difference"] == pytest.approx(gold["dpo-ai"] - gold["base"])
+    assert metrics["matchups"]["dpo-ai vs base"]["gold_reward_difference"]["difference"] == pytest.approx(gold["dpo-ai"] - gold["base"])
+    # --all-pairs: the trained policies against each other too, by the judge and by the gold reward
+    assert metrics["matchups"]["dpo-ai vs dpo-human"]["gold_reward_difference"]["difference"] == pytest.approx(gold["dpo-ai"] - gold["dpo-human"])
+    assert set(metrics["matchups"]) == {"dpo-ai vs base", "dpo-human vs base", "unmoved vs base", "dpo-ai vs dpo-human", "dpo-ai vs unmoved", "dpo-human vs unmoved"}
     assert 0.0 <= metrics["reward_models"]["gold"]["accuracy"] <= 1.0 and metrics["reward_models"]["gold"]["pairs"] == 6
 
     # reference metrics against the human-preferred responses; METEOR says why it is missing, if it is
