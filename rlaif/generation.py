@@ -24,7 +24,7 @@ def generate_responses(
     todo = []
     for ex in examples:
         key = cache_key("generate", options, ex.prompt)
-        cached = cache.get(key) if cache else None
+        cached = cache.get(key) if cache is not None else None
         if cached is not None:
             ex.responses = cached
             if on_done:
@@ -48,7 +48,7 @@ def generate_responses(
                 num_return_sequences=num_responses, pad_token_id=tokenizer.pad_token_id,
             )
         ex.responses = [tokenizer.decode(row[inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out]
-        if cache:
+        if cache is not None:
             cache.put(key, ex.responses)
         if on_done:
             on_done()

@@ -139,7 +139,7 @@ def _dry_run(config: LabelConfig, judge_config: JudgeConfig, loaded: LoadResult,
     cache_path = Path(config.cache) if config.cache else config.output_dir() / "cache.sqlite"
     cache = AnswerCache(cache_path) if cache_path.exists() else None
     missing = [r for k, r in requests.items() if cache is None or cache.get(k) is None]
-    if cache:
+    if cache is not None:
         cache.close()
     budget = backend.completion_budget(backend.parse_options(judge_config), config.cot)
     tokens = {"prompt": sum(estimate_tokens(r.prompt) for r in missing), "completion": budget * len(missing)}

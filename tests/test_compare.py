@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from rlaif import judge as judge_module
+from rlaif.cache import AnswerCache
 from rlaif.cli import main
 from rlaif.compare import CompareConfig, compare, response_logps
 from rlaif.judge import Judge, JudgeRequest, Verdict
@@ -36,6 +37,14 @@ class LongerJudge(Judge):
             first = first.strip()
             second = second.strip()
             on_result(i, Verdict(p_first=0.5 if len(first) == len(second) else 0.9 if len(first) > len(second) else 0.1))
+
+
+def answers_in(path) -> int:
+    cache = AnswerCache(path)
+    try:
+        return len(cache)
+    finally:
+        cache.close()
 
 
 def pairs_rows(n: int, start: int = 0) -> list[dict]:
@@ -122,9 +131,10 @@ def test_compare_end_to_end(tiny, experiment, monkeypatch):
     assert "| `dpo-ai` |" in report and "**no measurable difference** between `unmoved` and `base`" in report
     assert set(metrics["figures"]) == {"win_rates.png", "reward_vs_kl.png", "confusion_ai-labels.png", "lengths.png"}
     assert all((out / f).read_bytes()[:4] == b"\x89PNG" for f in metrics["figures"])
-    calls = LongerJudge.calls
+    calls, cached = LongerJudge.calls, answers_in(out / "cache.sqlite")
     again = compare(config)
     assert LongerJudge.calls == calls and again["matchups"] == metrics["matchups"]
+    assert answers_in(out / "cache.sqlite") == cached  # nothing generated or scored again
 
 
 def test_compare_on_the_command_line(tiny, experiment, monkeypatch):

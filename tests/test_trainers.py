@@ -355,6 +355,8 @@ def test_a_model_without_chat_template_reads_prompts_as_a_transcript(pairs, char
     assert chat_prompt(tok, "Hi") == "User: Hi\n\nAssistant:"
     model = char_policy
     examples = [Example("q1", "Hi"), Example("q2", conversation)]
-    generate_responses(examples, str(model), num_responses=2, max_new_tokens=5, cache=AnswerCache(tmp_path / "cache.sqlite"))
+    cache = AnswerCache(tmp_path / "cache.sqlite")
+    generate_responses(examples, str(model), num_responses=2, max_new_tokens=5, cache=cache)
     assert all(len(ex.responses) == 2 and all(isinstance(r, str) for r in ex.responses) for ex in examples)
+    assert len(cache) == 2  # an empty cache is still a cache: both prompts' samples are kept
     train(config("sft", pairs, str(model), tmp_path / "sft", max_steps=1))  # and trains on the same text
