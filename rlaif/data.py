@@ -16,10 +16,11 @@ import json
 import random
 import re
 from collections.abc import Iterator
+from itertools import islice
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from rlaif.errors import InputError
 
@@ -128,10 +129,28 @@ def parse_hub_spec(spec: str) -> tuple[str, dict[str, str]]:
     return name, {"split": "train", **options}
 
 
+def split_rows(spec: str) -> tuple[str, slice | None]:
+    """``SOURCE?rows=START:END`` -> SOURCE and the records [START, END) to keep, counted from 0
+    in the source's order (either end may be left out). In an ``hf:`` spec ``rows`` is one more
+    option: ``hf:OWNER/NAME?split=test&rows=0:500``."""
+    base, _, query = spec.partition("?")
+    options = parse_qsl(query, keep_blank_values=True)
+    rows = [value for key, value in options if key == "rows"]
+    if not rows:
+        return spec, None
+    bounds = re.fullmatch(r"(\d*):(\d*)", rows[-1])
+    if bounds is None:
+        raise InputError(spec, None, None, f"rows={rows[-1]}: expected rows=START:END, two whole numbers (either may be left out)")
+    rest = urlencode([(key, value) for key, value in options if key != "rows"], safe="/")
+    start, stop = (int(b) if b else None for b in bounds.groups())
+    return base + (f"?{rest}" if rest else ""), slice(start, stop)
+
+
 def input_name(spec: str | Path) -> str:
     """A short name for an input, for default output folders and row ids: the file name less
-    its suffixes, or a hub data set's name and split."""
-    text = str(spec)
+    its suffixes, or a hub data set's name and split (a ``rows=`` selection keeps the name, so
+    a row's id is the same in a slice as in the whole file)."""
+    text, _ = split_rows(str(spec))
     if text.startswith(HUB_PREFIX):
         name, options = parse_hub_spec(text)
         return "-".join([Path(name).name, *(options[k] for k in ("name", "data_dir") if options.get(k)), options["split"]])
@@ -150,12 +169,19 @@ def _read_hub(spec: str) -> Iterator[tuple[int, Any]]:
     yield from enumerate(ds, start=1)
 
 
-def read_records(path: str | Path) -> Iterator[tuple[int, Any]]:
+def read_records(spec: str | Path) -> Iterator[tuple[int, Any]]:
     """Yield (line or record number, raw record) from JSONL, JSON, CSV, Parquet, a saved dataset,
-    or a Hugging Face data set (``hf:OWNER/NAME?data_dir=...&split=...``: see `parse_hub_spec`).
+    or a Hugging Face data set (``hf:OWNER/NAME?data_dir=...&split=...``: see `parse_hub_spec`);
+    ``?rows=START:END`` after any of them keeps those records only (see `split_rows`).
 
     A JSONL line that is not JSON is yielded as an `InputError` in place of its record.
     """
+    path, rows = split_rows(str(spec))
+    records = _read_source(path)
+    return records if rows is None else islice(records, rows.start, rows.stop)
+
+
+def _read_source(path: str | Path) -> Iterator[tuple[int, Any]]:
     if str(path).startswith(HUB_PREFIX):
         return _read_hub(str(path))
     path = Path(path)

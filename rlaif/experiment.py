@@ -57,17 +57,13 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
     return {**spec, "ranges": ranges}
 
 
-def write_slices(source: str, ranges: dict[str, range], folder: Path) -> dict[str, str]:
-    """Rows [start, end) of `source` for each slice, copied as they are into `folder`."""
-    records = [record for _, record in read_records(source)]
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = {}
+def slice_inputs(source: str, ranges: dict[str, range]) -> dict[str, str]:
+    """Each slice as an input spec, ``SOURCE?rows=START:END``; a slice past the file's end is an error."""
+    total = sum(1 for _ in read_records(source))
     for name, rows in ranges.items():
-        if rows.stop > len(records):
-            raise InputError(source, None, None, f"the {name} slice asks for rows up to {rows.stop}, but the file has {len(records)}")
-        paths[name] = str(folder / f"{name}.jsonl")
-        write_jsonl_atomic(Path(paths[name]), [records[i] for i in rows])
-    return paths
+        if rows.stop > total:
+            raise InputError(source, None, None, f"the {name} slice asks for rows up to {rows.stop}, but the file has {total}")
+    return {name: f"{source}?rows={rows.start}:{rows.stop}" for name, rows in ranges.items()}
 
 
 def human_labeled_twins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -103,12 +99,12 @@ def run_experiment(path: str | Path, progress: bool = True) -> dict[str, Any]:
     spec = read_experiment(path)
     out = Path(spec.get("output", "outputs/experiment"))
     model, seed = spec.get("model"), spec.get("seed", 0)
-    data = write_slices(spec["data"]["source"], spec["ranges"], out / "data")
+    data = slice_inputs(spec["data"]["source"], spec["ranges"])
 
     label_dir = out / "labels"
     labeled = label(LabelConfig(input=data["train"], output=str(label_dir), seed=seed, progress=progress, **spec.get("label", {})))
     agreement(label_dir)
-    human = out / "data" / "train-human-labels.jsonl"
+    human = out / "train-human-labels.jsonl"
     write_jsonl_atomic(human, human_labeled_twins(labeled.rows))
 
     common = {"method": "dpo", "model": model, "seed": seed, "progress": progress, **spec.get("train", {})}

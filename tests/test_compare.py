@@ -208,14 +208,14 @@ bertscore_model = "{tiny}"
 ''')
     metrics = run_experiment(spec, progress=False)
     out = tmp_path / "exp"
-    assert [len((out / "data" / f"{name}.jsonl").read_text().splitlines()) for name in ("train", "eval", "gold")] == [12, 4, 14]
+    assert json.loads((out / "labels" / "manifest.json").read_text())["counts"]["examples"] == 12
     assert (out / "labels" / "agreement.json").exists() and (out / "report.md").exists()
     assert set(metrics["policies"]) == {"base", "dpo-ai-labels", "dpo-human-labels"}
     assert "AI labels" in metrics["policies"]["dpo-ai-labels"]["trained_on"]
     assert metrics["policies"]["dpo-human-labels"]["trained_on"] == "DPO on human labels (train-human-labels)"
     # the same pairs in the same order, chosen by the human instead of the judge
     ai_rows = [json.loads(line) for line in (out / "labels" / "pairs.jsonl").read_text().splitlines()]
-    human_rows = [json.loads(line) for line in (out / "data" / "train-human-labels.jsonl").read_text().splitlines()]
+    human_rows = [json.loads(line) for line in (out / "train-human-labels.jsonl").read_text().splitlines()]
     assert [r["id"] for r in human_rows] == [r["id"] for r in ai_rows]
     assert all((h["chosen"] == a["chosen"]) == (a["human_preference"] == 1.0) for h, a in zip(human_rows, ai_rows))
     assert metrics["labels"]["labels"]["with_human_label"] == 12 and metrics["reward_models"]["gold-rm"]["pairs"] == 4

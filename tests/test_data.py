@@ -167,3 +167,17 @@ def test_hub_data_set_on_the_command_line(tmp_path):
     assert result.exit_code == 0 and result.output.startswith("2 pairs: 4 judge calls to make"), result.output
     result = CliRunner().invoke(main, ["label", "--input", spec + "&splt=x", "--dry-run"])
     assert result.exit_code != 0 and "unknown option(s) splt" in result.output
+
+
+def test_a_rows_selection_keeps_those_records_with_their_ids_and_lines(tmp_path):
+    whole = load_examples(HH).examples
+    part = load_examples(f"{HH}?rows=10:13").examples
+    assert [ex.id for ex in part] == [ex.id for ex in whole[10:13]] and part[0].source.endswith(":11")
+    assert [ex.id for ex in load_examples(f"{HH}?rows=998:").examples] == [ex.id for ex in whole[998:]]
+    with gzip.open(HH, "rt") as fh:
+        rows = [json.loads(next(fh)) for _ in range(6)]
+    repo = hub_layout(tmp_path / "hh-rlhf", rows)
+    hub = load_examples(f"hf:{repo}?data_dir=harmless-base&rows=1:2&split=train").examples
+    assert [ex.id for ex in hub] == ["hh-rlhf-harmless-base-train-2"]
+    with pytest.raises(InputError, match="rows=1-2: expected rows=START:END"):
+        load_examples(f"{HH}?rows=1-2")
