@@ -11,6 +11,7 @@ import jsonlines
 
 from rlaif.errors import InputError
 from rlaif.files import write_json_atomic
+from rlaif.stats import wilson_interval
 
 
 def _text(value: Any) -> str:
@@ -34,31 +35,47 @@ def _rate(flags: list[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
+def _first_won(row: dict[str, Any]) -> bool:
+    """The AI label in a fixed orientation, as kappa needs one: did the response shown first in
+    the first order win (pairwise), or response A (pointwise)."""
+    return (row["orders"][0]["first"] if "orders" in row else row["scores"][0]["response"]) == "chosen"
+
+
 def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Agreement with humans (overall, consistent, inconsistent), kappa, consistency and biases."""
+    """Agreement with humans (overall with its 95% Wilson interval, on consistent and
+    inconsistent pairs), kappa and the confusion matrix behind it, consistency and biases."""
     human = [r for r in rows if r.get("human_preference") is not None]
     agrees = [r["human_preference"] > 0.5 for r in human]
-    # Kappa needs a fixed orientation: "the response shown first in the first order won".
-    ai_first = [r["orders"][0]["first"] == "chosen" for r in human]
+    ai_first = [_first_won(r) for r in human]
     human_first = [a == h for a, h in zip(ai_first, agrees)]
+    confusion = [[0, 0], [0, 0]]  # [human: first, second][AI: first, second]
+    for a, h in zip(ai_first, human_first):
+        confusion[0 if h else 1][0 if a else 1] += 1
+    low, high = wilson_interval(sum(agrees), len(agrees))
     longer = [len(_text(r["chosen"])) > len(_text(r["rejected"])) for r in rows if len(_text(r["chosen"])) != len(_text(r["rejected"]))]
     human_longer = [
         (len(_text(r["chosen"])) > len(_text(r["rejected"]))) == (r["human_preference"] > 0.5)
         for r in human if len(_text(r["chosen"])) != len(_text(r["rejected"]))
     ]
     both_orders = [r for r in rows if r["consistent"] is not None]
+    modes = sorted({r.get("mode", "pairwise") for r in rows})
     report = {
+        "mode": "/".join(modes) or None,
         "pairs": len(rows),
         "with_human_label": len(human),
         "agreement": _rate(agrees),
+        "agreement_low": low if human else None,
+        "agreement_high": high if human else None,
         "agreement_consistent": _rate([a for a, r in zip(agrees, human) if r["consistent"] is True]),
         "agreement_inconsistent": _rate([a for a, r in zip(agrees, human) if r["consistent"] is False]),
         "n_consistent": sum(r["consistent"] is True for r in human),
         "n_inconsistent": sum(r["consistent"] is False for r in human),
         "cohen_kappa": cohen_kappa(zip(ai_first, human_first)),
+        "confusion": confusion,
+        # None pointwise: no order to be consistent across, nothing shown first.
         "consistency_rate": _rate([r["consistent"] is True for r in both_orders]),
-        "first_position_rate_raw": _rate([o["p_first"] > 0.5 for r in rows for o in r["orders"]]),
-        "first_position_rate_labels": _rate([r["orders"][0]["first"] == "chosen" for r in rows]),
+        "first_position_rate_raw": _rate([o["p_first"] > 0.5 for r in rows for o in r.get("orders", [])]),
+        "first_position_rate_labels": _rate([r["orders"][0]["first"] == "chosen" for r in rows if "orders" in r]),
         "length_bias_ai": _rate(longer),
         "length_bias_human": _rate(human_longer),
         "mean_ai_preference": _rate([r["ai_preference"] for r in rows]),
@@ -69,8 +86,8 @@ def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None
     return report
 
 
-def agreement(run_dir: str | Path) -> dict[str, Any]:
-    """Compute the report for a labeling run directory and write `agreement.json` into it."""
+def label_run_report(run_dir: str | Path) -> dict[str, Any]:
+    """The report of a labeling run directory (its `pairs.jsonl` and `manifest.json`)."""
     run_dir = Path(run_dir)
     pairs_path = run_dir / "pairs.jsonl"
     if not pairs_path.exists():
@@ -78,9 +95,13 @@ def agreement(run_dir: str | Path) -> dict[str, Any]:
     with jsonlines.open(pairs_path) as reader:
         rows = list(reader)
     manifest_path = run_dir / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
-    report = agreement_report(rows, manifest)
-    write_json_atomic(run_dir / "agreement.json", report)
+    return agreement_report(rows, json.loads(manifest_path.read_text()) if manifest_path.exists() else None)
+
+
+def agreement(run_dir: str | Path) -> dict[str, Any]:
+    """Compute the report for a labeling run directory and write `agreement.json` into it."""
+    report = label_run_report(run_dir)
+    write_json_atomic(Path(run_dir) / "agreement.json", report)
     return report
 
 
@@ -91,9 +112,9 @@ def format_report(report: dict[str, Any]) -> str:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     lines = [
-        ("judge / rubric", f"{report.get('judge')} / {report.get('rubric')}"),
+        ("judge / rubric / mode", f"{report.get('judge')} / {report.get('rubric')} / {report['mode']}"),
         ("pairs (with a human label)", f"{report['pairs']} ({report['with_human_label']})"),
-        ("agreement with humans", pct(report["agreement"])),
+        ("agreement with humans [95% CI]", f"{pct(report['agreement'])} [{pct(report['agreement_low'])}, {pct(report['agreement_high'])}]"),
         (f"  on consistent pairs (n={report['n_consistent']})", pct(report["agreement_consistent"])),
         (f"  on inconsistent pairs (n={report['n_inconsistent']})", pct(report["agreement_inconsistent"])),
         ("Cohen's kappa", "n/a" if report["cohen_kappa"] is None else f"{report['cohen_kappa']:.3f}"),

@@ -10,8 +10,12 @@ from typing import get_type_hints
 
 import click
 
+from rlaif.debias import MODES as DEBIAS_MODES
 from rlaif.errors import UserError
-from rlaif.judge import DEFAULT_JUDGE
+from rlaif.judge import DEFAULT_JUDGE, MODES
+
+MODE_HELP = ("pairwise: the two responses side by side (debiased over orders); pointwise: each response scored alone, "
+             "so no position bias [default: the judge's own: pairwise, a reward model's pointwise].")
 
 
 class Group(click.Group):
@@ -36,8 +40,9 @@ def main() -> None:
 @click.option("--output", default=None, help="Output directory [default: outputs/<input name>].")
 @click.option("--rubric", default="quality", show_default=True, help="Built-in rubric name or path to a Jinja2 template.")
 @click.option("--judge", default=DEFAULT_JUDGE, show_default=True, help="Built-in judge name or path to a judge config.")
+@click.option("--mode", type=click.Choice(MODES), default=None, help=MODE_HELP)
 @click.option("--cot", is_flag=True, help="Ask for a rationale first, then the verdict.")
-@click.option("--debias", type=click.Choice(["both", "random", "none"]), default="both", show_default=True, help="Judge each pair in both orders, one random order, or as given.")
+@click.option("--debias", type=click.Choice(DEBIAS_MODES), default="both", show_default=True, help="Judge each pair in both orders, one random order, or as given (pairwise).")
 @click.option("--drop-inconsistent", is_flag=True, help="Leave out pairs whose two orders disagree.")
 @click.option("--min-confidence", type=float, default=None, help="Leave out pairs with ai_preference below this (0.5-1).")
 @click.option("--limit", type=int, default=None, help="Read at most this many input rows.")
@@ -74,9 +79,10 @@ def label(input_path: str, quiet: bool, **options) -> None:
     counts = m["counts"]
     rate = m["first_position_rate"]
     click.echo(f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {result.output_dir / 'pairs.jsonl'}")
+    how = ("pointwise: each response scored alone, one call per distinct response" if m["mode"] == "pointwise"
+           else f"consistent across orders: {counts['consistent']}, inconsistent: {counts['inconsistent']}")
     click.echo(
-        f"consistent across orders: {counts['consistent']}, inconsistent: {counts['inconsistent']}; "
-        f"skipped: {sum(counts['skipped'].values())}; failed: {sum(counts['failed'].values())}; "
+        f"{how}; skipped: {sum(counts['skipped'].values())}; failed: {sum(counts['failed'].values())}; "
         f"filtered: {sum(counts['filtered'].values())}"
     )
     if rate["raw"] is not None:
@@ -151,6 +157,7 @@ def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -
 @click.option("--output", required=True, help="Output directory: report.md, metrics.json, responses.jsonl, judgments.jsonl, PNG figures, cache.sqlite.")
 @click.option("--judge", default=DEFAULT_JUDGE, show_default=True, help="Judge of policy against base (built-in name or config file).")
 @click.option("--rubric", default="quality", show_default=True, help="Rubric for the judge.")
+@click.option("--mode", type=click.Choice(MODES), default=None, help=MODE_HELP)
 @click.option("--gold-rm", default=None, help="Gold reward model: an `rlaif train --method rm` output or any sequence classifier directory.")
 @click.option("--labels", "labels", multiple=True, type=click.Path(exists=True, file_okay=False), help="An `rlaif label` run with human labels: agreement and confusion matrix (repeatable).")
 @click.option("--rm", "rms", multiple=True, type=click.Path(exists=True, file_okay=False), help="A reward model to score on the evaluation pairs (repeatable).")
@@ -186,11 +193,16 @@ def experiment(config_file: str, quiet: bool) -> None:
 @main.command()
 @click.argument("name_or_path")
 @click.option("--cot", is_flag=True, help="Show the chain-of-thought form.")
-def rubric(name_or_path: str, cot: bool) -> None:
+@click.option("--mode", type=click.Choice(MODES), default="pairwise", show_default=True, help="Show the pairwise or the pointwise form.")
+def rubric(name_or_path: str, cot: bool, mode: str) -> None:
     """Show what a rubric renders to on a sample pair (checks a custom template)."""
     from rlaif.rubric import SAMPLE, load_rubric
 
     r = load_rubric(name_or_path)
+    if mode == "pointwise":
+        click.echo(f"# {r.path}  scale={list(r.scale or [])}  rating_prefix={r.rating_prefix!r}  sha256={r.sha256[:12]}", err=True)
+        sys.stdout.write(r.render_rating(SAMPLE["prompt"], SAMPLE["response_a"], cot))
+        return
     click.echo(f"# {r.path}  labels={list(r.labels)}  verdict_prefix={r.verdict_prefix!r}  sha256={r.sha256[:12]}", err=True)
     sys.stdout.write(r.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot))
 

@@ -23,18 +23,16 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
-import jsonlines
 from tqdm import tqdm
 
-from rlaif.agreement import agreement_report
+from rlaif.agreement import label_run_report
 from rlaif.cache import AnswerCache, cache_key
 from rlaif.data import Example, Pair, input_name, load_examples
-from rlaif.debias import consistent, preference_for_a
 from rlaif.errors import ConfigError, InputError
 from rlaif.files import write_json_atomic, write_jsonl_atomic
 from rlaif.generation import generate_responses
 from rlaif.judge import DEFAULT_JUDGE, JudgeFatalError, judge_class, load_judge_config
-from rlaif.labeling import judge_pairs
+from rlaif.labeling import judge_pairs, resolve_mode
 from rlaif.models import EMBEDDED_NAMES, is_embedded, load_tokenizer, model_fingerprint, resolve_model
 from rlaif.rubric import load_rubric
 from rlaif.stats import distinct_n, length_controlled_win_rate, outcome, paired_difference, wilson_interval, win_rate
@@ -52,6 +50,7 @@ class CompareConfig:
     output: str
     judge: str = DEFAULT_JUDGE
     rubric: str = "quality"
+    mode: str | None = None  # pairwise (both orders) | pointwise; default: the judge's own
     gold_rm: str | None = None  # an `rlaif train --method rm` output or any sequence classifier
     labels: list[str] = field(default_factory=list)  # `rlaif label` runs whose rows carry human labels
     rms: list[str] = field(default_factory=list)  # reward models to score on the evaluation pairs
@@ -157,27 +156,21 @@ def response_logps(model_name: str | None, items: list[tuple[Any, str]], batch_s
     return out
 
 
-def reward_scores(rm_dir: str, items: list[tuple[Any, str]], batch_size: int = 8) -> list[float]:
-    """A reward model's score of each (prompt, response)."""
-    import torch
-
+def reward_scores(rm_dir: str, items: list[tuple[Any, str]]) -> list[float]:
+    """A reward model's score of each (prompt, response), read as its judge reads them."""
+    from rlaif.backends.reward_model import RewardModelOptions
+    from rlaif.backends.reward_model import reward_scores as score
     from rlaif.models import load_reward_model
-    from rlaif.trainers.data import collate, encode
 
-    tokenizer = load_tokenizer(rm_dir, padding_side="right")
+    options = RewardModelOptions()
     model = load_reward_model(rm_dir).eval()
-    out: list[float] = []
-    with torch.no_grad():
-        for start in range(0, len(items), batch_size):
-            chunk = [encode(tokenizer, p, r, 1024, "compare:0", True) for p, r in items[start:start + batch_size]]
-            batch = collate(chunk, tokenizer.pad_token_id, str(model.device))
-            out += model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float().tolist()
-    return out
+    return score(model, load_tokenizer(rm_dir, padding_side="right"), items, options.max_length, options.batch_size)
 
 
 def judge_policies(policies: list[Policy], rows: list[dict[str, Any]], cfg: CompareConfig, cache: AnswerCache) -> list[dict[str, Any]]:
     """Each policy against the base (and each against each with `all_pairs`), per prompt and
-    sample, debiased in both orders: one record per comparison with its outcome."""
+    sample, debiased in both orders (or each response scored alone, pointwise): one record per
+    comparison with its outcome."""
     by_key = {(r["policy"], r["prompt_id"], r["sample"]): r for r in rows}
     names = [p.name for p in policies]
     matchups = [(a, BASE) for a in names if a != BASE]
@@ -193,17 +186,18 @@ def judge_policies(policies: list[Policy], rows: list[dict[str, Any]], cfg: Comp
                 meta.append((a, b, r, other))
     judge_config = load_judge_config(cfg.judge)
     judge_class(judge_config).parse_options(judge_config)
-    judged = judge_pairs(pairs, load_rubric(cfg.rubric), judge_config, cache, seed=cfg.seed, progress=cfg.progress)
+    judged = judge_pairs(pairs, load_rubric(cfg.rubric), judge_config, cache, mode=cfg.mode, seed=cfg.seed, progress=cfg.progress)
     records = []
-    for (a, b, ra, rb), judgments in zip(meta, judged):
-        record = {"a": a, "b": b, "prompt_id": ra["prompt_id"], "sample": ra["sample"], "length_a": ra["tokens"], "length_b": rb["tokens"],
-                  "orders": [{"a_first": a_first, "p_first": v.p_first, "text": v.text, "error": v.error} for a_first, v in judgments]}
-        if any(v.p_first is None for _, v in judgments):
+    for (a, b, ra, rb), judgment in zip(meta, judged):
+        record: dict[str, Any] = {"a": a, "b": b, "prompt_id": ra["prompt_id"], "sample": ra["sample"], "length_a": ra["tokens"], "length_b": rb["tokens"]}
+        if judgment.pointwise:
+            record["scores"] = [{"of": a if is_a else b, "score": v.score, "text": v.text, "error": v.error} for is_a, v in judgment.answers]
+        else:
+            record["orders"] = [{"a_first": a_first, "p_first": v.p_first, "text": v.text, "error": v.error} for a_first, v in judgment.answers]
+        if judgment.failed:
             record.update(p_a=None, consistent=None, outcome=None)
         else:
-            scored = [(a_first, v.p_first) for a_first, v in judgments]
-            p_a, agreed = preference_for_a(scored), consistent(scored)
-            record.update(p_a=p_a, consistent=agreed, outcome=outcome(p_a, agreed))
+            record.update(p_a=judgment.p_a, consistent=judgment.consistent, outcome=outcome(judgment.p_a, judgment.consistent))
         records.append(record)
     return records
 
@@ -240,28 +234,10 @@ def rm_accuracy(records: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def label_agreement(run_dir: str) -> dict[str, Any]:
-    """A label run's agreement with the human labels its rows carry, with the AI-vs-human
-    confusion matrix in the orientation of kappa ("the response shown first won")."""
-    path = Path(run_dir) / "pairs.jsonl"
-    if not path.exists():
-        raise InputError(str(path), None, None, "no such file (is it the output of `rlaif label`?)")
-    with jsonlines.open(path) as reader:
-        rows = list(reader)
-    manifest_path = Path(run_dir) / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else None
-    report = agreement_report(rows, manifest)
-    human = [r for r in rows if r.get("human_preference") is not None]
-    if not human:
-        raise InputError(str(path), None, "human_preference", "no row carries a human label to agree with")
-    matrix = [[0, 0], [0, 0]]  # [human: first, second][AI: first, second]
-    for r in human:
-        ai_first = r["orders"][0]["first"] == "chosen"
-        human_first = ai_first == (r["human_preference"] > 0.5)
-        matrix[0 if human_first else 1][0 if ai_first else 1] += 1
-    agree = sum(r["human_preference"] > 0.5 for r in human)
-    report["agreement_low"], report["agreement_high"] = wilson_interval(agree, len(human))
-    report["confusion"] = matrix
-    report["mode"] = (manifest or {}).get("config", {}).get("debias")
+    """A label run's agreement with the human labels its rows carry (see `agreement_report`)."""
+    report = label_run_report(run_dir)
+    if not report["with_human_label"]:
+        raise InputError(str(Path(run_dir) / "pairs.jsonl"), None, "human_preference", "no row carries a human label to agree with")
     return report
 
 
@@ -280,6 +256,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     if len({p.name for p in runs}) != len(runs):
         raise ConfigError("two runs share a directory name; the report names policies by it")
     policies = [base_policy(runs), *runs]
+    judge_config, rubric = load_judge_config(cfg.judge), load_rubric(cfg.rubric)
+    mode = resolve_mode(cfg.mode, judge_class(judge_config), rubric)  # a mode the judge cannot do fails before any work
     examples = load_examples(cfg.eval_data, cfg.limit).examples
     if not examples:
         raise InputError(cfg.eval_data, None, None, "no evaluation prompts")
@@ -312,7 +290,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "config": asdict(cfg),
         "decoding": {"samples": cfg.samples, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": 1.0, "top_k": 0, "seed": cfg.seed},
-        "judge": {"name": load_judge_config(cfg.judge).name, "rubric": load_rubric(cfg.rubric).name, "debias": "both"},
+        "judge": {"name": judge_config.name, "rubric": rubric.name, "mode": mode},
         "prompts": len(examples),
         "policies": {},
         "matchups": {},

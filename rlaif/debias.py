@@ -3,10 +3,13 @@
 A pair (A, B) judged in both orders gives p1 = P(first better | A first) and
 p2 = P(first better | B first). Then P(A ≻ B) = (p1 + (1 − p2)) / 2: a judge that always
 prefers whatever it sees first (p1 = p2) lands at exactly 0.5 and decides nothing.
+A pointwise judge scores each response alone, so there is no order to debias:
+P(A ≻ B) = σ((s_A − s_B) / T).
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 
@@ -40,3 +43,9 @@ def consistent(judgments: Sequence[tuple[bool, float]]) -> bool | None:
     picks = {(p > 0.5) == a_first for a_first, p in judgments}  # True means "A was picked"
     ties = any(p == 0.5 for _, p in judgments)
     return len(picks) == 1 and not ties
+
+
+def pointwise_preference(score_a: float, score_b: float, temperature: float = 1.0) -> float:
+    """P(A ≻ B) = σ((s_A − s_B) / T) from the two responses' own scores (Bradley–Terry)."""
+    z = (score_a - score_b) / temperature
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))  # no overflow either way

@@ -1,8 +1,11 @@
 """The judge interface every backend implements, and judge configs (`judges/*.toml|yaml`).
 
-A judge receives rendered rubric prompts and returns, for each, a `Verdict`: the
-probability that the response shown first is the better one. Backends differ in how they
-get it (token log-probabilities, sampled text); the labeling run does not care.
+A judge receives requests and returns, for each, a `Verdict`. Pairwise, a request is a
+rubric rendered with two responses and the verdict is the probability that the one shown
+first is better. Pointwise, a request is one response (a rubric rendered with it, or the
+prompt and response as they are for a reward model) and the verdict is its score. Backends
+differ in how they get it (token log-probabilities, sampled text, a reward head); the
+labeling run does not care.
 """
 
 from __future__ import annotations
@@ -19,33 +22,46 @@ from typing import Any
 
 import yaml
 
+from rlaif.data import Prompt
 from rlaif.errors import ConfigError, UserError
 from rlaif.resources import builtin_dir
 
 BACKENDS = {
     "local": "rlaif.backends.local:LocalJudge",
+    "reward_model": "rlaif.backends.reward_model:RewardModelJudge",
     "openai": "rlaif.backends.openai_api:OpenAIJudge",
     "anthropic": "rlaif.backends.anthropic_api:AnthropicJudge",
 }
 DEFAULT_JUDGE = "embedded"
+MODES = ("pairwise", "pointwise")
 
 
 @dataclass(frozen=True)
 class JudgeRequest:
-    """One question to a judge: a rendered rubric and how its verdict is written."""
+    """One question to a judge: a rendered rubric and how its verdict is written.
+
+    Pairwise, `labels` name the first and the second response; pointwise, they are the
+    rating scale (numbers, worst first). A judge that reads no rubric (a reward model) gets
+    an empty `prompt` and the `query` and `response` as they are.
+    """
 
     prompt: str
-    labels: tuple[str, str] = ("1", "2")
+    labels: tuple[str, ...] = ("1", "2")
     verdict_prefix: str = "Preferred Response="
     cot: bool = False
+    pointwise: bool = False
+    query: Prompt | None = None
+    response: str | None = None
 
 
 @dataclass
 class Verdict:
     """A judge's answer to one request.
 
-    `p_first` is P(first response better), None when no verdict could be read (then
-    `error` says why). `soft` is False for a verdict parsed from text (a hard 0/1 label).
+    Pairwise, `p_first` is P(first response better); pointwise, `score` is the response's
+    score (the expected rating where label probabilities are known). Both are None when no
+    verdict could be read (then `error` says why). `soft` is False for a verdict parsed from
+    text (a hard label).
     """
 
     p_first: float | None
@@ -55,6 +71,12 @@ class Verdict:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     transient: bool = False  # a failure worth asking again next run (never cached)
+    score: float | None = None
+
+    @property
+    def value(self) -> float | None:
+        """What the verdict says: `p_first` of a pairwise answer, `score` of a pointwise one."""
+        return self.score if self.p_first is None else self.p_first
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,11 +147,14 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
 
 
 class Judge(ABC):
-    """Base of every judge backend. Subclasses declare their options as a dataclass, and
-    which of them do not change answers (`NOT_IN_KEY`: batch sizes, devices, rate limits)."""
+    """Base of every judge backend. Subclasses declare their options as a dataclass, which of
+    them do not change answers (`NOT_IN_KEY`: batch sizes, devices, rate limits), the modes
+    they answer (the first is their default) and whether they read a rendered rubric."""
 
     Options: type = object
     NOT_IN_KEY: frozenset[str] = frozenset()
+    MODES: tuple[str, ...] = MODES
+    READS_RUBRIC = True
 
     def __init__(self, config: JudgeConfig):
         self.config = config
@@ -150,6 +175,11 @@ class Judge(ABC):
         return {"backend": config.backend, "model": config.model, "options": options}
 
     @classmethod
+    def score_temperature(cls, options: Any) -> float:
+        """T in P(A ≻ B) = σ((s_A − s_B) / T), which turns two pointwise scores into a preference."""
+        return 1.0
+
+    @classmethod
     def completion_budget(cls, options: Any, cot: bool) -> int:
         """The most tokens one answer may generate (for dry-run estimates)."""
         return 0
@@ -161,6 +191,16 @@ class Judge(ABC):
     @abstractmethod
     def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
         """Answer every request, calling `on_result(index, verdict)` as each answer arrives."""
+
+    @staticmethod
+    def from_label_probs(request: JudgeRequest, probs: Sequence[float], **details: Any) -> Verdict:
+        """The verdict a distribution over the request's labels gives (normalised here): P(first)
+        for a pair, the expected rating Σ p(label) · label for one response."""
+        total = sum(probs)
+        probs = [p / total for p in probs]
+        if request.pointwise:
+            return Verdict(p_first=None, score=sum(p * float(label) for p, label in zip(probs, request.labels)), **details)
+        return Verdict(p_first=probs[0], **details)
 
     def close(self) -> None:
         """Release what the judge holds (models, connections)."""

@@ -23,13 +23,15 @@ from tqdm import tqdm
 from rlaif import __version__
 from rlaif.cache import AnswerCache, cache_key
 from rlaif.data import LoadResult, Pair, input_name, load_examples, make_pairs
-from rlaif.debias import consistent, plan_orders, preference_for_a
+from rlaif.debias import consistent, plan_orders, pointwise_preference, preference_for_a
 from rlaif.errors import ConfigError
 from rlaif.files import write_json_atomic, write_jsonl_atomic
 from rlaif.generation import generate_responses
 from rlaif.judge import (
     DEFAULT_JUDGE,
+    MODES,
     BatchJudge,
+    Judge,
     JudgeConfig,
     JudgeFatalError,
     JudgeRequest,
@@ -51,6 +53,7 @@ class LabelConfig:
     output: str | None = None  # default: outputs/<input name>
     rubric: str = "quality"
     judge: str = DEFAULT_JUDGE
+    mode: str | None = None  # pairwise | pointwise; default: the judge's own (a reward model's is pointwise)
     cot: bool = False
     debias: str = "both"
     drop_inconsistent: bool = False
@@ -91,8 +94,36 @@ def _as_messages(value: Any, role: str) -> list[dict[str, str]]:
     return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
-def _row(pair: Pair, judgments: list[tuple[bool, Verdict]], judge: str, rubric: str, chat: bool) -> dict[str, Any]:
-    p_a = preference_for_a([(a_first, v.p_first) for a_first, v in judgments])  # type: ignore[misc]
+@dataclass
+class PairJudgment:
+    """A pair's answers from the judge. Pairwise: (a_first, verdict) for each order it was shown
+    in. Pointwise: (True, A's score) and (False, B's score), turned into a preference with
+    temperature T."""
+
+    answers: list[tuple[bool, Verdict]]
+    pointwise: bool = False
+    temperature: float = 1.0
+
+    @property
+    def failed(self) -> list[tuple[bool, Verdict]]:
+        return [(flag, v) for flag, v in self.answers if v.value is None]
+
+    @property
+    def p_a(self) -> float:
+        """P(A ≻ B)."""
+        if self.pointwise:
+            (_, a), (_, b) = self.answers
+            return pointwise_preference(a.score, b.score, self.temperature)  # type: ignore[arg-type]
+        return preference_for_a([(a_first, v.p_first) for a_first, v in self.answers])  # type: ignore[misc]
+
+    @property
+    def consistent(self) -> bool | None:
+        """Whether both orders picked the same response; None pointwise (there is no order)."""
+        return None if self.pointwise else consistent([(a_first, v.p_first) for a_first, v in self.answers])  # type: ignore[misc]
+
+
+def _row(pair: Pair, judged: PairJudgment, judge: str, rubric: str, chat: bool) -> dict[str, Any]:
+    p_a = judged.p_a
     a_wins = p_a >= 0.5
     chosen, rejected = (pair.a, pair.b) if a_wins else (pair.b, pair.a)
     row: dict[str, Any] = {
@@ -101,41 +132,75 @@ def _row(pair: Pair, judgments: list[tuple[bool, Verdict]], judge: str, rubric: 
         "chosen": _as_messages(chosen, "assistant") if chat else chosen,
         "rejected": _as_messages(rejected, "assistant") if chat else rejected,
         "ai_preference": max(p_a, 1.0 - p_a),
-        "orders": [
-            {"first": "chosen" if a_first == a_wins else "rejected", "p_first": v.p_first, "soft": v.soft, "text": v.text}
-            for a_first, v in judgments
-        ],
-        "consistent": consistent([(a_first, v.p_first) for a_first, v in judgments]),  # type: ignore[misc]
-        "judge": judge,
-        "rubric": rubric,
+        "mode": "pointwise" if judged.pointwise else "pairwise",
     }
+    if judged.pointwise:  # A's score, then B's
+        row["scores"] = [
+            {"response": "chosen" if is_a == a_wins else "rejected", "score": v.score, "soft": v.soft, "text": v.text}
+            for is_a, v in judged.answers
+        ]
+    else:
+        row["orders"] = [
+            {"first": "chosen" if a_first == a_wins else "rejected", "p_first": v.p_first, "soft": v.soft, "text": v.text}
+            for a_first, v in judged.answers
+        ]
+    row.update(consistent=judged.consistent, judge=judge, rubric=rubric)
     if pair.human is not None:
         row["human_preference"] = pair.human if a_wins else 1.0 - pair.human
     return row
 
 
-def _plan_requests(pairs: list[Pair], debias: str, seed: int, cot: bool, rubric: Rubric, judge_identity: dict[str, Any]):
-    """One judge request per (pair, order), keyed for the cache; identical requests are asked once."""
-    plans = [(pair, plan_orders(debias, pair.id, seed)) for pair in pairs]
+def resolve_mode(mode: str | None, backend: type[Judge], rubric: Rubric) -> str:
+    """The judging mode: as asked, else the judge's own; one the judge or rubric cannot do is an error."""
+    mode = mode or backend.MODES[0]
+    if mode not in MODES:
+        raise ConfigError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
+    if mode not in backend.MODES:
+        raise ConfigError(f"a '{backend.__name__}' judge answers only in mode {', '.join(backend.MODES)}, not {mode}")
+    if mode == "pointwise" and backend.READS_RUBRIC and rubric.scale is None:
+        raise ConfigError(f"rubric {rubric.name} has no pointwise form (it never uses `response`): see prompts/README.md")
+    return mode
+
+
+def _plan_requests(pairs: list[Pair], mode: str, debias: str, seed: int, cot: bool, rubric: Rubric, backend: type[Judge], judge_identity: dict[str, Any]):
+    """The judge requests of every pair, keyed for the cache (identical requests are asked once):
+    pairwise one per order `debias` plans, pointwise one per response. Returns, per pair, the
+    (pair, flags) plan, and the requests' keys in the order of the flags."""
     requests: dict[str, JudgeRequest] = {}
-    keys_of: list[list[str]] = []
-    for pair, orders in plans:
+    plans, keys_of = [], []
+    for pair in pairs:
+        flags = [True, False] if mode == "pointwise" else plan_orders(debias, pair.id, seed)
         keys = []
-        for a_first in orders:
-            first, second = (pair.a, pair.b) if a_first else (pair.b, pair.a)
-            request = JudgeRequest(rubric.render(pair.prompt, first, second, cot), rubric.labels, rubric.verdict_prefix, cot)
+        for flag in flags:
+            if mode == "pointwise":
+                response = pair.a if flag else pair.b
+                if backend.READS_RUBRIC:
+                    request = JudgeRequest(rubric.render_rating(pair.prompt, response, cot), rubric.scale, rubric.rating_prefix, cot, pointwise=True)  # type: ignore[arg-type]
+                else:
+                    request = JudgeRequest("", (), "", pointwise=True, query=pair.prompt, response=response)
+            else:
+                first, second = (pair.a, pair.b) if flag else (pair.b, pair.a)
+                request = JudgeRequest(rubric.render(pair.prompt, first, second, cot), rubric.labels, rubric.verdict_prefix, cot)
             key = cache_key("judge", judge_identity, asdict(request))
             requests[key] = request
             keys.append(key)
+        plans.append((pair, flags))
         keys_of.append(keys)
     return plans, requests, keys_of
 
 
-def _dry_run(config: LabelConfig, judge_config: JudgeConfig, loaded: LoadResult, rubric: Rubric) -> LabelResult:
+def _judgments(plans, keys_of, answers: dict[str, Verdict], mode: str, temperature: float) -> list[PairJudgment]:
+    return [
+        PairJudgment([(flag, answers[key]) for flag, key in zip(flags, keys)], mode == "pointwise", temperature)
+        for (_, flags), keys in zip(plans, keys_of)
+    ]
+
+
+def _dry_run(config: LabelConfig, judge_config: JudgeConfig, loaded: LoadResult, rubric: Rubric, mode: str) -> LabelResult:
     """What a run would ask: calls not yet cached, estimated tokens and cost. Calls nothing."""
     backend = judge_class(judge_config)
     pairs, skipped = make_pairs([ex for ex in loaded.examples if ex.responses], config.seed)
-    _, requests, _ = _plan_requests(pairs, config.debias, config.seed, config.cot, rubric, backend.identity(judge_config))
+    _, requests, _ = _plan_requests(pairs, mode, config.debias, config.seed, config.cot, rubric, backend, backend.identity(judge_config))
     cache_path = Path(config.cache) if config.cache else config.output_dir() / "cache.sqlite"
     cache = AnswerCache(cache_path) if cache_path.exists() else None
     missing = [r for k, r in requests.items() if cache is None or cache.get(k) is None]
@@ -225,14 +290,16 @@ def _ask_missing(judge_config: JudgeConfig, requests: dict[str, JudgeRequest], a
     return len(missing)
 
 
-def judge_pairs(pairs: list[Pair], rubric: Rubric, judge_config: JudgeConfig, cache: AnswerCache, debias: str = "both", seed: int = 0,
-                cot: bool = False, progress: bool = True) -> list[list[tuple[bool, Verdict]]]:
-    """Judge each pair in the orders `debias` plans, through the answer cache: per pair, its
-    (a_first, verdict) judgments. The machinery of `label`, for callers with pairs in hand."""
-    plans, requests, keys_of = _plan_requests(pairs, debias, seed, cot, rubric, judge_class(judge_config).identity(judge_config))
+def judge_pairs(pairs: list[Pair], rubric: Rubric, judge_config: JudgeConfig, cache: AnswerCache, mode: str | None = None, debias: str = "both",
+                seed: int = 0, cot: bool = False, progress: bool = True) -> list[PairJudgment]:
+    """Judge each pair (in the orders `debias` plans, or each response alone in mode pointwise)
+    through the answer cache. The machinery of `label`, for callers with pairs in hand."""
+    backend = judge_class(judge_config)
+    mode = resolve_mode(mode, backend, rubric)
+    plans, requests, keys_of = _plan_requests(pairs, mode, debias, seed, cot, rubric, backend, backend.identity(judge_config))
     answers = _cached_answers(requests, cache)
     _ask_missing(judge_config, requests, answers, cache, progress)
-    return [[(a_first, answers[key]) for a_first, key in zip(orders, keys)] for (_, orders), keys in zip(plans, keys_of)]
+    return _judgments(plans, keys_of, answers, mode, backend.score_temperature(backend.parse_options(judge_config)))
 
 
 def label(config: LabelConfig) -> LabelResult:
@@ -247,6 +314,7 @@ def label(config: LabelConfig) -> LabelResult:
     backend.parse_options(judge_config)  # a bad option is reported before any work
     if config.batch_api and not issubclass(backend, BatchJudge):
         raise ConfigError(f"--batch-api needs a judge with a batch API (openai), not '{judge_config.backend}'")
+    mode = resolve_mode(config.mode, backend, rubric)
     loaded = load_examples(config.input, config.limit, config.skip_invalid)
     plan_orders(config.debias, "check")
     if config.min_confidence is not None and not 0.5 <= config.min_confidence <= 1.0:
@@ -254,7 +322,7 @@ def label(config: LabelConfig) -> LabelResult:
 
     out = config.output_dir()
     if config.dry_run:
-        return _dry_run(config, judge_config, loaded, rubric)
+        return _dry_run(config, judge_config, loaded, rubric, mode)
     out.mkdir(parents=True, exist_ok=True)
     cache = AnswerCache(config.cache or out / "cache.sqlite")
     try:
@@ -267,7 +335,7 @@ def label(config: LabelConfig) -> LabelResult:
                 )
         pairs, skipped = make_pairs(loaded.examples, config.seed)
 
-        plans, requests, keys_of = _plan_requests(pairs, config.debias, config.seed, config.cot, rubric, backend.identity(judge_config))
+        plans, requests, keys_of = _plan_requests(pairs, mode, config.debias, config.seed, config.cot, rubric, backend, backend.identity(judge_config))
         answers = _cached_answers(requests, cache)
         if config.batch_api and len(answers) < len(requests):
             pending = _batch_round(out, judge_config, requests, answers, cache)
@@ -283,14 +351,14 @@ def label(config: LabelConfig) -> LabelResult:
     rows: list[dict[str, Any]] = []
     failures = [{"stage": "input", **f} for f in loaded.failures]
     filtered = {"inconsistent": 0, "low_confidence": 0}
-    for (pair, orders), keys in zip(plans, keys_of):
-        judgments = [(a_first, answers[key]) for a_first, key in zip(orders, keys)]
-        bad = [(a_first, v) for a_first, v in judgments if v.p_first is None]
-        if bad:
-            for a_first, v in bad:
-                failures.append({"stage": "judge", "id": pair.id, "order": "a_first" if a_first else "b_first", "error": v.error, "text": v.text})
+    temperature = backend.score_temperature(backend.parse_options(judge_config))
+    for (pair, _), judged in zip(plans, _judgments(plans, keys_of, answers, mode, temperature)):
+        if judged.failed:
+            for flag, v in judged.failed:
+                which = {"response": "a" if flag else "b"} if judged.pointwise else {"order": "a_first" if flag else "b_first"}
+                failures.append({"stage": "judge", "id": pair.id, **which, "error": v.error, "text": v.text})
             continue
-        row = _row(pair, judgments, judge_config.name, rubric.name, chat)
+        row = _row(pair, judged, judge_config.name, rubric.name, chat)
         if config.drop_inconsistent and row["consistent"] is False:
             filtered["inconsistent"] += 1
         elif config.min_confidence is not None and row["ai_preference"] < config.min_confidence:
@@ -300,21 +368,24 @@ def label(config: LabelConfig) -> LabelResult:
 
     write_jsonl_atomic(out / "pairs.jsonl", rows)
     write_jsonl_atomic(out / "failures.jsonl", failures)
-    manifest = _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, calls_made, started)
+    manifest = _manifest(config, mode, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, calls_made, started)
     manifest["timings"] = {"judging_s": round(judging_s, 3)}
     write_json_atomic(out / "manifest.json", manifest)
     return LabelResult(out, rows, failures, manifest)
 
 
-def _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, calls_made, started) -> dict[str, Any]:
+def _manifest(config, mode, judge_config, rubric, loaded, pairs, skipped, filtered, failures, rows, answers, calls_made, started) -> dict[str, Any]:
     verdicts = [v for v in answers.values() if v.p_first is not None]
+    shown = [r for r in rows if "orders" in r]  # pairwise rows: the only ones shown in an order
     tokens = {"prompt": sum(v.prompt_tokens for v in answers.values()), "completion": sum(v.completion_tokens for v in answers.values())}
     return {
         "rlaif_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "config": asdict(config),
+        "mode": mode,
         "judge": judge_config.public(),
-        "rubric": {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix},
+        "rubric": {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix,
+                   "scale": list(rubric.scale) if rubric.scale else None, "rating_prefix": rubric.rating_prefix},
         "counts": {
             "examples": len(loaded.examples),
             "pairs": len(pairs),
@@ -325,12 +396,13 @@ def _manifest(config, judge_config, rubric, loaded, pairs, skipped, filtered, fa
             "failed": {"invalid_rows": len(loaded.failures), "judge": len({f["id"] for f in failures if f["stage"] == "judge"})},
             "filtered": filtered,
         },
-        "judge_calls": {"total": len(answers), "made": calls_made, "cached": len(answers) - calls_made},
-        "first_position_rate": {
+        # One call per (pair, order) pairwise, per distinct response pointwise.
+        "judge_calls": {"per": "response" if mode == "pointwise" else "order", "total": len(answers), "made": calls_made, "cached": len(answers) - calls_made},
+        "first_position_rate": {  # none pointwise: nothing is shown first
             # How often the judge preferred whatever it saw first, call by call.
             "raw": sum(v.p_first > 0.5 for v in verdicts) / len(verdicts) if verdicts else None,
             # How often the final label is the response shown first in the pair's first order.
-            "labels": sum(r["orders"][0]["first"] == "chosen" for r in rows) / len(rows) if rows else None,
+            "labels": sum(r["orders"][0]["first"] == "chosen" for r in shown) / len(shown) if shown else None,
         },
         "tokens": tokens,
         "estimated_cost": estimate_cost(judge_config.options, tokens["prompt"], tokens["completion"]),

@@ -34,6 +34,10 @@ def summary_table(metrics: dict[str, Any]) -> list[str]:
     return lines
 
 
+HOW_JUDGED = {"pairwise": "pairwise, both orders", "pointwise": "pointwise, each response scored alone"}
+TIES = {"pairwise": "the judge's two orders disagreed", "pointwise": "the two responses scored the same"}
+
+
 def findings(metrics: dict[str, Any]) -> list[str]:
     judge = metrics["judge"]["name"]
     out = []
@@ -44,7 +48,7 @@ def findings(metrics: dict[str, Any]) -> list[str]:
         else:
             side = "wins over" if m["win_rate"] > 0.5 else "loses to"
             verdict = f"`{a}` **{side}** `{b}` by the {judge} judge: win rate {pct(m['win_rate'])} [{pct(m['low'])}, {pct(m['high'])}]"
-        ties = f"{pct(m['ties'])} of the {m['comparisons']} comparisons were ties (the judge's two orders disagreed)"
+        ties = f"{pct(m['ties'])} of the {m['comparisons']} comparisons were ties ({TIES[metrics['judge']['mode']]})"
         lc = "" if m["lc_win_rate"] is None else f"; at equal length the fit predicts {pct(m['lc_win_rate'])}"
         out.append(f"- {verdict}. {ties}{lc}." + (f" {m['failed']} comparisons failed to get a verdict." if m["failed"] else ""))
     for name, m in metrics["matchups"].items():
@@ -91,7 +95,7 @@ def write_report(out: Path, metrics: dict[str, Any]) -> None:
     lines = [
         f"# rlaif compare: {len(metrics['policies']) - 1} policies and their base on {metrics['prompts']} prompts",
         "",
-        (f"Judge: {metrics['judge']['name']} ({metrics['judge']['rubric']} rubric, both orders). Decoding: {d['samples']} sample(s) per prompt, "
+        (f"Judge: {metrics['judge']['name']} ({metrics['judge']['rubric']} rubric, {HOW_JUDGED[metrics['judge']['mode']]}). Decoding: {d['samples']} sample(s) per prompt, "
         f"temperature {d['temperature']}, up to {d['max_new_tokens']} new tokens, seed {d['seed']}. Every number is in `metrics.json`, "
         "with the file it came from (`responses.jsonl`, `judgments.jsonl`, the label runs)."),
         "",

@@ -1,9 +1,13 @@
 """Rubrics: Jinja2 templates in `prompts/` rendered in a sandbox into a judge's prompt.
 
 A template sees `prompt` (the query as text), `messages` (the query as chat messages),
-`response_a`, `response_b` (shown first and second) and `cot` (ask for a rationale first).
-It may set `labels` (the two verdict strings, default "1" and "2") and `verdict_prefix`
-(the text that precedes the verdict, default "Preferred Response=").
+`mode` ("pairwise" or "pointwise"), `cot` (ask for a rationale first) and the response(s):
+pairwise, `response_a` and `response_b` (shown first and second); pointwise, `response`
+(rated alone). A template that never reads `response` has no pointwise form.
+It may set `labels` (the two verdict strings, default "1" and "2"), `verdict_prefix`
+(the text that precedes the verdict, default "Preferred Response="), and for its pointwise
+form `scale` (the ratings, numbers from worst to best, default "1" to "5") and
+`rating_prefix` (default "Rating=").
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from rlaif.resources import builtin_dir
 
 DEFAULT_LABELS = ("1", "2")
 DEFAULT_VERDICT_PREFIX = "Preferred Response="
+DEFAULT_SCALE = ("1", "2", "3", "4", "5")
+DEFAULT_RATING_PREFIX = "Rating="
 SAMPLE = {
     "prompt": "What is the boiling point of water at sea level?",
-    "messages": [{"role": "user", "content": "What is the boiling point of water at sea level?"}],
     "response_a": "100 degrees Celsius.",
     "response_b": "About 90 degrees Celsius.",
 }
@@ -70,19 +75,24 @@ class Rubric:
     sha256: str
     labels: tuple[str, str]
     verdict_prefix: str
+    scale: tuple[str, ...] | None  # None: the template has no pointwise form
+    rating_prefix: str
     _template: jinja2.Template
 
     def render(self, prompt: Prompt, response_a: str, response_b: str, cot: bool = False) -> str:
+        """The pairwise prompt: which of the two responses is better."""
+        return self._render(prompt, cot, mode="pairwise", response_a=response_a, response_b=response_b)
+
+    def render_rating(self, prompt: Prompt, response: str, cot: bool = False) -> str:
+        """The pointwise prompt: how good one response is, on `scale`."""
+        if self.scale is None:
+            raise RubricError(str(self.path), None, "has no pointwise form (it never uses `response`): see prompts/README.md")
+        return self._render(prompt, cot, mode="pointwise", response=response)
+
+    def _render(self, prompt: Prompt, cot: bool, **context: str) -> str:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        context = {
-            "prompt": prompt_text(prompt),
-            "messages": messages,
-            "response_a": response_a,
-            "response_b": response_b,
-            "cot": cot,
-        }
         try:
-            return self._template.render(context).strip() + "\n"
+            return self._template.render(prompt=prompt_text(prompt), messages=messages, cot=cot, **context).strip() + "\n"
         except jinja2.TemplateError as e:
             raise RubricError(str(self.path), _template_line(e, str(self.path)), str(e)) from None
 
@@ -103,24 +113,43 @@ def load_rubric(name_or_path: str | Path) -> Rubric:
     except jinja2.TemplateNotFound as e:
         raise RubricError(str(path), None, f"includes or extends a missing template: {e.name}") from None
     digest = hashlib.sha256("\0".join(sources).encode()).hexdigest()
+    pointwise = any("response" in meta.find_undeclared_variables(env.parse(source)) for source in sources)
     rubric = Rubric(
         name=path.stem if path.parent == builtin_dir("prompts") else str(path),
         path=path,
         sha256=digest,
         labels=DEFAULT_LABELS,
         verdict_prefix=DEFAULT_VERDICT_PREFIX,
+        scale=DEFAULT_SCALE if pointwise else None,
+        rating_prefix=DEFAULT_RATING_PREFIX,
         _template=template,
     )
-    # Rendering a sample in both forms reports errors with the template's own line numbers.
+    # Rendering a sample in every form reports errors with the template's own line numbers.
     for cot in (False, True):
         rubric.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot=cot)
-    module = template.make_module({**SAMPLE, "cot": False})
+        if pointwise:
+            rubric.render_rating(SAMPLE["prompt"], SAMPLE["response_a"], cot=cot)
+    module = template.make_module({**SAMPLE, "messages": [{"role": "user", "content": SAMPLE["prompt"]}], "cot": False, "mode": "pairwise"})
     labels = tuple(getattr(module, "labels", DEFAULT_LABELS))
     if len(labels) != 2 or not all(isinstance(x, str) and x for x in labels) or labels[0] == labels[1]:
         raise RubricError(str(path), None, f"'labels' must be two different non-empty strings, got {labels!r}")
     rubric.labels = labels  # type: ignore[assignment]
     rubric.verdict_prefix = str(getattr(module, "verdict_prefix", DEFAULT_VERDICT_PREFIX))
+    if pointwise:
+        scale = tuple(getattr(module, "scale", DEFAULT_SCALE))
+        if len(set(scale)) != len(scale) or len(scale) < 2 or not all(_is_number(x) for x in scale):
+            raise RubricError(str(path), None, f"'scale' must be two or more different numbers written as strings, got {scale!r}")
+        rubric.scale = scale
+        rubric.rating_prefix = str(getattr(module, "rating_prefix", DEFAULT_RATING_PREFIX))
     return rubric
+
+
+def _is_number(text: object) -> bool:
+    try:
+        float(text)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return isinstance(text, str)
 
 
 def _sources(env: jinja2.Environment, name: str, seen: set[str] | None = None) -> list[str]:

@@ -1,10 +1,10 @@
 import pytest
 
 from rlaif.data import Pair
-from rlaif.debias import consistent, plan_orders, preference_for_a
+from rlaif.debias import consistent, plan_orders, pointwise_preference, preference_for_a
 from rlaif.errors import ConfigError
-from rlaif.judge import Verdict
-from rlaif.labeling import _row
+from rlaif.judge import Judge, JudgeRequest, Verdict
+from rlaif.labeling import PairJudgment, _row
 
 
 def test_both_orders_average_by_hand():
@@ -37,7 +37,7 @@ def test_plan_orders():
 def test_row_orients_evidence_to_chosen_and_rejected():
     pair = Pair("p1", "q", a="A text", b="B text", human=1.0)  # the human preferred A
     # Both orders favour B: A-first says 0.3 for A, B-first says 0.6 for B.
-    row = _row(pair, [(True, Verdict(0.3)), (False, Verdict(0.6))], "j", "r", chat=False)
+    row = _row(pair, PairJudgment([(True, Verdict(0.3)), (False, Verdict(0.6))]), "j", "r", chat=False)
     assert row["chosen"] == "B text" and row["rejected"] == "A text"
     assert row["ai_preference"] == pytest.approx((0.7 + 0.6) / 2)
     assert [o["first"] for o in row["orders"]] == ["rejected", "chosen"]
@@ -46,6 +46,29 @@ def test_row_orients_evidence_to_chosen_and_rejected():
 
 def test_row_in_chat_form_matches_trl_conversational_format():
     pair = Pair("p1", [{"role": "user", "content": "hi"}], a="x", b="y")
-    row = _row(pair, [(True, Verdict(0.9)), (False, Verdict(0.2))], "j", "r", chat=True)
+    row = _row(pair, PairJudgment([(True, Verdict(0.9)), (False, Verdict(0.2))]), "j", "r", chat=True)
     assert row["chosen"] == [{"role": "assistant", "content": "x"}]
     assert row["prompt"] == [{"role": "user", "content": "hi"}] and "human_preference" not in row
+
+
+def test_pointwise_preference_by_hand():
+    # σ((s_A − s_B) / T): scores 2.0 and 1.0 at T = 1 give 1 / (1 + e^-1) = 0.7310586.
+    assert pointwise_preference(2.0, 1.0) == pytest.approx(0.7310586)
+    assert pointwise_preference(2.0, 1.0, temperature=2.0) == pytest.approx(1 / (1 + 2.718281828 ** -0.5))
+    assert pointwise_preference(3.0, 3.0) == 0.5
+    assert pointwise_preference(-1000.0, 1000.0) == 0.0 and pointwise_preference(1000.0, -1000.0) == 1.0  # no overflow
+
+
+def test_expected_rating_from_label_probabilities_by_hand():
+    request = JudgeRequest("rate it", ("1", "2", "3", "4", "5"), "Rating=", pointwise=True)
+    # Unnormalised mass 1, 1, 2, 4, 2 over ratings 1..5: (1 + 2 + 6 + 16 + 10) / 10 = 3.5.
+    assert Judge.from_label_probs(request, [1, 1, 2, 4, 2]).score == pytest.approx(3.5)
+    assert Judge.from_label_probs(JudgeRequest("which?"), [3, 1]).p_first == pytest.approx(0.75)
+
+
+def test_pointwise_row_keeps_both_scores_and_has_no_order():
+    pair = Pair("p1", "q", a="A text", b="B text", human=1.0)
+    row = _row(pair, PairJudgment([(True, Verdict(None, score=1.0)), (False, Verdict(None, score=2.0))], pointwise=True), "j", "r", chat=False)
+    assert row["chosen"] == "B text" and row["ai_preference"] == pytest.approx(0.7310586)
+    assert [(s["response"], s["score"]) for s in row["scores"]] == [("rejected", 1.0), ("chosen", 2.0)]
+    assert "orders" not in row and row["consistent"] is None and row["mode"] == "pointwise" and row["human_preference"] == 0.0

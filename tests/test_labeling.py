@@ -44,7 +44,7 @@ def test_outputs_manifest_filters_and_failures(tmp_path, scripted_judge):
 
     kept = label(LabelConfig(str(data), str(out), judge=scripted_judge(0.0), progress=False))
     assert len(kept.rows) == 6 and all(r["ai_preference"] == pytest.approx(0.8) for r in kept.rows)
-    assert kept.manifest["judge_calls"] == {"total": 14, "made": 0, "cached": 14}
+    assert kept.manifest["judge_calls"] == {"per": "order", "total": 14, "made": 0, "cached": 14}
 
 
 def test_rerun_asks_nothing_twice(tmp_path, scripted_judge):

@@ -37,7 +37,7 @@ def test_custom_template_with_own_labels(tmp_path):
 
 def test_custom_template_extending_the_builtin_layout(tmp_path):
     path = tmp_path / "ext.j2"
-    path.write_text('{% extends "_pairwise.j2" %}{% set labels = ["A", "B"] %}{% block criteria %}Be kind.{% endblock %}')
+    path.write_text('{% extends "_layout.j2" %}{% set labels = ["A", "B"] %}{% block criteria %}Be kind.{% endblock %}')
     rubric = load_rubric(str(path))
     text = rubric.render("q", "x", "y")
     assert "Be kind." in text and "Preferred Response=A" in text and rubric.labels == ("A", "B")

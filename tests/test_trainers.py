@@ -242,16 +242,21 @@ def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, char_policy, tmp_path):
     assert (out / "value_head.pt").exists() and AutoModelForCausalLM.from_pretrained(out)
 
 
-def test_ppo_with_a_reward_model_on_another_tokenizer(tiny, pairs, tmp_path):
-    """The policy uses the SmolLM tokenizer; the reward model reads text with its own."""
+def test_ppo_with_a_reward_model_judge_on_another_tokenizer(tiny, pairs, tmp_path):
+    """The policy uses the SmolLM tokenizer; the reward model, given as the judge config that
+    labels with it, reads text with its own."""
     rm_tok = char_tokenizer()
     rm_dir = tmp_path / "char-rm"
     torch.manual_seed(1)
     LlamaForSequenceClassification(tiny_config(len(rm_tok), rm_tok, num_labels=1)).save_pretrained(rm_dir)
     rm_tok.save_pretrained(rm_dir)
-    train(config("ppo", pairs, tiny, tmp_path / "out", max_steps=2, reward_model=str(rm_dir), max_new_tokens=6, rollout_batch_size=4))
+    judge = tmp_path / "rm-judge.toml"
+    judge.write_text(f'backend = "reward_model"\nmodel = "{rm_dir}"\n')
+    train(config("ppo", pairs, tiny, tmp_path / "out", max_steps=2, reward_model=str(judge), max_new_tokens=6, rollout_batch_size=4))
     rows = metrics(tmp_path / "out")
     assert len(rows) == 2 and all(isinstance(r["score"], float) for r in rows)
+    with pytest.raises(ConfigError, match="needs backend 'reward_model'"):
+        train(config("ppo", pairs, tiny, tmp_path / "out2", max_steps=2, reward_model="embedded", max_new_tokens=6, rollout_batch_size=4))
 
 
 @pytest.mark.parametrize("method", ["sft", "rm", "dpo", "ppo"])

@@ -1,6 +1,6 @@
 """A judge on the Anthropic messages API. The verdict is parsed from the reply's text; with
 `samples: N` (and a temperature above 0) the soft label is the share of N replies that
-picked the first response."""
+picked the first response (pointwise: the mean rating of the N replies)."""
 
 from __future__ import annotations
 
@@ -52,9 +52,12 @@ class AnthropicJudge(ApiJudge):
         if self.options.samples <= 1:
             return await self._sample(client, request)
         samples = [await self._sample(client, request) for _ in range(self.options.samples)]
-        read = [s for s in samples if s.p_first is not None]
+        read = [s.value for s in samples if s.value is not None]
         tokens = {"prompt_tokens": sum(s.prompt_tokens for s in samples), "completion_tokens": sum(s.completion_tokens for s in samples)}
         texts = "\n---\n".join(s.text or "" for s in samples)
         if not read:
             return Verdict(p_first=None, text=texts, soft=False, error="no verdict could be read from any sample", **tokens)
-        return Verdict(p_first=sum(s.p_first for s in read) / len(read), text=texts, soft=True, **tokens)  # type: ignore[misc]
+        mean = sum(read) / len(read)
+        if request.pointwise:
+            return Verdict(p_first=None, score=mean, text=texts, soft=True, **tokens)
+        return Verdict(p_first=mean, text=texts, soft=True, **tokens)

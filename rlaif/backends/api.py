@@ -195,8 +195,9 @@ class ApiJudge(Judge):
 
 
 def hard_verdict(text: str, request: JudgeRequest, **usage: int) -> Verdict:
-    """A verdict parsed from text: 1.0 or 0.0, or a failure that keeps the raw text."""
+    """A verdict parsed from text (P(first) 1.0 or 0.0, or the rating given), or a failure
+    that keeps the raw text."""
     choice = parse_verdict(text, request.labels, request.verdict_prefix)
     if choice is None:
         return Verdict(p_first=None, text=text, soft=False, error="no verdict could be read from the reply", **usage)
-    return Verdict(p_first=1.0 if choice == 0 else 0.0, text=text, soft=False, **usage)
+    return Judge.from_label_probs(request, [float(i == choice) for i in range(len(request.labels))], text=text, soft=False, **usage)

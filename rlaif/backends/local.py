@@ -2,7 +2,8 @@
 
 The rubric goes in as the user turn; the assistant turn is pre-filled with the rubric's
 verdict prefix (after a generated rationale with `--cot`), and the soft label is read from
-the next-token probabilities of the two verdict labels, normalised over the pair.
+the next-token probabilities of the verdict labels, normalised over them: the two responses'
+labels of a pair, or the rating scale of one response (whose expected rating is its score).
 """
 
 from __future__ import annotations
@@ -82,14 +83,13 @@ class LocalJudge(Judge):
         return texts, counts
 
     @torch.no_grad()
-    def _score(self, texts: list[str], labels: tuple[str, str]) -> tuple[list[float], list[int]]:
+    def _label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
+        """Per text, the next token's probability of each label (normalised over the labels)."""
         batch = left_padded(self.tokenizer, texts, self.device)
         logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :].float()
         logprobs = torch.log_softmax(logits, dim=-1)
-        first = torch.logsumexp(logprobs[:, label_token_ids(self.tokenizer, labels[0])], dim=-1)
-        second = torch.logsumexp(logprobs[:, label_token_ids(self.tokenizer, labels[1])], dim=-1)
-        p_first = torch.sigmoid(first - second)
-        return p_first.tolist(), batch["attention_mask"].sum(-1).tolist()
+        per_label = torch.stack([torch.logsumexp(logprobs[:, label_token_ids(self.tokenizer, label)], dim=-1) for label in labels], dim=-1)
+        return torch.softmax(per_label, dim=-1).tolist(), batch["attention_mask"].sum(-1).tolist()
 
     def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
         # Similar lengths batch together: less padding, less wasted compute.
@@ -108,18 +108,18 @@ class LocalJudge(Judge):
                     chat + (f"{rationale}\n\n" if rationale else "") + r.verdict_prefix
                     for chat, rationale, r in zip(chats, rationales, reqs)
                 ]
-                p_first, prompt_tokens = self._score(texts, reqs[0].labels)
-                for i, p, text, n_in, n_out in zip(group, p_first, rationales, prompt_tokens, generated):
-                    on_result(i, Verdict(p_first=p, text=text, soft=True, prompt_tokens=int(n_in), completion_tokens=n_out))
+                probs, prompt_tokens = self._label_probs(texts, reqs[0].labels)
+                for i, p, text, n_in, n_out in zip(group, probs, rationales, prompt_tokens, generated):
+                    on_result(i, self.from_label_probs(requests[i], p, text=text, soft=True, prompt_tokens=int(n_in), completion_tokens=n_out))
 
     def close(self) -> None:
         del self.model
 
 
 def _by_format(requests: Sequence[JudgeRequest], indices: list[int]) -> list[list[int]]:
-    """Split a batch so every group shares labels, verdict prefix and cot (one run has one)."""
+    """Split a batch so every group shares labels, verdict prefix, cot and mode (one run has one)."""
     groups: dict[tuple, list[int]] = {}
     for i in indices:
         r = requests[i]
-        groups.setdefault((r.labels, r.verdict_prefix, r.cot), []).append(i)
+        groups.setdefault((r.labels, r.verdict_prefix, r.cot, r.pointwise), []).append(i)
     return list(groups.values())

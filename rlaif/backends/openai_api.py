@@ -1,8 +1,9 @@
 """A judge on the OpenAI chat completions API, or any server that speaks it (vLLM, Ollama,
 llama.cpp server): set `base_url` in the judge config.
 
-The soft label comes from the log-probabilities of the two verdict labels at the verdict's
-position in the reply (`logprobs` / `top_logprobs`). A server that returns no log-probabilities
+The soft label comes from the log-probabilities of the verdict labels (the two responses'
+labels, or a pointwise rating scale) at the verdict's position in the reply (`logprobs` /
+`top_logprobs`). A server that returns no log-probabilities
 gets its verdict parsed from the text, and the pair is marked as a hard label.
 """
 
@@ -26,8 +27,8 @@ class OpenAIOptions(ApiOptions):
     top_logprobs: int = 20  # 0: ask for no log-probabilities
 
 
-def verdict_logprobs(content: list[Any], request: JudgeRequest) -> float | None:
-    """P(first label) from the top log-probabilities at the verdict token, or None if absent.
+def label_probs(content: list[Any], request: JudgeRequest) -> list[float] | None:
+    """Probabilities of the labels from the top log-probabilities at the verdict token, or None if absent.
 
     The verdict token is the last token that spells a label right after the verdict
     prefix (or that opens the reply). A label missing from the top list is given the
@@ -51,8 +52,7 @@ def verdict_logprobs(content: list[Any], request: JudgeRequest) -> float | None:
         if item.token.strip() in probability:
             probability[item.token.strip()] += math.exp(item.logprob)
     floor = math.exp(min(item.logprob for item in top))
-    first, second = (probability[label] or floor for label in labels)
-    return first / (first + second)
+    return [probability[label] or floor for label in labels]
 
 
 BATCH_ENDED = ("completed", "expired", "cancelled", "failed")
@@ -94,10 +94,10 @@ class OpenAIJudge(ApiJudge, BatchJudge):
             "completion_tokens": getattr(response.usage, "completion_tokens", 0) or 0,
         }
         content = getattr(choice.logprobs, "content", None) if choice.logprobs else None
-        p_first = verdict_logprobs(content, request) if content else None
-        if p_first is None:
+        probs = label_probs(content, request) if content else None
+        if probs is None:
             return hard_verdict(text, request, **usage)
-        return Verdict(p_first=p_first, text=text, soft=True, **usage)
+        return OpenAIJudge.from_label_probs(request, probs, text=text, soft=True, **usage)
 
     async def _ask(self, client, request: JudgeRequest) -> Verdict:
         return self._verdict(await client.chat.completions.create(**self._body(request)), request)

@@ -61,7 +61,7 @@ class TrainConfig:
     label_smoothing: float = setting(0.0, "dpo: conservative DPO's label noise rate.")
     loss: str = setting("sigmoid", "dpo: sigmoid (DPO), or ipo on length-normalised log-probabilities (as TRL's ipo).", ("sigmoid", "ipo"))
     # ppo
-    reward_model: str | None = setting(None, "ppo: a reward model trained with --method rm.")
+    reward_model: str | None = setting(None, "ppo: a reward model directory (trained with --method rm), or a reward_model judge config.")
     rollout_batch_size: int = setting(8, "ppo: prompts per rollout (per process).")
     ppo_epochs: int = setting(4, "ppo: passes over each rollout.")
     mini_batch_size: int = setting(4, "ppo: sequences per update.")

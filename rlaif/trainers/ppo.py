@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from rlaif.backends.reward_model import reward_model_dir
 from rlaif.data import Prompt
 from rlaif.errors import ConfigError
 from rlaif.models import load_causal_lm, load_reward_model, load_tokenizer
@@ -127,8 +128,9 @@ class PPOTrainer(Trainer):
         if self.reward_fn is None:
             if not cfg.reward_model:
                 raise ConfigError("PPO needs a reward model: --reward-model DIR (train one with --method rm)")
-            self.rm_tokenizer = load_tokenizer(cfg.reward_model, padding_side="right")
-            self.reward_model = load_reward_model(cfg.reward_model, self.procs.device, self.rm_tokenizer.pad_token_id).eval()
+            rm_dir = reward_model_dir(cfg.reward_model)
+            self.rm_tokenizer = load_tokenizer(rm_dir, padding_side="right")
+            self.reward_model = load_reward_model(rm_dir, self.procs.device, self.rm_tokenizer.pad_token_id).eval()
             self.reward_fn = self._score_with_reward_model
 
     def save_model(self, path: Path) -> None:

@@ -1,0 +1,97 @@
+"""A judge on a reward model: any `AutoModelForSequenceClassification` directory with one score
+(an `rlaif train --method rm` output, or a public reward model the machine has).
+
+It reads no rubric. Each response is scored on its own, prompt and response as the model was
+trained on them (the chat template, then the response and EOS), so there is no order to be
+biased by: a pair costs one call per distinct response, and P(A ≻ B) = σ((r_A − r_B) / T)
+with T the `temperature` option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlaif.data import Prompt
+from rlaif.errors import ConfigError
+from rlaif.judge import Judge, JudgeConfig, JudgeRequest, Verdict, load_judge_config
+from rlaif.models import load_reward_model, load_tokenizer, model_fingerprint
+
+
+@dataclass
+class RewardModelOptions:
+    temperature: float = 1.0  # T in σ((r_A − r_B) / T): larger is less sure
+    batch_size: int = 16
+    max_length: int = 1024  # tokens per prompt + response (a long prompt gives up its beginning)
+    device: str | None = None
+
+
+def reward_model_dir(name_or_path: str) -> str:
+    """A reward model directory as given, or the one a `reward_model` judge config names (so the
+    judge that labeled the data can also be PPO's reward)."""
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    config = load_judge_config(name_or_path)
+    if config.backend != "reward_model" or not config.model:
+        raise ConfigError(f"{config.source}: a judge config used as a reward model needs backend 'reward_model' and a model, not {config.backend!r}")
+    return config.model
+
+
+@torch.no_grad()
+def reward_scores(model, tokenizer, items: Sequence[tuple[Prompt, str]], max_length: int, batch_size: int,
+                  on_batch: Callable[[list[int], list[float]], None] | None = None) -> list[float]:
+    """The reward model's score of each (prompt, response), longest-first in batches of similar
+    length; `on_batch(indices, scores)` hears each batch as it is done."""
+    from rlaif.trainers.data import collate, encode
+
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][1]) - len(str(items[i][0])))
+    scores = [0.0] * len(items)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        encoded = [encode(tokenizer, *items[i], max_length, f"item:{i}", True) for i in chunk]
+        batch = collate(encoded, tokenizer.pad_token_id, str(model.device))
+        values = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float().tolist()
+        for i, value in zip(chunk, values):
+            scores[i] = value
+        if on_batch:
+            on_batch(chunk, values)
+    return scores
+
+
+class RewardModelJudge(Judge):
+    Options = RewardModelOptions
+    NOT_IN_KEY = frozenset({"batch_size", "device", "temperature"})  # T is applied after the cache
+    MODES = ("pointwise",)
+    READS_RUBRIC = False
+
+    def __init__(self, config: JudgeConfig):
+        super().__init__(config)
+        self.tokenizer = load_tokenizer(config.model, padding_side="right")
+        self.model = load_reward_model(config.model, self.options.device).eval()
+
+    @classmethod
+    def identity(cls, config: JudgeConfig) -> dict[str, Any]:
+        # The weights, not just the path: a directory trained again must not reuse old scores.
+        return {**super().identity(config), "model": model_fingerprint(config.model)}
+
+    @classmethod
+    def score_temperature(cls, options: RewardModelOptions) -> float:
+        return options.temperature
+
+    def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+        if not all(r.pointwise and r.response is not None for r in requests):
+            raise ValueError("a reward-model judge scores single responses (mode 'pointwise')")
+
+        def report(indices: list[int], scores: list[float]) -> None:
+            for i, score in zip(indices, scores):
+                on_result(i, Verdict(p_first=None, score=score))
+
+        items = [(r.query, r.response) for r in requests]
+        reward_scores(self.model, self.tokenizer, items, self.options.max_length, self.options.batch_size, report)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        del self.model
