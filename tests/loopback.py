@@ -1,8 +1,10 @@
 """A loopback HTTP server that speaks the OpenAI chat completions and Anthropic messages
 protocols, for testing the API judges through the real SDK clients with no network.
 
-It answers like a judge that prefers the response containing "GOOD" (p = 0.8), and can be
-told to be slow or to fail: 429 with Retry-After, 500, a hang past the client's timeout,
+It answers like a judge that prefers the response containing "GOOD" (p = 0.8), or, asked
+to rate one response (a pointwise prompt), rates it 4 if it contains "GOOD" and 2 if not
+(log-probabilities 0.6 on that rating, 0.2 on the next one down... see `RATING_PROBS`). It
+can be told to be slow or to fail: 429 with Retry-After, 500, a hang past the client's timeout,
 a dropped connection, a malformed or truncated body, or a reply with no verdict.
 """
 
@@ -183,9 +185,23 @@ class Loopback:
         return Handler
 
 
+# The top log-probabilities of the rating token of a pointwise answer: expected rating
+# 4(.6) + 5(.2) + 3(.1) + 2(.05) + 1(.05) = 3.85 for a GOOD response, 2.15 for another.
+RATING_PROBS = {"4": {"4": 0.6, "5": 0.2, "3": 0.1, "2": 0.05, "1": 0.05}, "2": {"2": 0.6, "1": 0.2, "3": 0.1, "4": 0.05, "5": 0.05}}
+
+
+def _rating(prompt: str) -> str | None:
+    """The rating of a pointwise prompt (one response, after "Response:"), None for a pair."""
+    if "Rating=" not in prompt or "\nResponse:\n" not in prompt:
+        return None
+    return "4" if "GOOD" in prompt.split("\nResponse:\n")[1].split("\n\n")[0] else "2"
+
+
 def _verdict_text(prompt: str, unparseable: bool) -> tuple[str, bool]:
     if unparseable:
         return "Both responses have merits; I cannot choose.", True
+    if rating := _rating(prompt):
+        return (f"It is fine.\nRating={rating}" if "explain" in prompt else f"Rating={rating}"), rating == "4"
     first = _prefers_first(prompt)
     verdict = "1" if first else "2"
     if "explain" in prompt:  # the chain-of-thought form
@@ -198,12 +214,13 @@ def openai_reply(body: dict, unparseable: bool, logprobs: bool) -> dict:
     prompt = body["messages"][-1]["content"]
     text, first = _verdict_text(prompt, unparseable)
     cut = text.rfind("=") + 1
-    tokens = [text[:cut], text[cut:]] if cut and text[cut:] in ("1", "2") else [text]
+    tokens = [text[:cut], text[cut:]] if cut and text[cut:].isdigit() else [text]
+    rating = _rating(prompt)
     content = []
     for token in tokens:
-        if token in ("1", "2"):
-            p1 = 0.8 if first else 0.2
-            top = [{"token": "1", "logprob": math.log(p1), "bytes": [49]}, {"token": "2", "logprob": math.log(1 - p1), "bytes": [50]}]
+        if token.isdigit():
+            probs = RATING_PROBS[rating] if rating else {"1": 0.8 if first else 0.2, "2": 0.2 if first else 0.8}
+            top = [{"token": label, "logprob": math.log(p), "bytes": list(label.encode())} for label, p in probs.items()]
             top.sort(key=lambda t: -t["logprob"])
         else:
             top = [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]

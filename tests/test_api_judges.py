@@ -1,6 +1,7 @@
 """The OpenAI and Anthropic judges, through the real SDK clients, against a loopback server."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -70,6 +71,19 @@ def test_anthropic_hard_labels_and_sampled_soft_labels(tmp_path, server, judge_f
     sampled = run(tmp_path, judge_file(server, "anthropic", samples=3, temperature=1.0), "sampled")
     assert all(r["orders"][0]["soft"] for r in sampled.rows)
     assert server.requests == 12 + 36
+
+
+@pytest.mark.parametrize("backend", ["openai", "anthropic"])
+def test_pointwise_ratings_expected_from_logprobs_or_parsed(tmp_path, server, judge_file, backend):
+    result = run(tmp_path, judge_file(server, backend), mode="pointwise")
+    assert result.manifest["judge_calls"]["total"] == 12 and server.requests == 12  # one call per response
+    for row in result.rows:
+        scores = {s["response"]: s["score"] for s in row["scores"]}
+        if backend == "openai":  # expected ratings 3.85 and 2.15 from the top log-probabilities
+            assert scores == pytest.approx({"chosen": 3.85, "rejected": 2.15}) and row["ai_preference"] == pytest.approx(1 / (1 + math.exp(-1.7)))
+        else:  # parsed: 4 and 2
+            assert scores == {"chosen": 4.0, "rejected": 2.0} and row["ai_preference"] == pytest.approx(1 / (1 + math.exp(-2)))
+        assert row["human_preference"] == 1.0 and row["consistent"] is None
 
 
 @pytest.mark.parametrize("backend", ["openai", "anthropic"])
