@@ -82,7 +82,7 @@ def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None
     }
     if manifest:
         report["judge"] = manifest.get("judge", {}).get("name")
-        report["rubric"] = manifest.get("rubric", {}).get("name")
+        report["rubric"] = (manifest.get("rubric") or {}).get("name")
     return report
 
 
@@ -112,7 +112,7 @@ def format_report(report: dict[str, Any]) -> str:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     lines = [
-        ("judge / rubric / mode", f"{report.get('judge')} / {report.get('rubric')} / {report['mode']}"),
+        ("judge / rubric / mode", f"{report.get('judge')} / {report.get('rubric') or 'no rubric'} / {report['mode']}"),
         ("pairs (with a human label)", f"{report['pairs']} ({report['with_human_label']})"),
         ("agreement with humans [95% CI]", f"{pct(report['agreement'])} [{pct(report['agreement_low'])}, {pct(report['agreement_high'])}]"),
         (f"  on consistent pairs (n={report['n_consistent']})", pct(report["agreement_consistent"])),

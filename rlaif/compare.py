@@ -31,7 +31,7 @@ from rlaif.data import Example, Pair, input_name, load_examples
 from rlaif.errors import ConfigError, InputError
 from rlaif.files import write_json_atomic, write_jsonl_atomic
 from rlaif.generation import generate_responses
-from rlaif.judge import DEFAULT_JUDGE, JudgeFatalError, judge_class, load_judge_config
+from rlaif.judge import DEFAULT_JUDGE, JudgeFatalError, judge_class, load_judge_config, reward_model_dir
 from rlaif.labeling import judge_pairs, resolve_mode
 from rlaif.models import EMBEDDED_NAMES, is_embedded, load_tokenizer, model_fingerprint, resolve_model
 from rlaif.rubric import load_rubric
@@ -78,7 +78,9 @@ def labels_of(data: str, hard_labels: bool) -> str:
     manifest_path = Path(data).parent / "manifest.json"
     if manifest_path.exists():
         manifest = json.loads(manifest_path.read_text())
-        return f"AI labels ({manifest['judge']['name']} judge, {manifest['rubric']['name']} rubric, {'hard' if hard_labels else 'soft'})"
+        rubric = (manifest["rubric"] or {}).get("name")  # None: the judge read no rubric (a reward model)
+        how = f"{rubric} rubric" if rubric else manifest.get("mode", "pairwise")
+        return f"AI labels ({manifest['judge']['name']} judge, {how}, {'hard' if hard_labels else 'soft'})"
     return f"human labels ({input_name(data)})"
 
 
@@ -90,11 +92,11 @@ def describe_run(run_dir: str) -> Policy:
     cfg = read_run_config(run_dir)
     if cfg.method != "ppo":
         source = f"on {labels_of(cfg.data, cfg.hard_labels)}"
-    elif (Path(cfg.reward_model) / "train_config.json").exists():
-        rm = read_run_config(cfg.reward_model)
+    elif (Path(rm_dir := reward_model_dir(cfg.reward_model)) / "train_config.json").exists():
+        rm = read_run_config(rm_dir)
         source = f"against a reward model on {labels_of(rm.data, rm.hard_labels)}"
     else:
-        source = f"against the reward model {cfg.reward_model}"
+        source = f"against the reward model {rm_dir}"
     return Policy(Path(run_dir).name, run_dir, f"{cfg.method.upper()} {source}", run_dir)
 
 

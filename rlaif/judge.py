@@ -248,6 +248,17 @@ def load_judge(name_or_path: str | Path | JudgeConfig = DEFAULT_JUDGE) -> Judge:
     return judge_class(config)(config)
 
 
+def reward_model_dir(name_or_path: str) -> str:
+    """A reward model directory as given, or the one a `reward_model` judge config names (so the
+    judge that labeled the data can also be PPO's reward)."""
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    config = load_judge_config(name_or_path)
+    if config.backend != "reward_model" or not config.model:
+        raise ConfigError(f"{config.source}: a judge config used as a reward model needs backend 'reward_model' and a model, not {config.backend!r}")
+    return config.model
+
+
 def parse_verdict(text: str, labels: Sequence[str], verdict_prefix: str) -> int | None:
     """Which label (0 or 1) a judge's text chose, or None if it cannot be read.
 

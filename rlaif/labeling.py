@@ -358,7 +358,7 @@ def label(config: LabelConfig) -> LabelResult:
                 which = {"response": "a" if flag else "b"} if judged.pointwise else {"order": "a_first" if flag else "b_first"}
                 failures.append({"stage": "judge", "id": pair.id, **which, "error": v.error, "text": v.text})
             continue
-        row = _row(pair, judged, judge_config.name, rubric.name, chat)
+        row = _row(pair, judged, judge_config.name, rubric.name if backend.READS_RUBRIC else None, chat)
         if config.drop_inconsistent and row["consistent"] is False:
             filtered["inconsistent"] += 1
         elif config.min_confidence is not None and row["ai_preference"] < config.min_confidence:
@@ -384,7 +384,7 @@ def _manifest(config, mode, judge_config, rubric, loaded, pairs, skipped, filter
         "config": asdict(config),
         "mode": mode,
         "judge": judge_config.public(),
-        "rubric": {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix,
+        "rubric": None if not judge_class(judge_config).READS_RUBRIC else {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix,
                    "scale": list(rubric.scale) if rubric.scale else None, "rating_prefix": rubric.rating_prefix},
         "counts": {
             "examples": len(loaded.examples),

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from rlaif.data import Prompt
-from rlaif.errors import ConfigError
-from rlaif.judge import Judge, JudgeConfig, JudgeRequest, Verdict, load_judge_config
+from rlaif.judge import Judge, JudgeConfig, JudgeRequest, Verdict
 from rlaif.models import load_reward_model, load_tokenizer, model_fingerprint
 
 
@@ -28,17 +26,6 @@ class RewardModelOptions:
     batch_size: int = 16
     max_length: int = 1024  # tokens per prompt + response (a long prompt gives up its beginning)
     device: str | None = None
-
-
-def reward_model_dir(name_or_path: str) -> str:
-    """A reward model directory as given, or the one a `reward_model` judge config names (so the
-    judge that labeled the data can also be PPO's reward)."""
-    if Path(name_or_path).is_dir():
-        return name_or_path
-    config = load_judge_config(name_or_path)
-    if config.backend != "reward_model" or not config.model:
-        raise ConfigError(f"{config.source}: a judge config used as a reward model needs backend 'reward_model' and a model, not {config.backend!r}")
-    return config.model
 
 
 @torch.no_grad()

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from rlaif.backends.reward_model import reward_model_dir
 from rlaif.data import Prompt
 from rlaif.errors import ConfigError
+from rlaif.judge import reward_model_dir
 from rlaif.models import load_causal_lm, load_reward_model, load_tokenizer
 from rlaif.trainers.data import collate, encode, encode_prompt, load_prompts, split
 from rlaif.trainers.loop import Trainer, batched, freeze_lower_layers
