@@ -137,6 +137,22 @@ def test_compare_end_to_end(tiny, experiment, monkeypatch):
     assert answers_in(out / "cache.sqlite") == cached  # nothing generated or scored again
 
 
+def test_compare_with_the_reward_model_judge_scores_each_response_alone(tiny, experiment):
+    root, evaluation = experiment
+    judge = root / "rm-judge.toml"
+    judge.write_text(f'backend = "reward_model"\nmodel = "{root / "gold"}"\n')
+    metrics = compare(CompareConfig(runs=[str(root / "dpo-ai"), str(root / "unmoved")], eval_data=str(evaluation), output=str(root / "cmp-rm"),
+                                    judge=str(judge), gold_rm=str(root / "gold"), max_new_tokens=8, bertscore_model=tiny, progress=False))
+    assert metrics["judge"]["mode"] == "pointwise"
+    records = [json.loads(line) for line in (root / "cmp-rm" / "judgments.jsonl").read_text().splitlines()]
+    gold = {(r["policy"], r["prompt_id"]): r["gold_score"] for r in map(json.loads, (root / "cmp-rm" / "responses.jsonl").read_text().splitlines())}
+    for r in records:
+        assert "orders" not in r and [s["of"] for s in r["scores"]] == [r["a"], "base"]
+        # the judge is the gold model itself: its scores are the gold scores of the two responses
+        assert [s["score"] for s in r["scores"]] == pytest.approx([gold[(r["a"], r["prompt_id"])], gold[("base", r["prompt_id"])]], abs=1e-4)
+    assert metrics["matchups"]["unmoved vs base"]["ties"] == 1.0  # the same responses score the same
+
+
 def test_compare_on_the_command_line(tiny, experiment, monkeypatch):
     root, evaluation = experiment
     args = ["compare", str(root / "dpo-human"), "--eval-data", str(evaluation), "--output", str(root / "cli"), "--limit", "2",
