@@ -39,7 +39,7 @@ def test_reward_model_judge_scores_each_response_once(tiny_rm, tmp_path):
     m = result.manifest
     assert m["mode"] == "pointwise" and m["judge_calls"] == {"per": "response", "total": 12, "made": 12, "cached": 0} and m["rubric"] is None
     assert all(r["rubric"] is None for r in result.rows)
-    assert m["first_position_rate"] == {"raw": None, "labels": None} and len(result.rows) == 6
+    assert m["first_position_rate"] == {"raw": None, "labels": None} and len(result.rows) == 6 and m["tokens"]["prompt"] > 0
     # The scores are the model's own, and the preference is σ((r_chosen − r_rejected) / T).
     model, tokenizer = load_reward_model(tiny_rm), load_tokenizer(tiny_rm, padding_side="right")
     for row in result.rows:

@@ -30,9 +30,9 @@ class RewardModelOptions:
 
 @torch.no_grad()
 def reward_scores(model, tokenizer, items: Sequence[tuple[Prompt, str]], max_length: int, batch_size: int,
-                  on_batch: Callable[[list[int], list[float]], None] | None = None) -> list[float]:
+                  on_batch: Callable[[list[int], list[float], list[int]], None] | None = None) -> list[float]:
     """The reward model's score of each (prompt, response), longest-first in batches of similar
-    length; `on_batch(indices, scores)` hears each batch as it is done."""
+    length; `on_batch(indices, scores, token counts)` hears each batch as it is done."""
     from rlaif.trainers.data import collate, encode
 
     order = sorted(range(len(items)), key=lambda i: -len(items[i][1]) - len(str(items[i][0])))
@@ -45,7 +45,7 @@ def reward_scores(model, tokenizer, items: Sequence[tuple[Prompt, str]], max_len
         for i, value in zip(chunk, values):
             scores[i] = value
         if on_batch:
-            on_batch(chunk, values)
+            on_batch(chunk, values, [len(e["input_ids"]) for e in encoded])
     return scores
 
 
@@ -73,9 +73,9 @@ class RewardModelJudge(Judge):
         if not all(r.pointwise and r.response is not None for r in requests):
             raise ValueError("a reward-model judge scores single responses (mode 'pointwise')")
 
-        def report(indices: list[int], scores: list[float]) -> None:
-            for i, score in zip(indices, scores):
-                on_result(i, Verdict(p_first=None, score=score))
+        def report(indices: list[int], scores: list[float], tokens: list[int]) -> None:
+            for i, score, n in zip(indices, scores, tokens):
+                on_result(i, Verdict(p_first=None, score=score, prompt_tokens=n))
 
         items = [(r.query, r.response) for r in requests]
         reward_scores(self.model, self.tokenizer, items, self.options.max_length, self.options.batch_size, report)  # type: ignore[arg-type]
