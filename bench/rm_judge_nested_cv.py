@@ -56,6 +56,7 @@ def main() -> None:
         start = time.time()
         train_idx, held_idx = split(list(range(len(records))), 1 / args.folds, seed=0, fold=fold)
         folder = Path(args.output) / f"fold-{fold}"
+        folder.mkdir(parents=True, exist_ok=True)
         train_file, held_file = folder / "train.jsonl", folder / "held-out.jsonl"
         write_jsonl_atomic(train_file, [records[i] for i in train_idx])
         write_jsonl_atomic(held_file, [records[i] for i in held_idx])
