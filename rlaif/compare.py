@@ -31,10 +31,10 @@ from rlaif.data import Example, Pair, input_name, load_examples
 from rlaif.errors import ConfigError, InputError
 from rlaif.files import write_json_atomic, write_jsonl_atomic
 from rlaif.generation import generate_responses
-from rlaif.judge import DEFAULT_JUDGE, JudgeFatalError, judge_class, load_judge_config, reward_model_dir
+from rlaif.judge import DEFAULT_JUDGE, JudgeConfig, JudgeFatalError, judge_class, load_judge_config, reward_model_dir
 from rlaif.labeling import judge_pairs, resolve_mode
 from rlaif.models import EMBEDDED_NAMES, is_embedded, load_tokenizer, model_fingerprint, resolve_model
-from rlaif.rubric import load_rubric
+from rlaif.rubric import Rubric, load_rubric
 from rlaif.stats import distinct_n, length_controlled_win_rate, outcome, paired_difference, wilson_interval, win_rate
 from rlaif.trainers.config import read_run_config
 
@@ -169,7 +169,8 @@ def reward_scores(rm_dir: str, items: list[tuple[Any, str]]) -> list[float]:
     return score(model, load_tokenizer(rm_dir, padding_side="right"), items, options.max_length, options.batch_size)
 
 
-def judge_policies(policies: list[Policy], rows: list[dict[str, Any]], cfg: CompareConfig, cache: AnswerCache) -> list[dict[str, Any]]:
+def judge_policies(policies: list[Policy], rows: list[dict[str, Any]], cfg: CompareConfig, judge_config: JudgeConfig, rubric: Rubric,
+                   cache: AnswerCache) -> list[dict[str, Any]]:
     """Each policy against the base (and each against each with `all_pairs`), per prompt and
     sample, debiased in both orders (or each response scored alone, pointwise): one record per
     comparison with its outcome."""
@@ -186,9 +187,7 @@ def judge_policies(policies: list[Policy], rows: list[dict[str, Any]], cfg: Comp
                 other = by_key[(b, r["prompt_id"], r["sample"])]
                 pairs.append(Pair(f"{a}|{b}|{r['prompt_id']}|{r['sample']}", r["prompt"], r["response"], other["response"]))
                 meta.append((a, b, r, other))
-    judge_config = load_judge_config(cfg.judge)
-    judge_class(judge_config).parse_options(judge_config)
-    judged = judge_pairs(pairs, load_rubric(cfg.rubric), judge_config, cache, mode=cfg.mode, seed=cfg.seed, progress=cfg.progress)
+    judged = judge_pairs(pairs, rubric, judge_config, cache, mode=cfg.mode, seed=cfg.seed, progress=cfg.progress)
     records = []
     for (a, b, ra, rb), judgment in zip(meta, judged):
         record: dict[str, Any] = {"a": a, "b": b, "prompt_id": ra["prompt_id"], "sample": ra["sample"], "length_a": ra["tokens"], "length_b": rb["tokens"]}
@@ -259,7 +258,9 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         raise ConfigError("two runs share a directory name; the report names policies by it")
     policies = [base_policy(runs), *runs]
     judge_config, rubric = load_judge_config(cfg.judge), load_rubric(cfg.rubric)
-    mode = resolve_mode(cfg.mode, judge_class(judge_config), rubric)  # a mode the judge cannot do fails before any work
+    backend = judge_class(judge_config)
+    backend.parse_options(judge_config)  # bad options, or a mode the judge cannot do, fail before any work
+    mode = resolve_mode(cfg.mode, backend, rubric)
     examples = load_examples(cfg.eval_data, cfg.limit).examples
     if not examples:
         raise InputError(cfg.eval_data, None, None, "no evaluation prompts")
@@ -279,7 +280,7 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
             for r, score in zip(rows, cached_scores(cache, "reward", model_fingerprint(cfg.gold_rm), items, lambda todo: reward_scores(cfg.gold_rm, todo))):
                 r["gold_score"] = score
         write_jsonl_atomic(out / "responses.jsonl", rows)
-        records = judge_policies(policies, rows, cfg, cache)
+        records = judge_policies(policies, rows, cfg, judge_config, rubric, cache)
         write_jsonl_atomic(out / "judgments.jsonl", records)
         rm_records = {Path(d).name: rm_pair_scores(d, examples, cache) for d in ([cfg.gold_rm] if cfg.gold_rm else []) + cfg.rms}
         write_jsonl_atomic(out / "reward_model_scores.jsonl", [r for records in rm_records.values() for r in records])

@@ -162,6 +162,18 @@ def resolve_mode(mode: str | None, backend: type[Judge], rubric: Rubric) -> str:
     return mode
 
 
+def _request(pair: Pair, flag: bool, mode: str, cot: bool, rubric: Rubric, backend: type[Judge]) -> JudgeRequest:
+    """The request for one order of a pair (`flag`: A shown first), or pointwise for one of
+    its responses (`flag`: response A)."""
+    if mode == "pairwise":
+        first, second = (pair.a, pair.b) if flag else (pair.b, pair.a)
+        return JudgeRequest(rubric.render(pair.prompt, first, second, cot), rubric.labels, rubric.verdict_prefix, cot)
+    response = pair.a if flag else pair.b
+    if not backend.READS_RUBRIC:
+        return JudgeRequest("", (), "", pointwise=True, query=pair.prompt, response=response)
+    return JudgeRequest(rubric.render_rating(pair.prompt, response, cot), rubric.scale, rubric.rating_prefix, cot, pointwise=True)  # type: ignore[arg-type]
+
+
 def _plan_requests(pairs: list[Pair], mode: str, debias: str, seed: int, cot: bool, rubric: Rubric, backend: type[Judge], judge_identity: dict[str, Any]):
     """The judge requests of every pair, keyed for the cache (identical requests are asked once):
     pairwise one per order `debias` plans, pointwise one per response. Returns, per pair, the
@@ -172,15 +184,7 @@ def _plan_requests(pairs: list[Pair], mode: str, debias: str, seed: int, cot: bo
         flags = [True, False] if mode == "pointwise" else plan_orders(debias, pair.id, seed)
         keys = []
         for flag in flags:
-            if mode == "pointwise":
-                response = pair.a if flag else pair.b
-                if backend.READS_RUBRIC:
-                    request = JudgeRequest(rubric.render_rating(pair.prompt, response, cot), rubric.scale, rubric.rating_prefix, cot, pointwise=True)  # type: ignore[arg-type]
-                else:
-                    request = JudgeRequest("", (), "", pointwise=True, query=pair.prompt, response=response)
-            else:
-                first, second = (pair.a, pair.b) if flag else (pair.b, pair.a)
-                request = JudgeRequest(rubric.render(pair.prompt, first, second, cot), rubric.labels, rubric.verdict_prefix, cot)
+            request = _request(pair, flag, mode, cot, rubric, backend)
             key = cache_key("judge", judge_identity, asdict(request))
             requests[key] = request
             keys.append(key)
@@ -189,7 +193,9 @@ def _plan_requests(pairs: list[Pair], mode: str, debias: str, seed: int, cot: bo
     return plans, requests, keys_of
 
 
-def _judgments(plans, keys_of, answers: dict[str, Verdict], mode: str, temperature: float) -> list[PairJudgment]:
+def _judgments(plans, keys_of, answers: dict[str, Verdict], mode: str, judge_config: JudgeConfig) -> list[PairJudgment]:
+    backend = judge_class(judge_config)
+    temperature = backend.score_temperature(backend.parse_options(judge_config))
     return [
         PairJudgment([(flag, answers[key]) for flag, key in zip(flags, keys)], mode == "pointwise", temperature)
         for (_, flags), keys in zip(plans, keys_of)
@@ -299,7 +305,7 @@ def judge_pairs(pairs: list[Pair], rubric: Rubric, judge_config: JudgeConfig, ca
     plans, requests, keys_of = _plan_requests(pairs, mode, debias, seed, cot, rubric, backend, backend.identity(judge_config))
     answers = _cached_answers(requests, cache)
     _ask_missing(judge_config, requests, answers, cache, progress)
-    return _judgments(plans, keys_of, answers, mode, backend.score_temperature(backend.parse_options(judge_config)))
+    return _judgments(plans, keys_of, answers, mode, judge_config)
 
 
 def label(config: LabelConfig) -> LabelResult:
@@ -351,8 +357,7 @@ def label(config: LabelConfig) -> LabelResult:
     rows: list[dict[str, Any]] = []
     failures = [{"stage": "input", **f} for f in loaded.failures]
     filtered = {"inconsistent": 0, "low_confidence": 0}
-    temperature = backend.score_temperature(backend.parse_options(judge_config))
-    for (pair, _), judged in zip(plans, _judgments(plans, keys_of, answers, mode, temperature)):
+    for (pair, _), judged in zip(plans, _judgments(plans, keys_of, answers, mode, judge_config)):
         if judged.failed:
             for flag, v in judged.failed:
                 which = {"response": "a" if flag else "b"} if judged.pointwise else {"order": "a_first" if flag else "b_first"}
