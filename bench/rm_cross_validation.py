@@ -4,7 +4,7 @@ K folds: fold k trains `rlaif train --method rm --eval-split 1/K --eval-fold k` 
 pairs it held out, so every pair is held out exactly once (fold 0 is the split that
 `--eval-split 1/K` alone makes). One feature cache serves all folds: the frozen backbone runs
 once per sequence. Beside it, in the same run, the length heuristics on the same held-out pairs.
-Fold models are deleted after scoring (each is a whole backbone); metrics stay.
+Fold models are deleted after scoring; metrics stay.
 
 Usage: python bench/rm_cross_validation.py --data examples/hh-harmless.jsonl.gz
 """
@@ -12,20 +12,23 @@ Usage: python bench/rm_cross_validation.py --data examples/hh-harmless.jsonl.gz
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
+from rlaif.stats import wilson_interval
 from rlaif.trainers import TrainConfig, trainer_for
 from rlaif.trainers.data import train_eval_pairs
 
 
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a binomial proportion."""
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
+def fit_head_only(cache: dict, **settings) -> tuple[dict[str, float], TrainConfig]:
+    """Train a head-only reward model (`--train-layers 0`, prompts truncated to fit) sharing the
+    backbone feature `cache`; returns its results and config. Its weights are deleted (each is
+    a whole backbone); metrics stay."""
+    config = TrainConfig(method="rm", truncate_prompt=True, train_layers=0, progress=False, **settings)
+    results = trainer_for(config, feature_cache=cache).train()
+    for weights in Path(config.output).glob("*.safetensors"):
+        weights.unlink()
+    return results, config
 
 
 def main() -> None:
@@ -46,12 +49,10 @@ def main() -> None:
     totals = {"rm": 0, "shorter": 0, "longer": 0, "n": 0}
     for fold in range(args.folds):
         start = time.time()
-        config = TrainConfig(
-            method="rm", data=args.data, model=args.model, output=f"{args.output}/fold-{fold}", epochs=args.epochs,
-            batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay, max_length=args.max_length,
-            truncate_prompt=True, train_layers=0, eval_split=1 / args.folds, eval_fold=fold, progress=False,
+        results, config = fit_head_only(
+            cache, data=args.data, model=args.model, output=f"{args.output}/fold-{fold}", epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, weight_decay=args.weight_decay, max_length=args.max_length, eval_split=1 / args.folds, eval_fold=fold,
         )
-        results = trainer_for(config, feature_cache=cache).train()
         _, held = train_eval_pairs(config)
         n = len(held)
         correct = round(results["eval/accuracy"] * n)
@@ -60,15 +61,13 @@ def main() -> None:
         for key, value in (("rm", correct), ("shorter", shorter), ("longer", longer), ("n", n)):
             totals[key] += value
         rows.append(f"| {fold} | {n} | {correct / n:.0%} | {shorter / n:.0%} | {longer / n:.0%} | {time.time() - start:.0f} s |")
-        for weights in Path(config.output).glob("*.safetensors"):
-            weights.unlink()
 
     n = totals["n"]
     print(f"{args.folds}-fold cross-validation, {n} pairs: head-only reward model, {args.epochs} epochs, batch {args.batch_size}, "
           f"lr {args.lr}, weight decay {args.weight_decay}, max length {args.max_length}\n")
     print("| fold | held-out pairs | reward model | the shorter wins | the longer wins | time |\n|---|---|---|---|---|---|")
     print("\n".join(rows))
-    low, high = wilson(totals["rm"], n)
+    low, high = wilson_interval(totals["rm"], n)
     print(f"| all | {n} | **{totals['rm'] / n:.1%}** (95% CI {low:.1%}–{high:.1%}) | {totals['shorter'] / n:.1%} | {totals['longer'] / n:.1%} | |")
 
 

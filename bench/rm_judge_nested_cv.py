@@ -18,21 +18,19 @@ import time
 from pathlib import Path
 from statistics import mean
 
+from rm_cross_validation import fit_head_only  # this folder's own script (bench/ is on the path when run)
+
 from rlaif.data import read_records
 from rlaif.files import write_jsonl_atomic
 from rlaif.stats import wilson_interval
-from rlaif.trainers import TrainConfig, trainer_for
 from rlaif.trainers.data import split
 
 
 def fit(cache: dict, data: str, output: str, lr: float, epochs: int, args, **where) -> float:
-    """Train a head-only reward model and return its held-out accuracy (weights not kept)."""
-    config = TrainConfig(method="rm", data=data, model=args.model, output=output, epochs=epochs, batch_size=args.batch_size, lr=lr,
-                         max_length=args.max_length, truncate_prompt=True, train_layers=0, progress=False, **where)
-    accuracy = trainer_for(config, feature_cache=cache).train()["eval/accuracy"]
-    for weights in Path(output).glob("*.safetensors"):
-        weights.unlink()
-    return accuracy
+    """The held-out accuracy of a head-only reward model trained on `data` (`where`: which pairs are held out)."""
+    results, _ = fit_head_only(cache, data=data, model=args.model, output=output, epochs=epochs, batch_size=args.batch_size, lr=lr,
+                               max_length=args.max_length, **where)
+    return results["eval/accuracy"]
 
 
 def main() -> None:
