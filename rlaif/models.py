@@ -133,7 +133,7 @@ def load_reward_model(path: str, device: str | None = None, pad_token_id: int | 
 
     quiet_transformers()
     extra = {} if pad_token_id is None else {"pad_token_id": pad_token_id}
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model(path), num_labels=1, dtype=torch.float32, **extra)
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model(path), num_labels=1, dtype=torch.float32, attn_implementation="sdpa", **extra)
     return model.to(pick_device(device))
 
 
@@ -145,5 +145,6 @@ def load_causal_lm(name: str | None, device: str | None = None, bf16: bool = Fal
     quiet_transformers()
     device = pick_device(device)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype)
+    # sdpa: the attention that takes the boolean 4D masks of packed pairs (trainers/packing.py)
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype, attn_implementation="sdpa")
     return model.to(device).eval()

@@ -19,7 +19,7 @@ from transformers import (
 from rlaif.errors import ConfigError, InputError
 from rlaif.models import load_tokenizer
 from rlaif.trainers import TrainConfig, train, trainer_for
-from rlaif.trainers.data import collate_pairs, encode, split
+from rlaif.trainers.data import collate, encode, split
 from rlaif.trainers.loop import lr_factor
 from rlaif.trainers.ppo import PPOTrainer
 from tests.conftest import char_tokenizer, tiny_config, write_jsonl
@@ -72,7 +72,7 @@ def test_head_only_reward_model_fits_the_head_on_cached_features(tiny, pairs, tm
     assert torch.equal(saved.model.layers[1].mlp.up_proj.weight, start.model.layers[1].mlp.up_proj.weight)
     assert torch.equal(saved.model.norm.weight, start.model.norm.weight)
     # the saved model's own forward pass gives the scores the cached features gave
-    batch = collate_pairs(trainer.eval_pairs, trainer.tokenizer.pad_token_id, "cpu")
+    batch = collate([c for c, _, _ in trainer.eval_pairs] + [r for _, r, _ in trainer.eval_pairs], trainer.tokenizer.pad_token_id)
     with torch.no_grad():
         scores = saved(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
     n = len(trainer.eval_pairs)

@@ -142,8 +142,3 @@ def encoded_train_eval_pairs(tokenizer, config) -> tuple[list[EncodedPair], list
 def truncated_rows(pairs: list[EncodedPair]) -> int:
     """How many pairs had their chosen or rejected sequence cut to fit --max-length."""
     return sum(chosen["truncated"] or rejected["truncated"] for chosen, rejected, _ in pairs)
-
-
-def collate_pairs(pairs: list[EncodedPair], pad_id: int, device: str) -> dict[str, torch.Tensor]:
-    """One batch holding every chosen sequence, then every rejected one (one forward pass)."""
-    return collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], pad_id, device)

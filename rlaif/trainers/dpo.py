@@ -1,15 +1,17 @@
 """Direct preference optimisation. The reference model's log-probabilities are computed once,
 before training (so no second model stays in memory), and kept in the output directory for
-`--resume`; chosen and rejected go through the policy in one forward pass."""
+`--resume`. Each pair goes through the policy as one packed row (`packing`): its prompt is
+computed once for chosen and rejected, and the LM head runs on response tokens only."""
 
 from __future__ import annotations
 
 import torch
 
 from rlaif.models import load_causal_lm
-from rlaif.trainers.data import collate_pairs, encoded_train_eval_pairs, truncated_rows
-from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers
-from rlaif.trainers.losses import dpo_loss, sequence_logps
+from rlaif.trainers.data import encoded_train_eval_pairs, truncated_rows
+from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers, unwrap
+from rlaif.trainers.losses import dpo_loss, head_logps, per_sequence
+from rlaif.trainers.packing import pack_pairs, packed_hidden
 
 
 class DPOTrainer(OfflineTrainer):
@@ -34,11 +36,13 @@ class DPOTrainer(OfflineTrainer):
         freeze_lower_layers(self.model, cfg.train_layers)
 
     def _logps(self, model, pairs) -> tuple[torch.Tensor, torch.Tensor]:
-        """log π(chosen), log π(rejected) for a list of pairs, in one forward pass (per token
-        for IPO, summed otherwise)."""
-        batch = collate_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        logps = sequence_logps(logits, batch["labels"], average=self.config.loss == "ipo")
+        """log π(chosen), log π(rejected) for a list of pairs, in one forward pass over the pairs
+        packed (each prompt once) and the LM head on response tokens only (per token for IPO,
+        summed otherwise)."""
+        batch = pack_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
+        hidden = packed_hidden(model, batch, logits_to_keep=1)[batch.token_index]
+        tokens = head_logps(hidden, unwrap(model).get_output_embeddings().weight, batch.targets)
+        logps = per_sequence(tokens, batch.sequence, batch.n_sequences, average=self.config.loss == "ipo")
         return logps[: len(pairs)], logps[len(pairs):]
 
     @torch.no_grad()

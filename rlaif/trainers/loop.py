@@ -296,6 +296,11 @@ class OfflineTrainer(Trainer):
 
 
 
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
 def batched(items: list, size: int):
     for i in range(0, len(items), size):
         yield items[i:i + size]

@@ -11,9 +11,10 @@ import torch
 
 from rlaif.models import load_reward_model
 from rlaif.trainers.config import TrainConfig
-from rlaif.trainers.data import EncodedPair, collate, collate_pairs, encoded_train_eval_pairs, truncated_rows
-from rlaif.trainers.loop import OfflineTrainer, Processes, batched, freeze_lower_layers
+from rlaif.trainers.data import EncodedPair, collate, encoded_train_eval_pairs, truncated_rows
+from rlaif.trainers.loop import OfflineTrainer, Processes, batched, freeze_lower_layers, unwrap
 from rlaif.trainers.losses import reward_model_loss
+from rlaif.trainers.packing import pack_pairs, packed_hidden
 
 FeatureCache = dict[tuple[int, ...], torch.Tensor]
 
@@ -29,18 +30,23 @@ def pooled_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return hidden[torch.arange(len(input_ids), device=input_ids.device), last]
 
 
+def score_pad_token(tok) -> str:
+    """The padding token of a reward model. transformers' classifier scores the rightmost token
+    that is not padding. With padding = EOS that would be the response's last word; pad with a
+    token that ends no sequence so that the score is read at the EOS, which has seen the whole
+    response."""
+    if tok.pad_token_id != tok.eos_token_id:
+        return tok.pad_token
+    return next((t for t in (tok.unk_token, tok.bos_token) if t and t != tok.eos_token), tok.pad_token)
+
+
 class RewardTrainer(OfflineTrainer):
     def __init__(self, config: TrainConfig, processes: Processes | None = None, feature_cache: FeatureCache | None = None):
         """`feature_cache` lets several head-only runs on the same model share backbone outputs
         (cross-validation folds); it is keyed by token ids."""
         super().__init__(config, processes)
         self.features = feature_cache if feature_cache is not None else {}
-        tok = self.tokenizer
-        if tok.pad_token_id == tok.eos_token_id:
-            # transformers' classifier scores the rightmost token that is not padding. With padding
-            # = EOS that would be the response's last word; pad with a token that ends no sequence
-            # so that the score is read at the EOS, which has seen the whole response.
-            tok.pad_token = next((t for t in (tok.unk_token, tok.bos_token) if t and t != tok.eos_token), tok.pad_token)
+        self.tokenizer.pad_token = score_pad_token(self.tokenizer)
 
     def setup(self, init_from: str | None) -> None:
         cfg = self.config
@@ -63,12 +69,13 @@ class RewardTrainer(OfflineTrainer):
         return torch.stack([self.features[tuple(s["input_ids"])] for s in seqs])
 
     def _rewards(self, model, pairs: list[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scores of the chosen and the rejected responses, in one forward pass."""
+        """Scores of the chosen and the rejected responses, in one forward pass over the pairs
+        packed (each prompt computed once)."""
         if self.head_only:
             scores = self.model.score(self._cached_features(pairs))[:, 0]
         else:
-            batch = collate_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
-            scores = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
+            batch = pack_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
+            scores = unwrap(model).score(packed_hidden(model, batch)[batch.last_index])[:, 0]
         return scores[: len(pairs)], scores[len(pairs):]
 
     def loss(self, model, indices):

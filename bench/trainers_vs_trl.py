@@ -1,0 +1,231 @@
+"""rlaif's DPO and reward-model trainers against TRL's DPOTrainer and RewardTrainer, side by side.
+
+Both sides train the same model on the same pairs in the same order, with the same batch size,
+sequence length, optimizer (torch AdamW), learning rate, gradient clipping and number of steps,
+each as a whole process of its own, the runs alternating (rlaif, TRL, rlaif, TRL, ...). For
+each run: wall time of the whole process, median time of an optimizer step after the first,
+peak memory (the process's maximum resident set), and the loss logged at every step.
+
+The pairs are the first N of the bundled HH-harmless file whose chosen and rejected sequences
+fit in --max-length, so that neither side truncates. TRL gets them in its standard text form
+(the chat-rendered prompt, and each response, to which it appends EOS); the script checks that
+both sides then tokenize every sequence to the same ids. TRL reads the pairs in rlaif's batch
+order (`train_sampling_strategy="sequential"` over a file written in that order).
+
+    pip install -e '.[bench]'
+    python bench/trainers_vs_trl.py --method dpo --runs 3
+    python bench/trainers_vs_trl.py --method rm --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rlaif.models import chat_prompt, load_tokenizer
+from rlaif.trainers import TrainConfig, trainer_for
+from rlaif.trainers.data import encode, load_pairs
+from rlaif.trainers.loop import micro_batches
+from rlaif.trainers.reward import score_pad_token
+
+DATA = ROOT / "examples" / "hh-harmless.jsonl.gz"
+
+
+def settings(args: argparse.Namespace) -> dict:
+    """What both sides are given."""
+    return {"method": args.method, "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
+            "steps": args.steps, "beta": args.beta, "seed": 0, "threads": args.threads}
+
+
+def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size: int, steps: int) -> tuple[Path, Path]:
+    """rlaif's pairs file and TRL's (in rlaif's batch order), and a check that both tokenize alike."""
+    tokenizer = load_tokenizer(None, padding_side="right")
+    if method == "rm":
+        tokenizer.pad_token = score_pad_token(tokenizer)
+    pairs = []
+    for pair in load_pairs(f"{DATA}?rows=0:2000"):
+        seqs = [encode(tokenizer, pair.prompt, r, 10**6, pair.source, False)["input_ids"] for r in (pair.chosen, pair.rejected)]
+        if max(map(len, seqs)) <= max_length:
+            pairs.append((pair, seqs))
+        if len(pairs) == n:
+            break
+    ours = workdir / "pairs.jsonl"
+    ours.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n" for p, _ in pairs))
+    order = [i for batch in micro_batches(len(pairs), batch_size, 1 + steps * batch_size // len(pairs), 0) for i in batch]
+    theirs = workdir / "trl.jsonl"
+    rows = []
+    for i in order[: steps * batch_size]:
+        pair, seqs = pairs[i]
+        prompt = chat_prompt(tokenizer, pair.prompt)
+        row = {"prompt": prompt, "chosen": pair.chosen, "rejected": pair.rejected}
+        for response, ids in zip((pair.chosen, pair.rejected), seqs):
+            if tokenizer(prompt + response + tokenizer.eos_token, add_special_tokens=False)["input_ids"] != ids:
+                raise SystemExit(f"pair {i}: TRL would tokenize it differently from rlaif; the comparison would not be like for like")
+        rows.append(row)
+    theirs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ours, theirs
+
+
+# ---------------------------------------------------------------- the two workers (each a process of its own)
+
+
+def run_rlaif(s: dict, data: Path, out: Path) -> dict:
+    config = TrainConfig(method=s["method"], data=str(data), output=str(out), max_steps=s["steps"], batch_size=s["batch_size"],
+                         lr=s["lr"], lr_scheduler="constant", max_length=s["max_length"], beta=s["beta"], seed=s["seed"], progress=False)
+    trainer = trainer_for(config)
+    stamps: list[float] = []
+    log = trainer._log
+
+    def timed_log(row: dict) -> None:
+        if "loss" in row:
+            stamps.append(time.perf_counter())
+        log(row)
+
+    trainer._log = timed_log
+    trainer.train()
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    return {"losses": losses, "stamps": stamps}
+
+
+def run_trl(s: dict, data: Path, out: Path) -> dict:
+    import torch
+    from datasets import load_dataset
+    from transformers import TrainerCallback
+
+    from rlaif.models import load_causal_lm, load_reward_model
+
+    stamps: list[float] = []
+    losses: list[float] = []
+
+    class Record(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                losses.append(logs["loss"])
+
+    common = {"output_dir": str(out), "per_device_train_batch_size": s["batch_size"], "max_steps": s["steps"], "learning_rate": s["lr"],
+                  "lr_scheduler_type": "constant", "optim": "adamw_torch", "weight_decay": 0.0, "max_grad_norm": 1.0, "logging_steps": 1,
+                  "save_strategy": "no", "report_to": [], "use_cpu": True, "train_sampling_strategy": "sequential", "seed": s["seed"],
+                  "max_length": s["max_length"], "dataloader_num_workers": 0, "disable_tqdm": True,
+                  "bf16": False, "gradient_checkpointing": False}  # TRL defaults to both on; rlaif to both off (--bf16, --gradient-checkpointing)
+    dataset = load_dataset("json", data_files=str(data), split="train")
+    tokenizer = load_tokenizer(None, padding_side="right")
+    torch.manual_seed(s["seed"])  # as rlaif's trainer does before building its model (the reward head's initialisation)
+    if s["method"] == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        trainer = DPOTrainer(model=load_causal_lm(None, "cpu"), args=DPOConfig(beta=s["beta"], precompute_ref_log_probs=True, **common),
+                             train_dataset=dataset, processing_class=tokenizer, callbacks=[Record()])
+    else:
+        from trl import RewardConfig, RewardTrainer
+
+        tokenizer.pad_token = score_pad_token(tokenizer)
+        trainer = RewardTrainer(model=load_reward_model(None, "cpu", tokenizer.pad_token_id), args=RewardConfig(center_rewards_coefficient=None, **common),
+                                train_dataset=dataset, processing_class=tokenizer, callbacks=[Record()])
+    trainer.train()
+    return {"losses": losses, "stamps": stamps}
+
+
+def worker(side: str, s: dict, data: Path, out: Path, result: Path) -> None:
+    import torch
+
+    torch.set_num_threads(s["threads"])
+    found = (run_rlaif if side == "rlaif" else run_trl)(s, data, out)
+    result.write_text(json.dumps(found))
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def measure(side: str, s: dict, data: Path, workdir: Path, run: int) -> dict:
+    """One whole process: its wall time, peak resident memory and what it recorded."""
+    result = workdir / f"{side}-{run}.json"
+    cmd = [sys.executable, __file__, "--worker", side, "--settings", json.dumps(s), "--data", str(data),
+           "--out", str(workdir / f"{side}-{run}"), "--result", str(result)]
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": str(s["threads"]), "TOKENIZERS_PARALLELISM": "false"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        raise SystemExit(f"{side} run {run} failed (status {status})")
+    found = json.loads(result.read_text())
+    steps = [b - a for a, b in zip(found["stamps"], found["stamps"][1:])]
+    return {"side": side, "wall_s": wall, "step_s": statistics.median(steps), "peak_gib": usage.ru_maxrss / 2**20, "losses": found["losses"]}
+
+
+def table(s: dict, runs: list[dict]) -> str:
+    pairs = s["steps"] * s["batch_size"]
+    rows = {}
+    for side in ("rlaif", "trl"):
+        mine = [r for r in runs if r["side"] == side]
+        rows[side] = {k: statistics.median(r[k] for r in mine) for k in ("wall_s", "step_s", "peak_gib")}
+    peer = "TRL " + ("DPOTrainer" if s["method"] == "dpo" else "RewardTrainer")
+    lines = ["| | runs | whole process (median) | pairs/s, whole process | optimizer step after the first (median) | pairs/s in training | peak memory (median) |",
+             "|---|---|---|---|---|---|---|"]
+    for side, name in (("rlaif", f"rlaif --method {s['method']}"), ("trl", peer)):
+        r = rows[side]
+        lines.append(f"| {name} | {sum(x['side'] == side for x in runs)} | {r['wall_s']:.1f} s | {pairs / r['wall_s']:.3f} | {r['step_s']:.2f} s | "
+                     f"{s['batch_size'] / r['step_s']:.2f} | {r['peak_gib']:.2f} GiB |")
+    a, b = rows["rlaif"], rows["trl"]
+    lines.append(f"| rlaif / TRL | | {b['wall_s'] / a['wall_s']:.2f}x faster | | {b['step_s'] / a['step_s']:.2f}x faster | | "
+                 f"{a['peak_gib'] / b['peak_gib']:.2f}x the memory |")
+    ours = next(r["losses"] for r in runs if r["side"] == "rlaif")
+    theirs = next(r["losses"] for r in runs if r["side"] == "trl")
+    lines += ["", "| step | " + " | ".join(str(i + 1) for i in range(len(ours))) + " |", "|---" * (len(ours) + 1) + "|",
+              "| rlaif loss | " + " | ".join(f"{x:.4f}" for x in ours) + " |",
+              "| TRL loss | " + " | ".join(f"{x:.4f}" for x in theirs) + " |",
+              "", f"largest per-step loss difference: {max(abs(x - y) for x, y in zip(ours, theirs)):.2e} over {len(ours)} steps"]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=("dpo", "rm"), default="dpo")
+    parser.add_argument("--pairs", type=int, default=64, help="pairs in the data set")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=None, help="[default: 1e-6 for dpo, 1e-5 for rm]")
+    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side, alternating")
+    parser.add_argument("--worker", choices=("rlaif", "trl"), help=argparse.SUPPRESS)
+    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, json.loads(args.settings), args.data, args.out, args.result)
+        return
+    if args.lr is None:
+        args.lr = 1e-6 if args.method == "dpo" else 1e-5
+    s = settings(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        ours, theirs = write_inputs(workdir, args.method, args.pairs, args.max_length, args.batch_size, args.steps)
+        runs = []
+        for run in range(args.runs):
+            for side, data in (("rlaif", ours), ("trl", theirs)):
+                runs.append(measure(side, s, data, workdir, run))
+                r = runs[-1]
+                print(f"run {run + 1} {side}: {r['wall_s']:.1f} s whole, {r['step_s']:.2f} s/step, {r['peak_gib']:.2f} GiB", flush=True)
+    print(json.dumps(s))
+    print(table(s, runs))
+
+
+if __name__ == "__main__":
+    main()

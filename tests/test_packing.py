@@ -1,0 +1,78 @@
+"""Packed pairs (each prompt once, 4D mask) give what two separate forward passes give."""
+
+import math
+
+import pytest
+import torch
+
+from rlaif.models import load_causal_lm, load_reward_model, load_tokenizer
+from rlaif.trainers.data import collate, encode
+from rlaif.trainers.losses import head_logps, per_sequence, sequence_logps
+from rlaif.trainers.packing import pack_pairs, packed_hidden
+
+
+@pytest.fixture(scope="module")
+def encoded(tiny):
+    tok = load_tokenizer(tiny, padding_side="right")
+    long_prompt = "Count: " + " ".join(str(i) for i in range(40))
+    raw = [
+        ("Is 3 a number?", "Yes, 3 is a number.", "no no no"),
+        ("Is 3 a number?", "Sure, yes", "Sure, no"),  # the responses share a prefix too
+        ("Hi", "same", "same"),  # identical responses: everything is shared
+        (long_prompt, "ok", "a much longer answer, so the prompt is cut differently"),  # no common prompt
+    ]
+    return tok, [(encode(tok, p, c, 48, "x:1", True), encode(tok, p, r, 48, "x:1", True), 1.0) for p, c, r in raw]
+
+
+def separate(model, pairs):
+    batch = collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], model.config.pad_token_id)
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+
+def test_packed_log_probs_equal_separate_forward_passes(tiny, encoded):
+    tok, pairs = encoded
+    assert pairs[3][0]["input_ids"][:5] != pairs[3][1]["input_ids"][:5]  # the last pair's prompts were cut differently
+    model = load_causal_lm(tiny, "cpu")
+    batch = collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], tok.pad_token_id)
+    with torch.no_grad():
+        expected = sequence_logps(separate(model, pairs).logits, batch["labels"])
+        packed = pack_pairs(pairs, tok.pad_token_id, "cpu")
+        tokens = head_logps(packed_hidden(model, packed, logits_to_keep=1)[packed.token_index], model.lm_head.weight, packed.targets, chunk_size=7)
+        got = per_sequence(tokens, packed.sequence, packed.n_sequences)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+    assert got[2] == got[6]  # identical responses, identical log-probabilities
+    # where the prompts are shared they are computed once: fewer positions than the sequences apart
+    apart = collate([s for c, r, _ in pairs[:3] for s in (c, r)], tok.pad_token_id)["input_ids"]
+    assert pack_pairs(pairs[:3], tok.pad_token_id, "cpu").input_ids.numel() < 0.75 * apart.numel()
+
+
+def test_packed_reward_scores_equal_separate_forward_passes(tiny, encoded):
+    tok, pairs = encoded
+    model = load_reward_model(tiny, "cpu", tok.unk_token_id)
+    with torch.no_grad():
+        expected = separate(model, pairs).logits[:, 0]
+        packed = pack_pairs(pairs, tok.unk_token_id, "cpu")
+        got = model.score(packed_hidden(model, packed)[packed.last_index])[:, 0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_head_logps_by_hand_and_its_gradient():
+    # logits W h = [log 1, log 3] for h = [1, 0]: p = [1/4, 3/4]
+    weight = torch.tensor([[0.0, 1.0], [math.log(3), 2.0]], requires_grad=True)
+    hidden = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]], requires_grad=True)
+    targets = torch.tensor([0, 1, 1])
+    got = head_logps(hidden, weight, targets, chunk_size=2)
+    torch.testing.assert_close(got, torch.tensor([math.log(0.25), math.log(0.75), math.log(0.75)]))
+    got.sum().backward()
+    # the same gradients as the full log-softmax kept in memory
+    w2, h2 = weight.detach().clone().requires_grad_(), hidden.detach().clone().requires_grad_()
+    torch.log_softmax(h2 @ w2.T, -1).gather(1, targets[:, None]).sum().backward()
+    torch.testing.assert_close(weight.grad, w2.grad)
+    torch.testing.assert_close(hidden.grad, h2.grad)
+
+
+def test_per_sequence_sums_and_means():
+    values = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    sequence = torch.tensor([0, 0, 2, 2])
+    assert per_sequence(values, sequence, 3).tolist() == [3.0, 0.0, 7.0]
+    assert per_sequence(values, sequence, 3, average=True).tolist() == [1.5, 0.0, 3.5]
