@@ -156,7 +156,7 @@ def measure(side: str, s: dict, data: Path, workdir: Path, run: int) -> dict:
            "--out", str(workdir / f"{side}-{run}"), "--result", str(result)]
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": str(s["threads"]), "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)  # TRL prints its logs; the table is what counts
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     if status != 0:

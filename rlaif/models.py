@@ -145,6 +145,6 @@ def load_causal_lm(name: str | None, device: str | None = None, bf16: bool = Fal
     quiet_transformers()
     device = pick_device(device)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    # sdpa: the attention that takes the boolean 4D masks of packed pairs (trainers/packing.py)
+    # sdpa: the attention that takes the boolean 4D masks of packed pairs (rlaif/packing.py)
     model = AutoModelForCausalLM.from_pretrained(resolve_model(name), dtype=dtype, attn_implementation="sdpa")
     return model.to(device).eval()

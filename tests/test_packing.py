@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from rlaif.models import load_causal_lm, load_reward_model, load_tokenizer
+from rlaif.packing import pack_pairs, packed_hidden
 from rlaif.trainers.data import collate, encode
 from rlaif.trainers.losses import head_logps, per_sequence, sequence_logps
-from rlaif.trainers.packing import pack_pairs, packed_hidden
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +37,13 @@ def test_packed_log_probs_equal_separate_forward_passes(tiny, encoded):
     with torch.no_grad():
         expected = sequence_logps(separate(model, pairs).logits, batch["labels"])
         packed = pack_pairs(pairs, tok.pad_token_id, "cpu")
-        tokens = head_logps(packed_hidden(model, packed, logits_to_keep=1)[packed.token_index], model.lm_head.weight, packed.targets, chunk_size=7)
+        tokens = head_logps(packed_hidden(model, packed.packed, logits_to_keep=1)[packed.token_index], model.lm_head.weight, packed.targets, chunk_size=7)
         got = per_sequence(tokens, packed.sequence, packed.n_sequences)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
     assert got[2] == got[6]  # identical responses, identical log-probabilities
     # where the prompts are shared they are computed once: fewer positions than the sequences apart
     apart = collate([s for c, r, _ in pairs[:3] for s in (c, r)], tok.pad_token_id)["input_ids"]
-    assert pack_pairs(pairs[:3], tok.pad_token_id, "cpu").input_ids.numel() < 0.75 * apart.numel()
+    assert pack_pairs(pairs[:3], tok.pad_token_id, "cpu").packed.input_ids.numel() < 0.75 * apart.numel()
 
 
 def test_packed_reward_scores_equal_separate_forward_passes(tiny, encoded):
@@ -52,7 +52,7 @@ def test_packed_reward_scores_equal_separate_forward_passes(tiny, encoded):
     with torch.no_grad():
         expected = separate(model, pairs).logits[:, 0]
         packed = pack_pairs(pairs, tok.unk_token_id, "cpu")
-        got = model.score(packed_hidden(model, packed)[packed.last_index])[:, 0]
+        got = model.score(packed_hidden(model, packed.packed)[packed.last_index])[:, 0]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
@@ -76,3 +76,25 @@ def test_per_sequence_sums_and_means():
     sequence = torch.tensor([0, 0, 2, 2])
     assert per_sequence(values, sequence, 3).tolist() == [3.0, 0.0, 7.0]
     assert per_sequence(values, sequence, 3, average=True).tolist() == [1.5, 0.0, 3.5]
+
+
+def test_local_judge_shares_prefixes_and_gives_what_each_text_alone_gives(tiny, tmp_path):
+    from rlaif.backends.local import LocalJudge, label_token_ids
+    from rlaif.judge import load_judge_config
+
+    (tmp_path / "judge.toml").write_text(f'backend = "local"\nmodel = "{tiny}"\n')
+    judge = LocalJudge(load_judge_config(tmp_path / "judge.toml"))
+    rubric = "Compare two responses.\nQuery: {q}\nResponse 1: {a}\nResponse 2: {b}\nPreferred Response="
+    texts = [rubric.format(q=q, a=a, b=b) for q, x, y in [("Is 3 a number?", "yes", "no"), ("Why is the sky blue?", "Air scatters blue light.", "It just is")]
+             for a, b in ((x, y), (y, x))]
+    probs, lengths = judge._label_probs(texts, ("1", "2"))
+    again, _ = judge._label_probs(texts[1:], ("1", "2"))  # the cached prefix is reused
+    for i, text in enumerate(texts):
+        ids = judge.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logp = torch.log_softmax(judge.model(input_ids=ids).logits[0, -1].float(), -1)
+        alone = torch.softmax(torch.stack([torch.logsumexp(logp[label_token_ids(judge.tokenizer, x)], -1) for x in ("1", "2")]), -1)
+        torch.testing.assert_close(torch.tensor(probs[i]), alone, atol=1e-5, rtol=1e-4)
+        assert lengths[i] == ids.shape[1]
+        if i:
+            torch.testing.assert_close(torch.tensor(again[i - 1]), alone, atol=1e-5, rtol=1e-4)

@@ -12,9 +12,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 from rlaif.judge import Judge, JudgeConfig, JudgeRequest, Verdict
 from rlaif.models import chat_prompt, load_causal_lm, load_tokenizer
+from rlaif.packing import common_prefix_length, pack
 
 
 @dataclass
@@ -53,6 +55,7 @@ class LocalJudge(Judge):
         self.tokenizer = load_tokenizer(config.model, padding_side="left")
         self.model = load_causal_lm(config.model, self.options.device, self.options.bf16)
         self.device = str(self.model.device)
+        self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] = ([], [])
 
     @classmethod
     def completion_budget(cls, options: LocalOptions, cot: bool) -> int:
@@ -82,18 +85,42 @@ class LocalJudge(Judge):
             counts.append(int((row != self.tokenizer.pad_token_id).sum()))
         return texts, counts
 
+    def _prefix_cache(self, ids: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Keys and values of every layer for a prefix; the last one is kept, since a run's
+        batches all begin with the same rubric instructions."""
+        if self._prefix[0] != ids:
+            cache = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True).past_key_values
+            self._prefix = (ids, [(layer.keys, layer.values) for layer in cache.layers])
+        return self._prefix[1]
+
     @torch.no_grad()
     def _label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
-        """Per text, the next token's probability of each label (normalised over the labels)."""
-        batch = left_padded(self.tokenizer, texts, self.device)
-        logits = self.model(**batch, logits_to_keep=1).logits[:, -1, :].float()
+        """Per text, the next token's probability of each label (normalised over the labels),
+        and its length in tokens.
+
+        One forward pass: the prefix all texts share (the rubric's instructions) is computed
+        once into a KV cache, and texts sharing more than that (the two orders of a pair) go
+        into one row as a prefix tree (`packing.pack`), so their common part is computed once.
+        """
+        seqs = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        shared = min(min(common_prefix_length(seqs[0], s) for s in seqs), min(map(len, seqs)) - 1)
+        packed = pack(_rows([s[shared:] for s in seqs]), self.tokenizer.pad_token_id, self.device, start=shared)
+        mask, cache = packed.attention_mask, None
+        if shared:
+            rows, width = packed.input_ids.shape
+            cache = DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix_cache(seqs[0][:shared])], config=self.model.config)
+            mask = torch.cat([mask.new_ones(rows, 1, width, shared), mask], dim=-1)  # every token sees the prefix
+        out = self.model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, past_key_values=cache,
+                         output_hidden_states=True, logits_to_keep=1)
+        last = torch.tensor([places[-1] for places in packed.places], device=self.device)
+        logits = self.model.get_output_embeddings()(out.hidden_states[-1].flatten(0, 1)[last]).float()
         logprobs = torch.log_softmax(logits, dim=-1)
         per_label = torch.stack([torch.logsumexp(logprobs[:, label_token_ids(self.tokenizer, label)], dim=-1) for label in labels], dim=-1)
-        return torch.softmax(per_label, dim=-1).tolist(), batch["attention_mask"].sum(-1).tolist()
+        return torch.softmax(per_label, dim=-1).tolist(), [len(s) for s in seqs]
 
     def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
-        # Similar lengths batch together: less padding, less wasted compute.
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt))
+        # Sorted by text, requests that share a beginning (a pair's two orders) sit side by side.
+        order = sorted(range(len(requests)), key=lambda i: requests[i].prompt)
         size = self.options.batch_size
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
@@ -114,6 +141,17 @@ class LocalJudge(Judge):
 
     def close(self) -> None:
         del self.model
+
+
+def _rows(seqs: list[list[int]]) -> list[list[list[int]]]:
+    """Consecutive sequences that begin alike (more than a token in common) share a row."""
+    rows = [[seqs[0]]]
+    for seq in seqs[1:]:
+        if common_prefix_length(rows[-1][0], seq) > 1:
+            rows[-1].append(seq)
+        else:
+            rows.append([seq])
+    return rows
 
 
 def _by_format(requests: Sequence[JudgeRequest], indices: list[int]) -> list[list[int]]:

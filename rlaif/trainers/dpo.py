@@ -8,10 +8,10 @@ from __future__ import annotations
 import torch
 
 from rlaif.models import load_causal_lm
+from rlaif.packing import pack_pairs, packed_hidden
 from rlaif.trainers.data import encoded_train_eval_pairs, truncated_rows
 from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers, unwrap
 from rlaif.trainers.losses import dpo_loss, head_logps, per_sequence
-from rlaif.trainers.packing import pack_pairs, packed_hidden
 
 
 class DPOTrainer(OfflineTrainer):
@@ -40,7 +40,7 @@ class DPOTrainer(OfflineTrainer):
         packed (each prompt once) and the LM head on response tokens only (per token for IPO,
         summed otherwise)."""
         batch = pack_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
-        hidden = packed_hidden(model, batch, logits_to_keep=1)[batch.token_index]
+        hidden = packed_hidden(model, batch.packed, logits_to_keep=1)[batch.token_index]
         tokens = head_logps(hidden, unwrap(model).get_output_embeddings().weight, batch.targets)
         logps = per_sequence(tokens, batch.sequence, batch.n_sequences, average=self.config.loss == "ipo")
         return logps[: len(pairs)], logps[len(pairs):]

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 
 from rlaif.models import load_reward_model
+from rlaif.packing import pack_pairs, packed_hidden
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.data import EncodedPair, collate, encoded_train_eval_pairs, truncated_rows
 from rlaif.trainers.loop import OfflineTrainer, Processes, batched, freeze_lower_layers, unwrap
 from rlaif.trainers.losses import reward_model_loss
-from rlaif.trainers.packing import pack_pairs, packed_hidden
 
 FeatureCache = dict[tuple[int, ...], torch.Tensor]
 
@@ -75,7 +75,7 @@ class RewardTrainer(OfflineTrainer):
             scores = self.model.score(self._cached_features(pairs))[:, 0]
         else:
             batch = pack_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
-            scores = unwrap(model).score(packed_hidden(model, batch)[batch.last_index])[:, 0]
+            scores = unwrap(model).score(packed_hidden(model, batch.packed)[batch.last_index])[:, 0]
         return scores[: len(pairs)], scores[len(pairs):]
 
     def loss(self, model, indices):

@@ -1,0 +1,113 @@
+"""Sequences that share a prefix, packed into one row as a prefix tree: every shared token is
+computed once.
+
+A row holds a group of token sequences (the chosen and rejected sequence of a preference pair,
+or the two orders of a pair shown to a judge). Each distinct prefix appears once in the row;
+position ids give every token its place in its own sequence, and a 4D attention mask lets it
+see exactly its own sequence's earlier tokens, nothing of the other branches. So each hidden
+state equals that of the sequence's own forward pass, while a prompt shared by two sequences
+(and its padding) is computed once instead of twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Packed:
+    """R rows of length L."""
+
+    input_ids: torch.Tensor  # (R, L)
+    position_ids: torch.Tensor  # (R, L)
+    attention_mask: torch.Tensor  # (R, 1, L, L), True where a query (row) may see a key (column)
+    places: list[list[int]]  # per sequence (groups in order), the flat (R·L) index of each of its tokens
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def pack(groups: list[list[list[int]]], pad_id: int, device: str, start: int = 0) -> Packed:
+    """One row per group of sequences, right-padded to the longest row. Positions start at
+    `start` (the length of a prefix already in the model's cache, which every token may see:
+    the caller adds its columns to the mask)."""
+    rows: list[list[int]] = []
+    places: list[list[int]] = []
+    paths: list[tuple[int, list[int]]] = []  # (row, the places of one sequence's tokens in it)
+    depths: list[list[int]] = []
+    for r, group in enumerate(groups):
+        node_of: dict[tuple[int, int], int] = {}  # (parent's place, token) -> place
+        ids: list[int] = []
+        depth: list[int] = []
+        for seq in group:
+            node, path = -1, []
+            for token in seq:
+                if (node, token) not in node_of:
+                    node_of[node, token] = len(ids)
+                    ids.append(token)
+                    depth.append(len(path))
+                node = node_of[node, token]
+                path.append(node)
+            paths.append((r, path))
+        rows.append(ids)
+        depths.append(depth)
+    width = max(len(ids) for ids in rows)
+    sees = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # padding sees itself, so no softmax row is empty
+    for r, path in paths:
+        at = torch.tensor(path)
+        sees[r, at[:, None], at[None, :]] |= torch.ones(len(path), len(path), dtype=torch.bool).tril()
+        places.append([r * width + p for p in path])
+    input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in rows])
+    positions = torch.tensor([[start + d for d in depth] + [start] * (width - len(depth)) for depth in depths])
+    return Packed(input_ids.to(device), positions.to(device), sees[:, None].to(device), places)
+
+
+@dataclass
+class PackedPairs:
+    """B preference pairs in B rows; "sequence" s < B is pair s's chosen, B + s its rejected."""
+
+    packed: Packed
+    token_index: torch.Tensor  # (N,) flat index of the position that predicts each response token
+    targets: torch.Tensor  # (N,) that response token
+    sequence: torch.Tensor  # (N,) the sequence it belongs to, in [0, 2B)
+    last_index: torch.Tensor  # (2B,) flat index of each sequence's last token
+
+    @property
+    def n_sequences(self) -> int:
+        return len(self.last_index)
+
+
+def pack_pairs(pairs: list, pad_id: int, device: str) -> PackedPairs:
+    """Pack each pair (`trainers.data.encode`'s chosen and rejected: input_ids, and labels −100
+    off the response) into one row."""
+    packed = pack([[c["input_ids"], r["input_ids"]] for c, r, _ in pairs], pad_id, device)
+    token_index, targets, sequence, last_index = [], [], [], [0] * (2 * len(pairs))
+    for k, (chosen, rejected, _) in enumerate(pairs):
+        for s, seq in ((k, chosen), (len(pairs) + k, rejected)):
+            place = packed.places[2 * k + (s != k)]
+            for i, label in enumerate(seq["labels"]):
+                if i > 0 and label != -100:
+                    token_index.append(place[i - 1])
+                    targets.append(label)
+                    sequence.append(s)
+            last_index[s] = place[-1]
+    as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)
+    return PackedPairs(packed, as_tensor(token_index), as_tensor(targets), as_tensor(sequence), as_tensor(last_index))
+
+
+def packed_hidden(model: torch.nn.Module, packed: Packed, **kwargs) -> torch.Tensor:
+    """The model's last hidden states (after its final norm) at every position, flattened to
+    (R·L, H). Called through `model` itself, since a DDP wrapper must see the forward pass;
+    the caller applies the head where it is needed (a causal LM is passed `logits_to_keep=1`,
+    so that its own head runs on one position only)."""
+    out = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask, position_ids=packed.position_ids,
+                output_hidden_states=True, **{"use_cache": False, **kwargs})
+    return out.hidden_states[-1].flatten(0, 1)
