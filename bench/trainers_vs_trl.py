@@ -21,16 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, timed_process  # this folder's own module (bench/ is on the path when run)
 
 from rlaif.models import chat_prompt, load_tokenizer
 from rlaif.trainers import TrainConfig, trainer_for
@@ -152,18 +148,11 @@ def worker(side: str, s: dict, data: Path, out: Path, result: Path) -> None:
 def measure(side: str, s: dict, data: Path, workdir: Path, run: int) -> dict:
     """One whole process: its wall time, peak resident memory and what it recorded."""
     result = workdir / f"{side}-{run}.json"
-    cmd = [sys.executable, __file__, "--worker", side, "--settings", json.dumps(s), "--data", str(data),
-           "--out", str(workdir / f"{side}-{run}"), "--result", str(result)]
-    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": str(s["threads"]), "TOKENIZERS_PARALLELISM": "false"}
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)  # TRL prints its logs; the table is what counts
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    if status != 0:
-        raise SystemExit(f"{side} run {run} failed (status {status})")
+    wall, peak = timed_process([__file__, "--worker", side, "--settings", json.dumps(s), "--data", str(data),
+                                "--out", str(workdir / f"{side}-{run}"), "--result", str(result)], s["threads"])
     found = json.loads(result.read_text())
     steps = [b - a for a, b in zip(found["stamps"], found["stamps"][1:])]
-    return {"side": side, "wall_s": wall, "step_s": statistics.median(steps), "peak_gib": usage.ru_maxrss / 2**20, "losses": found["losses"]}
+    return {"side": side, "wall_s": wall, "step_s": statistics.median(steps), "peak_gib": peak, "losses": found["losses"]}
 
 
 def table(s: dict, runs: list[dict]) -> str:

@@ -119,8 +119,9 @@ class LocalJudge(Judge):
         return torch.softmax(per_label, dim=-1).tolist(), [len(s) for s in seqs]
 
     def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
-        # Sorted by text, requests that share a beginning (a pair's two orders) sit side by side.
-        order = sorted(range(len(requests)), key=lambda i: requests[i].prompt)
+        # Similar lengths batch together (less padding), and a pair's two orders, as long as each
+        # other, sit side by side (one packed row).
+        order = sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt), requests[i].prompt))
         size = self.options.batch_size
         for start in range(0, len(order), size):
             chunk = order[start:start + size]
@@ -144,10 +145,11 @@ class LocalJudge(Judge):
 
 
 def _rows(seqs: list[list[int]]) -> list[list[list[int]]]:
-    """Consecutive sequences that begin alike (more than a token in common) share a row."""
-    rows = [[seqs[0]]]
-    for seq in seqs[1:]:
-        if common_prefix_length(rows[-1][0], seq) > 1:
+    """Rows of the packed batch: two consecutive sequences that begin alike (a pair's two
+    orders) share one; no more than two, since attention grows with the square of a row's length."""
+    rows: list[list[list[int]]] = []
+    for seq in seqs:
+        if rows and len(rows[-1]) == 1 and common_prefix_length(rows[-1][0], seq) > 1:
             rows[-1].append(seq)
         else:
             rows.append([seq])

@@ -1,0 +1,130 @@
+"""rlaif's local judge against a generate-based local judge, side by side: debiased pairs per second.
+
+The peer judges as generate-based local judges do: one pair at a time, one `generate` call
+per order (greedy, stopping at the model's end of turn, at most --max-new-tokens), reading the
+verdict's probabilities from the first generated step's logits. rlaif's `LocalJudge` gets the
+same requests (both orders of every pair, the same rubric text), so both must give the same
+verdicts: the script reports the largest difference in P(first response) and how many
+decisions differ. Each run is a whole process (model loading included in its wall time, not
+in its judging time); the sides alternate.
+
+    pip install -e '.[bench]'
+    python bench/local_judge_speed.py --pairs 33 --runs 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from harness import ROOT, timed_process  # this folder's own module (bench/ is on the path when run)
+
+DATA = ROOT / "examples" / "hh-harmless.jsonl.gz"
+
+
+def requests(pairs: int, rubric_name: str) -> list:
+    """Both orders of the first `pairs` pairs, as `rlaif label` asks them."""
+    from rlaif.data import load_examples
+    from rlaif.judge import JudgeRequest
+    from rlaif.rubric import load_rubric
+
+    rubric = load_rubric(rubric_name)
+    out = []
+    for ex in load_examples(f"{DATA}?rows=0:{pairs}").examples:
+        a, b = ex.responses
+        out += [JudgeRequest(rubric.render(ex.prompt, x, y), rubric.labels, rubric.verdict_prefix) for x, y in ((a, b), (b, a))]
+    return out
+
+
+def run_rlaif(reqs: list) -> tuple[list[float], dict]:
+    from rlaif.judge import load_judge
+
+    judge = load_judge("embedded")
+    found: dict[int, float] = {}
+    start = time.perf_counter()
+    judge.judge(reqs, lambda i, verdict: found.__setitem__(i, verdict.p_first))
+    return [found[i] for i in range(len(reqs))], {"judging_s": time.perf_counter() - start}
+
+
+def run_generate(reqs: list, max_new_tokens: int) -> tuple[list[float], dict]:
+    import torch
+
+    from rlaif.backends.local import label_token_ids
+    from rlaif.models import chat_prompt, load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(None)
+    model = load_causal_lm(None)
+    found, generated = [], []
+    start = time.perf_counter()
+    for r in reqs:  # one pair's two orders after the other, each its own generate call
+        ids = tokenizer(chat_prompt(tokenizer, r.prompt) + r.verdict_prefix, add_special_tokens=False, return_tensors="pt")
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, top_p=None, top_k=None, temperature=None,
+                                 output_logits=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
+        logp = torch.log_softmax(out.logits[0][0].float(), -1)
+        per_label = torch.stack([torch.logsumexp(logp[label_token_ids(tokenizer, x)], -1) for x in r.labels])
+        found.append(torch.softmax(per_label, -1)[0].item())
+        generated.append(out.sequences.shape[1] - ids["input_ids"].shape[1])
+    return found, {"judging_s": time.perf_counter() - start, "generated_tokens": statistics.mean(generated)}
+
+
+def worker(side: str, s: dict, result: Path) -> None:
+    import torch
+
+    torch.set_num_threads(s["threads"])
+    reqs = requests(s["pairs"], s["rubric"])
+    p_first, extra = run_rlaif(reqs) if side == "rlaif" else run_generate(reqs, s["max_new_tokens"])
+    result.write_text(json.dumps({"p_first": p_first, **extra}))
+
+
+def table(s: dict, runs: list[dict]) -> str:
+    med = {side: {k: statistics.median(r[k] for r in runs if r["side"] == side) for k in ("judging_s", "wall_s", "peak_gib")} for side in ("rlaif", "generate")}
+    n = sum(r["side"] == "rlaif" for r in runs)
+    gen = next(r for r in runs if r["side"] == "generate")
+    lines = ["| judge | runs | judging time (median) | debiased pairs/s | whole process (median) | peak memory (median) |", "|---|---|---|---|---|---|"]
+    for side, name in (("rlaif", "rlaif LocalJudge (one forward pass, shared prefixes)"),
+                       ("generate", f"generate per order, one pair at a time ({gen['generated_tokens']:.1f} tokens generated per call)")):
+        m = med[side]
+        lines.append(f"| {name} | {n} | {m['judging_s']:.1f} s | {s['pairs'] / m['judging_s']:.2f} | {m['wall_s']:.1f} s | {m['peak_gib']:.2f} GiB |")
+    lines.append(f"| rlaif / generate | | {med['generate']['judging_s'] / med['rlaif']['judging_s']:.2f}x faster | | "
+                 f"{med['generate']['wall_s'] / med['rlaif']['wall_s']:.2f}x faster | {med['rlaif']['peak_gib'] / med['generate']['peak_gib']:.2f}x the memory |")
+    ours, theirs = next(r for r in runs if r["side"] == "rlaif")["p_first"], gen["p_first"]
+    differ = sum((x > 0.5) != (y > 0.5) for x, y in zip(ours, theirs))
+    lines += ["", (f"verdicts: largest difference in P(first) {max(abs(x - y) for x, y in zip(ours, theirs)):.1e} over {len(ours)} calls; "
+              f"decisions that differ: {differ}")]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pairs", type=int, default=33)
+    parser.add_argument("--rubric", default="quality")
+    parser.add_argument("--max-new-tokens", type=int, default=8, help="the peer's generation budget (it stops at end of turn)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side, alternating")
+    parser.add_argument("--worker", choices=("rlaif", "generate"), help=argparse.SUPPRESS)
+    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, json.loads(args.settings), args.result)
+        return
+    s = {"pairs": args.pairs, "rubric": args.rubric, "max_new_tokens": args.max_new_tokens, "threads": args.threads}
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in range(args.runs):
+            for side in ("rlaif", "generate"):
+                result = Path(tmp) / f"{side}-{run}.json"
+                wall, peak = timed_process([__file__, "--worker", side, "--settings", json.dumps(s), "--result", str(result)], args.threads)
+                runs.append({"side": side, "wall_s": wall, "peak_gib": peak, **json.loads(result.read_text())})
+                print(f"run {run + 1} {side}: judging {runs[-1]['judging_s']:.1f} s, whole {wall:.1f} s, {peak:.2f} GiB", flush=True)
+    print(json.dumps(s))
+    print(table(s, runs))
+
+
+if __name__ == "__main__":
+    main()
