@@ -26,6 +26,10 @@ class AnswerCache:
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # Each answer is its own transaction. Written to the WAL before `put` returns, it survives
+        # a killed process; NORMAL leaves out the fsync per commit (only a power loss can drop the
+        # last answers), which would otherwise stall the event loop of an API judge on every call.
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS answers (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
 
     def get(self, key: str) -> Any | None:

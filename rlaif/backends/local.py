@@ -110,10 +110,9 @@ class LocalJudge(Judge):
             rows, width = packed.input_ids.shape
             cache = DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix_cache(seqs[0][:shared])], config=self.model.config)
             mask = torch.cat([mask.new_ones(rows, 1, width, shared), mask], dim=-1)  # every token sees the prefix
-        out = self.model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, past_key_values=cache,
-                         output_hidden_states=True, logits_to_keep=1)
+        hidden = self.model.base_model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, past_key_values=cache).last_hidden_state
         last = torch.tensor([places[-1] for places in packed.places], device=self.device)
-        logits = self.model.get_output_embeddings()(out.hidden_states[-1].flatten(0, 1)[last]).float()
+        logits = self.model.get_output_embeddings()(hidden.flatten(0, 1)[last]).float()
         logprobs = torch.log_softmax(logits, dim=-1)
         per_label = torch.stack([torch.logsumexp(logprobs[:, label_token_ids(self.tokenizer, label)], dim=-1) for label in labels], dim=-1)
         return torch.softmax(per_label, dim=-1).tolist(), [len(s) for s in seqs]
