@@ -10,6 +10,7 @@ in its judging time); the sides alternate.
 
     pip install -e '.[bench]'
     python bench/local_judge_speed.py --pairs 33 --runs 3
+    python bench/local_judge_speed.py --pairs 33 --profile   # where rlaif's judging time goes
 """
 
 from __future__ import annotations
@@ -81,6 +82,31 @@ def worker(side: str, s: dict, result: Path) -> None:
     result.write_text(json.dumps({"p_first": p_first, **extra}))
 
 
+def profile(s: dict) -> None:
+    """Tokens the requests hold and what is left once shared prefixes are computed once; then
+    the operators rlaif's judge spends its time in."""
+    import torch
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    from rlaif.judge import load_judge
+    from rlaif.models import chat_prompt
+    from rlaif.packing import common_prefix_length
+
+    torch.set_num_threads(s["threads"])
+    reqs = requests(s["pairs"], s["rubric"])
+    judge = load_judge("embedded")
+    seqs = [judge.tokenizer(chat_prompt(judge.tokenizer, r.prompt) + r.verdict_prefix, add_special_tokens=False)["input_ids"] for r in reqs]
+    common = min(common_prefix_length(seqs[0], x) for x in seqs)
+    pairs = [(a, b) for a, b in zip(seqs[::2], seqs[1::2])]
+    after = common + sum(len(a) + len(b) - common_prefix_length(a, b) - common for a, b in pairs)
+    print(f"tokens in the {len(seqs)} requests: {sum(map(len, seqs))}; shared by all: {common}; "
+          f"left to compute with the shared prefix once and each pair's common beginning once: {after}")
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        judge.judge(reqs, lambda i, verdict: None)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+
+
 def table(s: dict, runs: list[dict]) -> str:
     med = {side: {k: statistics.median(r[k] for r in runs if r["side"] == side) for k in ("judging_s", "wall_s", "peak_gib")} for side in ("rlaif", "generate")}
     n = sum(r["side"] == "rlaif" for r in runs)
@@ -106,6 +132,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=8, help="the peer's generation budget (it stops at end of turn)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3, help="runs of each side, alternating")
+    parser.add_argument("--profile", action="store_true", help="profile rlaif's judge instead of the side-by-side runs")
     parser.add_argument("--worker", choices=("rlaif", "generate"), help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -114,6 +141,9 @@ def main() -> None:
         worker(args.worker, json.loads(args.settings), args.result)
         return
     s = {"pairs": args.pairs, "rubric": args.rubric, "max_new_tokens": args.max_new_tokens, "threads": args.threads}
+    if args.profile:
+        profile(s)
+        return
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
