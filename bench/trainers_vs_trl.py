@@ -15,6 +15,7 @@ order (`train_sampling_strategy="sequential"` over a file written in that order)
     pip install -e '.[bench]'
     python bench/trainers_vs_trl.py --method dpo --runs 3
     python bench/trainers_vs_trl.py --method rm --runs 3
+    python bench/trainers_vs_trl.py --method dpo --runs 3 --bf16 --gradient-checkpointing   # TRL's defaults
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ DATA = ROOT / "examples" / "hh-harmless.jsonl.gz"
 def settings(args: argparse.Namespace) -> dict:
     """What both sides are given."""
     return {"method": args.method, "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
-            "steps": args.steps, "beta": args.beta, "seed": 0, "threads": args.threads}
+            "steps": args.steps, "beta": args.beta, "seed": 0, "threads": args.threads, "bf16": args.bf16,
+            "gradient_checkpointing": args.gradient_checkpointing}
 
 
 def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size: int, steps: int) -> tuple[Path, Path]:
@@ -77,7 +79,8 @@ def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size
 
 def run_rlaif(s: dict, data: Path, out: Path) -> dict:
     config = TrainConfig(method=s["method"], data=str(data), output=str(out), max_steps=s["steps"], batch_size=s["batch_size"],
-                         lr=s["lr"], lr_scheduler="constant", max_length=s["max_length"], beta=s["beta"], seed=s["seed"], progress=False)
+                         lr=s["lr"], lr_scheduler="constant", max_length=s["max_length"], beta=s["beta"], seed=s["seed"], progress=False,
+                         bf16=s["bf16"], gradient_checkpointing=s["gradient_checkpointing"])
     trainer = trainer_for(config)
     stamps: list[float] = []
     log = trainer._log
@@ -115,7 +118,7 @@ def run_trl(s: dict, data: Path, out: Path) -> dict:
                   "lr_scheduler_type": "constant", "optim": "adamw_torch", "weight_decay": 0.0, "max_grad_norm": 1.0, "logging_steps": 1,
                   "save_strategy": "no", "report_to": [], "use_cpu": True, "train_sampling_strategy": "sequential", "seed": s["seed"],
                   "max_length": s["max_length"], "dataloader_num_workers": 0, "disable_tqdm": True,
-                  "bf16": False, "gradient_checkpointing": False}  # TRL defaults to both on; rlaif to both off (--bf16, --gradient-checkpointing)
+                  "bf16": s["bf16"], "gradient_checkpointing": s["gradient_checkpointing"]}  # set: TRL defaults to both on, rlaif to both off
     dataset = load_dataset("json", data_files=str(data), split="train")
     tokenizer = load_tokenizer(None, padding_side="right")
     torch.manual_seed(s["seed"])  # as rlaif's trainer does before building its model (the reward head's initialisation)
@@ -189,6 +192,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=None, help="[default: 1e-6 for dpo, 1e-5 for rm]")
     parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--bf16", action="store_true", help="both sides in bfloat16 autocast (TRL's default)")
+    parser.add_argument("--gradient-checkpointing", action="store_true", help="both sides (TRL's default)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=3, help="runs of each side, alternating")
     parser.add_argument("--worker", choices=("rlaif", "trl"), help=argparse.SUPPRESS)
