@@ -11,9 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def timed_process(args: list[str], threads: int) -> tuple[float, float]:
+def timed_process(args: list[str], threads: int) -> tuple[float, float, float]:
     """Run `python ARGS` from the repository root with `threads` CPU threads; its wall time in
-    seconds and its peak resident memory in GiB (the process's own, from wait4)."""
+    seconds, its peak resident memory in GiB and its CPU time in seconds (the process's own,
+    from wait4)."""
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)  # peers print their logs
@@ -21,4 +22,4 @@ def timed_process(args: list[str], threads: int) -> tuple[float, float]:
     wall = time.perf_counter() - start
     if status != 0:
         raise SystemExit(f"{' '.join(args[:3])} ... failed (status {status})")
-    return wall, usage.ru_maxrss / 2**20
+    return wall, usage.ru_maxrss / 2**20, usage.ru_utime + usage.ru_stime

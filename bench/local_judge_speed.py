@@ -149,7 +149,7 @@ def main() -> None:
         for run in range(args.runs):
             for side in ("rlaif", "generate"):
                 result = Path(tmp) / f"{side}-{run}.json"
-                wall, peak = timed_process([__file__, "--worker", side, "--settings", json.dumps(s), "--result", str(result)], args.threads)
+                wall, peak, _ = timed_process([__file__, "--worker", side, "--settings", json.dumps(s), "--result", str(result)], args.threads)
                 runs.append({"side": side, "wall_s": wall, "peak_gib": peak, **json.loads(result.read_text())})
                 print(f"run {run + 1} {side}: judging {runs[-1]['judging_s']:.1f} s, whole {wall:.1f} s, {peak:.2f} GiB", flush=True)
     print(json.dumps(s))

@@ -151,7 +151,7 @@ def worker(side: str, s: dict, data: Path, out: Path, result: Path) -> None:
 def measure(side: str, s: dict, data: Path, workdir: Path, run: int) -> dict:
     """One whole process: its wall time, peak resident memory and what it recorded."""
     result = workdir / f"{side}-{run}.json"
-    wall, peak = timed_process([__file__, "--worker", side, "--settings", json.dumps(s), "--data", str(data),
+    wall, peak, _ = timed_process([__file__, "--worker", side, "--settings", json.dumps(s), "--data", str(data),
                                 "--out", str(workdir / f"{side}-{run}"), "--result", str(result)], s["threads"])
     found = json.loads(result.read_text())
     steps = [b - a for a, b in zip(found["stamps"], found["stamps"][1:])]

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import anthropic
+
 from rlaif.backends.api import ApiJudge, ApiOptions, MalformedResponse, hard_verdict
 from rlaif.judge import JudgeRequest, Verdict
 
@@ -22,7 +24,6 @@ class AnthropicJudge(ApiJudge):
     Options = AnthropicOptions
 
     def _client(self):
-        import anthropic
 
         return anthropic.AsyncAnthropic(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=0)
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -71,16 +72,18 @@ def status_of(exc: BaseException) -> int | None:
     return getattr(exc, "status_code", None)
 
 
+def sdk_errors(*names: str) -> tuple[type, ...]:
+    """The named exception classes of the SDKs already imported (an error can only come from
+    one that is; importing the other mid-run would stall every call in flight)."""
+    modules = [sys.modules[m] for m in ("openai", "anthropic") if m in sys.modules]
+    return tuple(getattr(module, name) for module in modules for name in names)
+
+
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed call is worth repeating."""
-    import anthropic
-    import openai
-
     if isinstance(exc, (MalformedResponse, json.JSONDecodeError)):  # a body cut short or garbled
         return True
-    if isinstance(exc, (openai.APITimeoutError, openai.APIConnectionError, anthropic.APITimeoutError, anthropic.APIConnectionError)):
-        return True
-    if isinstance(exc, (openai.APIResponseValidationError, anthropic.APIResponseValidationError)):
+    if isinstance(exc, sdk_errors("APITimeoutError", "APIConnectionError", "APIResponseValidationError")):
         return True
     status = status_of(exc)
     return status is not None and (status in (408, 409, 429) or status >= 500)

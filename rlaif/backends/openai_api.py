@@ -14,6 +14,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import openai
+from openai.types.chat import ChatCompletion
+
 from rlaif.backends.api import ApiJudge, ApiOptions, MalformedResponse, hard_verdict
 from rlaif.judge import BatchJudge, JudgeRequest, Verdict
 
@@ -62,7 +65,6 @@ class OpenAIJudge(ApiJudge, BatchJudge):
     Options = OpenAIOptions
 
     def _client(self):
-        import openai
 
         # Retries are ours (tenacity), so the SDK's own are turned off.
         return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=0)
@@ -100,8 +102,6 @@ class OpenAIJudge(ApiJudge, BatchJudge):
         return OpenAIJudge.from_label_probs(request, probs, text=text, soft=True, **usage)
 
     async def _ask(self, client, request: JudgeRequest) -> Verdict:
-        from openai.types.chat import ChatCompletion
-
         # The body is plain JSON already, so it is posted as it is: `chat.completions.create`
         # would first walk it against the SDK's typed parameters, its largest CPU cost per call
         # (BENCHMARKS.md, API judge throughput).
@@ -110,7 +110,6 @@ class OpenAIJudge(ApiJudge, BatchJudge):
     # ---- the Batch API: submit now, collect on a later run ----
 
     def _sync_client(self):
-        import openai
 
         return openai.OpenAI(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=3)
 
@@ -138,8 +137,6 @@ class OpenAIJudge(ApiJudge, BatchJudge):
 
     def poll_batch(self, batch_id: str, requests: dict[str, JudgeRequest]) -> tuple[str, dict[str, Verdict]]:
         """The batch's status and, once it has ended, the verdicts it holds."""
-        from openai.types.chat import ChatCompletion
-
         with self._sync_client() as client:
             batch = client.batches.retrieve(batch_id)
             if batch.status not in BATCH_ENDED or not batch.output_file_id:
