@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import ROOT, timed_process  # this folder's own module (bench/ is on the path when run)
+from harness import ROOT, alternate  # this folder's own module (bench/ is on the path when run)
 
 DATA = ROOT / "examples" / "hh-harmless.jsonl.gz"
 
@@ -54,7 +54,7 @@ def run_rlaif(reqs: list) -> tuple[list[float], dict]:
 def run_generate(reqs: list, max_new_tokens: int) -> tuple[list[float], dict]:
     import torch
 
-    from rlaif.backends.local import label_token_ids
+    from rlaif.backends.local import label_distribution
     from rlaif.models import chat_prompt, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(None)
@@ -66,9 +66,7 @@ def run_generate(reqs: list, max_new_tokens: int) -> tuple[list[float], dict]:
         with torch.no_grad():
             out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, top_p=None, top_k=None, temperature=None,
                                  output_logits=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
-        logp = torch.log_softmax(out.logits[0][0].float(), -1)
-        per_label = torch.stack([torch.logsumexp(logp[label_token_ids(tokenizer, x)], -1) for x in r.labels])
-        found.append(torch.softmax(per_label, -1)[0].item())
+        found.append(label_distribution(out.logits[0], tokenizer, r.labels)[0, 0].item())
         generated.append(out.sequences.shape[1] - ids["input_ids"].shape[1])
     return found, {"judging_s": time.perf_counter() - start, "generated_tokens": statistics.mean(generated)}
 
@@ -144,14 +142,8 @@ def main() -> None:
     if args.profile:
         profile(s)
         return
-    runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for run in range(args.runs):
-            for side in ("rlaif", "generate"):
-                result = Path(tmp) / f"{side}-{run}.json"
-                wall, peak, _ = timed_process([__file__, "--worker", side, "--settings", json.dumps(s), "--result", str(result)], args.threads)
-                runs.append({"side": side, "wall_s": wall, "peak_gib": peak, **json.loads(result.read_text())})
-                print(f"run {run + 1} {side}: judging {runs[-1]['judging_s']:.1f} s, whole {wall:.1f} s, {peak:.2f} GiB", flush=True)
+        runs = alternate(__file__, {"rlaif": [], "generate": []}, s, args.runs, Path(tmp))
     print(json.dumps(s))
     print(table(s, runs))
 

@@ -79,7 +79,7 @@ def test_per_sequence_sums_and_means():
 
 
 def test_local_judge_shares_prefixes_and_gives_what_each_text_alone_gives(tiny, tmp_path):
-    from rlaif.backends.local import LocalJudge, label_token_ids
+    from rlaif.backends.local import LocalJudge, label_distribution
     from rlaif.judge import load_judge_config
 
     (tmp_path / "judge.toml").write_text(f'backend = "local"\nmodel = "{tiny}"\n')
@@ -92,8 +92,7 @@ def test_local_judge_shares_prefixes_and_gives_what_each_text_alone_gives(tiny, 
     for i, text in enumerate(texts):
         ids = judge.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            logp = torch.log_softmax(judge.model(input_ids=ids).logits[0, -1].float(), -1)
-        alone = torch.softmax(torch.stack([torch.logsumexp(logp[label_token_ids(judge.tokenizer, x)], -1) for x in ("1", "2")]), -1)
+            alone = label_distribution(judge.model(input_ids=ids).logits[:, -1], judge.tokenizer, ("1", "2"))[0]
         torch.testing.assert_close(torch.tensor(probs[i]), alone, atol=1e-5, rtol=1e-4)
         assert lengths[i] == ids.shape[1]
         if i:

@@ -24,7 +24,6 @@ class AnthropicJudge(ApiJudge):
     Options = AnthropicOptions
 
     def _client(self):
-
         return anthropic.AsyncAnthropic(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=0)
 
     async def _sample(self, client, request: JudgeRequest) -> Verdict:

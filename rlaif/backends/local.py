@@ -38,6 +38,14 @@ def label_token_ids(tokenizer, label: str) -> list[int]:
     return ids or tokenizer.encode(label, add_special_tokens=False)[:1]
 
 
+def label_distribution(logits: torch.Tensor, tokenizer, labels: Sequence[str]) -> torch.Tensor:
+    """The next token's probability of each label, normalised over the labels (a label's mass
+    summed over the tokens that spell it): logits (B, vocab) -> (B, len(labels))."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    per_label = torch.stack([torch.logsumexp(logprobs[:, label_token_ids(tokenizer, label)], dim=-1) for label in labels], dim=-1)
+    return torch.softmax(per_label, dim=-1)
+
+
 def left_padded(tokenizer, texts: list[str], device: str) -> dict[str, torch.Tensor]:
     batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     batch = {k: v.to(device) for k, v in batch.items()}
@@ -112,10 +120,8 @@ class LocalJudge(Judge):
             mask = torch.cat([mask.new_ones(rows, 1, width, shared), mask], dim=-1)  # every token sees the prefix
         hidden = self.model.base_model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, past_key_values=cache).last_hidden_state
         last = torch.tensor([places[-1] for places in packed.places], device=self.device)
-        logits = self.model.get_output_embeddings()(hidden.flatten(0, 1)[last]).float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        per_label = torch.stack([torch.logsumexp(logprobs[:, label_token_ids(self.tokenizer, label)], dim=-1) for label in labels], dim=-1)
-        return torch.softmax(per_label, dim=-1).tolist(), [len(s) for s in seqs]
+        logits = self.model.get_output_embeddings()(hidden.flatten(0, 1)[last])
+        return label_distribution(logits, self.tokenizer, labels).tolist(), [len(s) for s in seqs]
 
     def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
         # Similar lengths batch together (less padding), and a pair's two orders, as long as each

@@ -65,7 +65,6 @@ class OpenAIJudge(ApiJudge, BatchJudge):
     Options = OpenAIOptions
 
     def _client(self):
-
         # Retries are ours (tenacity), so the SDK's own are turned off.
         return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=0)
 
@@ -110,7 +109,6 @@ class OpenAIJudge(ApiJudge, BatchJudge):
     # ---- the Batch API: submit now, collect on a later run ----
 
     def _sync_client(self):
-
         return openai.OpenAI(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=3)
 
     def submit_batch(self, requests: dict[str, JudgeRequest], tag: str) -> dict[str, Any]:
