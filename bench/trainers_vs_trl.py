@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import ROOT, timed_process  # this folder's own module (bench/ is on the path when run)
+from harness import ROOT, alternate  # this folder's own module (bench/ is on the path when run)
 
 from rlaif.models import chat_prompt, load_tokenizer
 from rlaif.trainers import TrainConfig, trainer_for
@@ -137,25 +137,16 @@ def run_trl(s: dict, data: Path, out: Path) -> dict:
     return {"losses": losses, "stamps": stamps}
 
 
-def worker(side: str, s: dict, data: Path, out: Path, result: Path) -> None:
+def worker(side: str, s: dict, data: Path, result: Path) -> None:
     import torch
 
     torch.set_num_threads(s["threads"])
-    found = (run_rlaif if side == "rlaif" else run_trl)(s, data, out)
-    result.write_text(json.dumps(found))
+    found = (run_rlaif if side == "rlaif" else run_trl)(s, data, result.with_suffix(""))
+    steps = [b - a for a, b in zip(found["stamps"], found["stamps"][1:])]
+    result.write_text(json.dumps({"losses": found["losses"], "step_s": statistics.median(steps)}))
 
 
 # ---------------------------------------------------------------- the driver
-
-
-def measure(side: str, s: dict, data: Path, workdir: Path, run: int) -> dict:
-    """One whole process: its wall time, peak resident memory and what it recorded."""
-    result = workdir / f"{side}-{run}.json"
-    wall, peak, _ = timed_process([__file__, "--worker", side, "--settings", json.dumps(s), "--data", str(data),
-                                "--out", str(workdir / f"{side}-{run}"), "--result", str(result)], s["threads"])
-    found = json.loads(result.read_text())
-    steps = [b - a for a, b in zip(found["stamps"], found["stamps"][1:])]
-    return {"side": side, "wall_s": wall, "step_s": statistics.median(steps), "peak_gib": peak, "losses": found["losses"]}
 
 
 def table(s: dict, runs: list[dict]) -> str:
@@ -199,11 +190,10 @@ def main() -> None:
     parser.add_argument("--worker", choices=("rlaif", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, json.loads(args.settings), args.data, args.out, args.result)
+        worker(args.worker, json.loads(args.settings), args.data, args.result)
         return
     if args.lr is None:
         args.lr = 1e-6 if args.method == "dpo" else 1e-5
@@ -211,12 +201,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         ours, theirs = write_inputs(workdir, args.method, args.pairs, args.max_length, args.batch_size, args.steps)
-        runs = []
-        for run in range(args.runs):
-            for side, data in (("rlaif", ours), ("trl", theirs)):
-                runs.append(measure(side, s, data, workdir, run))
-                r = runs[-1]
-                print(f"run {run + 1} {side}: {r['wall_s']:.1f} s whole, {r['step_s']:.2f} s/step, {r['peak_gib']:.2f} GiB", flush=True)
+        runs = alternate(__file__, {"rlaif": ["--data", str(ours)], "trl": ["--data", str(theirs)]}, s, args.runs, workdir)
     print(json.dumps(s))
     print(table(s, runs))
 
