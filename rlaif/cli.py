@@ -13,6 +13,7 @@ import click
 from rlaif.debias import MODES as DEBIAS_MODES
 from rlaif.errors import UserError
 from rlaif.judge import DEFAULT_JUDGE, MODES
+from rlaif.labeling import LabelConfig
 
 MODE_HELP = ("pairwise: the two responses side by side (debiased over orders); pointwise: each response scored alone, "
              "so no position bias [default: the judge's own: pairwise, a reward model's pointwise].")
@@ -48,7 +49,7 @@ def main() -> None:
 @click.option("--limit", type=int, default=None, help="Read at most this many input rows.")
 @click.option("--skip-invalid", is_flag=True, help="Count bad rows into failures.jsonl instead of stopping.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--generator", default=None, help="Model that writes candidates for prompt-only rows [default: embedded].")
+@click.option("--generator", default=None, help="What writes candidates for prompt-only rows: a model name or directory, or a judge config (built-in name or file; backend local, or openai for any OpenAI-compatible server) [default: embedded].")
 @click.option("--num-responses", type=int, default=2, show_default=True, help="Candidates to generate per prompt-only row.")
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Length of generated candidates.")
 @click.option("--temperature", type=float, default=0.8, show_default=True, help="Sampling temperature of the generator.")
@@ -56,10 +57,10 @@ def main() -> None:
 @click.option("--concurrency", type=int, default=None, help="Judge calls in flight at once (API judges) [default: the judge config's].")
 @click.option("--batch-api", is_flag=True, help="OpenAI Batch API: submit the calls, keep the batch id in the output directory, collect on the next run.")
 @click.option("--dry-run", is_flag=True, help="Print the calls, tokens and cost a run would take; call nothing.")
+@click.option("--chunk-size", type=int, default=LabelConfig.chunk_size, show_default=True, help="Input rows read, judged and written to pairs.jsonl at a time; a killed run resumes after the last chunk written.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def label(input_path: str, quiet: bool, **options) -> None:
     """Label response pairs with an AI judge."""
-    from rlaif.labeling import LabelConfig
     from rlaif.labeling import label as run_label
 
     try:

@@ -106,8 +106,8 @@ def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[int, Any]]:
         ds = datasets.load_from_disk(str(path))
         if isinstance(ds, datasets.DatasetDict):
             ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-    else:
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train")
+    else:  # streamed: a file larger than memory is read a batch at a time
+        ds = datasets.load_dataset(kind, data_files=str(path), split="train", streaming=True)
     # CSV rows are numbered as lines of the file (line 1 is the header).
     start = 2 if kind == "csv" else 1
     yield from enumerate(ds, start=start)
@@ -301,22 +301,33 @@ def parse_record(record: Any, file: str, line: int) -> Example:
     raise err(None, f"no usable fields (found {sorted(record)}); expected 'prompt' with 'responses' or 'chosen'/'rejected', transcripts 'chosen'/'rejected', or 'prompt' alone")
 
 
-def load_examples(path: str | Path, limit: int | None = None, skip_invalid: bool = False) -> LoadResult:
-    """Read and check every row of `path`; the first bad row raises unless `skip_invalid`."""
-    examples: list[Example] = []
-    failures: list[dict[str, Any]] = []
+def iter_examples(path: str | Path, limit: int | None = None, skip_invalid: bool = False) -> Iterator[Example | dict[str, Any]]:
+    """Read and check `path` row by row, holding one row at a time: each valid row as an
+    `Example` (at most `limit`), each invalid one as its failure record with `skip_invalid`;
+    without it the first bad row raises."""
+    count = 0
     for line, record in read_records(path):
-        if limit is not None and len(examples) >= limit:
-            break
+        if limit is not None and count >= limit:
+            return
         try:
             if isinstance(record, InputError):
                 raise record
-            examples.append(parse_record(record, str(path), line))
+            example = parse_record(record, str(path), line)
         except InputError as e:
             if not skip_invalid:
                 raise
-            failures.append(e.to_record())
-    return LoadResult(examples, failures)
+            yield e.to_record()
+            continue
+        count += 1
+        yield example
+
+
+def load_examples(path: str | Path, limit: int | None = None, skip_invalid: bool = False) -> LoadResult:
+    """Every row of `path` in memory (see `iter_examples`)."""
+    result = LoadResult([], [])
+    for item in iter_examples(path, limit, skip_invalid):
+        (result.examples if isinstance(item, Example) else result.failures).append(item)
+    return result
 
 
 # ---------------------------------------------------------------- forming pairs
@@ -349,6 +360,11 @@ def make_pairs(examples: list[Example], seed: int = 0) -> tuple[list[Pair], dict
                         human = None if human is None else 1.0 - human
                 pairs.append(Pair(pair_id, ex.prompt, a, b, human))
     return pairs, skipped
+
+
+def as_messages(value: Prompt, role: str) -> list[dict[str, str]]:
+    """A text as one chat message from `role`; a list of messages as it is."""
+    return value if isinstance(value, list) else [{"role": role, "content": value}]
 
 
 def prompt_text(prompt: Prompt) -> str:

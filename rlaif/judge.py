@@ -33,6 +33,7 @@ BACKENDS = {
     "anthropic": "rlaif.backends.anthropic_api:AnthropicJudge",
 }
 DEFAULT_JUDGE = "embedded"
+CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 MODES = ("pairwise", "pointwise")
 
 
@@ -114,11 +115,11 @@ def resolve_judge_path(name_or_path: str | Path) -> Path:
     path = Path(name_or_path)
     if path.suffix and path.exists():
         return path.resolve()
-    for suffix in (".toml", ".yaml", ".yml"):
+    for suffix in CONFIG_SUFFIXES:
         builtin = builtin_dir("judges") / f"{name_or_path}{suffix}"
         if builtin.exists():
             return builtin
-    known = sorted(p.stem for p in builtin_dir("judges").iterdir() if p.suffix in (".toml", ".yaml", ".yml"))
+    known = sorted(p.stem for p in builtin_dir("judges").iterdir() if p.suffix in CONFIG_SUFFIXES)
     raise JudgeConfigError(f"{name_or_path}: no such judge config file or built-in name (built in: {', '.join(known)})")
 
 

@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rlaif.data import Prompt
+from rlaif.data import Prompt, as_messages
 
 EMBEDDED_NAMES = ("embedded", "smollm2-135m-instruct")
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -116,7 +116,7 @@ def load_tokenizer(name: str | None, padding_side: str = "left"):
 def chat_prompt(tokenizer, prompt: Prompt) -> str:
     """A prompt as the model reads it before its reply: through the tokenizer's chat template
     when it has one, else as a plain transcript (``User: …`` turns, then ``Assistant:``)."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    messages = as_messages(prompt, "user")
     if tokenizer.chat_template:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)

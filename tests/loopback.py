@@ -3,9 +3,12 @@ protocols, for testing the API judges through the real SDK clients with no netwo
 
 It answers like a judge that prefers the response containing "GOOD" (p = 0.8), or, asked
 to rate one response (a pointwise prompt), rates it 4 if it contains "GOOD" and 2 if not
-(log-probabilities 0.6 on that rating, 0.2 on the next one down... see `RATING_PROBS`). It
-can be told to be slow or to fail: 429 with Retry-After, 500, a hang past the client's timeout,
-a dropped connection, a malformed or truncated body, or a reply with no verdict.
+(log-probabilities 0.6 on that rating, 0.2 on the next one down... see `RATING_PROBS`).
+Asked anything else (a generation request), it samples `n` replies, "GOOD answer (seed s)" for
+an even seed s and "weak answer (seed s)" for an odd one, seed + i for the i-th (a server
+made with `ignores_n` returns one, like llama.cpp). It can be told to be slow or to fail:
+429 with Retry-After, 500, a hang past the client's timeout, a dropped connection, a malformed
+or truncated body, a reply with no verdict, or to stop serving altogether.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Self
 
-FAULTS = ("429", "500", "timeout", "drop", "malformed", "truncated", "unparseable", "hang")
+FAULTS = ("429", "500", "timeout", "drop", "malformed", "truncated", "unparseable", "hang", "stop")
 
 
 def _prefers_first(prompt: str) -> bool:
@@ -33,9 +36,11 @@ def _prefers_first(prompt: str) -> bool:
 class Loopback:
     """Start with `with Loopback() as server:`; `server.url` is the base URL for the SDKs."""
 
-    def __init__(self, latency: float = 0.0, logprobs: bool = True):
+    def __init__(self, latency: float = 0.0, logprobs: bool = True, ignores_n: bool = False):
         self.latency = latency
         self.logprobs = logprobs
+        self.ignores_n = ignores_n
+        self.stopped = False
         # fault(n, prompt) -> a fault name or None; n counts requests from 1.
         self.fault: Callable[[int, str], str | None] = lambda n, prompt: None
         self.requests = 0
@@ -56,6 +61,12 @@ class Loopback:
     def __exit__(self, *exc) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def stop(self) -> None:
+        """Stop serving, as a server that went down: new connections are refused, and a request
+        on a connection already open gets it closed with no reply."""
+        self.stopped = True
+        threading.Thread(target=self.__exit__, daemon=True).start()
 
     def fail_randomly(self, rate: float, seed: int = 0, kinds: tuple[str, ...] = ("429", "500", "drop")) -> None:
         rng = random.Random(seed)
@@ -148,6 +159,9 @@ class Loopback:
                 body = json.loads(raw)
                 if self.path.endswith("/batches"):
                     return self._send(200, json.dumps(server._create_batch(body)).encode())
+                if server.stopped:
+                    self.close_connection = True
+                    return
                 key = self.headers.get("Authorization", "").removeprefix("Bearer ") or self.headers.get("x-api-key", "")
                 with server._lock:
                     server.requests += 1
@@ -165,12 +179,16 @@ class Loopback:
                 if fault in ("timeout", "hang"):
                     time.sleep(3600 if fault == "hang" else 2.0)
                     return
-                if fault == "drop":
+                if fault in ("drop", "stop"):
+                    if fault == "stop":
+                        server.stop()
                     self.close_connection = True
                     return
                 if fault == "malformed":
                     return self._send(200, b'{"id": "x", "choices": [ this is not json')
-                if self.path.endswith("/chat/completions"):
+                if self.path.endswith("/chat/completions") and "n" in body:
+                    reply = generation_reply(body, 1 if server.ignores_n else body["n"])
+                elif self.path.endswith("/chat/completions"):
                     reply = openai_reply(body, fault == "unparseable", server.logprobs)
                 else:
                     reply = anthropic_reply(body, fault == "unparseable")
@@ -230,6 +248,17 @@ def openai_reply(body: dict, unparseable: bool, logprobs: bool) -> dict:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                      "logprobs": {"content": content, "refusal": None} if logprobs and body.get("logprobs") else None, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(tokens), "total_tokens": len(prompt) // 4 + len(tokens)},
+    }
+
+
+def generation_reply(body: dict, n: int) -> dict:
+    """A chat completion with `n` sampled choices (see the module's docstring)."""
+    texts = [f"{'GOOD' if (body['seed'] + i) % 2 == 0 else 'weak'} answer (seed {body['seed'] + i})" for i in range(n)]
+    return {
+        "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+        "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None, "finish_reason": "stop"}
+                    for i, text in enumerate(texts)],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n},
     }
 
 

@@ -167,7 +167,8 @@ def test_concurrency_overlaps_slow_calls(tmp_path, judge_file):
 
 
 def _label_cli(data_path: str, out: str, judge: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "rlaif.cli", "label", "--input", data_path, "--output", out, "--judge", judge, "--quiet", "--concurrency", "1"]
+    cmd = [sys.executable, "-m", "rlaif.cli", "label", "--input", data_path, "--output", out, "--judge", judge, "--quiet",
+           "--concurrency", "1", "--chunk-size", "2"]
     return subprocess.Popen(cmd, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -176,7 +177,9 @@ def test_kill_9_mid_run_then_resume_gives_the_same_pairs_and_repeats_no_answered
     with Loopback() as reference:
         proc = _label_cli(data_path, str(tmp_path / "whole"), judge_file(reference))
         assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()
+    killed = tmp_path / "killed" / "pairs.jsonl"
     with Loopback() as srv:
+        # Two rows a chunk, two calls a row: calls 1-4 are the first chunk; call 8 hangs in the second.
         srv.fault = lambda n, prompt: "hang" if n == 8 else None
         judge = judge_file(srv)
         proc = _label_cli(data_path, str(tmp_path / "killed"), judge)
@@ -185,16 +188,22 @@ def test_kill_9_mid_run_then_resume_gives_the_same_pairs_and_repeats_no_answered
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
-        assert sum(srv.answered.values()) == 7 and not (tmp_path / "killed" / "pairs.jsonl").exists()
+        assert sum(srv.answered.values()) == 7
+        # What the killed run wrote is the first chunk's rows, whole lines only.
+        assert [json.loads(line)["id"] for line in killed.read_text().splitlines()] == ["r0:0-1", "r1:0-1"]
+        with killed.open("a") as fh:  # as if a kill had cut a line short
+            fh.write('{"id": "r2:0-1", "prom')
         srv.fault = lambda n, prompt: None
         proc = _label_cli(data_path, str(tmp_path / "killed"), judge)
         assert proc.wait(timeout=120) == 0, proc.stdout.read().decode()
         assert max(srv.answered.values()) == 1 and sum(srv.answered.values()) == 20
+    assert not (tmp_path / "killed" / "progress.json").exists()
+
     # The two runs used two servers, so their judge configs (named by path) differ; nothing else may.
     def rows(run):
         return [{k: v for k, v in json.loads(line).items() if k != "judge"} for line in (tmp_path / run / "pairs.jsonl").read_text().splitlines()]
 
-    assert rows("killed") == rows("whole") and len(rows("whole")) == 10
+    assert rows("killed") == rows("whole") and len({r["id"] for r in rows("whole")}) == 10
 
 
 def test_batch_api_submits_then_collects_on_later_runs(tmp_path, server, judge_file):
@@ -264,3 +273,44 @@ def test_batch_requests_that_failed_go_into_a_new_batch(tmp_path, server, judge_
 def test_batch_api_needs_an_openai_judge(tmp_path, server, judge_file):
     with pytest.raises(ConfigError, match="batch API"):
         run(tmp_path, judge_file(server, "anthropic"), batch_api=True)
+
+
+def test_prompt_only_rows_generated_and_judged_on_two_servers_one_stopped_mid_run(tmp_path, judge_file):
+    rows = [{"id": f"p{i}", "prompt": f"question {i}"} for i in range(12)]
+    path = str(write_jsonl(tmp_path / "prompts.jsonl", rows))
+    with Loopback(latency=0.01) as a, Loopback(latency=0.01) as b:
+        b.fault = lambda n, prompt: "stop" if n == 6 else None  # b goes down at its sixth request
+        servers = judge_file(a, base_url=[a.url + "/v1", b.url + "/v1"], concurrency=2)
+        result = label(LabelConfig(path, str(tmp_path / "out"), judge=servers, generator=servers, progress=False))
+        assert b.stopped and b.requests == 6 and a.requests > 6
+    m = result.manifest
+    assert m["counts"]["labeled"] == 12 and result.failures == []
+    for row in result.rows:  # each prompt got one even and one odd seed; the judge prefers GOOD
+        assert row["chosen"].startswith("GOOD answer") and row["rejected"].startswith("weak answer")
+        assert row["ai_preference"] == pytest.approx(0.8) and row["consistent"] is True
+
+
+def test_generator_asks_again_when_a_server_ignores_n(tmp_path, judge_file):
+    from rlaif.data import Example
+    from rlaif.generation import generate_responses
+
+    examples = [Example(f"p{i}", f"question {i}") for i in range(3)]
+    with Loopback(ignores_n=True) as srv:
+        errors = generate_responses(examples, judge_file(srv), num_responses=3, max_new_tokens=8)
+        assert errors == {} and srv.requests == 9
+    for ex in examples:
+        assert len(ex.responses) == 3 and len(set(ex.responses)) == 3
+
+
+def test_a_generation_that_gives_up_is_a_failure_and_asked_again_next_run(tmp_path, judge_file):
+    path = str(write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"question {i}"} for i in range(3)]))
+    with Loopback() as srv:
+        srv.fault = lambda n, prompt: "500" if prompt == "question 1" else None
+        config = judge_file(srv, max_retries=1)
+        first = label(LabelConfig(path, str(tmp_path / "out"), judge=config, generator=config, progress=False))
+        assert first.manifest["counts"]["failed"]["generation"] == 1 and len(first.rows) == 2
+        assert [(f["stage"], f["id"]) for f in first.failures] == [("generate", "p1")] and "gave up after 2 attempts" in first.failures[0]["error"]
+        srv.fault = lambda n, prompt: None
+        before = srv.requests
+        second = label(LabelConfig(path, str(tmp_path / "out"), judge=config, generator=config, progress=False))
+        assert len(second.rows) == 3 and srv.requests - before == 3  # p1's generation and its two orders

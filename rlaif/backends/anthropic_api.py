@@ -15,7 +15,6 @@ from rlaif.judge import JudgeRequest, Verdict
 @dataclass
 class AnthropicOptions(ApiOptions):
     api_key_env: str = "ANTHROPIC_API_KEY"
-    base_url: str | None = None
     samples: int = 1
     temperature: float | None = None  # newer models take none; sent only when set
 
@@ -23,8 +22,8 @@ class AnthropicOptions(ApiOptions):
 class AnthropicJudge(ApiJudge):
     Options = AnthropicOptions
 
-    def _client(self):
-        return anthropic.AsyncAnthropic(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=0)
+    def _client(self, base_url: str | None):
+        return anthropic.AsyncAnthropic(api_key=self._api_key, base_url=base_url, timeout=self.options.timeout, max_retries=0)
 
     async def _sample(self, client, request: JudgeRequest) -> Verdict:
         extra = {"system": self.options.system_prompt} if self.options.system_prompt else {}

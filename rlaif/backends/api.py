@@ -1,10 +1,14 @@
-"""What the API judges share: async concurrency, rate limits, retries and key handling.
+"""What the API judges (and generators) share: async concurrency over one or several servers,
+rate limits, retries, failover and key handling.
 
 Retries (tenacity): exponential backoff with jitter, a server's `Retry-After` honoured, on
 429, 5xx, timeouts, dropped connections and malformed bodies. A 400/401/403/404 is not
 retried: it raises `JudgeFatalError` and stops the run at once (answers already received
 are in the cache). A call that still fails after every retry becomes a transient failure:
 reported, not cached, so the next run asks again.
+
+Several servers (`base_url` as a list) are spread over by `Servers`: each takes `concurrency`
+calls at a time, and one that stops answering has its calls retried on the others.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ import json
 import os
 import re
 import sys
+import time
 from abc import abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,11 +55,12 @@ class ApiOptions:
     """Options every API judge takes (the backend adds its own)."""
 
     api_key_env: str = ""  # the variable that holds the key; "" for a server that needs none
+    base_url: str | list[str] | None = None  # a list: several servers serving the same model
     temperature: float | None = 0.0
     max_tokens: int = 16  # reply length for a plain verdict
     max_tokens_cot: int = 512  # reply length with --cot
     system_prompt: str | None = None
-    concurrency: int = 8
+    concurrency: int = 8  # calls in flight at once, per server
     requests_per_minute: float | None = None
     tokens_per_minute: float | None = None
     timeout: float = 60.0
@@ -87,6 +94,72 @@ def is_transient(exc: BaseException) -> bool:
         return True
     status = status_of(exc)
     return status is not None and (status in (408, 409, 429) or status >= 500)
+
+
+def server_failed(exc: BaseException) -> bool:
+    """Whether a failed call says its server is down or broken (not that the call was refused)."""
+    if isinstance(exc, sdk_errors("APITimeoutError", "APIConnectionError")):
+        return True
+    status = status_of(exc)
+    return status is not None and status >= 500
+
+
+class GaveUp(Exception):
+    """A call still failing after its last retry (reported, never cached)."""
+
+
+class Servers:
+    """The servers behind one run, each with at most `concurrency` calls in flight.
+
+    A call goes to the healthy server with the fewest calls in flight. A server whose call could
+    not connect, timed out or got a 5xx rests (`rest` seconds, doubling while it keeps failing,
+    up to `max_rest`) and gets no calls while another server is healthy; when every server
+    rests, the one back soonest is tried.
+    """
+
+    def __init__(self, clients: list[Any], concurrency: int, rest: float, max_rest: float):
+        self.clients = clients
+        self.concurrency = concurrency
+        self.in_flight = [0] * len(clients)
+        self.resting_until = [0.0] * len(clients)
+        self._rest = [0.0] * len(clients)
+        self._first_rest, self._max_rest = rest, max_rest
+        self._freed = asyncio.Condition()
+
+    def _pick(self) -> int | None:
+        now = time.monotonic()
+        free = [i for i, n in enumerate(self.in_flight) if n < self.concurrency]
+        healthy = [i for i in free if self.resting_until[i] <= now]
+        if healthy:
+            return min(healthy, key=self.in_flight.__getitem__)
+        if free and min(self.resting_until) > now:
+            return min(free, key=self.resting_until.__getitem__)
+        return None
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[Any]:
+        """A server's client for one call; the call's outcome marks the server healthy or resting."""
+        async with self._freed:
+            while (i := self._pick()) is None:
+                await self._freed.wait()
+            self.in_flight[i] += 1
+        try:
+            yield self.clients[i]
+        except BaseException as exc:
+            if server_failed(exc):
+                self._rest[i] = min(max(2 * self._rest[i], self._first_rest), self._max_rest)
+                self.resting_until[i] = time.monotonic() + self._rest[i]
+            raise
+        else:
+            self._rest[i], self.resting_until[i] = 0.0, 0.0
+        finally:
+            async with self._freed:
+                self.in_flight[i] -= 1
+                self._freed.notify()
+
+    async def close(self) -> None:
+        for client in self.clients:
+            await client.close()
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -130,9 +203,14 @@ class ApiJudge(Judge):
     def completion_budget(cls, options: Any, cot: bool) -> int:
         return options.max_tokens_cot if cot else options.max_tokens
 
+    @property
+    def base_urls(self) -> list[str | None]:
+        url = self.options.base_url
+        return list(url) if isinstance(url, list) else [url]
+
     @abstractmethod
-    def _client(self) -> Any:
-        """A fresh async SDK client (made inside the event loop that uses it)."""
+    def _client(self, base_url: str | None) -> Any:
+        """A fresh async SDK client for one server (made inside the event loop that uses it)."""
 
     @abstractmethod
     async def _ask(self, client: Any, request: JudgeRequest) -> Verdict:
@@ -147,7 +225,9 @@ class ApiJudge(Judge):
         backoff = wait_exponential_jitter(multiplier=initial, max=self.options.retry_max_wait, jitter=initial)
         return backoff(retry_state)
 
-    async def _ask_with_retries(self, client: Any, request: JudgeRequest, limits: list[tuple[AsyncLimiter, float]]) -> Verdict:
+    async def _with_retries(self, servers: Servers, call: Callable[[Any], Awaitable[Any]], limits: list[tuple[AsyncLimiter, float]]) -> Any:
+        """`call(client)` on a server, retried (on any server) while it fails transiently; raises
+        `JudgeFatalError` on an error retrying cannot help, `GaveUp` after the last attempt."""
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.options.max_retries + 1),
             wait=self._wait,
@@ -159,42 +239,58 @@ class ApiJudge(Judge):
                 with attempt:
                     for limiter, amount in limits:
                         await limiter.acquire(amount)
-                    return await self._ask(client, request)
+                    async with servers.slot() as client:
+                        return await call(client)
         except Exception as exc:  # noqa: BLE001 - sorted into fatal and transient below
             message = self.redact(f"{type(exc).__name__}: {exc}")
             if not is_transient(exc):
-                raise JudgeFatalError(f"judge '{self.name}' failed and retrying cannot help: {message}") from None
-            return Verdict(p_first=None, error=f"gave up after {self.options.max_retries + 1} attempts: {message}", transient=True)
+                raise JudgeFatalError(f"'{self.name}' failed and retrying cannot help: {message}") from None
+            raise GaveUp(f"gave up after {self.options.max_retries + 1} attempts: {message}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
-        asyncio.run(self._judge_all(requests, on_result))
+    def call_all(self, items: Sequence[Any], call: Callable[[Any, Any], Awaitable[Any]], budget: Callable[[Any], int],
+                 on_result: Callable[[int, Any, str | None], None]) -> None:
+        """`call(client, item)` for every item, concurrently over the servers, with the rate
+        limits (`budget(item)`: the tokens it may take) and retries; `on_result(index, result,
+        error)` as each ends (`error` set, `result` None, when a call gave up)."""
+        asyncio.run(self._call_all(items, call, budget, on_result))
 
-    async def _judge_all(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
-        semaphore = asyncio.Semaphore(self.options.concurrency)
+    async def _call_all(self, items, call, budget, on_result) -> None:
         rpm = AsyncLimiter(self.options.requests_per_minute, 60) if self.options.requests_per_minute else None
         tpm = AsyncLimiter(self.options.tokens_per_minute, 60) if self.options.tokens_per_minute else None
 
-        async def one(index: int, request: JudgeRequest) -> None:
+        async def one(index: int, item: Any) -> None:
             limits = []
             if rpm:
                 limits.append((rpm, 1))
             if tpm:
-                estimate = estimate_tokens(request.prompt) + self.completion_budget(self.options, request.cot)
-                limits.append((tpm, min(estimate, self.options.tokens_per_minute)))
-            async with semaphore:
-                verdict = await self._ask_with_retries(client, request, limits)
-            on_result(index, verdict)
+                limits.append((tpm, min(budget(item), self.options.tokens_per_minute)))
+            try:
+                result = await self._with_retries(servers, lambda client: call(client, item), limits)
+            except GaveUp as gave_up:
+                on_result(index, None, str(gave_up))
+            else:
+                on_result(index, result, None)
 
-        client = self._client()
+        servers = Servers([self._client(url) for url in self.base_urls], self.options.concurrency,
+                          self.options.retry_initial_wait, self.options.retry_max_wait)
         try:
             async with asyncio.TaskGroup() as group:
-                for index, request in enumerate(requests):
-                    group.create_task(one(index, request))
+                for index, item in enumerate(items):
+                    group.create_task(one(index, item))
         except* JudgeFatalError as errors:
             raise errors.exceptions[0] from None
         finally:
-            await client.close()
+            await servers.close()
+
+    def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+        def report(index: int, verdict: Verdict | None, error: str | None) -> None:
+            on_result(index, verdict if error is None else Verdict(p_first=None, error=error, transient=True))
+
+        def budget(request: JudgeRequest) -> int:
+            return estimate_tokens(request.prompt) + self.completion_budget(self.options, request.cot)
+
+        self.call_all(requests, self._ask, budget, report)
 
 
 def hard_verdict(text: str, request: JudgeRequest, **usage: int) -> Verdict:

@@ -18,7 +18,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from rlaif.backends.api import ApiJudge, ApiOptions, MalformedResponse, hard_verdict
-from rlaif.judge import BatchJudge, JudgeRequest, Verdict
+from rlaif.judge import BatchJudge, JudgeRequest, Verdict, estimate_tokens
 
 BATCH_TAG = "rlaif_submission"  # batch metadata key: finds a batch whose id a killed run never saved
 
@@ -26,7 +26,6 @@ BATCH_TAG = "rlaif_submission"  # batch metadata key: finds a batch whose id a k
 @dataclass
 class OpenAIOptions(ApiOptions):
     api_key_env: str = "OPENAI_API_KEY"
-    base_url: str | None = None
     top_logprobs: int = 20  # 0: ask for no log-probabilities
 
 
@@ -64,9 +63,9 @@ BATCH_ENDED = ("completed", "expired", "cancelled", "failed")
 class OpenAIJudge(ApiJudge, BatchJudge):
     Options = OpenAIOptions
 
-    def _client(self):
+    def _client(self, base_url: str | None):
         # Retries are ours (tenacity), so the SDK's own are turned off.
-        return openai.AsyncOpenAI(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=0)
+        return openai.AsyncOpenAI(api_key=self._api_key, base_url=base_url, timeout=self.options.timeout, max_retries=0)
 
     def _body(self, request: JudgeRequest) -> dict[str, Any]:
         """The chat completions request body for one judge request."""
@@ -106,10 +105,37 @@ class OpenAIJudge(ApiJudge, BatchJudge):
         # (BENCHMARKS.md, API judge throughput).
         return self._verdict(await client.post("/chat/completions", body=self._body(request), cast_to=ChatCompletion), request)
 
+    # ---- generation: the same servers, retries and failover write candidate responses ----
+
+    async def _samples(self, client, messages: list[dict[str, str]], n: int, max_tokens: int, temperature: float, seed: int) -> list[str]:
+        """`n` sampled replies to `messages`. A server that returns fewer choices than asked
+        (llama.cpp and Ollama ignore `n`) is asked again for the rest, with the next seeds."""
+        texts: list[str] = []
+        while len(texts) < n:
+            body = {"model": self.config.model, "messages": messages, "n": n - len(texts), "temperature": temperature,
+                    "max_tokens": max_tokens, "seed": seed + len(texts)}
+            response = await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
+            if not getattr(response, "choices", None) or any(c.message is None for c in response.choices):
+                raise MalformedResponse("the reply has no choices")
+            texts += [(c.message.content or "").strip() for c in response.choices]
+        return texts[:n]
+
+    def sample(self, conversations: list[list[dict[str, str]]], n: int, max_tokens: int, temperature: float, seeds: list[int],
+               on_result) -> None:
+        """`n` replies to each conversation, concurrently over the servers; `on_result(index,
+        texts, error)` as each conversation's replies arrive (`error` once it gave up)."""
+        def call(client, i: int):
+            return self._samples(client, conversations[i], n, max_tokens, temperature, seeds[i])
+
+        def budget(i: int) -> int:
+            return sum(estimate_tokens(m["content"]) for m in conversations[i]) + n * max_tokens
+
+        self.call_all(range(len(conversations)), call, budget, on_result)
+
     # ---- the Batch API: submit now, collect on a later run ----
 
     def _sync_client(self):
-        return openai.OpenAI(api_key=self._api_key, base_url=self.options.base_url, timeout=self.options.timeout, max_retries=3)
+        return openai.OpenAI(api_key=self._api_key, base_url=self.base_urls[0], timeout=self.options.timeout, max_retries=3)
 
     def submit_batch(self, requests: dict[str, JudgeRequest], tag: str) -> dict[str, Any]:
         """Upload the requests as a batch file and start a batch labelled with `tag`; returns what to persist."""
