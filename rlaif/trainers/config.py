@@ -52,6 +52,10 @@ class TrainConfig:
     bf16: bool = setting(False, "bfloat16 autocast (the reference's log-probabilities too).")
     gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass: less memory, more time.")
     train_layers: int | None = setting(None, "Train only the top N transformer blocks and the head (0: the head alone; rm: the frozen backbone runs once per sequence).")
+    lora_r: int | None = setting(None, "Train LoRA adapters of this rank (peft) instead of the whole model; the output is the adapter (dpo and ppo: the base with the adapter off is the reference).")
+    lora_alpha: float = setting(16.0, "LoRA's α: the adapter's update is scaled by α / r.")
+    lora_target: str = setting("all-linear", "Modules that get adapters: all-linear, or names separated by commas (q_proj,v_proj).")
+    fsdp: bool = setting(False, "Under torchrun: shard weights, gradients and optimizer state over the processes (PyTorch's fully_shard) instead of copying the model to each (DDP); sft, rm, dpo.")
     log_steps: int = setting(1, "Write metrics every N steps.")
     progress: bool = True  # the CLI's --quiet turns it off
     # rm
@@ -82,6 +86,10 @@ class TrainConfig:
                 raise ConfigError(problem, key=name)
         if not 0.0 <= self.eval_split < 1.0:
             raise ConfigError(f"must be in [0, 1), got {self.eval_split}", key="eval_split")
+        if self.lora_r is not None and (self.lora_r < 1 or self.train_layers is not None):
+            raise ConfigError("expected a rank of 1 or more, without --train-layers (an adapter trains beside frozen weights)", key="lora_r")
+        if self.fsdp and (self.method == "ppo" or self.lora_r is not None):
+            raise ConfigError("--fsdp trains sft, rm and dpo without --lora-r (ppo and LoRA run under DDP)", key="fsdp")
 
 
 CHOICES = {f.name: f.metadata["choices"] for f in fields(TrainConfig) if f.metadata.get("choices")}

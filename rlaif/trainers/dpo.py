@@ -1,6 +1,6 @@
 """Direct preference optimisation. The reference model's log-probabilities are computed once,
-before training (so no second model stays in memory), and kept in the output directory for
-`--resume`. Each pair goes through the policy as one packed row (`packing`): its prompt is
+before training (so no second model stays in memory; with LoRA, by the policy with its adapter
+off), and kept in the output directory for `--resume`. Each pair goes through the policy as one packed row (`packing`): its prompt is
 computed once for chosen and rejected, and the LM head runs on response tokens only."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from rlaif.models import load_causal_lm
 from rlaif.packing import pack_pairs, packed_hidden
 from rlaif.trainers.data import encoded_train_eval_pairs, truncated_rows
-from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers, unwrap
+from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
 from rlaif.trainers.losses import dpo_loss, head_logps, per_sequence
 
 
@@ -21,19 +21,24 @@ class DPOTrainer(OfflineTrainer):
         self.n_train, self.n_rows = len(self.train_pairs), len(self.train_pairs) + len(self.eval_pairs)
         self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
         reference_file = self.out / "reference_logps.pt"
-        if reference_file.exists() and init_from:
+        resumed = reference_file.exists() and init_from
+        if not resumed and cfg.lora_r is None:  # before the policy is loaded: never two models in memory
+            self._reference_logps(load_causal_lm(cfg.model, self.procs.device), reference_file)
+        self.model = self.load_trainable(lambda d: load_causal_lm(d, self.procs.device), init_from, "CAUSAL_LM")
+        if resumed:
             self.reference = torch.load(reference_file)
-        else:
-            reference = load_causal_lm(cfg.model, self.procs.device)
-            with self.autocast():  # the policy's precision, so that h = 0 before the first step
-                self.reference = {"train": self._all_logps(reference, self.train_pairs), "eval": self._all_logps(reference, self.eval_pairs)}
-            del reference
-            if self.procs.main:
-                tmp = reference_file.with_name(reference_file.name + ".tmp")
-                torch.save(self.reference, tmp)
-                tmp.replace(reference_file)
-        self.model = load_causal_lm(init_from or cfg.model, self.procs.device)
-        freeze_lower_layers(self.model, cfg.train_layers)
+        elif cfg.lora_r is not None:
+            with self.base_weights(self.model) as base:
+                self._reference_logps(base, reference_file)
+
+    def _reference_logps(self, reference, file) -> None:
+        """The reference's log-probabilities of every pair, kept for `--resume`."""
+        with self.autocast():  # the policy's precision, so that h = 0 before the first step
+            self.reference = {"train": self._all_logps(reference, self.train_pairs), "eval": self._all_logps(reference, self.eval_pairs)}
+        if self.procs.main:
+            tmp = file.with_name(file.name + ".tmp")
+            torch.save(self.reference, tmp)
+            tmp.replace(file)
 
     def _logps(self, model, pairs) -> tuple[torch.Tensor, torch.Tensor]:
         """log π(chosen), log π(rejected) for a list of pairs, in one forward pass over the pairs

@@ -1,5 +1,5 @@
-"""What every trainer shares: processes (DDP), the data schedule, the optimizer loop,
-checkpoints, metrics and saving.
+"""What every trainer shares: processes (DDP or FSDP), LoRA adapters, the data schedule, the
+optimizer loop, checkpoints, metrics and saving.
 
 A subclass builds its model in `setup` and says how a batch of example indices becomes a
 loss in `loss`. The schedule is a pure function of the seed, so `--resume` after a kill
@@ -13,6 +13,8 @@ import math
 import os
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +92,11 @@ def micro_batches(n: int, batch_size: int, epochs: int, seed: int, rank: int = 0
     return out
 
 
+def blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """A transformers model's transformer blocks."""
+    return getattr(model, model.base_model_prefix).layers
+
+
 def freeze_lower_layers(model: torch.nn.Module, train_layers: int | None) -> None:
     """Train only the top `train_layers` transformer blocks, the final norm and the head
     (0: the head alone)."""
@@ -99,7 +106,7 @@ def freeze_lower_layers(model: torch.nn.Module, train_layers: int | None) -> Non
     for p in model.parameters():
         p.requires_grad = False
     if train_layers > 0:
-        for module in list(base.layers[-train_layers:]) + [base.norm]:
+        for module in list(blocks(model)[-train_layers:]) + [base.norm]:
             for p in module.parameters():
                 p.requires_grad = True
     for name, p in model.named_parameters():
@@ -132,8 +139,33 @@ class Trainer(ABC):
     def train(self) -> dict[str, float]:
         """Train, save to the output directory, and return held-out metrics."""
 
-    def save_model(self, path: Path) -> None:
-        self.model.save_pretrained(path)
+    def load_trainable(self, load: Callable[[str], torch.nn.Module], init_from: str | None, task_type: str) -> torch.nn.Module:
+        """The model to train, by `load(directory)`: from `init_from` (a checkpoint) or --model,
+        with --train-layers frozen; with --lora-r, --model with LoRA adapters of peft's
+        `task_type`: new ones, or the checkpoint's."""
+        cfg = self.config
+        if cfg.lora_r is None:
+            model = load(init_from or cfg.model)
+            freeze_lower_layers(model, cfg.train_layers)
+            return model
+        from peft import LoraConfig, PeftModel, get_peft_model
+
+        base = load(cfg.model)
+        if init_from:
+            return PeftModel.from_pretrained(base, init_from, is_trainable=True)
+        targets = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",")]
+        return get_peft_model(base, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, task_type=task_type))
+
+    @contextmanager
+    def base_weights(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """`model` with its LoRA adapter switched off (the reference of dpo and ppo: no second
+        model in memory); without --lora-r, nothing to switch off."""
+        with model.disable_adapter() if self.config.lora_r is not None else nullcontext():
+            yield model
+
+    def save_model(self, path: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Save the model (`state_dict`: its weights gathered from FSDP shards) and tokenizer."""
+        self.model.save_pretrained(path, state_dict=state_dict)
         self.tokenizer.save_pretrained(path)
 
     def evaluate(self) -> dict[str, float]:
@@ -168,8 +200,9 @@ class Trainer(ABC):
             results = {f"eval/{k}": v for k, v in self.evaluate().items()}
         if results:
             self._log({"step": step, **results})
+        weights = self._gathered_weights()
         if self.procs.main:
-            save_into(self.out, self.save_model)
+            save_into(self.out, lambda path: self.save_model(path, weights))
             write_json_atomic(self.out / "eval_results.json", results)
         self.procs.barrier()
         return results
@@ -180,12 +213,38 @@ class Trainer(ABC):
         found = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
         return found[-1] if found else None
 
+    def _gathered_weights(self) -> dict[str, torch.Tensor] | None:
+        """Under --fsdp, the whole model's weights gathered on the CPU (every process takes part);
+        else None: the model holds them."""
+        if not self.config.fsdp or self.procs.world == 1:
+            return None
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _optimizer_state(self, optimizer) -> dict[str, Any]:
+        """The optimizer's state, under --fsdp gathered whole from the processes' shards."""
+        if not self.config.fsdp or self.procs.world == 1:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+    def _load_optimizer_state(self, optimizer, state: dict[str, Any]) -> None:
+        if not self.config.fsdp or self.procs.world == 1:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
     def _checkpoint(self, step: int, optimizer, scheduler) -> None:
+        weights, optimizer_state = self._gathered_weights(), self._optimizer_state(optimizer)
         if self.procs.main:
             tmp = self.out / f".checkpoint-{step}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
-            self.save_model(tmp)
-            torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            self.save_model(tmp, weights)
+            torch.save({"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
                         "rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
             tmp.rename(self.out / f"checkpoint-{step}")  # whole or absent, whenever a kill comes
             for old in self.out.glob("checkpoint-*"):
@@ -208,7 +267,10 @@ class Trainer(ABC):
             print(f"--resume: no checkpoint in {self.out}, starting from the beginning")
         self.setup(str(checkpoint) if checkpoint else None)
         if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+            # Not reentrant: it needs no input that requires grad (LoRA's embeddings are frozen).
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        if cfg.fsdp and self.procs.world > 1:
+            self._shard()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError(f"--train-layers {cfg.train_layers} leaves nothing to train (is the model's head tied to its input embeddings?)")
@@ -223,7 +285,7 @@ class Trainer(ABC):
         step = 0
         if checkpoint is not None:
             state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-            optimizer.load_state_dict(state["optimizer"])
+            self._load_optimizer_state(optimizer, state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["rng"])
             step = state["step"]
@@ -237,9 +299,20 @@ class Trainer(ABC):
                       "(--no-truncate-prompt stops at a prompt too long instead)")
         return params, optimizer, scheduler, schedule, total, step
 
+    def _shard(self) -> None:
+        """--fsdp: each transformer block is an FSDP unit of its own; the rest (embeddings, final
+        norm, heads) is the root's and stays gathered from the forward pass to the backward, since
+        the heads also run outside the model's forward (on packed positions only)."""
+        from torch.distributed.fsdp import fully_shard
+
+        for block in blocks(self.model):
+            fully_shard(block)
+        fully_shard(self.model, reshard_after_forward=False)
+
     def _wrap(self) -> torch.nn.Module:
-        """The model as the loop calls it: in DistributedDataParallel under torchrun."""
-        if self.procs.world > 1:
+        """The model as the loop calls it: in DistributedDataParallel under torchrun (sharded in
+        place already with --fsdp)."""
+        if self.procs.world > 1 and not self.config.fsdp:
             return torch.nn.parallel.DistributedDataParallel(self.model)
         return self.model
 
@@ -279,7 +352,7 @@ class OfflineTrainer(Trainer):
                 (loss / cfg.grad_accum).backward()
                 for name, value in {"loss": loss.item(), **metrics}.items():
                     sums[name] = sums.get(name, 0.0) + value / cfg.grad_accum
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm).item()
+            grad_norm = whole(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)).item()
             optimizer.step()
             scheduler.step()
             step += 1
@@ -294,6 +367,11 @@ class OfflineTrainer(Trainer):
         bar.close()
         return self._finish(step)
 
+
+
+def whole(t: torch.Tensor) -> torch.Tensor:
+    """A tensor as a whole: a DTensor (under --fsdp) gathered from its shards."""
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

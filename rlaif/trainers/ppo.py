@@ -23,7 +23,7 @@ from rlaif.errors import ConfigError
 from rlaif.judge import reward_model_dir
 from rlaif.models import load_causal_lm, load_reward_model, load_tokenizer
 from rlaif.trainers.data import collate, encode, encode_prompt, load_prompts, split
-from rlaif.trainers.loop import Trainer, batched, freeze_lower_layers
+from rlaif.trainers.loop import Trainer, batched
 from rlaif.trainers.losses import (
     approx_kl,
     explained_variance,
@@ -85,8 +85,8 @@ class PolicyWithValue(torch.nn.Module):
         out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask), output_hidden_states=True)
         return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
 
-    def gradient_checkpointing_enable(self) -> None:
-        self.lm.gradient_checkpointing_enable()
+    def activation_checkpointing_enable(self, **kwargs) -> None:
+        self.lm.activation_checkpointing_enable(**kwargs)
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -119,12 +119,14 @@ class PPOTrainer(Trainer):
         self.prompts, self.eval_prompts = items[:len(prompts)], items[len(prompts):]
         self.n_train, self.n_rows = len(self.prompts), len(items)
         self.truncated_rows = sum(cut for _, cut in encoded)
-        self.model = PolicyWithValue(load_causal_lm(init_from or cfg.model, self.procs.device)).to(self.procs.device)
+        policy = self.load_trainable(lambda d: load_causal_lm(d, self.procs.device), init_from, "CAUSAL_LM")
+        self.model = PolicyWithValue(policy).to(self.procs.device)
         if init_from:
             self.model.value_head.load_state_dict(torch.load(Path(init_from) / "value_head.pt"))
-        freeze_lower_layers(self.model.lm, cfg.train_layers)
-        self.reference = load_causal_lm(cfg.model, self.procs.device)
-        self.reference.requires_grad_(False)
+        self.reference = None  # with --lora-r: the policy with its adapter off
+        if cfg.lora_r is None:
+            self.reference = load_causal_lm(cfg.model, self.procs.device)
+            self.reference.requires_grad_(False)
         if self.reward_fn is None:
             if not cfg.reward_model:
                 raise ConfigError("PPO needs a reward model: --reward-model DIR (train one with --method rm)")
@@ -133,7 +135,11 @@ class PPOTrainer(Trainer):
             self.reward_model = load_reward_model(rm_dir, self.procs.device, self.rm_tokenizer.pad_token_id).eval()
             self.reward_fn = self._score_with_reward_model
 
-    def save_model(self, path: Path) -> None:
+    def reference_lm(self):
+        """The frozen reference, within a `with` block: --model, or the policy with its LoRA adapter off."""
+        return self.base_weights(self.model.lm if self.reference is None else self.reference)
+
+    def save_model(self, path: Path, state_dict=None) -> None:
         self.model.lm.save_pretrained(path)
         self.tokenizer.save_pretrained(path)
         torch.save(self.model.value_head.state_dict(), path / "value_head.pt")
@@ -173,7 +179,8 @@ class PPOTrainer(Trainer):
         seq, full_mask, mask, start = sample.sequences, sample.attention_mask, sample.mask, sample.width - 1
         with self.autocast():
             logits, values = self.model(seq, full_mask)
-            ref_logits = self.reference(input_ids=seq, attention_mask=full_mask, position_ids=positions(full_mask)).logits
+            with self.reference_lm() as reference:
+                ref_logits = reference(input_ids=seq, attention_mask=full_mask, position_ids=positions(full_mask)).logits
         # Position t's logits predict token t + 1: the response's are those from P − 1 to the end less one.
         logps = token_logps(logits[:, start:-1], sample.responses)
         ref_logps = token_logps(ref_logits[:, start:-1], sample.responses)
@@ -218,7 +225,8 @@ class PPOTrainer(Trainer):
         if not self.eval_prompts:
             return {}
         if self.reference_score is None:
-            self.reference_score = self.held_out_scores(self.reference, self.config.seed).mean().item()
+            with self.reference_lm() as reference:
+                self.reference_score = self.held_out_scores(reference, self.config.seed).mean().item()
         return {"score": self.held_out_scores(self.model.lm, self.config.seed).mean().item(), "reference_score": self.reference_score}
 
     @torch.no_grad()

@@ -13,7 +13,7 @@ from rlaif.models import load_reward_model
 from rlaif.packing import pack_pairs, packed_hidden
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.data import EncodedPair, collate, encoded_train_eval_pairs, truncated_rows
-from rlaif.trainers.loop import OfflineTrainer, Processes, batched, freeze_lower_layers, unwrap
+from rlaif.trainers.loop import OfflineTrainer, Processes, batched, unwrap
 from rlaif.trainers.losses import reward_model_loss
 
 FeatureCache = dict[tuple[int, ...], torch.Tensor]
@@ -53,8 +53,7 @@ class RewardTrainer(OfflineTrainer):
         self.train_pairs, self.eval_pairs = encoded_train_eval_pairs(self.tokenizer, cfg)
         self.n_train, self.n_rows = len(self.train_pairs), len(self.train_pairs) + len(self.eval_pairs)
         self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
-        self.model = load_reward_model(init_from or cfg.model, self.procs.device, self.tokenizer.pad_token_id)
-        freeze_lower_layers(self.model, cfg.train_layers)
+        self.model = self.load_trainable(lambda d: load_reward_model(d, self.procs.device, self.tokenizer.pad_token_id), init_from, "SEQ_CLS")
         # One process only: under DDP the head must be called through the wrapped model.
         self.head_only = cfg.train_layers == 0 and self.procs.world == 1 and hasattr(self.model, "score")
 

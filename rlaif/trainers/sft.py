@@ -6,7 +6,7 @@ import torch
 
 from rlaif.models import load_causal_lm
 from rlaif.trainers.data import collate, encode, train_eval_pairs
-from rlaif.trainers.loop import OfflineTrainer, batched, freeze_lower_layers
+from rlaif.trainers.loop import OfflineTrainer, batched
 from rlaif.trainers.losses import sft_loss
 
 
@@ -18,8 +18,7 @@ class SFTTrainer(OfflineTrainer):
         self.eval_items = [encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt) for p in held]
         self.n_train, self.n_rows = len(self.train_items), len(self.train_items) + len(self.eval_items)
         self.truncated_rows = sum(item["truncated"] for item in self.train_items + self.eval_items)
-        self.model = load_causal_lm(init_from or cfg.model, self.procs.device)
-        freeze_lower_layers(self.model, cfg.train_layers)
+        self.model = self.load_trainable(lambda d: load_causal_lm(d, self.procs.device), init_from, "CAUSAL_LM")
 
     def _loss(self, model, items) -> torch.Tensor:
         batch = collate(items, self.tokenizer.pad_token_id, self.procs.device)
