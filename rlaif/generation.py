@@ -1,6 +1,7 @@
 """Sampling candidate responses for prompt-only rows: with a local transformers model (the
-embedded one by default), or on any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama,
-the OpenAI API) named by a judge config, with its servers, concurrency and retries."""
+embedded one by default), on any OpenAI-compatible server (vLLM, SGLang, llama.cpp, Ollama,
+the OpenAI API) named by a judge config, with its servers, concurrency and retries, or on
+vLLM's offline engine (a `vllm` judge config)."""
 
 from __future__ import annotations
 
@@ -64,10 +65,11 @@ class LocalGenerator(Generator):
         self._loaded = None
 
 
-class ServerGenerator(Generator):
-    """Chat completions with `n` samples on the server(s) of an `openai` judge config; the
-    config's connection settings apply (servers, key, concurrency per server, rate limits,
-    retries), its judging ones (temperature, max_tokens, top_logprobs) do not."""
+class JudgeGenerator(Generator):
+    """The `sample` of a judge backend that also generates: chat completions with `n` samples on
+    the server(s) of an `openai` config, whose connection settings apply (servers, key,
+    concurrency per server, rate limits, retries) and judging ones do not (temperature,
+    max_tokens, top_logprobs); or vLLM's offline engine."""
 
     def __init__(self, config: JudgeConfig):
         self.config = config
@@ -83,8 +85,8 @@ class ServerGenerator(Generator):
 
 
 def load_generator(spec: str | None = None) -> Generator:
-    """A generator from a judge config (a built-in name or a file; backend `local` or `openai`),
-    else from a model name or directory for the local backend; the embedded model by default."""
+    """A generator from a judge config (a built-in name or a file; backend `local`, `openai` or
+    `vllm`), else from a model name or directory for the local backend; the embedded model by default."""
     if spec is None or is_embedded(spec) or Path(spec).is_dir():
         return LocalGenerator(spec)
     try:
@@ -95,9 +97,9 @@ def load_generator(spec: str | None = None) -> Generator:
         return LocalGenerator(spec)  # a model name on the hub
     if config.backend == "local":
         return LocalGenerator(config.model)
-    if config.backend == "openai":
-        return ServerGenerator(config)
-    raise ConfigError(f"{config.source}: a generator's backend is 'local' or 'openai' (any OpenAI-compatible server), not {config.backend!r}")
+    if config.backend in ("openai", "vllm"):
+        return JudgeGenerator(config)
+    raise ConfigError(f"{config.source}: a generator's backend is 'local', 'openai' (any OpenAI-compatible server) or 'vllm', not {config.backend!r}")
 
 
 def prompt_seed(seed: int, prompt: Prompt) -> int:

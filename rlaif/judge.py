@@ -31,6 +31,7 @@ BACKENDS = {
     "reward_model": "rlaif.backends.reward_model:RewardModelJudge",
     "openai": "rlaif.backends.openai_api:OpenAIJudge",
     "anthropic": "rlaif.backends.anthropic_api:AnthropicJudge",
+    "vllm": "rlaif.backends.vllm_offline:VLLMJudge",
 }
 DEFAULT_JUDGE = "embedded"
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")

@@ -8,6 +8,7 @@ labels of a pair, or the rating scale of one response (whose expected rating is 
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -54,7 +55,42 @@ def left_padded(tokenizer, texts: list[str], device: str) -> dict[str, torch.Ten
     return batch
 
 
-class LocalJudge(Judge):
+class PrefilledJudge(Judge):
+    """A judge that reads its verdict from the next token after a pre-filled verdict prefix: the
+    rubric as the user turn, with `--cot` a generated rationale first. Subclasses say how a
+    model generates rationales and gives the labels' probabilities, and how requests batch."""
+
+    @abstractmethod
+    def _rationales(self, chats: list[str], verdict_prefix: str) -> tuple[list[str], list[int]]:
+        """A rationale per chat (cut before any verdict it writes), and its length in tokens."""
+
+    @abstractmethod
+    def _label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
+        """Per text, the next token's probability of each label, and the text's length in tokens."""
+
+    def _batches(self, requests: Sequence[JudgeRequest]) -> list[list[int]]:
+        """Indices of the requests that go to the model together (all at once by default)."""
+        return [list(range(len(requests)))]
+
+    def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+        for batch in self._batches(requests):
+            for group in _by_format(requests, batch):
+                reqs = [requests[i] for i in group]
+                chats = [chat_prompt(self.tokenizer, r.prompt) for r in reqs]
+                rationales: list[str | None] = [None] * len(reqs)
+                generated = [0] * len(reqs)
+                if reqs[0].cot:
+                    rationales, generated = self._rationales(chats, reqs[0].verdict_prefix)  # type: ignore[assignment]
+                texts = [
+                    chat + (f"{rationale}\n\n" if rationale else "") + r.verdict_prefix
+                    for chat, rationale, r in zip(chats, rationales, reqs)
+                ]
+                probs, prompt_tokens = self._label_probs(texts, reqs[0].labels)
+                for i, p, text, n_in, n_out in zip(group, probs, rationales, prompt_tokens, generated):
+                    on_result(i, self.from_label_probs(requests[i], p, text=text, soft=True, prompt_tokens=int(n_in), completion_tokens=n_out))
+
+
+class LocalJudge(PrefilledJudge):
     Options = LocalOptions
     NOT_IN_KEY = frozenset({"batch_size", "device"})
 
@@ -123,27 +159,11 @@ class LocalJudge(Judge):
         logits = self.model.get_output_embeddings()(hidden.flatten(0, 1)[last])
         return label_distribution(logits, self.tokenizer, labels).tolist(), [len(s) for s in seqs]
 
-    def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+    def _batches(self, requests: Sequence[JudgeRequest]) -> list[list[int]]:
         # Similar lengths batch together (less padding), and a pair's two orders, as long as each
         # other, sit side by side (one packed row).
         order = sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt), requests[i].prompt))
-        size = self.options.batch_size
-        for start in range(0, len(order), size):
-            chunk = order[start:start + size]
-            for group in _by_format(requests, chunk):
-                reqs = [requests[i] for i in group]
-                chats = [chat_prompt(self.tokenizer, r.prompt) for r in reqs]
-                rationales: list[str | None] = [None] * len(reqs)
-                generated = [0] * len(reqs)
-                if reqs[0].cot:
-                    rationales, generated = self._rationales(chats, reqs[0].verdict_prefix)  # type: ignore[assignment]
-                texts = [
-                    chat + (f"{rationale}\n\n" if rationale else "") + r.verdict_prefix
-                    for chat, rationale, r in zip(chats, rationales, reqs)
-                ]
-                probs, prompt_tokens = self._label_probs(texts, reqs[0].labels)
-                for i, p, text, n_in, n_out in zip(group, probs, rationales, prompt_tokens, generated):
-                    on_result(i, self.from_label_probs(requests[i], p, text=text, soft=True, prompt_tokens=int(n_in), completion_tokens=n_out))
+        return [order[start:start + self.options.batch_size] for start in range(0, len(order), self.options.batch_size)]
 
     def close(self) -> None:
         del self.model
