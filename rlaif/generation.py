@@ -83,6 +83,11 @@ class JudgeGenerator(Generator):
             self._client = load_judge(self.config)
         self._client.sample([as_messages(p, "user") for p in prompts], n, max_new_tokens, temperature, seeds, on_result)
 
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
 
 def load_generator(spec: str | None = None) -> Generator:
     """A generator from a judge config (a built-in name or a file; backend `local`, `openai` or

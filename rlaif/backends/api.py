@@ -20,6 +20,7 @@ import re
 import sys
 import time
 from abc import abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -124,7 +125,9 @@ class Servers:
         self.resting_until = [0.0] * len(clients)
         self._rest = [0.0] * len(clients)
         self._first_rest, self._max_rest = rest, max_rest
-        self._freed = asyncio.Condition()
+        # Calls waiting for a slot, first come first served. One event loop, so no lock: a slot
+        # freed is handed to the next waiter, which takes it if a server it may use is free.
+        self._waiting: deque[asyncio.Future] = deque()
 
     def _pick(self) -> int | None:
         now = time.monotonic()
@@ -139,10 +142,17 @@ class Servers:
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[Any]:
         """A server's client for one call; the call's outcome marks the server healthy or resting."""
-        async with self._freed:
-            while (i := self._pick()) is None:
-                await self._freed.wait()
-            self.in_flight[i] += 1
+        while self._waiting or (i := self._pick()) is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self._wake()  # this call no longer wants the slot it may have been handed
+                raise
+            if (i := self._pick()) is not None:
+                break
+        self.in_flight[i] += 1
         try:
             yield self.clients[i]
         except BaseException as exc:
@@ -153,9 +163,15 @@ class Servers:
         else:
             self._rest[i], self.resting_until[i] = 0.0, 0.0
         finally:
-            async with self._freed:
-                self.in_flight[i] -= 1
-                self._freed.notify()
+            self.in_flight[i] -= 1
+            self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     async def close(self) -> None:
         for client in self.clients:
@@ -192,6 +208,11 @@ class ApiJudge(Judge):
             self._api_key = key
         else:
             self._api_key = "none"  # a local server that takes no key
+        # Kept across calls (a labeling run's chunks): the event loop, the clients with their open
+        # connections, the servers' health and the rate limits' budgets.
+        self._runner: asyncio.Runner | None = None
+        self._servers: Servers | None = None
+        self._limiters: tuple[AsyncLimiter | None, AsyncLimiter | None] = (None, None)
 
     def redact(self, text: str) -> str:
         """`text` with the API key, and anything shaped like one, blanked out."""
@@ -253,11 +274,17 @@ class ApiJudge(Judge):
         """`call(client, item)` for every item, concurrently over the servers, with the rate
         limits (`budget(item)`: the tokens it may take) and retries; `on_result(index, result,
         error)` as each ends (`error` set, `result` None, when a call gave up)."""
-        asyncio.run(self._call_all(items, call, budget, on_result))
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        self._runner.run(self._call_all(items, call, budget, on_result))
 
     async def _call_all(self, items, call, budget, on_result) -> None:
-        rpm = AsyncLimiter(self.options.requests_per_minute, 60) if self.options.requests_per_minute else None
-        tpm = AsyncLimiter(self.options.tokens_per_minute, 60) if self.options.tokens_per_minute else None
+        if self._servers is None:  # made inside the event loop that uses them
+            self._servers = Servers([self._client(url) for url in self.base_urls], self.options.concurrency,
+                                    self.options.retry_initial_wait, self.options.retry_max_wait)
+            self._limiters = (AsyncLimiter(self.options.requests_per_minute, 60) if self.options.requests_per_minute else None,
+                              AsyncLimiter(self.options.tokens_per_minute, 60) if self.options.tokens_per_minute else None)
+        servers, (rpm, tpm) = self._servers, self._limiters
 
         async def one(index: int, item: Any) -> None:
             limits = []
@@ -272,16 +299,20 @@ class ApiJudge(Judge):
             else:
                 on_result(index, result, None)
 
-        servers = Servers([self._client(url) for url in self.base_urls], self.options.concurrency,
-                          self.options.retry_initial_wait, self.options.retry_max_wait)
         try:
             async with asyncio.TaskGroup() as group:
                 for index, item in enumerate(items):
                     group.create_task(one(index, item))
         except* JudgeFatalError as errors:
             raise errors.exceptions[0] from None
-        finally:
-            await servers.close()
+
+    def close(self) -> None:
+        """Close the clients' connections and their event loop."""
+        if self._runner is not None:
+            if self._servers is not None:
+                self._runner.run(self._servers.close())
+            self._runner.close()
+            self._runner = self._servers = None
 
     def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
         def report(index: int, verdict: Verdict | None, error: str | None) -> None:
