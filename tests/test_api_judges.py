@@ -281,11 +281,15 @@ def test_prompt_only_rows_generated_and_judged_on_two_servers_one_stopped_mid_ru
     with Loopback(latency=0.01) as a, Loopback(latency=0.01) as b:
         b.fault = lambda n, prompt: "stop" if n == 6 else None  # b goes down at its sixth request
         servers = judge_file(a, base_url=[a.url + "/v1", b.url + "/v1"], concurrency=2)
-        result = label(LabelConfig(path, str(tmp_path / "out"), judge=servers, generator=servers, progress=False))
-        assert b.stopped and b.requests == 6 and a.requests > 6
-    m = result.manifest
-    assert m["counts"]["labeled"] == 12 and result.failures == []
-    for row in result.rows:  # each prompt got one even and one odd seed; the judge prefers GOOD
+        cmd = [sys.executable, "-m", "rlaif.cli", "label", "--input", path, "--output", str(tmp_path / "out"), "--judge", servers,
+               "--generator", servers, "--quiet"]
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert b.stopped and b.requests >= 6 and a.requests > 6  # (a call already on its way to b when it stopped counts too)
+    assert "labeled 12 of 12 pairs" in done.stdout and "failed: 0" in done.stdout
+    labeled = [json.loads(line) for line in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in labeled] == [f"p{i}:0-1" for i in range(12)]
+    for row in labeled:  # each prompt got one even and one odd seed; the judge prefers GOOD
         assert row["chosen"].startswith("GOOD answer") and row["rejected"].startswith("weak answer")
         assert row["ai_preference"] == pytest.approx(0.8) and row["consistent"] is True
 
