@@ -49,7 +49,7 @@ def main() -> None:
 @click.option("--limit", type=int, default=None, help="Read at most this many input rows.")
 @click.option("--skip-invalid", is_flag=True, help="Count bad rows into failures.jsonl instead of stopping.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--generator", default=None, help="What writes candidates for prompt-only rows: a model name or directory, or a judge config (built-in name or file; backend local, or openai for any OpenAI-compatible server) [default: embedded].")
+@click.option("--generator", default=None, help="What writes candidates for prompt-only rows: a model name or directory, or a judge config (built-in name or file; backend local, openai for any OpenAI-compatible server, or vllm) [default: embedded].")
 @click.option("--num-responses", type=int, default=2, show_default=True, help="Candidates to generate per prompt-only row.")
 @click.option("--max-new-tokens", type=int, default=256, show_default=True, help="Length of generated candidates.")
 @click.option("--temperature", type=float, default=0.8, show_default=True, help="Sampling temperature of the generator.")

@@ -70,7 +70,7 @@ class LabelConfig:
     limit: int | None = None
     skip_invalid: bool = False
     seed: int = 0
-    generator: str | None = None  # for prompt-only rows: a model, or a judge config (local, openai); the embedded model by default
+    generator: str | None = None  # for prompt-only rows: a model, or a judge config (local, openai, vllm); the embedded model by default
     num_responses: int = 2
     max_new_tokens: int = 256
     temperature: float = 0.8
