@@ -333,6 +333,9 @@ def load_examples(path: str | Path, limit: int | None = None, skip_invalid: bool
 # ---------------------------------------------------------------- forming pairs
 
 
+SKIP_REASONS = ("empty_response", "identical_responses")  # why a pair of candidates is not judged
+
+
 def make_pairs(examples: list[Example], seed: int = 0) -> tuple[list[Pair], dict[str, int]]:
     """All pairs of each example's candidates; identical or empty responses are skipped.
 
@@ -340,7 +343,7 @@ def make_pairs(examples: list[Example], seed: int = 0) -> tuple[list[Pair], dict
     bias can never line up with the human label by construction.
     """
     pairs: list[Pair] = []
-    skipped = {"empty_response": 0, "identical_responses": 0}
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
     for ex in examples:
         for i in range(len(ex.responses)):
             for j in range(i + 1, len(ex.responses)):

@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from rlaif import __version__
 from rlaif.cache import AnswerCache, cache_key
-from rlaif.data import Example, Pair, as_messages, input_name, iter_examples, make_pairs
+from rlaif.data import SKIP_REASONS, Example, Pair, as_messages, input_name, iter_examples, make_pairs
 from rlaif.debias import consistent, plan_orders, pointwise_preference, preference_for_a
 from rlaif.errors import ConfigError
 from rlaif.files import write_json_atomic
@@ -240,7 +240,7 @@ class Totals:
     invalid_rows: int = 0
     generation_failed: int = 0
     pairs: int = 0
-    skipped: dict[str, int] = field(default_factory=lambda: {"empty_response": 0, "identical_responses": 0})
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
     judge_failed: int = 0
     labeled: int = 0
     consistent: int = 0
@@ -358,7 +358,7 @@ class _Run:
     cache: AnswerCache
     generator: Generator
     chat: bool  # whether any prompt is a conversation: then every row is written as messages
-    bar: Any = None
+    bar: Any = None  # the run's progress bar, set while its chunks go through
 
     def __post_init__(self) -> None:
         self.backend = judge_class(self.judge_config)
@@ -387,11 +387,10 @@ class _Run:
         pairs, skipped = make_pairs(examples, c.seed)
         plans, requests, keys_of = self.plan(pairs)
         answers = _cached_answers(requests, self.cache)
-        if self.bar is not None:
-            self.bar.total += len(requests)
-            self.bar.update(len(answers))
+        self.bar.total += len(requests)
+        self.bar.update(len(answers))
         started = time.time()
-        made = _ask_missing(self.judge, requests, answers, self.cache, (lambda: self.bar.update(1)) if self.bar is not None else (lambda: None))
+        made = _ask_missing(self.judge, requests, answers, self.cache, lambda: self.bar.update(1))
         totals.judging_s += time.time() - started
 
         rows: list[dict[str, Any]] = []
@@ -449,7 +448,7 @@ def _dry_run(config: LabelConfig, judge_config: JudgeConfig, rubric: Rubric, mod
     cache_path = Path(config.cache) if config.cache else config.output_dir() / "cache.sqlite"
     cache = AnswerCache(cache_path) if cache_path.exists() else None
     budget = backend.completion_budget(backend.parse_options(judge_config), config.cot)
-    estimate: dict[str, Any] = {"calls": 0, "cached": 0, "pairs": 0, "skipped": {"empty_response": 0, "identical_responses": 0},
+    estimate: dict[str, Any] = {"calls": 0, "cached": 0, "pairs": 0, "skipped": dict.fromkeys(SKIP_REASONS, 0),
                                 "prompt_only_rows": 0, "tokens": {"prompt": 0, "completion": 0}}  # prompt-only rows: candidates generated first
     try:
         for examples, _ in _chunks(config):

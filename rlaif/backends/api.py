@@ -87,22 +87,20 @@ def sdk_errors(*names: str) -> tuple[type, ...]:
     return tuple(getattr(module, name) for module in modules for name in names)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """Whether a failed call is worth repeating."""
-    if isinstance(exc, (MalformedResponse, json.JSONDecodeError)):  # a body cut short or garbled
-        return True
-    if isinstance(exc, sdk_errors("APITimeoutError", "APIConnectionError", "APIResponseValidationError")):
-        return True
-    status = status_of(exc)
-    return status is not None and (status in (408, 409, 429) or status >= 500)
-
-
 def server_failed(exc: BaseException) -> bool:
     """Whether a failed call says its server is down or broken (not that the call was refused)."""
     if isinstance(exc, sdk_errors("APITimeoutError", "APIConnectionError")):
         return True
     status = status_of(exc)
     return status is not None and status >= 500
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a failed call is worth repeating: its server failed, it was throttled, or its
+    body came back cut short or garbled."""
+    if server_failed(exc) or isinstance(exc, (MalformedResponse, json.JSONDecodeError, *sdk_errors("APIResponseValidationError"))):
+        return True
+    return status_of(exc) in (408, 409, 429)
 
 
 class GaveUp(Exception):

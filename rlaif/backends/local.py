@@ -39,6 +39,13 @@ def label_token_ids(tokenizer, label: str) -> list[int]:
     return ids or tokenizer.encode(label, add_special_tokens=False)[:1]
 
 
+def rationale(text: str, verdict_prefix: str) -> str:
+    """A generated rationale up to any verdict it writes itself: the verdict is scored from the
+    labels' probabilities, not taken from the rationale's own claim."""
+    cut = text.find(verdict_prefix.strip())
+    return (text[:cut] if cut >= 0 else text).strip()
+
+
 def label_distribution(logits: torch.Tensor, tokenizer, labels: Sequence[str]) -> torch.Tensor:
     """The next token's probability of each label, normalised over the labels (a label's mass
     summed over the tokens that spell it): logits (B, vocab) -> (B, len(labels))."""
@@ -122,10 +129,7 @@ class LocalJudge(PrefilledJudge):
         new = out[:, batch["input_ids"].shape[1]:]
         texts, counts = [], []
         for row in new:
-            text = self.tokenizer.decode(row, skip_special_tokens=True)
-            # The verdict is scored from probabilities, not taken from the rationale's own claim.
-            cut = text.find(verdict_prefix.strip())
-            texts.append((text[:cut] if cut >= 0 else text).strip())
+            texts.append(rationale(self.tokenizer.decode(row, skip_special_tokens=True), verdict_prefix))
             counts.append(int((row != self.tokenizer.pad_token_id).sum()))
         return texts, counts
 

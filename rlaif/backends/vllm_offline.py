@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rlaif.backends.local import PrefilledJudge, label_token_ids
+from rlaif.backends.local import PrefilledJudge, label_token_ids, rationale
 from rlaif.judge import JudgeConfig, JudgeConfigError
 from rlaif.models import chat_prompt, load_tokenizer, resolve_model
 
@@ -54,9 +54,7 @@ class VLLMJudge(PrefilledJudge):
         params = self._vllm.SamplingParams(max_tokens=self.options.max_new_tokens, temperature=self.options.temperature)
         texts, counts = [], []
         for out in self.llm.generate(chats, params, use_tqdm=False):
-            text = out.outputs[0].text
-            cut = text.find(verdict_prefix.strip())  # the verdict is scored, not taken from the rationale
-            texts.append((text[:cut] if cut >= 0 else text).strip())
+            texts.append(rationale(out.outputs[0].text, verdict_prefix))
             counts.append(len(out.outputs[0].token_ids))
         return texts, counts
 

@@ -213,10 +213,15 @@ class Trainer(ABC):
         found = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
         return found[-1] if found else None
 
+    @property
+    def sharded(self) -> bool:
+        """Whether the model is split over the processes (--fsdp under torchrun)."""
+        return self.config.fsdp and self.procs.world > 1
+
     def _gathered_weights(self) -> dict[str, torch.Tensor] | None:
         """Under --fsdp, the whole model's weights gathered on the CPU (every process takes part);
         else None: the model holds them."""
-        if not self.config.fsdp or self.procs.world == 1:
+        if not self.sharded:
             return None
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
@@ -224,14 +229,14 @@ class Trainer(ABC):
 
     def _optimizer_state(self, optimizer) -> dict[str, Any]:
         """The optimizer's state, under --fsdp gathered whole from the processes' shards."""
-        if not self.config.fsdp or self.procs.world == 1:
+        if not self.sharded:
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
         return get_optimizer_state_dict(self.model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def _load_optimizer_state(self, optimizer, state: dict[str, Any]) -> None:
-        if not self.config.fsdp or self.procs.world == 1:
+        if not self.sharded:
             optimizer.load_state_dict(state)
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
@@ -269,7 +274,7 @@ class Trainer(ABC):
         if cfg.gradient_checkpointing:
             # Not reentrant: it needs no input that requires grad (LoRA's embeddings are frozen).
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        if cfg.fsdp and self.procs.world > 1:
+        if self.sharded:
             self._shard()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
@@ -312,7 +317,7 @@ class Trainer(ABC):
     def _wrap(self) -> torch.nn.Module:
         """The model as the loop calls it: in DistributedDataParallel under torchrun (sharded in
         place already with --fsdp)."""
-        if self.procs.world > 1 and not self.config.fsdp:
+        if self.procs.world > 1 and not self.sharded:
             return torch.nn.parallel.DistributedDataParallel(self.model)
         return self.model
 
