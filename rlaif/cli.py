@@ -133,7 +133,7 @@ def train_options(command):
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -> None:
-    """Train with --method sft|rm|dpo|ppo on preference data."""
+    """Train with --method sft|rm|dpo on preference data, or ppo|grpo on prompts."""
     from rlaif.trainers import TrainConfig, read_config_file
     from rlaif.trainers import train as run_train
 
@@ -178,6 +178,26 @@ def compare(runs: tuple[str, ...], labels: tuple[str, ...], rms: tuple[str, ...]
     config = CompareConfig(runs=list(runs), labels=list(labels), rms=list(rms), progress=not quiet, **options)
     run_compare(config)
     click.echo((Path(config.output) / "report.md").read_text())
+
+
+@main.command()
+@click.argument("judgments", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Resamples of the prompts for the 95% intervals.")
+@click.option("--k", type=float, default=32.0, show_default=True, help="Elo's K: how far one game moves a rating.")
+@click.option("--l2", type=float, default=0.01, show_default=True, help="Bradley–Terry's L2 penalty on θ (keeps a player who won every game finite).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--output", default=None, help="Also write the ratings to this JSON file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the ratings as JSON.")
+def rate(judgments: tuple[str, ...], bootstrap: int, k: float, l2: float, seed: int, output: str | None, as_json: bool) -> None:
+    """Elo and Bradley–Terry ratings, with bootstrap intervals, from pairwise judgments: `rlaif
+    compare` output directories or judgments.jsonl files, or battles (model_a, model_b, winner)."""
+    from rlaif.files import write_json_atomic
+    from rlaif.ratings import format_ratings, ratings, read_games
+
+    result = ratings(read_games(judgments), bootstrap, k, l2, seed)
+    if output:
+        write_json_atomic(Path(output), result)
+    click.echo(json.dumps(result, indent=2) if as_json else format_ratings(result))
 
 
 @main.command()

@@ -10,7 +10,8 @@ run, pays only for what is new, and each writing what it found to a file there:
 3. score every response with a gold reward model; 4. KL to the base, length, distinct-2;
 5. reference-based metrics where the evaluation rows carry a human-preferred response;
 6. agreement of label runs with the humans, and reward models' accuracy on the evaluation
-   pairs -> `reward_model_scores.jsonl`.
+   pairs -> `reward_model_scores.jsonl`;
+7. Bradley–Terry and Elo ratings of every policy from all the judgments (`rlaif.ratings`).
 Then `metrics.json` (every number, with the file it came from), `report.md` and PNG figures.
 """
 
@@ -34,9 +35,10 @@ from rlaif.generation import generate_responses
 from rlaif.judge import DEFAULT_JUDGE, JudgeConfig, JudgeFatalError, judge_class, load_judge_config, reward_model_dir
 from rlaif.labeling import judge_pairs, resolve_mode
 from rlaif.models import EMBEDDED_NAMES, is_embedded, load_tokenizer, model_fingerprint, resolve_model
+from rlaif.ratings import game_of, ratings
 from rlaif.rubric import Rubric, load_rubric
 from rlaif.stats import distinct_n, length_controlled_win_rate, outcome, paired_difference, wilson_interval, win_rate
-from rlaif.trainers.config import read_run_config
+from rlaif.trainers.config import ONLINE, read_run_config
 
 BASE = "base"
 
@@ -86,12 +88,16 @@ def labels_of(data: str, hard_labels: bool) -> str:
 
 def describe_run(run_dir: str) -> Policy:
     """A trained run as a policy, named by what it learned from (read from its train_config.json;
-    for PPO, from its reward model's)."""
+    for PPO and GRPO, from their rewards': a reward model's, a judge or a function)."""
     if not (Path(run_dir) / "train_config.json").exists():
         raise InputError(run_dir, None, None, "not an `rlaif train` output (no train_config.json)")
     cfg = read_run_config(run_dir)
-    if cfg.method != "ppo":
+    if cfg.method not in ONLINE:
         source = f"on {labels_of(cfg.data, cfg.hard_labels)}"
+    elif cfg.reward_judge:
+        source = f"against the {Path(cfg.reward_judge).stem} judge's preferences within groups"
+    elif cfg.reward_function:
+        source = f"against the reward function {cfg.reward_function}"
     elif (Path(rm_dir := reward_model_dir(cfg.reward_model)) / "train_config.json").exists():
         rm = read_run_config(rm_dir)
         source = f"against a reward model on {labels_of(rm.data, rm.hard_labels)}"
@@ -320,6 +326,8 @@ def compare(cfg: CompareConfig) -> dict[str, Any]:
         if cfg.gold_rm:
             entry["gold_reward_difference"] = {**paired_difference(_per_prompt(rows, a, "gold_score"), _per_prompt(rows, b, "gold_score")), "source": "responses.jsonl"}
         metrics["matchups"][f"{a} vs {b}"] = entry
+    games = [g for line, r in enumerate(records, 1) if (g := game_of(r, "judgments.jsonl", line)) is not None]
+    metrics["ratings"] = {**ratings(games, seed=cfg.seed), "source": "judgments.jsonl"}
     write_json_atomic(out / "metrics.json", metrics)
     metrics["figures"] = write_figures(out, metrics, rows)
     write_json_atomic(out / "metrics.json", metrics)

@@ -289,7 +289,7 @@ class _Output:
         write_json_atomic(self.out / PROGRESS, {"fingerprint": self.fingerprint, "totals": asdict(self.totals)})
 
 
-class _JudgeOnce:
+class JudgeOnce:
     """The run's judge, built when first asked for (a run whose answers are all cached loads no
     model and opens no connection), then kept for the whole run."""
 
@@ -311,7 +311,7 @@ def _cached_answers(requests: dict[str, JudgeRequest], cache: AnswerCache) -> di
     return {key: Verdict.from_dict(hit) for key in requests if (hit := cache.get(key)) is not None}
 
 
-def _ask_missing(judge: _JudgeOnce, requests: dict[str, JudgeRequest], answers: dict[str, Verdict], cache: AnswerCache,
+def _ask_missing(judge: JudgeOnce, requests: dict[str, JudgeRequest], answers: dict[str, Verdict], cache: AnswerCache,
                  on_answer: Callable[[], None] = lambda: None) -> int:
     """Ask the judge every request not yet in `answers`, committing each answer to the cache as
     it arrives; returns how many calls were made."""
@@ -331,19 +331,22 @@ def _ask_missing(judge: _JudgeOnce, requests: dict[str, JudgeRequest], answers: 
 
 
 def judge_pairs(pairs: list[Pair], rubric: Rubric, judge_config: JudgeConfig, cache: AnswerCache, mode: str | None = None, debias: str = "both",
-                seed: int = 0, cot: bool = False, progress: bool = True) -> list[PairJudgment]:
+                seed: int = 0, cot: bool = False, progress: bool = True, judge: JudgeOnce | None = None) -> list[PairJudgment]:
     """Judge each pair (in the orders `debias` plans, or each response alone in mode pointwise)
-    through the answer cache. The machinery of `label`, for callers with pairs in hand."""
+    through the answer cache. The machinery of `label`, for callers with pairs in hand; a
+    caller that judges again and again passes its own `judge`, kept open between calls."""
     backend = judge_class(judge_config)
     mode = resolve_mode(mode, backend, rubric)
     plans, requests, keys_of = _plan_requests(pairs, mode, debias, seed, cot, rubric, backend, backend.identity(judge_config))
     answers = _cached_answers(requests, cache)
-    judge = _JudgeOnce(judge_config)
+    own = judge is None
+    judge = judge or JudgeOnce(judge_config)
     try:
         with tqdm(total=len(requests), initial=len(answers), desc="judging", unit="call", disable=not progress) as bar:
             _ask_missing(judge, requests, answers, cache, lambda: bar.update(1))
     finally:
-        judge.close()
+        if own:
+            judge.close()
     return _judgments(plans, keys_of, answers, mode, backend.score_temperature(backend.parse_options(judge_config)))
 
 
@@ -364,7 +367,7 @@ class _Run:
         self.backend = judge_class(self.judge_config)
         self.identity = self.backend.identity(self.judge_config)
         self.temperature = self.backend.score_temperature(self.backend.parse_options(self.judge_config))
-        self.judge = _JudgeOnce(self.judge_config)
+        self.judge = JudgeOnce(self.judge_config)
 
     def responses(self, examples: list[Example]) -> dict[str, str]:
         """Generate candidates for the prompt-only rows; returns why some got none."""

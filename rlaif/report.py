@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rlaif.ratings import format_ratings
+
 Z95 = 1.959963984540054
 METRICS = (("meteor", "METEOR"), ("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
            ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum"), ("bertscore", "BERTScore"))
@@ -21,11 +23,13 @@ def num(x: Any, digits: int = 3) -> str:
 
 def summary_table(metrics: dict[str, Any]) -> list[str]:
     gold = any("gold_reward" in p for p in metrics["policies"].values())
-    head = ["policy", "trained on", "win rate vs base [95% CI]", "LC win rate"] + (["gold reward", "Δ gold vs base ± SE"] if gold else []) + ["KL to base", "length (tokens)", "distinct-2"]
+    head = ["policy", "trained on", "win rate vs base [95% CI]", "LC win rate", "BT rating [95% CI]"] + (["gold reward", "Δ gold vs base ± SE"] if gold else []) + ["KL to base", "length (tokens)", "distinct-2"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, p in metrics["policies"].items():
         m = metrics["matchups"].get(f"{name} vs base")
         cells = [f"`{name}`", p["trained_on"], f"{pct(m['win_rate'])} [{pct(m['low'])}, {pct(m['high'])}]" if m else "—", pct(m["lc_win_rate"]) if m else "—"]
+        r = metrics["ratings"]["players"][name]
+        cells.append(f"{r['bt']:.0f} [{r['bt_low']:.0f}, {r['bt_high']:.0f}]")
         if gold:
             d = m.get("gold_reward_difference") if m else None
             cells += [num(p["gold_reward"]), f"{d['difference']:+.3f} ± {d['se']:.3f}" if d else "—"]
@@ -117,6 +121,7 @@ def write_report(out: Path, metrics: dict[str, Any]) -> None:
         lines += ["", "## Reward models on the evaluation pairs", "", "| reward model | accuracy [95% CI] | pairs |", "|---|---|---|"]
         for name, r in metrics["reward_models"].items():
             lines.append(f"| `{name}` | {pct(r['accuracy'])} [{pct(r['low'])}, {pct(r['high'])}] | {r['pairs']} |" if "accuracy" in r else f"| `{name}` | {r['unavailable']} | |")
+    lines += ["", "## Ratings", "", format_ratings(metrics["ratings"])]
     lines += ["", "## Figures", "", *(f"![{f}]({f})" for f in metrics.get("figures", []))]
     tmp = out / "report.md.tmp"
     tmp.write_text("\n".join(lines) + "\n")

@@ -259,3 +259,7 @@ def test_runs_are_named_by_what_they_learned_from(tmp_path):
     rm = run("rm-human", method="rm", data="examples/hh-harmless.jsonl.gz", hard_labels=True)
     assert describe_run(ai).trained_on == "DPO on AI labels (openai judge, harmlessness rubric, soft)"
     assert describe_run(run("ppo", method="ppo", data="prompts.jsonl", reward_model=rm)).trained_on == "PPO against a reward model on human labels (hh-harmless)"
+    assert describe_run(run("grpo-j", method="grpo", data="prompts.jsonl", reward_judge="judges/openai.toml")).trained_on == \
+        "GRPO against the openai judge's preferences within groups"
+    assert describe_run(run("grpo-f", method="grpo", data="prompts.jsonl", reward_function="rewards.py:short")).trained_on == \
+        "GRPO against the reward function rewards.py:short"

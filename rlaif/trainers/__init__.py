@@ -1,4 +1,4 @@
-"""The bundled trainers: `sft`, `rm` (reward model), `dpo` and `ppo`, in plain torch on
+"""The bundled trainers: `sft`, `rm` (reward model), `dpo`, `ppo` and `grpo`, in plain torch on
 transformers models. `train(TrainConfig(...))` runs one."""
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ def trainer_for(config: TrainConfig, **kwargs):
         from rlaif.trainers.reward import RewardTrainer as cls
     elif config.method == "dpo":
         from rlaif.trainers.dpo import DPOTrainer as cls
-    else:
+    elif config.method == "ppo":
         from rlaif.trainers.ppo import PPOTrainer as cls
+    else:
+        from rlaif.trainers.grpo import GRPOTrainer as cls
     return cls(config, **kwargs)
 
 

@@ -13,7 +13,8 @@ import yaml
 
 from rlaif.errors import ConfigError
 
-METHODS = ("sft", "rm", "dpo", "ppo")
+METHODS = ("sft", "rm", "dpo", "ppo", "grpo")
+ONLINE = ("ppo", "grpo")  # the methods that sample from the policy as they train
 
 
 def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -64,21 +65,27 @@ class TrainConfig:
     beta: float = setting(0.1, "dpo: KL strength.")
     label_smoothing: float = setting(0.0, "dpo: conservative DPO's label noise rate.")
     loss: str = setting("sigmoid", "dpo: sigmoid (DPO), or ipo on length-normalised log-probabilities (as TRL's ipo).", ("sigmoid", "ipo"))
-    # ppo
-    reward_model: str | None = setting(None, "ppo: a reward model directory (trained with --method rm), or a reward_model judge config.")
-    rollout_batch_size: int = setting(8, "ppo: prompts per rollout (per process).")
-    ppo_epochs: int = setting(4, "ppo: passes over each rollout.")
-    mini_batch_size: int = setting(4, "ppo: sequences per update.")
-    max_new_tokens: int = setting(48, "ppo: response length.")
-    temperature: float = setting(1.0, "ppo: sampling temperature of rollouts.")
-    kl_coef: float = setting(0.05, "ppo: per-token KL penalty β.")
+    # ppo and grpo
+    reward_model: str | None = setting(None, "ppo/grpo: a reward model directory (trained with --method rm), or a reward_model judge config.")
+    reward_function: str | None = setting(None, "ppo/grpo: a Python function FILE.py:NAME (or module:NAME) taking (prompts, responses) and returning one score per response.")
+    reward_judge: str | None = setting(None, "grpo: a judge config (built-in name or file); each response's reward is the share of its group it beats, by the judge's preferences in both orders.")
+    rubric: str = setting("quality", "grpo --reward-judge: the rubric (built-in name or template path).")
+    group_size: int = setting(4, "grpo: responses sampled per prompt (G); advantages are relative to the group.")
+    rollout_batch_size: int = setting(8, "ppo/grpo: prompts per rollout (per process).")
+    ppo_epochs: int = setting(4, "ppo/grpo: passes over each rollout.")
+    mini_batch_size: int = setting(4, "ppo/grpo: sequences per update.")
+    max_new_tokens: int = setting(48, "ppo/grpo: response length.")
+    temperature: float = setting(1.0, "ppo/grpo: sampling temperature of rollouts.")
+    kl_coef: float = setting(0.05, "ppo: per-token KL penalty β in the reward; grpo: β of the KL term in the loss (0: no reference model).")
     gamma: float = setting(1.0, "ppo: discount γ of GAE.")
     lam: float = setting(0.95, "ppo: λ of GAE.")
-    cliprange: float = setting(0.2, "ppo: ε of the clipped policy loss.")
+    cliprange: float = setting(0.2, "ppo/grpo: ε of the clipped policy loss.")
     cliprange_value: float = setting(0.2, "ppo: ε of the clipped value loss.")
     vf_coef: float = setting(0.1, "ppo: weight of the value loss.")
-    target_kl: float | None = setting(None, "ppo: stop a rollout's updates once the approximate KL to the rollout policy passes this.")
-    missing_eos_penalty: float | None = setting(None, "ppo: subtracted from the score of a response with no end-of-sequence.")
+    target_kl: float | None = setting(None, "ppo/grpo: stop a rollout's updates once the approximate KL to the rollout policy passes this.")
+    missing_eos_penalty: float | None = setting(None, "ppo/grpo: subtracted from the score of a response with no end-of-sequence.")
+    ptx_coef: float = setting(0.0, "ppo/grpo: γ of PPO-ptx, the weight of a language-modelling loss on --ptx-data mixed into every update (InstructGPT).")
+    ptx_data: str | None = setting(None, "ppo/grpo --ptx-coef: pretraining-style text, a .txt file (one document per line) or rows with a `text` field (JSONL, CSV, Parquet).")
 
     def __post_init__(self) -> None:
         for name, allowed in CHOICES.items():
@@ -88,8 +95,16 @@ class TrainConfig:
             raise ConfigError(f"must be in [0, 1), got {self.eval_split}", key="eval_split")
         if self.lora_r is not None and (self.lora_r < 1 or self.train_layers is not None):
             raise ConfigError("expected a rank of 1 or more, without --train-layers (an adapter trains beside frozen weights)", key="lora_r")
-        if self.fsdp and (self.method == "ppo" or self.lora_r is not None):
-            raise ConfigError("--fsdp trains sft, rm and dpo without --lora-r (ppo and LoRA run under DDP)", key="fsdp")
+        if self.fsdp and (self.method in ONLINE or self.lora_r is not None):
+            raise ConfigError("--fsdp trains sft, rm and dpo without --lora-r (ppo, grpo and LoRA run under DDP)", key="fsdp")
+        if self.reward_judge is not None and self.method != "grpo":
+            raise ConfigError("a judge's preferences within a group are rewards for --method grpo only", key="reward_judge")
+        if self.method in ONLINE and sum(x is not None for x in (self.reward_model, self.reward_function, self.reward_judge)) > 1:
+            raise ConfigError("give one source of rewards: --reward-model, --reward-function or --reward-judge", key="reward_model")
+        if self.method == "grpo" and self.group_size < 2:
+            raise ConfigError(f"a group needs 2 or more responses to compare, got {self.group_size}", key="group_size")
+        if self.ptx_coef and (self.method not in ONLINE or not self.ptx_data):
+            raise ConfigError("--ptx-coef mixes --ptx-data into the updates of --method ppo or grpo: give both", key="ptx_coef")
 
 
 CHOICES = {f.name: f.metadata["choices"] for f in fields(TrainConfig) if f.metadata.get("choices")}

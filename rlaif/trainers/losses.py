@@ -194,3 +194,56 @@ def masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over masked tokens of the policy's entropy −Σ_a π(a) log π(a): logits (B, T, vocab), mask (B, T)."""
     logp = torch.log_softmax(logits.float(), -1)
     return (-(logp.exp() * logp).sum(-1) * mask).sum() / mask.sum()
+
+
+# ---------------------------------------------------------------- PPO-ptx and GRPO
+
+
+def ppo_ptx_loss(rl_loss: torch.Tensor, ptx_logits: torch.Tensor, ptx_labels: torch.Tensor, ptx_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """InstructGPT's PPO-ptx objective, E[r − β KL] + γ E_{x∼D_pretrain}[log π(x)], as a loss to
+    minimise: L = L_RL − γ · mean_t log π(x_t | x_<t), the mean over the pretraining batch's tokens.
+
+    rl_loss: a scalar (PPO's policy and value loss); ptx_logits: (B, L, vocab); ptx_labels: (B, L),
+    −100 on padding. Returns (L, the pretraining negative log-likelihood), both scalars.
+    """
+    nll = sft_loss(ptx_logits, ptx_labels)
+    return rl_loss + ptx_coef * nll, nll
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
+    """GRPO's group-relative advantage: each response's reward standardised within its prompt's
+    group, A_i = (r_i − mean_j r_j) / (std_j r_j + ε), std the sample (n − 1) standard deviation.
+    A group whose rewards are all equal gets 0 everywhere. rewards: (B, G) -> (B, G)."""
+    return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + eps)
+
+
+def preference_scores(p: torch.Tensor) -> torch.Tensor:
+    """Per-response scores from pairwise preferences within a group: s_i = (1 / (G − 1)) Σ_{j≠i}
+    P(i ≻ j), the share of its group a response beats (the diagonal is ignored).
+    p: (B, G, G) with p[b, i, j] = P(i ≻ j) = 1 − p[b, j, i] -> (B, G)."""
+    g = p.shape[-1]
+    off_diagonal = 1 - torch.eye(g, dtype=p.dtype, device=p.device)
+    return (p * off_diagonal).sum(-1) / (g - 1)
+
+
+def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor | None, advantages: torch.Tensor, mask: torch.Tensor,
+              clip: float = 0.2, beta: float = 0.04) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """GRPO (DeepSeekMath, eq. 3): with ρ_t = π(o_t)/π_old(o_t) and one advantage A_i per response,
+
+    L = −(1/N) Σ_i (1/|o_i|) Σ_t [min(ρ_t A_i, clip(ρ_t, 1 − ε, 1 + ε) A_i) − β D_t],
+    D_t = π_ref(o_t)/π(o_t) − log(π_ref(o_t)/π(o_t)) − 1 (an unbiased, never negative estimate of
+    KL(π ‖ π_ref)); no KL term when `ref_logps` is None.
+    logps, old_logps, ref_logps, mask: (N, T); advantages: (N,). Returns (loss, clip fraction, mean D_t).
+    """
+    ratio = torch.exp(logps - old_logps)
+    adv = advantages[:, None]
+    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    kl = torch.zeros_like(logps)
+    if ref_logps is not None:
+        log_ref_ratio = ref_logps - logps
+        kl = torch.exp(log_ref_ratio) - log_ref_ratio - 1
+    per_token = surrogate - beta * kl
+    lengths = mask.sum(-1).clamp(min=1)
+    loss = -((per_token * mask).sum(-1) / lengths).mean()
+    clipfrac = (((ratio * adv) > (torch.clamp(ratio, 1 - clip, 1 + clip) * adv)).float() * mask).sum() / mask.sum()
+    return loss, clipfrac, (kl * mask).sum() / mask.sum()
