@@ -181,6 +181,30 @@ def compare(runs: tuple[str, ...], labels: tuple[str, ...], rms: tuple[str, ...]
 
 
 @main.command()
+@click.option("--input", "input_path", required=True, help="Rows to revise (any input `rlaif label` reads): each response is critiqued and revised; prompt-only rows get responses generated first.")
+@click.option("--output", default=None, help="Output directory [default: outputs/<input name>-revised].")
+@click.option("--constitution", default="constitution", show_default=True, help="Built-in name or path of a Jinja2 template with the principles (see prompts/constitution.j2).")
+@click.option("--judge", default=DEFAULT_JUDGE, show_default=True, help="Who critiques and revises: a model name or directory, or a judge config (backend local, openai or vllm).")
+@click.option("--num-responses", type=int, default=1, show_default=True, help="Responses to generate for a prompt-only row.")
+@click.option("--max-new-tokens", type=int, default=256, show_default=True)
+@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option("--limit", type=int, default=None, help="Read at most this many input rows.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def revise(input_path: str, quiet: bool, **options) -> None:
+    """Critique each response against principles and rewrite it (Constitutional AI): (revised,
+    original) preference pairs for `rlaif train`."""
+    from rlaif.revision import ReviseConfig
+    from rlaif.revision import revise as run_revise
+
+    config = ReviseConfig(input=input_path, progress=not quiet, **options)
+    m = run_revise(config)
+    c = m["counts"]
+    click.echo(f"revised {c['revised']} of {c['responses']} responses -> {config.output_dir() / 'pairs.jsonl'}")
+    click.echo(f"unchanged: {c['unchanged']}; failed: {sum(c['failed'].values())}; {m['wall_time_s']:.1f}s")
+
+
+@main.command()
 @click.argument("judgments", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Resamples of the prompts for the 95% intervals.")
 @click.option("--k", type=float, default=32.0, show_default=True, help="Elo's K: how far one game moves a rating.")

@@ -91,16 +91,13 @@ class Rubric:
 
     def _render(self, prompt: Prompt, cot: bool, **context: str) -> str:
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        try:
-            return self._template.render(prompt=prompt_text(prompt), messages=messages, cot=cot, **context).strip() + "\n"
-        except jinja2.TemplateError as e:
-            raise RubricError(str(self.path), _template_line(e, str(self.path)), str(e)) from None
+        return render_template(self._template, self.path, prompt=prompt_text(prompt), messages=messages, cot=cot, **context)
 
 
-def load_rubric(name_or_path: str | Path) -> Rubric:
-    """Load a rubric by built-in name or path, rendering a sample in both modes to check it."""
-    path = resolve_rubric_path(name_or_path)
-    # The template's own folder first, then the built-ins, so user templates can extend ours.
+def load_template(path: Path) -> tuple[jinja2.Environment, jinja2.Template, list[str], str]:
+    """A template file in the sandbox (its own folder first, then the built-ins, so a user's
+    template can extend ours): its environment, the template, its sources (its own and those
+    it extends or includes) and their sha256."""
     loader = jinja2.FileSystemLoader([str(path.parent), str(builtin_dir("prompts"))])
     env = ImmutableSandboxedEnvironment(
         loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
@@ -112,7 +109,21 @@ def load_rubric(name_or_path: str | Path) -> Rubric:
         raise RubricError(e.filename or str(path), e.lineno, e.message or str(e)) from None
     except jinja2.TemplateNotFound as e:
         raise RubricError(str(path), None, f"includes or extends a missing template: {e.name}") from None
-    digest = hashlib.sha256("\0".join(sources).encode()).hexdigest()
+    return env, template, sources, hashlib.sha256("\0".join(sources).encode()).hexdigest()
+
+
+def render_template(template: jinja2.Template, path: Path, **context) -> str:
+    """Render, reporting an error with the template's own file and line."""
+    try:
+        return template.render(**context).strip() + "\n"
+    except jinja2.TemplateError as e:
+        raise RubricError(str(path), _template_line(e, str(path)), str(e)) from None
+
+
+def load_rubric(name_or_path: str | Path) -> Rubric:
+    """Load a rubric by built-in name or path, rendering a sample in both modes to check it."""
+    path = resolve_rubric_path(name_or_path)
+    env, template, sources, digest = load_template(path)
     pointwise = any("response" in meta.find_undeclared_variables(env.parse(source)) for source in sources)
     rubric = Rubric(
         name=path.stem if path.parent == builtin_dir("prompts") else str(path),

@@ -44,6 +44,7 @@ class Loopback:
         # fault(n, prompt) -> a fault name or None; n counts requests from 1.
         self.fault: Callable[[int, str], str | None] = lambda n, prompt: None
         self.requests = 0
+        self.chats: list[list[dict]] = []  # the messages of every generation request
         self.answered: Counter[str] = Counter()  # prompt hash -> complete 200 replies written
         self.keys_seen: set[str] = set()
         self.files: dict[str, bytes] = {}
@@ -187,6 +188,7 @@ class Loopback:
                 if fault == "malformed":
                     return self._send(200, b'{"id": "x", "choices": [ this is not json')
                 if self.path.endswith("/chat/completions") and "n" in body:
+                    server.chats.append(body["messages"])
                     reply = generation_reply(body, 1 if server.ignores_n else body["n"])
                 elif self.path.endswith("/chat/completions"):
                     reply = openai_reply(body, fault == "unparseable", server.logprobs)
