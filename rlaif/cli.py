@@ -12,6 +12,7 @@ import click
 
 from rlaif.debias import MODES as DEBIAS_MODES
 from rlaif.errors import UserError
+from rlaif.iterate import METHODS as ITERATE_METHODS
 from rlaif.judge import DEFAULT_JUDGE, MODES
 from rlaif.labeling import LabelConfig
 
@@ -178,6 +179,38 @@ def compare(runs: tuple[str, ...], labels: tuple[str, ...], rms: tuple[str, ...]
     config = CompareConfig(runs=list(runs), labels=list(labels), rms=list(rms), progress=not quiet, **options)
     run_compare(config)
     click.echo((Path(config.output) / "report.md").read_text())
+
+
+@main.command()
+@click.option("--prompts", required=True, help="Prompts (any input `rlaif label` reads; only the prompts are used).")
+@click.option("--eval-data", required=True, help="Held-out prompts on which every round's policy is compared with the start.")
+@click.option("--rounds", type=int, default=2, show_default=True, help="Rounds of sample -> label -> train.")
+@click.option("--output", default="outputs/iterate", show_default=True, help="Output directory: round-N/ per round, rounds.md, and the comparison's report.md.")
+@click.option("--model", default=None, help="The starting policy [default: the embedded model].")
+@click.option("--method", type=click.Choice(ITERATE_METHODS), default="dpo", show_default=True, help="dpo on each round's pairs, or a reward model update on them and ppo against it.")
+@click.option("--judge", default=DEFAULT_JUDGE, show_default=True, help="Judge of each round's samples, and of the final comparison.")
+@click.option("--rubric", default="quality", show_default=True)
+@click.option("--num-responses", type=int, default=2, show_default=True, help="Samples per prompt and round (K); every pair of them is judged.")
+@click.option("--max-new-tokens", type=int, default=64, show_default=True)
+@click.option("--temperature", type=float, default=0.8, show_default=True)
+@click.option("--limit", type=int, default=None, help="Use at most this many prompts.")
+@click.option("--eval-limit", type=int, default=None, help="Use at most this many evaluation prompts.")
+@click.option("--gold-rm", default=None, help="A gold reward model: its mean score of each round's policy.")
+@click.option("--train-config", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML/YAML with `rlaif train` settings for each round's policy training (lr, max_steps, beta, ...).")
+@click.option("--rm-config", type=click.Path(exists=True, dir_okay=False), default=None, help="--method ppo: settings of each round's reward-model training.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def iterate(train_config: str | None, rm_config: str | None, quiet: bool, **options) -> None:
+    """Online RLAIF: the policy samples, the judge labels, DPO (or RM + PPO) trains, for --rounds;
+    then every round's policy is compared with the start."""
+    from rlaif.iterate import IterateConfig
+    from rlaif.iterate import iterate as run_iterate
+    from rlaif.trainers import read_config_file
+
+    config = IterateConfig(train=read_config_file(train_config) if train_config else {}, rm_train=read_config_file(rm_config) if rm_config else {},
+                           progress=not quiet, **options)
+    run_iterate(config)
+    click.echo((Path(config.output) / "rounds.md").read_text())
 
 
 @main.command()

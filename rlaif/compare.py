@@ -251,18 +251,20 @@ def label_agreement(run_dir: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- the run
 
 
-def compare(cfg: CompareConfig) -> dict[str, Any]:
-    """Run the comparison and write its files; returns the metrics."""
+def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[str, Any]:
+    """Run the comparison and write its files; returns the metrics. The policies are the runs
+    of `cfg.runs` and their common base, unless given (the base first, named `base`)."""
     from rlaif.plots import write_figures
     from rlaif.report import write_report
     from rlaif.text_metrics import BertScore, reference_metrics
 
-    if not cfg.runs:
-        raise ConfigError("name at least one run directory to compare")
-    runs = [describe_run(r) for r in cfg.runs]
-    if len({p.name for p in runs}) != len(runs):
+    if policies is None:
+        if not cfg.runs:
+            raise ConfigError("name at least one run directory to compare")
+        runs = [describe_run(r) for r in cfg.runs]
+        policies = [base_policy(runs), *runs]
+    if len({p.name for p in policies}) != len(policies):
         raise ConfigError("two runs share a directory name; the report names policies by it")
-    policies = [base_policy(runs), *runs]
     judge_config, rubric = load_judge_config(cfg.judge), load_rubric(cfg.rubric)
     backend = judge_class(judge_config)
     backend.parse_options(judge_config)  # bad options, or a mode the judge cannot do, fail before any work
