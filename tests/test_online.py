@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rlaif.errors import ConfigError, InputError
+from rlaif.models import load_causal_lm
 from rlaif.trainers import train
 from rlaif.trainers.grpo import GRPOTrainer
 from rlaif.trainers.losses import group_advantages, grpo_loss, ppo_ptx_loss, preference_scores
@@ -177,3 +178,13 @@ def test_grpo_with_a_judge_rewards_the_responses_it_prefers(tiny, pairs, tmp_pat
     results = trainer.train()
     assert 0.0 <= results["eval/preference_vs_reference"] <= 1.0
     assert (tmp_path / "out" / "judge_cache.sqlite").exists()
+
+
+def test_grpo_without_kl_still_evaluates_against_the_starting_policy(pairs, char_policy, tmp_path):  # noqa: F811
+    cfg = config("grpo", pairs, str(char_policy), tmp_path / "out", max_steps=15, rollout_batch_size=4, group_size=4, mini_batch_size=8,
+                 max_new_tokens=8, lr=5e-3, kl_coef=0.0, eval_split=0.25)
+    trainer = GRPOTrainer(cfg, reward_fn=lowercase_share)
+    results = trainer.train()
+    start = load_causal_lm(str(char_policy))
+    assert results["eval/reference_score"] == pytest.approx(trainer.held_out_scores(start, cfg.seed).mean().item())  # the start, not the trained policy
+    assert results["eval/score"] > results["eval/reference_score"]

@@ -46,6 +46,10 @@ class GRPOTrainer(OnlineTrainer):
     def policy(self) -> torch.nn.Module:
         return self.model
 
+    @property
+    def needs_reference(self) -> bool:
+        return bool(self.config.kl_coef)  # β = 0: no KL term, no reference
+
     def reward_source(self) -> RewardFn | None:
         cfg = self.config
         if not cfg.reward_judge:
@@ -80,7 +84,7 @@ class GRPOTrainer(OnlineTrainer):
         with self.autocast():
             logps = response_logps(self.policy, sample)
             ref_logps = None
-            if self.config.kl_coef:
+            if self.needs_reference:
                 with self.reference_lm() as reference:
                     ref_logps = response_logps(reference, sample)
         score = self.score([p for p, _ in prompts for _ in range(g)], sample)

@@ -149,6 +149,11 @@ class OnlineTrainer(Trainer):
     def rollout_stats(self, batch) -> dict[str, float]:
         """What a rollout says before any update."""
 
+    @property
+    def needs_reference(self) -> bool:
+        """Whether training itself reads the reference's log-probabilities."""
+        return True
+
     def reward_source(self) -> RewardFn | None:
         """The reward function from the settings (None: the method finds its own)."""
         cfg = self.config
@@ -179,7 +184,7 @@ class OnlineTrainer(Trainer):
         self.ptx = [ids[:cfg.max_length] for ids in self.tokenizer(load_texts(cfg.ptx_data), add_special_tokens=False)["input_ids"]] if cfg.ptx_coef else []
         self.build(init_from)
         self.reference = None  # with --lora-r: the policy with its adapter off
-        if cfg.lora_r is None and (cfg.method == "ppo" or cfg.kl_coef):
+        if cfg.lora_r is None and (self.needs_reference or self.eval_prompts):  # evaluation scores the reference too
             self.reference = load_causal_lm(cfg.model, self.procs.device)
             self.reference.requires_grad_(False)
         if self.reward_fn is None:
