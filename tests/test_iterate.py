@@ -87,3 +87,17 @@ def test_a_loop_killed_mid_training_resumes_at_its_round_and_step(tiny, tmp_path
     for r in (1, 2):
         assert len(set(losses(killed / f"round-{r}" / "model"))) > 1  # it learned something (hard labels of the judge's ties)
         assert losses(killed / f"round-{r}" / "model") == pytest.approx(losses(tmp_path / "whole" / f"round-{r}" / "model"), rel=1e-5)
+
+
+def test_a_ppo_round_updates_a_reward_model_on_the_rounds_pairs_then_trains_ppo_against_it(tiny, tmp_path, scripted_judge):
+    cfg = IterateConfig(prompts(tmp_path), prompts(tmp_path, 2, "eval.jsonl"), str(tmp_path / "loop"), rounds=2, model=tiny, judge=scripted_judge(),
+                        method="ppo", max_new_tokens=6, train={"max_steps": 2, "rollout_batch_size": 2, "mini_batch_size": 2, "max_new_tokens": 6},
+                        rm_train={"max_steps": 2, "batch_size": 2, "hard_labels": True}, progress=False)
+    iterate(cfg)
+    out = tmp_path / "loop"
+    rm1, rm2 = (json.loads((out / f"round-{r}" / "rm" / "train_config.json").read_text()) for r in (1, 2))
+    assert rm1["data"] == str(out / "round-1" / "labels" / "pairs.jsonl") and rm1["model"] == tiny and rm1["train_layers"] == 0
+    assert rm2["model"] == str(out / "round-1" / "rm")  # the reward model is updated, round after round
+    ppo2 = json.loads((out / "round-2" / "model" / "train_config.json").read_text())
+    assert (ppo2["method"], ppo2["model"], ppo2["reward_model"]) == ("ppo", str(out / "round-1" / "model"), str(out / "round-2" / "rm"))
+    assert "| 2 |" in (out / "rounds.md").read_text()

@@ -188,3 +188,38 @@ def test_grpo_without_kl_still_evaluates_against_the_starting_policy(pairs, char
     start = load_causal_lm(str(char_policy))
     assert results["eval/reference_score"] == pytest.approx(trainer.held_out_scores(start, cfg.seed).mean().item())  # the start, not the trained policy
     assert results["eval/score"] > results["eval/reference_score"]
+
+
+RANKS_IN_SYNC = '''
+import sys
+import torch
+import torch.distributed as dist
+from rlaif.trainers import TrainConfig
+from rlaif.trainers.grpo import GRPOTrainer
+
+data, model, out, ptx = sys.argv[1:]
+cfg = TrainConfig(method="grpo", data=data, model=model, output=out, reward_function="tests.test_trainers:lowercase_share", ptx_coef=5.0,
+                  ptx_data=ptx, max_steps=3, rollout_batch_size=2, group_size=2, mini_batch_size=2, max_new_tokens=4, lr=1e-2, progress=False)
+trainer = GRPOTrainer(cfg)
+trainer.train()
+weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+both = [torch.zeros_like(weights) for _ in range(2)]
+dist.all_gather(both, weights)
+print(f"rank {dist.get_rank()} differs by {(both[0] - both[1]).abs().max().item()}")
+'''
+
+
+def test_ptx_under_two_processes_keeps_their_weights_equal(tiny, pairs, tmp_path):  # noqa: F811
+    """The pretraining loss runs outside the DDP wrapper: its gradients must still be all-reduced."""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "check.py"
+    script.write_text(RANKS_IN_SYNC)
+    ptx = tmp_path / "ptx.txt"
+    ptx.write_text(f"{PTX}\n{PTX.upper()}\n")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), pairs, tiny,
+                             str(tmp_path / "out"), str(ptx)], check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.stdout.count("differs by 0.0") == 2, result.stdout
+    assert (tmp_path / "out" / "model.safetensors").exists()

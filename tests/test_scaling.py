@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from rlaif.errors import ConfigError
 from rlaif.models import load_causal_lm, resolve_model
 from rlaif.trainers import train
+from rlaif.trainers.grpo import GRPOTrainer
 from rlaif.trainers.ppo import PPOTrainer
 from tests.test_trainers import config, lowercase_share, metrics, pairs  # noqa: F401 - `pairs` is a fixture
 
@@ -40,18 +41,23 @@ def test_lora_dpo_on_the_embedded_model_starts_at_log_2_and_saves_an_adapter_pef
     assert torch.allclose(logits(load_causal_lm(str(tmp_path))), logits(adapted), atol=1e-5)  # rlaif (compare, labeling) loads it too
 
 
-@pytest.mark.parametrize("method", ["sft", "rm", "ppo"])
+ONLINE = {"ppo": PPOTrainer, "grpo": GRPOTrainer}
+
+
+@pytest.mark.parametrize("method", ["sft", "rm", "ppo", "grpo"])
 def test_lora_trains_every_method_and_the_adapter_loads(tiny, pairs, tmp_path, method):  # noqa: F811
+    # grpo: one update per step, so the first step's KL is the first update's
     cfg = config(method, pairs, tiny, tmp_path, max_steps=4, lr=3e-2, lora_r=4, lora_alpha=8, lora_target="q_proj,v_proj",
-                 max_new_tokens=6, rollout_batch_size=4, mini_batch_size=2)
-    if method == "ppo":
-        PPOTrainer(cfg, reward_fn=lowercase_share).train()
+                 max_new_tokens=6, rollout_batch_size=4, mini_batch_size=8 if method == "grpo" else 2, group_size=2,
+                 **({"ppo_epochs": 1} if method == "grpo" else {}))
+    if method in ONLINE:
+        ONLINE[method](cfg, reward_fn=lowercase_share).train()
     else:
         train(cfg)
     rows = metrics(tmp_path)
     assert (tmp_path / "adapter_config.json").exists() and not (tmp_path / "model.safetensors").exists()
-    if method == "ppo":
-        assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # the first rollout's policy is the reference
+    if method in ONLINE:
+        assert rows[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # the first rollout's policy is the reference (the adapter off)
         loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny), tmp_path)
     else:
         assert rows[-1]["loss"] < rows[0]["loss"]
@@ -103,19 +109,19 @@ def test_fsdp_resume_continues_to_the_same_result(tiny, pairs, tmp_path):  # noq
 
 
 def _run(method, pairs, tiny, out, **kw) -> list[dict]:  # noqa: F811
-    cfg = config(method, pairs, tiny, out, max_steps=3, max_new_tokens=6, rollout_batch_size=4, mini_batch_size=2, **kw)
-    if method == "ppo":
-        PPOTrainer(cfg, reward_fn=lowercase_share).train()
+    cfg = config(method, pairs, tiny, out, max_steps=3, max_new_tokens=6, rollout_batch_size=4, mini_batch_size=2, group_size=2, **kw)
+    if method in ONLINE:
+        ONLINE[method](cfg, reward_fn=lowercase_share).train()
     else:
         train(cfg)
     return metrics(out)
 
 
-@pytest.mark.parametrize("method", ["sft", "rm", "dpo", "ppo"])
+@pytest.mark.parametrize("method", ["sft", "rm", "dpo", "ppo", "grpo"])
 def test_gradient_checkpointing_changes_nothing_but_memory(tiny, pairs, tmp_path, method):  # noqa: F811
     plain = _run(method, pairs, tiny, tmp_path / "plain")
     checkpointed = _run(method, pairs, tiny, tmp_path / "checkpointed", gradient_checkpointing=True)
-    key = "policy_loss" if method == "ppo" else "loss"
+    key = "policy_loss" if method in ONLINE else "loss"
     assert [r[key] for r in checkpointed] == pytest.approx([r[key] for r in plain], rel=1e-5, abs=1e-7)
 
 
