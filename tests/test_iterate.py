@@ -12,9 +12,11 @@ import pytest
 
 from rlaif.errors import ConfigError
 from rlaif.iterate import IterateConfig, iterate
+from rlaif.trainers import TrainConfig, train
 from tests.conftest import write_jsonl
 from tests.loopback import Loopback
 from tests.test_api_judges import judge_file  # noqa: F401 - a fixture
+from tests.test_trainers import pairs  # noqa: F401 - a fixture
 
 TRAIN = {"max_steps": 4, "batch_size": 2, "lr": 1e-3, "max_length": 96, "save_steps": 2, "lr_scheduler": "constant"}
 
@@ -27,9 +29,11 @@ def losses(run_dir):
     return [json.loads(line)["loss"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_dpo_rounds_each_in_its_own_directory_then_compared_with_the_start(tiny, tmp_path, scripted_judge):
+def test_two_dpo_rounds_each_in_its_own_directory_then_compared_with_the_start(tiny, pairs, tmp_path, scripted_judge):  # noqa: F811
+    gold = tmp_path / "gold"
+    train(TrainConfig(method="rm", data=pairs, model=tiny, output=str(gold), max_steps=1, batch_size=2, progress=False))
     cfg = IterateConfig(prompts(tmp_path), prompts(tmp_path, 3, "eval.jsonl"), str(tmp_path / "loop"), rounds=2, model=tiny, judge=scripted_judge(),
-                        max_new_tokens=8, train=TRAIN, progress=False)
+                        max_new_tokens=8, train=TRAIN, gold_rm=str(gold), progress=False)
     metrics = iterate(cfg)
     out = tmp_path / "loop"
     for r in (1, 2):
@@ -43,8 +47,10 @@ def test_two_dpo_rounds_each_in_its_own_directory_then_compared_with_the_start(t
     assert set(metrics["matchups"]) == {"round-1 vs base", "round-2 vs base"}
     assert metrics["policies"]["base"]["kl_to_base"] == 0.0
     table = (out / "rounds.md").read_text().splitlines()
-    assert table[0].startswith("| round | pairs labeled | consistent | train loss")
+    assert table[0] == ("| round | pairs labeled | consistent | train loss (first → last) | win rate vs start [95% CI] | BT rating | gold reward | "
+                        "KL to start | length (tokens) |")
     assert [line.split(" | ")[0] for line in table[2:]] == ["| 0 (start)", "| 1", "| 2"]
+    assert [line.split(" | ")[6] for line in table[2:]] == [f"{metrics['policies'][p]['gold_reward']:.3f}" for p in ("base", "round-1", "round-2")]
     assert (out / "report.md").exists() and "round-2" in (out / "report.md").read_text()
 
     # a rerun with one more round redoes nothing of rounds 1 and 2
