@@ -50,7 +50,7 @@ class GRPOTrainer(OnlineTrainer):
     def needs_reference(self) -> bool:
         return bool(self.config.kl_coef)  # β = 0: no KL term, no reference
 
-    def reward_source(self) -> RewardFn | None:
+    def reward_source(self) -> RewardFn:
         cfg = self.config
         if not cfg.reward_judge:
             return super().reward_source()

@@ -99,7 +99,7 @@ def load_reward_function(spec: str) -> RewardFn:
     return scores
 
 
-def load_texts(spec: str, limit: int | None = None) -> list[str]:
+def load_texts(spec: str) -> list[str]:
     """Documents for PPO-ptx: the lines of a .txt file, or the `text` field of each row of any
     file `rlaif label` reads."""
     if spec.endswith(".txt"):
@@ -114,7 +114,7 @@ def load_texts(spec: str, limit: int | None = None) -> list[str]:
             texts.append(record["text"])
     if not texts:
         raise InputError(spec, None, None, "no text")
-    return texts[:limit]
+    return texts
 
 
 class OnlineTrainer(Trainer):
@@ -154,13 +154,14 @@ class OnlineTrainer(Trainer):
         """Whether training itself reads the reference's log-probabilities."""
         return True
 
-    def reward_source(self) -> RewardFn | None:
-        """The reward function from the settings (None: the method finds its own)."""
+    def reward_source(self) -> RewardFn:
+        """The reward function the settings name: a Python function or a reward model."""
         cfg = self.config
         if cfg.reward_function:
             return load_reward_function(cfg.reward_function)
         if not cfg.reward_model:
-            raise ConfigError(f"{cfg.method} needs rewards: --reward-model DIR (train one with --method rm) or --reward-function FILE.py:NAME")
+            raise ConfigError(f"{cfg.method} needs rewards: --reward-model DIR (train one with --method rm), --reward-function FILE.py:NAME"
+                              + (" or --reward-judge CONFIG" if cfg.method == "grpo" else ""))
         rm_dir = reward_model_dir(cfg.reward_model)
         self.rm_tokenizer = load_tokenizer(rm_dir, padding_side="right")
         self.reward_model = load_reward_model(rm_dir, self.procs.device, self.rm_tokenizer.pad_token_id).eval()
