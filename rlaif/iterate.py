@@ -114,7 +114,7 @@ def iterate(cfg: IterateConfig) -> dict[str, Any]:
 def rounds_table(cfg: IterateConfig, metrics: dict[str, Any]) -> str:
     """One row per round: what it labeled and trained, and how its policy compares with the start."""
     gold = cfg.gold_rm is not None
-    head = ["round", "pairs labeled", "consistent", "train loss (first → last)", "win rate vs start [95% CI]", "BT rating"] + (["gold reward"] if gold else []) + \
+    head = ["round", "pairs labeled", "consistent across orders", "train loss (first → last)", "win rate vs start [95% CI]", "BT rating"] + (["gold reward"] if gold else []) + \
         ["KL to start", "length (tokens)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, p in metrics["policies"].items():
@@ -123,11 +123,13 @@ def rounds_table(cfg: IterateConfig, metrics: dict[str, Any]) -> str:
             cells = ["0 (start)", "—", "—", "—", "—", f"{r['bt']:.0f}"]
         else:
             d = Path(cfg.output) / name
-            counts = json.loads((d / "labels" / "manifest.json").read_text())["counts"]
+            manifest = json.loads((d / "labels" / "manifest.json").read_text())
+            counts = manifest["counts"]
+            consistent = "— (pointwise)" if manifest["mode"] == "pointwise" else f"{counts['consistent']} of {counts['labeled']}"
             losses = [row[key] for row in map(json.loads, (d / "model" / "metrics.jsonl").read_text().splitlines())
                       for key in ("loss", "policy_loss") if key in row]
             m = metrics["matchups"][f"{name} vs {BASE}"]
-            cells = [name.removeprefix("round-"), str(counts["labeled"]), f"{counts['consistent']} of {counts['labeled']}",
+            cells = [name.removeprefix("round-"), str(counts["labeled"]), consistent,
                      f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "—", f"{pct(m['win_rate'])} [{pct(m['low'])}, {pct(m['high'])}]", f"{r['bt']:.0f}"]
         cells += [num(p.get("gold_reward"))] if gold else []
         cells += [num(p["kl_to_base"], 2), num(p["mean_length"], 1)]
