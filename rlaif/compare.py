@@ -144,8 +144,9 @@ def cached_scores(cache: AnswerCache, kind: str, identity: str, items: list[tupl
     return [found[k] for k in keys]
 
 
-def response_logps(model_name: str | None, items: list[tuple[Any, str]], batch_size: int = 8) -> list[float]:
-    """log π(y | x) of each (prompt, response), summed over the response's tokens and its EOS."""
+def response_logps(model_name: str | None, items: list[tuple[Any, str]], temperature: float = 1.0, batch_size: int = 8) -> list[float]:
+    """log π_T(y | x) of each (prompt, response), summed over the response's tokens and its EOS,
+    under the model's distribution at sampling temperature T (its logits divided by T)."""
     import torch
 
     from rlaif.models import load_causal_lm
@@ -160,7 +161,7 @@ def response_logps(model_name: str | None, items: list[tuple[Any, str]], batch_s
             chunk = [encode(tokenizer, p, r, 4096, "compare:0", True) for p, r in items[start:start + batch_size]]
             batch = collate(chunk, tokenizer.pad_token_id, str(lm.device))
             logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            out += sequence_logps(logits, batch["labels"]).tolist()
+            out += sequence_logps(logits / temperature, batch["labels"]).tolist()
     return out
 
 
@@ -282,7 +283,7 @@ def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[st
         base_tokenizer = load_tokenizer(policies[0].model)
         for r in rows:
             r["tokens"] = len(base_tokenizer(r["response"], add_special_tokens=False)["input_ids"])
-        _score_kl(policies, rows, cache)
+        _score_kl(policies, rows, cache, cfg.temperature)
         if cfg.gold_rm:
             items = [(r["prompt"], r["response"]) for r in rows]
             for r, score in zip(rows, cached_scores(cache, "reward", model_fingerprint(cfg.gold_rm), items, lambda todo: reward_scores(cfg.gold_rm, todo))):
@@ -346,13 +347,19 @@ def _per_prompt(rows: list[dict[str, Any]], policy: str, key: str) -> list[float
     return [mean(v) for v in values.values()]
 
 
-def _score_kl(policies: list[Policy], rows: list[dict[str, Any]], cache: AnswerCache) -> None:
-    """log π(y|x) of each response under its own policy and under the base (cached)."""
+def _score_kl(policies: list[Policy], rows: list[dict[str, Any]], cache: AnswerCache, temperature: float) -> None:
+    """log π(y|x) of each response under its own policy and under the base (cached), both at the
+    sampling temperature: the responses were drawn from those distributions, so the mean
+    difference estimates the KL between them (at T ≠ 1 the untempered one would not)."""
     base = policies[0].model
+
+    def logps(model: str | None, items: list[tuple[Any, str]]) -> list[float]:
+        return cached_scores(cache, "logp", f"{model_fingerprint(model)}@T={temperature}", items, lambda todo: response_logps(model, todo, temperature))
+
     for policy in policies:
         mine = [r for r in rows if r["policy"] == policy.name]
         items = [(r["prompt"], r["response"]) for r in mine]
-        own = cached_scores(cache, "logp", model_fingerprint(policy.model), items, lambda todo, m=policy.model: response_logps(m, todo))
-        under_base = own if policy.name == BASE else cached_scores(cache, "logp", model_fingerprint(base), items, lambda todo: response_logps(base, todo))
+        own = logps(policy.model, items)
+        under_base = own if policy.name == BASE else logps(base, items)
         for r, lp, lb in zip(mine, own, under_base):
             r["logp"], r["logp_base"] = lp, lb
