@@ -314,10 +314,13 @@ def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[st
         mine = [r for r in rows if r["policy"] == policy.name]
         entry: dict[str, Any] = {
             "trained_on": policy.trained_on, "model": policy.model or EMBEDDED_NAMES[0], "run": policy.run, "source": "responses.jsonl",
-            "kl_to_base": mean(r["logp"] - r["logp_base"] for r in mine),
+
             "mean_length": mean(r["tokens"] for r in mine),
             "distinct_2": distinct_n([r["response"] for r in mine], 2),
         }
+        # per prompt, then over prompts (the unit sampled), with its standard error: at small KLs the estimate is mostly noise
+        kl = paired_difference(_per_prompt(rows, policy.name, "logp"), _per_prompt(rows, policy.name, "logp_base"))
+        entry["kl_to_base"], entry["kl_to_base_se"] = kl["difference"], kl["se"]
         if cfg.gold_rm:
             entry["gold_reward"] = mean(r["gold_score"] for r in mine)
         refs = [r for r in mine if r["reference"] is not None]

@@ -28,7 +28,7 @@ from rlaif.files import write_jsonl_atomic
 from rlaif.judge import DEFAULT_JUDGE
 from rlaif.labeling import LabelConfig, label
 from rlaif.models import EMBEDDED_NAMES, is_embedded
-from rlaif.report import num, pct
+from rlaif.report import kl_cell, num, pct
 from rlaif.trainers.config import TrainConfig
 
 METHODS = ("dpo", "ppo")
@@ -115,7 +115,7 @@ def rounds_table(cfg: IterateConfig, metrics: dict[str, Any]) -> str:
     """One row per round: what it labeled and trained, and how its policy compares with the start."""
     gold = cfg.gold_rm is not None
     head = ["round", "pairs labeled", "consistent across orders", "train loss (first → last)", "win rate vs start [95% CI]", "BT rating"] + (["gold reward"] if gold else []) + \
-        ["KL to start", "length (tokens)"]
+        ["KL to start ± SE", "length (tokens)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, p in metrics["policies"].items():
         r = metrics["ratings"]["players"][name]
@@ -132,6 +132,6 @@ def rounds_table(cfg: IterateConfig, metrics: dict[str, Any]) -> str:
             cells = [name.removeprefix("round-"), str(counts["labeled"]), consistent,
                      f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "—", f"{pct(m['win_rate'])} [{pct(m['low'])}, {pct(m['high'])}]", f"{r['bt']:.0f}"]
         cells += [num(p.get("gold_reward"))] if gold else []
-        cells += [num(p["kl_to_base"], 2), num(p["mean_length"], 1)]
+        cells += [kl_cell(p), num(p["mean_length"], 1)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

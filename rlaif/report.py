@@ -21,9 +21,14 @@ def num(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "n/a"
 
 
+def kl_cell(policy: dict[str, Any]) -> str:
+    """A policy's KL to the base with its standard error over prompts."""
+    return f"{policy['kl_to_base']:.2f} ± {policy['kl_to_base_se']:.2f}"
+
+
 def summary_table(metrics: dict[str, Any]) -> list[str]:
     gold = any("gold_reward" in p for p in metrics["policies"].values())
-    head = ["policy", "trained on", "win rate vs base [95% CI]", "LC win rate", "BT rating [95% CI]"] + (["gold reward", "Δ gold vs base ± SE"] if gold else []) + ["KL to base", "length (tokens)", "distinct-2"]
+    head = ["policy", "trained on", "win rate vs base [95% CI]", "LC win rate", "BT rating [95% CI]"] + (["gold reward", "Δ gold vs base ± SE"] if gold else []) + ["KL to base ± SE", "length (tokens)", "distinct-2"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, p in metrics["policies"].items():
         m = metrics["matchups"].get(f"{name} vs base")
@@ -33,7 +38,7 @@ def summary_table(metrics: dict[str, Any]) -> list[str]:
         if gold:
             d = m.get("gold_reward_difference") if m else None
             cells += [num(p["gold_reward"]), f"{d['difference']:+.3f} ± {d['se']:.3f}" if d else "—"]
-        cells += [num(p["kl_to_base"], 2), num(p["mean_length"], 1), num(p["distinct_2"])]
+        cells += [kl_cell(p), num(p["mean_length"], 1), num(p["distinct_2"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -4,7 +4,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from statistics import mean
+from statistics import mean, stdev
 from typing import ClassVar
 
 import pytest
@@ -105,6 +105,11 @@ def test_compare_end_to_end(tiny, experiment, monkeypatch):
     items = [(r["prompt"], r["response"]) for r in mine]
     kl = mean(a - b for a, b in zip(response_logps(str(root / "dpo-human"), items), response_logps(tiny, items)))
     assert metrics["policies"]["dpo-human"]["kl_to_base"] == pytest.approx(kl, rel=1e-4, abs=1e-4)
+    per_prompt: dict[str, list[float]] = {}
+    for r, a, b in zip(mine, response_logps(str(root / "dpo-human"), items), response_logps(tiny, items)):
+        per_prompt.setdefault(r["prompt_id"], []).append(a - b)
+    diffs = [mean(v) for v in per_prompt.values()]
+    assert metrics["policies"]["dpo-human"]["kl_to_base_se"] == pytest.approx(stdev(diffs) / len(diffs) ** 0.5, rel=1e-3)  # over prompts
     assert abs(kl) > 1e-3  # it did move
 
     # gold reward: means and the paired difference to the base, from the scores in responses.jsonl
