@@ -28,5 +28,5 @@ class ConfigError(UserError):
 
     def __init__(self, message: str, file: str | None = None, line: int | None = None, key: str | None = None):
         self.file, self.line, self.key = file, line, key
-        where = (file or "") + (f":{line}" if file and line else "") + (f": key '{key}'" if key else "")
+        where = ": ".join(part for part in ((file or "") + (f":{line}" if file and line else ""), f"key '{key}'" if key else "") if part)
         super().__init__(f"{where}: {message}" if where else message)
