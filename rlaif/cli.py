@@ -12,7 +12,6 @@ import click
 
 from rlaif.debias import MODES as DEBIAS_MODES
 from rlaif.errors import UserError
-from rlaif.iterate import METHODS as ITERATE_METHODS
 from rlaif.judge import DEFAULT_JUDGE, MODES
 from rlaif.labeling import LabelConfig
 
@@ -187,7 +186,7 @@ def compare(runs: tuple[str, ...], labels: tuple[str, ...], rms: tuple[str, ...]
 @click.option("--rounds", type=int, default=2, show_default=True, help="Rounds of sample -> label -> train.")
 @click.option("--output", default="outputs/iterate", show_default=True, help="Output directory: round-N/ per round, rounds.md, and the comparison's report.md.")
 @click.option("--model", default=None, help="The starting policy [default: the embedded model].")
-@click.option("--method", type=click.Choice(ITERATE_METHODS), default="dpo", show_default=True, help="dpo on each round's pairs, or a reward model update on them and ppo against it.")
+@click.option("--method", default="dpo", show_default=True, help="dpo (on each round's pairs) or ppo (a reward model updated on them, and ppo against it).")
 @click.option("--judge", default=DEFAULT_JUDGE, show_default=True, help="Judge of each round's samples, and of the final comparison.")
 @click.option("--rubric", default="quality", show_default=True)
 @click.option("--num-responses", type=int, default=2, show_default=True, help="Samples per prompt and round (K); every pair of them is judged.")

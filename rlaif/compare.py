@@ -314,7 +314,6 @@ def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[st
         mine = [r for r in rows if r["policy"] == policy.name]
         entry: dict[str, Any] = {
             "trained_on": policy.trained_on, "model": policy.model or EMBEDDED_NAMES[0], "run": policy.run, "source": "responses.jsonl",
-
             "mean_length": mean(r["tokens"] for r in mine),
             "distinct_2": distinct_n([r["response"] for r in mine], 2),
         }

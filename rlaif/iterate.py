@@ -28,7 +28,7 @@ from rlaif.files import write_jsonl_atomic
 from rlaif.judge import DEFAULT_JUDGE
 from rlaif.labeling import LabelConfig, label
 from rlaif.models import EMBEDDED_NAMES, is_embedded
-from rlaif.report import kl_cell, num, pct
+from rlaif.report import kl_cell, num, win_rate_cell
 from rlaif.trainers.config import TrainConfig
 
 METHODS = ("dpo", "ppo")
@@ -130,7 +130,7 @@ def rounds_table(cfg: IterateConfig, metrics: dict[str, Any]) -> str:
                       for key in ("loss", "policy_loss") if key in row]
             m = metrics["matchups"][f"{name} vs {BASE}"]
             cells = [name.removeprefix("round-"), str(counts["labeled"]), consistent,
-                     f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "—", f"{pct(m['win_rate'])} [{pct(m['low'])}, {pct(m['high'])}]", f"{r['bt']:.0f}"]
+                     f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "—", win_rate_cell(m), f"{r['bt']:.0f}"]
         cells += [num(p.get("gold_reward"))] if gold else []
         cells += [kl_cell(p), num(p["mean_length"], 1)]
         lines.append("| " + " | ".join(cells) + " |")

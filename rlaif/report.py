@@ -21,6 +21,11 @@ def num(x: Any, digits: int = 3) -> str:
     return f"{x:.{digits}f}" if isinstance(x, (int, float)) else "n/a"
 
 
+def win_rate_cell(matchup: dict[str, Any]) -> str:
+    """A win rate with its 95% interval."""
+    return f"{pct(matchup['win_rate'])} [{pct(matchup['low'])}, {pct(matchup['high'])}]"
+
+
 def kl_cell(policy: dict[str, Any]) -> str:
     """A policy's KL to the base with its standard error over prompts."""
     return f"{policy['kl_to_base']:.2f} ± {policy['kl_to_base_se']:.2f}"
@@ -32,7 +37,7 @@ def summary_table(metrics: dict[str, Any]) -> list[str]:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, p in metrics["policies"].items():
         m = metrics["matchups"].get(f"{name} vs base")
-        cells = [f"`{name}`", p["trained_on"], f"{pct(m['win_rate'])} [{pct(m['low'])}, {pct(m['high'])}]" if m else "—", pct(m["lc_win_rate"]) if m else "—"]
+        cells = [f"`{name}`", p["trained_on"], win_rate_cell(m) if m else "—", pct(m["lc_win_rate"]) if m else "—"]
         r = metrics["ratings"]["players"][name]
         cells.append(f"{r['bt']:.0f} [{r['bt_low']:.0f}, {r['bt_high']:.0f}]")
         if gold:

@@ -237,7 +237,8 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     """
     ratio = torch.exp(logps - old_logps)
     adv = advantages[:, None]
-    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    unclipped, clipped = ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv
+    surrogate = torch.min(unclipped, clipped)
     kl = torch.zeros_like(logps)
     if ref_logps is not None:
         log_ref_ratio = ref_logps - logps
@@ -245,5 +246,5 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     per_token = surrogate - beta * kl
     lengths = mask.sum(-1).clamp(min=1)
     loss = -((per_token * mask).sum(-1) / lengths).mean()
-    clipfrac = (((ratio * adv) > (torch.clamp(ratio, 1 - clip, 1 + clip) * adv)).float() * mask).sum() / mask.sum()
+    clipfrac = ((unclipped > clipped).float() * mask).sum() / mask.sum()
     return loss, clipfrac, (kl * mask).sum() / mask.sum()
