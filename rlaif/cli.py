@@ -93,6 +93,16 @@ def label(input_path: str, quiet: bool, **options) -> None:
         f"tokens: {m['tokens']['prompt']} in, {m['tokens']['completion']} out; {m['wall_time_s']:.1f}s"
         + (f"; estimated cost: {m['estimated_cost']:.4f}" if m["estimated_cost"] is not None else "")
     )
+    v = m["verdicts"]
+    click.echo(f"verdicts: {v['soft']} soft (label probabilities), {v['unreadable']} unreadable, of {m['judge_calls']['total']} answers")
+
+
+@main.command("gguf-path")
+def gguf_path() -> None:
+    """Print the path of the embedded model's GGUF file (to serve it with llama.cpp's server)."""
+    from rlaif.models import embedded_gguf_path
+
+    click.echo(embedded_gguf_path())
 
 
 @main.command()

@@ -32,6 +32,7 @@ BACKENDS = {
     "openai": "rlaif.backends.openai_api:OpenAIJudge",
     "anthropic": "rlaif.backends.anthropic_api:AnthropicJudge",
     "vllm": "rlaif.backends.vllm_offline:VLLMJudge",
+    "llama_cpp": "rlaif.backends.llama_cpp_local:LlamaCppJudge",
 }
 DEFAULT_JUDGE = "embedded"
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
@@ -151,12 +152,14 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
 class Judge(ABC):
     """Base of every judge backend. Subclasses declare their options as a dataclass, which of
     them do not change answers (`NOT_IN_KEY`: batch sizes, devices, rate limits), the modes
-    they answer (the first is their default) and whether they read a rendered rubric."""
+    they answer (the first is their default), whether they read a rendered rubric and the ways
+    they can read a verdict."""
 
     Options: type = object
     NOT_IN_KEY: frozenset[str] = frozenset()
     MODES: tuple[str, ...] = MODES
     READS_RUBRIC = True
+    VERDICTS: tuple[str, ...] = ()  # the ways of reading a verdict its `verdict` option offers, if it has one
 
     def __init__(self, config: JudgeConfig):
         self.config = config
@@ -169,6 +172,8 @@ class Judge(ABC):
         except TypeError as e:
             known = ", ".join(f.name for f in fields(cls.Options))
             raise JudgeConfigError(f"{config.source or config.name}: bad 'options' ({e}); {config.backend} takes: {known}") from None
+        except ValueError as e:  # an option's value, checked by the options themselves
+            raise JudgeConfigError(f"{config.source or config.name}: {e}") from None
 
     @classmethod
     def identity(cls, config: JudgeConfig) -> dict[str, Any]:
@@ -238,6 +243,12 @@ def estimate_cost(options: dict[str, Any], prompt_tokens: int, completion_tokens
     return (prompt_tokens * (p_in or 0) + completion_tokens * (p_out or 0)) / 1e6
 
 
+def choice(key: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise ValueError naming `key` when `value` is not one of `choices` (for options' checks)."""
+    if value not in choices:
+        raise ValueError(f"key 'options.{key}': expected one of {', '.join(map(str, choices))}, got {value!r}")
+
+
 def judge_class(config: JudgeConfig) -> type[Judge]:
     """The backend class for a config (imported only when asked for)."""
     module_name, class_name = BACKENDS[config.backend].split(":")
@@ -261,14 +272,49 @@ def reward_model_dir(name_or_path: str) -> str:
     return config.model
 
 
-def parse_verdict(text: str, labels: Sequence[str], verdict_prefix: str) -> int | None:
-    """Which label (0 or 1) a judge's text chose, or None if it cannot be read.
+def find_verdict(text: str, labels: Sequence[str], verdict_prefix: str) -> tuple[int, int] | None:
+    """Which label a judge's text chose and where in the text it stands, or None if it cannot be read.
 
     The last `verdict_prefix` followed by a label wins; a reply that is just a label counts too.
     """
     alternatives = "|".join(re.escape(label) for label in labels)
-    found = re.findall(rf"{re.escape(verdict_prefix.strip())}\s*\**\s*({alternatives})(?![\w])", text)
-    if found:
-        return list(labels).index(found[-1])
-    bare = re.fullmatch(rf"\W*({alternatives})\W*", text.strip())
-    return list(labels).index(bare.group(1)) if bare else None
+    found = list(re.finditer(rf"{re.escape(verdict_prefix.strip())}\s*\**\s*({alternatives})(?![\w])", text))
+    if not found:
+        found = [m for m in [re.fullmatch(rf"\W*({alternatives})\W*", text)] if m]
+    if not found:
+        return None
+    return list(labels).index(found[-1].group(1)), found[-1].start(1)
+
+
+def parse_verdict(text: str, labels: Sequence[str], verdict_prefix: str) -> int | None:
+    """Which label (its index) a judge's text chose, or None if it cannot be read."""
+    found = find_verdict(text, labels, verdict_prefix)
+    return None if found is None else found[0]
+
+
+def top_at(tokens: Sequence[tuple[str, dict[str, float]]], offset: int) -> dict[str, float] | None:
+    """The top log-probabilities of the reply's token that holds character `offset` (where the
+    verdict stands), from the reply's (token, {candidate: logprob}) in order; None if there are none."""
+    seen = 0
+    for token, top in tokens:
+        if seen + len(token) > offset:
+            return top or None
+        seen += len(token)
+    return None
+
+
+def label_probs(top: dict[str, float], labels: Sequence[str]) -> list[float]:
+    """The labels' probabilities among a token's top log-probabilities.
+
+    A candidate spells a label when it is the label with at most spaces, quotes, braces or a
+    comma around it (a JSON value's token may carry its quote); the mass of every candidate
+    that spells it is summed. A label missing from the list is given the smallest listed
+    probability: an upper bound on its true mass.
+    """
+    mass = dict.fromkeys(labels, 0.0)
+    for candidate, logprob in top.items():
+        spelled = candidate.strip(' "{},')
+        if spelled in mass:
+            mass[spelled] += math.exp(logprob)
+    floor = math.exp(min(top.values()))
+    return [mass[label] or floor for label in labels]

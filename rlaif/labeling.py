@@ -248,6 +248,8 @@ class Totals:
     filtered: dict[str, int] = field(default_factory=lambda: {"inconsistent": 0, "low_confidence": 0})
     calls: int = 0
     calls_made: int = 0
+    unreadable: int = 0  # answers with no verdict that could be read
+    soft: int = 0  # answers with a soft verdict (label probabilities, not a parsed label)
     verdicts: int = 0  # pairwise answers with a verdict
     first_preferred: int = 0  # ... that preferred what they were shown first
     shown: int = 0  # pairwise rows
@@ -289,13 +291,35 @@ class _Output:
         write_json_atomic(self.out / PROGRESS, {"fingerprint": self.fingerprint, "totals": asdict(self.totals)})
 
 
+EARLY_ANSWERS = 10  # a run's first answers, which say whether its judge's verdicts can be read at all
+
+
+class UnreadableJudge(JudgeFatalError):
+    """Most of a run's first answers had no verdict that could be read: the run stops."""
+
+
 class JudgeOnce:
     """The run's judge, built when first asked for (a run whose answers are all cached loads no
-    model and opens no connection), then kept for the whole run."""
+    model and opens no connection), then kept for the whole run. It watches the run's first
+    answers: when most of them cannot be read, paying for the rest would buy nothing."""
 
     def __init__(self, config: JudgeConfig):
         self.config = config
         self._judge: Judge | None = None
+        self._first: list[Verdict] = []
+
+    def check(self, verdict: Verdict) -> None:
+        """Count a fresh answer; raise `UnreadableJudge` once most of the first ones had no verdict."""
+        if verdict.transient or len(self._first) >= EARLY_ANSWERS:
+            return
+        self._first.append(verdict)
+        unreadable = [v for v in self._first if v.value is None]
+        if len(self._first) == EARLY_ANSWERS and len(unreadable) > EARLY_ANSWERS // 2:
+            backend = judge_class(self.config)
+            other = [w for w in backend.VERDICTS if w != getattr(backend.parse_options(self.config), "verdict", None)]
+            hint = f" Read the verdict another way: set `verdict` in the config's options to {' or '.join(map(repr, other))}." if other else ""
+            raise UnreadableJudge(f"judge '{self.config.name}' gave no readable verdict in {len(unreadable)} of its first {EARLY_ANSWERS} answers "
+                                  f"({unreadable[0].error}); one reply was: {(unreadable[0].text or '')[:300]!r}.{hint}")
 
     def __call__(self) -> Judge:
         if self._judge is None:
@@ -315,6 +339,9 @@ def _ask_missing(judge: JudgeOnce, requests: dict[str, JudgeRequest], answers: d
                  on_answer: Callable[[], None] = lambda: None) -> int:
     """Ask the judge every request not yet in `answers`, committing each answer to the cache as
     it arrives; returns how many calls were made."""
+    for key in requests:  # cached answers count too: a rerun of a run that stopped here stops again before paying
+        if key in answers:
+            judge.check(answers[key])
     missing = [key for key in requests if key not in answers]
     if not missing:
         return 0
@@ -325,6 +352,7 @@ def _ask_missing(judge: JudgeOnce, requests: dict[str, JudgeRequest], answers: d
         if not verdict.transient:  # a call that gave up is asked again next run
             cache.put(key, verdict.to_dict())
         on_answer()
+        judge.check(verdict)
 
     judge().judge([requests[k] for k in missing], on_result)
     return len(missing)
@@ -427,6 +455,8 @@ class _Run:
         totals.inconsistent += sum(r["consistent"] is False for r in rows)
         totals.calls += len(answers)
         totals.calls_made += made
+        totals.unreadable += sum(v.value is None and not v.transient for v in answers.values())
+        totals.soft += sum(v.soft and v.value is not None for v in answers.values())
         verdicts = [v for v in answers.values() if v.p_first is not None]
         totals.verdicts += len(verdicts)
         totals.first_preferred += sum(v.p_first > 0.5 for v in verdicts)
@@ -597,6 +627,12 @@ def _manifest(config: LabelConfig, mode: str, judge_config: JudgeConfig, rubric:
         },
         # One call per (pair, order) pairwise, per distinct response pointwise.
         "judge_calls": {"per": "response" if mode == "pointwise" else "order", "total": t.calls, "made": t.calls_made, "cached": t.calls - t.calls_made},
+        "verdicts": {  # of the answers: unreadable (no verdict in the reply) and soft (label probabilities)
+            "unreadable": t.unreadable,
+            "unreadable_share": t.unreadable / t.calls if t.calls else None,
+            "soft": t.soft,
+            "soft_share": t.soft / t.calls if t.calls else None,
+        },
         "first_position_rate": {  # none pointwise: nothing is shown first
             # How often the judge preferred whatever it saw first, call by call.
             "raw": t.first_preferred / t.verdicts if t.verdicts else None,

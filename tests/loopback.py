@@ -45,6 +45,8 @@ class Loopback:
         self.fault: Callable[[int, str], str | None] = lambda n, prompt: None
         self.requests = 0
         self.chats: list[list[dict]] = []  # the messages of every generation request
+        self.bodies: list[tuple[str, dict]] = []  # (path, body) of every judge or generation request
+        self.in_flight = self.max_in_flight = 0  # requests being answered: now, and at most at once
         self.answered: Counter[str] = Counter()  # prompt hash -> complete 200 replies written
         self.keys_seen: set[str] = set()
         self.files: dict[str, bytes] = {}
@@ -154,6 +156,16 @@ class Loopback:
                 return self._send(200, server.files[parts[2]])
 
             def do_POST(self) -> None:
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    self._post()
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
+
+            def _post(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path.endswith("/files"):
                     return self._send(200, json.dumps(server._upload(raw, self.headers["Content-Type"])).encode())
@@ -170,7 +182,8 @@ class Loopback:
                     server.keys_seen.add(key)
                 if key == "bad-key":
                     return self._send(401, json.dumps({"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}}).encode())
-                prompt = body["messages"][-1]["content"]
+                server.bodies.append((self.path, body))
+                prompt = request_prompt(body)
                 fault = server.fault(n, prompt)
                 time.sleep(server.latency)
                 if fault == "429":
@@ -192,6 +205,8 @@ class Loopback:
                     reply = generation_reply(body, 1 if server.ignores_n else body["n"])
                 elif self.path.endswith("/chat/completions"):
                     reply = openai_reply(body, fault == "unparseable", server.logprobs)
+                elif self.path.endswith("/completions"):
+                    reply = completion_reply(body, server.logprobs)
                 else:
                     reply = anthropic_reply(body, fault == "unparseable")
                 data = json.dumps(reply).encode()
@@ -217,6 +232,20 @@ def _rating(prompt: str) -> str | None:
     return "4" if "GOOD" in prompt.split("\nResponse:\n")[1].split("\n\n")[0] else "2"
 
 
+def request_prompt(body: dict) -> str:
+    """The rubric a request carries: a completions prompt, or the last user turn of a chat."""
+    if "prompt" in body:
+        return body["prompt"]
+    return next(m["content"] for m in reversed(body["messages"]) if m["role"] == "user")
+
+
+def _prefilled(body: dict) -> str | None:
+    """The assistant turn a chat request asks to continue (Anthropic's pre-fill, vLLM's
+    `continue_final_message`), or None."""
+    last = body.get("messages", [{}])[-1]
+    return last["content"] if last.get("role") == "assistant" else None
+
+
 def _verdict_text(prompt: str, unparseable: bool) -> tuple[str, bool]:
     if unparseable:
         return "Both responses have merits; I cannot choose.", True
@@ -229,27 +258,65 @@ def _verdict_text(prompt: str, unparseable: bool) -> tuple[str, bool]:
     return f"Preferred Response={verdict}", first
 
 
-def openai_reply(body: dict, unparseable: bool, logprobs: bool) -> dict:
-    """A chat completion whose verdict token carries top log-probabilities p = 0.8 / 0.2."""
-    prompt = body["messages"][-1]["content"]
-    text, first = _verdict_text(prompt, unparseable)
-    cut = text.rfind("=") + 1
-    tokens = [text[:cut], text[cut:]] if cut and text[cut:].isdigit() else [text]
+def _top(prompt: str, label: str, first: bool) -> list[dict]:
+    """The top log-probabilities at a verdict token (p = 0.8 / 0.2 on the labels, or `RATING_PROBS`)."""
     rating = _rating(prompt)
+    probs = RATING_PROBS[rating] if rating else {"1": 0.8 if first else 0.2, "2": 0.2 if first else 0.8}
+    top = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in probs.items()]
+    return sorted(top, key=lambda t: -t["logprob"])
+
+
+def _continuation(prompt: str, text: str, body: dict) -> tuple[str, list[str]]:
+    """What a server writes after `prompt` when the reply `text` would be its whole answer: a
+    request that stops at the verdict prefix gets the rationale; one whose turn was written up to
+    the verdict prefix gets the label alone. Returns the text and its tokens."""
+    stop = body.get("stop") or body.get("stop_sequences") or []
+    for s in stop:
+        if s in text:
+            return text[: text.index(s)], [text[: text.index(s)]]
+    label = text[text.rfind("=") + 1:]
+    if _prefilled(body) is not None or "prompt" in body:
+        return label, [label]
+    cut = len(text) - len(label)
+    return text, ([text[:cut], label] if cut and label.isdigit() else [text])
+
+
+def openai_reply(body: dict, unparseable: bool, logprobs: bool) -> dict:
+    """A chat completion whose verdict token carries top log-probabilities p = 0.8 / 0.2; with a
+    `response_format` the verdict comes as JSON, {"verdict": label}."""
+    prompt = request_prompt(body)
+    full, first = _verdict_text(prompt, unparseable)
+    if body.get("response_format") and not unparseable:
+        label = full[full.rfind("=") + 1:]
+        why = '"rationale": "It is clearer.", ' if "explain" in prompt else ""
+        tokens = ["{" + why + '"verdict": "', label, '"}']
+    else:
+        _, tokens = _continuation(prompt, full, body)
+    text = "".join(tokens)
     content = []
     for token in tokens:
-        if token.isdigit():
-            probs = RATING_PROBS[rating] if rating else {"1": 0.8 if first else 0.2, "2": 0.2 if first else 0.8}
-            top = [{"token": label, "logprob": math.log(p), "bytes": list(label.encode())} for label, p in probs.items()]
-            top.sort(key=lambda t: -t["logprob"])
-        else:
-            top = [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
+        top = _top(prompt, token, first) if token.isdigit() else [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
         content.append({"token": token, "logprob": top[0]["logprob"], "bytes": list(token.encode()), "top_logprobs": top})
     return {
         "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
                      "logprobs": {"content": content, "refusal": None} if logprobs and body.get("logprobs") else None, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(tokens), "total_tokens": len(prompt) // 4 + len(tokens)},
+    }
+
+
+def completion_reply(body: dict, logprobs: bool) -> dict:
+    """A text completion (`/completions`) of a prompt rendered through a chat template: the
+    rationale, or the label with its top log-probabilities in the legacy format."""
+    prompt = body["prompt"]
+    full, first = _verdict_text(prompt, False)
+    text, _ = _continuation(prompt, full, body)
+    top = {t["token"]: t["logprob"] for t in _top(prompt, text, first)} if text.isdigit() else {text: -0.01}
+    lp = {"tokens": [text], "token_logprobs": [max(top.values())], "top_logprobs": [top], "text_offset": [0]}
+    return {
+        "id": "cmpl-loopback", "object": "text_completion", "created": int(time.time()), "model": body["model"],
+        "choices": [{"index": 0, "text": text, "logprobs": lp if logprobs and body.get("logprobs") else None, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": 1, "total_tokens": len(prompt) // 4 + 1},
     }
 
 
@@ -265,8 +332,9 @@ def generation_reply(body: dict, n: int) -> dict:
 
 
 def anthropic_reply(body: dict, unparseable: bool) -> dict:
-    prompt = body["messages"][-1]["content"]
-    text, _ = _verdict_text(prompt, unparseable)
+    prompt = request_prompt(body)
+    full, _ = _verdict_text(prompt, unparseable)
+    text = full if unparseable else _continuation(prompt, full, body)[0]
     return {
         "id": "msg_loopback", "type": "message", "role": "assistant", "model": body["model"],
         "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,

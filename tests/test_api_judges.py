@@ -318,3 +318,86 @@ def test_a_generation_that_gives_up_is_a_failure_and_asked_again_next_run(tmp_pa
         before = srv.requests
         second = label(LabelConfig(path, str(tmp_path / "out"), judge=config, generator=config, progress=False))
         assert len(second.rows) == 3 and srv.requests - before == 3  # p1's generation and its two orders
+
+
+# ---- ways of reading the verdict: the request bodies through the real SDK clients ----
+
+@pytest.mark.parametrize("mode", ["pairwise", "pointwise"])
+def test_prefilled_verdicts_through_completions_rendered_with_the_models_chat_template(tmp_path, server, judge_file, mode):
+    result = run(tmp_path, judge_file(server, verdict="prefilled", tokenizer="embedded"), mode=mode)
+    assert len(result.rows) == 6 and result.manifest["verdicts"] == {"unreadable": 0, "unreadable_share": 0.0, "soft": 12, "soft_share": 1.0}
+    assert {path for path, _ in server.bodies} == {"/v1/completions"}
+    body = server.bodies[0][1]
+    prefix = "Preferred Response=" if mode == "pairwise" else "Rating="
+    assert body["prompt"].startswith("<|im_start|>system\n") and body["prompt"].endswith(f"<|im_end|>\n<|im_start|>assistant\n{prefix}")
+    assert (body["max_tokens"], body["logprobs"], body["temperature"]) == (1, 20, 0.0)
+    for row in result.rows:
+        if mode == "pairwise":
+            assert row["ai_preference"] == pytest.approx(0.8) and all(o["soft"] for o in row["orders"])
+        else:  # the expected ratings of the loopback's distributions, 3.85 and 2.15
+            assert sorted(s["score"] for s in row["scores"]) == pytest.approx([2.15, 3.85])
+
+
+def test_prefilled_verdict_after_a_rationale_is_two_completions(tmp_path, server, judge_file):
+    result = run(tmp_path, judge_file(server, verdict="prefilled", tokenizer="embedded"), data={"n": 1}, debias="none", cot=True)
+    (_, asked), (_, verdict) = server.bodies
+    assert asked["stop"] == ["Preferred Response="] and asked["max_tokens"] == 512
+    assert verdict["prompt"] == asked["prompt"] + "Response 1 is clearer.\n\nPreferred Response="
+    order = result.rows[0]["orders"][0]
+    assert order["text"] == "Response 1 is clearer." and order["p_first"] == pytest.approx(0.8) and order["soft"]
+
+
+def test_prefilled_verdicts_by_continuing_the_assistant_turn(tmp_path, server, judge_file):
+    result = run(tmp_path, judge_file(server, verdict="prefilled", prefill_with="chat"))
+    assert len(result.rows) == 6 and all(r["ai_preference"] == pytest.approx(0.8) for r in result.rows)
+    body = server.bodies[0][1]
+    assert body["messages"][-1] == {"role": "assistant", "content": "Preferred Response="}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False and body["max_tokens"] == 1
+
+
+@pytest.mark.parametrize("structured_output", ["json_schema", "json_object"])
+@pytest.mark.parametrize("cot", [False, True])
+def test_constrained_verdicts_are_json_with_an_enum_of_the_labels(tmp_path, server, judge_file, structured_output, cot):
+    result = run(tmp_path, judge_file(server, verdict="constrained", structured_output=structured_output), cot=cot)
+    assert len(result.rows) == 6
+    for row in result.rows:
+        assert row["ai_preference"] == pytest.approx(0.8) and all(o["soft"] for o in row["orders"])
+        assert all(o["text"] == ("It is clearer." if cot else '{"verdict": "1"}') for o in row["orders"] if o["first"] == "chosen")
+    fmt = server.bodies[0][1]["response_format"]
+    assert fmt["type"] == structured_output
+    schema = fmt["json_schema"]["schema"] if structured_output == "json_schema" else fmt["schema"]
+    assert schema["properties"]["verdict"] == {"type": "string", "enum": ["1", "2"]}
+    assert schema["required"] == (["rationale", "verdict"] if cot else ["verdict"])
+
+
+def test_anthropic_prefills_the_verdict_prefix_and_samples_concurrently(tmp_path, judge_file):
+    with Loopback(latency=0.2) as srv:
+        hard = run(tmp_path, judge_file(srv, "anthropic"), "hard", data={"n": 2})
+        assert srv.bodies[0][1]["messages"][-1] == {"role": "assistant", "content": "Preferred Response="}
+        assert all(r["ai_preference"] == 1.0 and r["human_preference"] == 1.0 for r in hard.rows)
+        srv.max_in_flight = 0
+        run(tmp_path, judge_file(srv, "anthropic", samples=3, temperature=1.0, concurrency=8), "sampled", data={"n": 1}, debias="none")
+        assert srv.max_in_flight == 3  # the three samples of the one call at once
+
+
+def test_a_judge_whose_first_replies_cannot_be_read_stops_the_run(tmp_path, server, judge_file):
+    from rlaif.labeling import UnreadableJudge
+
+    server.fault = lambda n, prompt: "unparseable"
+    with pytest.raises(UnreadableJudge, match=r"'.*' gave no readable verdict in 10 of its first 10 answers .*'constrained' or 'prefilled'"):
+        run(tmp_path, judge_file(server, concurrency=1), data={"n": 50})
+    assert server.requests == 10  # not 100
+
+
+def test_a_prefilled_judge_on_a_server_without_logprobs_says_so(tmp_path, judge_file):
+    from rlaif.labeling import UnreadableJudge
+
+    with Loopback(logprobs=False) as srv, pytest.raises(UnreadableJudge, match="no log-probabilities"):
+        run(tmp_path, judge_file(srv, verdict="prefilled", tokenizer="embedded", concurrency=1))
+
+
+@pytest.mark.parametrize("options, key", [({"verdict": "guess"}, "options.verdict"), ({"verdict": "prefilled", "tokenizer": "org/hub-model"}, "options.tokenizer"),
+                                          ({"verdict": "constrained", "structured_output": "xml"}, "options.structured_output")])
+def test_bad_verdict_options_name_their_key(tmp_path, server, judge_file, options, key):
+    with pytest.raises(JudgeConfigError, match=key):
+        run(tmp_path, judge_file(server, **options))

@@ -79,7 +79,8 @@ def test_per_sequence_sums_and_means():
 
 
 def test_local_judge_shares_prefixes_and_gives_what_each_text_alone_gives(tiny, tmp_path):
-    from rlaif.backends.local import LocalJudge, label_distribution
+    from rlaif.backends.local import LocalJudge
+    from rlaif.backends.prefilled import label_distribution
     from rlaif.judge import load_judge_config
 
     (tmp_path / "judge.toml").write_text(f'backend = "local"\nmodel = "{tiny}"\n')

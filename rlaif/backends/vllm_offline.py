@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from rlaif.backends.local import PrefilledJudge, label_token_ids, rationale
+from rlaif.backends.prefilled import PrefilledJudge, label_token_ids, rationale
 from rlaif.judge import JudgeConfig, JudgeConfigError
 from rlaif.models import chat_prompt, load_tokenizer, resolve_model
 
