@@ -1,5 +1,5 @@
 """One model, three transports: the embedded SmolLM2-135M-Instruct judging the same HH pairs
-(both orders, the `quality` rubric) through
+(both orders, or each response alone with --mode pointwise; the `quality` rubric) through
 
 - `embedded`: the local transformers judge, on the dequantized safetensors copy of the weights;
 - `llama-cpp`: llama.cpp in this process, on the model's own Q4_1 GGUF file;
@@ -11,7 +11,7 @@ Prints the seconds per pair of each (the labeling runs' judging time, side by si
 and, per call, how far each transport's P(first) is from the others, and how often the pairs'
 decisions agree. Every run is an ordinary `rlaif label` run, from an empty output directory (under --output).
 
-Usage: python bench/judge_transports.py [--rows 0:100] [--f32] [--output outputs/judge-transports]
+Usage: python bench/judge_transports.py [--rows 0:100] [--mode pairwise|pointwise] [--f32] [--output outputs/judge-transports]
 """
 
 from __future__ import annotations
@@ -67,6 +67,7 @@ def config_file(directory: Path, name: str, backend: str, model: str, **options)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="0:100")
+    parser.add_argument("--mode", choices=("pairwise", "pointwise"), default="pairwise")
     parser.add_argument("--f32", action="store_true", help="also llama.cpp on an F32 GGUF of the dequantized weights")
     parser.add_argument("--output", default="outputs/judge-transports")
     args = parser.parse_args()
@@ -87,17 +88,18 @@ def main() -> None:
         judges["llama-cpp-server"] = config_file(out, "llama-cpp-server", "openai", served["model"], **{**served["options"], "base_url": url})
         results = {}
         for name, judge in judges.items():
-            shutil.rmtree(out / name, ignore_errors=True)  # a run from its answer cache would time nothing
-            result = label(LabelConfig(data, str(out / name), judge=judge))
+            shutil.rmtree(out / args.mode / name, ignore_errors=True)  # a run from its answer cache would time nothing
+            result = label(LabelConfig(data, str(out / args.mode / name), judge=judge, mode=args.mode))
             m = result.manifest
             results[name] = {"calls": calls(result.rows), "chosen": {r["id"]: r["chosen"] for r in result.rows},
                              "s_per_pair": m["timings"]["judging_s"] / m["counts"]["pairs"], "unreadable": m["verdicts"]["unreadable"], "soft": m["verdicts"]["soft"]}
-    print(f"\n{len(results['embedded']['chosen'])} pairs, both orders; {threads} threads each\n")
+    print(f"\n{len(results['embedded']['chosen'])} pairs, {args.mode}; {threads} threads each\n")
     print("| transport | s / pair | unreadable | soft |")
     print("| --- | --- | --- | --- |")
     for name, r in results.items():
         print(f"| {name} | {r['s_per_pair']:.3f} | {r['unreadable']} | {r['soft']} |")
-    print("\n| A vs B | mean abs dP(first) per call | max | same decision per call | same label per pair |")
+    answer = "P(first)" if args.mode == "pairwise" else "score (expected rating, 1-5)"
+    print(f"\n| A vs B | mean abs difference of {answer} per call | max | same decision per call | same label per pair |")
     print("| --- | --- | --- | --- | --- |")
     names = list(results)
     for i, a in enumerate(names):
@@ -105,19 +107,20 @@ def main() -> None:
             ca, cb = results[a]["calls"], results[b]["calls"]
             keys = sorted(ca.keys() & cb.keys())
             diffs = np.array([abs(ca[k] - cb[k]) for k in keys])
-            same_call = np.mean([(ca[k] > 0.5) == (cb[k] > 0.5) for k in keys])
+            middle = 0.5 if args.mode == "pairwise" else 3.0  # a call's decision: first preferred, or rated above the middle
+            same_call = np.mean([(ca[k] > middle) == (cb[k] > middle) for k in keys])
             pa, pb = results[a]["chosen"], results[b]["chosen"]
             same_pair = np.mean([pa[k] == pb[k] for k in pa.keys() & pb.keys()])
             print(f"| {a} vs {b} | {diffs.mean():.4f} | {diffs.max():.4f} | {100 * same_call:.1f}% | {100 * same_pair:.1f}% |")
 
 
 def calls(rows: list[dict]) -> dict[tuple[str, str], float]:
-    """P(first) of every call, by (pair, which of the pair's input responses was shown first)."""
+    """Every call's answer (P(first), or a pointwise score), by (pair, the response shown first or rated)."""
     found = {}
     for r in rows:
-        for o in r["orders"]:
-            shown = r["chosen"] if o["first"] == "chosen" else r["rejected"]
-            found[(r["id"], shown)] = o["p_first"]
+        for item in r.get("orders", r.get("scores", [])):
+            which = item.get("first", item.get("response"))
+            found[(r["id"], json.dumps(r[which]))] = item.get("p_first", item.get("score"))
     return found
 
 

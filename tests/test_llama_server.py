@@ -109,3 +109,15 @@ def test_prompt_only_rows_generated_and_judged_through_the_server(tmp_path, serv
     for row in result.rows:  # two samples per prompt although the server returns one choice a call
         assert row["chosen"] and row["rejected"] and row["chosen"] != row["rejected"]
         assert all(order["soft"] for order in row["orders"])
+
+
+def test_the_embedded_tokenizer_reads_the_tokens_llama_cpp_reads():
+    from rlaif.backends.llama_cpp_local import LlamaCppJudge
+    from rlaif.judge import JudgeConfig
+
+    judge = LlamaCppJudge(JudgeConfig("llama-cpp", "llama_cpp", "embedded", {}))
+    try:
+        for text in ("Some ideas, mostly for fun.\n\n1. Draw a map\n\n2. Make 12 cards", "<|im_start|>user\nIn 2024, 3.5 of 10 said 'yes'.<|im_end|>\n"):
+            assert judge.tokenizer(text, add_special_tokens=False)["input_ids"] == judge.tokenize(text), text
+    finally:
+        judge.close()
