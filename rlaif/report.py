@@ -121,7 +121,7 @@ def write_report(out: Path, metrics: dict[str, Any]) -> None:
     ]
     ref = reference_table(metrics)
     if ref:
-        lines += ["", "## Against the human-preferred responses (seed 004's metrics)", "", *ref]
+        lines += ["", "## Against the human-preferred responses: ROUGE, BLEU, METEOR, BERTScore", "", *ref]
     if metrics["labels"]:
         lines += ["", "## AI labels against human labels", "", "| label run | judge | agreement [95% CI] | kappa | consistent across orders | first-position rate |", "|---|---|---|---|---|---|"]
         for name, r in metrics["labels"].items():

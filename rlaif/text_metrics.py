@@ -1,4 +1,4 @@
-"""Reference-based metrics of seed 004's table, each through its well-kept library, all in
+"""Reference-based metrics against the human-preferred response, each through its well-kept library, all in
 [0, 1]: ROUGE-1/2/L/Lsum F1 (rouge-score), corpus BLEU-1…4 (sacrebleu), METEOR (nltk; needs
 its WordNet data) and BERTScore F1 (bert-score, with a model on the machine).
 
