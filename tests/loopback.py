@@ -55,6 +55,8 @@ class Loopback:
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
+        # Faults break connections on purpose; a handler thread's broken pipe is not news.
+        self._server.handle_error = lambda request, client_address: None
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> Self:
