@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rlaif.backends.prefilled import PrefilledJudge, label_token_ids, rationale
+from rlaif.backends.prefilled import PrefilledJudge, label_distribution, rationale
 from rlaif.judge import JudgeConfig, JudgeConfigError
 from rlaif.models import embedded_gguf_path, is_embedded, load_tokenizer
 from rlaif.packing import common_prefix_length
@@ -69,6 +69,7 @@ class LlamaCppJudge(PrefilledJudge):
         self.llm = llama_cpp.Llama(str(path), n_ctx=o.n_ctx, n_batch=o.n_batch, n_threads=o.n_threads or os.cpu_count(),
                                    n_threads_batch=o.n_threads or os.cpu_count(), logits_all=False, verbose=False)
         self.tokenizer = chat_tokenizer(o.tokenizer, config.model)
+        self._bos = [self.llm.token_bos()] if llama_cpp.llama_vocab_get_add_bos(self.llm._model.vocab) else []
 
     @classmethod
     def completion_budget(cls, options: LlamaCppOptions, cot: bool) -> int:
@@ -77,8 +78,7 @@ class LlamaCppJudge(PrefilledJudge):
     def tokenize(self, text: str) -> list[int]:
         """Token ids as llama.cpp's server makes them of a completions prompt (special tokens
         parsed, BOS where the model asks for one)."""
-        bos = [self.llm.token_bos()] if self._llama_cpp.llama_vocab_get_add_bos(self.llm._model.vocab) else []
-        return bos + self.llm.tokenize(text.encode(), add_bos=False, special=True)
+        return self._bos + self.llm.tokenize(text.encode(), add_bos=False, special=True)
 
     def next_token_logits(self, ids: list[int]) -> torch.Tensor:
         """The logits (vocab,) after `ids`, reusing the KV cache of the common beginning with the last call."""
@@ -90,15 +90,9 @@ class LlamaCppJudge(PrefilledJudge):
         return torch.from_numpy(logits.copy())
 
     def _label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
-        ids_of = [label_token_ids(self.tokenizer, label) for label in labels]
-        found, lengths = [], []
-        for text in texts:
-            ids = self.tokenize(text)
-            logprobs = torch.log_softmax(self.next_token_logits(ids).double(), dim=-1)
-            per_label = torch.stack([torch.logsumexp(logprobs[label_ids], dim=-1) for label_ids in ids_of])
-            found.append(torch.softmax(per_label, dim=-1).tolist())
-            lengths.append(len(ids))
-        return found, lengths
+        seqs = [self.tokenize(text) for text in texts]
+        logits = torch.stack([self.next_token_logits(ids) for ids in seqs])
+        return label_distribution(logits, self.tokenizer, labels).tolist(), [len(ids) for ids in seqs]
 
     def _rationales(self, chats: list[str], verdict_prefix: str) -> tuple[list[str], list[int]]:
         texts, counts = [], []
