@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import tempfile
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -82,8 +83,6 @@ def main() -> None:
             dequantized_gguf(embedded_gguf_path(), f32)
         judges["llama-cpp-f32"] = config_file(out, "llama-cpp-f32", "llama_cpp", str(f32.resolve()), tokenizer="embedded", n_ctx=4096, n_threads=threads)
     with tempfile.TemporaryDirectory() as tmp, llama_server(Path(tmp) / "server.log", n_threads=threads) as url:
-        import tomllib
-
         served = tomllib.loads(resolve_judge_path("llama-cpp-server").read_text())
         judges["llama-cpp-server"] = config_file(out, "llama-cpp-server", "openai", served["model"], **{**served["options"], "base_url": url})
         results = {}
