@@ -18,11 +18,11 @@ import copy
 import torch
 from tokenizers import pre_tokenizers
 
-from rlaif.backends.prefilled import verdict_text
-from rlaif.data import iter_examples, make_pairs
-from rlaif.judge import JudgeRequest
-from rlaif.models import chat_prompt, load_causal_lm, load_tokenizer
-from rlaif.rubric import load_rubric
+from rlaif.inputs import iter_examples, make_pairs
+from rlaif.judging.backends.prefilled import verdict_text
+from rlaif.judging.base import JudgeRequest
+from rlaif.judging.rubric import load_rubric
+from rlaif.models.loading import chat_prompt, load_causal_lm, load_tokenizer
 
 
 def nll(model, ids: list[int]) -> float:

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the test suite's server launcher
-from rlaif.judge import resolve_judge_path
-from rlaif.labeling import LabelConfig, label
-from rlaif.models import embedded_gguf_path
+from rlaif.judging.configs import resolve_judge_path
+from rlaif.labeling.run import LabelConfig, label
+from rlaif.models.loading import embedded_gguf_path
 from tests.llama_server import llama_server
 
 HH = "examples/hh-harmless.jsonl.gz"

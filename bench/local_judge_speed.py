@@ -29,9 +29,9 @@ DATA = ROOT / "examples" / "hh-harmless.jsonl.gz"
 
 def requests(pairs: int, rubric_name: str) -> list:
     """Both orders of the first `pairs` pairs, as `rlaif label` asks them."""
-    from rlaif.data import load_examples
-    from rlaif.judge import JudgeRequest
-    from rlaif.rubric import load_rubric
+    from rlaif.inputs import load_examples
+    from rlaif.judging.base import JudgeRequest
+    from rlaif.judging.rubric import load_rubric
 
     rubric = load_rubric(rubric_name)
     out = []
@@ -42,7 +42,7 @@ def requests(pairs: int, rubric_name: str) -> list:
 
 
 def run_rlaif(reqs: list) -> tuple[list[float], dict]:
-    from rlaif.judge import load_judge
+    from rlaif.judging.configs import load_judge
 
     judge = load_judge("embedded")
     found: dict[int, float] = {}
@@ -54,8 +54,8 @@ def run_rlaif(reqs: list) -> tuple[list[float], dict]:
 def run_generate(reqs: list, max_new_tokens: int) -> tuple[list[float], dict]:
     import torch
 
-    from rlaif.backends.prefilled import label_distribution
-    from rlaif.models import chat_prompt, load_causal_lm, load_tokenizer
+    from rlaif.judging.backends.prefilled import label_distribution
+    from rlaif.models.loading import chat_prompt, load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(None)
     model = load_causal_lm(None)
@@ -87,9 +87,9 @@ def profile(s: dict) -> None:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    from rlaif.judge import load_judge
-    from rlaif.models import chat_prompt
-    from rlaif.packing import common_prefix_length
+    from rlaif.judging.configs import load_judge
+    from rlaif.models.loading import chat_prompt
+    from rlaif.models.packing import common_prefix_length
 
     torch.set_num_threads(s["threads"])
     reqs = requests(s["pairs"], s["rubric"])

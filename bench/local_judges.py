@@ -17,9 +17,9 @@ import argparse
 import json
 from pathlib import Path
 
-from rlaif.agreement import label_run_report
-from rlaif.files import write_json_atomic
-from rlaif.labeling import LabelConfig, label
+from rlaif.evaluate.agreement import label_run_report
+from rlaif.labeling.run import LabelConfig, label
+from rlaif.storage.files import write_json_atomic
 
 RUBRICS = ("quality", "harmlessness", "summarization")
 

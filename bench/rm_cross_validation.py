@@ -15,9 +15,9 @@ import argparse
 import time
 from pathlib import Path
 
-from rlaif.stats import wilson_interval
+from rlaif.evaluate.stats import wilson_interval
 from rlaif.trainers import TrainConfig, trainer_for
-from rlaif.trainers.data import train_eval_pairs
+from rlaif.trainers.pairs import train_eval_pairs
 
 
 def fit_head_only(cache: dict, **settings) -> tuple[dict[str, float], TrainConfig]:

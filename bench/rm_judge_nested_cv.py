@@ -20,10 +20,10 @@ from statistics import mean
 
 from rm_cross_validation import fit_head_only  # this folder's own script (bench/ is on the path when run)
 
-from rlaif.data import read_records
-from rlaif.files import write_jsonl_atomic
-from rlaif.stats import wilson_interval
-from rlaif.trainers.data import split
+from rlaif.evaluate.stats import wilson_interval
+from rlaif.inputs import read_records
+from rlaif.storage.files import write_jsonl_atomic
+from rlaif.trainers.pairs import split
 
 
 def fit(cache: dict, data: str, output: str, lr: float, epochs: int, args, **where) -> float:

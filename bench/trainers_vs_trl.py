@@ -29,10 +29,11 @@ from pathlib import Path
 
 from harness import ROOT, alternate  # this folder's own module (bench/ is on the path when run)
 
-from rlaif.models import chat_prompt, load_tokenizer
+from rlaif.models.encoding import encode
+from rlaif.models.loading import chat_prompt, load_tokenizer
 from rlaif.trainers import TrainConfig, trainer_for
-from rlaif.trainers.data import encode, load_pairs
 from rlaif.trainers.loop import micro_batches
+from rlaif.trainers.pairs import load_pairs
 from rlaif.trainers.reward import score_pad_token
 
 DATA = ROOT / "examples" / "hh-harmless.jsonl.gz"
@@ -101,7 +102,7 @@ def run_trl(s: dict, data: Path, out: Path) -> dict:
     from datasets import load_dataset
     from transformers import TrainerCallback
 
-    from rlaif.models import load_causal_lm, load_reward_model
+    from rlaif.models.loading import load_causal_lm, load_reward_model
 
     stamps: list[float] = []
     losses: list[float] = []

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from rlaif.trainers.config import TrainConfig
-from rlaif.trainers.data import train_eval_pairs
+from rlaif.trainers.pairs import train_eval_pairs
 
 
 def is_eval(row: dict) -> bool:

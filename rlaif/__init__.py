@@ -1,14 +1,41 @@
-"""rlaif: turn AI feedback into preference data, and train on it."""
+"""rlaif: turn AI feedback into preference data, and train on it.
 
-__version__ = "0.1.0"
+The stages, each a function over a config dataclass: `label(LabelConfig(...))`,
+`train(TrainConfig(...))`, `compare(CompareConfig(...))`; and the workflows that chain them,
+`iterate(IterateConfig(...))` and `run_experiment(path)`.
+"""
 
-from rlaif.data import Example, Pair, iter_examples, load_examples, make_pairs
+from importlib import import_module
+from importlib.metadata import version
+
 from rlaif.errors import ConfigError, InputError, UserError
-from rlaif.judge import JudgeRequest, Verdict, load_judge
-from rlaif.labeling import LabelConfig, LabelResult, label
-from rlaif.rubric import Rubric, load_rubric
 
-__all__ = [
-    "ConfigError", "Example", "InputError", "JudgeRequest", "LabelConfig", "LabelResult", "Pair", "Rubric",
-    "UserError", "Verdict", "__version__", "iter_examples", "label", "load_examples", "load_judge", "load_rubric", "make_pairs",
-]
+__version__ = version("rlaif")
+
+# The rest is imported when first used, so that `import rlaif` (and every `rlaif` command) does
+# not load torch and the judges' SDKs before they are needed.
+_PUBLIC = {
+    "agreement": "rlaif.evaluate.agreement",
+    "CompareConfig": "rlaif.evaluate.compare", "compare": "rlaif.evaluate.compare",
+    "Example": "rlaif.inputs", "Pair": "rlaif.inputs", "iter_examples": "rlaif.inputs", "load_examples": "rlaif.inputs", "make_pairs": "rlaif.inputs",
+    "JudgeRequest": "rlaif.judging.base", "Verdict": "rlaif.judging.base",
+    "load_judge": "rlaif.judging.configs",
+    "Rubric": "rlaif.judging.rubric", "load_rubric": "rlaif.judging.rubric",
+    "ReviseConfig": "rlaif.labeling.revise", "revise": "rlaif.labeling.revise",
+    "LabelConfig": "rlaif.labeling.run", "LabelResult": "rlaif.labeling.run", "label": "rlaif.labeling.run",
+    "TrainConfig": "rlaif.trainers", "train": "rlaif.trainers",
+    "run_experiment": "rlaif.workflows.experiment",
+    "IterateConfig": "rlaif.workflows.iterate", "iterate": "rlaif.workflows.iterate",
+}
+
+__all__ = ["ConfigError", "InputError", "UserError", "__version__"] + list(_PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in _PUBLIC:
+        return getattr(import_module(_PUBLIC[name]), name)
+    raise AttributeError(f"module 'rlaif' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

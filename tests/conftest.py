@@ -9,9 +9,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from rlaif import judge as judge_module
-from rlaif.judge import Judge, JudgeRequest, Verdict
-from rlaif.models import load_tokenizer
+from rlaif.judging import configs as judge_configs
+from rlaif.judging.base import Judge, JudgeRequest, Verdict
+from rlaif.models.loading import load_tokenizer
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -48,7 +48,7 @@ class ScriptedJudge(Judge):
 @pytest.fixture
 def scripted_judge(tmp_path, monkeypatch):
     """Path of a judge config for `ScriptedJudge` with the given first-position bias."""
-    monkeypatch.setitem(judge_module.BACKENDS, "scripted", "tests.conftest:ScriptedJudge")
+    monkeypatch.setitem(judge_configs.BACKENDS, "scripted", "tests.conftest:ScriptedJudge")
     ScriptedJudge.calls = []
 
     def make(bias: float = 0.0) -> str:

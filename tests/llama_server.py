@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from rlaif.models import embedded_gguf_path
+from rlaif.models.loading import embedded_gguf_path
 
 
 def free_port() -> int:

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from rlaif.errors import ConfigError
-from rlaif.judge import JudgeConfigError, JudgeFatalError
-from rlaif.labeling import LabelConfig, label
+from rlaif.judging.base import JudgeConfigError, JudgeFatalError
+from rlaif.labeling.run import LabelConfig, label
 from tests.conftest import write_jsonl
 from tests.loopback import Loopback
 
@@ -224,7 +224,7 @@ def test_batch_api_submits_then_collects_on_later_runs(tmp_path, server, judge_f
 
 
 def test_a_run_killed_before_it_saved_the_batch_id_finds_that_batch(tmp_path, server, judge_file, monkeypatch):
-    from rlaif.backends.openai_api import OpenAIJudge
+    from rlaif.judging.backends.openai_api import OpenAIJudge
 
     judge, out, submit = judge_file(server), tmp_path / "out", OpenAIJudge.submit_batch
 
@@ -244,7 +244,7 @@ def test_a_run_killed_before_it_saved_the_batch_id_finds_that_batch(tmp_path, se
 
 
 def test_a_run_killed_before_the_batch_was_made_submits_one(tmp_path, server, judge_file, monkeypatch):
-    from rlaif.backends.openai_api import OpenAIJudge
+    from rlaif.judging.backends.openai_api import OpenAIJudge
 
     def killed_before_submitting(self, requests, tag):
         raise KeyboardInterrupt
@@ -295,8 +295,8 @@ def test_prompt_only_rows_generated_and_judged_on_two_servers_one_stopped_mid_ru
 
 
 def test_generator_asks_again_when_a_server_ignores_n(tmp_path, judge_file):
-    from rlaif.data import Example
-    from rlaif.generation import generate_responses
+    from rlaif.inputs import Example
+    from rlaif.judging.generation import generate_responses
 
     examples = [Example(f"p{i}", f"question {i}") for i in range(3)]
     with Loopback(ignores_n=True) as srv:
@@ -381,7 +381,7 @@ def test_anthropic_prefills_the_verdict_prefix_and_samples_concurrently(tmp_path
 
 
 def test_a_judge_whose_first_replies_cannot_be_read_stops_the_run(tmp_path, server, judge_file):
-    from rlaif.labeling import UnreadableJudge
+    from rlaif.judging.engine import UnreadableJudge
 
     server.fault = lambda n, prompt: "unparseable"
     with pytest.raises(UnreadableJudge, match=r"'.*' gave no readable verdict in 10 of its first 10 answers .*'constrained' or 'prefilled'"):
@@ -390,7 +390,7 @@ def test_a_judge_whose_first_replies_cannot_be_read_stops_the_run(tmp_path, serv
 
 
 def test_a_prefilled_judge_on_a_server_without_logprobs_says_so(tmp_path, judge_file):
-    from rlaif.labeling import UnreadableJudge
+    from rlaif.judging.engine import UnreadableJudge
 
     with Loopback(logprobs=False) as srv, pytest.raises(UnreadableJudge, match="no log-probabilities"):
         run(tmp_path, judge_file(srv, verdict="prefilled", tokenizer="embedded", concurrency=1))

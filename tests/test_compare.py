@@ -10,12 +10,13 @@ from typing import ClassVar
 import pytest
 from click.testing import CliRunner
 
-from rlaif import judge as judge_module
-from rlaif.cache import AnswerCache
 from rlaif.cli import main
-from rlaif.compare import CompareConfig, compare, response_logps
-from rlaif.judge import Judge, JudgeRequest, Verdict
-from rlaif.labeling import LabelConfig, label
+from rlaif.evaluate.compare import CompareConfig, compare
+from rlaif.evaluate.scoring import summed_response_logps
+from rlaif.judging import configs as judge_configs
+from rlaif.judging.base import Judge, JudgeRequest, Verdict
+from rlaif.labeling.run import LabelConfig, label
+from rlaif.storage.cache import AnswerCache
 from rlaif.trainers import TrainConfig, train
 from tests.conftest import write_jsonl
 
@@ -68,7 +69,7 @@ def experiment(tiny, tmp_path, scripted_judge):
 
 def test_compare_end_to_end(tiny, experiment, monkeypatch):
     root, evaluation = experiment
-    monkeypatch.setitem(judge_module.BACKENDS, "longer", "tests.test_compare:LongerJudge")
+    monkeypatch.setitem(judge_configs.BACKENDS, "longer", "tests.test_compare:LongerJudge")
     (root / "longer.toml").write_text('backend = "longer"\n')
     config = CompareConfig(
         runs=[str(root / "dpo-ai"), str(root / "dpo-human"), str(root / "unmoved")], eval_data=str(evaluation), output=str(root / "cmp"),
@@ -103,10 +104,10 @@ def test_compare_end_to_end(tiny, experiment, monkeypatch):
     # KL of a trained run: mean of log π − log π_base over its own samples, recomputed here
     mine = [r for r in rows if r["policy"] == "dpo-human"]
     items = [(r["prompt"], r["response"]) for r in mine]
-    kl = mean(a - b for a, b in zip(response_logps(str(root / "dpo-human"), items), response_logps(tiny, items)))
+    kl = mean(a - b for a, b in zip(summed_response_logps(str(root / "dpo-human"), items), summed_response_logps(tiny, items)))
     assert metrics["policies"]["dpo-human"]["kl_to_base"] == pytest.approx(kl, rel=1e-4, abs=1e-4)
     per_prompt: dict[str, list[float]] = {}
-    for r, a, b in zip(mine, response_logps(str(root / "dpo-human"), items), response_logps(tiny, items)):
+    for r, a, b in zip(mine, summed_response_logps(str(root / "dpo-human"), items), summed_response_logps(tiny, items)):
         per_prompt.setdefault(r["prompt_id"], []).append(a - b)
     diffs = [mean(v) for v in per_prompt.values()]
     assert metrics["policies"]["dpo-human"]["kl_to_base_se"] == pytest.approx(stdev(diffs) / len(diffs) ** 0.5, rel=1e-3)  # over prompts
@@ -162,7 +163,7 @@ def test_compare_on_the_command_line(tiny, experiment, monkeypatch):
     root, evaluation = experiment
     args = ["compare", str(root / "dpo-human"), "--eval-data", str(evaluation), "--output", str(root / "cli"), "--limit", "2",
             "--max-new-tokens", "4", "--judge", "embedded", "--bertscore-model", tiny, "--quiet"]
-    monkeypatch.setitem(judge_module.BACKENDS, "longer", "tests.test_compare:LongerJudge")
+    monkeypatch.setitem(judge_configs.BACKENDS, "longer", "tests.test_compare:LongerJudge")
     (root / "longer.toml").write_text('backend = "longer"\n')
     args[args.index("embedded")] = str(root / "longer.toml")
     result = CliRunner().invoke(main, args)
@@ -174,7 +175,7 @@ def test_compare_on_the_command_line(tiny, experiment, monkeypatch):
 
 def test_experiment_file_errors_name_the_file_and_key(tmp_path):
     from rlaif.errors import ConfigError
-    from rlaif.experiment import read_experiment
+    from rlaif.workflows.experiment import read_experiment
 
     base = '[data]\nsource = "x.jsonl"\ntrain = [0, 10]\neval = [10, 20]\ngold = [20, 30]\n'
     path = tmp_path / "e.toml"
@@ -196,14 +197,14 @@ def test_experiment_file_errors_name_the_file_and_key(tmp_path):
 def test_the_demo_experiment_file_is_valid():
     from pathlib import Path
 
-    from rlaif.experiment import read_experiment
+    from rlaif.workflows.experiment import read_experiment
 
     spec = read_experiment(Path(__file__).resolve().parent.parent / "examples" / "compare-demo.toml")
     assert spec["data"]["source"] == "examples/hh-harmless.jsonl.gz" and spec["label"]["judge"] == "embedded"
 
 
 def test_experiment_end_to_end_on_a_tiny_model(tiny, tmp_path, scripted_judge, capsys):
-    from rlaif.experiment import run_experiment
+    from rlaif.workflows.experiment import run_experiment
 
     source = write_jsonl(tmp_path / "pairs.jsonl", pairs_rows(30))
     spec = tmp_path / "exp.toml"
@@ -251,7 +252,7 @@ bertscore_model = "{tiny}"
 def test_runs_are_named_by_what_they_learned_from(tmp_path):
     from dataclasses import asdict
 
-    from rlaif.compare import describe_run
+    from rlaif.evaluate.compare import describe_run
 
     def run(name, **settings):
         (tmp_path / name).mkdir()

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from rlaif.data import InputError, load_examples, make_pairs, split_transcript
+from rlaif.errors import InputError
+from rlaif.inputs import load_examples, make_pairs, split_transcript
 from tests.conftest import HH, write_jsonl
 
 PAIR = {"prompt": "Q?", "responses": ["a", "b", "c"]}

@@ -1,10 +1,11 @@
 import pytest
 
-from rlaif.data import Pair
-from rlaif.debias import consistent, plan_orders, pointwise_preference, preference_for_a
 from rlaif.errors import ConfigError
-from rlaif.judge import Judge, JudgeRequest, Verdict
-from rlaif.labeling import PairJudgment, _row
+from rlaif.inputs import Pair
+from rlaif.judging.base import Judge, JudgeRequest, Verdict
+from rlaif.judging.debias import consistent, plan_orders, pointwise_preference, preference_for_a
+from rlaif.judging.engine import PairJudgment
+from rlaif.labeling.output import pair_row
 
 
 def test_both_orders_average_by_hand():
@@ -30,14 +31,14 @@ def test_plan_orders():
     picks = [plan_orders("random", f"p{i}", seed=3)[0] for i in range(200)]
     assert 70 < sum(picks) < 130
     assert picks == [plan_orders("random", f"p{i}", seed=3)[0] for i in range(200)]
-    with pytest.raises(ConfigError, match="unknown debias mode"):
+    with pytest.raises(ConfigError, match="unknown ordering"):
         plan_orders("sometimes", "x")
 
 
 def test_row_orients_evidence_to_chosen_and_rejected():
     pair = Pair("p1", "q", a="A text", b="B text", human=1.0)  # the human preferred A
     # Both orders favour B: A-first says 0.3 for A, B-first says 0.6 for B.
-    row = _row(pair, PairJudgment([(True, Verdict(0.3)), (False, Verdict(0.6))]), "j", "r", chat=False)
+    row = pair_row(pair, PairJudgment([(True, Verdict(0.3)), (False, Verdict(0.6))]), "j", "r", chat=False)
     assert row["chosen"] == "B text" and row["rejected"] == "A text"
     assert row["ai_preference"] == pytest.approx((0.7 + 0.6) / 2)
     assert [o["first"] for o in row["orders"]] == ["rejected", "chosen"]
@@ -46,7 +47,7 @@ def test_row_orients_evidence_to_chosen_and_rejected():
 
 def test_row_in_chat_form_matches_trl_conversational_format():
     pair = Pair("p1", [{"role": "user", "content": "hi"}], a="x", b="y")
-    row = _row(pair, PairJudgment([(True, Verdict(0.9)), (False, Verdict(0.2))]), "j", "r", chat=True)
+    row = pair_row(pair, PairJudgment([(True, Verdict(0.9)), (False, Verdict(0.2))]), "j", "r", chat=True)
     assert row["chosen"] == [{"role": "assistant", "content": "x"}]
     assert row["prompt"] == [{"role": "user", "content": "hi"}] and "human_preference" not in row
 
@@ -68,7 +69,7 @@ def test_expected_rating_from_label_probabilities_by_hand():
 
 def test_pointwise_row_keeps_both_scores_and_has_no_order():
     pair = Pair("p1", "q", a="A text", b="B text", human=1.0)
-    row = _row(pair, PairJudgment([(True, Verdict(None, score=1.0)), (False, Verdict(None, score=2.0))], pointwise=True), "j", "r", chat=False)
+    row = pair_row(pair, PairJudgment([(True, Verdict(None, score=1.0)), (False, Verdict(None, score=2.0))], pointwise=True), "j", "r", chat=False)
     assert row["chosen"] == "B text" and row["ai_preference"] == pytest.approx(0.7310586)
     assert [(s["response"], s["score"]) for s in row["scores"]] == [("rejected", 1.0), ("chosen", 2.0)]
     assert "orders" not in row and row["consistent"] is None and row["mode"] == "pointwise" and row["human_preference"] == 0.0

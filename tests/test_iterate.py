@@ -11,8 +11,8 @@ import time
 import pytest
 
 from rlaif.errors import ConfigError
-from rlaif.iterate import IterateConfig, iterate
 from rlaif.trainers import TrainConfig, train
+from rlaif.workflows.iterate import IterateConfig, iterate
 from tests.conftest import write_jsonl
 from tests.loopback import Loopback
 from tests.test_api_judges import judge_file  # noqa: F401 - a fixture

@@ -4,9 +4,9 @@ import datasets
 import pytest
 from click.testing import CliRunner
 
-from rlaif.agreement import agreement, cohen_kappa
 from rlaif.cli import main
-from rlaif.labeling import LabelConfig, label
+from rlaif.evaluate.agreement import agreement, cohen_kappa
+from rlaif.labeling.run import LabelConfig, label
 from tests.conftest import HH, ScriptedJudge, write_jsonl
 
 

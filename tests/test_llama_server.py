@@ -9,8 +9,9 @@ import tomllib
 
 import pytest
 
-from rlaif.judge import resolve_judge_path
-from rlaif.labeling import LabelConfig, UnreadableJudge, label
+from rlaif.judging.configs import resolve_judge_path
+from rlaif.judging.engine import UnreadableJudge
+from rlaif.labeling.run import LabelConfig, label
 from tests.conftest import HH, write_jsonl
 from tests.llama_server import llama_server
 
@@ -112,8 +113,8 @@ def test_prompt_only_rows_generated_and_judged_through_the_server(tmp_path, serv
 
 
 def test_the_embedded_tokenizer_reads_the_tokens_llama_cpp_reads():
-    from rlaif.backends.llama_cpp_local import LlamaCppJudge
-    from rlaif.judge import JudgeConfig
+    from rlaif.judging.backends.llama_cpp_local import LlamaCppJudge
+    from rlaif.judging.base import JudgeConfig
 
     judge = LlamaCppJudge(JudgeConfig("llama-cpp", "llama_cpp", "embedded", {}))
     try:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlaif.errors import ConfigError, InputError
-from rlaif.models import load_causal_lm
+from rlaif.models.loading import load_causal_lm
 from rlaif.trainers import train
 from rlaif.trainers.grpo import GRPOTrainer
 from rlaif.trainers.losses import group_advantages, grpo_loss, ppo_ptx_loss, preference_scores
@@ -99,7 +99,7 @@ def test_ppo_ptx_keeps_the_pretraining_text_likely(pairs, char_policy, tmp_path)
     assert "ptx_loss" not in metrics(tmp_path / "plain")[0]
 
     def nll(model_dir) -> float:
-        from rlaif.models import load_causal_lm, load_tokenizer
+        from rlaif.models.loading import load_causal_lm, load_tokenizer
 
         tok, lm = load_tokenizer(str(model_dir)), load_causal_lm(str(model_dir))
         ids = torch.tensor([tok(PTX, add_special_tokens=False)["input_ids"]])

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from rlaif.models import load_causal_lm, load_reward_model, load_tokenizer
-from rlaif.packing import pack_pairs, packed_hidden
-from rlaif.trainers.data import collate, encode
+from rlaif.models.encoding import collate, encode
+from rlaif.models.loading import load_causal_lm, load_reward_model, load_tokenizer
+from rlaif.models.packing import pack_pairs, packed_hidden
 from rlaif.trainers.losses import head_logps, per_sequence, sequence_logps
 
 
@@ -79,9 +79,9 @@ def test_per_sequence_sums_and_means():
 
 
 def test_local_judge_shares_prefixes_and_gives_what_each_text_alone_gives(tiny, tmp_path):
-    from rlaif.backends.local import LocalJudge
-    from rlaif.backends.prefilled import label_distribution
-    from rlaif.judge import load_judge_config
+    from rlaif.judging.backends.local import LocalJudge
+    from rlaif.judging.backends.prefilled import label_distribution
+    from rlaif.judging.configs import load_judge_config
 
     (tmp_path / "judge.toml").write_text(f'backend = "local"\nmodel = "{tiny}"\n')
     judge = LocalJudge(load_judge_config(tmp_path / "judge.toml"))

@@ -5,12 +5,12 @@ import math
 
 import pytest
 
-from rlaif.agreement import agreement
-from rlaif.backends.reward_model import reward_scores
-from rlaif.data import load_examples
 from rlaif.errors import ConfigError
-from rlaif.labeling import LabelConfig, label
-from rlaif.models import load_reward_model, load_tokenizer
+from rlaif.evaluate.agreement import agreement
+from rlaif.inputs import load_examples
+from rlaif.judging.backends.reward_model import reward_scores
+from rlaif.labeling.run import LabelConfig, label
+from rlaif.models.loading import load_reward_model, load_tokenizer
 from rlaif.trainers import TrainConfig, train
 from tests.conftest import HH, write_jsonl
 

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from rlaif.cli import main
 from rlaif.errors import InputError
-from rlaif.ratings import SCALE, Game, bradley_terry, elo, ratings, read_games
+from rlaif.evaluate.ratings import SCALE, Game, bradley_terry, elo, ratings, read_games
 from tests.conftest import write_jsonl
 
 

@@ -6,9 +6,9 @@ import pytest
 from click.testing import CliRunner
 
 from rlaif.cli import main
-from rlaif.revision import ReviseConfig, revise
-from rlaif.rubric import RubricError
-from rlaif.trainers.data import load_pairs
+from rlaif.judging.rubric import RubricError
+from rlaif.labeling.revise import ReviseConfig, revise
+from rlaif.trainers.pairs import load_pairs
 from tests.conftest import write_jsonl
 from tests.loopback import Loopback
 from tests.test_api_judges import judge_file  # noqa: F401 - a fixture

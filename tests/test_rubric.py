@@ -1,6 +1,6 @@
 import pytest
 
-from rlaif.rubric import RubricError, load_rubric
+from rlaif.judging.rubric import RubricError, load_rubric
 
 
 @pytest.mark.parametrize("name", ["quality", "harmlessness", "summarization"])

@@ -12,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from rlaif.errors import ConfigError
-from rlaif.models import load_causal_lm, resolve_model
+from rlaif.models.loading import load_causal_lm, resolve_model
 from rlaif.trainers import train
 from rlaif.trainers.grpo import GRPOTrainer
 from rlaif.trainers.ppo import PPOTrainer

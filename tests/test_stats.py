@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rlaif.stats import distinct_n, length_controlled_win_rate, mean_interval, outcome, paired_difference, wilson_interval, win_rate
+from rlaif.evaluate.stats import distinct_n, length_controlled_win_rate, mean_interval, outcome, paired_difference, wilson_interval, win_rate
 
 
 def test_outcome_counts_disagreeing_orders_as_a_tie():
@@ -59,7 +59,7 @@ def test_distinct_2():
 
 
 def test_rouge_and_bleu_by_hand():
-    from rlaif.text_metrics import bleu, rouge
+    from rlaif.evaluate.text_metrics import bleu, rouge
 
     # "the cat sat" against "the cat sat on the mat": unigrams 3 of 3 predicted are in the
     # reference (P = 1), 3 of 6 reference unigrams are predicted (R = ½): F1 = 2/3.
@@ -76,7 +76,7 @@ def test_rouge_and_bleu_by_hand():
 def test_meteor_is_reported_unavailable_without_wordnet_data(monkeypatch):
     import nltk
 
-    from rlaif.text_metrics import reference_metrics
+    from rlaif.evaluate.text_metrics import reference_metrics
 
     def missing(resource):
         raise LookupError(resource)

@@ -17,10 +17,11 @@ from transformers import (
 )
 
 from rlaif.errors import ConfigError, InputError
-from rlaif.models import load_tokenizer
+from rlaif.models.encoding import collate, encode
+from rlaif.models.loading import load_tokenizer
 from rlaif.trainers import TrainConfig, train, trainer_for
-from rlaif.trainers.data import collate, encode, split
 from rlaif.trainers.loop import lr_factor
+from rlaif.trainers.pairs import split
 from rlaif.trainers.ppo import PPOTrainer
 from tests.conftest import char_tokenizer, tiny_config, write_jsonl
 
@@ -348,10 +349,10 @@ def test_bf16_dpo_starts_at_log_2(tiny, pairs, tmp_path):
 
 
 def test_a_model_without_chat_template_reads_prompts_as_a_transcript(pairs, char_policy, tmp_path):
-    from rlaif.cache import AnswerCache
-    from rlaif.data import Example
-    from rlaif.generation import generate_responses
-    from rlaif.models import chat_prompt
+    from rlaif.inputs import Example
+    from rlaif.judging.generation import generate_responses
+    from rlaif.models.loading import chat_prompt
+    from rlaif.storage.cache import AnswerCache
 
     tok = char_tokenizer()
     assert tok.chat_template is None

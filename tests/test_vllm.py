@@ -6,8 +6,8 @@ import importlib.util
 import pytest
 import torch
 
-from rlaif.judge import JudgeConfigError
-from rlaif.labeling import LabelConfig, label
+from rlaif.judging.base import JudgeConfigError
+from rlaif.labeling.run import LabelConfig, label
 from tests.conftest import HH, write_jsonl
 
 needs_engine = pytest.mark.skipif(importlib.util.find_spec("vllm") is None or not torch.cuda.is_available(),

@@ -3,32 +3,24 @@
 from __future__ import annotations
 
 import json
-import re
-import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
-
-import yaml
+from typing import Any
 
 from rlaif.errors import ConfigError
+from rlaif.settings import check_choices, read_settings_file, required, setting
 
 METHODS = ("sft", "rm", "dpo", "ppo", "grpo")
 ONLINE = ("ppo", "grpo")  # the methods that sample from the policy as they train
-
-
-def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
-    """A TrainConfig field with the help text (and allowed values) `rlaif train` shows for it."""
-    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass
 class TrainConfig:
     """Every setting of `rlaif train`; the command's options are generated from these fields."""
 
-    method: str = field(metadata={"help": "What to train.", "choices": METHODS})
-    data: str = field(metadata={"help": "Training data: anything `rlaif label` reads (files, hf:OWNER/NAME?data_dir=DIR&split=SPLIT) or writes."})
-    output: str = field(metadata={"help": "Output directory [default: outputs/<method>]."})
+    method: str = required("What to train.", METHODS)
+    data: str = required("Training data: anything `rlaif label` reads (files, hf:OWNER/NAME?data_dir=DIR&split=SPLIT) or writes.")
+    output: str = required("Output directory [default: outputs/<method>].")
     model: str | None = setting(None, "Model name or directory [default: the embedded SmolLM2-135M-Instruct].")
     # the loop
     max_steps: int | None = setting(None, "Optimizer steps (wins over --epochs).")
@@ -88,9 +80,7 @@ class TrainConfig:
     ptx_data: str | None = setting(None, "ppo/grpo --ptx-coef: pretraining-style text, a .txt file (one document per line) or rows with a `text` field (JSONL, CSV, Parquet).")
 
     def __post_init__(self) -> None:
-        for name, allowed in CHOICES.items():
-            if (problem := _choice_problem(getattr(self, name), allowed)) is not None:
-                raise ConfigError(problem, key=name)
+        check_choices(self)
         if not 0.0 <= self.eval_split < 1.0:
             raise ConfigError(f"must be in [0, 1), got {self.eval_split}", key="eval_split")
         if self.lora_r is not None and (self.lora_r < 1 or self.train_layers is not None):
@@ -107,72 +97,9 @@ class TrainConfig:
             raise ConfigError("--ptx-coef mixes --ptx-data into the updates of --method ppo or grpo: give both", key="ptx_coef")
 
 
-CHOICES = {f.name: f.metadata["choices"] for f in fields(TrainConfig) if f.metadata.get("choices")}
-
-
-def _choice_problem(value: Any, allowed: tuple[str, ...]) -> str | None:
-    return None if value in allowed else f"expected one of {', '.join(allowed)}, got {value!r}"
-
-
-def allowed_types(hint: Any) -> tuple[Any, ...]:
-    """The types an annotation allows: `int | None` -> (int, NoneType)."""
-    return get_args(hint) or (hint,)
-
-
-def _type_problem(value: Any, hint: Any) -> str | None:
-    """Why `value` does not fit the annotation `hint` (an int is a fine float), or None."""
-    options = allowed_types(hint)
-    if value is None:
-        fits = type(None) in options
-    elif isinstance(value, bool):
-        fits = bool in options
-    elif isinstance(value, int) and float in options:
-        fits = True
-    else:
-        fits = isinstance(value, tuple(o for o in options if o is not type(None)))
-    names = " or ".join("null" if o is type(None) else o.__name__ for o in options)
-    return None if fits else f"expected {names}, got {value!r}"
-
-
-def _yaml_float(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def _line_of(text: str, key: str) -> int:
-    """The line that sets `key` in a TOML/YAML file (0 if not found)."""
-    pattern = re.compile(rf"\s*['\"]?{re.escape(key)}['\"]?\s*[=:]")
-    return next((i for i, line in enumerate(text.splitlines(), 1) if pattern.match(line)), 0)
-
-
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Settings from a TOML or YAML file; an unknown key or a bad value is an error naming file, line and key."""
-    path = Path(path)
-    text = path.read_text()
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
-    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(str(e), str(path)) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"expected a table of settings, got {type(data).__name__}", str(path))
-    hints = get_type_hints(TrainConfig)
-    settings = {}
-    for key, value in data.items():
-        name = key.replace("-", "_")
-        if name not in hints:
-            problem = "unknown key"
-        elif name in CHOICES:
-            problem = _choice_problem(value, CHOICES[name])
-        else:
-            if isinstance(value, str) and float in allowed_types(hints[name]):
-                value = _yaml_float(value)  # PyYAML reads `1e-5` (no dot) as a string
-            problem = _type_problem(value, hints[name])
-        if problem is not None:
-            raise ConfigError(problem, str(path), _line_of(text, key), key)
-        settings[name] = value
-    return settings
+    """`rlaif train` settings from a TOML or YAML file."""
+    return read_settings_file(path, TrainConfig)
 
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:

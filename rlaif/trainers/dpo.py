@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from rlaif.models import load_causal_lm
-from rlaif.packing import pack_pairs, packed_hidden
-from rlaif.trainers.data import encoded_train_eval_pairs, truncated_rows
+from rlaif.models.loading import load_causal_lm
+from rlaif.models.packing import pack_pairs, packed_hidden
 from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
 from rlaif.trainers.losses import dpo_loss, head_logps, per_sequence
+from rlaif.trainers.pairs import encoded_train_eval_pairs, truncated_rows
 
 
 class DPOTrainer(OfflineTrainer):

@@ -16,14 +16,13 @@ from statistics import mean
 
 import torch
 
-from rlaif.cache import AnswerCache
-from rlaif.data import Pair, Prompt
-from rlaif.judge import load_judge_config
-from rlaif.labeling import JudgeOnce, judge_pairs
-from rlaif.models import load_causal_lm
-from rlaif.rubric import load_rubric
+from rlaif.inputs import Pair, Prompt
+from rlaif.judging.engine import JudgeOnce, JudgeSpec, judge_pairs
+from rlaif.judging.rubric import load_rubric
+from rlaif.models.loading import load_causal_lm
+from rlaif.storage.cache import AnswerCache
 from rlaif.trainers.losses import approx_kl, group_advantages, grpo_loss, masked_entropy, preference_scores
-from rlaif.trainers.online import OnlineTrainer, PromptItem, RewardFn, Sample, positions, response_logps, token_logps
+from rlaif.trainers.online import OnlineTrainer, PromptItem, RewardFn, Sample, positions, sampled_token_logps, token_logps
 
 
 @dataclass
@@ -54,14 +53,15 @@ class GRPOTrainer(OnlineTrainer):
         cfg = self.config
         if not cfg.reward_judge:
             return super().reward_source()
-        self.judge_config, self.rubric = load_judge_config(cfg.reward_judge), load_rubric(cfg.rubric)
-        self.judge = JudgeOnce(self.judge_config)
+        self.rubric = load_rubric(cfg.rubric)
+        self.judge_spec = JudgeSpec.build(cfg.reward_judge, self.rubric, "pairwise")
+        self.judge = JudgeOnce(self.judge_spec)
         self.judge_cache = AnswerCache(self.out / "judge_cache.sqlite")
         return self.judged_group_scores
 
     def preferences(self, pairs: list[Pair]) -> list[float]:
         """P(a ≻ b) of each pair, judged in both orders (½ where the judge gave no verdict)."""
-        judged = judge_pairs(pairs, self.rubric, self.judge_config, self.judge_cache, mode="pairwise", seed=self.config.seed,
+        judged = judge_pairs(pairs, self.judge_spec, self.rubric, self.judge_cache, seed=self.config.seed,
                              progress=False, judge=self.judge)
         return [0.5 if j.failed else j.p_a for j in judged]
 
@@ -82,11 +82,11 @@ class GRPOTrainer(OnlineTrainer):
         g = self.config.group_size
         sample = self.sample(self.policy, [item for item in prompts for _ in range(g)])
         with self.autocast():
-            logps = response_logps(self.policy, sample)
+            logps = sampled_token_logps(self.policy, sample)
             ref_logps = None
             if self.needs_reference:
                 with self.reference_lm() as reference:
-                    ref_logps = response_logps(reference, sample)
+                    ref_logps = sampled_token_logps(reference, sample)
         score = self.score([p for p, _ in prompts for _ in range(g)], sample)
         advantages = group_advantages(score.view(-1, g)).flatten()
         return GroupRollout(sample, logps, ref_logps, advantages, score, g)

@@ -1,8 +1,8 @@
-"""What every trainer shares: processes (DDP or FSDP), LoRA adapters, the data schedule, the
-optimizer loop, checkpoints, metrics and saving.
+"""What every trainer shares: the one step loop, LoRA adapters, the data schedule, DDP or FSDP,
+checkpoints, metrics and saving.
 
-A subclass builds its model in `setup` and says how a batch of example indices becomes a
-loss in `loss`. The schedule is a pure function of the seed, so `--resume` after a kill
+A subclass builds its model in `setup` and supplies its `step`: offline methods a loss per
+micro-batch (`OfflineTrainer.loss`), online methods a rollout and its updates. The schedule is a pure function of the seed, so `--resume` after a kill
 continues with exactly the batches an uninterrupted run would have seen.
 """
 
@@ -10,63 +10,22 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from tqdm import tqdm
 
 from rlaif.errors import ConfigError
-from rlaif.files import save_into, write_json_atomic, write_jsonl_atomic
-from rlaif.models import load_tokenizer, pick_device, quiet_transformers
+from rlaif.models.loading import load_tokenizer, quiet_transformers
+from rlaif.storage.files import save_into, write_json_atomic, write_jsonl_atomic
 from rlaif.trainers.config import TrainConfig
-
-
-@dataclass
-class Processes:
-    """This process's place among `torchrun` processes (one process when not under torchrun)."""
-
-    rank: int = 0
-    world: int = 1
-    device: str = "cpu"
-
-    @classmethod
-    def from_env(cls) -> Processes:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world == 1:
-            return cls(0, 1, pick_device())
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        if torch.cuda.is_available():
-            torch.cuda.set_device(local)
-            device, backend = f"cuda:{local}", "nccl"
-        else:
-            device, backend = "cpu", "gloo"
-        if not dist.is_initialized():
-            dist.init_process_group(backend)
-        return cls(dist.get_rank(), world, device)
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def mean(self, value: float) -> float:
-        """The mean of a number over all processes."""
-        if self.world == 1:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.startswith("cuda") else "cpu")
-        dist.all_reduce(t)
-        return t.item() / self.world
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            dist.barrier()
+from rlaif.trainers.processes import Processes
 
 
 def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
@@ -136,8 +95,12 @@ class Trainer(ABC):
         """Load data and build `self.model` (from `init_from`, a checkpoint, when resuming)."""
 
     @abstractmethod
-    def train(self) -> dict[str, float]:
-        """Train, save to the output directory, and return held-out metrics."""
+    def step(self, model: torch.nn.Module, work: list[list[int]], step: int, optimizer, params: list[torch.nn.Parameter]) -> dict[str, float]:
+        """One optimizer step on `work` (the step's micro-batches of example indices): the
+        forward and backward passes and the optimizer's update; returns the step's metrics."""
+
+    micro_batches_per_step = 1  # how many of the schedule's micro-batches one step takes
+    shown_metrics: tuple[str, ...] | None = None  # the metrics the progress bar shows (None: all)
 
     def load_trainable(self, load: Callable[[str], torch.nn.Module], init_from: str | None, task_type: str) -> torch.nn.Module:
         """The model to train, by `load(directory)`: from `init_from` (a checkpoint) or --model,
@@ -208,6 +171,30 @@ class Trainer(ABC):
         return results
 
     # ---- the loop
+
+    def train(self) -> dict[str, float]:
+        """The step loop of every method: step, log, evaluate and checkpoint as the settings say,
+        then save; returns the held-out metrics."""
+        cfg, per_step = self.config, self.micro_batches_per_step
+        params, optimizer, scheduler, schedule, total, step = self._begin(per_step)
+        model = self._wrap()
+        model.train()
+        bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", disable=not (cfg.progress and self.procs.main))
+        while step < total:
+            metrics = self.step(model, schedule[step * per_step:(step + 1) * per_step], step, optimizer, params)
+            scheduler.step()
+            step += 1
+            row = {"step": step, **{k: self.procs.mean(v) for k, v in metrics.items()}, "lr": scheduler.get_last_lr()[0]}
+            if step % cfg.log_steps == 0 or step == total:
+                self._log(row)
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "lr") and (self.shown_metrics is None or k in self.shown_metrics)})
+            self._evaluate_during(step, total)
+            if cfg.save_steps and step % cfg.save_steps == 0:
+                self._checkpoint(step, optimizer, scheduler)
+        bar.close()
+        return self._finish(step)
+
 
     def _latest_checkpoint(self) -> Path | None:
         found = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -336,42 +323,29 @@ class Trainer(ABC):
 
 
 class OfflineTrainer(Trainer):
-    """SFT, reward model and DPO: a loss per micro-batch of a fixed data set."""
+    """SFT, reward model and DPO: a loss per micro-batch of a fixed data set, its gradients
+    accumulated over --grad-accum micro-batches a step."""
 
     @abstractmethod
     def loss(self, model: torch.nn.Module, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss and metrics of one micro-batch of training examples."""
 
-    def train(self) -> dict[str, float]:
-        cfg = self.config
-        params, optimizer, scheduler, schedule, total, step = self._begin(cfg.grad_accum)
-        model = self._wrap()
-        model.train()
-        bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", disable=not (cfg.progress and self.procs.main))
-        while step < total:
-            optimizer.zero_grad(set_to_none=True)
-            sums: dict[str, float] = {}
-            for k in range(cfg.grad_accum):
-                with self.autocast():
-                    loss, metrics = self.loss(model, schedule[step * cfg.grad_accum + k])
-                (loss / cfg.grad_accum).backward()
-                for name, value in {"loss": loss.item(), **metrics}.items():
-                    sums[name] = sums.get(name, 0.0) + value / cfg.grad_accum
-            grad_norm = whole(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)).item()
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            row = {"step": step, **{k: self.procs.mean(v) for k, v in sums.items()}, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]}
-            if step % cfg.log_steps == 0 or step == total:
-                self._log(row)
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "lr")})
-            self._evaluate_during(step, total)
-            if cfg.save_steps and step % cfg.save_steps == 0:
-                self._checkpoint(step, optimizer, scheduler)
-        bar.close()
-        return self._finish(step)
+    @property
+    def micro_batches_per_step(self) -> int:
+        return self.config.grad_accum
 
+    def step(self, model: torch.nn.Module, work: list[list[int]], step: int, optimizer, params: list[torch.nn.Parameter]) -> dict[str, float]:
+        optimizer.zero_grad(set_to_none=True)
+        sums: dict[str, float] = {}
+        for indices in work:
+            with self.autocast():
+                loss, metrics = self.loss(model, indices)
+            (loss / len(work)).backward()
+            for name, value in {"loss": loss.item(), **metrics}.items():
+                sums[name] = sums.get(name, 0.0) + value / len(work)
+        grad_norm = whole(torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)).item()
+        optimizer.step()
+        return {**sums, "grad_norm": grad_norm}
 
 
 def whole(t: torch.Tensor) -> torch.Tensor:

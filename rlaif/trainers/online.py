@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
-from rlaif.data import Prompt, read_records
 from rlaif.errors import ConfigError, InputError
-from rlaif.judge import reward_model_dir
-from rlaif.models import load_causal_lm, load_reward_model, load_tokenizer
-from rlaif.trainers.data import collate, encode, encode_prompt, load_prompts, split
+from rlaif.inputs import Prompt, read_records
+from rlaif.judging.configs import reward_model_dir
+from rlaif.models.encoding import collate, encode, encode_prompt
+from rlaif.models.loading import load_causal_lm, load_reward_model, load_tokenizer
 from rlaif.trainers.loop import Trainer, batched
 from rlaif.trainers.losses import ppo_ptx_loss
+from rlaif.trainers.pairs import load_prompts, split
 
 RewardFn = Callable[[list[Prompt], list[str]], torch.Tensor]
 PromptItem = tuple[Prompt, list[int]]  # a prompt and its token ids (cut to --max-length)
@@ -65,7 +65,7 @@ def token_logps(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return torch.gather(torch.log_softmax(logits.float(), -1), 2, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def response_logps(lm, sample: Sample) -> torch.Tensor:
+def sampled_token_logps(lm, sample: Sample) -> torch.Tensor:
     """log π(a_t) of each sampled response token under `lm`: (B, T). Position t's logits predict
     token t + 1, so the response's are those from P − 1 to the end less one."""
     logits = lm(input_ids=sample.sequences, attention_mask=sample.attention_mask, position_ids=positions(sample.attention_mask)).logits
@@ -270,26 +270,12 @@ class OnlineTrainer(Trainer):
     def batch_size(self) -> int:
         return self.config.rollout_batch_size
 
-    def train(self) -> dict[str, float]:
-        cfg = self.config
-        params, optimizer, scheduler, schedule, total, step = self._begin(1)
-        model = self._wrap()
-        bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", disable=not (cfg.progress and self.procs.main))
-        while step < total:
-            batch = self.rollout([self.prompts[i] for i in schedule[step]])
-            stats = {**self.rollout_stats(batch), **self.optimize(model, batch, optimizer, params, step)}
-            scheduler.step()
-            step += 1
-            row = {"step": step, **{k: self.procs.mean(v) for k, v in stats.items()}, "lr": scheduler.get_last_lr()[0]}
-            if step % cfg.log_steps == 0 or step == total:
-                self._log(row)
-            bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in row.items() if k in ("score", "kl", "approx_kl", "explained_variance", "ptx_loss")})
-            self._evaluate_during(step, total)
-            if cfg.save_steps and step % cfg.save_steps == 0:
-                self._checkpoint(step, optimizer, scheduler)
-        bar.close()
-        return self._finish(step)
+    shown_metrics = ("score", "kl", "approx_kl", "explained_variance", "ptx_loss")
+
+    def step(self, model, work: list[list[int]], step: int, optimizer, params: list[torch.nn.Parameter]) -> dict[str, float]:
+        """One rollout of a batch of prompts, then the updates on it."""
+        batch = self.rollout([self.prompts[i] for i in work[0]])
+        return {**self.rollout_stats(batch), **self.optimize(model, batch, optimizer, params, step)}
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from rlaif.models import load_causal_lm
+from rlaif.models.loading import load_causal_lm
 from rlaif.trainers.losses import (
     approx_kl,
     explained_variance,
@@ -28,7 +28,7 @@ from rlaif.trainers.losses import (
     ppo_value_loss,
     whiten,
 )
-from rlaif.trainers.online import OnlineTrainer, PromptItem, Sample, positions, response_logps, token_logps
+from rlaif.trainers.online import OnlineTrainer, PromptItem, Sample, positions, sampled_token_logps, token_logps
 
 
 @dataclass
@@ -87,7 +87,7 @@ class PPOTrainer(OnlineTrainer):
         with self.autocast():
             logits, values = self.model(sample.sequences, sample.attention_mask)
             with self.reference_lm() as reference:
-                ref_logps = response_logps(reference, sample)
+                ref_logps = sampled_token_logps(reference, sample)
         logps = token_logps(logits[:, start:-1], sample.responses)
         values = values[:, start:-1].float() * mask
         score = self.score([p for p, _ in prompts], sample)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import torch
 
-from rlaif.models import load_reward_model
-from rlaif.packing import pack_pairs, packed_hidden
+from rlaif.models.encoding import collate
+from rlaif.models.loading import load_reward_model
+from rlaif.models.packing import pack_pairs, packed_hidden
 from rlaif.trainers.config import TrainConfig
-from rlaif.trainers.data import EncodedPair, collate, encoded_train_eval_pairs, truncated_rows
-from rlaif.trainers.loop import OfflineTrainer, Processes, batched, unwrap
+from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
 from rlaif.trainers.losses import reward_model_loss
+from rlaif.trainers.pairs import EncodedPair, encoded_train_eval_pairs, truncated_rows
+from rlaif.trainers.processes import Processes
 
 FeatureCache = dict[tuple[int, ...], torch.Tensor]
 

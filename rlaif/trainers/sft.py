@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from rlaif.models import load_causal_lm
-from rlaif.trainers.data import collate, encode, train_eval_pairs
+from rlaif.models.encoding import collate, encode
+from rlaif.models.loading import load_causal_lm
 from rlaif.trainers.loop import OfflineTrainer, batched
 from rlaif.trainers.losses import sft_loss
+from rlaif.trainers.pairs import train_eval_pairs
 
 
 class SFTTrainer(OfflineTrainer):

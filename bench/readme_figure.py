@@ -1,0 +1,80 @@
+"""Draws the README's figure: agreement with the human labels of held-out HH-harmless pairs,
+for the reward-model judge, the embedded judge and a trivial rule, with 95% Wilson intervals.
+
+It runs no model. The counts below are the measured results written in docs/benchmarks.md
+and docs/judges-and-servers.md; each comment names the command that measured it.
+
+Usage: python bench/readme_figure.py [--output docs/figures/judges-vs-human-labels.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
+
+# (label, pairs that agree with the human choice, pairs judged)
+RESULTS = [
+    # `python bench/local_judges.py --rows 600:700 --cot-rows 600:640`, the row
+    # "embedded | quality | pairwise | no": 48.0% of 100 pairs (rows 600-699).
+    ("embedded judge\n(SmolLM2-135M, both orders)\npairs 600-699", 48, 100),
+    # `make rm-judge`: `rlaif agreement outputs/hh-rm-judge` printed "prefers the longer
+    # response: humans 44.4%" over the 399 pairs (no pair has two responses of equal length),
+    # so the humans chose the shorter response in 222 of 399: the rule's agreement.
+    ("always pick the\nshorter response\npairs 600-999", 222, 399),
+    # `make rm-judge`: `rlaif agreement outputs/hh-rm-judge` printed "agreement with humans
+    # [95% CI] 60.9% [56.0%, 65.6%]" over 399 pairs: 243 of 399.
+    ("reward-model judge\n(head on the embedded model,\ntrained on pairs 0-599)\npairs 600-999", 243, 399),
+]
+
+
+def wilson_interval(successes: int, n: int) -> tuple[float, float]:
+    """The 95% Wilson score interval of the proportion successes / n."""
+    p = successes / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return centre - half, centre + half
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default="docs/figures/judges-vs-human-labels.png")
+    args = parser.parse_args()
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [label for label, _, _ in RESULTS]
+    rates = [100 * k / n for _, k, n in RESULTS]
+    intervals = [wilson_interval(k, n) for _, k, n in RESULTS]
+    low = [r - 100 * lo for r, (lo, _) in zip(rates, intervals)]
+    high = [100 * hi - r for r, (_, hi) in zip(rates, intervals)]
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    colors = ["#9e9e9e", "#c7a35a", "#3b7dd8"]
+    ax.bar(range(len(RESULTS)), rates, color=colors, width=0.6, yerr=[low, high], capsize=6, ecolor="#333333")
+    ax.axhline(50, color="#555555", linestyle="--", linewidth=1)
+    ax.text(-0.45, 50.8, "coin flip", ha="left", va="bottom", fontsize=8, color="#555555")
+    for i, ((_, k, n), rate, (lo, hi)) in enumerate(zip(RESULTS, rates, intervals)):
+        ax.text(i, 100 * hi + 1.0, f"{rate:.1f}%\n[{100 * lo:.1f}, {100 * hi:.1f}]\n{k}/{n}", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(RESULTS)), labels, fontsize=8)
+    ax.set_ylim(0, 80)
+    ax.set_ylabel("agrees with the human label (%)")
+    ax.set_title("Held-out HH-harmless pairs: agreement with the human annotators\n(error bars: 95% Wilson intervals)", fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+    for (label, k, n), (lo, hi) in zip(RESULTS, intervals):
+        print(f"{label.replace(chr(10), ' ')}: {100 * k / n:.1f}% [{100 * lo:.1f}%, {100 * hi:.1f}%] ({k}/{n})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,1 +1,0 @@
-"""Judge backends: each module implements `rlaif.judge.Judge` for one kind of model or API."""

@@ -1,0 +1,1 @@
+"""Evaluation: `rlaif compare`, agreement with human labels, statistics, ratings, reports, figures."""

@@ -1,0 +1,53 @@
+"""Scoring responses for `rlaif compare`: their log-probabilities under a model (for KL) and
+their rewards under a reward model, each through the answer cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlaif.models.loading import load_tokenizer
+from rlaif.storage.cache import AnswerCache, cache_key
+
+
+def cached_scores(cache: AnswerCache, kind: str, identity: str, items: list[tuple[Any, str]], compute) -> list[float]:
+    """`compute(missing items) -> scores`, through the cache, keyed by what scored and the text."""
+    keys = [cache_key(kind, identity, prompt, response) for prompt, response in items]
+    found = {k: v for k in set(keys) if (v := cache.get(k)) is not None}
+    missing = list({k: item for k, item in zip(keys, items) if k not in found}.items())
+    if missing:
+        for (k, _), score in zip(missing, compute([item for _, item in missing])):
+            cache.put(k, score)
+            found[k] = score
+    return [found[k] for k in keys]
+
+
+def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], temperature: float = 1.0, batch_size: int = 8) -> list[float]:
+    """log π_T(y | x) of each (prompt, response), summed over the response's tokens and its EOS,
+    under the model's distribution at sampling temperature T (its logits divided by T)."""
+    import torch
+
+    from rlaif.models.encoding import collate, encode
+    from rlaif.models.loading import load_causal_lm
+    from rlaif.trainers.losses import sequence_logps
+
+    tokenizer = load_tokenizer(model_name, padding_side="right")
+    lm = load_causal_lm(model_name)
+    out: list[float] = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = [encode(tokenizer, p, r, 4096, "compare:0", True) for p, r in items[start:start + batch_size]]
+            batch = collate(chunk, tokenizer.pad_token_id, str(lm.device))
+            logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            out += sequence_logps(logits / temperature, batch["labels"]).tolist()
+    return out
+
+
+def reward_model_scores(rm_dir: str, items: list[tuple[Any, str]]) -> list[float]:
+    """A reward model's score of each (prompt, response), read as its judge reads them."""
+    from rlaif.judging.backends.reward_model import RewardModelOptions
+    from rlaif.judging.backends.reward_model import reward_scores as score
+    from rlaif.models.loading import load_reward_model
+
+    options = RewardModelOptions()
+    model = load_reward_model(rm_dir).eval()
+    return score(model, load_tokenizer(rm_dir, padding_side="right"), items, options.max_length, options.batch_size)

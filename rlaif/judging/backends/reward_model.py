@@ -1,0 +1,84 @@
+"""A judge on a reward model: any `AutoModelForSequenceClassification` directory with one score
+(an `rlaif train --method rm` output, or a public reward model the machine has).
+
+It reads no rubric. Each response is scored on its own, prompt and response as the model was
+trained on them (the chat template, then the response and EOS), so there is no order to be
+biased by: a pair costs one call per distinct response, and P(A ≻ B) = σ((r_A − r_B) / T)
+with T the `temperature` option.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rlaif.inputs import Prompt
+from rlaif.judging.base import Judge, JudgeConfig, JudgeRequest, Verdict
+from rlaif.models.loading import load_reward_model, load_tokenizer, model_fingerprint
+
+
+@dataclass
+class RewardModelOptions:
+    temperature: float = 1.0  # T in σ((r_A − r_B) / T): larger is less sure
+    batch_size: int = 16
+    max_length: int = 1024  # tokens per prompt + response (a long prompt gives up its beginning)
+    device: str | None = None
+
+
+@torch.no_grad()
+def reward_scores(model, tokenizer, items: Sequence[tuple[Prompt, str]], max_length: int, batch_size: int,
+                  on_batch: Callable[[list[int], list[float], list[int]], None] | None = None) -> list[float]:
+    """The reward model's score of each (prompt, response), longest-first in batches of similar
+    length; `on_batch(indices, scores, token counts)` hears each batch as it is done."""
+    from rlaif.models.encoding import collate, encode
+
+    order = sorted(range(len(items)), key=lambda i: -len(items[i][1]) - len(str(items[i][0])))
+    scores = [0.0] * len(items)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        encoded = [encode(tokenizer, *items[i], max_length, f"item:{i}", True) for i in chunk]
+        batch = collate(encoded, tokenizer.pad_token_id, str(model.device))
+        values = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float().tolist()
+        for i, value in zip(chunk, values):
+            scores[i] = value
+        if on_batch:
+            on_batch(chunk, values, [len(e["input_ids"]) for e in encoded])
+    return scores
+
+
+class RewardModelJudge(Judge):
+    Options = RewardModelOptions
+    NOT_IN_KEY = frozenset({"batch_size", "device", "temperature"})  # T is applied after the cache
+    MODES = ("pointwise",)
+    READS_RUBRIC = False
+
+    def __init__(self, config: JudgeConfig):
+        super().__init__(config)
+        self.tokenizer = load_tokenizer(config.model, padding_side="right")
+        self.model = load_reward_model(config.model, self.options.device).eval()
+
+    @classmethod
+    def identity(cls, config: JudgeConfig) -> dict[str, Any]:
+        # The weights, not just the path: a directory trained again must not reuse old scores.
+        return {**super().identity(config), "model": model_fingerprint(config.model)}
+
+    @classmethod
+    def score_temperature(cls, options: RewardModelOptions) -> float:
+        return options.temperature
+
+    def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+        if not all(r.pointwise and r.response is not None for r in requests):
+            raise ValueError("a reward-model judge scores single responses (mode 'pointwise')")
+
+        def report(indices: list[int], scores: list[float], tokens: list[int]) -> None:
+            for i, score, n in zip(indices, scores, tokens):
+                on_result(i, Verdict(p_first=None, score=score, prompt_tokens=n))
+
+        items = [(r.query, r.response) for r in requests]
+        reward_scores(self.model, self.tokenizer, items, self.options.max_length, self.options.batch_size, report)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        del self.model

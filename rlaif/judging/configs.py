@@ -1,0 +1,83 @@
+"""Judge config files (`judges/*.toml|yaml`): finding one by name or path, reading it, and
+the backend class it names."""
+
+from __future__ import annotations
+
+import importlib
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from rlaif.errors import ConfigError
+from rlaif.judging.base import Judge, JudgeConfig, JudgeConfigError
+from rlaif.storage.resources import builtin_dir
+
+BACKENDS = {
+    "local": "rlaif.judging.backends.local:LocalJudge",
+    "reward_model": "rlaif.judging.backends.reward_model:RewardModelJudge",
+    "openai": "rlaif.judging.backends.openai_api:OpenAIJudge",
+    "anthropic": "rlaif.judging.backends.anthropic_api:AnthropicJudge",
+    "vllm": "rlaif.judging.backends.vllm_offline:VLLMJudge",
+    "llama_cpp": "rlaif.judging.backends.llama_cpp_local:LlamaCppJudge",
+}
+DEFAULT_JUDGE = "embedded"
+CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
+def resolve_judge_path(name_or_path: str | Path) -> Path:
+    """A judge config file: a path as given, else a built-in name in `judges/`."""
+    path = Path(name_or_path)
+    if path.suffix and path.exists():
+        return path.resolve()
+    for suffix in CONFIG_SUFFIXES:
+        builtin = builtin_dir("judges") / f"{name_or_path}{suffix}"
+        if builtin.exists():
+            return builtin
+    known = sorted(p.stem for p in builtin_dir("judges").iterdir() if p.suffix in CONFIG_SUFFIXES)
+    raise JudgeConfigError(f"{name_or_path}: no such judge config file or built-in name (built in: {', '.join(known)})")
+
+
+def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
+    path = resolve_judge_path(name_or_path)
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text())
+        else:
+            data = yaml.safe_load(path.read_text()) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise JudgeConfigError(f"{path}: {e}") from None
+    if not isinstance(data, dict):
+        raise JudgeConfigError(f"{path}: expected a table of settings")
+    unknown = set(data) - {"backend", "model", "options"}
+    if unknown:
+        raise JudgeConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}: a judge config has 'backend', 'model' and an 'options' table")
+    backend = data.get("backend")
+    if backend not in BACKENDS:
+        raise JudgeConfigError(f"{path}: key 'backend': expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        raise JudgeConfigError(f"{path}: key 'options': expected a table")
+    name = path.stem if path.parent == builtin_dir("judges") else str(path)
+    return JudgeConfig(name, backend, data.get("model"), dict(options), str(path))
+
+
+def judge_class(config: JudgeConfig) -> type[Judge]:
+    """The backend class for a config (imported only when asked for)."""
+    module_name, class_name = BACKENDS[config.backend].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def load_judge(name_or_path: str | Path | JudgeConfig = DEFAULT_JUDGE) -> Judge:
+    """Build a judge from a built-in name, a config file, or a `JudgeConfig`."""
+    config = name_or_path if isinstance(name_or_path, JudgeConfig) else load_judge_config(name_or_path)
+    return judge_class(config)(config)
+
+
+def reward_model_dir(name_or_path: str) -> str:
+    """A reward model directory as given, or the one a `reward_model` judge config names (so the
+    judge that labeled the data can also be PPO's reward)."""
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    config = load_judge_config(name_or_path)
+    if config.backend != "reward_model" or not config.model:
+        raise ConfigError(f"{config.source}: a judge config used as a reward model needs backend 'reward_model' and a model, not {config.backend!r}")
+    return config.model

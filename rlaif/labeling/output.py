@@ -1,0 +1,167 @@
+"""What a labeling run writes: `pairs.jsonl` and `failures.jsonl`, appended a chunk at a time,
+`progress.json` (how far both are whole, and the counts so far) and, at the end,
+`manifest.json`. The fields of each are listed in docs/output-formats.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import jsonlines
+
+from rlaif.inputs import SKIP_REASONS, Pair, as_messages
+from rlaif.judging.base import Verdict, estimate_cost
+from rlaif.judging.engine import JudgeSpec, PairJudgment
+from rlaif.judging.rubric import Rubric
+from rlaif.storage.files import run_stamp, write_json_atomic
+
+PAIRS, FAILURES, PROGRESS = "pairs.jsonl", "failures.jsonl", "progress.json"
+
+
+@dataclass
+class Totals:
+    """What a run has counted so far (the manifest's numbers), and how far its input and output
+    files are done; kept in progress.json after every chunk."""
+
+    records: int = 0  # input records done: examples and invalid rows
+    examples: int = 0
+    invalid_rows: int = 0
+    generation_failed: int = 0
+    pairs: int = 0
+    skipped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SKIP_REASONS, 0))
+    judge_failed: int = 0
+    labeled: int = 0
+    consistent: int = 0
+    inconsistent: int = 0
+    filtered: dict[str, int] = field(default_factory=lambda: {"inconsistent": 0, "low_confidence": 0})
+    calls: int = 0
+    calls_made: int = 0
+    unreadable: int = 0  # answers with no verdict that could be read
+    soft: int = 0  # answers with a soft verdict (label probabilities, not a parsed label)
+    verdicts: int = 0  # pairwise answers with a verdict
+    first_preferred: int = 0  # ... that preferred what they were shown first
+    shown: int = 0  # pairwise rows
+    first_chosen: int = 0  # ... whose label is what their first order showed first
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    judging_s: float = 0.0
+    pairs_bytes: int = 0
+    failures_bytes: int = 0
+
+    def count_answers(self, answers: dict[str, Verdict], made: int) -> None:
+        """Add a chunk's answers (cached and fresh; `made` of them were calls) to the counts."""
+        self.calls += len(answers)
+        self.calls_made += made
+        self.unreadable += sum(v.value is None and not v.transient for v in answers.values())
+        self.soft += sum(v.soft and v.value is not None for v in answers.values())
+        verdicts = [v for v in answers.values() if v.p_first is not None]
+        self.verdicts += len(verdicts)
+        self.first_preferred += sum(v.p_first > 0.5 for v in verdicts)
+        self.prompt_tokens += sum(v.prompt_tokens for v in answers.values())
+        self.completion_tokens += sum(v.completion_tokens for v in answers.values())
+
+
+class Output:
+    """pairs.jsonl and failures.jsonl, appended a chunk at a time, and progress.json, which says
+    how far both are whole. A run with the same settings as a killed one cuts the files back to
+    that point and takes up its counts; any other run starts them afresh."""
+
+    def __init__(self, out: Path, fingerprint: str, totals: Totals, files: dict[str, BinaryIO]):
+        self.out, self.fingerprint, self.totals, self._files = out, fingerprint, totals, files
+
+    @classmethod
+    @contextmanager
+    def open(cls, out: Path, fingerprint: str) -> Iterator[Output]:
+        state = json.loads((out / PROGRESS).read_text()) if (out / PROGRESS).exists() else {}
+        totals = Totals(**state["totals"]) if state.get("fingerprint") == fingerprint else Totals()
+        with open(out / PAIRS, "ab") as pairs, open(out / FAILURES, "ab") as failures:
+            for fh, length in ((pairs, totals.pairs_bytes), (failures, totals.failures_bytes)):
+                fh.truncate(length)
+                fh.seek(0, os.SEEK_END)
+            yield cls(out, fingerprint, totals, {PAIRS: pairs, FAILURES: failures})
+
+    def write(self, rows: list[dict[str, Any]], failures: list[dict[str, Any]]) -> None:
+        """Append a chunk's rows and failures, then record the new lengths and counts."""
+        for name, items in ((PAIRS, rows), (FAILURES, failures)):
+            fh = self._files[name]
+            jsonlines.Writer(fh).write_all(items)
+            fh.flush()
+            os.fsync(fh.fileno())
+        self.totals.pairs_bytes, self.totals.failures_bytes = self._files[PAIRS].tell(), self._files[FAILURES].tell()
+        write_json_atomic(self.out / PROGRESS, {"fingerprint": self.fingerprint, "totals": asdict(self.totals)})
+
+
+def pair_row(pair: Pair, judged: PairJudgment, judge: str, rubric: str | None, chat: bool) -> dict[str, Any]:
+    """A labeled pair as pairs.jsonl holds it: chosen and rejected by the judge, with the evidence."""
+    p_a = judged.p_a
+    a_wins = p_a >= 0.5
+    chosen, rejected = (pair.a, pair.b) if a_wins else (pair.b, pair.a)
+    row: dict[str, Any] = {
+        "id": pair.id,
+        "prompt": as_messages(pair.prompt, "user") if chat else pair.prompt,
+        "chosen": as_messages(chosen, "assistant") if chat else chosen,
+        "rejected": as_messages(rejected, "assistant") if chat else rejected,
+        "ai_preference": max(p_a, 1.0 - p_a),
+        "mode": "pointwise" if judged.pointwise else "pairwise",
+    }
+    if judged.pointwise:  # A's score, then B's
+        row["scores"] = [
+            {"response": "chosen" if is_a == a_wins else "rejected", "score": v.score, "soft": v.soft, "text": v.text}
+            for is_a, v in judged.answers
+        ]
+    else:
+        row["orders"] = [
+            {"first": "chosen" if a_first == a_wins else "rejected", "p_first": v.p_first, "soft": v.soft, "text": v.text}
+            for a_first, v in judged.answers
+        ]
+    row.update(consistent=judged.consistent, judge=judge, rubric=rubric)
+    if pair.human is not None:
+        row["human_preference"] = pair.human if a_wins else 1.0 - pair.human
+    return row
+
+
+def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Totals, started: float) -> dict[str, Any]:
+    """The run's manifest.json: its settings, judge, rubric and counts."""
+    tokens = {"prompt": t.prompt_tokens, "completion": t.completion_tokens}
+    return {
+        **run_stamp(),
+        "config": settings,
+        "mode": spec.mode,
+        "judge": spec.config.public(),
+        "rubric": None if not spec.backend.READS_RUBRIC else {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix,
+                   "scale": list(rubric.scale) if rubric.scale else None, "rating_prefix": rubric.rating_prefix},
+        "counts": {
+            "examples": t.examples,
+            "pairs": t.pairs,
+            "labeled": t.labeled,
+            "consistent": t.consistent,
+            "inconsistent": t.inconsistent,
+            "skipped": t.skipped,
+            "failed": {"invalid_rows": t.invalid_rows, "generation": t.generation_failed, "judge": t.judge_failed},
+            "filtered": t.filtered,
+        },
+        # One call per (pair, order) pairwise, per distinct response pointwise.
+        "judge_calls": {"per": "response" if spec.pointwise else "order", "total": t.calls, "made": t.calls_made, "cached": t.calls - t.calls_made},
+        "verdicts": {  # of the answers: unreadable (no verdict in the reply) and soft (label probabilities)
+            "unreadable": t.unreadable,
+            "unreadable_share": t.unreadable / t.calls if t.calls else None,
+            "soft": t.soft,
+            "soft_share": t.soft / t.calls if t.calls else None,
+        },
+        "first_position_rate": {  # none pointwise: nothing is shown first
+            # How often the judge preferred whatever it saw first, call by call.
+            "raw": t.first_preferred / t.verdicts if t.verdicts else None,
+            # How often the final label is the response shown first in the pair's first order.
+            "labels": t.first_chosen / t.shown if t.shown else None,
+        },
+        "tokens": tokens,
+        "estimated_cost": estimate_cost(spec.config.options, tokens["prompt"], tokens["completion"]),
+        "timings": {"judging_s": round(t.judging_s, 3)},
+        "wall_time_s": round(time.time() - started, 2),
+    }

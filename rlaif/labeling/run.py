@@ -1,0 +1,311 @@
+"""The labeling run: input rows -> pairs -> judge calls in one or both orders -> labeled pairs.
+
+The input streams through in chunks of `chunk_size` rows (read, generated for, judged,
+written), so a run's memory does not grow with its input. Writes to the output directory:
+- `pairs.jsonl`: prompt/chosen/rejected with `ai_preference` and the evidence, in input order;
+- `failures.jsonl`: invalid rows, generations that gave up and judgments that could not be
+  read, with their raw text;
+- `progress.json` while the run goes: how far the two files above are whole, and the counts so
+  far. A killed run's rerun cuts them back to that point and goes on with the next input row;
+- `manifest.json` at the end: configuration, rubric hash, counts, position bias, tokens, time;
+- `cache.sqlite`: every judge and generator answer, committed as it arrives, so a rerun or a
+  resume after a kill pays for nothing twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import jsonlines
+from tqdm import tqdm
+
+from rlaif.errors import ConfigError
+from rlaif.inputs import SKIP_REASONS, Example, Pair, input_name, iter_examples, make_pairs
+from rlaif.judging.base import MODE_HELP, MODES, BatchJudge, JudgeRequest, estimate_cost, estimate_tokens
+from rlaif.judging.configs import DEFAULT_JUDGE
+from rlaif.judging.debias import ORDERINGS, plan_orders
+from rlaif.judging.engine import JudgeOnce, JudgeSpec, Plan, ask_missing
+from rlaif.judging.generation import Generator, generate_responses, load_generator
+from rlaif.judging.rubric import Rubric, load_rubric
+from rlaif.labeling.batch import batch_round
+from rlaif.labeling.output import FAILURES, PAIRS, PROGRESS, Output, Totals, manifest, pair_row
+from rlaif.settings import check_choices, required, setting
+from rlaif.storage.cache import AnswerCache, cache_key
+from rlaif.storage.files import write_json_atomic
+
+
+@dataclass
+class LabelConfig:
+    """Everything a labeling run depends on; the options of `rlaif label` are generated from these fields."""
+
+    input: str = required("JSONL/JSON/CSV/Parquet (.gz too), a saved dataset directory, or a Hugging Face data set: hf:OWNER/NAME?data_dir=DIR&split=SPLIT.")
+    output: str | None = setting(None, "Output directory [default: outputs/<input name>].")
+    rubric: str = setting("quality", "Built-in rubric name or path to a Jinja2 template.")
+    judge: str = setting(DEFAULT_JUDGE, "Built-in judge name or path to a judge config.")
+    mode: str | None = setting(None, MODE_HELP, MODES)
+    cot: bool = setting(False, "Ask for a rationale first, then the verdict.")
+    debias: str = setting("both", "Judge each pair in both orders, one random order, or as given (pairwise).", ORDERINGS)
+    drop_inconsistent: bool = setting(False, "Leave out pairs whose two orders disagree.")
+    min_confidence: float | None = setting(None, "Leave out pairs with ai_preference below this (0.5-1).")
+    limit: int | None = setting(None, "Read at most this many input rows.")
+    skip_invalid: bool = setting(False, "Count bad rows into failures.jsonl instead of stopping.")
+    seed: int = setting(0, "Seeds the random order of --debias random and the candidates' sampling.")
+    generator: str | None = setting(None, "What writes candidates for prompt-only rows: a model name or directory, or a judge config (built-in name or file; "
+                                    "backend local, openai for any OpenAI-compatible server, or vllm) [default: embedded].")
+    num_responses: int = setting(2, "Candidates to generate per prompt-only row.")
+    max_new_tokens: int = setting(256, "Length of generated candidates.")
+    temperature: float = setting(0.8, "Sampling temperature of the generator.")
+    cache: str | None = setting(None, "Answer cache file [default: <output>/cache.sqlite].")
+    concurrency: int | None = setting(None, "Judge calls in flight at once (API judges) [default: the judge config's].")
+    batch_api: bool = setting(False, "OpenAI Batch API: submit the calls, keep the batch id in the output directory, collect on the next run.")
+    dry_run: bool = setting(False, "Print the calls, tokens and cost a run would take; call nothing.")
+    chunk_size: int = setting(512, "Input rows read, judged and written to pairs.jsonl at a time; a killed run resumes after the last chunk written.")
+    progress: bool = True  # the CLI's --quiet turns it off
+
+    def __post_init__(self) -> None:
+        check_choices(self)
+
+    def output_dir(self) -> Path:
+        if self.output:
+            return Path(self.output)
+        return Path("outputs") / input_name(self.input)
+
+
+@dataclass
+class LabelResult:
+    """What a run did. A finished run has `manifest` (also written as manifest.json), and its
+    `rows` and `failures` are read from its files; a `--batch-api` run still waiting has
+    `pending_batch` instead; `--dry-run` has `estimate`."""
+
+    output_dir: Path
+    manifest: dict[str, Any] | None = None
+    pending_batch: dict[str, Any] | None = None
+    estimate: dict[str, Any] | None = None
+
+    def _read(self, name: str) -> list[dict[str, Any]]:
+        if self.manifest is None:
+            return []
+        with jsonlines.open(self.output_dir / name) as reader:
+            return list(reader)
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return self._read(PAIRS)
+
+    @property
+    def failures(self) -> list[dict[str, Any]]:
+        return self._read(FAILURES)
+
+    def summary(self) -> str:
+        """What the run did, in a few lines for a terminal."""
+        if (b := self.pending_batch) is not None:
+            return f"batch {b['batch_id']} ({b['requests']} requests) is {b['status']}; run the same command again to collect it"
+        if (d := self.estimate) is not None:
+            cost = f"; estimated cost: {d['estimated_cost']:.4f}" if d["estimated_cost"] is not None else " (no prices in the judge config)"
+            lines = [f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached",
+                     f"estimated tokens: ~{d['tokens']['prompt']} in, up to {d['tokens']['completion']} out{cost}"]
+            if d["prompt_only_rows"]:
+                lines.append(f"{d['prompt_only_rows']} prompt-only rows need candidates generated first; their calls are not counted")
+            return "\n".join(lines)
+        m = self.manifest
+        assert m is not None
+        counts, rate, v = m["counts"], m["first_position_rate"], m["verdicts"]
+        how = ("pointwise: each response scored alone, one call per distinct response" if m["mode"] == "pointwise"
+               else f"consistent across orders: {counts['consistent']}, inconsistent: {counts['inconsistent']}")
+        lines = [f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {self.output_dir / PAIRS}",
+                 f"{how}; skipped: {sum(counts['skipped'].values())}; failed: {sum(counts['failed'].values())}; filtered: {sum(counts['filtered'].values())}"]
+        if rate["raw"] is not None:
+            lines.append(f"first-position rate: raw judgments {100 * rate['raw']:.1f}%, final labels {100 * rate['labels']:.1f}%")
+        cost = f"; estimated cost: {m['estimated_cost']:.4f}" if m["estimated_cost"] is not None else ""
+        lines.append(f"judge calls: {m['judge_calls']['made']} made, {m['judge_calls']['cached']} from cache; "
+                     f"tokens: {m['tokens']['prompt']} in, {m['tokens']['completion']} out; {m['wall_time_s']:.1f}s{cost}")
+        lines.append(f"verdicts: {v['soft']} soft (label probabilities), {v['unreadable']} unreadable, of {m['judge_calls']['total']} answers")
+        return "\n".join(lines)
+
+
+def _chunks(config: LabelConfig, skip: int = 0) -> Iterator[tuple[list[Example], list[dict[str, Any]]]]:
+    """The input after its first `skip` records, `chunk_size` records at a time: the chunk's
+    examples, and the failure records of its invalid rows."""
+    records = islice(iter_examples(config.input, config.limit, config.skip_invalid), skip, None)
+    while chunk := list(islice(records, config.chunk_size)):
+        yield [x for x in chunk if isinstance(x, Example)], [x for x in chunk if not isinstance(x, Example)]
+
+
+@dataclass
+class ChunkPlan:
+    """One chunk of the input made ready for the judge: its pairs (candidates generated first for
+    prompt-only rows, when the run has a generator), what was skipped and the judge requests."""
+
+    examples: list[Example]
+    pairs: list[Pair]
+    skipped: dict[str, int]
+    plan: Plan
+    generation_failures: list[dict[str, Any]]
+    prompt_only: int  # prompt-only rows left without candidates (a dry run generates nothing)
+
+
+@dataclass
+class _Run:
+    """What one labeling run holds while its chunks go through."""
+
+    config: LabelConfig
+    rubric: Rubric
+    spec: JudgeSpec
+    cache: AnswerCache | None
+    generator: Generator | None  # None: a dry run, which generates nothing
+    chat: bool = False  # whether any prompt is a conversation: then every row is written as messages
+    bar: Any = None  # the run's progress bar, set while its chunks go through
+
+    def __post_init__(self) -> None:
+        self.judge = JudgeOnce(self.spec)
+
+    def plan(self, examples: list[Example]) -> ChunkPlan:
+        """The one pass over a chunk that the run, the dry run and the Batch API share."""
+        c = self.config
+        failures: list[dict[str, Any]] = []
+        to_generate = [ex for ex in examples if not ex.responses]
+        if to_generate and self.generator is not None:
+            errors = generate_responses(to_generate, self.generator, c.num_responses, c.max_new_tokens, c.temperature, c.seed, self.cache)
+            failures = [{"stage": "generate", "id": ident, "error": error} for ident, error in errors.items()]
+        pairs, skipped = make_pairs([ex for ex in examples if ex.responses], c.seed)
+        prompt_only = sum(not ex.responses for ex in examples)
+        return ChunkPlan(examples, pairs, skipped, Plan.of(pairs, self.spec, self.rubric, c.debias, c.seed, c.cot), failures, prompt_only)
+
+    def chunk(self, examples: list[Example], invalid: list[dict[str, Any]], totals: Totals) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Label one chunk of the input: its rows and failures, in input order; adds to `totals`."""
+        c = self.config
+        cp = self.plan(examples)
+        failures = [{"stage": "input", **f} for f in invalid] + cp.generation_failures
+        answers = cp.plan.cached(self.cache)
+        self.bar.total += len(cp.plan.requests)
+        self.bar.update(len(answers))
+        started = time.time()
+        made = ask_missing(self.judge, cp.plan.requests, answers, self.cache, lambda: self.bar.update(1))
+        totals.judging_s += time.time() - started
+
+        rows: list[dict[str, Any]] = []
+        rubric = self.rubric.name if self.spec.backend.READS_RUBRIC else None
+        for pair, judged in zip(cp.pairs, cp.plan.judgments(answers)):
+            if judged.failed:
+                totals.judge_failed += 1
+                for flag, v in judged.failed:
+                    which = {"response": "a" if flag else "b"} if judged.pointwise else {"order": "a_first" if flag else "b_first"}
+                    failures.append({"stage": "judge", "id": pair.id, **which, "error": v.error, "text": v.text})
+                continue
+            row = pair_row(pair, judged, self.spec.name, rubric, self.chat)
+            if "orders" in row:
+                totals.shown += 1
+                totals.first_chosen += row["orders"][0]["first"] == "chosen"
+            if c.drop_inconsistent and row["consistent"] is False:
+                totals.filtered["inconsistent"] += 1
+            elif c.min_confidence is not None and row["ai_preference"] < c.min_confidence:
+                totals.filtered["low_confidence"] += 1
+            else:
+                rows.append(row)
+
+        totals.records += len(examples) + len(invalid)
+        totals.examples += len(examples)
+        totals.invalid_rows += len(invalid)
+        totals.generation_failed += len(cp.generation_failures)
+        totals.pairs += len(cp.pairs)
+        for reason, n in cp.skipped.items():
+            totals.skipped[reason] += n
+        totals.labeled += len(rows)
+        totals.consistent += sum(r["consistent"] is True for r in rows)
+        totals.inconsistent += sum(r["consistent"] is False for r in rows)
+        totals.count_answers(answers, made)
+        return rows, failures
+
+    def missing_requests(self) -> dict[str, JudgeRequest]:
+        """Every judge request of the whole input that the cache lacks (for the Batch API)."""
+        missing: dict[str, JudgeRequest] = {}
+        for examples, _ in _chunks(self.config):
+            missing.update(self.plan(examples).plan.missing(self.cache))
+        return missing
+
+    def estimate(self) -> dict[str, Any]:
+        """What the run would ask: calls not yet cached, estimated tokens and cost. Calls nothing."""
+        budget = self.spec.completion_budget(self.config.cot)
+        estimate: dict[str, Any] = {"calls": 0, "cached": 0, "pairs": 0, "skipped": dict.fromkeys(SKIP_REASONS, 0),
+                                    "prompt_only_rows": 0, "tokens": {"prompt": 0, "completion": 0}}  # prompt-only rows: candidates generated first
+        for examples, _ in _chunks(self.config):
+            cp = self.plan(examples)
+            missing = cp.plan.missing(self.cache)
+            estimate["prompt_only_rows"] += cp.prompt_only
+            estimate["pairs"] += len(cp.pairs)
+            for reason, n in cp.skipped.items():
+                estimate["skipped"][reason] += n
+            estimate["calls"] += len(missing)
+            estimate["cached"] += len(cp.plan.requests) - len(missing)
+            estimate["tokens"]["prompt"] += sum(estimate_tokens(r.prompt) for r in missing.values())
+            estimate["tokens"]["completion"] += budget * len(missing)
+        estimate["estimated_cost"] = estimate_cost(self.spec.config.options, estimate["tokens"]["prompt"], estimate["tokens"]["completion"])
+        return estimate
+
+
+def _fingerprint(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> str:
+    """What a run's rows depend on: a resume goes on only with all of it unchanged."""
+    settings = {k: v for k, v in asdict(config).items() if k not in ("progress", "concurrency", "chunk_size", "dry_run", "batch_api")}
+    return cache_key(settings, spec.identity, rubric.sha256)
+
+
+def _dry_run(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> LabelResult:
+    cache_path = Path(config.cache) if config.cache else config.output_dir() / "cache.sqlite"
+    cache = AnswerCache(cache_path) if cache_path.exists() else None  # a dry run creates nothing
+    try:
+        return LabelResult(config.output_dir(), estimate=_Run(config, rubric, spec, cache, None).estimate())
+    finally:
+        if cache is not None:
+            cache.close()
+
+
+def label(config: LabelConfig) -> LabelResult:
+    """Run a labeling job end to end and write its outputs; returns what it did."""
+    started = time.time()
+    # Everything that can be wrong with the settings and the input is found before any model is loaded.
+    rubric = load_rubric(config.rubric)
+    spec = JudgeSpec.build(config.judge, rubric, config.mode, config.concurrency)
+    if config.batch_api and not issubclass(spec.backend, BatchJudge):
+        raise ConfigError(f"--batch-api needs a judge with a batch API (openai), not '{spec.config.backend}'")
+    plan_orders(config.debias, "check")
+    if config.min_confidence is not None and not 0.5 <= config.min_confidence <= 1.0:
+        raise ConfigError(f"--min-confidence must be in [0.5, 1], got {config.min_confidence}")
+    if config.chunk_size < 1:
+        raise ConfigError(f"--chunk-size must be at least 1, got {config.chunk_size}")
+    generator = load_generator(config.generator)
+    records, chat = 0, False
+    for item in iter_examples(config.input, config.limit, config.skip_invalid):  # one pass: a bad row stops the run now
+        records += 1
+        chat = chat or (isinstance(item, Example) and not isinstance(item.prompt, str))
+
+    if config.dry_run:
+        return _dry_run(config, spec, rubric)
+    out = config.output_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    cache = AnswerCache(config.cache or out / "cache.sqlite")
+    run = _Run(config, rubric, spec, cache, generator, chat)
+    try:
+        if config.batch_api and (missing := run.missing_requests()):
+            pending = batch_round(out, spec, missing, cache)
+            if pending is not None:
+                return LabelResult(out, pending_batch=pending)
+        with Output.open(out, _fingerprint(config, spec, rubric)) as output, \
+                tqdm(total=0, desc="labeling", unit="call", disable=not config.progress) as run.bar:
+            totals = output.totals
+            for examples, invalid in _chunks(config, skip=totals.records):
+                output.write(*run.chunk(examples, invalid, totals))
+                run.bar.set_postfix_str(f"{totals.records}/{records} rows")
+    finally:
+        run.judge.close()
+        generator.close()
+        cache.close()
+
+    result = LabelResult(out, manifest(asdict(config), spec, rubric, totals, started))
+    write_json_atomic(out / "manifest.json", result.manifest)
+    (out / PROGRESS).unlink()
+    return result

@@ -1,0 +1,1 @@
+"""Models: the embedded default, loading tokenizers and models, tokenizing, packed pairs."""

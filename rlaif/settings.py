@@ -1,0 +1,106 @@
+"""Settings as dataclass fields: each carries its help text and allowed values, so a command's
+options, a settings file and the Python API share one declaration and one check."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import field, fields
+from pathlib import Path
+from typing import Any, get_args, get_type_hints
+
+import yaml
+
+from rlaif.errors import ConfigError
+
+
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: str | None = None) -> Any:
+    """A config field with the help text (and allowed values) its command shows for it; `flag`
+    names its option where the field's own name reads badly on a command line. A list default
+    is copied for each config (a list field is an option given any number of times)."""
+    metadata = {"help": help, "choices": choices, "flag": flag}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def required(help: str, choices: tuple[str, ...] | None = None, argument: bool = False) -> Any:
+    """A config field without a default; `argument`: the command takes it as its positional arguments."""
+    return field(metadata={"help": help, "choices": choices, "argument": argument})
+
+
+def allowed_types(hint: Any) -> tuple[Any, ...]:
+    """The types an annotation allows: `int | None` -> (int, NoneType)."""
+    return get_args(hint) or (hint,)
+
+
+def choice_problem(value: Any, allowed: tuple[str, ...]) -> str | None:
+    return None if value in allowed else f"expected one of {', '.join(allowed)}, got {value!r}"
+
+
+def type_problem(value: Any, hint: Any) -> str | None:
+    """Why `value` does not fit the annotation `hint` (an int is a fine float), or None."""
+    options = allowed_types(hint)
+    if value is None:
+        fits = type(None) in options
+    elif isinstance(value, bool):
+        fits = bool in options
+    elif isinstance(value, int) and float in options:
+        fits = True
+    else:
+        fits = isinstance(value, tuple(getattr(o, "__origin__", o) for o in options if o is not type(None)))
+    names = " or ".join("null" if o is type(None) else getattr(o, "__name__", str(o)) for o in options)
+    return None if fits else f"expected {names}, got {value!r}"
+
+
+def check_choices(config: Any) -> None:
+    """Raise ConfigError for a field set to a value outside its choices (None passes where allowed)."""
+    hints = get_type_hints(type(config))
+    for f in fields(config):
+        allowed, value = f.metadata.get("choices"), getattr(config, f.name)
+        optional = value is None and type(None) in allowed_types(hints[f.name])
+        if allowed and not optional and (problem := choice_problem(value, allowed)) is not None:
+            raise ConfigError(problem, key=f.name)
+
+
+def _yaml_float(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _line_of(text: str, key: str) -> int:
+    """The line that sets `key` in a TOML/YAML file (0 if not found)."""
+    pattern = re.compile(rf"\s*['\"]?{re.escape(key)}['\"]?\s*[=:]")
+    return next((i for i, line in enumerate(text.splitlines(), 1) if pattern.match(line)), 0)
+
+
+def read_settings_file(path: str | Path, config_class: type) -> dict[str, Any]:
+    """Settings of `config_class` from a TOML or YAML file; an unknown key or a bad value is an
+    error naming file, line and key."""
+    path = Path(path)
+    text = path.read_text()
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(str(e), str(path)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a table of settings, got {type(data).__name__}", str(path))
+    hints = get_type_hints(config_class)
+    choices = {f.name: f.metadata["choices"] for f in fields(config_class) if f.metadata.get("choices")}
+    settings = {}
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in hints:
+            problem = "unknown key"
+        elif name in choices and value is not None:
+            problem = choice_problem(value, choices[name])
+        else:
+            if isinstance(value, str) and float in allowed_types(hints[name]):
+                value = _yaml_float(value)  # PyYAML reads `1e-5` (no dot) as a string
+            problem = type_problem(value, hints[name])
+        if problem is not None:
+            raise ConfigError(problem, str(path), _line_of(text, key), key)
+        settings[name] = value
+    return settings

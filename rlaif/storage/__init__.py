@@ -1,0 +1,1 @@
+"""Plumbing that keeps things on disk: atomic writes, the answer cache, the built-in files."""

@@ -1,0 +1,1 @@
+"""Workflows that chain the stages: `rlaif experiment` and `rlaif iterate`."""
