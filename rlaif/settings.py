@@ -7,7 +7,8 @@ import re
 import tomllib
 from dataclasses import field, fields
 from pathlib import Path
-from typing import Any, get_args, get_type_hints
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -30,8 +31,8 @@ def required(help: str, choices: tuple[str, ...] | None = None, argument: bool =
 
 
 def allowed_types(hint: Any) -> tuple[Any, ...]:
-    """The types an annotation allows: `int | None` -> (int, NoneType)."""
-    return get_args(hint) or (hint,)
+    """The types an annotation allows: `int | None` -> (int, NoneType); `list[str]` -> (list[str],)."""
+    return get_args(hint) if get_origin(hint) in (Union, UnionType) else (hint,)
 
 
 def choice_problem(value: Any, allowed: tuple[str, ...]) -> str | None:

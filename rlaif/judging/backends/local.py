@@ -77,7 +77,7 @@ class LocalJudge(PrefilledJudge):
         """Keys and values of every layer for a prefix; the last one is kept, since a run's
         batches all begin with the same rubric instructions."""
         if self._prefix[0] != ids:
-            cache = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True).past_key_values
+            cache = self.model(input_ids=torch.tensor([ids], device=self.device), use_cache=True).cache
             self._prefix = (ids, [(layer.keys, layer.values) for layer in cache.layers])
         return self._prefix[1]
 
@@ -98,7 +98,7 @@ class LocalJudge(PrefilledJudge):
             rows, width = packed.input_ids.shape
             cache = DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix_cache(seqs[0][:shared])], config=self.model.config)
             mask = torch.cat([mask.new_ones(rows, 1, width, shared), mask], dim=-1)  # every token sees the prefix
-        hidden = self.model.base_model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, past_key_values=cache).last_hidden_state
+        hidden = self.model.base_model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, cache=cache).last_hidden_state
         last = torch.tensor([places[-1] for places in packed.places], device=self.device)
         logits = self.model.get_output_embeddings()(hidden.flatten(0, 1)[last])
         return label_distribution(logits, self.tokenizer, labels).tolist(), [len(s) for s in seqs]

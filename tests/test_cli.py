@@ -1,0 +1,58 @@
+"""The command line and the config dataclasses agree: every option of `label`, `train`,
+`compare`, `iterate` and `revise` is a field of its config, with the field's default, choices
+and help."""
+
+from dataclasses import MISSING, fields
+
+import click
+import pytest
+
+from rlaif.cli import main
+from rlaif.evaluate.compare import CompareConfig
+from rlaif.labeling.revise import ReviseConfig
+from rlaif.labeling.run import LabelConfig
+from rlaif.trainers.config import TrainConfig
+from rlaif.workflows.iterate import IterateConfig
+
+COMMANDS = {"label": LabelConfig, "train": TrainConfig, "compare": CompareConfig, "iterate": IterateConfig, "revise": ReviseConfig}
+CLI_ONLY = {"quiet", "config_file", "train_config", "rm_config"}  # options that are not settings of a run (--config names a file of them)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_options_are_the_config_fields(command):
+    config = COMMANDS[command]
+    params = {p.name: p for p in main.commands[command].params if p.name not in CLI_ONLY}
+    documented = {f.name: f for f in fields(config) if "help" in f.metadata}
+    assert set(params) == set(documented)
+    for name, f in documented.items():
+        param = params[name]
+        if isinstance(param, click.Option):
+            assert param.help == f.metadata["help"]
+            if f.default is not MISSING and not param.multiple:
+                assert param.default == f.default, name
+            choices = f.metadata.get("choices")
+            assert (list(param.type.choices) if isinstance(param.type, click.Choice) else None) == (list(choices) if choices else None), name
+
+
+def test_a_field_without_help_is_no_option():
+    assert "progress" not in {p.name for p in main.commands["label"].params}
+    assert {"train", "rm_train"}.isdisjoint(p.name for p in main.commands["iterate"].params)
+
+
+def test_a_bad_choice_is_refused_alike_by_the_cli_and_the_api(tmp_path):
+    from click.testing import CliRunner
+
+    from rlaif.errors import ConfigError
+
+    result = CliRunner().invoke(main, ["label", "--input", "x.jsonl", "--debias", "sometimes"])
+    assert result.exit_code == 2 and "'sometimes' is not one of" in result.output
+    with pytest.raises(ConfigError, match="key 'debias': expected one of both, random, none, got 'sometimes'"):
+        LabelConfig(input="x.jsonl", debias="sometimes")
+
+
+def test_compare_takes_runs_as_arguments_and_repeats_lists():
+    ctx = main.make_context("rlaif", ["compare", "r1", "r2", "--eval-data", "e.jsonl", "--output", "o", "--rm", "a", "--rm", "b"])
+    command = main.get_command(ctx, "compare")
+    sub = command.make_context("compare", ["r1", "r2", "--eval-data", "e.jsonl", "--output", "o", "--rm", "a", "--rm", "b"], parent=ctx)
+    config = CompareConfig(**{k: v for k, v in sub.params.items() if k != "quiet"})
+    assert config.runs == ["r1", "r2"] and config.rms == ["a", "b"] and config.labels == []
