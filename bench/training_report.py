@@ -1,4 +1,4 @@
-"""Summarise training runs for BENCHMARKS.md, each beside a simple peer.
+"""Summarise training runs for docs/benchmarks.md, each beside a simple peer.
 
 - rm: held-out pairwise accuracy, beside the length heuristics on the same held-out pairs
   (the shorter response wins; the longer wins) and chance.

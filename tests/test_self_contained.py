@@ -4,7 +4,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKED = ["README.md", "BENCHMARKS.md", "Makefile", ".ci", "tests", "bench", "examples", "prompts", "judges", "rlaif"]
+CHECKED = ["README.md", "docs", "Makefile", ".ci", "tests", "bench", "examples", "prompts", "judges", "rlaif"]
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".yaml", ".yml", ".j2", ".jsonl", ".json", ".txt", ""}
 
 # `../x` as a path (not the `...` of prose), `Path(__file__)...parent.parent...` chains, and

@@ -157,7 +157,7 @@ class OpenAIJudge(ApiJudge, BatchJudge):
             return await self._ask_prefilled(client, request)
         # The body is plain JSON already, so it is posted as it is: `chat.completions.create`
         # would first walk it against the SDK's typed parameters, its largest CPU cost per call
-        # (BENCHMARKS.md, API judge throughput).
+        # (docs/benchmarks.md, API labeling).
         return self._verdict(await client.post("/chat/completions", body=self._body(request), cast_to=ChatCompletion), request)
 
     async def _ask_prefilled(self, client, request: JudgeRequest) -> Verdict:
