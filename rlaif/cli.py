@@ -196,10 +196,10 @@ def rate(judgments: tuple[str, ...], bootstrap: int, k: float, l2: float, seed: 
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def experiment(config_file: str, quiet: bool) -> None:
     """Run an AI-vs-human experiment file: label, agreement, DPO on each, gold RM, compare."""
-    from rlaif.workflows.experiment import read_experiment, run_experiment
+    from rlaif.workflows.experiment import experiment_output, run_experiment
 
     run_experiment(config_file, progress=not quiet)
-    click.echo((Path(read_experiment(config_file).get("output", "outputs/experiment")) / "report.md").read_text())
+    click.echo((experiment_output(config_file) / "report.md").read_text())
 
 
 @main.command()

@@ -12,6 +12,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from rlaif.judging import configs as judge_configs
 from rlaif.judging.base import Judge, JudgeRequest, Verdict
 from rlaif.models.loading import load_tokenizer
+from tests.loopback import Loopback
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -85,3 +86,22 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
     return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
+
+
+SECRET = "sk-loopback-secret-0123456789"
+
+
+@pytest.fixture
+def judge_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("RLAIF_TEST_KEY", SECRET)
+
+    def make(srv: Loopback, backend: str = "openai", **options) -> str:
+        base = {"base_url": srv.url + ("/v1" if backend == "openai" else ""), "api_key_env": "RLAIF_TEST_KEY",
+                "timeout": 0.5, "retry_initial_wait": 0.01, "retry_max_wait": 0.2, "concurrency": 4, **options}
+        lines = [f'backend = "{backend}"', 'model = "loopback-judge"', "[options]"]
+        lines += [f"{k} = {json.dumps(v)}" for k, v in base.items()]
+        path = tmp_path / f"{backend}-{len(list(tmp_path.glob('*.toml')))}.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return str(path)
+
+    return make

@@ -13,32 +13,14 @@ import pytest
 from rlaif.errors import ConfigError
 from rlaif.judging.base import JudgeConfigError, JudgeFatalError
 from rlaif.labeling.run import LabelConfig, label
-from tests.conftest import write_jsonl
+from tests.conftest import SECRET, write_jsonl
 from tests.loopback import Loopback
-
-SECRET = "sk-loopback-secret-0123456789"
 
 
 @pytest.fixture
 def server():
     with Loopback() as srv:
         yield srv
-
-
-@pytest.fixture
-def judge_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("RLAIF_TEST_KEY", SECRET)
-
-    def make(srv: Loopback, backend: str = "openai", **options) -> str:
-        base = {"base_url": srv.url + ("/v1" if backend == "openai" else ""), "api_key_env": "RLAIF_TEST_KEY",
-                "timeout": 0.5, "retry_initial_wait": 0.01, "retry_max_wait": 0.2, "concurrency": 4, **options}
-        lines = [f'backend = "{backend}"', 'model = "loopback-judge"', "[options]"]
-        lines += [f"{k} = {json.dumps(v)}" for k, v in base.items()]
-        path = tmp_path / f"{backend}-{len(list(tmp_path.glob('*.toml')))}.toml"
-        path.write_text("\n".join(lines) + "\n")
-        return str(path)
-
-    return make
 
 
 def data(tmp_path, n: int = 6, extra: list | None = None):

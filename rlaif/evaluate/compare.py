@@ -41,6 +41,7 @@ from rlaif.models.loading import EMBEDDED_NAMES, is_embedded, load_tokenizer, mo
 from rlaif.settings import check_choices, required, setting
 from rlaif.storage.cache import AnswerCache
 from rlaif.storage.files import write_json_atomic, write_jsonl_atomic
+from rlaif.storage.locks import writes_into
 from rlaif.trainers.config import ONLINE, read_run_config
 
 BASE = "base"
@@ -215,6 +216,7 @@ def label_agreement(run_dir: str) -> dict[str, Any]:
 # ---------------------------------------------------------------- the run
 
 
+@writes_into(lambda cfg, policies=None: cfg.output)
 def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[str, Any]:
     """Run the comparison and write its files; returns the metrics. The policies are the runs
     of `cfg.runs` and their common base, unless given (the base first, named `base`)."""

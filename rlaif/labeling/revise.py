@@ -25,6 +25,7 @@ from rlaif.judging.rubric import SAMPLE, load_template, render_template, resolve
 from rlaif.settings import required, setting
 from rlaif.storage.cache import AnswerCache
 from rlaif.storage.files import run_stamp, write_json_atomic, write_jsonl_atomic
+from rlaif.storage.locks import writes_into
 
 STAGES = ("critique", "revision")
 
@@ -69,6 +70,7 @@ def conversation(prompt: Prompt, response: str, *turns: str) -> list[dict[str, s
     return messages + [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
 
 
+@writes_into(lambda cfg: cfg.output_dir())
 def revise(cfg: ReviseConfig) -> dict[str, Any]:
     """Critique and revise every response; write `pairs.jsonl`, `failures.jsonl` and
     `manifest.json` to the output directory. Returns the manifest."""

@@ -37,6 +37,7 @@ from rlaif.labeling.output import FAILURES, PAIRS, PROGRESS, Output, Totals, man
 from rlaif.settings import check_choices, required, setting
 from rlaif.storage.cache import AnswerCache, cache_key
 from rlaif.storage.files import write_json_atomic
+from rlaif.storage.locks import writes_into
 
 
 @dataclass
@@ -264,6 +265,7 @@ def _dry_run(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> LabelResul
             cache.close()
 
 
+@writes_into(lambda config: None if config.dry_run else config.output_dir())
 def label(config: LabelConfig) -> LabelResult:
     """Run a labeling job end to end and write its outputs; returns what it did."""
     started = time.time()

@@ -6,12 +6,13 @@ ends, however it ends (a SIGKILL included), so nothing stale is left behind."""
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from rlaif.errors import UserError
@@ -33,8 +34,7 @@ def writing(directory: str | Path) -> Iterator[Path]:
         yield path
         return
     path.mkdir(parents=True, exist_ok=True)
-    fh = open(path / LOCK_FILE, "a+")
-    try:
+    with open(path / LOCK_FILE, "a+") as fh:  # closing the file releases the lock
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -44,13 +44,29 @@ def writing(directory: str | Path) -> Iterator[Path]:
                                  "wait for it to end, or give this run another output directory") from None
         fh.seek(0)
         fh.truncate()
-        fh.write(f"pid {os.getpid()}, `{shlex.join(['rlaif', *sys.argv[1:]]) if sys.argv[0].endswith('rlaif') else shlex.join(sys.argv)}`, "
-                 f"since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        fh.write(f"pid {os.getpid()}: {_command()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         fh.flush()
         _held.add(path)
         try:
             yield path
         finally:
             _held.discard(path)
-    finally:
-        fh.close()  # closing the file releases the lock
+
+
+def _command() -> str:
+    """This process's command line, as typed (`rlaif label ...`)."""
+    ours = os.path.basename(sys.argv[0]) == "rlaif" or sys.argv[0].endswith(os.path.join("rlaif", "cli.py"))  # the script, or python -m rlaif.cli
+    return shlex.join(["rlaif", *sys.argv[1:]] if ours else sys.argv)
+
+
+def writes_into(output_of: Callable[..., str | Path | None]):
+    """Decorate a run: it holds the directory `output_of(its arguments)` names for its whole
+    length (None: the run writes nothing, and takes no lock)."""
+    def decorate(run):
+        @functools.wraps(run)
+        def held(*args, **kwargs):
+            directory = output_of(*args, **kwargs)
+            with writing(directory) if directory is not None else nullcontext():
+                return run(*args, **kwargs)
+        return held
+    return decorate

@@ -24,6 +24,7 @@ from tqdm import tqdm
 from rlaif.errors import ConfigError
 from rlaif.models.loading import load_tokenizer, quiet_transformers
 from rlaif.storage.files import save_into, write_json_atomic, write_jsonl_atomic
+from rlaif.storage.locks import writing
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.processes import Processes
 
@@ -173,6 +174,11 @@ class Trainer(ABC):
     # ---- the loop
 
     def train(self) -> dict[str, float]:
+        """Train, holding the output directory (the main process takes its lock) for the whole run."""
+        with writing(self.out) if self.procs.main else nullcontext():
+            return self._train()
+
+    def _train(self) -> dict[str, float]:
         """The step loop of every method: step, log, evaluate and checkpoint as the settings say,
         then save; returns the held-out metrics."""
         cfg, per_step = self.config, self.micro_batches_per_step

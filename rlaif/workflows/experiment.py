@@ -22,6 +22,7 @@ from rlaif.evaluate.compare import CompareConfig, compare
 from rlaif.inputs import read_records
 from rlaif.labeling.run import LabelConfig, label
 from rlaif.storage.files import write_jsonl_atomic
+from rlaif.storage.locks import writes_into
 from rlaif.trainers.config import TrainConfig, read_run_config
 
 SLICES = ("train", "gold", "eval")
@@ -94,10 +95,16 @@ def train_once(config: TrainConfig) -> None:
     train(config)
 
 
+def experiment_output(path: str | Path, progress: bool = True) -> Path:
+    """The directory an experiment file writes into."""
+    return Path(read_experiment(path).get("output", "outputs/experiment"))
+
+
+@writes_into(experiment_output)
 def run_experiment(path: str | Path, progress: bool = True) -> dict[str, Any]:
     """Run every step; returns the comparison's metrics (also in `<output>/metrics.json`)."""
     spec = read_experiment(path)
-    out = Path(spec.get("output", "outputs/experiment"))
+    out = experiment_output(path)
     model, seed = spec.get("model"), spec.get("seed", 0)
     data = slice_inputs(spec["data"]["source"], spec["ranges"])
 

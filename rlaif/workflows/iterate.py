@@ -29,6 +29,7 @@ from rlaif.labeling.run import LabelConfig, label
 from rlaif.models.loading import EMBEDDED_NAMES, is_embedded
 from rlaif.settings import check_choices, required, setting
 from rlaif.storage.files import write_jsonl_atomic
+from rlaif.storage.locks import writes_into
 from rlaif.trainers.config import TrainConfig
 from rlaif.workflows.experiment import train_once
 
@@ -92,6 +93,7 @@ def run_round(cfg: IterateConfig, r: int, prompts: Path, policy: str | None, rm:
     return str(d / "model"), str(d / "rm")
 
 
+@writes_into(lambda cfg: cfg.output)
 def iterate(cfg: IterateConfig) -> dict[str, Any]:
     """Run every round not yet done, then compare every round's policy with the start.
     Returns the comparison's metrics (also in `<output>/metrics.json`)."""
