@@ -11,15 +11,16 @@ A prompt is a string or a list of chat messages (``{"role": ..., "content": ...}
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import random
 import re
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlencode
 
 from rlaif.errors import InputError
@@ -62,10 +63,26 @@ class LoadResult:
 # ---------------------------------------------------------------- reading files
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")
+def _open_bytes(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+@contextmanager
+def _readable(path: Path, line: Callable[[], int | None] = lambda: None) -> Iterator[None]:
+    """Turn what a broken file raises while it is read (a compressed file that does not
+    decompress, bytes cut short) into an `InputError` naming the file and, where known, the line
+    reached (`line()`)."""
+    try:
+        yield
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise InputError(str(path), line(), None, f"not a whole gzip file ({e or 'it ends early'})") from None
+
+
+def _decoded(raw: bytes, path: Path, number: int) -> str | InputError:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return InputError(str(path), number, None, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); save the file as UTF-8")
 
 
 def _base_suffix(path: Path) -> str:
@@ -74,24 +91,33 @@ def _base_suffix(path: Path) -> str:
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with _open_text(path) as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
+    number = 0
+    with _open_bytes(path) as fh, _readable(path, lambda: number + 1):
+        for number, raw in enumerate(fh, start=1):
+            # A bad line is yielded, not raised: a generator that raises is finished, and
+            # `--skip-invalid` must read on past it.
+            line = _decoded(raw, path, number)
+            if isinstance(line, InputError) or not line.strip():
+                if isinstance(line, InputError):
+                    yield number, line
                 continue
             try:
                 yield number, json.loads(line)
             except json.JSONDecodeError as err:
-                # Yielded, not raised: a generator that raises is finished, and
-                # `--skip-invalid` must read on past a bad line.
                 yield number, InputError(str(path), number, None, f"not valid JSON ({err.msg})")
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
-    with _open_text(path) as fh:
-        try:
-            data = json.load(fh)
-        except json.JSONDecodeError as err:
-            raise InputError(str(path), err.lineno, None, f"not valid JSON ({err.msg})") from None
+    with _open_bytes(path) as fh, _readable(path):
+        raw = fh.read()
+    text = _decoded(raw, path, 0)
+    if isinstance(text, InputError):
+        bad = raw.decode("utf-8", errors="replace").index("\ufffd")
+        raise InputError(str(path), raw[:bad].count(b"\n") + 1, None, text.message)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(str(path), err.lineno, None, f"not valid JSON ({err.msg})") from None
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):
@@ -102,15 +128,23 @@ def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
 def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[int, Any]]:
     import datasets
 
-    if kind == "dir":
-        ds = datasets.load_from_disk(str(path))
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-    else:  # streamed: a file larger than memory is read a batch at a time
-        ds = datasets.load_dataset(kind, data_files=str(path), split="train", streaming=True)
     # CSV rows are numbered as lines of the file (line 1 is the header).
-    start = 2 if kind == "csv" else 1
-    yield from enumerate(ds, start=start)
+    number = start = 2 if kind == "csv" else 1
+    try:
+        if kind == "dir":
+            ds = datasets.load_from_disk(str(path))
+            if isinstance(ds, datasets.DatasetDict):
+                ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+        else:  # streamed: a file larger than memory is read a batch at a time
+            ds = datasets.load_dataset(kind, data_files=str(path), split="train", streaming=True)
+        for number, record in enumerate(ds, start=start):
+            yield number, record
+    except FileNotFoundError:
+        raise InputError(str(path), None, None, "not a saved data set (no dataset_info.json): give a data file or a `save_to_disk` folder") from None
+    except Exception as e:  # noqa: BLE001 -- pyarrow and datasets raise many kinds for a file they cannot read
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        where = "" if kind == "dir" or number == start else f" (after record {number - start})"
+        raise InputError(str(path), None, None, f"cannot be read as {kind}{where}: {reason}") from None
 
 
 HUB_PREFIX = "hf:"
@@ -306,6 +340,7 @@ def iter_examples(path: str | Path, limit: int | None = None, skip_invalid: bool
     `Example` (at most `limit`), each invalid one as its failure record with `skip_invalid`;
     without it the first bad row raises."""
     count = 0
+    first_line: dict[str, int] = {}  # row ids key the output and a resume: each must be one row's
     for line, record in read_records(path):
         if limit is not None and count >= limit:
             return
@@ -313,6 +348,8 @@ def iter_examples(path: str | Path, limit: int | None = None, skip_invalid: bool
             if isinstance(record, InputError):
                 raise record
             example = parse_record(record, str(path), line)
+            if (seen := first_line.setdefault(example.id, line)) != line:
+                raise InputError(str(path), line, "id", f"{example.id!r} is also the id of line {seen}: give each row its own id (or none, and rlaif numbers them)")
         except InputError as e:
             if not skip_invalid:
                 raise

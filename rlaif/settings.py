@@ -15,11 +15,13 @@ import yaml
 from rlaif.errors import ConfigError
 
 
-def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: str | None = None) -> Any:
-    """A config field with the help text (and allowed values) its command shows for it; `flag`
-    names its option where the field's own name reads badly on a command line. A list default
-    is copied for each config (a list field is an option given any number of times)."""
-    metadata = {"help": help, "choices": choices, "flag": flag}
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: str | None = None, at_least: float | None = None,
+            above: float | None = None, at_most: float | None = None, below: float | None = None) -> Any:
+    """A config field with the help text (and allowed values: `choices`, or bounds) its command
+    shows for it; `flag` names its option where the field's own name reads badly on a command
+    line. A list default is copied for each config (a list field is an option given any number
+    of times). None is always allowed where the field's type allows it."""
+    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": (at_least, above, at_most, below)}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -54,13 +56,31 @@ def type_problem(value: Any, hint: Any) -> str | None:
     return None if fits else f"expected {names}, got {value!r}"
 
 
-def check_choices(config: Any) -> None:
-    """Raise ConfigError for a field set to a value outside its choices (None passes where allowed)."""
+def bounds_problem(value: float, bounds: tuple[float | None, ...]) -> str | None:
+    """Why a number is out of its bounds (at least, above, at most, below), or None."""
+    at_least, above, at_most, below = bounds
+    for limit, fails, words in ((at_least, lambda v, x: v < x, "at least"), (above, lambda v, x: v <= x, "more than"),
+                                (at_most, lambda v, x: v > x, "at most"), (below, lambda v, x: v >= x, "less than")):
+        if limit is not None and fails(value, limit):
+            return f"must be {words} {limit}, got {value}"
+    return None
+
+
+def check_settings(config: Any) -> None:
+    """Raise ConfigError, naming the key, for a field whose value is outside its choices or bounds.
+    Every config calls it on construction, so the command line, settings files and the Python API
+    refuse the same values with the same message."""
     hints = get_type_hints(type(config))
     for f in fields(config):
-        allowed, value = f.metadata.get("choices"), getattr(config, f.name)
-        optional = value is None and type(None) in allowed_types(hints[f.name])
-        if allowed and not optional and (problem := choice_problem(value, allowed)) is not None:
+        value = getattr(config, f.name)
+        if value is None and type(None) in allowed_types(hints[f.name]):
+            continue
+        problem = None
+        if allowed := f.metadata.get("choices"):
+            problem = choice_problem(value, allowed)
+        elif any(b is not None for b in f.metadata.get("bounds", ())) and isinstance(value, int | float):
+            problem = bounds_problem(value, f.metadata["bounds"])
+        if problem is not None:
             raise ConfigError(problem, key=f.name)
 
 
@@ -77,11 +97,20 @@ def _line_of(text: str, key: str) -> int:
     return next((i for i, line in enumerate(text.splitlines(), 1) if pattern.match(line)), 0)
 
 
+def read_text(path: str | Path) -> str:
+    """A settings file's text; one that is not UTF-8 is a ConfigError naming it and its line."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {raw[e.start]:#04x}); save the file as UTF-8", str(path), raw[:e.start].count(b"\n") + 1) from None
+
+
 def read_settings_file(path: str | Path, config_class: type) -> dict[str, Any]:
     """Settings of `config_class` from a TOML or YAML file; an unknown key or a bad value is an
     error naming file, line and key."""
     path = Path(path)
-    text = path.read_text()
+    text = read_text(path)
     try:
         data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text) or {}
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:

@@ -55,3 +55,183 @@ def test_the_lock_goes_with_its_process(tmp_path):
     holder.wait()
     with writing(tmp_path):
         pass
+
+
+# ---------------------------------------------------------------- bad input: one line naming file, line and field
+
+
+def write_bytes(path, data: bytes) -> str:
+    path.write_bytes(data)
+    return str(path)
+
+
+def bad_inputs(tmp_path) -> dict[str, tuple[str, str]]:
+    """Each kind of bad input file, and what its error must say."""
+    valid = b'{"prompt": "q", "responses": ["a", "b"]}\n'
+    import gzip
+
+    import datasets
+
+    many = "".join(f'{{"prompt": "question {i}", "responses": ["answer {i * 7}", "answer {i * 13}"]}}\n' for i in range(2000)).encode()
+    parquet = tmp_path / "ok.parquet"
+    datasets.Dataset.from_list([{"prompt": f"p{i}", "responses": ["a", "b"]} for i in range(500)]).to_parquet(str(parquet))
+    return {
+        "not UTF-8": (write_bytes(tmp_path / "latin1.jsonl", valid + '{"prompt": "café", "responses": ["a", "b"]}\n'.encode("latin-1")),
+                      "latin1.jsonl:2: not UTF-8 text (byte 0xe9"),
+        "not gzip": (write_bytes(tmp_path / "plain.jsonl.gz", valid), "plain.jsonl.gz:1: not a whole gzip file"),
+        "truncated gzip": (write_bytes(tmp_path / "cut.jsonl.gz", gzip.compress(many)[:len(gzip.compress(many)) // 2]), "cut.jsonl.gz:"),
+        "truncated parquet": (write_bytes(tmp_path / "cut.parquet", parquet.read_bytes()[:2000]), "cut.parquet: cannot be read as parquet"),
+        "an id used twice": (write_bytes(tmp_path / "twice.jsonl", b'{"id": 7, "prompt": "q", "responses": ["a", "b"]}\n'
+                                         b'{"id": 7, "prompt": "other", "responses": ["c", "d"]}\n'), "twice.jsonl:2: field 'id': '7' is also the id of line 1"),
+    }
+
+
+def one_line_error(args: list[str]) -> str:
+    from click.testing import CliRunner
+
+    from rlaif.cli import main
+
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
+    return result.output
+
+
+def test_every_bad_input_file_is_one_line_naming_file_and_line(tmp_path):
+    for kind, (path, expected) in bad_inputs(tmp_path).items():
+        assert expected in one_line_error(["label", "--input", path, "--dry-run"]), kind
+        assert expected in one_line_error(["train", "--method", "dpo", "--data", path, "--output", str(tmp_path / "train")]), kind
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--batch-size", "0"], "key 'batch_size': must be at least 1, got 0"),
+    (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--lr", "-1"], "key 'lr': must be more than 0, got -1.0"),
+    (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--model", "/nonexistent"], "/nonexistent: no such model directory"),
+    (["label", "--input", "examples/demo.jsonl", "--limit", "-5"], "key 'limit': must be at least 1, got -5"),
+    (["label", "--input", "examples/demo.jsonl", "--concurrency", "0"], "key 'concurrency': must be at least 1, got 0"),
+    (["label", "--input", "examples/demo.jsonl", "--concurrency", "2", "--dry-run"], "--concurrency applies to API judges; judge 'embedded' (backend local)"),
+])
+def test_bad_settings_are_one_line_before_anything_loads(args, expected):
+    assert expected in one_line_error(args)
+
+
+def test_the_api_and_settings_files_refuse_what_the_command_line_refuses(tmp_path):
+    from rlaif.errors import ConfigError
+    from rlaif.labeling.run import LabelConfig
+    from rlaif.trainers.config import TrainConfig, read_config_file
+
+    with pytest.raises(ConfigError, match=r"^key 'batch_size': must be at least 1, got 0$"):
+        TrainConfig(method="dpo", data="x", output="o", batch_size=0)
+    with pytest.raises(ConfigError, match=r"^key 'limit': must be at least 1, got -5$"):
+        LabelConfig(input="x", limit=-5)
+    settings = tmp_path / "train.toml"
+    settings.write_text('method = "dpo"\ndata = "x"\noutput = "o"\nlr = -1\n')
+    with pytest.raises(ConfigError, match=r"^key 'lr': must be more than 0, got -1$"):
+        TrainConfig(**read_config_file(settings))
+
+
+def test_a_model_directory_with_no_model_is_an_error(tmp_path):
+    from rlaif.errors import ConfigError
+    from rlaif.models.loading import resolve_model
+
+    with pytest.raises(ConfigError, match="holds no model"):
+        resolve_model(str(tmp_path))
+    assert resolve_model("OWNER/NAME") == "OWNER/NAME"  # a hub name is left to the hub
+
+
+# ---------------------------------------------------------------- a disk that fills
+
+
+def full_disk(after: int):
+    """A stand-in for os.fsync that fails as a full disk does from its `after`-th call on."""
+    import errno
+
+    real, calls = os.fsync, [0]
+
+    def fsync(fd):
+        calls[0] += 1
+        if calls[0] >= after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(fd)
+
+    return fsync
+
+
+def test_a_disk_that_fills_mid_run_stops_it_and_the_rerun_ends_as_an_uninterrupted_run(tmp_path, scripted_judge, monkeypatch):
+    from rlaif.labeling.run import LabelConfig, label
+    from rlaif.storage.locks import DiskFull
+
+    rows = [{"id": f"r{i}", "prompt": f"q{i}", "responses": [f"a{i}", f"longer b{i}"]} for i in range(7)]
+    data, judge = str(write_jsonl(tmp_path / "d.jsonl", rows)), scripted_judge(0.1)
+
+    def run(name):
+        return label(LabelConfig(data, str(tmp_path / name), judge=judge, chunk_size=2, progress=False))
+
+    whole = run("whole").rows
+    monkeypatch.setattr(os, "fsync", full_disk(after=3))  # the second chunk's pairs are written, not synced
+    with pytest.raises(DiskFull, match="the disk is full"):
+        run("full")
+    assert len((tmp_path / "full" / "pairs.jsonl").read_text().splitlines()) == 4  # the torn chunk is on disk, beyond the recorded length
+    monkeypatch.undo()
+    monkeypatch.setitem(__import__("rlaif.judging.configs", fromlist=["BACKENDS"]).BACKENDS, "scripted", "tests.conftest:ScriptedJudge")
+    again = run("full").rows
+    drop = lambda rs: [{k: v for k, v in r.items() if k != "judge"} for r in rs]
+    assert drop(again) == drop(whole) and len(again) == 7
+
+
+def test_a_disk_that_fills_at_a_checkpoint_loses_no_step(tiny, tmp_path, monkeypatch):
+    import errno
+
+    import torch
+
+    from rlaif.storage.locks import DiskFull
+    from rlaif.trainers import TrainConfig, loop, train
+
+    rows = [{"prompt": f"question {i}", "chosen": f"a good answer {i}", "rejected": f"bad {i}"} for i in range(16)]
+    data = str(write_jsonl(tmp_path / "pairs.jsonl", rows))
+
+    def config(out, **kw):
+        return TrainConfig(method="dpo", data=data, output=str(tmp_path / out), model=tiny, max_steps=6, batch_size=2, save_steps=2,
+                           lr_scheduler="constant", progress=False, **kw)
+
+    train(config("whole"))
+    real = torch.save
+
+    def save(obj, f, *a, **kw):
+        if str(f).endswith(os.path.join(".checkpoint-4.tmp", "trainer_state.pt")):  # the second checkpoint
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(obj, f, *a, **kw)
+
+    monkeypatch.setattr(loop.torch, "save", save)
+    with pytest.raises(DiskFull):
+        train(config("full"))
+    monkeypatch.undo()
+    assert [p.name for p in (tmp_path / "full").glob("checkpoint-*")] == ["checkpoint-2"]
+    train(config("full", resume=True))
+    losses = [[json.loads(line)["loss"] for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("whole", "full")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5) and len(losses[0]) == 6
+
+
+# ---------------------------------------------------------------- a prompt longer than the judge reads
+
+
+def test_a_prompt_longer_than_the_judge_reads_is_not_asked_and_says_why(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from rlaif.labeling.run import LabelConfig, label
+    from rlaif.models.loading import load_tokenizer
+    from tests.conftest import tiny_config
+
+    tok = load_tokenizer(None)
+    model_dir = tmp_path / "short-context"
+    LlamaForCausalLM(tiny_config(len(tok), tok, max_position_embeddings=700)).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    judge = tmp_path / "judge.toml"
+    judge.write_text(f'backend = "local"\nmodel = "{model_dir}"\n')
+    rows = [{"id": "short", "prompt": "Hi?", "responses": ["Hello.", "Hey."]},
+            {"id": "long", "prompt": "Summarise: " + "words and more words " * 200, "responses": ["Short.", "Brief."]}]
+    result = label(LabelConfig(str(write_jsonl(tmp_path / "d.jsonl", rows)), str(tmp_path / "out"), judge=str(judge), progress=False))
+    assert [r["id"] for r in result.rows] == ["short:0-1"]
+    failed = [f for f in result.failures if f["stage"] == "judge"]
+    assert {f["id"] for f in failed} == {"long:0-1"} and all("prompt too long for the judge" in f["error"] and "reads 700" in f["error"] for f in failed)
+    assert result.manifest["verdicts"]["too_long"] == 2 and result.manifest["verdicts"]["unreadable"] == 0

@@ -38,7 +38,7 @@ from rlaif.judging.engine import JudgeSpec, judge_pairs
 from rlaif.judging.generation import generate_responses
 from rlaif.judging.rubric import Rubric, load_rubric
 from rlaif.models.loading import EMBEDDED_NAMES, is_embedded, load_tokenizer, model_fingerprint, resolve_model
-from rlaif.settings import check_choices, required, setting
+from rlaif.settings import check_settings, required, setting
 from rlaif.storage.cache import AnswerCache
 from rlaif.storage.files import write_json_atomic, write_jsonl_atomic
 from rlaif.storage.locks import writes_into
@@ -60,18 +60,18 @@ class CompareConfig:
     gold_rm: str | None = setting(None, "Gold reward model: an `rlaif train --method rm` output or any sequence classifier directory.")
     labels: list[str] = setting([], "An `rlaif label` run with human labels: agreement and confusion matrix (repeatable).")
     rms: list[str] = setting([], "A reward model to score on the evaluation pairs (repeatable).", flag="--rm")
-    samples: int = setting(1, "Responses per prompt and policy.")
+    samples: int = setting(1, "Responses per prompt and policy.", at_least=1)
     all_pairs: bool = setting(False, "Also judge every trained policy against every other.")
-    limit: int | None = setting(None, "Use at most this many evaluation prompts.")
-    max_new_tokens: int = setting(64, "Length of the policies' responses.")
-    temperature: float = setting(0.7, "Sampling temperature of the policies.")
+    limit: int | None = setting(None, "Use at most this many evaluation prompts.", at_least=1)
+    max_new_tokens: int = setting(64, "Length of the policies' responses.", at_least=1)
+    temperature: float = setting(0.7, "Sampling temperature of the policies.", at_least=0)
     seed: int = setting(0, "Seeds the sampling.")
     bertscore_model: str | None = setting(None, "Model for BERTScore [default: the embedded model].")
     progress: bool = True  # the CLI's --quiet turns it off
 
     def __post_init__(self) -> None:
         self.runs, self.labels, self.rms = list(self.runs), list(self.labels), list(self.rms)
-        check_choices(self)
+        check_settings(self)
 
 
 @dataclass

@@ -14,10 +14,11 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, get_type_hints
 
 from rlaif.errors import ConfigError, UserError
 from rlaif.inputs import Prompt
+from rlaif.settings import type_problem
 
 MODES = ("pairwise", "pointwise")
 MODE_HELP = ("pairwise: the two responses side by side (debiased over orders); pointwise: each response scored alone, "
@@ -60,6 +61,7 @@ class Verdict:
     completion_tokens: int = 0
     transient: bool = False  # a failure worth asking again next run (never cached)
     score: float | None = None
+    too_long: bool = False  # not asked: the request is longer than the judge can read
 
     @property
     def value(self) -> float | None:
@@ -115,6 +117,11 @@ class Judge(ABC):
 
     @classmethod
     def parse_options(cls, config: JudgeConfig) -> Any:
+        """The config's options as the backend's `Options`, each value of its field's type."""
+        hints = get_type_hints(cls.Options) if cls.Options is not object else {}
+        for key, value in config.options.items():
+            if key in hints and (problem := type_problem(value, hints[key])) is not None:
+                raise JudgeConfigError(f"{config.source or config.name}: key 'options.{key}': {problem}")
         try:
             return cls.Options(**config.options)
         except TypeError as e:

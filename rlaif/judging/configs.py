@@ -11,6 +11,7 @@ import yaml
 
 from rlaif.errors import ConfigError
 from rlaif.judging.base import Judge, JudgeConfig, JudgeConfigError
+from rlaif.settings import read_text
 from rlaif.storage.resources import builtin_dir
 
 BACKENDS = {
@@ -40,9 +41,9 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
     path = resolve_judge_path(name_or_path)
     try:
         if path.suffix == ".toml":
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(read_text(path))
         else:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(read_text(path)) or {}
     except (tomllib.TOMLDecodeError, yaml.YAMLError) as e:
         raise JudgeConfigError(f"{path}: {e}") from None
     if not isinstance(data, dict):
@@ -51,8 +52,10 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
     if unknown:
         raise JudgeConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}: a judge config has 'backend', 'model' and an 'options' table")
     backend = data.get("backend")
-    if backend not in BACKENDS:
+    if not isinstance(backend, str) or backend not in BACKENDS:
         raise JudgeConfigError(f"{path}: key 'backend': expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if data.get("model") is not None and not isinstance(data["model"], str):
+        raise JudgeConfigError(f"{path}: key 'model': expected a model name or directory, got {data['model']!r}")
     options = data.get("options") or {}
     if not isinstance(options, dict):
         raise JudgeConfigError(f"{path}: key 'options': expected a table")

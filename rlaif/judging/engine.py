@@ -179,7 +179,7 @@ class JudgeOnce:
 
     def check(self, verdict: Verdict) -> None:
         """Count a fresh answer; raise `UnreadableJudge` once most of the first ones had no verdict."""
-        if verdict.transient or len(self._first) >= EARLY_ANSWERS:
+        if verdict.transient or verdict.too_long or len(self._first) >= EARLY_ANSWERS:
             return
         self._first.append(verdict)
         unreadable = [v for v in self._first if v.value is None]

@@ -109,6 +109,8 @@ def load_template(path: Path) -> tuple[jinja2.Environment, jinja2.Template, list
         raise RubricError(e.filename or str(path), e.lineno, e.message or str(e)) from None
     except jinja2.TemplateNotFound as e:
         raise RubricError(str(path), None, f"includes or extends a missing template: {e.name}") from None
+    except UnicodeDecodeError:
+        raise RubricError(str(path), None, "not UTF-8 text; save the file as UTF-8") from None
     return env, template, sources, hashlib.sha256("\0".join(sources).encode()).hexdigest()
 
 

@@ -43,6 +43,7 @@ class Totals:
     calls: int = 0
     calls_made: int = 0
     unreadable: int = 0  # answers with no verdict that could be read
+    too_long: int = 0  # requests longer than the judge can read, not asked
     soft: int = 0  # answers with a soft verdict (label probabilities, not a parsed label)
     verdicts: int = 0  # pairwise answers with a verdict
     first_preferred: int = 0  # ... that preferred what they were shown first
@@ -58,7 +59,8 @@ class Totals:
         """Add a chunk's answers (cached and fresh; `made` of them were calls) to the counts."""
         self.calls += len(answers)
         self.calls_made += made
-        self.unreadable += sum(v.value is None and not v.transient for v in answers.values())
+        self.unreadable += sum(v.value is None and not v.transient and not v.too_long for v in answers.values())
+        self.too_long += sum(v.too_long for v in answers.values())
         self.soft += sum(v.soft and v.value is not None for v in answers.values())
         verdicts = [v for v in answers.values() if v.p_first is not None]
         self.verdicts += len(verdicts)
@@ -153,6 +155,7 @@ def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Total
             "unreadable_share": t.unreadable / t.calls if t.calls else None,
             "soft": t.soft,
             "soft_share": t.soft / t.calls if t.calls else None,
+            "too_long": t.too_long,  # requests longer than the judge reads: not asked (their pairs are in failures.jsonl)
         },
         "first_position_rate": {  # none pointwise: nothing is shown first
             # How often the judge preferred whatever it saw first, call by call.

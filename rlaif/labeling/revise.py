@@ -22,7 +22,7 @@ from rlaif.inputs import Example, Prompt, as_messages, input_name, load_examples
 from rlaif.judging.configs import DEFAULT_JUDGE
 from rlaif.judging.generation import generate_responses, load_generator
 from rlaif.judging.rubric import SAMPLE, load_template, render_template, resolve_rubric_path
-from rlaif.settings import required, setting
+from rlaif.settings import check_settings, required, setting
 from rlaif.storage.cache import AnswerCache
 from rlaif.storage.files import run_stamp, write_json_atomic, write_jsonl_atomic
 from rlaif.storage.locks import writes_into
@@ -38,12 +38,15 @@ class ReviseConfig:
     output: str | None = setting(None, "Output directory [default: outputs/<input name>-revised].")
     constitution: str = setting("constitution", "Built-in name or path of a Jinja2 template with the principles (see prompts/constitution.j2).")
     judge: str = setting(DEFAULT_JUDGE, "Who critiques and revises: a model name or directory, or a judge config (backend local, openai or vllm).")
-    num_responses: int = setting(1, "Responses to generate for a prompt-only row.")
-    max_new_tokens: int = setting(256, "Length of critiques, revisions and generated responses.")
-    temperature: float = setting(0.7, "Sampling temperature.")
-    limit: int | None = setting(None, "Read at most this many input rows.")
+    num_responses: int = setting(1, "Responses to generate for a prompt-only row.", at_least=1)
+    max_new_tokens: int = setting(256, "Length of critiques, revisions and generated responses.", at_least=1)
+    temperature: float = setting(0.7, "Sampling temperature.", at_least=0)
+    limit: int | None = setting(None, "Read at most this many input rows.", at_least=1)
     seed: int = setting(0, "Seeds the sampling.")
     progress: bool = True  # the CLI's --quiet turns it off
+
+    def __post_init__(self) -> None:
+        check_settings(self)
 
     def output_dir(self) -> Path:
         return Path(self.output) if self.output else Path("outputs") / f"{input_name(self.input)}-revised"

@@ -28,13 +28,13 @@ from rlaif.errors import ConfigError
 from rlaif.inputs import SKIP_REASONS, Example, Pair, input_name, iter_examples, make_pairs
 from rlaif.judging.base import MODE_HELP, MODES, BatchJudge, JudgeRequest, estimate_cost, estimate_tokens
 from rlaif.judging.configs import DEFAULT_JUDGE
-from rlaif.judging.debias import ORDERINGS, plan_orders
+from rlaif.judging.debias import ORDERINGS
 from rlaif.judging.engine import JudgeOnce, JudgeSpec, Plan, ask_missing
 from rlaif.judging.generation import Generator, generate_responses, load_generator
 from rlaif.judging.rubric import Rubric, load_rubric
 from rlaif.labeling.batch import batch_round
 from rlaif.labeling.output import FAILURES, PAIRS, PROGRESS, Output, Totals, manifest, pair_row
-from rlaif.settings import check_choices, required, setting
+from rlaif.settings import check_settings, required, setting
 from rlaif.storage.cache import AnswerCache, cache_key
 from rlaif.storage.files import write_json_atomic
 from rlaif.storage.locks import writes_into
@@ -52,24 +52,24 @@ class LabelConfig:
     cot: bool = setting(False, "Ask for a rationale first, then the verdict.")
     debias: str = setting("both", "Judge each pair in both orders, one random order, or as given (pairwise).", ORDERINGS)
     drop_inconsistent: bool = setting(False, "Leave out pairs whose two orders disagree.")
-    min_confidence: float | None = setting(None, "Leave out pairs with ai_preference below this (0.5-1).")
-    limit: int | None = setting(None, "Read at most this many input rows.")
+    min_confidence: float | None = setting(None, "Leave out pairs with ai_preference below this (0.5-1).", at_least=0.5, at_most=1)
+    limit: int | None = setting(None, "Read at most this many input rows.", at_least=1)
     skip_invalid: bool = setting(False, "Count bad rows into failures.jsonl instead of stopping.")
     seed: int = setting(0, "Seeds the random order of --debias random and the candidates' sampling.")
     generator: str | None = setting(None, "What writes candidates for prompt-only rows: a model name or directory, or a judge config (built-in name or file; "
                                     "backend local, openai for any OpenAI-compatible server, or vllm) [default: embedded].")
-    num_responses: int = setting(2, "Candidates to generate per prompt-only row.")
-    max_new_tokens: int = setting(256, "Length of generated candidates.")
-    temperature: float = setting(0.8, "Sampling temperature of the generator.")
+    num_responses: int = setting(2, "Candidates to generate per prompt-only row.", at_least=2)
+    max_new_tokens: int = setting(256, "Length of generated candidates.", at_least=1)
+    temperature: float = setting(0.8, "Sampling temperature of the generator.", at_least=0)
     cache: str | None = setting(None, "Answer cache file [default: <output>/cache.sqlite].")
-    concurrency: int | None = setting(None, "Judge calls in flight at once (API judges) [default: the judge config's].")
+    concurrency: int | None = setting(None, "Judge calls in flight at once (API judges) [default: the judge config's].", at_least=1)
     batch_api: bool = setting(False, "OpenAI Batch API: submit the calls, keep the batch id in the output directory, collect on the next run.")
     dry_run: bool = setting(False, "Print the calls, tokens and cost a run would take; call nothing.")
-    chunk_size: int = setting(512, "Input rows read, judged and written to pairs.jsonl at a time; a killed run resumes after the last chunk written.")
+    chunk_size: int = setting(512, "Input rows read, judged and written to pairs.jsonl at a time; a killed run resumes after the last chunk written.", at_least=1)
     progress: bool = True  # the CLI's --quiet turns it off
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_settings(self)
 
     def output_dir(self) -> Path:
         if self.output:
@@ -274,11 +274,6 @@ def label(config: LabelConfig) -> LabelResult:
     spec = JudgeSpec.build(config.judge, rubric, config.mode, config.concurrency)
     if config.batch_api and not issubclass(spec.backend, BatchJudge):
         raise ConfigError(f"--batch-api needs a judge with a batch API (openai), not '{spec.config.backend}'")
-    plan_orders(config.debias, "check")
-    if config.min_confidence is not None and not 0.5 <= config.min_confidence <= 1.0:
-        raise ConfigError(f"--min-confidence must be in [0.5, 1], got {config.min_confidence}")
-    if config.chunk_size < 1:
-        raise ConfigError(f"--chunk-size must be at least 1, got {config.chunk_size}")
     generator = load_generator(config.generator)
     records, chat = 0, False
     for item in iter_examples(config.input, config.limit, config.skip_invalid):  # one pass: a bad row stops the run now

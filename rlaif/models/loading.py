@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from rlaif.errors import ConfigError
 from rlaif.inputs import Prompt, as_messages
 
 EMBEDDED_NAMES = ("embedded", "smollm2-135m-instruct")
@@ -103,9 +104,26 @@ def embedded_model_dir() -> Path:
     return target
 
 
+def looks_like_a_path(name: str) -> bool:
+    """Whether a model name is a path (absolute, relative with ./ or ../, ~, or more than one
+    `/`) rather than a hub name (OWNER/NAME)."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
 def resolve_model(name: str | None) -> str:
-    """Map a model name to something `from_pretrained` accepts (the embedded one by default)."""
-    return str(embedded_model_dir()) if is_embedded(name) else str(name)
+    """Map a model name to something `from_pretrained` accepts (the embedded one by default). A
+    path that does not exist, or a directory that holds no model, is an error before anything loads."""
+    if is_embedded(name):
+        return str(embedded_model_dir())
+    name = str(name)
+    if looks_like_a_path(name):
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise ConfigError(f"{name}: no such model directory")
+        if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):  # a model, or a LoRA adapter on one
+            raise ConfigError(f"{name}: holds no model (no config.json); a model directory is what `save_pretrained` or `rlaif train` writes")
+        return str(path)
+    return name
 
 
 def model_fingerprint(name: str | None) -> str:

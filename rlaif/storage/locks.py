@@ -1,14 +1,17 @@
 """One writer per output directory. A run that writes a directory holds an exclusive OS lock
 on `<dir>/.rlaif.lock` for its whole length; a second run into the same directory stops at
 once, naming the process that holds it. The operating system drops the lock when its process
-ends, however it ends (a SIGKILL included), so nothing stale is left behind."""
+ends, however it ends (a SIGKILL included), so nothing stale is left behind. A disk that fills while the run writes stops it with
+`DiskFull`, one line, rather than a traceback."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import os
 import shlex
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +26,13 @@ _held: set[Path] = set()  # directories this process holds: a run inside a run (
 
 class DirectoryInUse(UserError):
     """Another process is writing the directory."""
+
+
+class DiskFull(UserError):
+    """The disk filled while a run wrote its directory."""
+
+
+FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextmanager
@@ -49,6 +59,13 @@ def writing(directory: str | Path) -> Iterator[Path]:
         _held.add(path)
         try:
             yield path
+        except (OSError, sqlite3.OperationalError) as e:
+            if getattr(e, "errno", None) in FULL or "database or disk is full" in str(e):
+                # Every file is written whole or cut back on the next run (pairs.jsonl to its last
+                # recorded length, checkpoints renamed into place), so a rerun loses nothing.
+                raise DiskFull(f"{directory}: the disk is full ({e}); free some space and run the same command again: "
+                               "what was written before this point is kept") from None
+            raise
         finally:
             _held.discard(path)
 

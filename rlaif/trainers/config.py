@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import ConfigError
-from rlaif.settings import check_choices, read_settings_file, required, setting
+from rlaif.settings import check_settings, read_settings_file, required, setting
 
 METHODS = ("sft", "rm", "dpo", "ppo", "grpo")
 ONLINE = ("ppo", "grpo")  # the methods that sample from the policy as they train
@@ -23,76 +23,72 @@ class TrainConfig:
     output: str = required("Output directory [default: outputs/<method>].")
     model: str | None = setting(None, "Model name or directory [default: the embedded SmolLM2-135M-Instruct].")
     # the loop
-    max_steps: int | None = setting(None, "Optimizer steps (wins over --epochs).")
-    epochs: int = setting(1, "Passes over the training data.")
-    batch_size: int = setting(4, "Per process (rollout prompts for PPO: --rollout-batch-size).")
-    grad_accum: int = setting(1, "Micro-batches per optimizer step.")
-    lr: float = setting(1e-5, "Learning rate.")
-    weight_decay: float = setting(0.0, "AdamW's decoupled weight decay.")
-    warmup_steps: int = setting(0, "Linear warm-up of the learning rate.")
+    max_steps: int | None = setting(None, "Optimizer steps (wins over --epochs).", at_least=1)
+    epochs: int = setting(1, "Passes over the training data.", at_least=1)
+    batch_size: int = setting(4, "Per process (rollout prompts for PPO: --rollout-batch-size).", at_least=1)
+    grad_accum: int = setting(1, "Micro-batches per optimizer step.", at_least=1)
+    lr: float = setting(1e-5, "Learning rate.", above=0)
+    weight_decay: float = setting(0.0, "AdamW's decoupled weight decay.", at_least=0)
+    warmup_steps: int = setting(0, "Linear warm-up of the learning rate.", at_least=0)
     lr_scheduler: str = setting("linear", "After warm-up: linear decay to 0 at the last step, or constant.", ("linear", "constant"))
-    max_grad_norm: float = setting(1.0, "Gradients are clipped to this norm.")
-    max_length: int = setting(512, "Longest sequence (prompt + response) in tokens.")
+    max_grad_norm: float = setting(1.0, "Gradients are clipped to this norm.", above=0)
+    max_length: int = setting(512, "Longest sequence (prompt + response) in tokens.", at_least=2)
     truncate_prompt: bool = setting(True, "A prompt too long for --max-length keeps its end; --no-truncate-prompt stops with an error instead.")
-    limit: int | None = setting(None, "Read at most this many rows of --data.")
+    limit: int | None = setting(None, "Read at most this many rows of --data.", at_least=1)
     seed: int = setting(0, "Seeds the data order, the split and sampling.")
     eval_data: str | None = setting(None, "Held-out data.")
-    eval_split: float = setting(0.0, "Hold out this share of --data (without --eval-data).")
-    eval_fold: int = setting(0, "Which --eval-split slice to hold out (0, 1, ...: cross-validation folds).")
-    eval_steps: int = setting(0, "Also evaluate on the held-out data every N steps (0: at the end only).")
-    save_steps: int = setting(0, "Checkpoint every N steps (0: at the end only).")
+    eval_split: float = setting(0.0, "Hold out this share of --data (without --eval-data).", at_least=0, below=1)
+    eval_fold: int = setting(0, "Which --eval-split slice to hold out (0, 1, ...: cross-validation folds).", at_least=0)
+    eval_steps: int = setting(0, "Also evaluate on the held-out data every N steps (0: at the end only).", at_least=0)
+    save_steps: int = setting(0, "Checkpoint every N steps (0: at the end only).", at_least=0)
     resume: bool = setting(False, "Continue from the last checkpoint in --output.")
     bf16: bool = setting(False, "bfloat16 autocast (the reference's log-probabilities too).")
     gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass: less memory, more time.")
-    train_layers: int | None = setting(None, "Train only the top N transformer blocks and the head (0: the head alone; rm: the frozen backbone runs once per sequence).")
-    lora_r: int | None = setting(None, "Train LoRA adapters of this rank (peft) instead of the whole model; the output is the adapter (dpo and ppo: the base with the adapter off is the reference).")
-    lora_alpha: float = setting(16.0, "LoRA's α: the adapter's update is scaled by α / r.")
+    train_layers: int | None = setting(None, "Train only the top N transformer blocks and the head (0: the head alone; rm: the frozen backbone runs once per sequence).", at_least=0)
+    lora_r: int | None = setting(None, "Train LoRA adapters of this rank (peft) instead of the whole model; the output is the adapter (dpo and ppo: the base with the adapter off is the reference).", at_least=1)
+    lora_alpha: float = setting(16.0, "LoRA's α: the adapter's update is scaled by α / r.", above=0)
     lora_target: str = setting("all-linear", "Modules that get adapters: all-linear, or names separated by commas (q_proj,v_proj).")
     fsdp: bool = setting(False, "Under torchrun: shard weights, gradients and optimizer state over the processes (PyTorch's fully_shard) instead of copying the model to each (DDP); sft, rm, dpo.")
-    log_steps: int = setting(1, "Write metrics every N steps.")
+    log_steps: int = setting(1, "Write metrics every N steps.", at_least=1)
     progress: bool = True  # the CLI's --quiet turns it off
     # rm
     hard_labels: bool = setting(False, "rm/dpo: ignore ai_preference, use hard labels.")
     # dpo
-    beta: float = setting(0.1, "dpo: KL strength.")
-    label_smoothing: float = setting(0.0, "dpo: conservative DPO's label noise rate.")
+    beta: float = setting(0.1, "dpo: KL strength.", above=0)
+    label_smoothing: float = setting(0.0, "dpo: conservative DPO's label noise rate.", at_least=0, below=0.5)
     loss: str = setting("sigmoid", "dpo: sigmoid (DPO), or ipo on length-normalised log-probabilities (as TRL's ipo).", ("sigmoid", "ipo"))
     # ppo and grpo
     reward_model: str | None = setting(None, "ppo/grpo: a reward model directory (trained with --method rm), or a reward_model judge config.")
     reward_function: str | None = setting(None, "ppo/grpo: a Python function FILE.py:NAME (or module:NAME) taking (prompts, responses) and returning one score per response.")
     reward_judge: str | None = setting(None, "grpo: a judge config (built-in name or file); each response's reward is the share of its group it beats, by the judge's preferences in both orders.")
     rubric: str = setting("quality", "grpo --reward-judge: the rubric (built-in name or template path).")
-    group_size: int = setting(4, "grpo: responses sampled per prompt (G); advantages are relative to the group.")
-    rollout_batch_size: int = setting(8, "ppo/grpo: prompts per rollout (per process).")
-    ppo_epochs: int = setting(4, "ppo/grpo: passes over each rollout.")
-    mini_batch_size: int = setting(4, "ppo/grpo: sequences per update.")
-    max_new_tokens: int = setting(48, "ppo/grpo: response length.")
-    temperature: float = setting(1.0, "ppo/grpo: sampling temperature of rollouts.")
-    kl_coef: float = setting(0.05, "ppo: per-token KL penalty β in the reward; grpo: β of the KL term in the loss (0: no reference model).")
-    gamma: float = setting(1.0, "ppo: discount γ of GAE.")
-    lam: float = setting(0.95, "ppo: λ of GAE.")
-    cliprange: float = setting(0.2, "ppo/grpo: ε of the clipped policy loss.")
-    cliprange_value: float = setting(0.2, "ppo: ε of the clipped value loss.")
-    vf_coef: float = setting(0.1, "ppo: weight of the value loss.")
-    target_kl: float | None = setting(None, "ppo/grpo: stop a rollout's updates once the approximate KL to the rollout policy passes this.")
+    group_size: int = setting(4, "grpo: responses sampled per prompt (G); advantages are relative to the group.", at_least=2)
+    rollout_batch_size: int = setting(8, "ppo/grpo: prompts per rollout (per process).", at_least=1)
+    ppo_epochs: int = setting(4, "ppo/grpo: passes over each rollout.", at_least=1)
+    mini_batch_size: int = setting(4, "ppo/grpo: sequences per update.", at_least=1)
+    max_new_tokens: int = setting(48, "ppo/grpo: response length.", at_least=1)
+    temperature: float = setting(1.0, "ppo/grpo: sampling temperature of rollouts.", above=0)
+    kl_coef: float = setting(0.05, "ppo: per-token KL penalty β in the reward; grpo: β of the KL term in the loss (0: no reference model).", at_least=0)
+    gamma: float = setting(1.0, "ppo: discount γ of GAE.", at_least=0, at_most=1)
+    lam: float = setting(0.95, "ppo: λ of GAE.", at_least=0, at_most=1)
+    cliprange: float = setting(0.2, "ppo/grpo: ε of the clipped policy loss.", above=0)
+    cliprange_value: float = setting(0.2, "ppo: ε of the clipped value loss.", above=0)
+    vf_coef: float = setting(0.1, "ppo: weight of the value loss.", at_least=0)
+    target_kl: float | None = setting(None, "ppo/grpo: stop a rollout's updates once the approximate KL to the rollout policy passes this.", above=0)
     missing_eos_penalty: float | None = setting(None, "ppo/grpo: subtracted from the score of a response with no end-of-sequence.")
-    ptx_coef: float = setting(0.0, "ppo/grpo: γ of PPO-ptx, the weight of a language-modelling loss on --ptx-data mixed into every update (InstructGPT).")
+    ptx_coef: float = setting(0.0, "ppo/grpo: γ of PPO-ptx, the weight of a language-modelling loss on --ptx-data mixed into every update (InstructGPT).", at_least=0)
     ptx_data: str | None = setting(None, "ppo/grpo --ptx-coef: pretraining-style text, a .txt file (one document per line) or rows with a `text` field (JSONL, CSV, Parquet).")
 
     def __post_init__(self) -> None:
-        check_choices(self)
-        if not 0.0 <= self.eval_split < 1.0:
-            raise ConfigError(f"must be in [0, 1), got {self.eval_split}", key="eval_split")
-        if self.lora_r is not None and (self.lora_r < 1 or self.train_layers is not None):
-            raise ConfigError("expected a rank of 1 or more, without --train-layers (an adapter trains beside frozen weights)", key="lora_r")
+        check_settings(self)
+        if self.lora_r is not None and self.train_layers is not None:
+            raise ConfigError("an adapter trains beside frozen weights: give --lora-r without --train-layers", key="lora_r")
         if self.fsdp and (self.method in ONLINE or self.lora_r is not None):
             raise ConfigError("--fsdp trains sft, rm and dpo without --lora-r (ppo, grpo and LoRA run under DDP)", key="fsdp")
         if self.reward_judge is not None and self.method != "grpo":
             raise ConfigError("a judge's preferences within a group are rewards for --method grpo only", key="reward_judge")
         if self.method in ONLINE and sum(x is not None for x in (self.reward_model, self.reward_function, self.reward_judge)) > 1:
             raise ConfigError("give one source of rewards: --reward-model, --reward-function or --reward-judge", key="reward_model")
-        if self.method == "grpo" and self.group_size < 2:
-            raise ConfigError(f"a group needs 2 or more responses to compare, got {self.group_size}", key="group_size")
         if self.ptx_coef and (self.method not in ONLINE or not self.ptx_data):
             raise ConfigError("--ptx-coef mixes --ptx-data into the updates of --method ppo or grpo: give both", key="ptx_coef")
 

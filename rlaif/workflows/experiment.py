@@ -14,13 +14,14 @@ from __future__ import annotations
 import tomllib
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from rlaif.errors import ConfigError, InputError
 from rlaif.evaluate.agreement import agreement
 from rlaif.evaluate.compare import CompareConfig, compare
 from rlaif.inputs import read_records
 from rlaif.labeling.run import LabelConfig, label
+from rlaif.settings import read_text, type_problem
 from rlaif.storage.files import write_jsonl_atomic
 from rlaif.storage.locks import writes_into
 from rlaif.trainers.config import TrainConfig, read_run_config
@@ -34,22 +35,37 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
     """The experiment's settings; an unknown section or key is an error naming file and key."""
     path = Path(path)
     try:
-        spec = tomllib.loads(path.read_text())
+        spec = tomllib.loads(read_text(path))
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(str(e), str(path)) from None
     known = {"output", "model", "seed", "data", *SECTIONS}
     for key in spec:
         if key not in known:
             raise ConfigError(f"unknown key; expected {', '.join(sorted(known))}", str(path), key=key)
+    for section in (*SECTIONS, "data"):
+        if not isinstance(spec.get(section, {}), dict):
+            raise ConfigError(f"expected a table ([{section}]), got {spec[section]!r}", str(path), key=section)
+    for key, kind in (("output", str), ("model", str), ("seed", int)):
+        if key in spec and (not isinstance(spec[key], kind) or isinstance(spec[key], bool)):
+            raise ConfigError(f"expected {kind.__name__}, got {spec[key]!r}", str(path), key=key)
     for section, cls in SECTIONS.items():
         allowed = {f.name for f in fields(cls)} - SET_BY_THE_EXPERIMENT - {"seed"}
-        for key in spec.get(section, {}):
+        hints = get_type_hints(cls)
+        for key, value in spec.get(section, {}).items():
             if key not in allowed:
                 raise ConfigError(f"not a setting of this step (or one the experiment sets itself); expected one of {', '.join(sorted(allowed))}", str(path), key=f"{section}.{key}")
+            if (problem := type_problem(value, hints[key])) is not None:
+                raise ConfigError(problem, str(path), key=f"{section}.{key}")
     data = spec.get("data", {})
     for name in ("source", *SLICES):
         if name not in data:
             raise ConfigError("missing", str(path), key=f"data.{name}")
+    if not isinstance(data["source"], str):
+        raise ConfigError(f"expected an input (a path or hf:...), got {data['source']!r}", str(path), key="data.source")
+    for name in SLICES:
+        value = data[name]
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value) and value[0] < value[1]):
+            raise ConfigError(f"expected [START, END], two row numbers with START < END, got {value!r}", str(path), key=f"data.{name}")
     ranges = {name: range(*data[name]) for name in SLICES}
     for i, a in enumerate(SLICES):
         for b in SLICES[i + 1:]:

@@ -27,7 +27,7 @@ from rlaif.inputs import load_examples
 from rlaif.judging.configs import DEFAULT_JUDGE
 from rlaif.labeling.run import LabelConfig, label
 from rlaif.models.loading import EMBEDDED_NAMES, is_embedded
-from rlaif.settings import check_choices, required, setting
+from rlaif.settings import check_settings, required, setting
 from rlaif.storage.files import write_jsonl_atomic
 from rlaif.storage.locks import writes_into
 from rlaif.trainers.config import TrainConfig
@@ -45,16 +45,16 @@ class IterateConfig:
     prompts: str = required("Prompts (any input `rlaif label` reads; only the prompts are used).")
     eval_data: str = required("Held-out prompts on which every round's policy is compared with the start.")
     output: str = setting("outputs/iterate", "Output directory: round-N/ per round, rounds.md, and the comparison's report.md.")
-    rounds: int = setting(2, "Rounds of sample -> label -> train.")
+    rounds: int = setting(2, "Rounds of sample -> label -> train.", at_least=1)
     model: str | None = setting(None, "The starting policy [default: the embedded model].")
     method: str = setting("dpo", "dpo (on each round's pairs) or ppo (a reward model updated on them, and ppo against it).", ROUND_METHODS)
     judge: str = setting(DEFAULT_JUDGE, "Judge of each round's samples, and of the final comparison.")
     rubric: str = setting("quality", "Rubric for the judge.")
-    num_responses: int = setting(2, "Samples per prompt and round (K); every pair of them is judged.")
-    max_new_tokens: int = setting(64, "Length of the samples.")
-    temperature: float = setting(0.8, "Sampling temperature of the samples.")
-    limit: int | None = setting(None, "Use at most this many prompts.")
-    eval_limit: int | None = setting(None, "Use at most this many evaluation prompts.")
+    num_responses: int = setting(2, "Samples per prompt and round (K); every pair of them is judged.", at_least=2)
+    max_new_tokens: int = setting(64, "Length of the samples.", at_least=1)
+    temperature: float = setting(0.8, "Sampling temperature of the samples.", at_least=0)
+    limit: int | None = setting(None, "Use at most this many prompts.", at_least=1)
+    eval_limit: int | None = setting(None, "Use at most this many evaluation prompts.", at_least=1)
     gold_rm: str | None = setting(None, "A gold reward model: its mean score of each round's policy.")
     train: dict[str, Any] = field(default_factory=dict)  # TrainConfig settings of each round's policy training (the CLI's --train-config)
     rm_train: dict[str, Any] = field(default_factory=dict)  # ... and of each round's reward model, method ppo (--rm-config)
@@ -62,9 +62,7 @@ class IterateConfig:
     progress: bool = True  # the CLI's --quiet turns it off
 
     def __post_init__(self) -> None:
-        check_choices(self)
-        if self.rounds < 1 or self.num_responses < 2:
-            raise ConfigError("a loop needs 1 or more rounds and 2 or more responses per prompt to compare", key="rounds")
+        check_settings(self)
         for section in ("train", "rm_train"):
             for key in getattr(self, section):
                 if key in SET_BY_THE_LOOP:

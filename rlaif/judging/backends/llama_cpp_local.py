@@ -69,6 +69,7 @@ class LlamaCppJudge(PrefilledJudge):
         self.llm = llama_cpp.Llama(str(path), n_ctx=o.n_ctx, n_batch=o.n_batch, n_threads=o.n_threads or os.cpu_count(),
                                    n_threads_batch=o.n_threads or os.cpu_count(), logits_all=False, verbose=False)
         self.tokenizer = chat_tokenizer(o.tokenizer, config.model)
+        self.context_length = self.llm.n_ctx()
         self._bos = [self.llm.token_bos()] if llama_cpp.llama_vocab_get_add_bos(self.llm._model.vocab) else []
 
     @classmethod

@@ -46,6 +46,7 @@ class LocalJudge(PrefilledJudge):
         self.tokenizer = load_tokenizer(config.model, padding_side="left")
         self.model = load_causal_lm(config.model, self.options.device, self.options.bf16)
         self.device = str(self.model.device)
+        self.context_length = getattr(self.model.config, "max_position_embeddings", None)
         self._prefix: tuple[list[int], list[tuple[torch.Tensor, torch.Tensor]]] = ([], [])
 
     @classmethod

@@ -58,6 +58,7 @@ class PrefilledJudge(Judge):
     rationales and gives the labels' probabilities, and how requests batch."""
 
     tokenizer: object
+    context_length: int | None = None  # the most tokens the model reads at once, where known
 
     @abstractmethod
     def _rationales(self, chats: list[str], verdict_prefix: str) -> tuple[list[str], list[int]]:
@@ -71,7 +72,27 @@ class PrefilledJudge(Judge):
         """Indices of the requests that go to the model together (all at once by default)."""
         return [list(range(len(requests)))]
 
+    def too_long(self, request: JudgeRequest) -> Verdict | None:
+        """The answer to a request longer than the model's context (its rubric through the chat
+        template, and the rationale it may write with --cot), decided before any call; else None."""
+        if self.context_length is None:
+            return None
+        text = verdict_text(chat_prompt(self.tokenizer, request.prompt), request)
+        need = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + self.completion_budget(self.options, request.cot) + 1
+        if need <= self.context_length:
+            return None
+        return Verdict(None, error=f"prompt too long for the judge: {need} tokens with its answer, the model reads {self.context_length}", too_long=True)
+
     def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
+        fits = []
+        for i, request in enumerate(requests):
+            if (refused := self.too_long(request)) is not None:
+                on_result(i, refused)
+            else:
+                fits.append(i)
+        self._judge_all([requests[i] for i in fits], lambda j, verdict: on_result(fits[j], verdict))
+
+    def _judge_all(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
         for batch in self._batches(requests):
             for group in _by_format(requests, batch):
                 reqs = [requests[i] for i in group]
