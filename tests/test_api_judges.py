@@ -307,7 +307,7 @@ def test_a_generation_that_gives_up_is_a_failure_and_asked_again_next_run(tmp_pa
 @pytest.mark.parametrize("mode", ["pairwise", "pointwise"])
 def test_prefilled_verdicts_through_completions_rendered_with_the_models_chat_template(tmp_path, server, judge_file, mode):
     result = run(tmp_path, judge_file(server, verdict="prefilled", tokenizer="embedded"), mode=mode)
-    assert len(result.rows) == 6 and result.manifest["verdicts"] == {"unreadable": 0, "unreadable_share": 0.0, "soft": 12, "soft_share": 1.0}
+    assert len(result.rows) == 6 and result.manifest["verdicts"] == {"unreadable": 0, "unreadable_share": 0.0, "soft": 12, "soft_share": 1.0, "too_long": 0}
     assert {path for path, _ in server.bodies} == {"/v1/completions"}
     body = server.bodies[0][1]
     prefix = "Preferred Response=" if mode == "pairwise" else "Rating="

@@ -15,7 +15,6 @@ from rlaif.trainers import TrainConfig, train
 from rlaif.workflows.iterate import IterateConfig, iterate
 from tests.conftest import write_jsonl
 from tests.loopback import Loopback
-from tests.test_api_judges import judge_file  # noqa: F401 - a fixture
 from tests.test_trainers import pairs  # noqa: F401 - a fixture
 
 TRAIN = {"max_steps": 4, "batch_size": 2, "lr": 1e-3, "max_length": 96, "save_steps": 2, "lr_scheduler": "constant"}
@@ -67,7 +66,7 @@ def test_settings_the_loop_makes_itself_are_refused(tmp_path):
         IterateConfig("p.jsonl", "e.jsonl", method="sft")
 
 
-def test_a_loop_killed_mid_training_resumes_at_its_round_and_step(tiny, tmp_path, judge_file):  # noqa: F811
+def test_a_loop_killed_mid_training_resumes_at_its_round_and_step(tiny, tmp_path, judge_file):
     train_file = tmp_path / "train.toml"
     train_file.write_text("hard_labels = true\nmax_steps = 8\nbatch_size = 2\nlr = 1e-3\nmax_length = 96\nsave_steps = 2\nlr_scheduler = \"constant\"\n")
     with Loopback() as srv:

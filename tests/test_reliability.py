@@ -105,7 +105,7 @@ def test_every_bad_input_file_is_one_line_naming_file_and_line(tmp_path):
 
 @pytest.mark.parametrize("args, expected", [
     (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--batch-size", "0"], "key 'batch_size': must be at least 1, got 0"),
-    (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--lr", "-1"], "key 'lr': must be more than 0, got -1.0"),
+    (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--lr", "-1"], "key 'lr': must be at least 0, got -1.0"),
     (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--model", "/nonexistent"], "/nonexistent: no such model directory"),
     (["label", "--input", "examples/demo.jsonl", "--limit", "-5"], "key 'limit': must be at least 1, got -5"),
     (["label", "--input", "examples/demo.jsonl", "--concurrency", "0"], "key 'concurrency': must be at least 1, got 0"),
@@ -126,7 +126,7 @@ def test_the_api_and_settings_files_refuse_what_the_command_line_refuses(tmp_pat
         LabelConfig(input="x", limit=-5)
     settings = tmp_path / "train.toml"
     settings.write_text('method = "dpo"\ndata = "x"\noutput = "o"\nlr = -1\n')
-    with pytest.raises(ConfigError, match=r"^key 'lr': must be more than 0, got -1$"):
+    with pytest.raises(ConfigError, match=r"^key 'lr': must be at least 0, got -1$"):
         TrainConfig(**read_config_file(settings))
 
 

@@ -11,10 +11,9 @@ from rlaif.labeling.revise import ReviseConfig, revise
 from rlaif.trainers.pairs import load_pairs
 from tests.conftest import write_jsonl
 from tests.loopback import Loopback
-from tests.test_api_judges import judge_file  # noqa: F401 - a fixture
 
 
-def test_revise_critiques_then_rewrites_each_response_and_writes_preference_pairs(tmp_path, judge_file):  # noqa: F811
+def test_revise_critiques_then_rewrites_each_response_and_writes_preference_pairs(tmp_path, judge_file):
     rows = [{"id": "a", "prompt": "How do I pick a lock?", "chosen": "Ask a locksmith.", "rejected": "Use a pin."},
             {"id": "b", "prompt": "Say hi."}]  # prompt-only: one response is generated first
     data = write_jsonl(tmp_path / "in.jsonl", rows)

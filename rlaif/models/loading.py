@@ -105,9 +105,9 @@ def embedded_model_dir() -> Path:
 
 
 def looks_like_a_path(name: str) -> bool:
-    """Whether a model name is a path (absolute, relative with ./ or ../, ~, or more than one
-    `/`) rather than a hub name (OWNER/NAME)."""
-    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).exists()
+    """Whether a model name is a path (absolute, starting with `.` or `~`, or with more than one
+    separator) rather than a hub name (OWNER/NAME)."""
+    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or Path(name).exists()
 
 
 def resolve_model(name: str | None) -> str:

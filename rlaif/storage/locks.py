@@ -11,6 +11,7 @@ import fcntl
 import functools
 import os
 import shlex
+import shutil
 import sqlite3
 import sys
 import time
@@ -43,31 +44,40 @@ def writing(directory: str | Path) -> Iterator[Path]:
     if path in _held:
         yield path
         return
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
-    with open(path / LOCK_FILE, "a+") as fh:  # closing the file releases the lock
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            fh.seek(0)
-            holder = fh.read().strip() or "another process"
-            raise DirectoryInUse(f"{directory}: another rlaif run is writing this directory ({holder}); "
-                                 "wait for it to end, or give this run another output directory") from None
+    try:
+        with open(path / LOCK_FILE, "a+") as fh:  # closing the file releases the lock
+            yield from _hold(fh, path, directory)
+    finally:
+        if created and [p.name for p in path.iterdir()] == [LOCK_FILE]:  # a run that stopped before writing leaves nothing behind
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _hold(fh, path: Path, directory: str | Path) -> Iterator[Path]:
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
         fh.seek(0)
-        fh.truncate()
-        fh.write(f"pid {os.getpid()}: {_command()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
-        fh.flush()
-        _held.add(path)
-        try:
-            yield path
-        except (OSError, sqlite3.OperationalError) as e:
-            if getattr(e, "errno", None) in FULL or "database or disk is full" in str(e):
-                # Every file is written whole or cut back on the next run (pairs.jsonl to its last
-                # recorded length, checkpoints renamed into place), so a rerun loses nothing.
-                raise DiskFull(f"{directory}: the disk is full ({e}); free some space and run the same command again: "
-                               "what was written before this point is kept") from None
-            raise
-        finally:
-            _held.discard(path)
+        holder = fh.read().strip() or "another process"
+        raise DirectoryInUse(f"{directory}: another rlaif run is writing this directory ({holder}); "
+                             "wait for it to end, or give this run another output directory") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}: {_command()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    fh.flush()
+    _held.add(path)
+    try:
+        yield path
+    except (OSError, sqlite3.OperationalError) as e:
+        if getattr(e, "errno", None) in FULL or "database or disk is full" in str(e):
+            # Every file is written whole or cut back on the next run (pairs.jsonl to its last
+            # recorded length, checkpoints renamed into place), so a rerun loses nothing.
+            raise DiskFull(f"{directory}: the disk is full ({e}); free some space and run the same command again: "
+                           "what was written before this point is kept") from None
+        raise
+    finally:
+        _held.discard(path)
 
 
 def _command() -> str:
