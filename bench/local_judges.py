@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from rlaif.evaluate.agreement import label_run_report
+from rlaif.labeling.quality import label_run_report
 from rlaif.labeling.run import LabelConfig, label
 from rlaif.storage.files import write_json_atomic
 

@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from rlaif.evaluate.stats import wilson_interval
+from rlaif.stats import wilson_interval
 from rlaif.trainers import TrainConfig, trainer_for
 from rlaif.trainers.pairs import train_eval_pairs
 

@@ -20,8 +20,8 @@ from statistics import mean
 
 from rm_cross_validation import fit_head_only  # this folder's own script (bench/ is on the path when run)
 
-from rlaif.evaluate.stats import wilson_interval
 from rlaif.inputs import read_records
+from rlaif.stats import wilson_interval
 from rlaif.storage.files import write_jsonl_atomic
 from rlaif.trainers.pairs import split
 

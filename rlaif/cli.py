@@ -98,10 +98,25 @@ def gguf_path() -> None:
 def agreement(run_dir: str, as_json: bool) -> None:
     """Agreement of a run's AI labels with human labels, and the judge's biases."""
     from rlaif.evaluate.agreement import agreement as compute
-    from rlaif.evaluate.agreement import format_report
+    from rlaif.labeling.quality import format_report
 
     report = compute(run_dir)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--folds", type=click.IntRange(2), default=5, show_default=True, help="Cross-validation folds for the calibration error after fitting.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the folds.")
+@click.option("--output", default=None, help="The calibrated judge config to write [default: RUN_DIR/calibrated-judge.yaml].")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def calibrate(run_dir: str, folds: int, seed: int, output: str | None, as_json: bool) -> None:
+    """Fit the judge's temperature on a run's human-labeled pairs; write a calibrated judge config."""
+    from rlaif.labeling.calibration import calibrate as fit
+    from rlaif.labeling.calibration import format_calibration
+
+    report = fit(run_dir, folds, seed, output)
+    click.echo(json.dumps(report, indent=2) if as_json else format_calibration(report))
 
 
 @main.command()
@@ -207,16 +222,16 @@ def experiment(config_file: str, quiet: bool) -> None:
 @click.option("--cot", is_flag=True, help="Show the chain-of-thought form.")
 @click.option("--mode", type=click.Choice(MODES), default="pairwise", show_default=True, help="Show the pairwise or the pointwise form.")
 def rubric(name_or_path: str, cot: bool, mode: str) -> None:
-    """Show what a rubric renders to on a sample pair (checks a custom template)."""
+    """Show what a rubric renders to on a sample pair, with a sample reference answer (checks a custom template)."""
     from rlaif.judging.rubric import SAMPLE, load_rubric
 
     r = load_rubric(name_or_path)
     if mode == "pointwise":
         click.echo(f"# {r.path}  scale={list(r.scale or [])}  rating_prefix={r.rating_prefix!r}  sha256={r.sha256[:12]}", err=True)
-        sys.stdout.write(r.render_rating(SAMPLE["prompt"], SAMPLE["response_a"], cot))
+        sys.stdout.write(r.render_rating(SAMPLE["prompt"], SAMPLE["response_a"], cot, SAMPLE["reference"]))
         return
-    click.echo(f"# {r.path}  labels={list(r.labels)}  verdict_prefix={r.verdict_prefix!r}  sha256={r.sha256[:12]}", err=True)
-    sys.stdout.write(r.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot))
+    click.echo(f"# {r.path}  labels={list(r.labels)}  verdict_prefix={r.verdict_prefix!r}  sha256={r.sha256[:12]}{'  needs a reference' if r.needs_reference else ''}", err=True)
+    sys.stdout.write(r.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot, SAMPLE["reference"]))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ LAYERS = [
     ["rlaif.judging"],
     ["rlaif.models"],
     ["rlaif.inputs"],
-    ["rlaif.settings", "rlaif.storage"],
+    ["rlaif.settings", "rlaif.storage", "rlaif.stats"],
     ["rlaif.errors"],
 ]
 MAX_LINES = 400

@@ -77,3 +77,22 @@ def test_sandbox_blocks_python_internals(tmp_path, expr):
 def test_unknown_rubric_lists_builtins():
     with pytest.raises(RubricError, match="quality"):
         load_rubric("no-such-rubric")
+
+
+def test_reference_guided_rubric_sees_each_rows_reference(tmp_path, scripted_judge):
+    from rlaif.errors import InputError
+    from rlaif.labeling.run import LabelConfig, label
+    from tests.conftest import ScriptedJudge, write_jsonl
+
+    rubric = load_rubric("reference")
+    assert rubric.needs_reference and "The reference answer is correct and complete:\nParis." in rubric.render("Capital of France?", "Paris.", "Lyon.", reference="Paris.")
+    rows = [{"id": "r0", "prompt": "Capital of France?", "chosen": "GOOD: Paris", "rejected": "Lyon", "reference": "Paris is the capital."}]
+    result = label(LabelConfig(str(write_jsonl(tmp_path / "d.jsonl", rows)), str(tmp_path / "out"), rubric="reference", judge=scripted_judge(0.0), progress=False))
+    assert result.rows[0]["reference"] == "Paris is the capital."
+    assert all("Paris is the capital." in prompt for prompt in ScriptedJudge.calls)  # both orders saw it
+    without = write_jsonl(tmp_path / "no-ref.jsonl", [{"id": "r0", "prompt": "q", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(InputError, match=r"no-ref.jsonl:1: field 'reference': missing: rubric reference grades against a reference answer"):
+        label(LabelConfig(str(without), str(tmp_path / "out2"), rubric="reference", judge=scripted_judge(0.0), progress=False))
+    with pytest.raises(InputError, match="field 'reference': expected a string"):
+        label(LabelConfig(str(write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "reference": 3}])), str(tmp_path / "out3"), rubric="reference",
+                          judge=scripted_judge(0.0), progress=False))

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rlaif.evaluate.stats import distinct_n, length_controlled_win_rate, mean_interval, outcome, paired_difference, wilson_interval, win_rate
+from rlaif.stats import distinct_n, length_controlled_win_rate, mean_interval, outcome, paired_difference, wilson_interval, win_rate
 
 
 def test_outcome_counts_disagreeing_orders_as_a_tie():

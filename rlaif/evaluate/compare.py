@@ -18,27 +18,28 @@ Then `metrics.json` (every number, with the file it came from), `report.md` and 
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from statistics import mean
+from statistics import mean, stdev
 from typing import Any
 
 from tqdm import tqdm
 
 from rlaif.errors import ConfigError, InputError
-from rlaif.evaluate.agreement import label_run_report
 from rlaif.evaluate.ratings import game_of, ratings
 from rlaif.evaluate.scoring import cached_scores, reward_model_scores, summed_response_logps
-from rlaif.evaluate.stats import distinct_n, length_controlled_win_rate, outcome, paired_difference, wilson_interval, win_rate
 from rlaif.inputs import Example, Pair, input_name, load_examples
 from rlaif.judging.base import MODE_HELP, MODES, JudgeFatalError
 from rlaif.judging.configs import DEFAULT_JUDGE, reward_model_dir
 from rlaif.judging.engine import JudgeSpec, judge_pairs
 from rlaif.judging.generation import generate_responses
 from rlaif.judging.rubric import Rubric, load_rubric
+from rlaif.labeling.quality import label_run_report
 from rlaif.models.loading import EMBEDDED_NAMES, is_embedded, load_tokenizer, model_fingerprint, resolve_model
 from rlaif.settings import check_settings, required, setting
+from rlaif.stats import distinct_n, length_controlled_win_rate, outcome, paired_difference, wilson_interval, win_rate
 from rlaif.storage.cache import AnswerCache
 from rlaif.storage.files import write_json_atomic, write_jsonl_atomic
 from rlaif.storage.locks import writes_into
@@ -284,7 +285,9 @@ def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[st
         kl = paired_difference(_per_prompt(rows, policy.name, "logp"), _per_prompt(rows, policy.name, "logp_base"))
         entry["kl_to_base"], entry["kl_to_base_se"] = kl["difference"], kl["se"]
         if cfg.gold_rm:
+            per_prompt = _per_prompt(rows, policy.name, "gold_score")  # its standard error over prompts, the unit sampled
             entry["gold_reward"] = mean(r["gold_score"] for r in mine)
+            entry["gold_reward_se"] = stdev(per_prompt) / math.sqrt(len(per_prompt)) if len(per_prompt) > 1 else float("nan")
         refs = [r for r in mine if r["reference"] is not None]
         if refs:
             entry["reference_metrics"] = reference_metrics([r["response"] for r in refs], [r["reference"] for r in refs], bertscore)

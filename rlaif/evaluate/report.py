@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.evaluate.ratings import format_ratings
+from rlaif.labeling.quality import lift_text
 
 Z95 = 1.959963984540054
 METRICS = (("meteor", "METEOR"), ("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
@@ -123,9 +124,14 @@ def write_report(out: Path, metrics: dict[str, Any]) -> None:
     if ref:
         lines += ["", "## Against the human-preferred responses: ROUGE, BLEU, METEOR, BERTScore", "", *ref]
     if metrics["labels"]:
-        lines += ["", "## AI labels against human labels", "", "| label run | judge | agreement [95% CI] | kappa | consistent across orders | first-position rate |", "|---|---|---|---|---|---|"]
+        head = ("| label run | judge | agreement [95% CI] | best trivial rule | lift over it [95% CI, paired] | kappa | ECE of ai_preference "
+                "| consistent across orders | first-position rate |")
+        lines += ["", "## AI labels against human labels", "", head, "|---|---|---|---|---|---|---|---|---|"]
         for name, r in metrics["labels"].items():
-            lines.append(f"| `{name}` | {r.get('judge')} | {pct(r['agreement'])} [{pct(r['agreement_low'])}, {pct(r['agreement_high'])}] | {num(r['cohen_kappa'])} | "
+            lift = r.get("lift_over_best_baseline")
+            best = f"{lift['baseline']}: {pct(r['baselines'][lift['baseline']]['agreement'])}" if lift else "—"
+            lines.append(f"| `{name}` | {r.get('judge')} | {pct(r['agreement'])} [{pct(r['agreement_low'])}, {pct(r['agreement_high'])}] | {best} | "
+                         f"{lift_text(lift).rsplit(' over ', 1)[0] if lift else '—'} | {num(r['cohen_kappa'])} | {num(r.get('calibration', {}).get('ece'))} | "
                          f"{pct(r['consistency_rate'])} | {pct(r['first_position_rate_raw'])} |")
     if metrics["reward_models"]:
         lines += ["", "## Reward models on the evaluation pairs", "", "| reward model | accuracy [95% CI] | pairs |", "|---|---|---|"]

@@ -36,6 +36,7 @@ class Example:
     human_best: int | None = None
     source: str = ""
     preference: float | None = None  # P(responses[0] ≻ responses[1]), from `ai_preference`
+    reference: str | None = None  # a reference answer, for rubrics that grade against one
 
 
 @dataclass
@@ -47,6 +48,7 @@ class Pair:
     a: str
     b: str
     human: float | None = None
+    reference: str | None = None
 
 
 @dataclass
@@ -105,7 +107,15 @@ def _check_text(value: Any, name: str, err) -> str:
 
 
 def parse_record(record: Any, file: str, line: int) -> Example:
-    """Turn one raw record into an `Example`, or raise `InputError` naming the field."""
+    """Turn one raw record into an `Example`, or raise `InputError` naming the field. Any row
+    shape may carry a `reference` answer (a string), which reference-guided rubrics read."""
+    example = _parse_fields(record, file, line)
+    if record.get("reference") is not None:
+        example.reference = _check_text(record["reference"], "reference", lambda field, message: InputError(file, line, field, message))
+    return example
+
+
+def _parse_fields(record: Any, file: str, line: int) -> Example:
 
     def err(field_name: str | None, message: str) -> InputError:
         return InputError(file, line, field_name, message)
@@ -220,7 +230,7 @@ def make_pairs(examples: list[Example], seed: int = 0) -> tuple[list[Pair], dict
                     if random.Random(f"{seed}:{pair_id}").random() < 0.5:
                         a, b = b, a
                         human = None if human is None else 1.0 - human
-                pairs.append(Pair(pair_id, ex.prompt, a, b, human))
+                pairs.append(Pair(pair_id, ex.prompt, a, b, human, ex.reference))
     return pairs, skipped
 
 

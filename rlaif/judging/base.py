@@ -86,17 +86,20 @@ class JudgeFatalError(UserError):
 
 @dataclass
 class JudgeConfig:
-    """What a `judges/*.toml` file holds: a backend, a model and backend options."""
+    """What a `judges/*.toml` file holds: a backend, a model, backend options and, fitted by
+    `rlaif calibrate`, a calibration temperature for the judge's preferences."""
 
     name: str
     backend: str
     model: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    calibration: float = 1.0  # T_c in P'(A ≻ B) = σ(logit P(A ≻ B) / T_c); 1 leaves the judge's own
 
     def public(self) -> dict[str, Any]:
         """The config as written to manifests (it holds names of key variables, never keys)."""
-        return {"name": self.name, "backend": self.backend, "model": self.model, "options": self.options, "source": self.source}
+        return {"name": self.name, "backend": self.backend, "model": self.model, "options": self.options, "source": self.source,
+                "calibration": self.calibration}
 
 
 class Judge(ABC):

@@ -48,9 +48,10 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
         raise JudgeConfigError(f"{path}: {e}") from None
     if not isinstance(data, dict):
         raise JudgeConfigError(f"{path}: expected a table of settings")
-    unknown = set(data) - {"backend", "model", "options"}
+    unknown = set(data) - {"backend", "model", "options", "calibration"}
     if unknown:
-        raise JudgeConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}: a judge config has 'backend', 'model' and an 'options' table")
+        raise JudgeConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}: a judge config has 'backend', 'model', an 'options' table "
+                               "and, fitted by `rlaif calibrate`, 'calibration'")
     backend = data.get("backend")
     if not isinstance(backend, str) or backend not in BACKENDS:
         raise JudgeConfigError(f"{path}: key 'backend': expected one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -59,8 +60,11 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
     options = data.get("options") or {}
     if not isinstance(options, dict):
         raise JudgeConfigError(f"{path}: key 'options': expected a table")
+    calibration = data.get("calibration", 1.0)
+    if isinstance(calibration, bool) or not isinstance(calibration, int | float) or not calibration > 0:
+        raise JudgeConfigError(f"{path}: key 'calibration': expected a temperature above 0 (from `rlaif calibrate`), got {calibration!r}")
     name = path.stem if path.parent == builtin_dir("judges") else str(path)
-    return JudgeConfig(name, backend, data.get("model"), dict(options), str(path))
+    return JudgeConfig(name, backend, data.get("model"), dict(options), str(path), float(calibration))
 
 
 def judge_class(config: JudgeConfig) -> type[Judge]:

@@ -45,6 +45,14 @@ def consistent(judgments: Sequence[tuple[bool, float]]) -> bool | None:
     return len(picks) == 1 and not ties
 
 
+def calibrated(p: float, temperature: float) -> float:
+    """P' = σ(logit(p) / T): a preference made softer (T > 1) or sharper (T < 1), on the same side
+    of ½; a hard 0 or 1 stays as it is."""
+    if temperature == 1.0 or p in (0.0, 1.0):
+        return p
+    return pointwise_preference(math.log(p) - math.log1p(-p), 0.0, temperature)
+
+
 def pointwise_preference(score_a: float, score_b: float, temperature: float = 1.0) -> float:
     """P(A ≻ B) = σ((s_A − s_B) / T) from the two responses' own scores (Bradley–Terry)."""
     z = (score_a - score_b) / temperature

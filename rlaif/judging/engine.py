@@ -9,7 +9,7 @@ the answer cache; the answers come from the cache or from the judge, and become 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from rlaif.errors import ConfigError
 from rlaif.inputs import Pair
 from rlaif.judging.base import MODES, Judge, JudgeConfig, JudgeFatalError, JudgeRequest, Verdict
 from rlaif.judging.configs import judge_class, load_judge_config
-from rlaif.judging.debias import consistent, plan_orders, pointwise_preference, preference_for_a
+from rlaif.judging.debias import calibrated, consistent, plan_orders, pointwise_preference, preference_for_a
 from rlaif.judging.rubric import Rubric
 from rlaif.storage.cache import AnswerCache, cache_key
 
@@ -46,7 +46,7 @@ class JudgeSpec:
         if concurrency is not None:
             if "concurrency" not in {f.name for f in fields(backend.Options)}:
                 raise ConfigError(f"--concurrency applies to API judges; judge '{config.name}' (backend {config.backend}) has no calls in flight to count")
-            config = JudgeConfig(config.name, config.backend, config.model, {**config.options, "concurrency": concurrency}, config.source)
+            config = replace(config, options={**config.options, "concurrency": concurrency})
         options = backend.parse_options(config)
         return cls(config, backend, options, backend.identity(config), resolve_mode(mode, backend, rubric), backend.score_temperature(options))
 
@@ -74,6 +74,7 @@ class PairJudgment:
     answers: list[tuple[bool, Verdict]]
     pointwise: bool = False
     temperature: float = 1.0
+    calibration: float = 1.0  # the judge config's calibration temperature (`rlaif calibrate`)
 
     @property
     def failed(self) -> list[tuple[bool, Verdict]]:
@@ -84,8 +85,8 @@ class PairJudgment:
         """P(A ≻ B)."""
         if self.pointwise:
             (_, a), (_, b) = self.answers
-            return pointwise_preference(a.score, b.score, self.temperature)  # type: ignore[arg-type]
-        return preference_for_a([(a_first, v.p_first) for a_first, v in self.answers])  # type: ignore[misc]
+            return pointwise_preference(a.score, b.score, self.temperature * self.calibration)  # type: ignore[arg-type]
+        return calibrated(preference_for_a([(a_first, v.p_first) for a_first, v in self.answers]), self.calibration)  # type: ignore[misc]
 
     @property
     def consistent(self) -> bool | None:
@@ -110,11 +111,11 @@ def request_for(pair: Pair, flag: bool, spec: JudgeSpec, rubric: Rubric, cot: bo
     its responses (`flag`: response A)."""
     if not spec.pointwise:
         first, second = (pair.a, pair.b) if flag else (pair.b, pair.a)
-        return JudgeRequest(rubric.render(pair.prompt, first, second, cot), rubric.labels, rubric.verdict_prefix, cot)
+        return JudgeRequest(rubric.render(pair.prompt, first, second, cot, pair.reference), rubric.labels, rubric.verdict_prefix, cot)
     response = pair.a if flag else pair.b
     if not spec.backend.READS_RUBRIC:
         return JudgeRequest("", (), "", pointwise=True, query=pair.prompt, response=response)
-    return JudgeRequest(rubric.render_rating(pair.prompt, response, cot), rubric.scale, rubric.rating_prefix, cot, pointwise=True)  # type: ignore[arg-type]
+    return JudgeRequest(rubric.render_rating(pair.prompt, response, cot, pair.reference), rubric.scale, rubric.rating_prefix, cot, pointwise=True)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -156,7 +157,7 @@ class Plan:
 
     def judgments(self, answers: dict[str, Verdict]) -> list[PairJudgment]:
         """Each pair's judgment from the answers to its requests."""
-        return [PairJudgment([(flag, answers[key]) for flag, key in zip(flags, keys)], self.spec.pointwise, self.spec.temperature)
+        return [PairJudgment([(flag, answers[key]) for flag, key in zip(flags, keys)], self.spec.pointwise, self.spec.temperature, self.spec.config.calibration)
                 for flags, keys in zip(self.flags, self.keys)]
 
 

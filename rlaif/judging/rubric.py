@@ -1,7 +1,8 @@
 """Rubrics: Jinja2 templates in `prompts/` rendered in a sandbox into a judge's prompt.
 
 A template sees `prompt` (the query as text), `messages` (the query as chat messages),
-`mode` ("pairwise" or "pointwise"), `cot` (ask for a rationale first) and the response(s):
+`mode` ("pairwise" or "pointwise"), `cot` (ask for a rationale first), `reference` (the row's
+reference answer, or None; a template that sets `requires_reference` needs one) and the response(s):
 pairwise, `response_a` and `response_b` (shown first and second); pointwise, `response`
 (rated alone). A template that never reads `response` has no pointwise form.
 It may set `labels` (the two verdict strings, default "1" and "2"), `verdict_prefix`
@@ -32,6 +33,7 @@ SAMPLE = {
     "prompt": "What is the boiling point of water at sea level?",
     "response_a": "100 degrees Celsius.",
     "response_b": "About 90 degrees Celsius.",
+    "reference": "Water boils at 100 °C (212 °F) at sea level.",
 }
 
 
@@ -78,20 +80,23 @@ class Rubric:
     scale: tuple[str, ...] | None  # None: the template has no pointwise form
     rating_prefix: str
     _template: jinja2.Template
+    needs_reference: bool = False  # the template sets `requires_reference`: every row must carry a `reference`
 
-    def render(self, prompt: Prompt, response_a: str, response_b: str, cot: bool = False) -> str:
+    def render(self, prompt: Prompt, response_a: str, response_b: str, cot: bool = False, reference: str | None = None) -> str:
         """The pairwise prompt: which of the two responses is better."""
-        return self._render(prompt, cot, mode="pairwise", response_a=response_a, response_b=response_b)
+        return self._render(prompt, cot, reference, mode="pairwise", response_a=response_a, response_b=response_b)
 
-    def render_rating(self, prompt: Prompt, response: str, cot: bool = False) -> str:
+    def render_rating(self, prompt: Prompt, response: str, cot: bool = False, reference: str | None = None) -> str:
         """The pointwise prompt: how good one response is, on `scale`."""
         if self.scale is None:
             raise RubricError(str(self.path), None, "has no pointwise form (it never uses `response`): see prompts/README.md")
-        return self._render(prompt, cot, mode="pointwise", response=response)
+        return self._render(prompt, cot, reference, mode="pointwise", response=response)
 
-    def _render(self, prompt: Prompt, cot: bool, **context: str) -> str:
+    def _render(self, prompt: Prompt, cot: bool, reference: str | None, **context: str) -> str:
+        if self.needs_reference and reference is None:
+            raise RubricError(str(self.path), None, "grades against a reference answer: every row needs a `reference` field")
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        return render_template(self._template, self.path, prompt=prompt_text(prompt), messages=messages, cot=cot, **context)
+        return render_template(self._template, self.path, prompt=prompt_text(prompt), messages=messages, cot=cot, reference=reference, **context)
 
 
 def load_template(path: Path) -> tuple[jinja2.Environment, jinja2.Template, list[str], str]:
@@ -139,10 +144,11 @@ def load_rubric(name_or_path: str | Path) -> Rubric:
     )
     # Rendering a sample in every form reports errors with the template's own line numbers.
     for cot in (False, True):
-        rubric.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot=cot)
+        rubric.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot=cot, reference=SAMPLE["reference"])
         if pointwise:
-            rubric.render_rating(SAMPLE["prompt"], SAMPLE["response_a"], cot=cot)
+            rubric.render_rating(SAMPLE["prompt"], SAMPLE["response_a"], cot=cot, reference=SAMPLE["reference"])
     module = template.make_module({**SAMPLE, "messages": [{"role": "user", "content": SAMPLE["prompt"]}], "cot": False, "mode": "pairwise"})
+    rubric.needs_reference = bool(getattr(module, "requires_reference", False))
     labels = tuple(getattr(module, "labels", DEFAULT_LABELS))
     if len(labels) != 2 or not all(isinstance(x, str) and x for x in labels) or labels[0] == labels[1]:
         raise RubricError(str(path), None, f"'labels' must be two different non-empty strings, got {labels!r}")

@@ -125,6 +125,8 @@ def pair_row(pair: Pair, judged: PairJudgment, judge: str, rubric: str | None, c
     row.update(consistent=judged.consistent, judge=judge, rubric=rubric)
     if pair.human is not None:
         row["human_preference"] = pair.human if a_wins else 1.0 - pair.human
+    if pair.reference is not None:
+        row["reference"] = pair.reference
     return row
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import jsonlines
 from tqdm import tqdm
 
-from rlaif.errors import ConfigError
+from rlaif.errors import ConfigError, InputError
 from rlaif.inputs import SKIP_REASONS, Example, Pair, input_name, iter_examples, make_pairs
 from rlaif.judging.base import MODE_HELP, MODES, BatchJudge, JudgeRequest, estimate_cost, estimate_tokens
 from rlaif.judging.configs import DEFAULT_JUDGE
@@ -33,7 +33,9 @@ from rlaif.judging.engine import JudgeOnce, JudgeSpec, Plan, ask_missing
 from rlaif.judging.generation import Generator, generate_responses, load_generator
 from rlaif.judging.rubric import Rubric, load_rubric
 from rlaif.labeling.batch import batch_round
+from rlaif.labeling.card import command_of, write_card
 from rlaif.labeling.output import FAILURES, PAIRS, PROGRESS, Output, Totals, manifest, pair_row
+from rlaif.labeling.quality import agreement_report
 from rlaif.settings import check_settings, required, setting
 from rlaif.storage.cache import AnswerCache, cache_key
 from rlaif.storage.files import write_json_atomic
@@ -252,7 +254,7 @@ class _Run:
 def _fingerprint(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> str:
     """What a run's rows depend on: a resume goes on only with all of it unchanged."""
     settings = {k: v for k, v in asdict(config).items() if k not in ("progress", "concurrency", "chunk_size", "dry_run", "batch_api")}
-    return cache_key(settings, spec.identity, rubric.sha256)
+    return cache_key(settings, spec.identity, rubric.sha256, spec.config.calibration)
 
 
 def _dry_run(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> LabelResult:
@@ -279,6 +281,9 @@ def label(config: LabelConfig) -> LabelResult:
     for item in iter_examples(config.input, config.limit, config.skip_invalid):  # one pass: a bad row stops the run now
         records += 1
         chat = chat or (isinstance(item, Example) and not isinstance(item.prompt, str))
+        if rubric.needs_reference and spec.backend.READS_RUBRIC and isinstance(item, Example) and item.reference is None:
+            file, _, line = item.source.rpartition(":")
+            raise InputError(file, int(line), "reference", f"missing: rubric {rubric.name} grades against a reference answer, so every row needs one")
 
     if config.dry_run:
         return _dry_run(config, spec, rubric)
@@ -304,5 +309,6 @@ def label(config: LabelConfig) -> LabelResult:
 
     result = LabelResult(out, manifest(asdict(config), spec, rubric, totals, started))
     write_json_atomic(out / "manifest.json", result.manifest)
+    write_card(out, result.manifest, agreement_report(result.rows, result.manifest), command_of(config))
     (out / PROGRESS).unlink()
     return result

@@ -72,6 +72,28 @@ def paired_difference(policy: Sequence[float], reference: Sequence[float]) -> di
     return {"difference": mean(diffs), "se": se}
 
 
+def paired_interval(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """The mean paired difference of a and b on the same items, with its 95% normal interval
+    d̄ ± 1.96 · s_d / √n: how much a beats b, and how sure that is."""
+    d = paired_difference(a, b)
+    half = Z95 * d["se"]
+    return {"difference": d["difference"], "low": d["difference"] - half, "high": d["difference"] + half}
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[float], bins: int = 5) -> tuple[float, list[dict[str, float]]]:
+    """ECE = Σ_b (n_b / n) · |acc_b − conf_b| over equal-width bins of the confidence in [0.5, 1]
+    (a preference's confidence is max(p, 1 − p)); returns it and the bins (their mean confidence,
+    accuracy and count: the reliability diagram's points)."""
+    edges = [0.5 + 0.5 * i / bins for i in range(bins + 1)]
+    table = []
+    for i in range(bins):
+        members = [(c, k) for c, k in zip(confidence, correct, strict=True) if edges[i] <= c < edges[i + 1] or (i == bins - 1 and c == 1.0)]
+        if members:
+            table.append({"low": edges[i], "high": edges[i + 1], "confidence": mean(c for c, _ in members), "accuracy": mean(k for _, k in members), "n": len(members)})
+    n = sum(b["n"] for b in table)
+    return sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in table), table
+
+
 def wilson_interval(successes: int, n: int) -> tuple[float, float]:
     """The 95% Wilson score interval of a proportion successes / n."""
     if n == 0:
