@@ -10,10 +10,9 @@ Usage: python bench/readme_figure.py [--output docs/figures/judges-vs-human-labe
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
-Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
+from rlaif.stats import wilson_interval
 
 # (label, pairs that agree with the human choice, pairs judged)
 RESULTS = [
@@ -25,17 +24,9 @@ RESULTS = [
     # so the humans chose the shorter response in 222 of 399: the rule's agreement.
     ("always pick the\nshorter response\npairs 600-999", 222, 399),
     # `make rm-judge`: `rlaif agreement outputs/hh-rm-judge` printed "agreement with humans
-    # [95% CI] 60.9% [56.0%, 65.6%]" over 399 pairs: 243 of 399.
-    ("reward-model judge\n(head on the embedded model,\ntrained on pairs 0-599)\npairs 600-999", 243, 399),
+    # [95% CI] 61.2% [56.3%, 65.8%]" over 399 pairs: 244 of 399.
+    ("reward-model judge\n(head on the embedded model,\ntrained on pairs 0-599)\npairs 600-999", 244, 399),
 ]
-
-
-def wilson_interval(successes: int, n: int) -> tuple[float, float]:
-    """The 95% Wilson score interval of the proportion successes / n."""
-    p = successes / n
-    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
-    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
-    return centre - half, centre + half
 
 
 def main() -> None:
