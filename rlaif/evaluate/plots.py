@@ -99,7 +99,8 @@ def reliability_diagram(path: Path, bins: list[dict[str, float]], title: str) ->
     ax.plot([0.5, 1], [0.5, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
     conf, acc = [b["confidence"] for b in bins], [b["accuracy"] for b in bins]
     intervals = [wilson_interval(round(b["accuracy"] * b["n"]), int(b["n"])) for b in bins]
-    ax.errorbar(conf, acc, yerr=[[a - lo for a, (lo, _) in zip(acc, intervals)], [hi - a for a, (_, hi) in zip(acc, intervals)]],
+    # max(0, …): at an agreement of 0 or 1 the interval's end meets the point, up to rounding
+    ax.errorbar(conf, acc, yerr=[[max(0.0, a - lo) for a, (lo, _) in zip(acc, intervals)], [max(0.0, hi - a) for a, (_, hi) in zip(acc, intervals)]],
                 fmt="o", capsize=4, label="agreement with humans, 95% interval")
     for c, a, b in zip(conf, acc, bins):
         ax.annotate(f"n={int(b['n'])}", (c, a), textcoords="offset points", xytext=(6, -12), fontsize=8)
