@@ -16,7 +16,7 @@ from rlaif.evaluate.compare import CompareConfig
 from rlaif.judging.base import MODES
 from rlaif.labeling.revise import ReviseConfig
 from rlaif.labeling.run import LabelConfig
-from rlaif.settings import allowed_types
+from rlaif.settings import allowed_types, option_flag
 from rlaif.trainers.config import TrainConfig
 from rlaif.workflows.iterate import IterateConfig
 
@@ -40,7 +40,7 @@ def config_options(config_class: type, required_from_file: bool = False):
             if f.metadata.get("argument"):
                 command = click.argument(f.name, nargs=-1 if is_list else 1, required=must)(command)
                 continue
-            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            flag = option_flag(f)
             if kind is bool:
                 option = click.option(f"{flag}/--no-{flag[2:]}" if default else flag, f.name, default=default, is_flag=True, help=f.metadata["help"])
             else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import field, fields
+from dataclasses import Field, field, fields
 from pathlib import Path
 from types import UnionType
 from typing import Any, Union, get_args, get_origin, get_type_hints
@@ -25,6 +25,11 @@ def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, fla
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def option_flag(f: Field) -> str:
+    """The command-line option of a config field: `--field-name`, or its own `flag`."""
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
 def required(help: str, choices: tuple[str, ...] | None = None, argument: bool = False) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 from rlaif.evaluate.ratings import format_ratings
 from rlaif.labeling.quality import lift_text
+from rlaif.storage.files import write_text_atomic
 
 Z95 = 1.959963984540054
 METRICS = (("meteor", "METEOR"), ("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
@@ -139,6 +140,4 @@ def write_report(out: Path, metrics: dict[str, Any]) -> None:
             lines.append(f"| `{name}` | {pct(r['accuracy'])} [{pct(r['low'])}, {pct(r['high'])}] | {r['pairs']} |" if "accuracy" in r else f"| `{name}` | {r['unavailable']} | |")
     lines += ["", "## Ratings", "", format_ratings(metrics["ratings"])]
     lines += ["", "## Figures", "", *(f"![{f}]({f})" for f in metrics.get("figures", []))]
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "report.md")
+    write_text_atomic(out / "report.md", "\n".join(lines) + "\n")

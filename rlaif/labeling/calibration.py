@@ -20,6 +20,7 @@ from rlaif.errors import InputError
 from rlaif.judging.debias import calibrated
 from rlaif.labeling.quality import read_run
 from rlaif.stats import expected_calibration_error
+from rlaif.storage.files import write_text_atomic
 
 MIN_PAIRS_PER_FOLD = 2
 
@@ -65,9 +66,7 @@ def calibrate(run_dir: str | Path, folds: int = 5, seed: int = 0, output: str | 
     total = judge.get("calibration", 1.0) * t_all  # the run's preferences already carry its judge's calibration
     config = {"backend": judge["backend"], "model": judge["model"], "options": judge["options"], "calibration": round(total, 6)}
     path = Path(output) if output else run_dir / "calibrated-judge.yaml"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"# {judge['name']}, calibrated by `rlaif calibrate {run_dir}` on {len(p)} human-labeled pairs\n" + yaml.safe_dump(config, sort_keys=False))
-    tmp.replace(path)
+    write_text_atomic(path, f"# {judge['name']}, calibrated by `rlaif calibrate {run_dir}` on {len(p)} human-labeled pairs\n" + yaml.safe_dump(config, sort_keys=False))
     return {
         "judge": judge["name"], "pairs": len(p), "folds": folds, "temperature": t_all, "calibration": total, "config": str(path),
         "ece_before": expected_calibration_error(p, y)[0], "ece_after_cross_validated": expected_calibration_error(held_out, y)[0],  # P' stays on P's side of ½

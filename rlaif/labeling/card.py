@@ -12,6 +12,9 @@ from typing import Any
 
 import yaml
 
+from rlaif.settings import option_flag
+from rlaif.storage.files import write_text_atomic
+
 FRONT_MATTER = {
     "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "pairs.jsonl"}]}],
     "tags": ["dpo", "preference", "rlaif", "ai-feedback"],
@@ -27,7 +30,7 @@ def command_of(config: Any) -> str:
         value = getattr(config, f.name)
         if f.default is not MISSING and value == f.default:
             continue
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        flag = option_flag(f)
         words += [flag] if value is True else [] if value is False else [flag, str(value)]
     return shlex.join(words)
 
@@ -87,6 +90,4 @@ def card(manifest: dict[str, Any], report: dict[str, Any], command: str) -> str:
 
 
 def write_card(out: Path, manifest: dict[str, Any], report: dict[str, Any], command: str) -> None:
-    tmp = out / "README.md.tmp"
-    tmp.write_text(card(manifest, report, command))
-    tmp.replace(out / "README.md")
+    write_text_atomic(out / "README.md", card(manifest, report, command))

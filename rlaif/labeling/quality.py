@@ -99,11 +99,12 @@ def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None
     }
     if human:
         judge = [float(a) for a in agrees]
-        rules = {name: {"agreement": mean(values)} for name, values in baselines(human).items()}
+        per_row = baselines(human)
+        rules = {name: {"agreement": mean(values)} for name, values in per_row.items()}
         best = max(rules, key=lambda name: rules[name]["agreement"])
         report["baselines"] = rules
         # The same pairs for the judge and the rule, so the lift's interval is a paired one.
-        report["lift_over_best_baseline"] = {"baseline": best, **paired_interval(judge, baselines(human)[best])} if len(human) > 1 else None
+        report["lift_over_best_baseline"] = {"baseline": best, **paired_interval(judge, per_row[best])} if len(human) > 1 else None
         ece, bins = expected_calibration_error([r["ai_preference"] for r in human], judge)
         report["calibration"] = {"ece": ece, "bins": bins}
     verdicts = [v for r in rows for v in r.get("orders", r.get("scores", []))]
