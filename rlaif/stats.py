@@ -108,3 +108,21 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float | None:
     """distinct-n: distinct word n-grams over all n-grams in `texts` (Li et al., 2016)."""
     grams = [tuple(words[i:i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else None
+
+
+def fleiss_kappa(votes: Sequence[Sequence[bool]]) -> float | None:
+    """Fleiss' kappa of n raters' binary votes on each item (every item rated by all n ≥ 2):
+    κ = (P̄ − P̄_e) / (1 − P̄_e), where P_i = (Σ_j n_ij² − n) / (n(n − 1)) is item i's share of
+    agreeing rater pairs, P̄ their mean, and P̄_e = Σ_j p_j² with p_j the share of all votes for
+    category j. 1: unanimous beyond chance; 0: agreement at chance. None without items, or
+    when every vote went one way (chance agreement is then 1 and κ undefined)."""
+    if not votes:
+        return None
+    n = len(votes[0])
+    if n < 2 or any(len(v) != n for v in votes):
+        raise ValueError("Fleiss' kappa needs the same number (2 or more) of votes on every item")
+    yes = [sum(v) for v in votes]
+    p_bar = mean((k * k + (n - k) ** 2 - n) / (n * (n - 1)) for k in yes)
+    p_yes = sum(yes) / (n * len(votes))
+    p_e = p_yes**2 + (1 - p_yes) ** 2
+    return None if p_e == 1 else (p_bar - p_e) / (1 - p_e)

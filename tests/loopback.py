@@ -3,6 +3,7 @@ protocols, for testing the API judges through the real SDK clients with no netwo
 
 It answers like a judge that prefers the response containing "GOOD" (p = 0.8), or, asked
 to rate one response (a pointwise prompt), rates it 4 if it contains "GOOD" and 2 if not
+(a server made with `prefers="weak"` looks for that word instead)
 (log-probabilities 0.6 on that rating, 0.2 on the next one down... see `RATING_PROBS`).
 Asked anything else (a generation request), it samples `n` replies, "GOOD answer (seed s)" for
 an even seed s and "weak answer (seed s)" for an odd one, seed + i for the i-th (a server
@@ -28,16 +29,17 @@ from typing import Self
 FAULTS = ("429", "500", "timeout", "drop", "malformed", "truncated", "unparseable", "hang", "stop")
 
 
-def _prefers_first(prompt: str) -> bool:
+def _prefers_first(prompt: str, prefers: str) -> bool:
     first = prompt.split("Response 1:")[-1].split("Response 2:")[0]
-    return "GOOD" in first
+    return prefers in first
 
 
 class Loopback:
     """Start with `with Loopback() as server:`; `server.url` is the base URL for the SDKs."""
 
-    def __init__(self, latency: float = 0.0, logprobs: bool = True, ignores_n: bool = False):
+    def __init__(self, latency: float = 0.0, logprobs: bool = True, ignores_n: bool = False, prefers: str = "GOOD"):
         self.latency = latency
+        self.prefers = prefers
         self.logprobs = logprobs
         self.ignores_n = ignores_n
         self.stopped = False
@@ -122,7 +124,7 @@ class Loopback:
                 if self.fault(n, prompt) == "500":
                     result = {"status_code": 500, "request_id": f"req_{n}", "body": {"error": {"message": "internal error"}}}
                 else:
-                    result = {"status_code": 200, "request_id": f"req_{n}", "body": openai_reply(request["body"], False, self.logprobs)}
+                    result = {"status_code": 200, "request_id": f"req_{n}", "body": openai_reply(request["body"], False, self.logprobs, self.prefers)}
                     self.answered[hashlib.sha256(prompt.encode()).hexdigest()] += 1
                 lines.append(json.dumps({"id": f"batch_req_{n}", "custom_id": request["custom_id"], "response": result, "error": None}))
             b["output_file_id"] = f"file-out-{batch_id}"
@@ -206,11 +208,11 @@ class Loopback:
                     server.chats.append(body["messages"])
                     reply = generation_reply(body, 1 if server.ignores_n else body["n"])
                 elif self.path.endswith("/chat/completions"):
-                    reply = openai_reply(body, fault == "unparseable", server.logprobs)
+                    reply = openai_reply(body, fault == "unparseable", server.logprobs, server.prefers)
                 elif self.path.endswith("/completions"):
-                    reply = completion_reply(body, server.logprobs)
+                    reply = completion_reply(body, server.logprobs, server.prefers)
                 else:
-                    reply = anthropic_reply(body, fault == "unparseable")
+                    reply = anthropic_reply(body, fault == "unparseable", server.prefers)
                 data = json.dumps(reply).encode()
                 if fault == "truncated":
                     self.close_connection = True
@@ -227,11 +229,11 @@ class Loopback:
 RATING_PROBS = {"4": {"4": 0.6, "5": 0.2, "3": 0.1, "2": 0.05, "1": 0.05}, "2": {"2": 0.6, "1": 0.2, "3": 0.1, "4": 0.05, "5": 0.05}}
 
 
-def _rating(prompt: str) -> str | None:
+def _rating(prompt: str, prefers: str) -> str | None:
     """The rating of a pointwise prompt (one response, after "Response:"), None for a pair."""
     if "Rating=" not in prompt or "\nResponse:\n" not in prompt:
         return None
-    return "4" if "GOOD" in prompt.split("\nResponse:\n")[1].split("\n\n")[0] else "2"
+    return "4" if prefers in prompt.split("\nResponse:\n")[1].split("\n\n")[0] else "2"
 
 
 def request_prompt(body: dict) -> str:
@@ -248,21 +250,21 @@ def _prefilled(body: dict) -> str | None:
     return last["content"] if last.get("role") == "assistant" else None
 
 
-def _verdict_text(prompt: str, unparseable: bool) -> tuple[str, bool]:
+def _verdict_text(prompt: str, unparseable: bool, prefers: str) -> tuple[str, bool]:
     if unparseable:
         return "Both responses have merits; I cannot choose.", True
-    if rating := _rating(prompt):
+    if rating := _rating(prompt, prefers):
         return (f"It is fine.\nRating={rating}" if "explain" in prompt else f"Rating={rating}"), rating == "4"
-    first = _prefers_first(prompt)
+    first = _prefers_first(prompt, prefers)
     verdict = "1" if first else "2"
     if "explain" in prompt:  # the chain-of-thought form
         return f"Response {verdict} is clearer.\nPreferred Response={verdict}", first
     return f"Preferred Response={verdict}", first
 
 
-def _top(prompt: str, label: str, first: bool) -> list[dict]:
+def _top(prompt: str, first: bool, prefers: str) -> list[dict]:
     """The top log-probabilities at a verdict token (p = 0.8 / 0.2 on the labels, or `RATING_PROBS`)."""
-    rating = _rating(prompt)
+    rating = _rating(prompt, prefers)
     probs = RATING_PROBS[rating] if rating else {"1": 0.8 if first else 0.2, "2": 0.2 if first else 0.8}
     top = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in probs.items()]
     return sorted(top, key=lambda t: -t["logprob"])
@@ -283,11 +285,11 @@ def _continuation(prompt: str, text: str, body: dict) -> tuple[str, list[str]]:
     return text, ([text[:cut], label] if cut and label.isdigit() else [text])
 
 
-def openai_reply(body: dict, unparseable: bool, logprobs: bool) -> dict:
+def openai_reply(body: dict, unparseable: bool, logprobs: bool, prefers: str) -> dict:
     """A chat completion whose verdict token carries top log-probabilities p = 0.8 / 0.2; with a
     `response_format` the verdict comes as JSON, {"verdict": label}."""
     prompt = request_prompt(body)
-    full, first = _verdict_text(prompt, unparseable)
+    full, first = _verdict_text(prompt, unparseable, prefers)
     if body.get("response_format") and not unparseable:
         label = full[full.rfind("=") + 1:]
         why = '"rationale": "It is clearer.", ' if "explain" in prompt else ""
@@ -297,7 +299,7 @@ def openai_reply(body: dict, unparseable: bool, logprobs: bool) -> dict:
     text = "".join(tokens)
     content = []
     for token in tokens:
-        top = _top(prompt, token, first) if token.isdigit() else [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
+        top = _top(prompt, first, prefers) if token.isdigit() else [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
         content.append({"token": token, "logprob": top[0]["logprob"], "bytes": list(token.encode()), "top_logprobs": top})
     return {
         "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
@@ -307,13 +309,13 @@ def openai_reply(body: dict, unparseable: bool, logprobs: bool) -> dict:
     }
 
 
-def completion_reply(body: dict, logprobs: bool) -> dict:
+def completion_reply(body: dict, logprobs: bool, prefers: str) -> dict:
     """A text completion (`/completions`) of a prompt rendered through a chat template: the
     rationale, or the label with its top log-probabilities in the legacy format."""
     prompt = body["prompt"]
-    full, first = _verdict_text(prompt, False)
+    full, first = _verdict_text(prompt, False, prefers)
     text, _ = _continuation(prompt, full, body)
-    top = {t["token"]: t["logprob"] for t in _top(prompt, text, first)} if text.isdigit() else {text: -0.01}
+    top = {t["token"]: t["logprob"] for t in _top(prompt, first, prefers)} if text.isdigit() else {text: -0.01}
     lp = {"tokens": [text], "token_logprobs": [max(top.values())], "top_logprobs": [top], "text_offset": [0]}
     return {
         "id": "cmpl-loopback", "object": "text_completion", "created": int(time.time()), "model": body["model"],
@@ -333,9 +335,9 @@ def generation_reply(body: dict, n: int) -> dict:
     }
 
 
-def anthropic_reply(body: dict, unparseable: bool) -> dict:
+def anthropic_reply(body: dict, unparseable: bool, prefers: str) -> dict:
     prompt = request_prompt(body)
-    full, _ = _verdict_text(prompt, unparseable)
+    full, _ = _verdict_text(prompt, unparseable, prefers)
     text = full if unparseable else _continuation(prompt, full, body)[0]
     return {
         "id": "msg_loopback", "type": "message", "role": "assistant", "model": body["model"],

@@ -8,8 +8,10 @@ import pytest
 from rlaif.errors import ConfigError
 from rlaif.evaluate.agreement import agreement
 from rlaif.inputs import load_examples
-from rlaif.judging.backends.reward_model import reward_scores
+from rlaif.judging.backends.reward_model import RewardModelJudge, reward_scores
+from rlaif.judging.configs import load_judge_config
 from rlaif.labeling.run import LabelConfig, label
+from rlaif.models.encoding import encode
 from rlaif.models.loading import load_reward_model, load_tokenizer
 from rlaif.trainers import TrainConfig, train
 from tests.conftest import HH, write_jsonl
@@ -44,13 +46,25 @@ def test_reward_model_judge_scores_each_response_once(tiny_rm, tmp_path):
     model, tokenizer = load_reward_model(tiny_rm), load_tokenizer(tiny_rm, padding_side="right")
     for row in result.rows:
         chosen, rejected = (s["score"] for s in sorted(row["scores"], key=lambda s: s["response"]))
-        direct = reward_scores(model, tokenizer, [(row["prompt"], text(row["chosen"])), (row["prompt"], text(row["rejected"]))], 1024, 2)
+        direct = reward_scores(model, tokenizer, [(row["prompt"], text(row["chosen"])), (row["prompt"], text(row["rejected"]))], 128, 2)  # its trained length
         assert [chosen, rejected] == pytest.approx(direct, abs=1e-5) and chosen >= rejected
         assert row["ai_preference"] == pytest.approx(1 / (1 + math.exp(-(chosen - rejected) / 0.5)))
     again = label(LabelConfig(f"{HH}?rows=100:106", str(tmp_path / "out"), judge=judge, progress=False))
     assert again.manifest["judge_calls"]["made"] == 0 and again.rows == result.rows
     with pytest.raises(ConfigError, match="only in mode pointwise"):
         label(LabelConfig(f"{HH}?rows=100:106", str(tmp_path / "out"), judge=judge, mode="pairwise", progress=False))
+
+
+@pytest.mark.parametrize("max_length, expected", [(None, 128), (48, 48)])
+def test_reward_model_judge_cuts_at_the_trained_length_unless_told(tiny_rm, tmp_path, max_length, expected):
+    options = {} if max_length is None else {"max_length": max_length}
+    judge = judge_file(tmp_path, "reward_model", tiny_rm, **options)
+    assert RewardModelJudge.identity(load_judge_config(judge))["options"]["max_length"] == expected
+    result = label(LabelConfig(f"{HH}?rows=100:106", str(tmp_path / "out"), judge=judge, progress=False))
+    tokenizer = load_tokenizer(tiny_rm, padding_side="right")
+    full = [len(encode(tokenizer, r["prompt"], text(r[side]), 10**6, "x:1", True)["input_ids"]) for r in result.rows for side in ("chosen", "rejected")]
+    assert max(full) > expected  # some pair is cut, and the judge read each sequence up to the cut
+    assert result.manifest["tokens"]["prompt"] == sum(min(n, expected) for n in full)
 
 
 def twin_files(tmp_path, n: int = 12) -> tuple[str, str]:

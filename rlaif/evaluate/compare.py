@@ -33,7 +33,7 @@ from rlaif.evaluate.scoring import cached_scores, reward_model_scores, summed_re
 from rlaif.inputs import Example, Pair, input_name, load_examples
 from rlaif.judging.base import MODE_HELP, MODES, JudgeFatalError
 from rlaif.judging.configs import DEFAULT_JUDGE, reward_model_dir
-from rlaif.judging.engine import JudgeSpec, judge_pairs
+from rlaif.judging.engine import JudgeSpec, JuryJudgment, PairJudgment, judge_pairs
 from rlaif.judging.generation import generate_responses
 from rlaif.judging.rubric import Rubric, load_rubric
 from rlaif.labeling.quality import label_run_report
@@ -163,16 +163,23 @@ def judge_policies(policies: list[Policy], rows: list[dict[str, Any]], cfg: Comp
     records = []
     for (a, b, ra, rb), judgment in zip(meta, judged):
         record: dict[str, Any] = {"a": a, "b": b, "prompt_id": ra["prompt_id"], "sample": ra["sample"], "length_a": ra["tokens"], "length_b": rb["tokens"]}
-        if judgment.pointwise:
-            record["scores"] = [{"of": a if is_a else b, "score": v.score, "text": v.text, "error": v.error} for is_a, v in judgment.answers]
+        if isinstance(judgment, JuryJudgment):
+            record["members"] = [{"judge": name, "p_a": None if m.failed else m.p_a, **_answers(m, a, b)} for name, m in zip(judgment.names, judgment.members)]
         else:
-            record["orders"] = [{"a_first": a_first, "p_first": v.p_first, "text": v.text, "error": v.error} for a_first, v in judgment.answers]
+            record.update(_answers(judgment, a, b))
         if judgment.failed:
             record.update(p_a=None, consistent=None, outcome=None)
         else:
             record.update(p_a=judgment.p_a, consistent=judgment.consistent, outcome=outcome(judgment.p_a, judgment.consistent))
         records.append(record)
     return records
+
+
+def _answers(judgment: PairJudgment, a: str, b: str) -> dict[str, Any]:
+    """A judgment's answers as judgments.jsonl holds them: each response's score, or each order's verdict."""
+    if judgment.pointwise:
+        return {"scores": [{"of": a if is_a else b, "score": v.score, "text": v.text, "error": v.error} for is_a, v in judgment.answers]}
+    return {"orders": [{"a_first": a_first, "p_first": v.p_first, "text": v.text, "error": v.error} for a_first, v in judgment.answers]}
 
 
 def matchup_stats(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -44,10 +44,10 @@ def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], 
 
 def reward_model_scores(rm_dir: str, items: list[tuple[Any, str]]) -> list[float]:
     """A reward model's score of each (prompt, response), read as its judge reads them."""
-    from rlaif.judging.backends.reward_model import RewardModelOptions
+    from rlaif.judging.backends.reward_model import RewardModelOptions, scoring_length
     from rlaif.judging.backends.reward_model import reward_scores as score
     from rlaif.models.loading import load_reward_model
 
     options = RewardModelOptions()
     model = load_reward_model(rm_dir).eval()
-    return score(model, load_tokenizer(rm_dir, padding_side="right"), items, options.max_length, options.batch_size)
+    return score(model, load_tokenizer(rm_dir, padding_side="right"), items, scoring_length(options, rm_dir), options.batch_size)

@@ -22,6 +22,7 @@ BACKENDS = {
     "vllm": "rlaif.judging.backends.vllm_offline:VLLMJudge",
     "llama_cpp": "rlaif.judging.backends.llama_cpp_local:LlamaCppJudge",
 }
+JURY = "jury"  # a panel of the judges above: rlaif/judging/jury.py
 DEFAULT_JUDGE = "embedded"
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 def resolve_judge_path(name_or_path: str | Path) -> Path:
@@ -53,8 +54,8 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
         raise JudgeConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}: a judge config has 'backend', 'model', an 'options' table "
                                "and, fitted by `rlaif calibrate`, 'calibration'")
     backend = data.get("backend")
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        raise JudgeConfigError(f"{path}: key 'backend': expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if not isinstance(backend, str) or backend not in (*BACKENDS, JURY):
+        raise JudgeConfigError(f"{path}: key 'backend': expected one of {', '.join((*BACKENDS, JURY))}, got {backend!r}")
     if data.get("model") is not None and not isinstance(data["model"], str):
         raise JudgeConfigError(f"{path}: key 'model': expected a model name or directory, got {data['model']!r}")
     options = data.get("options") or {}
@@ -69,6 +70,8 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
 
 def judge_class(config: JudgeConfig) -> type[Judge]:
     """The backend class for a config (imported only when asked for)."""
+    if config.backend == JURY:
+        raise JudgeConfigError(f"{config.source or config.name}: a jury is a panel of judges, not one backend: use it as `--judge` of label, compare or GRPO")
     module_name, class_name = BACKENDS[config.backend].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 

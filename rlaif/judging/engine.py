@@ -9,7 +9,7 @@ the answer cache; the answers come from the cache or from the judge, and become 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,10 @@ from tqdm import tqdm
 
 from rlaif.errors import ConfigError
 from rlaif.inputs import Pair
-from rlaif.judging.base import MODES, Judge, JudgeConfig, JudgeFatalError, JudgeRequest, Verdict
+from rlaif.judging.base import MODES, Judge, JudgeConfig, JudgeConfigError, JudgeFatalError, JudgeRequest, Verdict
 from rlaif.judging.configs import judge_class, load_judge_config
 from rlaif.judging.debias import calibrated, consistent, plan_orders, pointwise_preference, preference_for_a
+from rlaif.judging.jury import combine_preferences, is_jury, parse_jury, public_options
 from rlaif.judging.rubric import Rubric
 from rlaif.storage.cache import AnswerCache, cache_key
 
@@ -28,20 +29,25 @@ from rlaif.storage.cache import AnswerCache, cache_key
 class JudgeSpec:
     """A judge as a run uses it, worked out once from its config and checked before any work:
     its backend class, parsed options, identity (half of every cache key), mode and the
-    temperature that turns two pointwise scores into a preference."""
+    temperature that turns two pointwise scores into a preference. A jury (mode "jury") has
+    no backend of its own but its members' specs, their weights and its combine rule."""
 
     config: JudgeConfig
-    backend: type[Judge]
+    backend: type[Judge] | None
     options: Any
     identity: dict[str, Any]
     mode: str
     temperature: float
+    members: tuple[JudgeSpec, ...] = ()
+    weights: tuple[float, ...] = ()
 
     @classmethod
     def build(cls, judge: str | Path | JudgeConfig, rubric: Rubric, mode: str | None = None, concurrency: int | None = None) -> JudgeSpec:
         """The spec of a judge (a built-in name, a config file or a `JudgeConfig`) in `mode`
         (default: the judge's own); `concurrency` overrides an API judge's."""
         config = judge if isinstance(judge, JudgeConfig) else load_judge_config(judge)
+        if is_jury(config):
+            return cls.jury(config, rubric, mode, concurrency)
         backend = judge_class(config)
         if concurrency is not None:
             if "concurrency" not in {f.name for f in fields(backend.Options)}:
@@ -49,6 +55,21 @@ class JudgeSpec:
             config = replace(config, options={**config.options, "concurrency": concurrency})
         options = backend.parse_options(config)
         return cls(config, backend, options, backend.identity(config), resolve_mode(mode, backend, rubric), backend.score_temperature(options))
+
+    @classmethod
+    def jury(cls, config: JudgeConfig, rubric: Rubric, mode: str | None, concurrency: int | None) -> JudgeSpec:
+        """The spec of a jury config: each member's spec (in its own mode, else `mode`)."""
+        if concurrency is not None:
+            raise ConfigError(f"{config.source}: --concurrency does not apply to a jury: set `concurrency` in its API members' own configs")
+        jury = parse_jury(config)
+        members = tuple(cls.build(m.judge, rubric, m.mode or mode) for m in jury.members)
+        if nested := [m.name for m in members if m.members]:
+            raise JudgeConfigError(f"{config.source}: key 'options.members': {nested[0]}: a jury's member is one judge, not a jury")
+        weights = tuple(m.weight for m in jury.members)
+        config = replace(config, options=public_options(jury))
+        identity = {"backend": config.backend, "combine": jury.combine,
+                    "members": [{"judge": m.identity, "mode": m.mode, "weight": w} for m, w in zip(members, weights)]}
+        return cls(config, None, jury.combine, identity, "jury", 1.0, members, weights)
 
     @property
     def name(self) -> str:
@@ -58,11 +79,19 @@ class JudgeSpec:
     def pointwise(self) -> bool:
         return self.mode == "pointwise"
 
+    @property
+    def reads_rubric(self) -> bool:
+        """Whether the judge (any member of a jury) reads the rendered rubric."""
+        return any(m.reads_rubric for m in self.members) if self.members else self.backend.READS_RUBRIC  # type: ignore[union-attr]
+
     def completion_budget(self, cot: bool) -> int:
-        return self.backend.completion_budget(self.options, cot)
+        """The most tokens one answer may generate (a jury's: its most generous member's)."""
+        if self.members:
+            return max(m.completion_budget(cot) for m in self.members)
+        return self.backend.completion_budget(self.options, cot)  # type: ignore[union-attr]
 
     def load(self) -> Judge:
-        return self.backend(self.config)
+        return self.backend(self.config)  # type: ignore[misc]
 
 
 @dataclass
@@ -93,6 +122,41 @@ class PairJudgment:
         """Whether both orders picked the same response; None pointwise (there is no order)."""
         return None if self.pointwise else consistent([(a_first, v.p_first) for a_first, v in self.answers])  # type: ignore[misc]
 
+    def failure_records(self) -> list[dict[str, Any]]:
+        """What failed, for failures.jsonl: the order (or response) and the judge's error and reply."""
+        return [({"response": "a" if flag else "b"} if self.pointwise else {"order": "a_first" if flag else "b_first"}) | {"error": v.error, "text": v.text}
+                for flag, v in self.failed]
+
+
+@dataclass
+class JuryJudgment:
+    """A pair's judgments by each member of a jury, and the panel's P(A ≻ B) from them."""
+
+    members: list[PairJudgment]
+    names: tuple[str, ...]
+    weights: tuple[float, ...]
+    combine: str
+    calibration: float = 1.0  # the jury config's own, fitted by `rlaif calibrate` on the panel's preferences
+    pointwise = False
+
+    @property
+    def failed(self) -> list[tuple[bool, Verdict]]:
+        """Every member's failed answers: the pair has no panel preference when any member has none."""
+        return [f for m in self.members for f in m.failed]
+
+    @property
+    def p_a(self) -> float:
+        return calibrated(combine_preferences([m.p_a for m in self.members], self.weights, self.combine), self.calibration)
+
+    @property
+    def consistent(self) -> bool | None:
+        """Whether every pairwise member was consistent across orders; None with none such."""
+        both = [c for m in self.members if (c := m.consistent) is not None]
+        return all(both) if both else None
+
+    def failure_records(self) -> list[dict[str, Any]]:
+        return [{"judge": name, **record} for name, m in zip(self.names, self.members) for record in m.failure_records()]
+
 
 def resolve_mode(mode: str | None, backend: type[Judge], rubric: Rubric) -> str:
     """The judging mode: as asked, else the judge's own; one the judge or rubric cannot do is an error."""
@@ -122,16 +186,21 @@ def request_for(pair: Pair, flag: bool, spec: JudgeSpec, rubric: Rubric, cot: bo
 class Plan:
     """The judge requests of some pairs, keyed for the cache (identical requests are asked
     once): pairwise one per order `debias` plans, pointwise one per response. `flags[i]` are
-    pair i's orders (or responses) and `keys[i]` their requests' keys."""
+    pair i's orders (or responses) and `keys[i]` their requests' keys. A jury's plan holds one
+    plan per member, and all of their requests."""
 
     spec: JudgeSpec
     pairs: list[Pair]
     flags: list[list[bool]]
     keys: list[list[str]]
     requests: dict[str, JudgeRequest]
+    members: list[Plan] = field(default_factory=list)
 
     @classmethod
     def of(cls, pairs: list[Pair], spec: JudgeSpec, rubric: Rubric, debias: str = "both", seed: int = 0, cot: bool = False) -> Plan:
+        if spec.members:
+            members = [cls.of(pairs, m, rubric, debias, seed, cot) for m in spec.members]
+            return cls(spec, pairs, [], [], {k: r for m in members for k, r in m.requests.items()}, members)
         plan = cls(spec, pairs, [], [], {})
         for pair in pairs:
             flags = [True, False] if spec.pointwise else plan_orders(debias, pair.id, seed)
@@ -155,8 +224,12 @@ class Plan:
         cached = self.cached(cache)
         return {key: r for key, r in self.requests.items() if key not in cached}
 
-    def judgments(self, answers: dict[str, Verdict]) -> list[PairJudgment]:
+    def judgments(self, answers: dict[str, Verdict]) -> list[PairJudgment] | list[JuryJudgment]:
         """Each pair's judgment from the answers to its requests."""
+        if self.members:
+            s = self.spec
+            by_member = [m.judgments(answers) for m in self.members]
+            return [JuryJudgment(list(each), tuple(m.name for m in s.members), s.weights, s.options, s.config.calibration) for each in zip(*by_member)]
         return [PairJudgment([(flag, answers[key]) for flag, key in zip(flags, keys)], self.spec.pointwise, self.spec.temperature, self.spec.config.calibration)
                 for flags, keys in zip(self.flags, self.keys)]
 
@@ -177,6 +250,7 @@ class JudgeOnce:
         self.spec = spec
         self._judge: Judge | None = None
         self._first: list[Verdict] = []
+        self.members = [JudgeOnce(m) for m in spec.members]  # a jury's: each member watched and loaded on its own
 
     def check(self, verdict: Verdict) -> None:
         """Count a fresh answer; raise `UnreadableJudge` once most of the first ones had no verdict."""
@@ -198,12 +272,17 @@ class JudgeOnce:
     def close(self) -> None:
         if self._judge is not None:
             self._judge.close()
+        for member in self.members:
+            member.close()
 
 
-def ask_missing(judge: JudgeOnce, requests: dict[str, JudgeRequest], answers: dict[str, Verdict], cache: AnswerCache,
-                 on_answer: Callable[[], None] = lambda: None) -> int:
-    """Ask the judge every request not yet in `answers`, committing each answer to the cache as
-    it arrives; returns how many calls were made."""
+def ask_missing(judge: JudgeOnce, plan: Plan, answers: dict[str, Verdict], cache: AnswerCache,
+                on_answer: Callable[[], None] = lambda: None) -> int:
+    """Ask the judge (each member of a jury in turn) every request of `plan` not yet in
+    `answers`, committing each answer to the cache as it arrives; returns how many calls were made."""
+    if plan.members:
+        return sum(ask_missing(j, p, answers, cache, on_answer) for j, p in zip(judge.members, plan.members))
+    requests = plan.requests
     for key in requests:  # cached answers count too: a rerun of a run that stopped here stops again before paying
         if key in answers:
             judge.check(answers[key])
@@ -224,7 +303,7 @@ def ask_missing(judge: JudgeOnce, requests: dict[str, JudgeRequest], answers: di
 
 
 def judge_pairs(pairs: list[Pair], spec: JudgeSpec, rubric: Rubric, cache: AnswerCache, debias: str = "both", seed: int = 0, cot: bool = False,
-                progress: bool = True, judge: JudgeOnce | None = None) -> list[PairJudgment]:
+                progress: bool = True, judge: JudgeOnce | None = None) -> list[PairJudgment] | list[JuryJudgment]:
     """Judge each pair (in the orders `debias` plans, or each response alone in mode pointwise)
     through the answer cache: the engine of `label`, for callers with pairs in hand. A caller
     that judges again and again passes its own `judge`, kept open between calls."""
@@ -234,7 +313,7 @@ def judge_pairs(pairs: list[Pair], spec: JudgeSpec, rubric: Rubric, cache: Answe
     judge = judge or JudgeOnce(spec)
     try:
         with tqdm(total=len(plan.requests), initial=len(answers), desc="judging", unit="call", disable=not progress) as bar:
-            ask_missing(judge, plan.requests, answers, cache, lambda: bar.update(1))
+            ask_missing(judge, plan, answers, cache, lambda: bar.update(1))
     finally:
         if own:
             judge.close()

@@ -43,13 +43,19 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
+def _number(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
 def card(manifest: dict[str, Any], report: dict[str, Any], command: str) -> str:
     """The card's text: front matter, then the judge, the rubric, counts, biases and, where the
     rows carry human labels, agreement with them beside trivial rules."""
     m, c = manifest, manifest["counts"]
     judge, rubric = m["judge"], m["rubric"]
     rubric_cell = "none (the judge reads no rubric)" if rubric is None else f"`{rubric['name']}`, sha256 `{rubric['sha256'][:16]}`"
-    mode_cell = "pointwise: each response scored alone" if m["mode"] == "pointwise" else f"pairwise, orders: {m['config']['debias']}"
+    mode_cell = {"pointwise": "pointwise: each response scored alone",
+                 "jury": f"a jury of {len(judge['options'].get('members', []))} judges, combined by {judge['options'].get('combine')} (pairwise members' orders: {m['config']['debias']})",
+                 }.get(m["mode"], f"pairwise, orders: {m['config']['debias']}")
     about = (f"Each row of `pairs.jsonl` is a prompt with a `chosen` and a `rejected` response, as chosen by the {judge['name']} judge, with "
              "`ai_preference`, the judge's probability that `chosen` is the better one, and the evidence behind it (the judge's answers in each "
              "order, or its score of each response). It loads with `datasets.load_dataset(\"<this folder>\")`, and trains with TRL's "
@@ -86,6 +92,13 @@ def card(manifest: dict[str, Any], report: dict[str, Any], command: str) -> str:
                        f"Expected calibration error of `ai_preference`: {report['calibration']['ece']:.3f}."), ""]
     else:
         lines += ["## Agreement with human labels", "", "No row carries a human label, so how often these labels are right is not measured here.", ""]
+    if jury := report.get("jury"):
+        kappa = _number(jury["fleiss_kappa"])
+        lines += ["## Jury members", "", "| member | mode | weight | agreement with humans | ECE |", "|---|---|---|---|---|",
+                  *[f"| `{j['judge']}` | {j['mode']} | {j['weight']:g} | {_pct(j['agreement'])} | {_number(j['ece'])} |"
+                    for j in jury["members"]], "",
+                  (f"The members' agreement with one another: Fleiss' kappa {kappa}, unanimous on {_pct(jury['unanimous'])} of the "
+                   f"{jury['pairs_with_every_vote']} pairs where each of them picked a side."), ""]
     return "\n".join(lines)
 
 

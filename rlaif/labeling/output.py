@@ -17,7 +17,7 @@ import jsonlines
 
 from rlaif.inputs import SKIP_REASONS, Pair, as_messages
 from rlaif.judging.base import Verdict, estimate_cost
-from rlaif.judging.engine import JudgeSpec, PairJudgment
+from rlaif.judging.engine import JudgeSpec, JuryJudgment, PairJudgment
 from rlaif.judging.rubric import Rubric
 from rlaif.storage.files import run_stamp, write_json_atomic
 
@@ -99,8 +99,19 @@ class Output:
         write_json_atomic(self.out / PROGRESS, {"fingerprint": self.fingerprint, "totals": asdict(self.totals)})
 
 
-def pair_row(pair: Pair, judged: PairJudgment, judge: str, rubric: str | None, chat: bool) -> dict[str, Any]:
-    """A labeled pair as pairs.jsonl holds it: chosen and rejected by the judge, with the evidence."""
+def evidence(judged: PairJudgment, a_wins: bool) -> dict[str, Any]:
+    """A judgment's answers, named by the chosen and rejected response: `scores` pointwise (A's,
+    then B's), `orders` pairwise (in the order they were planned)."""
+    if judged.pointwise:
+        return {"scores": [{"response": "chosen" if is_a == a_wins else "rejected", "score": v.score, "soft": v.soft, "text": v.text}
+                           for is_a, v in judged.answers]}
+    return {"orders": [{"first": "chosen" if a_first == a_wins else "rejected", "p_first": v.p_first, "soft": v.soft, "text": v.text}
+                       for a_first, v in judged.answers]}
+
+
+def pair_row(pair: Pair, judged: PairJudgment | JuryJudgment, judge: str, rubric: str | None, chat: bool) -> dict[str, Any]:
+    """A labeled pair as pairs.jsonl holds it: chosen and rejected by the judge, with the
+    evidence (a jury's: each member's preference for the chosen response and its answers)."""
     p_a = judged.p_a
     a_wins = p_a >= 0.5
     chosen, rejected = (pair.a, pair.b) if a_wins else (pair.b, pair.a)
@@ -110,18 +121,15 @@ def pair_row(pair: Pair, judged: PairJudgment, judge: str, rubric: str | None, c
         "chosen": as_messages(chosen, "assistant") if chat else chosen,
         "rejected": as_messages(rejected, "assistant") if chat else rejected,
         "ai_preference": max(p_a, 1.0 - p_a),
-        "mode": "pointwise" if judged.pointwise else "pairwise",
     }
-    if judged.pointwise:  # A's score, then B's
-        row["scores"] = [
-            {"response": "chosen" if is_a == a_wins else "rejected", "score": v.score, "soft": v.soft, "text": v.text}
-            for is_a, v in judged.answers
-        ]
+    if isinstance(judged, JuryJudgment):
+        row["mode"] = "jury"
+        row["members"] = [{"judge": name, "weight": w, "mode": "pointwise" if m.pointwise else "pairwise",
+                           "p_chosen": m.p_a if a_wins else 1.0 - m.p_a, **evidence(m, a_wins)}
+                          for name, w, m in zip(judged.names, judged.weights, judged.members)]
     else:
-        row["orders"] = [
-            {"first": "chosen" if a_first == a_wins else "rejected", "p_first": v.p_first, "soft": v.soft, "text": v.text}
-            for a_first, v in judged.answers
-        ]
+        row["mode"] = "pointwise" if judged.pointwise else "pairwise"
+        row.update(evidence(judged, a_wins))
     row.update(consistent=judged.consistent, judge=judge, rubric=rubric)
     if pair.human is not None:
         row["human_preference"] = pair.human if a_wins else 1.0 - pair.human
@@ -138,7 +146,7 @@ def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Total
         "config": settings,
         "mode": spec.mode,
         "judge": spec.config.public(),
-        "rubric": None if not spec.backend.READS_RUBRIC else {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix,
+        "rubric": None if not spec.reads_rubric else {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix,
                    "scale": list(rubric.scale) if rubric.scale else None, "rating_prefix": rubric.rating_prefix},
         "counts": {
             "examples": t.examples,
@@ -150,8 +158,8 @@ def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Total
             "failed": {"invalid_rows": t.invalid_rows, "generation": t.generation_failed, "judge": t.judge_failed},
             "filtered": t.filtered,
         },
-        # One call per (pair, order) pairwise, per distinct response pointwise.
-        "judge_calls": {"per": "response" if spec.pointwise else "order", "total": t.calls, "made": t.calls_made, "cached": t.calls - t.calls_made},
+        # One call per (pair, order) pairwise, per distinct response pointwise; a jury's members each their own.
+        "judge_calls": {"per": {"pointwise": "response", "jury": "member's request"}.get(spec.mode, "order"), "total": t.calls, "made": t.calls_made, "cached": t.calls - t.calls_made},
         "verdicts": {  # of the answers: unreadable (no verdict in the reply) and soft (label probabilities)
             "unreadable": t.unreadable,
             "unreadable_share": t.unreadable / t.calls if t.calls else None,

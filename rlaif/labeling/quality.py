@@ -13,7 +13,7 @@ from typing import Any
 import jsonlines
 
 from rlaif.errors import InputError
-from rlaif.stats import expected_calibration_error, paired_interval, wilson_interval
+from rlaif.stats import expected_calibration_error, fleiss_kappa, paired_interval, wilson_interval
 
 
 def _text(value: Any) -> str:
@@ -37,9 +37,18 @@ def _rate(flags: list[bool]) -> float | None:
     return sum(flags) / len(flags) if flags else None
 
 
+def _verdicts(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The answers behind a row: its orders or scores (a jury's: every member's)."""
+    if "members" in row:
+        return [v for m in row["members"] for v in _verdicts(m)]
+    return row.get("orders", row.get("scores", []))
+
+
 def _first_won(row: dict[str, Any]) -> bool:
     """The AI label in a fixed orientation, as kappa needs one: did the response shown first in
-    the first order win (pairwise), or response A (pointwise)."""
+    the first order win (pairwise), or response A (pointwise); a jury's, by its first member's."""
+    if "members" in row:
+        return _first_won(row["members"][0])
     return (row["orders"][0]["first"] if "orders" in row else row["scores"][0]["response"]) == "chosen"
 
 
@@ -56,6 +65,36 @@ def baselines(human: list[dict[str, Any]]) -> dict[str, list[float]]:
         out["always the shorter response"].append(0.5 if chosen_longer == 0 else 1.0 - longer)
         out["always the one shown first"].append(float(_first_won(r) == human_chose_chosen))
     return out
+
+
+def _member_agrees(p_chosen: float, human_preference: float) -> float:
+    """1 where a jury member's pick is the humans', 0 where not, ½ where it had none (p = ½)."""
+    return 0.5 if p_chosen == 0.5 else float((p_chosen > 0.5) == (human_preference > 0.5))
+
+
+def jury_report(rows: list[dict[str, Any]], human: list[dict[str, Any]]) -> dict[str, Any]:
+    """A jury's members beside its panel: each member's agreement with humans (95% Wilson
+    interval) and calibration error, the panel's lift over its best member (paired), and how
+    far the members agree with one another (Fleiss' kappa over their votes, on the pairs where
+    none of them was exactly undecided)."""
+    first = rows[0]["members"]
+    panel = [float(r["human_preference"] > 0.5) for r in human]
+    members, agrees_by_member = [], []
+    for i, m in enumerate(first):
+        agrees = [_member_agrees(r["members"][i]["p_chosen"], r["human_preference"]) for r in human]
+        agrees_by_member.append(agrees)
+        low, high = wilson_interval(sum(agrees), len(agrees)) if human else (None, None)  # type: ignore[arg-type]
+        confidence = [max(q, 1 - q) for q in (r["members"][i]["p_chosen"] for r in human)]
+        members.append({"judge": m["judge"], "mode": m["mode"], "weight": m["weight"], "agreement": mean(agrees) if human else None,
+                        "agreement_low": low, "agreement_high": high,
+                        "ece": expected_calibration_error(confidence, agrees)[0] if human else None})
+    votes = [[m["p_chosen"] > 0.5 for m in r["members"]] for r in rows if all(m["p_chosen"] != 0.5 for m in r["members"])]
+    report: dict[str, Any] = {"members": members, "fleiss_kappa": fleiss_kappa(votes), "unanimous": _rate([len(set(v)) == 1 for v in votes]),
+                              "pairs_with_every_vote": len(votes), "panel_lift_over_best_member": None}
+    if len(human) > 1:
+        best = max(range(len(members)), key=lambda i: members[i]["agreement"])
+        report["panel_lift_over_best_member"] = {"member": members[best]["judge"], **paired_interval(panel, agrees_by_member[best])}
+    return report
 
 
 def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -91,7 +130,7 @@ def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None
         "confusion": confusion,
         # None pointwise: no order to be consistent across, nothing shown first.
         "consistency_rate": _rate([r["consistent"] is True for r in both_orders]),
-        "first_position_rate_raw": _rate([o["p_first"] > 0.5 for r in rows for o in r.get("orders", [])]),
+        "first_position_rate_raw": _rate([v["p_first"] > 0.5 for r in rows for v in _verdicts(r) if "p_first" in v]),
         "first_position_rate_labels": _rate([r["orders"][0]["first"] == "chosen" for r in rows if "orders" in r]),
         "length_bias_ai": _rate(longer),
         "length_bias_human": _rate(human_longer),
@@ -107,11 +146,15 @@ def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None
         report["lift_over_best_baseline"] = {"baseline": best, **paired_interval(judge, per_row[best])} if len(human) > 1 else None
         ece, bins = expected_calibration_error([r["ai_preference"] for r in human], judge)
         report["calibration"] = {"ece": ece, "bins": bins}
-    verdicts = [v for r in rows for v in r.get("orders", r.get("scores", []))]
+    if rows and "members" in rows[0]:
+        report["jury"] = jury_report(rows, human)
+    verdicts = [v for r in rows for v in _verdicts(r)]
     report["soft_share"] = _rate([v["soft"] for v in verdicts])  # of the verdicts behind the labeled pairs
     report["unreadable_share"] = None  # of every answer of the run, failed pairs' too: the manifest counts them
     if manifest:
         report["judge"] = manifest.get("judge", {}).get("name")
+        if "jury" in report:
+            report["jury"]["combine"] = manifest["judge"]["options"].get("combine")
         report["rubric"] = (manifest.get("rubric") or {}).get("name")
         report["unreadable_share"] = (manifest.get("verdicts") or {}).get("unreadable_share")
     return report
@@ -139,6 +182,18 @@ def lift_text(lift: dict[str, Any]) -> str:
     return f"{100 * lift['difference']:+.1f} points [{100 * lift['low']:+.1f}, {100 * lift['high']:+.1f}] over {lift['baseline']!r}"
 
 
+def _jury_lines(jury: dict[str, Any], pct: Any) -> list[tuple[str, str]]:
+    lines = [(f"jury member {m['judge']} ({m['mode']}, weight {m['weight']:g})",
+              f"{pct(m['agreement'])} [{pct(m['agreement_low'])}, {pct(m['agreement_high'])}]" + ("" if m["ece"] is None else f", ECE {m['ece']:.3f}"))
+             for m in jury["members"]]
+    if (lift := jury["panel_lift_over_best_member"]) is not None:
+        lines.append((f"panel ({jury.get('combine')}) over its best member [95% CI]",
+                      f"{100 * lift['difference']:+.1f} points [{100 * lift['low']:+.1f}, {100 * lift['high']:+.1f}] over {lift['member']!r}"))
+    kappa = "n/a" if jury["fleiss_kappa"] is None else f"{jury['fleiss_kappa']:.3f}"
+    lines.append(("members' agreement: Fleiss' kappa", f"{kappa} (unanimous on {pct(jury['unanimous'])} of {jury['pairs_with_every_vote']} pairs)"))
+    return lines
+
+
 def format_report(report: dict[str, Any]) -> str:
     """The report as an aligned two-column table."""
 
@@ -162,6 +217,7 @@ def format_report(report: dict[str, Any]) -> str:
         *([("lift over the best baseline [95% CI]", lift_text(lift))] if (lift := report.get("lift_over_best_baseline")) else []),
         *([("expected calibration error of ai_preference", f"{report['calibration']['ece']:.3f}")] if report.get("calibration") else []),
         *([("reliability diagram", report["reliability_diagram"])] if report.get("reliability_diagram") else []),
+        *(_jury_lines(report["jury"], pct) if report.get("jury") else []),
         ("judge answers with no readable verdict", pct(report["unreadable_share"])),
         ("soft verdicts (label probabilities)", pct(report["soft_share"])),
     ]

@@ -188,17 +188,15 @@ class _Run:
         self.bar.total += len(cp.plan.requests)
         self.bar.update(len(answers))
         started = time.time()
-        made = ask_missing(self.judge, cp.plan.requests, answers, self.cache, lambda: self.bar.update(1))
+        made = ask_missing(self.judge, cp.plan, answers, self.cache, lambda: self.bar.update(1))
         totals.judging_s += time.time() - started
 
         rows: list[dict[str, Any]] = []
-        rubric = self.rubric.name if self.spec.backend.READS_RUBRIC else None
+        rubric = self.rubric.name if self.spec.reads_rubric else None
         for pair, judged in zip(cp.pairs, cp.plan.judgments(answers)):
             if judged.failed:
                 totals.judge_failed += 1
-                for flag, v in judged.failed:
-                    which = {"response": "a" if flag else "b"} if judged.pointwise else {"order": "a_first" if flag else "b_first"}
-                    failures.append({"stage": "judge", "id": pair.id, **which, "error": v.error, "text": v.text})
+                failures += [{"stage": "judge", "id": pair.id, **record} for record in judged.failure_records()]
                 continue
             row = pair_row(pair, judged, self.spec.name, rubric, self.chat)
             if "orders" in row:
@@ -274,14 +272,14 @@ def label(config: LabelConfig) -> LabelResult:
     # Everything that can be wrong with the settings and the input is found before any model is loaded.
     rubric = load_rubric(config.rubric)
     spec = JudgeSpec.build(config.judge, rubric, config.mode, config.concurrency)
-    if config.batch_api and not issubclass(spec.backend, BatchJudge):
+    if config.batch_api and not (spec.backend and issubclass(spec.backend, BatchJudge)):
         raise ConfigError(f"--batch-api needs a judge with a batch API (openai), not '{spec.config.backend}'")
     generator = load_generator(config.generator)
     records, chat = 0, False
     for item in iter_examples(config.input, config.limit, config.skip_invalid):  # one pass: a bad row stops the run now
         records += 1
         chat = chat or (isinstance(item, Example) and not isinstance(item.prompt, str))
-        if rubric.needs_reference and spec.backend.READS_RUBRIC and isinstance(item, Example) and item.reference is None:
+        if rubric.needs_reference and spec.reads_rubric and isinstance(item, Example) and item.reference is None:
             file, _, line = item.source.rpartition(":")
             raise InputError(file, int(line), "reference", f"missing: rubric {rubric.name} grades against a reference answer, so every row needs one")
 

@@ -8,6 +8,7 @@ cache directory; later loads take a fraction of a second.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -171,6 +172,16 @@ def chat_prompt(tokenizer, prompt: Prompt) -> str:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     turns = "".join(f"{m['role'].capitalize()}: {m['content']}\n\n" for m in messages)
     return f"{turns}Assistant:"
+
+
+def trained_max_length(path: str) -> int | None:
+    """The `max_length` an `rlaif train` output was trained at (its train_config.json), or None
+    for a model that did not come from `rlaif train`."""
+    config = Path(path) / "train_config.json"
+    if not config.is_file():
+        return None
+    value = json.loads(config.read_text()).get("max_length")
+    return value if isinstance(value, int) and value > 0 else None
 
 
 def load_reward_model(path: str, device: str | None = None, pad_token_id: int | None = None):

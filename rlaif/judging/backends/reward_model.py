@@ -4,7 +4,9 @@
 It reads no rubric. Each response is scored on its own, prompt and response as the model was
 trained on them (the chat template, then the response and EOS), so there is no order to be
 biased by: a pair costs one call per distinct response, and P(A ≻ B) = σ((r_A − r_B) / T)
-with T the `temperature` option.
+with T the `temperature` option. Sequences are cut at the length the model was trained at (an
+`rlaif train` output's train_config.json says it) unless `max_length` says otherwise: a
+model trained on 192 tokens learned nothing about the 193rd, and scoring it costs time.
 """
 
 from __future__ import annotations
@@ -17,15 +19,26 @@ import torch
 
 from rlaif.inputs import Prompt
 from rlaif.judging.base import Judge, JudgeConfig, JudgeRequest, Verdict
-from rlaif.models.loading import load_reward_model, load_tokenizer, model_fingerprint
+from rlaif.models.loading import load_reward_model, load_tokenizer, model_fingerprint, trained_max_length
+
+UNTRAINED_MAX_LENGTH = 1024  # the cut for a reward model that did not come from `rlaif train`
 
 
 @dataclass
 class RewardModelOptions:
     temperature: float = 1.0  # T in σ((r_A − r_B) / T): larger is less sure
     batch_size: int = 16
-    max_length: int = 1024  # tokens per prompt + response (a long prompt gives up its beginning)
+    max_length: int | None = None  # tokens per prompt + response (a long prompt gives up its beginning) [default: the trained length]
     device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and self.max_length < 1:
+            raise ValueError(f"key 'options.max_length': must be at least 1, got {self.max_length}")
+
+
+def scoring_length(options: RewardModelOptions, model: str) -> int:
+    """The tokens a prompt + response is cut to: the option, else the trained length, else 1024."""
+    return options.max_length or trained_max_length(model) or UNTRAINED_MAX_LENGTH
 
 
 @torch.no_grad()
@@ -63,7 +76,9 @@ class RewardModelJudge(Judge):
     @classmethod
     def identity(cls, config: JudgeConfig) -> dict[str, Any]:
         # The weights, not just the path: a directory trained again must not reuse old scores.
-        return {**super().identity(config), "model": model_fingerprint(config.model)}
+        identity = {**super().identity(config), "model": model_fingerprint(config.model)}
+        identity["options"]["max_length"] = scoring_length(cls.parse_options(config), config.model)  # type: ignore[arg-type]
+        return identity
 
     @classmethod
     def score_temperature(cls, options: RewardModelOptions) -> float:
@@ -78,7 +93,7 @@ class RewardModelJudge(Judge):
                 on_result(i, Verdict(p_first=None, score=score, prompt_tokens=n))
 
         items = [(r.query, r.response) for r in requests]
-        reward_scores(self.model, self.tokenizer, items, self.options.max_length, self.options.batch_size, report)  # type: ignore[arg-type]
+        reward_scores(self.model, self.tokenizer, items, scoring_length(self.options, self.config.model), self.options.batch_size, report)  # type: ignore[arg-type]
 
     def close(self) -> None:
         del self.model
