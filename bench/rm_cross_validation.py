@@ -25,7 +25,7 @@ def fit_head_only(cache: dict, **settings) -> tuple[dict[str, float], TrainConfi
     backbone feature `cache`; returns its results and config. Its weights are deleted (each is
     a whole backbone); metrics stay."""
     config = TrainConfig(method="rm", truncate_prompt=True, train_layers=0, progress=False, **settings)
-    results = trainer_for(config, feature_cache=cache).train()
+    results = trainer_for(config, frozen_cache=cache).train()
     for weights in Path(config.output).glob("*.safetensors"):
         weights.unlink()
     return results, config

@@ -59,13 +59,40 @@ def test_reward_model_learns_the_preference_and_loads(tiny, pairs, tmp_path):
     assert not torch.equal(model.model.embed_tokens.weight[eos], start[eos])
 
 
+def test_reward_model_on_kept_frozen_blocks_trains_as_without_them(tiny, pairs, tmp_path):
+    """--train-layers 1 of 2: block 0's outputs are computed once per pair and kept; the losses
+    step by step, the held-out figures and the weights equal those of the full forward pass."""
+    runs = {}
+    for keep in (True, False):
+        out = tmp_path / ("kept" if keep else "plain")
+        trainer = trainer_for(config("rm", pairs, tiny, out, epochs=3, eval_split=0.25, train_layers=1))
+        if not keep:
+            setup = trainer.setup
+
+            def without_keeping(init_from, setup=setup, trainer=trainer):
+                setup(init_from)
+                trainer.keeps_frozen = False
+
+            trainer.setup = without_keeping
+        runs[keep] = trainer.train(), metrics(out), trainer, AutoModelForSequenceClassification.from_pretrained(out)
+    (kept, kept_rows, kept_trainer, kept_model), (plain, plain_rows, plain_trainer, plain_model) = runs[True], runs[False]
+    assert len(kept_trainer.frozen) == 24 and not plain_trainer.frozen  # each training and held-out pair once
+    numbers = lambda rows: [{k: v for k, v in r.items() if isinstance(v, float) and "time" not in k and "per_s" not in k} for r in rows]
+    assert len(kept_rows) == len(plain_rows) >= 12
+    for a, b in zip(numbers(kept_rows), numbers(plain_rows)):
+        assert a.keys() == b.keys() and a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    assert kept["eval/accuracy"] == plain["eval/accuracy"] and kept["eval/margin"] == pytest.approx(plain["eval/margin"], abs=1e-5)
+    for (name, a), (_, b) in zip(kept_model.state_dict().items(), plain_model.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-5), name
+
+
 def test_head_only_reward_model_fits_the_head_on_cached_features(tiny, pairs, tmp_path):
     cache = {}
-    trainer = trainer_for(config("rm", pairs, tiny, tmp_path, epochs=8, eval_split=0.25, train_layers=0, lr=3e-2), feature_cache=cache)
+    trainer = trainer_for(config("rm", pairs, tiny, tmp_path, epochs=8, eval_split=0.25, train_layers=0, lr=3e-2), frozen_cache=cache)
     results = trainer.train()
     rows = metrics(tmp_path)
     assert rows[-2]["loss"] < rows[0]["loss"] - 0.1
-    assert len(cache) == 48  # every distinct training and held-out sequence, computed once
+    assert len(cache) == 24  # every training and held-out pair, computed once (packed: its prompt once)
     saved = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     tok = load_tokenizer(str(tmp_path))
     assert tok.pad_token_id == saved.config.pad_token_id != tok.eos_token_id  # the score is read at the EOS

@@ -44,7 +44,7 @@ class TrainConfig:
     resume: bool = setting(False, "Continue from the last checkpoint in --output.")
     bf16: bool = setting(False, "bfloat16 autocast (the reference's log-probabilities too).")
     gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass: less memory, more time.")
-    train_layers: int | None = setting(None, "Train only the top N transformer blocks and the head (0: the head alone; rm: the frozen backbone runs once per sequence).", at_least=0)
+    train_layers: int | None = setting(None, "Train only the top N transformer blocks and the head (0: the head alone; rm: the frozen blocks run once per pair, not once per epoch).", at_least=0)
     lora_r: int | None = setting(None, "Train LoRA adapters of this rank (peft) instead of the whole model; the output is the adapter (dpo and ppo: the base with the adapter off is the reference).", at_least=1)
     lora_alpha: float = setting(16.0, "LoRA's α: the adapter's update is scaled by α / r.", above=0)
     lora_target: str = setting("all-linear", "Modules that get adapters: all-linear, or names separated by commas (q_proj,v_proj).")

@@ -1,35 +1,54 @@
 """Reward model: a one-scalar sequence-classification head on the backbone, trained with the
 Bradley–Terry loss (soft labels from `ai_preference` unless `--hard-labels`).
 
-With `--train-layers 0` only the head trains. The frozen backbone then runs once per sequence
-and the head is fitted on its cached outputs, so many epochs cost little more than one.
+With `--train-layers k` the lower blocks are frozen, so what enters the first trainable block
+is the same every epoch: it is computed once per pair (packed: the prompt once for both
+responses) and kept, and every epoch runs only the top k blocks on it. With k = 0 (the head
+alone) what is kept is the two sequences' final hidden state at the token the head reads, and
+later epochs cost almost nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 
-from rlaif.models.encoding import collate
 from rlaif.models.loading import load_reward_model
-from rlaif.models.packing import pack_pairs, packed_hidden
+from rlaif.models.packing import PackedPairs, pack_pairs, packed_hidden
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
 from rlaif.trainers.losses import reward_model_loss
 from rlaif.trainers.pairs import EncodedPair, encoded_train_eval_pairs, truncated_rows
 from rlaif.trainers.processes import Processes
 
-FeatureCache = dict[tuple[int, ...], torch.Tensor]
+# (train_layers, chosen ids, rejected ids) -> the pair's frozen states: with the head alone its two
+# sequences' final hidden states (2, H); else its packed row's hidden states entering the first
+# trainable block (row length, H).
+FrozenCache = dict[tuple[int, tuple[int, ...], tuple[int, ...]], torch.Tensor]
 
 
-@torch.no_grad()
-def pooled_features(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """What the head of a transformers sequence classifier reads: the backbone's last hidden
-    state at the rightmost token that is not padding (by `config.pad_token_id`, as transformers
-    pools)."""
-    hidden = model.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    not_pad = (input_ids != model.config.pad_token_id).int()
-    last = (torch.arange(input_ids.shape[1], device=input_ids.device) * not_pad).argmax(-1)
-    return hidden[torch.arange(len(input_ids), device=input_ids.device), last]
+@contextmanager
+def only_blocks(model: torch.nn.Module, start: int, stop: int, norm: bool = True) -> Iterator[torch.nn.Module]:
+    """`model` with its transformer blocks [start, stop) alone, and its final norm only with
+    `norm`: its forward pass then maps the hidden states entering block `start` (as
+    `inputs_embeds`) to those leaving block `stop − 1`."""
+    base = model.base_model
+    layers, final_norm = base.layers, base.norm
+    base.layers = torch.nn.ModuleList(list(layers)[start:stop])
+    if not norm:
+        base.norm = torch.nn.Identity()
+    try:
+        yield model
+    finally:
+        base.layers, base.norm = layers, final_norm
+
+
+def row_lengths(batch: PackedPairs) -> list[int]:
+    """The length of each pair's packed row, padding left out."""
+    width, n = batch.packed.input_ids.shape[1], batch.n_sequences // 2
+    return [max(batch.packed.places[2 * r][-1], batch.packed.places[2 * r + 1][-1]) - r * width + 1 for r in range(n)]
 
 
 def score_pad_token(tok) -> str:
@@ -43,11 +62,11 @@ def score_pad_token(tok) -> str:
 
 
 class RewardTrainer(OfflineTrainer):
-    def __init__(self, config: TrainConfig, processes: Processes | None = None, feature_cache: FeatureCache | None = None):
-        """`feature_cache` lets several head-only runs on the same model share backbone outputs
-        (cross-validation folds); it is keyed by token ids."""
+    def __init__(self, config: TrainConfig, processes: Processes | None = None, frozen_cache: FrozenCache | None = None):
+        """`frozen_cache` lets several runs on the same model and --train-layers share the frozen
+        blocks' outputs (cross-validation folds)."""
         super().__init__(config, processes)
-        self.features = feature_cache if feature_cache is not None else {}
+        self.frozen = frozen_cache if frozen_cache is not None else {}
         self.tokenizer.pad_token = score_pad_token(self.tokenizer)
 
     def setup(self, init_from: str | None) -> None:
@@ -56,27 +75,51 @@ class RewardTrainer(OfflineTrainer):
         self.n_train, self.n_rows = len(self.train_pairs), len(self.train_pairs) + len(self.eval_pairs)
         self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
         self.model = self.load_trainable(lambda d: load_reward_model(d, self.procs.device, self.tokenizer.pad_token_id), init_from, "SEQ_CLS")
-        # One process only: under DDP the head must be called through the wrapped model.
-        self.head_only = cfg.train_layers == 0 and self.procs.world == 1 and hasattr(self.model, "score")
+        # One process only: under DDP the forward pass must go through the wrapped model.
+        self.keeps_frozen = cfg.train_layers is not None and cfg.lora_r is None and self.procs.world == 1 and hasattr(self.model, "score")
+        self.n_blocks = len(self.model.base_model.layers)
 
-    def _cached_features(self, pairs: list[EncodedPair]) -> torch.Tensor:
-        """Frozen-backbone features of every chosen, then every rejected sequence."""
-        seqs = [c for c, _, _ in pairs] + [r for _, r, _ in pairs]
-        missing = list({tuple(s["input_ids"]): s for s in seqs if tuple(s["input_ids"]) not in self.features}.values())
+    @torch.no_grad()
+    def _frozen_states(self, pairs: list[EncodedPair]) -> list[torch.Tensor]:
+        """Each pair's frozen states (see `FrozenCache`), computed for the pairs not yet kept."""
+        k = self.config.train_layers
+        key = lambda pair: (k, tuple(pair[0]["input_ids"]), tuple(pair[1]["input_ids"]))
+        missing = list({key(p): p for p in pairs if key(p) not in self.frozen}.values())
         for chunk in batched(missing, 16):
-            batch = collate(chunk, self.tokenizer.pad_token_id, self.procs.device)
-            for seq, row in zip(chunk, pooled_features(self.model, batch["input_ids"], batch["attention_mask"])):
-                self.features[tuple(seq["input_ids"])] = row
-        return torch.stack([self.features[tuple(s["input_ids"])] for s in seqs])
+            batch = pack_pairs(chunk, self.tokenizer.pad_token_id, self.procs.device)
+            if k == 0:
+                last = packed_hidden(self.model, batch.packed)[batch.last_index]
+                states = [last[[r, len(chunk) + r]] for r in range(len(chunk))]
+            else:
+                with only_blocks(self.model, 0, self.n_blocks - k, norm=False) as lower:
+                    hidden = lower.base_model(input_ids=batch.packed.input_ids, attention_mask=batch.packed.attention_mask,
+                                              position_ids=batch.packed.position_ids, use_cache=False).last_hidden_state
+                states = [hidden[r, :n] for r, n in enumerate(row_lengths(batch))]
+            for pair, state in zip(chunk, states):
+                self.frozen[key(pair)] = state.clone()
+        return [self.frozen[key(p)] for p in pairs]
 
     def _rewards(self, model, pairs: list[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores of the chosen and the rejected responses, in one forward pass over the pairs
-        packed (each prompt computed once)."""
-        if self.head_only:
-            scores = self.model.score(self._cached_features(pairs))[:, 0]
+        packed (each prompt computed once); the frozen blocks' part from what is kept."""
+        k = self.config.train_layers
+        if self.keeps_frozen and k == 0:
+            states = self._frozen_states(pairs)
+            features = torch.cat([torch.stack([s[0] for s in states]), torch.stack([s[1] for s in states])])
+            scores = self.model.score(features)[:, 0]
+            return scores[: len(pairs)], scores[len(pairs):]
+        batch = pack_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
+        if self.keeps_frozen:
+            states = self._frozen_states(pairs)
+            entering = states[0].new_zeros(len(pairs), batch.packed.input_ids.shape[1], states[0].shape[-1])
+            for r, state in enumerate(states):
+                entering[r, : len(state)] = state  # padding's values reach nothing: no real token attends to it
+            with only_blocks(model, self.n_blocks - k, self.n_blocks) as top:
+                hidden = top.base_model(inputs_embeds=entering, attention_mask=batch.packed.attention_mask,
+                                        position_ids=batch.packed.position_ids, use_cache=False).last_hidden_state.flatten(0, 1)
         else:
-            batch = pack_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
-            scores = unwrap(model).score(packed_hidden(model, batch.packed)[batch.last_index])[:, 0]
+            hidden = packed_hidden(model, batch.packed)
+        scores = unwrap(model).score(hidden[batch.last_index])[:, 0]
         return scores[: len(pairs)], scores[len(pairs):]
 
     def loss(self, model, indices):
