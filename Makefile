@@ -14,7 +14,7 @@ LLAMA_CPP    := llama-cpp-python==0.3.36
 LLAMA_WHEELS := $(RLAIF_CACHE)/wheels/llama-cpp-python-0.3.36-avx2
 LLAMA_CMAKE  := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: demo test compare-demo rm-judge clean
+.PHONY: demo test compare-demo rm-judge gpu-bundle clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,18 @@ rm-judge: $(VENV)/.installed
 	$(BIN)/rlaif train --method rm --data 'examples/hh-harmless.jsonl.gz?rows=0:600' --train-layers 0 --epochs 5 --batch-size 32 --lr 3e-3 --max-length 192 --output outputs/rm-judge
 	$(BIN)/rlaif label --input 'examples/hh-harmless.jsonl.gz?rows=600:1000' --judge reward-model --output outputs/hh-rm-judge
 	$(BIN)/rlaif agreement outputs/hh-rm-judge
+
+# What bench/gpu.py needs on a GPU machine that has PyTorch, accelerate and peft but nothing can
+# be downloaded: the wheels of rlaif's other needs and of TRL (for CPython 3.12 on x86-64) and the
+# embedded model's tokenizer, into .gpu/ (git-ignored), listed with their sizes (under 64 MiB).
+GPU_WHEELS := transformers==5.24.0 trl==1.16.0 datasets==5.2.0 dill==0.4.1 multiprocess==0.70.19 jsonlines==4.0.0 tenacity==9.2.1 regex==2026.11.19
+gpu-bundle: $(VENV)/.installed
+	rm -rf .gpu && mkdir -p .gpu/wheels
+	$(BIN)/pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .gpu/wheels $(GPU_WHEELS)
+	$(BIN)/python -c "from rlaif.models.loading import load_tokenizer; load_tokenizer(None).save_pretrained('.gpu/tokenizer')"
+	du -ah .gpu | sort -h | tail -n 20
+	test $$(du -sm .gpu | cut -f1) -lt 64
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

@@ -11,6 +11,8 @@ in its judging time); the sides alternate.
     pip install -e '.[bench]'
     python bench/local_judge_speed.py --pairs 33 --runs 3
     python bench/local_judge_speed.py --pairs 33 --profile   # where rlaif's judging time goes
+
+`--model DIR` judges with another model (on a GPU where there is one: bench/gpu.py runs it there).
 """
 
 from __future__ import annotations
@@ -41,28 +43,29 @@ def requests(pairs: int, rubric_name: str) -> list:
     return out
 
 
-def run_rlaif(reqs: list) -> tuple[list[float], dict]:
+def run_rlaif(reqs: list, model: str | None) -> tuple[list[float], dict]:
+    from rlaif.judging.base import JudgeConfig
     from rlaif.judging.configs import load_judge
 
-    judge = load_judge("embedded")
+    judge = load_judge("embedded") if model is None else load_judge(JudgeConfig("bench", "local", model, {"temperature": 0.0}))
     found: dict[int, float] = {}
     start = time.perf_counter()
     judge.judge(reqs, lambda i, verdict: found.__setitem__(i, verdict.p_first))
     return [found[i] for i in range(len(reqs))], {"judging_s": time.perf_counter() - start}
 
 
-def run_generate(reqs: list, max_new_tokens: int) -> tuple[list[float], dict]:
+def run_generate(reqs: list, max_new_tokens: int, model_dir: str | None) -> tuple[list[float], dict]:
     import torch
 
     from rlaif.judging.backends.prefilled import label_distribution
     from rlaif.models.loading import chat_prompt, load_causal_lm, load_tokenizer
 
-    tokenizer = load_tokenizer(None)
-    model = load_causal_lm(None)
+    tokenizer = load_tokenizer(model_dir)
+    model = load_causal_lm(model_dir)
     found, generated = [], []
     start = time.perf_counter()
     for r in reqs:  # one pair's two orders after the other, each its own generate call
-        ids = tokenizer(chat_prompt(tokenizer, r.prompt) + r.verdict_prefix, add_special_tokens=False, return_tensors="pt")
+        ids = tokenizer(chat_prompt(tokenizer, r.prompt) + r.verdict_prefix, add_special_tokens=False, return_tensors="pt").to(model.device)
         with torch.no_grad():
             out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False, top_p=None, top_k=None, temperature=None,
                                  output_logits=True, return_dict_in_generate=True, pad_token_id=tokenizer.pad_token_id)
@@ -76,7 +79,8 @@ def worker(side: str, s: dict, result: Path) -> None:
 
     torch.set_num_threads(s["threads"])
     reqs = requests(s["pairs"], s["rubric"])
-    p_first, extra = run_rlaif(reqs) if side == "rlaif" else run_generate(reqs, s["max_new_tokens"])
+    model = s.get("model")
+    p_first, extra = run_rlaif(reqs, model) if side == "rlaif" else run_generate(reqs, s["max_new_tokens"], model)
     result.write_text(json.dumps({"p_first": p_first, **extra}))
 
 
@@ -129,6 +133,7 @@ def main() -> None:
     parser.add_argument("--rubric", default="quality")
     parser.add_argument("--max-new-tokens", type=int, default=8, help="the peer's generation budget (it stops at end of turn)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=None, help="a model directory [default: the embedded model]")
     parser.add_argument("--runs", type=int, default=3, help="runs of each side, alternating")
     parser.add_argument("--profile", action="store_true", help="profile rlaif's judge instead of the side-by-side runs")
     parser.add_argument("--worker", choices=("rlaif", "generate"), help=argparse.SUPPRESS)
@@ -138,7 +143,7 @@ def main() -> None:
     if args.worker:
         worker(args.worker, json.loads(args.settings), args.result)
         return
-    s = {"pairs": args.pairs, "rubric": args.rubric, "max_new_tokens": args.max_new_tokens, "threads": args.threads}
+    s = {"pairs": args.pairs, "rubric": args.rubric, "max_new_tokens": args.max_new_tokens, "threads": args.threads, "model": args.model}
     if args.profile:
         profile(s)
         return

@@ -16,6 +16,9 @@ order (`train_sampling_strategy="sequential"` over a file written in that order)
     python bench/trainers_vs_trl.py --method dpo --runs 3
     python bench/trainers_vs_trl.py --method rm --runs 3
     python bench/trainers_vs_trl.py --method dpo --runs 3 --bf16 --gradient-checkpointing   # TRL's defaults
+
+`--model DIR` trains another model (its own tokenizer); on a machine with a GPU both sides
+train on it (bench/gpu.py runs this script there).
 """
 
 from __future__ import annotations
@@ -43,12 +46,13 @@ def settings(args: argparse.Namespace) -> dict:
     """What both sides are given."""
     return {"method": args.method, "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
             "steps": args.steps, "beta": args.beta, "seed": 0, "threads": args.threads, "bf16": args.bf16,
-            "gradient_checkpointing": args.gradient_checkpointing}
+            "gradient_checkpointing": args.gradient_checkpointing, "model": args.model}
 
 
-def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size: int, steps: int) -> tuple[Path, Path]:
-    """rlaif's pairs file and TRL's (in rlaif's batch order), and a check that both tokenize alike."""
-    tokenizer = load_tokenizer(None, padding_side="right")
+def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size: int, steps: int, model: str | None = None) -> tuple[Path, Path, int]:
+    """rlaif's pairs file and TRL's (in rlaif's batch order), a check that both tokenize alike,
+    and the tokens of the sequences the training steps see (chosen and rejected, no padding)."""
+    tokenizer = load_tokenizer(model, padding_side="right")
     if method == "rm":
         tokenizer.pad_token = score_pad_token(tokenizer)
     pairs = []
@@ -62,9 +66,10 @@ def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size
     ours.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n" for p, _ in pairs))
     order = [i for batch in micro_batches(len(pairs), batch_size, 1 + steps * batch_size // len(pairs), 0) for i in batch]
     theirs = workdir / "trl.jsonl"
-    rows = []
+    rows, tokens = [], 0
     for i in order[: steps * batch_size]:
         pair, seqs = pairs[i]
+        tokens += sum(map(len, seqs))
         prompt = chat_prompt(tokenizer, pair.prompt)
         row = {"prompt": prompt, "chosen": pair.chosen, "rejected": pair.rejected}
         for response, ids in zip((pair.chosen, pair.rejected), seqs):
@@ -72,14 +77,14 @@ def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size
                 raise SystemExit(f"pair {i}: TRL would tokenize it differently from rlaif; the comparison would not be like for like")
         rows.append(row)
     theirs.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return ours, theirs
+    return ours, theirs, tokens
 
 
 # ---------------------------------------------------------------- the two workers (each a process of its own)
 
 
 def run_rlaif(s: dict, data: Path, out: Path) -> dict:
-    config = TrainConfig(method=s["method"], data=str(data), output=str(out), max_steps=s["steps"], batch_size=s["batch_size"],
+    config = TrainConfig(method=s["method"], model=s["model"], data=str(data), output=str(out), max_steps=s["steps"], batch_size=s["batch_size"],
                          lr=s["lr"], lr_scheduler="constant", max_length=s["max_length"], beta=s["beta"], seed=s["seed"], progress=False,
                          bf16=s["bf16"], gradient_checkpointing=s["gradient_checkpointing"])
     trainer = trainer_for(config)
@@ -117,22 +122,23 @@ def run_trl(s: dict, data: Path, out: Path) -> dict:
 
     common = {"output_dir": str(out), "per_device_train_batch_size": s["batch_size"], "max_steps": s["steps"], "learning_rate": s["lr"],
                   "lr_scheduler_type": "constant", "optim": "adamw_torch", "weight_decay": 0.0, "max_grad_norm": 1.0, "logging_steps": 1,
-                  "save_strategy": "no", "report_to": [], "use_cpu": True, "train_sampling_strategy": "sequential", "seed": s["seed"],
+                  "save_strategy": "no", "report_to": [], "use_cpu": not torch.cuda.is_available(), "train_sampling_strategy": "sequential", "seed": s["seed"],
                   "max_length": s["max_length"], "dataloader_num_workers": 0, "disable_tqdm": True,
                   "bf16": s["bf16"], "gradient_checkpointing": s["gradient_checkpointing"]}  # set: TRL defaults to both on, rlaif to both off
     dataset = load_dataset("json", data_files=str(data), split="train")
-    tokenizer = load_tokenizer(None, padding_side="right")
+    tokenizer = load_tokenizer(s["model"], padding_side="right")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(s["seed"])  # as rlaif's trainer does before building its model (the reward head's initialisation)
     if s["method"] == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        trainer = DPOTrainer(model=load_causal_lm(None, "cpu"), args=DPOConfig(beta=s["beta"], precompute_ref_log_probs=True, **common),
+        trainer = DPOTrainer(model=load_causal_lm(s["model"], device), args=DPOConfig(beta=s["beta"], precompute_ref_log_probs=True, **common),
                              train_dataset=dataset, processing_class=tokenizer, callbacks=[Record()])
     else:
         from trl import RewardConfig, RewardTrainer
 
         tokenizer.pad_token = score_pad_token(tokenizer)
-        trainer = RewardTrainer(model=load_reward_model(None, "cpu", tokenizer.pad_token_id), args=RewardConfig(center_rewards_coefficient=None, **common),
+        trainer = RewardTrainer(model=load_reward_model(s["model"] or "embedded", device, tokenizer.pad_token_id), args=RewardConfig(center_rewards_coefficient=None, **common),
                                 train_dataset=dataset, processing_class=tokenizer, callbacks=[Record()])
     trainer.train()
     return {"losses": losses, "stamps": stamps}
@@ -144,7 +150,8 @@ def worker(side: str, s: dict, data: Path, result: Path) -> None:
     torch.set_num_threads(s["threads"])
     found = (run_rlaif if side == "rlaif" else run_trl)(s, data, result.with_suffix(""))
     steps = [b - a for a, b in zip(found["stamps"], found["stamps"][1:])]
-    result.write_text(json.dumps({"losses": found["losses"], "step_s": statistics.median(steps)}))
+    gpu_peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+    result.write_text(json.dumps({"losses": found["losses"], "step_s": statistics.median(steps), "gpu_peak_gib": gpu_peak}))
 
 
 # ---------------------------------------------------------------- the driver
@@ -187,6 +194,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="both sides in bfloat16 autocast (TRL's default)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="both sides (TRL's default)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--model", default=None, help="a model directory [default: the embedded model]")
     parser.add_argument("--runs", type=int, default=3, help="runs of each side, alternating")
     parser.add_argument("--worker", choices=("rlaif", "trl"), help=argparse.SUPPRESS)
     parser.add_argument("--settings", help=argparse.SUPPRESS)
@@ -201,7 +209,7 @@ def main() -> None:
     s = settings(args)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        ours, theirs = write_inputs(workdir, args.method, args.pairs, args.max_length, args.batch_size, args.steps)
+        ours, theirs, _ = write_inputs(workdir, args.method, args.pairs, args.max_length, args.batch_size, args.steps, args.model)
         runs = alternate(__file__, {"rlaif": ["--data", str(ours)], "trl": ["--data", str(theirs)]}, s, args.runs, workdir)
     print(json.dumps(s))
     print(table(s, runs))
