@@ -30,11 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import local_judge_speed  # this folder's own scripts (bench/ is on the path when run)
+import local_judge_speed  # this folder's own scripts (bench/ is on the path when run): local_judge_speed, trainers_vs_trl, harness
+import torch
 import trainers_vs_trl
 from harness import ROOT, alternate
-
-import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from rlaif.models.loading import load_tokenizer
