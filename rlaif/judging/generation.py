@@ -37,30 +37,29 @@ class Generator(ABC):
 
 
 class LocalGenerator(Generator):
-    """A causal LM's `generate` on this machine, one prompt at a time (loaded on first use)."""
+    """A causal LM on this machine (loaded on first use), prompts of similar length sampled
+    together, each sample from its own seeded random stream (`rlaif.models.sampling`)."""
 
-    def __init__(self, model: str | None = None):
+    def __init__(self, model: str | None = None, batch_rows: int = 16):
         self.model = model
+        self.batch_rows = batch_rows
         self._loaded: tuple[Any, Any] | None = None
 
     def identity(self) -> dict[str, Any]:
-        return {"model": model_fingerprint(self.model)}
+        return {"model": model_fingerprint(self.model), "sampler": "per-sample streams"}
 
     def sample(self, prompts, n, max_new_tokens, temperature, seeds, on_result) -> None:
-        import torch  # here, not at the top: `rlaif` starts without loading torch
+        from rlaif.models.sampling import sample_prompts  # here, not at the top: `rlaif` starts without loading torch
 
         if self._loaded is None:
             self._loaded = load_tokenizer(resolve_model(self.model), padding_side="left"), load_causal_lm(self.model)
         tokenizer, lm = self._loaded
-        for index, (prompt, seed) in enumerate(zip(prompts, seeds)):
-            inputs = tokenizer(chat_prompt(tokenizer, prompt), return_tensors="pt", add_special_tokens=False).to(lm.device)
-            torch.manual_seed(seed)
-            with torch.no_grad():
-                out = lm.generate(
-                    **inputs, do_sample=True, temperature=temperature, top_p=1.0, top_k=0, max_new_tokens=max_new_tokens,
-                    num_return_sequences=n, pad_token_id=tokenizer.pad_token_id,
-                )
-            on_result(index, [tokenizer.decode(row[inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip() for row in out], None)
+        ids = [tokenizer(chat_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
+
+        def done(index: int, responses: list[list[int]]) -> None:
+            on_result(index, [tokenizer.decode(r, skip_special_tokens=True).strip() for r in responses], None)
+
+        sample_prompts(lm, tokenizer, ids, n, max_new_tokens, temperature, seeds, done, self.batch_rows)
 
     def close(self) -> None:
         self._loaded = None

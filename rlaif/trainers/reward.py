@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from tqdm import tqdm
 
 from rlaif.models.loading import load_reward_model
 from rlaif.models.packing import PackedPairs, pack_pairs, packed_hidden
@@ -78,14 +79,17 @@ class RewardTrainer(OfflineTrainer):
         # One process only: under DDP the forward pass must go through the wrapped model.
         self.keeps_frozen = cfg.train_layers is not None and cfg.lora_r is None and self.procs.world == 1 and hasattr(self.model, "score")
         self.n_blocks = len(self.model.base_model.layers)
+        if self.keeps_frozen:  # once, up front, with its own progress bar: the first epoch is then as quick as the rest
+            self._frozen_states(self.train_pairs + self.eval_pairs, progress=cfg.progress)
 
     @torch.no_grad()
-    def _frozen_states(self, pairs: list[EncodedPair]) -> list[torch.Tensor]:
+    def _frozen_states(self, pairs: list[EncodedPair], progress: bool = False) -> list[torch.Tensor]:
         """Each pair's frozen states (see `FrozenCache`), computed for the pairs not yet kept."""
         k = self.config.train_layers
         key = lambda pair: (k, tuple(pair[0]["input_ids"]), tuple(pair[1]["input_ids"]))
         missing = list({key(p): p for p in pairs if key(p) not in self.frozen}.values())
-        for chunk in batched(missing, 16):
+        for chunk in tqdm(batched(missing, 16), desc="frozen blocks, once per pair", unit="batch", total=-(-len(missing) // 16),
+                          disable=not progress or not missing):
             batch = pack_pairs(chunk, self.tokenizer.pad_token_id, self.procs.device)
             if k == 0:
                 last = packed_hidden(self.model, batch.packed)[batch.last_index]
