@@ -312,6 +312,18 @@ def test_truncated_prompt_leaves_the_response_whole():
     assert long_response["labels"].count(-100) == 20  # the response gets at most half
 
 
+def test_a_pairs_prompt_is_cut_once_for_both_responses():
+    from rlaif.models.packing import common_prefix_length
+    from rlaif.trainers.pairs import TrainPair, encode_pair
+
+    tok = char_tokenizer()
+    chosen, rejected, _ = encode_pair(tok, TrainPair("p" * 50 + "END", "c" * 20, "r" * 5, 1.0, "x.jsonl:1"), 50, truncate=True)
+    shared = common_prefix_length(chosen["input_ids"], rejected["input_ids"])
+    assert chosen["labels"].count(-100) == rejected["labels"].count(-100) == shared == 50 - 21  # the same prompt tokens, all of them
+    assert len(chosen["input_ids"]) == 50 and chosen["input_ids"][-21:] == tok("c" * 20)["input_ids"] + [tok.eos_token_id]
+    assert len(rejected["input_ids"]) == shared + 6  # the shorter response reads the same context
+
+
 def test_learning_rate_schedule():
     linear = [lr_factor(s, 2, 6, "linear") for s in range(6)]
     assert linear == pytest.approx([1 / 3, 2 / 3, 1.0, 0.75, 0.5, 0.25])

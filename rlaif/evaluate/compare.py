@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from rlaif.errors import ConfigError, InputError
 from rlaif.evaluate.ratings import game_of, ratings
-from rlaif.evaluate.scoring import cached_scores, reward_model_scores, summed_response_logps
+from rlaif.evaluate.scoring import cached_scores, reward_model_identity, reward_model_scores, summed_response_logps
 from rlaif.inputs import Example, Pair, input_name, load_examples
 from rlaif.judging.base import MODE_HELP, MODES, JudgeFatalError
 from rlaif.judging.configs import DEFAULT_JUDGE, reward_model_dir
@@ -196,11 +196,11 @@ def matchup_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     return stats
 
 
-def rm_pair_scores(rm_dir: str, examples: list[Example], cache: AnswerCache) -> list[dict[str, Any]]:
+def rm_pair_scores(rm_dir: str, examples: list[Example], cache: AnswerCache, progress: bool = False) -> list[dict[str, Any]]:
     """A reward model's scores of the human-preferred and the other response of each evaluation pair."""
     pairs = [ex for ex in examples if ex.human_best is not None and len(ex.responses) == 2]
     items = [(ex.prompt, ex.responses[ex.human_best]) for ex in pairs] + [(ex.prompt, ex.responses[1 - ex.human_best]) for ex in pairs]
-    scores = cached_scores(cache, "reward", model_fingerprint(rm_dir), items, lambda todo: reward_model_scores(rm_dir, todo))
+    scores = cached_scores(cache, "reward", reward_model_identity(rm_dir), items, lambda todo: reward_model_scores(rm_dir, todo, progress))
     return [{"reward_model": Path(rm_dir).name, "prompt_id": ex.id, "chosen": c, "rejected": r} for ex, c, r in zip(pairs, scores[:len(pairs)], scores[len(pairs):])]
 
 
@@ -254,15 +254,16 @@ def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[st
         base_tokenizer = load_tokenizer(policies[0].model)
         for r in rows:
             r["tokens"] = len(base_tokenizer(r["response"], add_special_tokens=False)["input_ids"])
-        _score_kl(policies, rows, cache, cfg.temperature)
+        _score_kl(policies, rows, cache, cfg.temperature, cfg.progress)
         if cfg.gold_rm:
             items = [(r["prompt"], r["response"]) for r in rows]
-            for r, score in zip(rows, cached_scores(cache, "reward", model_fingerprint(cfg.gold_rm), items, lambda todo: reward_model_scores(cfg.gold_rm, todo))):
+            for r, score in zip(rows, cached_scores(cache, "reward", reward_model_identity(cfg.gold_rm), items,
+                                                   lambda todo: reward_model_scores(cfg.gold_rm, todo, cfg.progress))):
                 r["gold_score"] = score
         write_jsonl_atomic(out / "responses.jsonl", rows)
         records = judge_policies(policies, rows, cfg, spec, rubric, cache)
         write_jsonl_atomic(out / "judgments.jsonl", records)
-        rm_records = {Path(d).name: rm_pair_scores(d, examples, cache) for d in ([cfg.gold_rm] if cfg.gold_rm else []) + cfg.rms}
+        rm_records = {Path(d).name: rm_pair_scores(d, examples, cache, cfg.progress) for d in ([cfg.gold_rm] if cfg.gold_rm else []) + cfg.rms}
         write_jsonl_atomic(out / "reward_model_scores.jsonl", [r for records in rm_records.values() for r in records])
     finally:
         cache.close()
@@ -322,14 +323,15 @@ def _per_prompt(rows: list[dict[str, Any]], policy: str, key: str) -> list[float
     return [mean(v) for v in values.values()]
 
 
-def _score_kl(policies: list[Policy], rows: list[dict[str, Any]], cache: AnswerCache, temperature: float) -> None:
+def _score_kl(policies: list[Policy], rows: list[dict[str, Any]], cache: AnswerCache, temperature: float, progress: bool = False) -> None:
     """log π(y|x) of each response under its own policy and under the base (cached), both at the
     sampling temperature: the responses were drawn from those distributions, so the mean
     difference estimates the KL between them (at T ≠ 1 the untempered one would not)."""
     base = policies[0].model
 
     def logps(model: str | None, items: list[tuple[Any, str]]) -> list[float]:
-        return cached_scores(cache, "logp", f"{model_fingerprint(model)}@T={temperature}", items, lambda todo: summed_response_logps(model, todo, temperature))
+        return cached_scores(cache, "logp", f"{model_fingerprint(model)}@T={temperature}", items,
+                             lambda todo: summed_response_logps(model, todo, temperature, progress=progress))
 
     for policy in policies:
         mine = [r for r in rows if r["policy"] == policy.name]

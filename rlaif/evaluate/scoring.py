@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlaif.models.loading import load_tokenizer
+from tqdm import tqdm
+
+from rlaif.models.loading import load_tokenizer, model_fingerprint
 from rlaif.storage.cache import AnswerCache, cache_key
 
 
@@ -21,7 +23,8 @@ def cached_scores(cache: AnswerCache, kind: str, identity: str, items: list[tupl
     return [found[k] for k in keys]
 
 
-def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], temperature: float = 1.0, batch_size: int = 8) -> list[float]:
+def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], temperature: float = 1.0, batch_size: int = 8,
+                          progress: bool = False) -> list[float]:
     """log π_T(y | x) of each (prompt, response), summed over the response's tokens and its EOS,
     under the model's distribution at sampling temperature T (its logits divided by T)."""
     import torch
@@ -34,7 +37,7 @@ def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], 
     lm = load_causal_lm(model_name)
     out: list[float] = []
     with torch.no_grad():
-        for start in range(0, len(items), batch_size):
+        for start in tqdm(range(0, len(items), batch_size), desc="log-probabilities", unit="batch", disable=not progress):
             chunk = [encode(tokenizer, p, r, 4096, "compare:0", True) for p, r in items[start:start + batch_size]]
             batch = collate(chunk, tokenizer.pad_token_id, str(lm.device))
             logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -42,7 +45,14 @@ def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], 
     return out
 
 
-def reward_model_scores(rm_dir: str, items: list[tuple[Any, str]]) -> list[float]:
+def reward_model_identity(rm_dir: str) -> str:
+    """What a reward model's scores depend on besides the text: its weights and the length it cuts at."""
+    from rlaif.judging.backends.reward_model import RewardModelOptions, scoring_length
+
+    return f"{model_fingerprint(rm_dir)}@max_length={scoring_length(RewardModelOptions(), rm_dir)}"
+
+
+def reward_model_scores(rm_dir: str, items: list[tuple[Any, str]], progress: bool = False) -> list[float]:
     """A reward model's score of each (prompt, response), read as its judge reads them."""
     from rlaif.judging.backends.reward_model import RewardModelOptions, scoring_length
     from rlaif.judging.backends.reward_model import reward_scores as score
@@ -50,4 +60,6 @@ def reward_model_scores(rm_dir: str, items: list[tuple[Any, str]]) -> list[float
 
     options = RewardModelOptions()
     model = load_reward_model(rm_dir).eval()
-    return score(model, load_tokenizer(rm_dir, padding_side="right"), items, scoring_length(options, rm_dir), options.batch_size)
+    with tqdm(total=len(items), desc="reward-model scores", unit="response", disable=not progress) as bar:
+        return score(model, load_tokenizer(rm_dir, padding_side="right"), items, scoring_length(options, rm_dir), options.batch_size,
+                     lambda indices, scores, tokens: bar.update(len(indices)))

@@ -27,16 +27,16 @@ def encode_prompt(tokenizer, prompt: Prompt, max_length: int, source: str, trunc
     return ids[-limit:], True
 
 
-def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: str, truncate: bool) -> dict[str, Any]:
+def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: str, truncate: bool, room: int | None = None) -> dict[str, Any]:
     """input_ids and labels (−100 on prompt tokens) for one prompt + response (+ EOS), and
     `truncated`: whether anything was cut to fit `max_length`.
 
     With `truncate`, a long prompt gives up its beginning so that the response keeps its full
-    length (up to half of `max_length`): a reward or a DPO loss on cut-off responses compares
-    little. Otherwise the response is what is cut.
+    length (up to half of `max_length`), or the `room` asked for: a reward or a DPO loss on
+    cut-off responses compares little. Otherwise the response is what is cut.
     """
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    room = min(len(response_ids), max_length // 2) if truncate else 1
+    room = (min(len(response_ids), max_length // 2) if room is None else room) if truncate else 1
     prompt_ids, cut = encode_prompt(tokenizer, prompt, max_length, source, truncate, room)
     ids = prompt_ids + response_ids
     labels = [-100] * len(prompt_ids) + response_ids

@@ -79,9 +79,14 @@ EncodedPair = tuple[dict[str, Any], dict[str, Any], float]
 
 
 def encode_pair(tokenizer, pair: TrainPair, max_length: int, truncate: bool) -> EncodedPair:
-    """The chosen and the rejected sequence of a pair (each prompt + response), and its p."""
-    chosen = encode(tokenizer, pair.prompt, pair.chosen, max_length, pair.source, truncate)
-    rejected = encode(tokenizer, pair.prompt, pair.rejected, max_length, pair.source, truncate)
+    """The chosen and the rejected sequence of a pair (each prompt + response), and its p. A
+    prompt too long is cut once for both, as the longer response needs: the two sequences then
+    share it whole, so both responses are read in the same context and a packed pair computes
+    it once."""
+    longer = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in (pair.chosen, pair.rejected)) + 1  # with its EOS
+    room = min(longer, max_length // 2)
+    chosen = encode(tokenizer, pair.prompt, pair.chosen, max_length, pair.source, truncate, room)
+    rejected = encode(tokenizer, pair.prompt, pair.rejected, max_length, pair.source, truncate, room)
     return chosen, rejected, pair.p
 
 
