@@ -88,6 +88,7 @@ class RewardTrainer(OfflineTrainer):
         k = self.config.train_layers
         key = lambda pair: (k, tuple(pair[0]["input_ids"]), tuple(pair[1]["input_ids"]))
         missing = list({key(p): p for p in pairs if key(p) not in self.frozen}.values())
+        missing.sort(key=lambda p: -len(p[0]["input_ids"]) - len(p[1]["input_ids"]))  # pairs of similar length share a batch: little padding
         for chunk in tqdm(batched(missing, 16), desc="frozen blocks, once per pair", unit="batch", total=-(-len(missing) // 16),
                           disable=not progress or not missing):
             batch = pack_pairs(chunk, self.tokenizer.pad_token_id, self.procs.device)
