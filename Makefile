@@ -14,7 +14,7 @@ LLAMA_CPP    := llama-cpp-python==0.3.36
 LLAMA_WHEELS := $(RLAIF_CACHE)/wheels/llama-cpp-python-0.3.36-avx2
 LLAMA_CMAKE  := -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 
-.PHONY: demo test compare-demo rm-judge gpu-bundle clean
+.PHONY: demo test compare-demo rm-judge jury gpu-bundle clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,13 @@ rm-judge: $(VENV)/.installed
 	$(BIN)/rlaif train --method rm --data 'examples/hh-harmless.jsonl.gz?rows=0:600' --train-layers 0 --epochs 5 --batch-size 32 --lr 3e-3 --max-length 192 --output outputs/rm-judge
 	$(BIN)/rlaif label --input 'examples/hh-harmless.jsonl.gz?rows=600:1000' --judge reward-model --output outputs/hh-rm-judge
 	$(BIN)/rlaif agreement outputs/hh-rm-judge
+
+# A jury of two judges on the same pairs: the reward-model judge above and the embedded model
+# rating each response alone, their preferences averaged (judges/rm-embedded-jury.toml). The
+# reward model's scores come from rm-judge's answer cache: only the embedded member is asked.
+jury: $(VENV)/.installed
+	$(BIN)/rlaif label --input 'examples/hh-harmless.jsonl.gz?rows=600:1000' --judge rm-embedded-jury --cache outputs/hh-rm-judge/cache.sqlite --output outputs/hh-jury
+	$(BIN)/rlaif agreement outputs/hh-jury
 
 # What bench/gpu.py needs on a GPU machine that has PyTorch, accelerate and peft but nothing can
 # be downloaded: the wheels of rlaif's other needs and of TRL (for CPython 3.12 on x86-64) and the

@@ -17,7 +17,7 @@ import torch
 from tqdm import tqdm
 
 from rlaif.models.loading import load_reward_model
-from rlaif.models.packing import PackedPairs, pack_pairs, packed_hidden
+from rlaif.models.packing import PackedPairs, common_prefix_length, pack_pairs, packed_hidden
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
 from rlaif.trainers.losses import reward_model_loss
@@ -44,6 +44,12 @@ def only_blocks(model: torch.nn.Module, start: int, stop: int, norm: bool = True
         yield model
     finally:
         base.layers, base.norm = layers, final_norm
+
+
+def packed_length(pair: EncodedPair) -> int:
+    """The length of a pair's packed row: both sequences, their shared prefix once."""
+    chosen, rejected = pair[0]["input_ids"], pair[1]["input_ids"]
+    return len(chosen) + len(rejected) - common_prefix_length(chosen, rejected)
 
 
 def row_lengths(batch: PackedPairs) -> list[int]:
@@ -88,7 +94,7 @@ class RewardTrainer(OfflineTrainer):
         k = self.config.train_layers
         key = lambda pair: (k, tuple(pair[0]["input_ids"]), tuple(pair[1]["input_ids"]))
         missing = list({key(p): p for p in pairs if key(p) not in self.frozen}.values())
-        missing.sort(key=lambda p: -len(p[0]["input_ids"]) - len(p[1]["input_ids"]))  # pairs of similar length share a batch: little padding
+        missing.sort(key=lambda p: -packed_length(p))  # rows of similar length share a batch: little padding
         for chunk in tqdm(batched(missing, 16), desc="frozen blocks, once per pair", unit="batch", total=-(-len(missing) // 16),
                           disable=not progress or not missing):
             batch = pack_pairs(chunk, self.tokenizer.pad_token_id, self.procs.device)
