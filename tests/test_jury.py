@@ -126,6 +126,37 @@ def test_bad_jury_configs_say_what_and_where(tmp_path, options, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_runs_mode_reaches_only_the_members_that_answer_in_it(tmp_path):
+    from rlaif.judging.engine import JudgeSpec
+    from rlaif.judging.rubric import load_rubric
+
+    spec = JudgeSpec.build("rm-embedded-jury", load_rubric("quality"), "pairwise")  # as GRPO asks for its judge
+    assert [m.mode for m in spec.members] == ["pointwise", "pointwise"]  # the reward model has no other mode; the embedded one is set to pointwise
+    (tmp_path / "mixed.toml").write_text('backend = "jury"\n[options]\nmembers = ["reward-model", "embedded"]\n')
+    mixed = JudgeSpec.build(str(tmp_path / "mixed.toml"), load_rubric("quality"), "pairwise")
+    assert [m.mode for m in mixed.members] == ["pointwise", "pairwise"]
+    assert [m["mode"] for m in mixed.config.options["members"]] == ["pointwise", "pairwise"]  # what the manifest and a calibrated copy hold
+
+
+def test_a_jury_that_names_itself_is_refused(tmp_path):
+    path = tmp_path / "self.toml"
+    path.write_text('backend = "jury"\n[options]\nmembers = ["embedded", "self.toml"]\n')
+    with pytest.raises(JudgeConfigError, match=r"members\[1\]'.*a jury's member is one judge, not a jury"):
+        label(LabelConfig(data(tmp_path), str(tmp_path / "out"), judge=str(path), progress=False))
+
+
+def test_a_dry_run_counts_each_members_calls_at_its_own_prices(tmp_path, servers, judge_file):
+    good, contrary = servers
+    priced = judge_file(good, price_input_per_mtok=1000.0, price_output_per_mtok=0.0)
+    result = label(LabelConfig(data(tmp_path), str(tmp_path / "out"), judge=jury_file(tmp_path, [{"judge": priced}, {"judge": judge_file(contrary)}]),
+                               dry_run=True, progress=False))
+    alone = label(LabelConfig(data(tmp_path), str(tmp_path / "alone"), judge=priced, dry_run=True, progress=False))
+    assert result.estimate["calls"] == 4 * PAIRS and alone.estimate["calls"] == 2 * PAIRS
+    assert alone.estimate["estimated_cost"] > 0
+    assert result.estimate["estimated_cost"] == pytest.approx(alone.estimate["estimated_cost"])  # the unpriced member costs nothing here
+    assert good.requests == contrary.requests == 0
+
+
 def test_combine_rules_and_fleiss_kappa_by_hand():
     assert combine_preferences([0.9, 0.6, 0.3], [1, 1, 1], "mean") == pytest.approx(0.6)
     assert combine_preferences([0.9, 0.6, 0.3], [2, 1, 1], "weighted") == pytest.approx((1.8 + 0.6 + 0.3) / 4)

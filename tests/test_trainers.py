@@ -87,6 +87,11 @@ def test_reward_model_on_kept_frozen_blocks_trains_as_without_them(tiny, pairs, 
         assert torch.allclose(a, b, atol=1e-5), name
 
 
+def test_more_layers_to_train_than_the_model_has_is_an_error(tiny, pairs, tmp_path):
+    with pytest.raises(ConfigError, match="--train-layers 3: the model has 2 transformer blocks"):
+        train(config("rm", pairs, tiny, tmp_path, max_steps=1, train_layers=3))
+
+
 def test_head_only_reward_model_fits_the_head_on_cached_features(tiny, pairs, tmp_path):
     cache = {}
     trainer = trainer_for(config("rm", pairs, tiny, tmp_path, epochs=8, eval_split=0.25, train_layers=0, lr=3e-2), frozen_cache=cache)

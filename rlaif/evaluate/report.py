@@ -52,7 +52,7 @@ def summary_table(metrics: dict[str, Any]) -> list[str]:
 
 HOW_JUDGED = {"pairwise": "pairwise, both orders", "pointwise": "pointwise, each response scored alone", "jury": "a jury: its members' preferences combined"}
 TIES = {"pairwise": "the judge's two orders disagreed", "pointwise": "the two responses scored the same",
-        "jury": "a pairwise member's two orders disagreed, or the panel's preference was exactly ½"}
+        "jury": "the panel's preference was exactly ½"}
 
 
 def findings(metrics: dict[str, Any]) -> list[str]:

@@ -62,14 +62,18 @@ class JudgeSpec:
         if concurrency is not None:
             raise ConfigError(f"{config.source}: --concurrency does not apply to a jury: set `concurrency` in its API members' own configs")
         jury = parse_jury(config)
-        members = tuple(cls.build(m.judge, rubric, m.mode or mode) for m in jury.members)
-        if nested := [m.name for m in members if m.members]:
-            raise JudgeConfigError(f"{config.source}: key 'options.members': {nested[0]}: a jury's member is one judge, not a jury")
+        members = []
+        for i, m in enumerate(jury.members):
+            member = load_judge_config(m.judge)
+            if is_jury(member):
+                raise JudgeConfigError(f"{config.source}: key 'options.members[{i}]': {m.judge}: a jury's member is one judge, not a jury")
+            # The run's mode where the member can answer in it (a reward model answers pointwise only).
+            members.append(cls.build(member, rubric, m.mode or (mode if mode in judge_class(member).MODES else None)))
         weights = tuple(m.weight for m in jury.members)
-        config = replace(config, options=public_options(jury))
+        config = replace(config, options=public_options(jury, [s.mode for s in members]))
         identity = {"backend": config.backend, "combine": jury.combine,
                     "members": [{"judge": m.identity, "mode": m.mode, "weight": w} for m, w in zip(members, weights)]}
-        return cls(config, None, jury.combine, identity, "jury", 1.0, members, weights)
+        return cls(config, None, jury.combine, identity, "jury", 1.0, tuple(members), weights)
 
     @property
     def name(self) -> str:
@@ -148,11 +152,7 @@ class JuryJudgment:
     def p_a(self) -> float:
         return calibrated(combine_preferences([m.p_a for m in self.members], self.weights, self.combine), self.calibration)
 
-    @property
-    def consistent(self) -> bool | None:
-        """Whether every pairwise member was consistent across orders; None with none such."""
-        both = [c for m in self.members if (c := m.consistent) is not None]
-        return all(both) if both else None
+    consistent = None  # a panel has no order of its own: each pairwise member's consistency is in its own answers
 
     def failure_records(self) -> list[dict[str, Any]]:
         return [{"judge": name, **record} for name, m in zip(self.names, self.members) for record in m.failure_records()]
@@ -229,9 +229,15 @@ class Plan:
         if self.members:
             s = self.spec
             by_member = [m.judgments(answers) for m in self.members]
-            return [JuryJudgment(list(each), tuple(m.name for m in s.members), s.weights, s.options, s.config.calibration) for each in zip(*by_member)]
+            return [JuryJudgment(list(each), member_names(s.members), s.weights, s.options, s.config.calibration) for each in zip(*by_member)]
         return [PairJudgment([(flag, answers[key]) for flag, key in zip(flags, keys)], self.spec.pointwise, self.spec.temperature, self.spec.config.calibration)
                 for flags, keys in zip(self.flags, self.keys)]
+
+
+def member_names(members: tuple[JudgeSpec, ...]) -> tuple[str, ...]:
+    """A jury's members as its rows and reports name them: by judge, and mode where a judge sits twice."""
+    names = [m.name for m in members]
+    return tuple(f"{m.name} ({m.mode})" if names.count(m.name) > 1 else m.name for m in members)
 
 
 EARLY_ANSWERS = 10  # a run's first answers, which say whether its judge's verdicts can be read at all

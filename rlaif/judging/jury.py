@@ -93,9 +93,10 @@ def parse_jury(config: JudgeConfig) -> Jury:
     return Jury(tuple(members), combine)
 
 
-def public_options(jury: Jury) -> dict[str, Any]:
-    """The jury's options as its manifest and a calibrated copy of its config hold them."""
-    return {"combine": jury.combine, "members": [{"judge": m.judge, **({"mode": m.mode} if m.mode else {}), "weight": m.weight} for m in jury.members]}
+def public_options(jury: Jury, modes: Sequence[str]) -> dict[str, Any]:
+    """The jury's options as its manifest and a calibrated copy of its config hold them, with the
+    mode each member judged in (so the copy forms the same panel whatever --mode it is run with)."""
+    return {"combine": jury.combine, "members": [{"judge": m.judge, "mode": mode, "weight": m.weight} for m, mode in zip(jury.members, modes)]}
 
 
 def is_jury(config: JudgeConfig) -> bool:

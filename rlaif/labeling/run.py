@@ -230,22 +230,28 @@ class _Run:
         return missing
 
     def estimate(self) -> dict[str, Any]:
-        """What the run would ask: calls not yet cached, estimated tokens and cost. Calls nothing."""
-        budget = self.spec.completion_budget(self.config.cot)
+        """What the run would ask: calls not yet cached, estimated tokens and cost (a jury's:
+        each member's, at its own prices). Calls nothing."""
         estimate: dict[str, Any] = {"calls": 0, "cached": 0, "pairs": 0, "skipped": dict.fromkeys(SKIP_REASONS, 0),
                                     "prompt_only_rows": 0, "tokens": {"prompt": 0, "completion": 0}}  # prompt-only rows: candidates generated first
+        costs: list[float] = []
         for examples, _ in _chunks(self.config):
             cp = self.plan(examples)
-            missing = cp.plan.missing(self.cache)
             estimate["prompt_only_rows"] += cp.prompt_only
             estimate["pairs"] += len(cp.pairs)
             for reason, n in cp.skipped.items():
                 estimate["skipped"][reason] += n
-            estimate["calls"] += len(missing)
-            estimate["cached"] += len(cp.plan.requests) - len(missing)
-            estimate["tokens"]["prompt"] += sum(estimate_tokens(r.prompt) for r in missing.values())
-            estimate["tokens"]["completion"] += budget * len(missing)
-        estimate["estimated_cost"] = estimate_cost(self.spec.config.options, estimate["tokens"]["prompt"], estimate["tokens"]["completion"])
+            for plan in cp.plan.members or [cp.plan]:
+                missing = plan.missing(self.cache)
+                prompt = sum(estimate_tokens(r.prompt) for r in missing.values())
+                completion = plan.spec.completion_budget(self.config.cot) * len(missing)
+                estimate["calls"] += len(missing)
+                estimate["cached"] += len(plan.requests) - len(missing)
+                estimate["tokens"]["prompt"] += prompt
+                estimate["tokens"]["completion"] += completion
+                if (cost := estimate_cost(plan.spec.config.options, prompt, completion)) is not None:
+                    costs.append(cost)
+        estimate["estimated_cost"] = sum(costs) if costs else None
         return estimate
 
 

@@ -174,9 +174,11 @@ def chat_prompt(tokenizer, prompt: Prompt) -> str:
     return f"{turns}Assistant:"
 
 
-def trained_max_length(path: str) -> int | None:
+def trained_max_length(path: str | None) -> int | None:
     """The `max_length` an `rlaif train` output was trained at (its train_config.json), or None
     for a model that did not come from `rlaif train`."""
+    if path is None:
+        return None
     config = Path(path) / "train_config.json"
     if not config.is_file():
         return None

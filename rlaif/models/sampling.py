@@ -18,7 +18,7 @@ def stop_ids(lm, tokenizer) -> torch.Tensor:
     """The tokens that end a response: the tokenizer's EOS and the model's own end-of-turn ones."""
     ids = lm.generation_config.eos_token_id
     ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    return torch.tensor(sorted({*ids, tokenizer.eos_token_id}), device=lm.device)
+    return torch.tensor(sorted({*ids, tokenizer.eos_token_id} - {None}), device=lm.device)
 
 
 @torch.no_grad()
@@ -29,10 +29,10 @@ def sample_rows(lm, prompts: list[list[int]], generators: list[torch.Generator],
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=lm.device)
     mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=lm.device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    out = lm(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
     done = torch.zeros(len(prompts), dtype=torch.bool, device=lm.device)
     tokens: list[torch.Tensor] = []
-    for _ in range(max_new_tokens):
+    for t in range(max_new_tokens):
         logits = out.logits[:, -1].float()
         if temperature == 0:
             step = logits.argmax(-1)
@@ -42,11 +42,11 @@ def sample_rows(lm, prompts: list[list[int]], generators: list[torch.Generator],
         step = torch.where(done, torch.full_like(step, pad_id), step)
         tokens.append(step)
         done |= torch.isin(step, stop)
-        if done.all():
+        if done.all() or t == max_new_tokens - 1:
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         positions = positions[:, -1:] + 1
-        out = lm(input_ids=step[:, None], attention_mask=mask, position_ids=positions, cache=out.cache, use_cache=True)
+        out = lm(input_ids=step[:, None], attention_mask=mask, position_ids=positions, cache=out.cache, use_cache=True, logits_to_keep=1)
     rows = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in prompts]
     stops = set(stop.tolist())
     return [row[: next((i for i, t in enumerate(row) if t in stops), len(row))] for row in rows]

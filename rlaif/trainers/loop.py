@@ -62,6 +62,8 @@ def freeze_lower_layers(model: torch.nn.Module, train_layers: int | None) -> Non
     (0: the head alone)."""
     if train_layers is None:
         return
+    if train_layers > len(blocks(model)):
+        raise ConfigError(f"--train-layers {train_layers}: the model has {len(blocks(model))} transformer blocks")
     base = getattr(model, model.base_model_prefix)
     for p in model.parameters():
         p.requires_grad = False

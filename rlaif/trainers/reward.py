@@ -83,10 +83,13 @@ class RewardTrainer(OfflineTrainer):
         self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
         self.model = self.load_trainable(lambda d: load_reward_model(d, self.procs.device, self.tokenizer.pad_token_id), init_from, "SEQ_CLS")
         # One process only: under DDP the forward pass must go through the wrapped model.
-        self.keeps_frozen = cfg.train_layers is not None and cfg.lora_r is None and self.procs.world == 1 and hasattr(self.model, "score")
-        self.n_blocks = len(self.model.base_model.layers)
+        base = self.model.base_model
+        self.keeps_frozen = (cfg.train_layers is not None and cfg.lora_r is None and self.procs.world == 1 and hasattr(self.model, "score")
+                             and hasattr(base, "layers") and hasattr(base, "norm"))  # a Llama-shaped model, whose blocks `only_blocks` can run alone
+        self.n_blocks = len(base.layers) if self.keeps_frozen else 0
         if self.keeps_frozen:  # once, up front, with its own progress bar: the first epoch is then as quick as the rest
-            self._frozen_states(self.train_pairs + self.eval_pairs, progress=cfg.progress)
+            with self.autocast():
+                self._frozen_states(self.train_pairs + self.eval_pairs, progress=cfg.progress)
 
     @torch.no_grad()
     def _frozen_states(self, pairs: list[EncodedPair], progress: bool = False) -> list[torch.Tensor]:
