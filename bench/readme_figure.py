@@ -1,8 +1,9 @@
-"""Draws the README's figure: agreement with the human labels of held-out HH-harmless pairs,
-for the reward-model judge, the embedded judge and a trivial rule, with 95% Wilson intervals.
+"""Draws the README's figure: agreement with the human labels of held-out HH-harmless pairs
+600-999, for the embedded judge, a trivial rule, the reward-model judge and a jury of both
+judges, with 95% Wilson intervals.
 
-It runs no model. The counts below are the measured results written in docs/benchmarks.md
-and docs/judges-and-servers.md; each comment names the command that measured it.
+It runs no model. The counts below are the measured results written in docs/benchmarks.md;
+each comment names the command that measured it.
 
 Usage: python bench/readme_figure.py [--output docs/figures/judges-vs-human-labels.png]
 """
@@ -16,16 +17,17 @@ from rlaif.stats import wilson_interval
 
 # (label, pairs that agree with the human choice, pairs judged)
 RESULTS = [
-    # `python bench/local_judges.py --rows 600:700 --cot-rows 600:640`, the row
-    # "embedded | quality | pairwise | no": 48.0% of 100 pairs (rows 600-699).
-    ("embedded judge\n(SmolLM2-135M, both orders)\npairs 600-699", 48, 100),
-    # `make rm-judge`: `rlaif agreement outputs/hh-rm-judge` printed "prefers the longer
-    # response: humans 44.4%" over the 399 pairs (no pair has two responses of equal length),
-    # so the humans chose the shorter response in 222 of 399: the rule's agreement.
-    ("always pick the\nshorter response\npairs 600-999", 222, 399),
-    # `make rm-judge`: `rlaif agreement outputs/hh-rm-judge` printed "agreement with humans
-    # [95% CI] 61.2% [56.3%, 65.8%]" over 399 pairs: 244 of 399.
-    ("reward-model judge\n(head on the embedded model,\ntrained on pairs 0-599)\npairs 600-999", 244, 399),
+    # `rlaif label --input 'examples/hh-harmless.jsonl.gz?rows=600:1000' --output outputs/hh-embedded`,
+    # then `rlaif agreement outputs/hh-embedded`: "47.6% [42.8%, 52.5%]" of 399 pairs: 190.
+    ("embedded judge\n(SmolLM2-135M,\nboth orders)", 190, 399),
+    # `rlaif agreement outputs/hh-rm-judge` printed "prefers the longer response: humans 44.4%"
+    # over the 399 pairs (no pair has two responses of equal length), so the humans chose the
+    # shorter response in 222 of 399: the rule's agreement.
+    ("always pick the\nshorter response", 222, 399),
+    # `make rm-judge`: "agreement with humans [95% CI] 59.4% [54.5%, 64.1%]" over 399 pairs: 237.
+    ("reward-model judge\n(head on the embedded\nmodel, trained on\npairs 0-599)", 237, 399),
+    # `make jury`: "agreement with humans [95% CI] 58.6% [53.8%, 63.4%]" over 399 pairs: 234.
+    ("jury: the two\njudges, their\npreferences averaged", 234, 399),
 ]
 
 
@@ -46,7 +48,7 @@ def main() -> None:
     high = [100 * hi - r for r, (_, hi) in zip(rates, intervals)]
 
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
-    colors = ["#9e9e9e", "#c7a35a", "#3b7dd8"]
+    colors = ["#9e9e9e", "#c7a35a", "#3b7dd8", "#6a9c58"]
     ax.bar(range(len(RESULTS)), rates, color=colors, width=0.6, yerr=[low, high], capsize=6, ecolor="#333333")
     ax.axhline(50, color="#555555", linestyle="--", linewidth=1)
     ax.text(-0.45, 50.8, "coin flip", ha="left", va="bottom", fontsize=8, color="#555555")
@@ -55,7 +57,7 @@ def main() -> None:
     ax.set_xticks(range(len(RESULTS)), labels, fontsize=8)
     ax.set_ylim(0, 80)
     ax.set_ylabel("agrees with the human label (%)")
-    ax.set_title("Held-out HH-harmless pairs: agreement with the human annotators\n(error bars: 95% Wilson intervals)", fontsize=10)
+    ax.set_title("HH-harmless pairs 600-999 (held out): agreement with the human annotators\n(error bars: 95% Wilson intervals)", fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
 
