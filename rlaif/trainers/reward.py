@@ -17,9 +17,9 @@ import torch
 from tqdm import tqdm
 
 from rlaif.models.loading import load_reward_model
-from rlaif.models.packing import PackedPairs, common_prefix_length, pack_pairs, packed_hidden
+from rlaif.models.packing import common_prefix_length, pack_pairs, packed_hidden
 from rlaif.trainers.config import TrainConfig
-from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
+from rlaif.trainers.loop import OfflineTrainer, batched, blocks, unwrap
 from rlaif.trainers.losses import reward_model_loss
 from rlaif.trainers.pairs import EncodedPair, encoded_train_eval_pairs, truncated_rows
 from rlaif.trainers.processes import Processes
@@ -52,12 +52,6 @@ def packed_length(pair: EncodedPair) -> int:
     return len(chosen) + len(rejected) - common_prefix_length(chosen, rejected)
 
 
-def row_lengths(batch: PackedPairs) -> list[int]:
-    """The length of each pair's packed row, padding left out."""
-    width, n = batch.packed.input_ids.shape[1], batch.n_sequences // 2
-    return [max(batch.packed.places[2 * r][-1], batch.packed.places[2 * r + 1][-1]) - r * width + 1 for r in range(n)]
-
-
 def score_pad_token(tok) -> str:
     """The padding token of a reward model. transformers' classifier scores the rightmost token
     that is not padding. With padding = EOS that would be the response's last word; pad with a
@@ -86,7 +80,7 @@ class RewardTrainer(OfflineTrainer):
         base = self.model.base_model
         self.keeps_frozen = (cfg.train_layers is not None and cfg.lora_r is None and self.procs.world == 1 and hasattr(self.model, "score")
                              and hasattr(base, "layers") and hasattr(base, "norm"))  # a Llama-shaped model, whose blocks `only_blocks` can run alone
-        self.n_blocks = len(base.layers) if self.keeps_frozen else 0
+        self.n_blocks = len(blocks(self.model)) if self.keeps_frozen else 0
         if self.keeps_frozen:  # once, up front, with its own progress bar: the first epoch is then as quick as the rest
             with self.autocast():
                 self._frozen_states(self.train_pairs + self.eval_pairs, progress=cfg.progress)
@@ -108,7 +102,7 @@ class RewardTrainer(OfflineTrainer):
                 with only_blocks(self.model, 0, self.n_blocks - k, norm=False) as lower:
                     hidden = lower.base_model(input_ids=batch.packed.input_ids, attention_mask=batch.packed.attention_mask,
                                               position_ids=batch.packed.position_ids, use_cache=False).last_hidden_state
-                states = [hidden[r, :n] for r, n in enumerate(row_lengths(batch))]
+                states = [hidden[r, :packed_length(pair)] for r, pair in enumerate(chunk)]
             for pair, state in zip(chunk, states):
                 self.frozen[key(pair)] = state.clone()
         return [self.frozen[key(p)] for p in pairs]
