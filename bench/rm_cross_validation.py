@@ -20,11 +20,11 @@ from rlaif.trainers import TrainConfig, trainer_for
 from rlaif.trainers.pairs import train_eval_pairs
 
 
-def fit_head_only(cache: dict, **settings) -> tuple[dict[str, float], TrainConfig]:
-    """Train a head-only reward model (`--train-layers 0`, prompts truncated to fit) sharing the
-    backbone feature `cache`; returns its results and config. Its weights are deleted (each is
+def fit_kept(cache: dict, train_layers: int = 0, **settings) -> tuple[dict[str, float], TrainConfig]:
+    """Train a reward model's top `train_layers` blocks and head (prompts truncated to fit) sharing
+    the frozen blocks' `cache`; returns its results and config. Its weights are deleted (each is
     a whole backbone); metrics stay."""
-    config = TrainConfig(method="rm", truncate_prompt=True, train_layers=0, progress=False, **settings)
+    config = TrainConfig(method="rm", truncate_prompt=True, train_layers=train_layers, progress=False, **settings)
     results = trainer_for(config, frozen_cache=cache).train()
     for weights in Path(config.output).glob("*.safetensors"):
         weights.unlink()
@@ -49,7 +49,7 @@ def main() -> None:
     totals = {"rm": 0, "shorter": 0, "longer": 0, "n": 0}
     for fold in range(args.folds):
         start = time.time()
-        results, config = fit_head_only(
+        results, config = fit_kept(
             cache, data=args.data, model=args.model, output=f"{args.output}/fold-{fold}", epochs=args.epochs, batch_size=args.batch_size,
             lr=args.lr, weight_decay=args.weight_decay, max_length=args.max_length, eval_split=1 / args.folds, eval_fold=fold,
         )

@@ -1,36 +1,49 @@
-"""The reward-model judge's agreement with human labels, by nested cross-validation.
+"""The reward-model judge's agreement with human labels, by nested cross-validation, for each
+`--train-layers` setting.
 
 Outer K folds over the human-labeled pairs: each fold's pairs are held out once. Inside the
-other K − 1 folds only, an inner J-fold cross-validation picks the setting (learning rate ×
-epochs) with the best mean inner accuracy; a model with that setting then trains on the
-whole outer training part and judges the held-out fold. So no held-out pair ever influences
-the model or the choice of its settings. Head-only reward models (`--train-layers 0`) share
-one feature cache: the frozen backbone runs once per sequence.
+other K − 1 folds only, an inner J-fold cross-validation picks the learning rate and the number
+of epochs with the best mean inner accuracy; a model with that setting then trains on the whole
+outer training part and judges the held-out fold. So no held-out pair ever influences the model
+or the choice of its settings. The learning rate is constant after a short warm-up, so one run
+of E epochs, evaluated after each, stands for the runs of 1 … E epochs (the data order of an
+epoch does not depend on how many follow).
 
-Usage: python bench/rm_judge_nested_cv.py --data examples/hh-harmless.jsonl.gz
+Every setting shares one pass of the frozen model: what enters block n − k is kept for each k
+on the way (for k = 0, the final states where the head reads), so each fit runs only its top
+blocks.
+
+Usage: python bench/rm_judge_nested_cv.py --data examples/hh-harmless.jsonl.gz --train-layers 0,1,2,4
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
 import time
 from pathlib import Path
 from statistics import mean
 
-from rm_cross_validation import fit_head_only  # this folder's own script (bench/ is on the path when run)
+from rm_cross_validation import fit_kept  # this folder's own script (bench/ is on the path when run)
 
 from rlaif.inputs import read_records
+from rlaif.models.loading import load_reward_model, load_tokenizer
 from rlaif.stats import wilson_interval
 from rlaif.storage.files import write_jsonl_atomic
-from rlaif.trainers.pairs import split
+from rlaif.trainers import TrainConfig
+from rlaif.trainers.pairs import encoded_train_eval_pairs, split, train_eval_pairs
+from rlaif.trainers.reward import keep_frozen_states, score_pad_token
 
 
-def fit(cache: dict, data: str, output: str, lr: float, epochs: int, args, **where) -> float:
-    """The held-out accuracy of a head-only reward model trained on `data` (`where`: which pairs are held out)."""
-    results, _ = fit_head_only(cache, data=data, model=args.model, output=output, epochs=epochs, batch_size=args.batch_size, lr=lr,
-                               max_length=args.max_length, **where)
-    return results["eval/accuracy"]
+def epoch_accuracies(cache: dict, k: int, data: str, output: str, lr: float, epochs: int, args, **where) -> list[float]:
+    """Held-out accuracy after each of `epochs` epochs of a reward model training its top `k`
+    blocks and head on `data` (`where`: which pairs are held out)."""
+    settings = dict(data=data, model=args.model, output=output, epochs=epochs, batch_size=args.batch_size, lr=lr,
+                    lr_scheduler="constant", warmup_steps=args.warmup_steps, max_length=args.max_length, **where)
+    n_train = len(train_eval_pairs(TrainConfig(method="rm", **settings))[0])
+    fit_kept(cache, train_layers=k, eval_steps=n_train // args.batch_size, **settings)
+    rows = [json.loads(line) for line in open(Path(output) / "metrics.jsonl")]
+    return [row["eval/accuracy"] for row in rows if "eval/accuracy" in row]
 
 
 def main() -> None:
@@ -38,45 +51,67 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--model", default=None)
     parser.add_argument("--output", default="outputs/rm-judge-nested-cv")
+    parser.add_argument("--train-layers", default="0,1,2,4", help="the settings compared, separated by commas")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--inner-folds", type=int, default=3)
-    parser.add_argument("--lrs", default="1e-3,3e-3,1e-2")
-    parser.add_argument("--epochs", default="3,10")
+    parser.add_argument("--head-lrs", default="1e-3,3e-3,1e-2", help="learning rates tried for the head alone (k = 0)")
+    parser.add_argument("--block-lrs", default="1e-4,3e-4", help="learning rates tried when blocks train too")
+    parser.add_argument("--head-epochs", type=int, default=10, help="most epochs tried for the head alone")
+    parser.add_argument("--block-epochs", type=int, default=3, help="most epochs tried when blocks train too")
+    parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=192)
     args = parser.parse_args()
 
     records = [record for _, record in read_records(args.data)]
-    grid = list(itertools.product([float(x) for x in args.lrs.split(",")], [int(x) for x in args.epochs.split(",")]))
+    ks = [int(x) for x in args.train_layers.split(",")]
+    start = time.time()
     cache: dict = {}
-    rows, correct, total = [], 0, 0
-    for fold in range(args.folds):
-        start = time.time()
-        train_idx, held_idx = split(list(range(len(records))), 1 / args.folds, seed=0, fold=fold)
+    tokenizer = load_tokenizer(args.model, padding_side="right")
+    tokenizer.pad_token = score_pad_token(tokenizer)
+    pairs, _ = encoded_train_eval_pairs(tokenizer, TrainConfig(method="rm", data=args.data, output=args.output, max_length=args.max_length))
+    keep_frozen_states(load_reward_model(args.model, "cpu", tokenizer.pad_token_id), pairs, ks, cache, tokenizer.pad_token_id, "cpu", progress=True)
+    frozen_pass = time.time() - start
+    print(f"frozen pass for --train-layers {args.train_layers}: {frozen_pass:.0f} s", flush=True)
+
+    folds = [split(list(range(len(records))), 1 / args.folds, seed=0, fold=fold) for fold in range(args.folds)]
+    for fold, (train_idx, held_idx) in enumerate(folds):
         folder = Path(args.output) / f"fold-{fold}"
         folder.mkdir(parents=True, exist_ok=True)
-        train_file, held_file = folder / "train.jsonl", folder / "held-out.jsonl"
-        write_jsonl_atomic(train_file, [records[i] for i in train_idx])
-        write_jsonl_atomic(held_file, [records[i] for i in held_idx])
-        inner = {
-            (lr, epochs): mean(fit(cache, str(train_file), str(folder / "inner"), lr, epochs, args, eval_split=1 / args.inner_folds, eval_fold=j)
-                               for j in range(args.inner_folds))
-            for lr, epochs in grid
-        }
-        lr, epochs = max(inner, key=inner.get)  # type: ignore[arg-type]
-        accuracy = fit(cache, str(train_file), str(folder / "final"), lr, epochs, args, eval_data=str(held_file))
-        n = len(held_idx)
-        correct += round(accuracy * n)
-        total += n
-        rows.append(f"| {fold} | {len(train_idx)} / {n} | lr {lr:g}, {epochs} epochs (inner {inner[(lr, epochs)]:.1%}) | {accuracy:.1%} | {time.time() - start:.0f} s |")
-        print(rows[-1], flush=True)
+        write_jsonl_atomic(folder / "train.jsonl", [records[i] for i in train_idx])
+        write_jsonl_atomic(folder / "held-out.jsonl", [records[i] for i in held_idx])
 
-    low, high = wilson_interval(correct, total)
-    print(f"\nNested {args.folds}×{args.inner_folds}-fold cross-validation of the head-only reward-model judge on {total} pairs "
-          f"(grid: lr {args.lrs} × epochs {args.epochs}; batch {args.batch_size}, max length {args.max_length})\n")
-    print("| outer fold | train / held-out pairs | setting chosen inside the training folds | held-out agreement | time |\n|---|---|---|---|---|")
+    summary, rows = [], []
+    for k in ks:
+        lrs = [float(x) for x in (args.head_lrs if k == 0 else args.block_lrs).split(",")]
+        most = args.head_epochs if k == 0 else args.block_epochs
+        correct, total, begun = 0, 0, time.time()
+        for fold, (train_idx, held_idx) in enumerate(folds):
+            folder = Path(args.output) / f"fold-{fold}"
+            inner = {}
+            for lr in lrs:
+                curves = [epoch_accuracies(cache, k, str(folder / "train.jsonl"), str(folder / f"inner-k{k}"), lr, most, args,
+                                           eval_split=1 / args.inner_folds, eval_fold=j) for j in range(args.inner_folds)]
+                inner.update({(lr, e + 1): mean(c[e] for c in curves) for e in range(most)})
+            lr, epochs = max(inner, key=inner.get)  # type: ignore[arg-type]
+            accuracy = epoch_accuracies(cache, k, str(folder / "train.jsonl"), str(folder / f"final-k{k}"), lr, epochs, args,
+                                        eval_data=str(folder / "held-out.jsonl"))[-1]
+            n = len(held_idx)
+            correct += round(accuracy * n)
+            total += n
+            rows.append(f"| {k} | {fold} | lr {lr:g}, {epochs} epochs (inner {inner[(lr, epochs)]:.1%}) | {accuracy:.1%} |")
+            print(rows[-1], flush=True)
+        low, high = wilson_interval(correct, total)
+        summary.append(f"| {k} | {args.head_lrs if k == 0 else args.block_lrs} × 1–{most} epochs | **{correct / total:.1%}** "
+                       f"[{low:.1%}, {high:.1%}] | {time.time() - begun:.0f} s |")
+
+    print(f"\nNested {args.folds}×{args.inner_folds}-fold cross-validation of the reward-model judge on {len(records)} pairs "
+          f"(batch {args.batch_size}, max length {args.max_length}, constant lr after {args.warmup_steps} warm-up steps; "
+          f"one frozen pass for all settings: {frozen_pass:.0f} s; {time.time() - start:.0f} s in all)\n")
+    print("| --train-layers | grid (chosen inside the training folds) | held-out agreement [95% CI] | fitting time |\n|---|---|---|---|")
+    print("\n".join(summary))
+    print("\n| --train-layers | outer fold | setting chosen inside the training folds | held-out agreement |\n|---|---|---|---|")
     print("\n".join(rows))
-    print(f"| all | {total} held out | | **{correct / total:.1%}** [{low:.1%}, {high:.1%}] | |")
 
 
 if __name__ == "__main__":

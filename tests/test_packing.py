@@ -1,4 +1,5 @@
-"""Packed pairs (each prompt once, 4D mask) give what two separate forward passes give."""
+"""Packed pairs (each prompt once, 4D mask) give what two separate forward passes give, also when
+the blocks run piecewise (frozen states kept, the last block only at the read tokens)."""
 
 import math
 
@@ -7,8 +8,10 @@ import torch
 
 from rlaif.models.encoding import collate, encode
 from rlaif.models.loading import load_causal_lm, load_reward_model, load_tokenizer
+from rlaif.models.blocks import Layout, blocks_between, last_block_at
 from rlaif.models.packing import pack_pairs, packed_hidden
 from rlaif.trainers.losses import head_logps, per_sequence, sequence_logps
+from rlaif.trainers.reward import frozen_key, keep_frozen_states, read_columns
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,39 @@ def test_packed_reward_scores_equal_separate_forward_passes(tiny, encoded):
         packed = pack_pairs(pairs, tok.unk_token_id, "cpu")
         got = model.score(packed_hidden(model, packed.packed)[packed.last_index])[:, 0]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+
+def test_kept_frozen_states_and_the_last_block_at_the_read_tokens_give_the_whole_models_scores(tiny, encoded):
+    """One pass keeps what enters block n − k for k = 0, 1, 2 (k = 0: the final states at the read
+    tokens); from each, the top blocks with the last one only at the read tokens give the scores
+    of the separate forward passes, and the same gradients (2 heads sharing 1 key/value head)."""
+    tok, pairs = encoded
+    model = load_reward_model(tiny, "cpu", tok.unk_token_id)
+    assert model.config.num_key_value_heads < model.config.num_attention_heads
+    batch = pack_pairs(pairs, tok.unk_token_id, "cpu")
+    layout, n = Layout.of(batch.packed), len(model.model.layers)
+    cache: dict = {}
+    keep_frozen_states(model, pairs, [0, 1, 2], cache, tok.unk_token_id, "cpu")
+    assert len(cache) == 3 * len(pairs)
+
+    def top(k):
+        if k == 0:
+            return torch.stack([cache[frozen_key(0, p)] for p in pairs])
+        entering = torch.cat([cache[frozen_key(k, p)] for p in pairs])
+        return last_block_at(model, blocks_between(model, entering, n - k, n - 1, layout), layout, read_columns(batch))
+
+    expected = separate(model, pairs).logits[:, 0]
+    expected.sum().backward()
+    want = {name: p.grad.clone() for name, p in model.model.layers[-1].named_parameters()}
+    for k in (0, 1, 2):
+        model.zero_grad()
+        scores = model.score(top(k))[..., 0]
+        torch.testing.assert_close(torch.cat([scores[:, 0], scores[:, 1]]), expected, atol=1e-5, rtol=1e-5)
+        if k > 0:
+            scores.sum().backward()
+            for name, p in model.model.layers[-1].named_parameters():
+                torch.testing.assert_close(p.grad, want[name], atol=1e-5, rtol=1e-4, msg=name)
 
 
 def test_head_logps_by_hand_and_its_gradient():

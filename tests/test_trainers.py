@@ -59,13 +59,15 @@ def test_reward_model_learns_the_preference_and_loads(tiny, pairs, tmp_path):
     assert not torch.equal(model.model.embed_tokens.weight[eos], start[eos])
 
 
-def test_reward_model_on_kept_frozen_blocks_trains_as_without_them(tiny, pairs, tmp_path):
-    """--train-layers 1 of 2: block 0's outputs are computed once per pair and kept; the losses
-    step by step, the held-out figures and the weights equal those of the full forward pass."""
+@pytest.mark.parametrize("train_layers", [1, 2])
+def test_reward_model_on_kept_frozen_blocks_trains_as_without_them(tiny, pairs, tmp_path, train_layers):
+    """--train-layers 1 or 2 of 2: what enters the first trainable block is computed once per pair
+    and kept, the last block runs only where the head reads; the losses step by step, the
+    held-out figures and the weights equal those of the full forward pass."""
     runs = {}
     for keep in (True, False):
         out = tmp_path / ("kept" if keep else "plain")
-        trainer = trainer_for(config("rm", pairs, tiny, out, epochs=3, eval_split=0.25, train_layers=1))
+        trainer = trainer_for(config("rm", pairs, tiny, out, epochs=3, eval_split=0.25, train_layers=train_layers))
         if not keep:  # the frozen blocks computed afresh at every step, as any other run with a layer left to train
             setup = trainer.setup
 

@@ -3,21 +3,21 @@ Bradley–Terry loss (soft labels from `ai_preference` unless `--hard-labels`).
 
 With `--train-layers k` the lower blocks are frozen, so what enters the first trainable block
 is the same every epoch: it is computed once per pair (packed: the prompt once for both
-responses) and kept, and every epoch runs only the top k blocks on it. With k = 0 (the head
-alone) what is kept is the two sequences' final hidden state at the token the head reads, and
-later epochs cost almost nothing.
+responses) and kept, and every epoch runs only the top k blocks on it, the last of them only
+where the head reads (`models.blocks.last_block_at`). With k = 0 (the head alone) what is kept
+is the two sequences' final hidden state at the token the head reads, and later epochs cost
+almost nothing. On a Llama-shaped model, without LoRA, in one process; otherwise every step
+runs the whole model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from tqdm import tqdm
 
+from rlaif.models.blocks import Layout, blocks_between, last_block_at, runs_piecewise
 from rlaif.models.loading import load_reward_model
-from rlaif.models.packing import common_prefix_length, pack_pairs, packed_hidden
+from rlaif.models.packing import PackedPairs, common_prefix_length, pack_pairs, packed_hidden
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.loop import OfflineTrainer, batched, blocks, unwrap
 from rlaif.trainers.losses import reward_model_loss
@@ -30,26 +30,44 @@ from rlaif.trainers.processes import Processes
 FrozenCache = dict[tuple[int, tuple[int, ...], tuple[int, ...]], torch.Tensor]
 
 
-@contextmanager
-def only_blocks(model: torch.nn.Module, start: int, stop: int, norm: bool = True) -> Iterator[torch.nn.Module]:
-    """`model` with its transformer blocks [start, stop) alone, and its final norm only with
-    `norm`: its forward pass then maps the hidden states entering block `start` (as
-    `inputs_embeds`) to those leaving block `stop − 1`."""
-    base = model.base_model
-    layers, final_norm = base.layers, base.norm
-    base.layers = torch.nn.ModuleList(list(layers)[start:stop])
-    if not norm:
-        base.norm = torch.nn.Identity()
-    try:
-        yield model
-    finally:
-        base.layers, base.norm = layers, final_norm
-
-
 def packed_length(pair: EncodedPair) -> int:
     """The length of a pair's packed row: both sequences, their shared prefix once."""
     chosen, rejected = pair[0]["input_ids"], pair[1]["input_ids"]
     return len(chosen) + len(rejected) - common_prefix_length(chosen, rejected)
+
+
+def frozen_key(train_layers: int, pair: EncodedPair) -> tuple[int, tuple[int, ...], tuple[int, ...]]:
+    return train_layers, tuple(pair[0]["input_ids"]), tuple(pair[1]["input_ids"])
+
+
+def read_columns(batch: PackedPairs) -> torch.Tensor:
+    """(B, 2): the column of row b where the head reads pair b's chosen and its rejected sequence."""
+    width, n = batch.packed.input_ids.shape[1], len(batch.last_index) // 2
+    return torch.stack([batch.last_index[:n], batch.last_index[n:]], dim=1) % width
+
+
+@torch.no_grad()
+def keep_frozen_states(model: torch.nn.Module, pairs: list[EncodedPair], train_layers: list[int], cache: FrozenCache, pad_id: int,
+                       device: str, progress: bool = False) -> None:
+    """Put into `cache` each pair's frozen states for every --train-layers value in `train_layers`
+    (see `FrozenCache`), for the pairs not yet there: one pass through the blocks, keeping what
+    enters block n − k for each k on the way."""
+    n = len(blocks(model))
+    missing = list({frozen_key(0, p)[1:]: p for p in pairs if any(frozen_key(k, p) not in cache for k in train_layers)}.values())
+    missing.sort(key=lambda p: -packed_length(p))  # rows of similar length share a batch: little padding
+    for chunk in tqdm(batched(missing, 16), desc="frozen blocks, once per pair", unit="batch", total=-(-len(missing) // 16),
+                      disable=not progress or not missing):
+        batch = pack_pairs(chunk, pad_id, device)
+        layout = Layout.of(batch.packed)
+        flat, depth = model.base_model.embed_tokens(batch.packed.input_ids)[layout.valid], 0
+        for k in sorted(set(train_layers), reverse=True):
+            if k == 0:
+                states = list(last_block_at(model, blocks_between(model, flat, depth, n - 1, layout), layout, read_columns(batch)))
+            else:
+                flat, depth = blocks_between(model, flat, depth, n - k, layout), n - k
+                states = list(flat.split(layout.valid.sum(1).tolist()))
+            for pair, state in zip(chunk, states):
+                cache[frozen_key(k, pair)] = state.clone()
 
 
 def score_pad_token(tok) -> str:
@@ -77,35 +95,18 @@ class RewardTrainer(OfflineTrainer):
         self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
         self.model = self.load_trainable(lambda d: load_reward_model(d, self.procs.device, self.tokenizer.pad_token_id), init_from, "SEQ_CLS")
         # One process only: under DDP the forward pass must go through the wrapped model.
-        base = self.model.base_model
         self.keeps_frozen = (cfg.train_layers is not None and cfg.lora_r is None and self.procs.world == 1 and hasattr(self.model, "score")
-                             and hasattr(base, "layers") and hasattr(base, "norm"))  # a Llama-shaped model, whose blocks `only_blocks` can run alone
+                             and runs_piecewise(self.model))
         self.n_blocks = len(blocks(self.model)) if self.keeps_frozen else 0
         if self.keeps_frozen:  # once, up front, with its own progress bar: the first epoch is then as quick as the rest
             with self.autocast():
                 self._frozen_states(self.train_pairs + self.eval_pairs, progress=cfg.progress)
 
-    @torch.no_grad()
     def _frozen_states(self, pairs: list[EncodedPair], progress: bool = False) -> list[torch.Tensor]:
         """Each pair's frozen states (see `FrozenCache`), computed for the pairs not yet kept."""
         k = self.config.train_layers
-        key = lambda pair: (k, tuple(pair[0]["input_ids"]), tuple(pair[1]["input_ids"]))
-        missing = list({key(p): p for p in pairs if key(p) not in self.frozen}.values())
-        missing.sort(key=lambda p: -packed_length(p))  # rows of similar length share a batch: little padding
-        for chunk in tqdm(batched(missing, 16), desc="frozen blocks, once per pair", unit="batch", total=-(-len(missing) // 16),
-                          disable=not progress or not missing):
-            batch = pack_pairs(chunk, self.tokenizer.pad_token_id, self.procs.device)
-            if k == 0:
-                last = packed_hidden(self.model, batch.packed)[batch.last_index]
-                states = [last[[r, len(chunk) + r]] for r in range(len(chunk))]
-            else:
-                with only_blocks(self.model, 0, self.n_blocks - k, norm=False) as lower:
-                    hidden = lower.base_model(input_ids=batch.packed.input_ids, attention_mask=batch.packed.attention_mask,
-                                              position_ids=batch.packed.position_ids, use_cache=False).last_hidden_state
-                states = [hidden[r, :packed_length(pair)] for r, pair in enumerate(chunk)]
-            for pair, state in zip(chunk, states):
-                self.frozen[key(pair)] = state.clone()
-        return [self.frozen[key(p)] for p in pairs]
+        keep_frozen_states(self.model, pairs, [k], self.frozen, self.tokenizer.pad_token_id, self.procs.device, progress)
+        return [self.frozen[frozen_key(k, p)] for p in pairs]
 
     def _rewards(self, model, pairs: list[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores of the chosen and the rejected responses, in one forward pass over the pairs
@@ -117,18 +118,14 @@ class RewardTrainer(OfflineTrainer):
             scores = self.model.score(features)[:, 0]
             return scores[: len(pairs)], scores[len(pairs):]
         batch = pack_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
-        if self.keeps_frozen:
-            states = self._frozen_states(pairs)
-            entering = states[0].new_zeros(len(pairs), batch.packed.input_ids.shape[1], states[0].shape[-1])
-            for r, state in enumerate(states):
-                entering[r, : len(state)] = state  # padding's values reach nothing: no real token attends to it
-            with only_blocks(model, self.n_blocks - k, self.n_blocks) as top:
-                hidden = top.base_model(inputs_embeds=entering, attention_mask=batch.packed.attention_mask,
-                                        position_ids=batch.packed.position_ids, use_cache=False).last_hidden_state.flatten(0, 1)
-        else:
-            hidden = packed_hidden(model, batch.packed)
-        scores = unwrap(model).score(hidden[batch.last_index])[:, 0]
-        return scores[: len(pairs)], scores[len(pairs):]
+        if not self.keeps_frozen:
+            scores = unwrap(model).score(packed_hidden(model, batch.packed)[batch.last_index])[:, 0]
+            return scores[: len(pairs)], scores[len(pairs):]
+        layout = Layout.of(batch.packed)
+        entering = torch.cat(self._frozen_states(pairs))  # the rows' real tokens, in order
+        hidden = blocks_between(model, entering, self.n_blocks - k, self.n_blocks - 1, layout)
+        scores = model.score(last_block_at(model, hidden, layout, read_columns(batch)))[..., 0]  # (B, 2)
+        return scores[:, 0], scores[:, 1]
 
     def loss(self, model, indices):
         pairs = [self.train_pairs[i] for i in indices]

@@ -1,0 +1,101 @@
+"""A model's transformer blocks run piecewise, on packed rows without their padding.
+
+Packed rows are padded to the longest in a batch; the linear layers here run on the real tokens
+only (N of them, flat), and only attention sees the rows' padded layout. A reward model reads
+its last hidden state at one token per sequence: in the last block every token's keys and
+values are needed (the read token attends to them), but the query, the attention output, the
+output projection and the MLP only at the read tokens, so that block costs a small fraction of
+a full one. Written for Llama-shaped blocks (pre-norm attention with rotary positions, then a
+pre-norm MLP); `runs_piecewise` says whether a model is one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.models.llama.modeling_llama import rotate_half
+
+from rlaif.models.packing import Packed
+
+# Model types whose blocks are exactly what `block_forward` computes and whose embeddings enter
+# the first block unscaled (a Gemma scales them, a Qwen3 normalises queries and keys).
+PIECEWISE_MODEL_TYPES = frozenset({"llama"})
+
+
+def runs_piecewise(model: torch.nn.Module) -> bool:
+    return getattr(model.config, "model_type", None) in PIECEWISE_MODEL_TYPES
+
+
+@dataclass
+class Layout:
+    """Where the N real tokens of R packed rows of width L sit."""
+
+    valid: torch.Tensor  # (R, L) bool: a real token, not padding
+    seen: torch.Tensor  # (R, 1, L, L) bool: True where a query may see a key
+    position_ids: torch.Tensor  # (N,)
+
+    @classmethod
+    def of(cls, packed: Packed) -> Layout:
+        valid = torch.zeros(packed.input_ids.numel(), dtype=torch.bool, device=packed.input_ids.device)
+        valid[[p for places in packed.places for p in places]] = True
+        valid = valid.view_as(packed.input_ids)
+        return cls(valid, packed.attention_mask, packed.position_ids[valid])
+
+    def real(self, flat_index: torch.Tensor) -> torch.Tensor:
+        """Indices into the R·L padded positions → indices among the N real tokens."""
+        return (self.valid.flatten().cumsum(0) - 1)[flat_index]
+
+    def rows(self, flat: torch.Tensor) -> torch.Tensor:
+        """(N, C) → (R, L, C), zeros at the padding."""
+        out = flat.new_zeros(*self.valid.shape, flat.shape[-1])
+        out[self.valid] = flat
+        return out
+
+
+def block_forward(layer: torch.nn.Module, flat: torch.Tensor, layout: Layout, cos: torch.Tensor, sin: torch.Tensor,
+                  reads: torch.Tensor | None = None) -> torch.Tensor:
+    """One block on the real tokens flat: (N, H) → (N, H); with `reads` (R, M), the columns read
+    in each row, only there: → (R, M, H). cos, sin: (N, D), the rotary embedding of each token."""
+    attn = layer.self_attn
+    heads = lambda t: t.view(len(t), -1, attn.head_dim)  # (N, h·D) -> (N, h, D)
+    rotate = lambda t, c, s: t * c + rotate_half(t) * s  # c, s broadcast over the heads
+    as_rows = lambda t: layout.rows(t.flatten(1)).unflatten(-1, (-1, attn.head_dim)).transpose(1, 2)  # (N, h, D) -> (R, h, L, D)
+    x = layer.input_layernorm(flat)
+    keys = as_rows(rotate(heads(attn.k_proj(x)), cos[:, None], sin[:, None]))
+    values = as_rows(heads(attn.v_proj(x)))
+    if reads is None:
+        queries, seen = as_rows(rotate(heads(attn.q_proj(x)), cos[:, None], sin[:, None])), layout.seen
+    else:
+        rows = torch.arange(len(reads), device=reads.device)[:, None]
+        at = layout.real(rows * layout.valid.shape[1] + reads)  # (R, M) among the real tokens
+        flat, x, cos, sin = flat[at], x[at], cos[at], sin[at]  # (R, M, ·)
+        queries = rotate(attn.q_proj(x).unflatten(-1, (-1, attn.head_dim)), cos[..., None, :], sin[..., None, :]).transpose(1, 2)
+        seen = layout.seen[rows, 0, reads][:, None]  # (R, 1, M, L)
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=seen, scale=attn.scaling, enable_gqa=True,
+                                         dropout_p=attn.attention_dropout if attn.training else 0.0).transpose(1, 2).flatten(2)
+    h = flat + attn.o_proj(out[layout.valid] if reads is None else out)
+    return h + layer.mlp(layer.post_attention_layernorm(h))
+
+
+def rotary(model: torch.nn.Module, flat: torch.Tensor, layout: Layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (N, D) of each real token's position."""
+    cos, sin = model.base_model.rotary_emb(flat[None], layout.position_ids[None])
+    return cos[0], sin[0]
+
+
+def blocks_between(model: torch.nn.Module, flat: torch.Tensor, start: int, stop: int, layout: Layout) -> torch.Tensor:
+    """The real tokens' hidden states (N, H) leaving block `stop − 1`, given those entering block `start`."""
+    cos, sin = rotary(model, flat, layout)
+    for layer in model.base_model.layers[start:stop]:
+        flat = block_forward(layer, flat, layout, cos, sin)
+    return flat
+
+
+def last_block_at(model: torch.nn.Module, flat: torch.Tensor, layout: Layout, reads: torch.Tensor) -> torch.Tensor:
+    """The final hidden states (after the final norm) at the read columns `reads` (R, M) only,
+    given the real tokens' states (N, H) entering the last block: (R, M, H), equal to the whole
+    forward pass's last hidden states there."""
+    cos, sin = rotary(model, flat, layout)
+    return model.base_model.norm(block_forward(model.base_model.layers[-1], flat, layout, cos, sin, reads))
