@@ -19,11 +19,11 @@ Usage: python bench/rm_judge_nested_cv.py --data examples/hh-harmless.jsonl.gz -
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from statistics import mean
 
+import jsonlines
 from rm_cross_validation import fit_kept  # this folder's own script (bench/ is on the path when run)
 
 from rlaif.inputs import read_records
@@ -42,8 +42,8 @@ def epoch_accuracies(cache: dict, k: int, data: str, output: str, lr: float, epo
                     lr_scheduler="constant", warmup_steps=args.warmup_steps, max_length=args.max_length, **where)
     n_train = len(train_eval_pairs(TrainConfig(method="rm", **settings))[0])
     fit_kept(cache, train_layers=k, eval_steps=n_train // args.batch_size, **settings)
-    rows = [json.loads(line) for line in open(Path(output) / "metrics.jsonl")]
-    return [row["eval/accuracy"] for row in rows if "eval/accuracy" in row]
+    with jsonlines.open(Path(output) / "metrics.jsonl") as rows:
+        return [row["eval/accuracy"] for row in rows if "eval/accuracy" in row]
 
 
 def main() -> None:

@@ -6,9 +6,9 @@ import math
 import pytest
 import torch
 
+from rlaif.models.blocks import Layout, blocks_between, hidden_at, last_block_at, runs_piecewise
 from rlaif.models.encoding import collate, encode
 from rlaif.models.loading import load_causal_lm, load_reward_model, load_tokenizer
-from rlaif.models.blocks import Layout, blocks_between, last_block_at
 from rlaif.models.packing import pack_pairs, packed_hidden
 from rlaif.trainers.losses import head_logps, per_sequence, sequence_logps
 from rlaif.trainers.reward import frozen_key, keep_frozen_states, read_columns
@@ -90,6 +90,31 @@ def test_kept_frozen_states_and_the_last_block_at_the_read_tokens_give_the_whole
             scores.sum().backward()
             for name, p in model.model.layers[-1].named_parameters():
                 torch.testing.assert_close(p.grad, want[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+
+def test_blocks_on_the_real_tokens_only_give_the_models_own_hidden_states_and_gradients(tiny, encoded):
+    """DPO's log-probabilities with the padding left out of the blocks' linear layers equal those
+    of the model's own forward pass, and so do their gradients; a model with activation
+    checkpointing goes through its own forward pass."""
+    tok, pairs = encoded
+    model = load_causal_lm(tiny, "cpu")
+    batch = pack_pairs(pairs, tok.pad_token_id, "cpu")
+    assert batch.packed.input_ids.numel() > Layout.of(batch.packed).valid.sum() + 20  # there is padding to leave out
+    grads = []
+    for piecewise in (True, False):
+        model.zero_grad()
+        hidden = hidden_at(model, batch.packed, batch.token_index) if piecewise else packed_hidden(model, batch.packed, logits_to_keep=1)[batch.token_index]
+        logps = per_sequence(head_logps(hidden, model.lm_head.weight, batch.targets), batch.sequence, batch.n_sequences)
+        logps.sum().backward()
+        grads.append((logps.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
+    (got, got_grads), (expected, expected_grads) = grads
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
+    for name, grad in expected_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    assert runs_piecewise(model)
+    model.activation_checkpointing_enable()
+    assert not runs_piecewise(model)
 
 
 def test_head_logps_by_hand_and_its_gradient():

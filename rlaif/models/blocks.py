@@ -15,9 +15,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.distributed.fsdp import FSDPModule
+from transformers import PreTrainedModel
 from transformers.models.llama.modeling_llama import rotate_half
 
-from rlaif.models.packing import Packed
+from rlaif.models.packing import Packed, packed_hidden
 
 # Model types whose blocks are exactly what `block_forward` computes and whose embeddings enter
 # the first block unscaled (a Gemma scales them, a Qwen3 normalises queries and keys).
@@ -25,7 +27,11 @@ PIECEWISE_MODEL_TYPES = frozenset({"llama"})
 
 
 def runs_piecewise(model: torch.nn.Module) -> bool:
-    return getattr(model.config, "model_type", None) in PIECEWISE_MODEL_TYPES
+    """Whether the blocks here compute what `model`'s own forward pass would: a Llama-shaped
+    transformers model, not wrapped (DDP, an adapter), not sharded, without gradient
+    checkpointing (which its own forward pass would do)."""
+    return (isinstance(model, PreTrainedModel) and not isinstance(model, FSDPModule) and not model.is_activation_checkpointing
+            and model.config.model_type in PIECEWISE_MODEL_TYPES)
 
 
 @dataclass
@@ -99,3 +105,14 @@ def last_block_at(model: torch.nn.Module, flat: torch.Tensor, layout: Layout, re
     forward pass's last hidden states there."""
     cos, sin = rotary(model, flat, layout)
     return model.base_model.norm(block_forward(model.base_model.layers[-1], flat, layout, cos, sin, reads))
+
+
+def hidden_at(model: torch.nn.Module, packed: Packed, index: torch.Tensor, **kwargs) -> torch.Tensor:
+    """The last hidden states (after the final norm) at the flat positions `index` of the packed
+    rows: (len(index), H). Piecewise on the real tokens where the model allows it, else through
+    the model's own forward pass (given `kwargs`)."""
+    if not runs_piecewise(model):
+        return packed_hidden(model, packed, **kwargs)[index]
+    layout = Layout.of(packed)
+    flat = blocks_between(model, model.base_model.embed_tokens(packed.input_ids)[layout.valid], 0, len(model.base_model.layers), layout)
+    return model.base_model.norm(flat[layout.real(index)])

@@ -1,14 +1,17 @@
 """Direct preference optimisation. The reference model's log-probabilities are computed once,
 before training (so no second model stays in memory; with LoRA, by the policy with its adapter
 off), and kept in the output directory for `--resume`. Each pair goes through the policy as one packed row (`packing`): its prompt is
-computed once for chosen and rejected, and the LM head runs on response tokens only."""
+computed once for chosen and rejected, the blocks' linear layers run on real tokens only, not
+the padding (`models.blocks`, where the model allows it), and the LM head on response tokens
+only."""
 
 from __future__ import annotations
 
 import torch
 
+from rlaif.models.blocks import hidden_at
 from rlaif.models.loading import load_causal_lm
-from rlaif.models.packing import pack_pairs, packed_hidden
+from rlaif.models.packing import pack_pairs
 from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
 from rlaif.trainers.losses import dpo_loss, head_logps, per_sequence
 from rlaif.trainers.pairs import encoded_train_eval_pairs, truncated_rows
@@ -45,7 +48,7 @@ class DPOTrainer(OfflineTrainer):
         packed (each prompt once) and the LM head on response tokens only (per token for IPO,
         summed otherwise)."""
         batch = pack_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
-        hidden = packed_hidden(model, batch.packed, logits_to_keep=1)[batch.token_index]
+        hidden = hidden_at(model, batch.packed, batch.token_index, logits_to_keep=1)
         tokens = head_logps(hidden, unwrap(model).get_output_embeddings().weight, batch.targets)
         logps = per_sequence(tokens, batch.sequence, batch.n_sequences, average=self.config.loss == "ipo")
         return logps[: len(pairs)], logps[len(pairs):]

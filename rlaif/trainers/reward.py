@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
-from rlaif.models.blocks import Layout, blocks_between, last_block_at, runs_piecewise
+from rlaif.models.blocks import Layout, blocks_between, hidden_at, last_block_at, runs_piecewise
 from rlaif.models.loading import load_reward_model
-from rlaif.models.packing import PackedPairs, common_prefix_length, pack_pairs, packed_hidden
+from rlaif.models.packing import PackedPairs, common_prefix_length, pack_pairs
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.loop import OfflineTrainer, batched, blocks, unwrap
 from rlaif.trainers.losses import reward_model_loss
@@ -94,8 +94,8 @@ class RewardTrainer(OfflineTrainer):
         self.n_train, self.n_rows = len(self.train_pairs), len(self.train_pairs) + len(self.eval_pairs)
         self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
         self.model = self.load_trainable(lambda d: load_reward_model(d, self.procs.device, self.tokenizer.pad_token_id), init_from, "SEQ_CLS")
-        # One process only: under DDP the forward pass must go through the wrapped model.
-        self.keeps_frozen = (cfg.train_layers is not None and cfg.lora_r is None and self.procs.world == 1 and hasattr(self.model, "score")
+        # One process: under DDP or FSDP the forward pass must go through the wrapped model.
+        self.keeps_frozen = (cfg.train_layers is not None and self.procs.world == 1 and not cfg.fsdp and hasattr(self.model, "score")
                              and runs_piecewise(self.model))
         self.n_blocks = len(blocks(self.model)) if self.keeps_frozen else 0
         if self.keeps_frozen:  # once, up front, with its own progress bar: the first epoch is then as quick as the rest
@@ -119,7 +119,7 @@ class RewardTrainer(OfflineTrainer):
             return scores[: len(pairs)], scores[len(pairs):]
         batch = pack_pairs(pairs, self.tokenizer.pad_token_id, self.procs.device)
         if not self.keeps_frozen:
-            scores = unwrap(model).score(packed_hidden(model, batch.packed)[batch.last_index])[:, 0]
+            scores = unwrap(model).score(hidden_at(model, batch.packed, batch.last_index))[:, 0]
             return scores[: len(pairs)], scores[len(pairs):]
         layout = Layout.of(batch.packed)
         entering = torch.cat(self._frozen_states(pairs))  # the rows' real tokens, in order
