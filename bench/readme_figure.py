@@ -24,10 +24,11 @@ RESULTS = [
     # over the 399 pairs (no pair has two responses of equal length), so the humans chose the
     # shorter response in 222 of 399: the rule's agreement.
     ("always pick the\nshorter response", 222, 399),
-    # `make rm-judge`: "agreement with humans [95% CI] 59.4% [54.5%, 64.1%]" over 399 pairs: 237.
-    ("reward-model judge\n(head on the embedded\nmodel, trained on\npairs 0-599)", 237, 399),
-    # `make jury`: "agreement with humans [95% CI] 58.6% [53.8%, 63.4%]" over 399 pairs: 234.
-    ("jury: the two\njudges, their\npreferences averaged", 234, 399),
+    # `make rm-judge` at 19c2b54: "agreement with humans [95% CI] 58.6% [53.8%, 63.4%]" over 399 pairs: 234.
+    ("reward-model judge\n(top block + head of\nthe embedded model,\ntrained on pairs 0-599)", 234, 399),
+    # `make jury` at 540ce30, with the head-only reward model `make rm-judge` trained then:
+    # "agreement with humans [95% CI] 58.6% [53.8%, 63.4%]" over 399 pairs: 234.
+    ("jury: a head-only\nreward model and the\nembedded judge, their\npreferences averaged", 234, 399),
 ]
 
 
