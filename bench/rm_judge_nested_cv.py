@@ -27,7 +27,7 @@ import jsonlines
 from rm_cross_validation import fit_kept  # this folder's own script (bench/ is on the path when run)
 
 from rlaif.inputs import read_records
-from rlaif.models.loading import load_reward_model, load_tokenizer
+from rlaif.models.loading import load_reward_model, load_tokenizer, pick_device
 from rlaif.stats import wilson_interval
 from rlaif.storage.files import write_jsonl_atomic
 from rlaif.trainers import TrainConfig
@@ -70,7 +70,8 @@ def main() -> None:
     tokenizer = load_tokenizer(args.model, padding_side="right")
     tokenizer.pad_token = score_pad_token(tokenizer)
     pairs, _ = encoded_train_eval_pairs(tokenizer, TrainConfig(method="rm", data=args.data, output=args.output, max_length=args.max_length))
-    keep_frozen_states(load_reward_model(args.model, "cpu", tokenizer.pad_token_id), pairs, ks, cache, tokenizer.pad_token_id, "cpu", progress=True)
+    device = pick_device()  # where each fit's trainer runs, so the kept states are where its model is
+    keep_frozen_states(load_reward_model(args.model, device, tokenizer.pad_token_id), pairs, ks, cache, tokenizer.pad_token_id, device, progress=True)
     frozen_pass = time.time() - start
     print(f"frozen pass for --train-layers {args.train_layers}: {frozen_pass:.0f} s", flush=True)
 

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from rlaif.errors import ConfigError
 from rlaif.models.blocks import Layout, blocks_between, hidden_at, last_block_at, runs_piecewise
 from rlaif.models.encoding import collate, encode
 from rlaif.models.loading import load_causal_lm, load_reward_model, load_tokenizer
@@ -72,6 +73,8 @@ def test_kept_frozen_states_and_the_last_block_at_the_read_tokens_give_the_whole
     cache: dict = {}
     keep_frozen_states(model, pairs, [0, 1, 2], cache, tok.unk_token_id, "cpu")
     assert len(cache) == 3 * len(pairs)
+    with pytest.raises(ConfigError, match="--train-layers 3: the model has 2 transformer blocks"):
+        keep_frozen_states(model, pairs, [1, 3], {}, tok.unk_token_id, "cpu")
 
     def top(k):
         if k == 0:

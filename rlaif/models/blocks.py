@@ -79,7 +79,10 @@ def block_forward(layer: torch.nn.Module, flat: torch.Tensor, layout: Layout, co
         flat, x, cos, sin = flat[at], x[at], cos[at], sin[at]  # (R, M, ·)
         queries = rotate(attn.q_proj(x).unflatten(-1, (-1, attn.head_dim)), cos[..., None, :], sin[..., None, :]).transpose(1, 2)
         seen = layout.seen[rows, 0, reads][:, None]  # (R, 1, M, L)
-    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=seen, scale=attn.scaling, enable_gqa=True,
+    if keys.is_cuda:  # CUDA's kernels that take a mask do not share key/value heads (enable_gqa would fall back to the math kernel)
+        groups = queries.shape[1] // keys.shape[1]
+        keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=seen, scale=attn.scaling, enable_gqa=not keys.is_cuda,
                                          dropout_p=attn.attention_dropout if attn.training else 0.0).transpose(1, 2).flatten(2)
     h = flat + attn.o_proj(out[layout.valid] if reads is None else out)
     return h + layer.mlp(layer.post_attention_layernorm(h))

@@ -6,8 +6,8 @@ is the same every epoch: it is computed once per pair (packed: the prompt once f
 responses) and kept, and every epoch runs only the top k blocks on it, the last of them only
 where the head reads (`models.blocks.last_block_at`). With k = 0 (the head alone) what is kept
 is the two sequences' final hidden state at the token the head reads, and later epochs cost
-almost nothing. On a Llama-shaped model, without LoRA, in one process; otherwise every step
-runs the whole model.
+almost nothing. On a Llama-shaped model, without LoRA or --gradient-checkpointing, in one
+process; otherwise every step runs the whole model.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from tqdm import tqdm
 
+from rlaif.errors import ConfigError
 from rlaif.models.blocks import Layout, blocks_between, hidden_at, last_block_at, runs_piecewise
 from rlaif.models.loading import load_reward_model
 from rlaif.models.packing import PackedPairs, common_prefix_length, pack_pairs
@@ -53,6 +54,8 @@ def keep_frozen_states(model: torch.nn.Module, pairs: list[EncodedPair], train_l
     (see `FrozenCache`), for the pairs not yet there: one pass through the blocks, keeping what
     enters block n − k for each k on the way."""
     n = len(blocks(model))
+    if max(train_layers) > n:
+        raise ConfigError(f"--train-layers {max(train_layers)}: the model has {n} transformer blocks")
     missing = list({frozen_key(0, p)[1:]: p for p in pairs if any(frozen_key(k, p) not in cache for k in train_layers)}.values())
     missing.sort(key=lambda p: -packed_length(p))  # rows of similar length share a batch: little padding
     for chunk in tqdm(batched(missing, 16), desc="frozen blocks, once per pair", unit="batch", total=-(-len(missing) // 16),
@@ -94,9 +97,10 @@ class RewardTrainer(OfflineTrainer):
         self.n_train, self.n_rows = len(self.train_pairs), len(self.train_pairs) + len(self.eval_pairs)
         self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
         self.model = self.load_trainable(lambda d: load_reward_model(d, self.procs.device, self.tokenizer.pad_token_id), init_from, "SEQ_CLS")
-        # One process: under DDP or FSDP the forward pass must go through the wrapped model.
-        self.keeps_frozen = (cfg.train_layers is not None and self.procs.world == 1 and not cfg.fsdp and hasattr(self.model, "score")
-                             and runs_piecewise(self.model))
+        # One process: under DDP or FSDP the forward pass must go through the wrapped model. The piecewise
+        # blocks would skip activation checkpointing (switched on after set-up).
+        self.keeps_frozen = (cfg.train_layers is not None and self.procs.world == 1 and not cfg.fsdp and not cfg.gradient_checkpointing
+                             and hasattr(self.model, "score") and runs_piecewise(self.model))
         self.n_blocks = len(blocks(self.model)) if self.keeps_frozen else 0
         if self.keeps_frozen:  # once, up front, with its own progress bar: the first epoch is then as quick as the rest
             with self.autocast():
