@@ -60,7 +60,6 @@ def test_packed_reward_scores_equal_separate_forward_passes(tiny, encoded):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
-
 def test_kept_frozen_states_and_the_last_block_at_the_read_tokens_give_the_whole_models_scores(tiny, encoded):
     """One pass keeps what enters block n − k for k = 0, 1, 2 (k = 0: the final states at the read
     tokens); from each, the top blocks with the last one only at the read tokens give the scores
@@ -93,7 +92,6 @@ def test_kept_frozen_states_and_the_last_block_at_the_read_tokens_give_the_whole
             scores.sum().backward()
             for name, p in model.model.layers[-1].named_parameters():
                 torch.testing.assert_close(p.grad, want[name], atol=1e-5, rtol=1e-4, msg=name)
-
 
 
 def test_blocks_on_the_real_tokens_only_give_the_models_own_hidden_states_and_gradients(tiny, encoded):
