@@ -7,12 +7,14 @@ import pytest
 import torch
 
 from rlaif.errors import ConfigError
+from rlaif.evaluate.scoring import summed_response_logps
+from rlaif.judging.backends.reward_model import reward_scores
 from rlaif.models.blocks import Layout, blocks_between, hidden_at, last_block_at, runs_piecewise
 from rlaif.models.encoding import collate, encode
 from rlaif.models.loading import load_causal_lm, load_reward_model, load_tokenizer
 from rlaif.models.packing import pack_pairs, packed_hidden
 from rlaif.trainers.losses import head_logps, per_sequence, sequence_logps
-from rlaif.trainers.reward import frozen_key, keep_frozen_states, read_columns
+from rlaif.trainers.reward import frozen_key, keep_frozen_states, read_columns, score_pad_token
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +118,42 @@ def test_blocks_on_the_real_tokens_only_give_the_models_own_hidden_states_and_gr
     assert runs_piecewise(model)
     model.activation_checkpointing_enable()
     assert not runs_piecewise(model)
+
+
+def test_kl_scoring_packs_a_prompts_responses_and_gives_each_ones_own_log_probability(tiny):
+    """`rlaif compare`'s log π_T(y | x): the responses to one prompt share a packed row, and each
+    sum equals that of its own forward pass at temperature T, whatever else is in the batch."""
+    tok = load_tokenizer(tiny, padding_side="right")
+    items = [("Is 3 a number?", "Yes."), ("Hi", "Hello there, how are you?"), ("Is 3 a number?", "No, 3 is a word."),
+             ("Is 3 a number?", "Yes."), ("Count: " + " ".join(map(str, range(30))), "31")]
+    model = load_causal_lm(tiny, "cpu")
+    expected = []
+    with torch.no_grad():
+        for prompt, response in items:
+            seq = collate([encode(tok, prompt, response, 4096, "x:1", True)], tok.pad_token_id)
+            expected.append(sequence_logps(model(input_ids=seq["input_ids"]).logits / 0.7, seq["labels"]).item())
+    for batch_size in (1, 2):
+        assert summed_response_logps(tiny, items, temperature=0.7, batch_size=batch_size) == pytest.approx(expected, abs=1e-4, rel=1e-5)
+
+
+def test_reward_scores_pack_a_prompts_responses_and_give_each_ones_own_score(tiny):
+    """A reward model's scores, its responses to one prompt in a packed row (cut prompts shared
+    where they agree), equal each sequence's own forward pass; so does the padded path that
+    models the blocks cannot run take."""
+    tok = load_tokenizer(tiny, padding_side="right")
+    tok.pad_token = score_pad_token(tok)  # as a trained reward model's tokenizer has it
+    model = load_reward_model(tiny, "cpu", tok.pad_token_id).eval()
+    long_prompt = "Count: " + " ".join(map(str, range(40)))
+    items = [("Is 3 a number?", "Yes."), ("Hi", "Hello there, how are you?"), ("Is 3 a number?", "No, 3 is a word."),
+             (long_prompt, "ok"), (long_prompt, "a much longer answer, so the prompt is cut differently")]
+    with torch.no_grad():
+        expected = [model(input_ids=torch.tensor([encode(tok, p, r, 48, "x:1", True)["input_ids"]])).logits[0, 0].item() for p, r in items]
+    heard = []
+    assert reward_scores(model, tok, items, 48, 2, lambda indices, scores, tokens: heard.extend(indices)) == pytest.approx(expected, abs=1e-5)
+    assert sorted(heard) == list(range(len(items)))
+    model.activation_checkpointing_enable()
+    assert not runs_piecewise(model)
+    assert reward_scores(model, tok, items, 48, 2) == pytest.approx(expected, abs=1e-5)
 
 
 def test_head_logps_by_hand_and_its_gradient():

@@ -326,17 +326,17 @@ def _per_prompt(rows: list[dict[str, Any]], policy: str, key: str) -> list[float
 def _score_kl(policies: list[Policy], rows: list[dict[str, Any]], cache: AnswerCache, temperature: float, progress: bool = False) -> None:
     """log π(y|x) of each response under its own policy and under the base (cached), both at the
     sampling temperature: the responses were drawn from those distributions, so the mean
-    difference estimates the KL between them (at T ≠ 1 the untempered one would not)."""
-    base = policies[0].model
+    difference estimates the KL between them (at T ≠ 1 the untempered one would not). The base
+    scores every policy's responses in one call, so a prompt's responses share its computation."""
 
-    def logps(model: str | None, items: list[tuple[Any, str]]) -> list[float]:
-        return cached_scores(cache, "logp", f"{model_fingerprint(model)}@T={temperature}", items,
+    def logps(model: str | None, rows: list[dict[str, Any]]) -> list[float]:
+        return cached_scores(cache, "logp", f"{model_fingerprint(model)}@T={temperature}", [(r["prompt"], r["response"]) for r in rows],
                              lambda todo: summed_response_logps(model, todo, temperature, progress=progress))
 
+    for r, logp in zip(rows, logps(policies[0].model, rows)):
+        r["logp_base"] = logp
     for policy in policies:
         mine = [r for r in rows if r["policy"] == policy.name]
-        items = [(r["prompt"], r["response"]) for r in mine]
-        own = logps(policy.model, items)
-        under_base = own if policy.name == BASE else logps(base, items)
-        for r, lp, lb in zip(mine, own, under_base):
-            r["logp"], r["logp_base"] = lp, lb
+        own = [r["logp_base"] for r in mine] if policy.name == BASE else logps(policy.model, mine)
+        for r, logp in zip(mine, own):
+            r["logp"] = logp

@@ -26,22 +26,30 @@ def cached_scores(cache: AnswerCache, kind: str, identity: str, items: list[tupl
 def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], temperature: float = 1.0, batch_size: int = 8,
                           progress: bool = False) -> list[float]:
     """log π_T(y | x) of each (prompt, response), summed over the response's tokens and its EOS,
-    under the model's distribution at sampling temperature T (its logits divided by T)."""
+    under the model's distribution at sampling temperature T (its logits divided by T).
+
+    The responses to one prompt share a packed row, so the prompt is computed once for all of
+    them (`models.packing`); the LM head runs on response tokens only."""
     import torch
 
-    from rlaif.models.encoding import collate, encode
+    from rlaif.models.blocks import hidden_at
+    from rlaif.models.encoding import encode
     from rlaif.models.loading import load_causal_lm
-    from rlaif.trainers.losses import sequence_logps
+    from rlaif.models.packing import packed_batches
+    from rlaif.trainers.losses import head_logps, per_sequence
 
     tokenizer = load_tokenizer(model_name, padding_side="right")
     lm = load_causal_lm(model_name)
-    out: list[float] = []
-    with torch.no_grad():
-        for start in tqdm(range(0, len(items), batch_size), desc="log-probabilities", unit="batch", disable=not progress):
-            chunk = [encode(tokenizer, p, r, 4096, "compare:0", True) for p, r in items[start:start + batch_size]]
-            batch = collate(chunk, tokenizer.pad_token_id, str(lm.device))
-            logits = lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-            out += sequence_logps(logits / temperature, batch["labels"]).tolist()
+    sequences = [encode(tokenizer, prompt, response, 4096, "compare:0", True) for prompt, response in items]
+    head = lm.get_output_embeddings().weight
+    out = [0.0] * len(items)
+    with torch.no_grad(), tqdm(total=len(items), desc="log-probabilities", unit="response", disable=not progress) as bar:
+        for indices, batch in packed_batches(sequences, batch_size, tokenizer.pad_token_id, str(lm.device)):
+            hidden = hidden_at(lm, batch.packed, batch.token_index, logits_to_keep=1)
+            tokens = head_logps(hidden / temperature, head, batch.targets)  # (W h) / T = W (h / T)
+            for i, logp in zip(indices, per_sequence(tokens, batch.sequence, len(indices)).tolist()):
+                out[i] = logp
+            bar.update(len(indices))
     return out
 
 

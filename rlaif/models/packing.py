@@ -11,6 +11,7 @@ state equals that of the sequence's own forward pass, while a prompt shared by t
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -71,36 +72,56 @@ def pack(groups: list[list[list[int]]], pad_id: int, device: str, start: int = 0
 
 
 @dataclass
-class PackedPairs:
-    """B preference pairs in B rows; "sequence" s < B is pair s's chosen, B + s its rejected."""
+class PackedSequences:
+    """Groups of sequences, a row per group, each sequence numbered by the caller."""
 
     packed: Packed
     token_index: torch.Tensor  # (N,) flat index of the position that predicts each response token
     targets: torch.Tensor  # (N,) that response token
-    sequence: torch.Tensor  # (N,) the sequence it belongs to, in [0, 2B)
-    last_index: torch.Tensor  # (2B,) flat index of each sequence's last token
+    sequence: torch.Tensor  # (N,) the number of the sequence it belongs to
+    last_index: torch.Tensor  # (n,) flat index of sequence s's last token, for numbers s in [0, n)
 
     @property
     def n_sequences(self) -> int:
         return len(self.last_index)
 
 
-def pack_pairs(pairs: list, pad_id: int, device: str) -> PackedPairs:
-    """Pack each pair (`trainers.data.encode`'s chosen and rejected: input_ids, and labels −100
-    off the response) into one row."""
-    packed = pack([[c["input_ids"], r["input_ids"]] for c, r, _ in pairs], pad_id, device)
-    token_index, targets, sequence, last_index = [], [], [], [0] * (2 * len(pairs))
-    for k, (chosen, rejected, _) in enumerate(pairs):
-        for s, seq in ((k, chosen), (len(pairs) + k, rejected)):
-            place = packed.places[2 * k + (s != k)]
-            for i, label in enumerate(seq["labels"]):
-                if i > 0 and label != -100:
-                    token_index.append(place[i - 1])
-                    targets.append(label)
-                    sequence.append(s)
-            last_index[s] = place[-1]
+def pack_sequences(groups: list[list[tuple[int, dict[str, list[int]]]]], pad_id: int, device: str) -> PackedSequences:
+    """Pack each group of (number, sequence) into one row; a sequence is `encode`'s input_ids
+    and labels (−100 off the response), and the numbers are 0 … n−1, each used once."""
+    packed = pack([[seq["input_ids"] for _, seq in group] for group in groups], pad_id, device)
+    numbered = [item for group in groups for item in group]
+    token_index, targets, sequence, last_index = [], [], [], [0] * len(numbered)
+    for (s, seq), place in zip(numbered, packed.places):
+        for i, label in enumerate(seq["labels"]):
+            if i > 0 and label != -100:
+                token_index.append(place[i - 1])
+                targets.append(label)
+                sequence.append(s)
+        last_index[s] = place[-1]
     as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)
-    return PackedPairs(packed, as_tensor(token_index), as_tensor(targets), as_tensor(sequence), as_tensor(last_index))
+    return PackedSequences(packed, as_tensor(token_index), as_tensor(targets), as_tensor(sequence), as_tensor(last_index))
+
+
+def packed_batches(sequences: list[dict[str, list[int]]], rows: int, pad_id: int, device: str) -> Iterator[tuple[list[int], PackedSequences]]:
+    """`encode`'s sequences grouped by prompt (the tokens their labels leave out), a group to a
+    row and `rows` groups of similar length to a batch: (indices, batch) with the batch's
+    sequence j being sequences[indices[j]]."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, seq in enumerate(sequences):
+        groups.setdefault(tuple(seq["input_ids"][:seq["labels"].count(-100)]), []).append(i)
+    ordered = sorted(groups.values(), key=lambda group: sum(len(sequences[i]["input_ids"]) for i in group))
+    for start in range(0, len(ordered), rows):
+        chunk = ordered[start:start + rows]
+        indices = [i for group in chunk for i in group]
+        numbers = iter(range(len(indices)))
+        yield indices, pack_sequences([[(next(numbers), sequences[i]) for i in group] for group in chunk], pad_id, device)
+
+
+def pack_pairs(pairs: list, pad_id: int, device: str) -> PackedSequences:
+    """Pack each pair (`trainers.pairs.encode_pair`'s chosen, rejected and label) into one row:
+    for B pairs, sequence s < B is pair s's chosen and B + s its rejected."""
+    return pack_sequences([[(k, chosen), (len(pairs) + k, rejected)] for k, (chosen, rejected, _) in enumerate(pairs)], pad_id, device)
 
 
 def packed_hidden(model: torch.nn.Module, packed: Packed, **kwargs) -> torch.Tensor:

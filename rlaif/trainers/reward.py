@@ -18,7 +18,7 @@ from tqdm import tqdm
 from rlaif.errors import ConfigError
 from rlaif.models.blocks import Layout, blocks_between, hidden_at, last_block_at, runs_piecewise
 from rlaif.models.loading import load_reward_model
-from rlaif.models.packing import PackedPairs, common_prefix_length, pack_pairs
+from rlaif.models.packing import PackedSequences, common_prefix_length, pack_pairs
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.loop import OfflineTrainer, batched, blocks, unwrap
 from rlaif.trainers.losses import reward_model_loss
@@ -41,7 +41,7 @@ def frozen_key(train_layers: int, pair: EncodedPair) -> tuple[int, tuple[int, ..
     return train_layers, tuple(pair[0]["input_ids"]), tuple(pair[1]["input_ids"])
 
 
-def read_columns(batch: PackedPairs) -> torch.Tensor:
+def read_columns(batch: PackedSequences) -> torch.Tensor:
     """(B, 2): the column of row b where the head reads pair b's chosen and its rejected sequence."""
     width, n = batch.packed.input_ids.shape[1], len(batch.last_index) // 2
     return torch.stack([batch.last_index[:n], batch.last_index[n:]], dim=1) % width

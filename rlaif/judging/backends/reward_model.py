@@ -11,7 +11,7 @@ model trained on 192 tokens learned nothing about the 193rd, and scoring it cost
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,21 +44,31 @@ def scoring_length(options: RewardModelOptions, model: str) -> int:
 @torch.no_grad()
 def reward_scores(model, tokenizer, items: Sequence[tuple[Prompt, str]], max_length: int, batch_size: int,
                   on_batch: Callable[[list[int], list[float], list[int]], None] | None = None) -> list[float]:
-    """The reward model's score of each (prompt, response), longest-first in batches of similar
-    length; `on_batch(indices, scores, token counts)` hears each batch as it is done."""
+    """The reward model's score of each (prompt, response), in batches of similar length;
+    `on_batch(indices, scores, token counts)` hears each batch as it is done. Where the model
+    allows it (`models.blocks`), a prompt's responses share a packed row of `batch_size` rows,
+    their common tokens computed once and the blocks on real tokens only; any other sequence
+    classifier reads padded batches of `batch_size` sequences."""
+    from rlaif.models.blocks import hidden_at, runs_piecewise
     from rlaif.models.encoding import collate, encode
+    from rlaif.models.packing import packed_batches
 
-    order = sorted(range(len(items)), key=lambda i: -len(items[i][1]) - len(str(items[i][0])))
+    sequences = [encode(tokenizer, *item, max_length, f"item:{i}", True) for i, item in enumerate(items)]
     scores = [0.0] * len(items)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        encoded = [encode(tokenizer, *items[i], max_length, f"item:{i}", True) for i in chunk]
-        batch = collate(encoded, tokenizer.pad_token_id, str(model.device))
-        values = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float().tolist()
-        for i, value in zip(chunk, values):
+    if runs_piecewise(model):
+        batches: Iterable[tuple[list[int], Any]] = packed_batches(sequences, batch_size, tokenizer.pad_token_id, str(model.device))
+        score = lambda batch: model.score(hidden_at(model, batch.packed, batch.last_index))[:, 0]
+    else:
+        order = sorted(range(len(items)), key=lambda i: len(sequences[i]["input_ids"]))
+        chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        batches = ((chunk, collate([sequences[i] for i in chunk], tokenizer.pad_token_id, str(model.device))) for chunk in chunks)
+        score = lambda batch: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
+    for indices, batch in batches:
+        values = score(batch).float().tolist()
+        for i, value in zip(indices, values):
             scores[i] = value
         if on_batch:
-            on_batch(chunk, values, [len(e["input_ids"]) for e in encoded])
+            on_batch(indices, values, [len(sequences[i]["input_ids"]) for i in indices])
     return scores
 
 
