@@ -7,7 +7,10 @@ only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+from tqdm import tqdm
 
 from rlaif.models.blocks import hidden_at
 from rlaif.models.loading import load_causal_lm
@@ -36,8 +39,11 @@ class DPOTrainer(OfflineTrainer):
 
     def _reference_logps(self, reference, file) -> None:
         """The reference's log-probabilities of every pair, kept for `--resume`."""
-        with self.autocast():  # the policy's precision, so that h = 0 before the first step
-            self.reference = {"train": self._all_logps(reference, self.train_pairs), "eval": self._all_logps(reference, self.eval_pairs)}
+        pairs = self.train_pairs + self.eval_pairs
+        bar = tqdm(total=len(pairs), desc="reference log-probabilities", unit="pair", disable=not (self.config.progress and self.procs.main))
+        with self.autocast(), bar:  # the policy's precision, so that h = 0 before the first step
+            logps = self._all_logps(reference, pairs, bar.update)
+        self.reference = {"train": logps[:self.n_train], "eval": logps[self.n_train:]}
         if self.procs.main:
             tmp = file.with_name(file.name + ".tmp")
             torch.save(self.reference, tmp)
@@ -54,8 +60,12 @@ class DPOTrainer(OfflineTrainer):
         return logps[: len(pairs)], logps[len(pairs):]
 
     @torch.no_grad()
-    def _all_logps(self, model, pairs) -> torch.Tensor:
-        out = [torch.stack(self._logps(model, chunk), dim=1).cpu() for chunk in batched(pairs, self.config.batch_size)]
+    def _all_logps(self, model, pairs, on_batch: Callable[[int], object] = lambda n: None) -> torch.Tensor:
+        """(len(pairs), 2): log π(chosen), log π(rejected) of each pair; `on_batch(pairs done)` hears each batch."""
+        out = []
+        for chunk in batched(pairs, self.config.batch_size):
+            out.append(torch.stack(self._logps(model, chunk), dim=1).cpu())
+            on_batch(len(chunk))
         return torch.cat(out) if out else torch.zeros(0, 2)
 
     def _metrics(self, model, pairs, reference: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
