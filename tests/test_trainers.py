@@ -20,6 +20,7 @@ from rlaif.errors import ConfigError, InputError
 from rlaif.models.encoding import collate, encode
 from rlaif.models.loading import load_tokenizer
 from rlaif.trainers import TrainConfig, train, trainer_for
+from rlaif.trainers.dpo import DPOTrainer
 from rlaif.trainers.loop import lr_factor
 from rlaif.trainers.pairs import split
 from rlaif.trainers.ppo import PPOTrainer
@@ -133,6 +134,33 @@ def test_dpo_rewards_accuracies_rise_and_first_loss_is_log_2(tiny, pairs, tmp_pa
     assert rows[-1]["rewards/accuracies"] > rows[0]["rewards/accuracies"] and rows[-1]["rewards/margins"] > 0
     assert {"rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected"} <= set(rows[0])
     assert (tmp_path / "reference_logps.pt").exists()
+
+
+def test_dpo_reference_cache_serves_later_runs_on_the_same_sequences(tiny, pairs, tmp_path, monkeypatch):
+    """A run with --reference-cache keeps each sequence's reference log-probability; a run on the
+    same pairs with half of them swapped computes none, and trains as it would without the cache;
+    the IPO loss (averaged log-probabilities) is a different quantity and computes its own."""
+    computed: list[int] = []
+    all_logps = DPOTrainer._all_logps
+    monkeypatch.setattr(DPOTrainer, "_all_logps", lambda self, model, todo, *a: computed.append(len(todo)) or all_logps(self, model, todo, *a))
+    rows = [json.loads(line) for line in open(pairs)]
+    swapped = write_jsonl(tmp_path / "swapped.jsonl", [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} if i % 2 else r for i, r in enumerate(rows)])
+    cache, settings = str(tmp_path / "cache.sqlite"), {"max_steps": 3, "eval_split": 0.25, "hard_labels": True}
+    train(config("dpo", pairs, tiny, tmp_path / "first", reference_cache=cache, **settings))
+    assert computed == [len(rows)]
+    computed.clear()
+    train(config("dpo", str(swapped), tiny, tmp_path / "cached", reference_cache=cache, **settings))
+    assert computed == []
+    train(config("dpo", str(swapped), tiny, tmp_path / "uncached", **settings))
+    assert computed == [len(rows)]
+    for split_name in ("train", "eval"):
+        torch.testing.assert_close(torch.load(tmp_path / "cached" / "reference_logps.pt")[split_name],
+                                   torch.load(tmp_path / "uncached" / "reference_logps.pt")[split_name], atol=1e-4, rtol=1e-5)
+    losses = [[r.get("loss", r.get("eval/loss")) for r in metrics(tmp_path / run)] for run in ("cached", "uncached")]
+    assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], abs=1e-5)  # 3 steps and the held-out loss
+    computed.clear()
+    train(config("dpo", pairs, tiny, tmp_path / "ipo", reference_cache=cache, loss="ipo", **settings))
+    assert computed == [len(rows)]
 
 
 @pytest.mark.parametrize("extra", [{"loss": "ipo"}, {"label_smoothing": 0.1}, {"hard_labels": True}])

@@ -8,19 +8,13 @@ from typing import Any
 from tqdm import tqdm
 
 from rlaif.models.loading import load_tokenizer, model_fingerprint
-from rlaif.storage.cache import AnswerCache, cache_key
+from rlaif.storage.cache import AnswerCache, cache_key, through_cache
 
 
 def cached_scores(cache: AnswerCache, kind: str, identity: str, items: list[tuple[Any, str]], compute) -> list[float]:
     """`compute(missing items) -> scores`, through the cache, keyed by what scored and the text."""
     keys = [cache_key(kind, identity, prompt, response) for prompt, response in items]
-    found = {k: v for k in set(keys) if (v := cache.get(k)) is not None}
-    missing = list({k: item for k, item in zip(keys, items) if k not in found}.items())
-    if missing:
-        for (k, _), score in zip(missing, compute([item for _, item in missing])):
-            cache.put(k, score)
-            found[k] = score
-    return [found[k] for k in keys]
+    return through_cache(cache, keys, lambda indices: compute([items[i] for i in indices]))
 
 
 def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], temperature: float = 1.0, batch_size: int = 8,

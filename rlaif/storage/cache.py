@@ -12,6 +12,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 
@@ -47,3 +48,18 @@ class AnswerCache:
 
     def close(self) -> None:
         self._db.close()
+
+
+def through_cache(cache: AnswerCache, keys: list[str], compute: Callable[[list[int]], list[Any]]) -> list[Any]:
+    """The value of each key: from the cache, or from `compute(indices)`, which gets the index of
+    the first occurrence of each missing key and returns their values in that order (then cached)."""
+    found = {k: v for k in set(keys) if (v := cache.get(k)) is not None}
+    missing: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in found:
+            missing.setdefault(k, i)
+    if missing:
+        for k, value in zip(missing, compute(list(missing.values()))):
+            cache.put(k, value)
+            found[k] = value
+    return [found[k] for k in keys]

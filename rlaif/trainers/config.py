@@ -57,6 +57,7 @@ class TrainConfig:
     beta: float = setting(0.1, "dpo: KL strength.", above=0)
     label_smoothing: float = setting(0.0, "dpo: conservative DPO's label noise rate.", at_least=0, below=0.5)
     loss: str = setting("sigmoid", "dpo: sigmoid (DPO), or ipo on length-normalised log-probabilities (as TRL's ipo).", ("sigmoid", "ipo"))
+    reference_cache: str | None = setting(None, "dpo: an SQLite file that keeps the reference's log-probability of each sequence, so that later runs from the same model on the same sequences (other β or lr, the pairs swapped) skip their reference pass.")
     # ppo and grpo
     reward_model: str | None = setting(None, "ppo/grpo: a reward model directory (trained with --method rm), or a reward_model judge config.")
     reward_function: str | None = setting(None, "ppo/grpo: a Python function FILE.py:NAME (or module:NAME) taking (prompts, responses) and returning one score per response.")

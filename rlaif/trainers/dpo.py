@@ -1,9 +1,10 @@
 """Direct preference optimisation. The reference model's log-probabilities are computed once,
 before training (so no second model stays in memory; with LoRA, by the policy with its adapter
-off), and kept in the output directory for `--resume`. Each pair goes through the policy as one packed row (`packing`): its prompt is
-computed once for chosen and rejected, the blocks' linear layers run on real tokens only, not
-the padding (`models.blocks`, where the model allows it), and the LM head on response tokens
-only."""
+off), and kept in the output directory for `--resume`; with `--reference-cache`, also per
+sequence for other runs from the same model. Each pair goes through the policy as one packed
+row (`packing`): its prompt is computed once for chosen and rejected, the blocks' linear layers
+run on real tokens only, not the padding (`models.blocks`, where the model allows it), and the
+LM head on response tokens only."""
 
 from __future__ import annotations
 
@@ -13,11 +14,12 @@ import torch
 from tqdm import tqdm
 
 from rlaif.models.blocks import hidden_at
-from rlaif.models.loading import load_causal_lm
+from rlaif.models.loading import load_causal_lm, model_fingerprint
 from rlaif.models.packing import pack_pairs
+from rlaif.storage.cache import AnswerCache, cache_key, through_cache
 from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
 from rlaif.trainers.losses import dpo_loss, head_logps, per_sequence
-from rlaif.trainers.pairs import encoded_train_eval_pairs, truncated_rows
+from rlaif.trainers.pairs import EncodedPair, encoded_train_eval_pairs, truncated_rows
 
 
 class DPOTrainer(OfflineTrainer):
@@ -38,16 +40,42 @@ class DPOTrainer(OfflineTrainer):
                 self._reference_logps(base, reference_file)
 
     def _reference_logps(self, reference, file) -> None:
-        """The reference's log-probabilities of every pair, kept for `--resume`."""
+        """The reference's log-probabilities of every pair, kept for `--resume`; with
+        --reference-cache, each sequence's read from there when an earlier run computed it."""
+        cfg = self.config
         pairs = self.train_pairs + self.eval_pairs
-        bar = tqdm(total=len(pairs), desc="reference log-probabilities", unit="pair", disable=not (self.config.progress and self.procs.main))
-        with self.autocast(), bar:  # the policy's precision, so that h = 0 before the first step
-            logps = self._all_logps(reference, pairs, bar.update)
+
+        def compute(todo: list[EncodedPair]) -> torch.Tensor:
+            bar = tqdm(total=len(todo), desc="reference log-probabilities", unit="pair", disable=not (cfg.progress and self.procs.main))
+            with self.autocast(), bar:  # the policy's precision, so that h = 0 before the first step
+                return self._all_logps(reference, todo, bar.update)
+
+        logps = compute(pairs) if cfg.reference_cache is None else self._through_reference_cache(pairs, compute)
         self.reference = {"train": logps[:self.n_train], "eval": logps[self.n_train:]}
         if self.procs.main:
             tmp = file.with_name(file.name + ".tmp")
             torch.save(self.reference, tmp)
             tmp.replace(file)
+
+    def _through_reference_cache(self, pairs: list[EncodedPair], compute: Callable[[list[EncodedPair]], torch.Tensor]) -> torch.Tensor:
+        """`compute(pairs)` for the pairs with a sequence the cache lacks; keyed per sequence by
+        the model's weights, the precision, the device type and the loss (IPO averages), so a
+        pair swapped (another judge's choice) is found too."""
+        cfg = self.config
+        identity = [model_fingerprint(cfg.model), "bf16" if cfg.bf16 else "float32", torch.device(self.procs.device).type, cfg.loss == "ipo"]
+        keys = [cache_key("dpo reference log-probability", identity, seq["input_ids"], seq["labels"]) for chosen, rejected, _ in pairs for seq in (chosen, rejected)]
+
+        def missing(indices: list[int]) -> list[float]:  # index 2k + j: pair k's chosen (j = 0) or rejected (j = 1)
+            needed = sorted({i // 2 for i in indices})
+            row = {k: n for n, k in enumerate(needed)}
+            logps = compute([pairs[k] for k in needed])
+            return [logps[row[i // 2], i % 2].item() for i in indices]
+
+        cache = AnswerCache(cfg.reference_cache)
+        try:
+            return torch.tensor(through_cache(cache, keys, missing)).view(-1, 2)
+        finally:
+            cache.close()
 
     def _logps(self, model, pairs) -> tuple[torch.Tensor, torch.Tensor]:
         """log π(chosen), log π(rejected) for a list of pairs, in one forward pass over the pairs

@@ -2,11 +2,12 @@
 
 From one file of human-labeled pairs it takes three disjoint slices of rows, then:
 label the training slice with the judge -> agreement with the humans -> DPO on the AI labels
-and DPO on the human labels of exactly those pairs (same model, pairs, steps and seed) -> a
-gold reward model from the human labels of a slice neither policy saw -> `rlaif compare` of
-both policies and their base on the evaluation slice. Each step is the toolkit's own API
-(`label`, `agreement`, `train`, `compare`), and each is skipped on a rerun when its output
-is already complete, so a killed experiment continues where it stopped.
+and DPO on the human labels of exactly those pairs (same model, pairs, steps and seed; the
+first's reference pass serves both) -> a gold reward model from the human labels of a slice
+neither policy saw -> `rlaif compare` of both policies and their base on the evaluation slice.
+Each step is the toolkit's own API (`label`, `agreement`, `train`, `compare`), and each is
+skipped on a rerun when its output is already complete, so a killed experiment continues
+where it stopped.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from rlaif.trainers.config import TrainConfig, read_run_config
 
 SLICES = ("train", "gold", "eval")
 SECTIONS = {"label": LabelConfig, "train": TrainConfig, "gold_rm": TrainConfig, "compare": CompareConfig}
-SET_BY_THE_EXPERIMENT = {"input", "output", "data", "method", "model", "runs", "eval_data", "gold_rm", "labels", "progress"}
+SET_BY_THE_EXPERIMENT = {"input", "output", "data", "method", "model", "runs", "eval_data", "gold_rm", "labels", "progress", "reference_cache"}
 
 
 def read_experiment(path: str | Path) -> dict[str, Any]:
@@ -130,7 +131,8 @@ def run_experiment(path: str | Path, progress: bool = True) -> dict[str, Any]:
     human = out / "train-human-labels.jsonl"
     write_jsonl_atomic(human, human_labeled_twins(labeled.rows))
 
-    common = {"method": "dpo", "model": model, "seed": seed, "progress": progress, **spec.get("train", {})}
+    # the two runs read the same sequences (some pairs swapped): one reference pass serves both
+    common = {"method": "dpo", "model": model, "seed": seed, "progress": progress, "reference_cache": str(out / "cache.sqlite"), **spec.get("train", {})}
     runs = [str(out / "dpo-ai-labels"), str(out / "dpo-human-labels")]
     train_once(TrainConfig(data=str(label_dir / "pairs.jsonl"), output=runs[0], **common))
     train_once(TrainConfig(data=str(human), output=runs[1], **common))
