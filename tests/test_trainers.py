@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,7 +144,7 @@ def test_dpo_reference_cache_serves_later_runs_on_the_same_sequences(tiny, pairs
     computed: list[int] = []
     all_logps = DPOTrainer._all_logps
     monkeypatch.setattr(DPOTrainer, "_all_logps", lambda self, model, todo, *a: computed.append(len(todo)) or all_logps(self, model, todo, *a))
-    rows = [json.loads(line) for line in open(pairs)]
+    rows = [json.loads(line) for line in Path(pairs).read_text().splitlines()]
     swapped = write_jsonl(tmp_path / "swapped.jsonl", [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} if i % 2 else r for i, r in enumerate(rows)])
     cache, settings = str(tmp_path / "cache.sqlite"), {"max_steps": 3, "eval_split": 0.25, "hard_labels": True}
     train(config("dpo", pairs, tiny, tmp_path / "first", reference_cache=cache, **settings))
