@@ -162,6 +162,9 @@ def test_dpo_reference_cache_serves_later_runs_on_the_same_sequences(tiny, pairs
     computed.clear()
     train(config("dpo", pairs, tiny, tmp_path / "ipo", reference_cache=cache, loss="ipo", **settings))
     assert computed == [len(rows)]
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(ConfigError, match=r"--reference-cache .*a-file/cache.sqlite: cannot open it"):
+        train(config("dpo", pairs, tiny, tmp_path / "bad", reference_cache=str(tmp_path / "a-file" / "cache.sqlite"), **settings))
 
 
 @pytest.mark.parametrize("extra", [{"loss": "ipo"}, {"label_smoothing": 0.1}, {"hard_labels": True}])

@@ -8,11 +8,13 @@ LM head on response tokens only."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 
 import torch
 from tqdm import tqdm
 
+from rlaif.errors import ConfigError
 from rlaif.models.blocks import hidden_at
 from rlaif.models.loading import load_causal_lm, model_fingerprint
 from rlaif.models.packing import pack_pairs
@@ -71,7 +73,10 @@ class DPOTrainer(OfflineTrainer):
             logps = compute([pairs[k] for k in needed])
             return [logps[row[i // 2], i % 2].item() for i in indices]
 
-        cache = AnswerCache(cfg.reference_cache)
+        try:
+            cache = AnswerCache(cfg.reference_cache)
+        except (OSError, sqlite3.Error) as e:
+            raise ConfigError(f"--reference-cache {cfg.reference_cache}: cannot open it ({e})") from None
         try:
             return torch.tensor(through_cache(cache, keys, missing)).view(-1, 2)
         finally:
