@@ -115,6 +115,12 @@ def test_bad_settings_are_one_line_before_anything_loads(args, expected):
     assert expected in one_line_error(args)
 
 
+def test_a_cache_path_that_cannot_be_opened_is_one_line_naming_it(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    cache = tmp_path / "a-file" / "cache.sqlite"
+    assert f"{cache}: cannot open it as a cache" in one_line_error(["label", "--input", "examples/demo.jsonl", "--output", str(tmp_path / "out"), "--cache", str(cache)])
+
+
 def test_the_api_and_settings_files_refuse_what_the_command_line_refuses(tmp_path):
     from rlaif.errors import ConfigError
     from rlaif.labeling.run import LabelConfig

@@ -15,6 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rlaif.errors import ConfigError
+from rlaif.storage.locks import is_disk_full
+
 
 def cache_key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -23,10 +26,15 @@ def cache_key(*parts: Any) -> str:
 class AnswerCache:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as e:
+            if is_disk_full(e):
+                raise
+            raise ConfigError(f"cannot open it as a cache ({e})", str(self.path)) from None
         # Each answer is its own transaction. Written to the WAL before `put` returns, it survives
         # a killed process; NORMAL leaves out the fsync per commit (only a power loss can drop the
         # last answers), which would otherwise stall the event loop of an API judge on every call.

@@ -36,6 +36,11 @@ class DiskFull(UserError):
 FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def is_disk_full(e: BaseException) -> bool:
+    """Whether an OSError or an SQLite error says the disk (or the quota) is full."""
+    return getattr(e, "errno", None) in FULL or "database or disk is full" in str(e)
+
+
 @contextmanager
 def writing(directory: str | Path) -> Iterator[Path]:
     """Hold `directory` (created if missing) for writing until the block ends; raise
@@ -70,7 +75,7 @@ def _hold(fh, path: Path, directory: str | Path) -> Iterator[Path]:
     try:
         yield path
     except (OSError, sqlite3.OperationalError) as e:
-        if getattr(e, "errno", None) in FULL or "database or disk is full" in str(e):
+        if is_disk_full(e):
             # Every file is written whole or cut back on the next run (pairs.jsonl to its last
             # recorded length, checkpoints renamed into place), so a rerun loses nothing.
             raise DiskFull(f"{directory}: the disk is full ({e}); free some space and run the same command again: "

@@ -8,7 +8,6 @@ LM head on response tokens only."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable
 
 import torch
@@ -75,8 +74,8 @@ class DPOTrainer(OfflineTrainer):
 
         try:
             cache = AnswerCache(cfg.reference_cache)
-        except (OSError, sqlite3.Error) as e:
-            raise ConfigError(f"--reference-cache {cfg.reference_cache}: cannot open it ({e})") from None
+        except ConfigError as e:
+            raise ConfigError(f"--reference-cache {e}") from None
         try:
             return torch.tensor(through_cache(cache, keys, missing)).view(-1, 2)
         finally:
