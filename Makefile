@@ -35,11 +35,11 @@ demo: $(VENV)/.installed
 compare-demo: $(VENV)/.installed
 	$(BIN)/rlaif experiment examples/compare-demo.toml
 
-# A judge with signal and no key: a reward model (the top block and a head on the embedded model,
-# the setting that won the nested cross-validation in docs/benchmarks.md) trained on human-labeled
-# pairs 0-599, then labeling pairs 600-999 (which it never saw) and their agreement with the human labels.
+# A judge with signal and no key: a reward model on the embedded backbone trained on human-labeled
+# HH-harmless pairs 0-599 (the recipe in examples/rm-judge.toml), then labeling pairs 600-999, which
+# it never saw, and their agreement with the human labels.
 rm-judge: $(VENV)/.installed
-	$(BIN)/rlaif train --method rm --data 'examples/hh-harmless.jsonl.gz?rows=0:600' --train-layers 1 --epochs 3 --batch-size 32 --lr 3e-4 --lr-scheduler constant --warmup-steps 5 --max-length 192 --output outputs/rm-judge
+	$(BIN)/rlaif train --config examples/rm-judge.toml --output outputs/rm-judge
 	$(BIN)/rlaif label --input 'examples/hh-harmless.jsonl.gz?rows=600:1000' --judge reward-model --output outputs/hh-rm-judge
 	$(BIN)/rlaif agreement outputs/hh-rm-judge
 

@@ -8,11 +8,11 @@ import pytest
 from rlaif.errors import ConfigError
 from rlaif.evaluate.agreement import agreement
 from rlaif.inputs import load_examples
-from rlaif.judging.backends.reward_model import RewardModelJudge, reward_scores
+from rlaif.judging.backends.reward_model import RewardModelJudge, reward_scores, scoring_length
 from rlaif.judging.configs import load_judge_config
 from rlaif.labeling.run import LabelConfig, label
 from rlaif.models.encoding import encode
-from rlaif.models.loading import load_reward_model, load_tokenizer
+from rlaif.models.loading import load_reward_model, load_tokenizer, position_limit
 from rlaif.trainers import TrainConfig, train
 from tests.conftest import HH, write_jsonl
 
@@ -46,7 +46,7 @@ def test_reward_model_judge_scores_each_response_once(tiny_rm, tmp_path):
     model, tokenizer = load_reward_model(tiny_rm), load_tokenizer(tiny_rm, padding_side="right")
     for row in result.rows:
         chosen, rejected = (s["score"] for s in sorted(row["scores"], key=lambda s: s["response"]))
-        direct = reward_scores(model, tokenizer, [(row["prompt"], text(row["chosen"])), (row["prompt"], text(row["rejected"]))], 128, 2)  # its trained length
+        direct = reward_scores(model, tokenizer, [(row["prompt"], text(row["chosen"])), (row["prompt"], text(row["rejected"]))], position_limit(tiny_rm), 2)
         assert [chosen, rejected] == pytest.approx(direct, abs=1e-5) and chosen >= rejected
         assert row["ai_preference"] == pytest.approx(1 / (1 + math.exp(-(chosen - rejected) / 0.5)))
     again = label(LabelConfig(f"{HH}?rows=100:106", str(tmp_path / "out"), judge=judge, progress=False))
@@ -55,16 +55,43 @@ def test_reward_model_judge_scores_each_response_once(tiny_rm, tmp_path):
         label(LabelConfig(f"{HH}?rows=100:106", str(tmp_path / "out"), judge=judge, mode="pairwise", progress=False))
 
 
-@pytest.mark.parametrize("max_length, expected", [(None, 128), (48, 48)])
-def test_reward_model_judge_cuts_at_the_trained_length_unless_told(tiny_rm, tmp_path, max_length, expected):
+@pytest.mark.parametrize("max_length, expected", [(None, 2048), (48, 48)])
+def test_reward_model_judge_reads_what_the_model_can_read_unless_told(tiny_rm, tmp_path, max_length, expected):
+    # tiny_rm was trained at 128 tokens; its position limit is 2048: by default nothing is cut.
     options = {} if max_length is None else {"max_length": max_length}
     judge = judge_file(tmp_path, "reward_model", tiny_rm, **options)
     assert RewardModelJudge.identity(load_judge_config(judge))["options"]["max_length"] == expected
     result = label(LabelConfig(f"{HH}?rows=100:106", str(tmp_path / "out"), judge=judge, progress=False))
     tokenizer = load_tokenizer(tiny_rm, padding_side="right")
     full = [len(encode(tokenizer, r["prompt"], text(r[side]), 10**6, "x:1", True)["input_ids"]) for r in result.rows for side in ("chosen", "rejected")]
-    assert max(full) > expected  # some pair is cut, and the judge read each sequence up to the cut
+    assert max(full) > 128  # some sequence is longer than the model was trained at, and the judge read each up to the cut
     assert result.manifest["tokens"]["prompt"] == sum(min(n, expected) for n in full)
+
+
+def test_scoring_never_cuts_a_sequence_that_fits_the_model(tiny_rm, tmp_path):
+    # The guard for the judge's default: every score is the model's own forward pass over the
+    # whole (prompt, response), one sequence at a time, however long it is.
+    import torch
+
+    model, tokenizer = load_reward_model(tiny_rm), load_tokenizer(tiny_rm, padding_side="right")
+    items = [(ex.prompt, r) for ex in load_examples(f"{HH}?rows=0:24").examples for r in ex.responses]
+    options = RewardModelJudge.parse_options(load_judge_config(judge_file(tmp_path, "reward_model", tiny_rm)))
+    scores = reward_scores(model, tokenizer, items, scoring_length(options, tiny_rm), 4)  # type: ignore[arg-type]
+    whole = [encode(tokenizer, p, r, 10**6, "x:1", True)["input_ids"] for p, r in items]
+    assert max(map(len, whole)) > 300  # longer than the model was trained at (128)
+    with torch.no_grad():
+        own = [model(input_ids=torch.tensor([ids])).logits[0, 0].item() for ids in whole]
+    assert scores == pytest.approx(own, abs=1e-4)
+
+
+def test_a_sequence_longer_than_the_model_reads_gives_up_its_prompts_beginning(tiny_rm):
+    tokenizer = load_tokenizer(tiny_rm, padding_side="right")
+    limit = position_limit(tiny_rm)
+    prompt, response = " ".join(f"w{i}" for i in range(2000)), "a short reply"
+    whole = encode(tokenizer, prompt, response, 10**6, "x:1", True)
+    cut = encode(tokenizer, prompt, response, limit, "x:1", True)
+    assert limit == 2048 and len(whole["input_ids"]) > limit and cut["truncated"]
+    assert cut["input_ids"] == whole["input_ids"][-limit:]  # the end of the prompt and the whole response
 
 
 def twin_files(tmp_path, n: int = 12) -> tuple[str, str]:
@@ -113,3 +140,13 @@ def test_a_rubric_without_a_pointwise_form_is_refused_before_any_work(tiny, tmp_
     rubric.write_text("Which is better?\n1: {{ response_a }}\n2: {{ response_b }}\nPreferred Response=")
     with pytest.raises(ConfigError, match="has no pointwise form"):
         label(LabelConfig(f"{HH}?rows=0:2", str(tmp_path / "out"), judge=judge_file(tmp_path, "local", tiny), rubric=str(rubric), mode="pointwise", progress=False))
+
+
+def test_a_held_out_accuracy_is_the_judges_agreement_on_those_pairs(tiny, tmp_path):
+    # Trained on pairs cut at 64 tokens, the reward model is evaluated on held-out pairs read
+    # whole, as its judge reads them: the two figures are one.
+    out = tmp_path / "rm"
+    results = train(TrainConfig(method="rm", model=tiny, data=f"{HH}?rows=0:16", eval_data=f"{HH}?rows=100:140", output=str(out),
+                                max_steps=2, batch_size=4, max_length=64, progress=False))
+    label(LabelConfig(f"{HH}?rows=100:140", str(tmp_path / "labels"), judge=judge_file(tmp_path, "reward_model", str(out)), progress=False))
+    assert results["eval/accuracy"] == agreement(tmp_path / "labels")["agreement"]

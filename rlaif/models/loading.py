@@ -174,16 +174,20 @@ def chat_prompt(tokenizer, prompt: Prompt) -> str:
     return f"{turns}Assistant:"
 
 
-def trained_max_length(path: str | None) -> int | None:
-    """The `max_length` an `rlaif train` output was trained at (its train_config.json), or None
-    for a model that did not come from `rlaif train`."""
-    if path is None:
-        return None
-    config = Path(path) / "train_config.json"
-    if not config.is_file():
-        return None
-    value = json.loads(config.read_text()).get("max_length")
-    return value if isinstance(value, int) and value > 0 else None
+def position_limit(name: str | None) -> int:
+    """The longest sequence a model reads: its config's position limit (`max_position_embeddings`,
+    or `n_positions` in GPT-2-shaped configs); an adapter's is its base model's."""
+    from transformers import AutoConfig
+
+    path = resolve_model(name)
+    adapter = Path(path) / "adapter_config.json"
+    if adapter.is_file() and not (Path(path) / "config.json").is_file():
+        return position_limit(json.loads(adapter.read_text())["base_model_name_or_path"])
+    config = AutoConfig.from_pretrained(path)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(limit, int) or limit < 2:
+        raise ConfigError(f"{name}: its config names no position limit (max_position_embeddings); give the judge's max_length")
+    return limit
 
 
 def load_reward_model(path: str, device: str | None = None, pad_token_id: int | None = None):

@@ -103,16 +103,34 @@ def pack_sequences(groups: list[list[tuple[int, dict[str, list[int]]]]], pad_id:
     return PackedSequences(packed, as_tensor(token_index), as_tensor(targets), as_tensor(sequence), as_tensor(last_index))
 
 
+ROW_CELLS = 1024 * 1024  # attention cells (L²) a batch may spend per row it is allowed
+
+
+def length_batches(lengths: list[int], rows: int) -> list[list[int]]:
+    """Indices of `lengths`, shortest first, cut into batches of at most `rows` items of similar
+    length, fewer where they are long: a batch of R items of length up to L keeps R·L² within
+    rows · 1024², so its attention scores take no more memory than `rows` items of 1,024 tokens
+    (one item of 8,192 tokens takes a batch of its own)."""
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if batches and len(batches[-1]) < rows and (len(batches[-1]) + 1) * lengths[i] ** 2 <= rows * ROW_CELLS:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def packed_batches(sequences: list[dict[str, list[int]]], rows: int, pad_id: int, device: str) -> Iterator[tuple[list[int], PackedSequences]]:
     """`encode`'s sequences grouped by prompt (the tokens their labels leave out), a group to a
-    row and `rows` groups of similar length to a batch: (indices, batch) with the batch's
-    sequence j being sequences[indices[j]]."""
+    row and up to `rows` groups of similar length to a batch (`length_batches`): (indices,
+    batch) with the batch's sequence j being sequences[indices[j]]."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, seq in enumerate(sequences):
         groups.setdefault(tuple(seq["input_ids"][:seq["labels"].count(-100)]), []).append(i)
-    ordered = sorted(groups.values(), key=lambda group: sum(len(sequences[i]["input_ids"]) for i in group))
-    for start in range(0, len(ordered), rows):
-        chunk = ordered[start:start + rows]
+    members = list(groups.values())
+    row_lengths = [len(prompt) + sum(len(sequences[i]["input_ids"]) - len(prompt) for i in group) for prompt, group in zip(groups, members)]
+    for batch in length_batches(row_lengths, rows):
+        chunk = [members[g] for g in batch]
         indices = [i for group in chunk for i in group]
         numbers = iter(range(len(indices)))
         yield indices, pack_sequences([[(next(numbers), sequences[i]) for i in group] for group in chunk], pad_id, device)

@@ -90,12 +90,13 @@ def encode_pair(tokenizer, pair: TrainPair, max_length: int, truncate: bool) -> 
     return chosen, rejected, pair.p
 
 
-def encoded_train_eval_pairs(tokenizer, config) -> tuple[list[EncodedPair], list[EncodedPair]]:
-    """Training and held-out pairs, tokenized."""
+def encoded_train_eval_pairs(tokenizer, config, eval_max_length: int | None = None) -> tuple[list[EncodedPair], list[EncodedPair]]:
+    """Training and held-out pairs, tokenized: the held-out ones cut at `eval_max_length` if
+    given, else at --max-length as the training pairs are."""
     train, held = train_eval_pairs(config)
     return (
         [encode_pair(tokenizer, p, config.max_length, config.truncate_prompt) for p in train],
-        [encode_pair(tokenizer, p, config.max_length, config.truncate_prompt) for p in held],
+        [encode_pair(tokenizer, p, eval_max_length or config.max_length, config.truncate_prompt) for p in held],
     )
 
 

@@ -8,6 +8,10 @@ where the head reads (`models.blocks.last_block_at`). With k = 0 (the head alone
 is the two sequences' final hidden state at the token the head reads, and later epochs cost
 almost nothing. On a Llama-shaped model, without LoRA or --gradient-checkpointing, in one
 process; otherwise every step runs the whole model.
+
+Held-out pairs are read whole, up to the model's position limit, as the reward-model judge
+reads them (`judging.backends.reward_model`), whatever --max-length the training pairs are cut
+at: a held-out accuracy is then the judge's agreement on those pairs.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from tqdm import tqdm
 
 from rlaif.errors import ConfigError
 from rlaif.models.blocks import Layout, blocks_between, hidden_at, last_block_at, runs_piecewise
-from rlaif.models.loading import load_reward_model
-from rlaif.models.packing import PackedSequences, common_prefix_length, pack_pairs
+from rlaif.models.loading import load_reward_model, position_limit
+from rlaif.models.packing import PackedSequences, common_prefix_length, length_batches, pack_pairs
 from rlaif.trainers.config import TrainConfig
-from rlaif.trainers.loop import OfflineTrainer, batched, blocks, unwrap
+from rlaif.trainers.loop import OfflineTrainer, blocks, unwrap
 from rlaif.trainers.losses import reward_model_loss
 from rlaif.trainers.pairs import EncodedPair, encoded_train_eval_pairs, truncated_rows
 from rlaif.trainers.processes import Processes
@@ -57,9 +61,8 @@ def keep_frozen_states(model: torch.nn.Module, pairs: list[EncodedPair], train_l
     if max(train_layers) > n:
         raise ConfigError(f"--train-layers {max(train_layers)}: the model has {n} transformer blocks")
     missing = list({frozen_key(0, p)[1:]: p for p in pairs if any(frozen_key(k, p) not in cache for k in train_layers)}.values())
-    missing.sort(key=lambda p: -packed_length(p))  # rows of similar length share a batch: little padding
-    for chunk in tqdm(batched(missing, 16), desc="frozen blocks, once per pair", unit="batch", total=-(-len(missing) // 16),
-                      disable=not progress or not missing):
+    chunks = length_batches([packed_length(p) for p in missing], 16)  # rows of similar length share a batch: little padding
+    for chunk in tqdm([[missing[i] for i in c] for c in chunks], desc="frozen blocks, once per pair", unit="batch", disable=not progress or not missing):
         batch = pack_pairs(chunk, pad_id, device)
         layout = Layout.of(batch.packed)
         flat, depth = model.base_model.embed_tokens(batch.packed.input_ids)[layout.valid], 0
@@ -93,7 +96,7 @@ class RewardTrainer(OfflineTrainer):
 
     def setup(self, init_from: str | None) -> None:
         cfg = self.config
-        self.train_pairs, self.eval_pairs = encoded_train_eval_pairs(self.tokenizer, cfg)
+        self.train_pairs, self.eval_pairs = encoded_train_eval_pairs(self.tokenizer, cfg, eval_max_length=position_limit(cfg.model))
         self.n_train, self.n_rows = len(self.train_pairs), len(self.train_pairs) + len(self.eval_pairs)
         self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
         self.model = self.load_trainable(lambda d: load_reward_model(d, self.procs.device, self.tokenizer.pad_token_id), init_from, "SEQ_CLS")
@@ -143,8 +146,8 @@ class RewardTrainer(OfflineTrainer):
         if not self.eval_pairs:
             return {}
         correct = margin = 0.0
-        for chunk in batched(self.eval_pairs, self.config.batch_size):
-            r_chosen, r_rejected = self._rewards(self.model, chunk)
+        for chunk in length_batches([packed_length(p) for p in self.eval_pairs], self.config.batch_size):
+            r_chosen, r_rejected = self._rewards(self.model, [self.eval_pairs[i] for i in chunk])
             correct += (r_chosen > r_rejected).sum().item()
             margin += (r_chosen - r_rejected).sum().item()
         return {"accuracy": correct / len(self.eval_pairs), "margin": margin / len(self.eval_pairs), "pairs": len(self.eval_pairs)}

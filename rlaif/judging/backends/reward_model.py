@@ -4,9 +4,15 @@
 It reads no rubric. Each response is scored on its own, prompt and response as the model was
 trained on them (the chat template, then the response and EOS), so there is no order to be
 biased by: a pair costs one call per distinct response, and P(A ≻ B) = σ((r_A − r_B) / T)
-with T the `temperature` option. Sequences are cut at the length the model was trained at (an
-`rlaif train` output's train_config.json says it) unless `max_length` says otherwise: a
-model trained on 192 tokens learned nothing about the 193rd, and scoring it costs time.
+with T the `temperature` option.
+
+A sequence is read whole up to the model's position limit (`max_length` sets a shorter cut):
+not at the length the model was trained at, since a score read from the whole conversation
+agrees with human labels more often than one read from its end (docs/benchmarks.md). Only
+where the limit forces a cut does a long prompt give up its beginning. Training cuts a pair's
+prompt once for both responses; here each response is cut on its own, because its score is
+cached by (prompt, response) and must not depend on the response it is compared with. The two
+differ only for sequences longer than the model can read.
 """
 
 from __future__ import annotations
@@ -19,16 +25,14 @@ import torch
 
 from rlaif.inputs import Prompt
 from rlaif.judging.base import Judge, JudgeConfig, JudgeRequest, Verdict
-from rlaif.models.loading import load_reward_model, load_tokenizer, model_fingerprint, trained_max_length
-
-UNTRAINED_MAX_LENGTH = 1024  # the cut for a reward model that did not come from `rlaif train`
+from rlaif.models.loading import load_reward_model, load_tokenizer, model_fingerprint, position_limit
 
 
 @dataclass
 class RewardModelOptions:
     temperature: float = 1.0  # T in σ((r_A − r_B) / T): larger is less sure
     batch_size: int = 16
-    max_length: int | None = None  # tokens per prompt + response (a long prompt gives up its beginning) [default: the trained length]
+    max_length: int | None = None  # tokens per prompt + response (a long prompt gives up its beginning) [default: the model's position limit]
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -37,8 +41,8 @@ class RewardModelOptions:
 
 
 def scoring_length(options: RewardModelOptions, model: str) -> int:
-    """The tokens a prompt + response is cut to: the option, else the trained length, else 1024."""
-    return options.max_length or trained_max_length(model) or UNTRAINED_MAX_LENGTH
+    """The tokens a prompt + response is cut to: the option, else the longest the model reads."""
+    return options.max_length or position_limit(model)
 
 
 @torch.no_grad()
@@ -46,12 +50,13 @@ def reward_scores(model, tokenizer, items: Sequence[tuple[Prompt, str]], max_len
                   on_batch: Callable[[list[int], list[float], list[int]], None] | None = None) -> list[float]:
     """The reward model's score of each (prompt, response), in batches of similar length;
     `on_batch(indices, scores, token counts)` hears each batch as it is done. Where the model
-    allows it (`models.blocks`), a prompt's responses share a packed row of `batch_size` rows,
-    their common tokens computed once and the blocks on real tokens only; any other sequence
-    classifier reads padded batches of `batch_size` sequences."""
+    allows it (`models.blocks`), a prompt's responses share a packed row, up to `batch_size`
+    rows a batch, their common tokens computed once and the blocks on real tokens only; any
+    other sequence classifier reads padded batches of up to `batch_size` sequences. Long
+    sequences go fewer to a batch (`models.packing.length_batches`)."""
     from rlaif.models.blocks import hidden_at, runs_piecewise
     from rlaif.models.encoding import collate, encode
-    from rlaif.models.packing import packed_batches
+    from rlaif.models.packing import length_batches, packed_batches
 
     sequences = [encode(tokenizer, *item, max_length, f"item:{i}", True) for i, item in enumerate(items)]
     scores = [0.0] * len(items)
@@ -59,8 +64,7 @@ def reward_scores(model, tokenizer, items: Sequence[tuple[Prompt, str]], max_len
         batches: Iterable[tuple[list[int], Any]] = packed_batches(sequences, batch_size, tokenizer.pad_token_id, str(model.device))
         score = lambda batch: model.score(hidden_at(model, batch.packed, batch.last_index))[:, 0]
     else:
-        order = sorted(range(len(items)), key=lambda i: len(sequences[i]["input_ids"]))
-        chunks = [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+        chunks = length_batches([len(seq["input_ids"]) for seq in sequences], batch_size)
         batches = ((chunk, collate([sequences[i] for i in chunk], tokenizer.pad_token_id, str(model.device))) for chunk in chunks)
         score = lambda batch: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
     for indices, batch in batches:
