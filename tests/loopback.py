@@ -4,7 +4,9 @@ protocols, for testing the API judges through the real SDK clients with no netwo
 It answers like a judge that prefers the response containing "GOOD" (p = 0.8), or, asked
 to rate one response (a pointwise prompt), rates it 4 if it contains "GOOD" and 2 if not
 (a server made with `prefers="weak"` looks for that word instead)
-(log-probabilities 0.6 on that rating, 0.2 on the next one down... see `RATING_PROBS`).
+(log-probabilities 0.6 on that rating, 0.2 on the next one down... see `RATING_PROBS`). A server
+made with `verdict_probs` answers a pairwise chat prompt with the label probabilities that
+function gives it instead (a simulated judge with a known preference).
 Asked anything else (a generation request), it samples `n` replies, "GOOD answer (seed s)" for
 an even seed s and "weak answer (seed s)" for an odd one, seed + i for the i-th (a server
 made with `ignores_n` returns one, like llama.cpp). It can be told to be slow or to fail:
@@ -37,9 +39,11 @@ def _prefers_first(prompt: str, prefers: str) -> bool:
 class Loopback:
     """Start with `with Loopback() as server:`; `server.url` is the base URL for the SDKs."""
 
-    def __init__(self, latency: float = 0.0, logprobs: bool = True, ignores_n: bool = False, prefers: str = "GOOD"):
+    def __init__(self, latency: float = 0.0, logprobs: bool = True, ignores_n: bool = False, prefers: str = "GOOD",
+                 verdict_probs: Callable[[str], dict[str, float]] | None = None):
         self.latency = latency
         self.prefers = prefers
+        self.verdict_probs = verdict_probs
         self.logprobs = logprobs
         self.ignores_n = ignores_n
         self.stopped = False
@@ -208,7 +212,7 @@ class Loopback:
                     server.chats.append(body["messages"])
                     reply = generation_reply(body, 1 if server.ignores_n else body["n"])
                 elif self.path.endswith("/chat/completions"):
-                    reply = openai_reply(body, fault == "unparseable", server.logprobs, server.prefers)
+                    reply = openai_reply(body, fault == "unparseable", server.logprobs, server.prefers, server.verdict_probs)
                 elif self.path.endswith("/completions"):
                     reply = completion_reply(body, server.logprobs, server.prefers)
                 else:
@@ -262,10 +266,10 @@ def _verdict_text(prompt: str, unparseable: bool, prefers: str) -> tuple[str, bo
     return f"Preferred Response={verdict}", first
 
 
-def _top(prompt: str, first: bool, prefers: str) -> list[dict]:
-    """The top log-probabilities at a verdict token (p = 0.8 / 0.2 on the labels, or `RATING_PROBS`)."""
+def _top(prompt: str, first: bool, prefers: str, probs: dict[str, float] | None = None) -> list[dict]:
+    """The top log-probabilities at a verdict token (p = 0.8 / 0.2 on the labels, or `RATING_PROBS`, or `probs` as given)."""
     rating = _rating(prompt, prefers)
-    probs = RATING_PROBS[rating] if rating else {"1": 0.8 if first else 0.2, "2": 0.2 if first else 0.8}
+    probs = probs or (RATING_PROBS[rating] if rating else {"1": 0.8 if first else 0.2, "2": 0.2 if first else 0.8})
     top = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in probs.items()]
     return sorted(top, key=lambda t: -t["logprob"])
 
@@ -285,11 +289,15 @@ def _continuation(prompt: str, text: str, body: dict) -> tuple[str, list[str]]:
     return text, ([text[:cut], label] if cut and label.isdigit() else [text])
 
 
-def openai_reply(body: dict, unparseable: bool, logprobs: bool, prefers: str) -> dict:
-    """A chat completion whose verdict token carries top log-probabilities p = 0.8 / 0.2; with a
-    `response_format` the verdict comes as JSON, {"verdict": label}."""
+def openai_reply(body: dict, unparseable: bool, logprobs: bool, prefers: str, verdict_probs: Callable[[str], dict[str, float]] | None = None) -> dict:
+    """A chat completion whose verdict token carries top log-probabilities p = 0.8 / 0.2 (or
+    `verdict_probs(prompt)`); with a `response_format` the verdict comes as JSON, {"verdict": label}."""
     prompt = request_prompt(body)
     full, first = _verdict_text(prompt, unparseable, prefers)
+    probs = verdict_probs(prompt) if verdict_probs and not unparseable else None
+    if probs:
+        label = max(probs, key=probs.__getitem__)
+        full = f"Rating={label}" if _rating(prompt, prefers) else f"Preferred Response={label}"
     if body.get("response_format") and not unparseable:
         label = full[full.rfind("=") + 1:]
         why = '"rationale": "It is clearer.", ' if "explain" in prompt else ""
@@ -299,7 +307,7 @@ def openai_reply(body: dict, unparseable: bool, logprobs: bool, prefers: str) ->
     text = "".join(tokens)
     content = []
     for token in tokens:
-        top = _top(prompt, first, prefers) if token.isdigit() else [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
+        top = _top(prompt, first, prefers, probs) if token.isdigit() else [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
         content.append({"token": token, "logprob": top[0]["logprob"], "bytes": list(token.encode()), "top_logprobs": top})
     return {
         "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body["model"],

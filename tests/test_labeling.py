@@ -113,7 +113,9 @@ def test_prompt_only_rows_are_generated_then_labeled(tmp_path):
     data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Name a fruit."}])
     config = LabelConfig(str(data), str(tmp_path / "o"), num_responses=3, max_new_tokens=12, progress=False)
     first = label(config)
-    assert first.manifest["counts"]["pairs"] + sum(first.manifest["counts"]["skipped"].values()) == 3
+    # Three candidates are ranked; the pair written (or left out, unseparated) is the best against the worst.
+    assert first.manifest["counts"]["pairs"] == 1 and first.manifest["ranking"]["rows"] == 1
+    assert len((tmp_path / "o" / "rankings.jsonl").read_text().splitlines()) == 1
     again = label(config)
     assert again.rows == first.rows and again.manifest["judge_calls"]["made"] == 0
 

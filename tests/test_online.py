@@ -9,7 +9,7 @@ from rlaif.errors import ConfigError, InputError
 from rlaif.models.loading import load_causal_lm
 from rlaif.trainers import train
 from rlaif.trainers.grpo import GRPOTrainer
-from rlaif.trainers.losses import group_advantages, grpo_loss, ppo_ptx_loss, preference_scores
+from rlaif.trainers.losses import group_advantages, grpo_loss, ppo_ptx_loss
 from rlaif.trainers.online import load_reward_function, load_texts
 from rlaif.trainers.ppo import PPOTrainer
 from tests.conftest import write_jsonl
@@ -24,12 +24,6 @@ def test_group_advantages_by_hand():
     std = math.sqrt(5 / 3)
     assert adv[0].tolist() == pytest.approx([-1.5 / (std + 1e-4), -0.5 / (std + 1e-4), 0.5 / (std + 1e-4), 1.5 / (std + 1e-4)])
     assert adv[1].tolist() == [0.0, 0.0, 0.0, 0.0]  # a group that agrees teaches nothing
-
-
-def test_preference_scores_are_the_share_of_the_group_each_response_beats():
-    # P(0 ≻ 1) = 0.9, P(0 ≻ 2) = 0.7, P(1 ≻ 2) = 0.4
-    p = torch.tensor([[[0.5, 0.9, 0.7], [0.1, 0.5, 0.4], [0.3, 0.6, 0.5]]])
-    assert preference_scores(p)[0].tolist() == pytest.approx([(0.9 + 0.7) / 2, (0.1 + 0.4) / 2, (0.3 + 0.6) / 2])
 
 
 def test_grpo_loss_by_hand():

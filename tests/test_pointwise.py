@@ -60,7 +60,7 @@ def test_reward_model_judge_reads_what_the_model_can_read_unless_told(tiny_rm, t
     # tiny_rm was trained at 128 tokens; its position limit is 2048: by default nothing is cut.
     options = {} if max_length is None else {"max_length": max_length}
     judge = judge_file(tmp_path, "reward_model", tiny_rm, **options)
-    assert RewardModelJudge.identity(load_judge_config(judge))["options"]["max_length"] == expected
+    assert RewardModelJudge.identity(load_judge_config(judge))["options"]["max_length"] == max_length  # None: the model's limit
     result = label(LabelConfig(f"{HH}?rows=100:106", str(tmp_path / "out"), judge=judge, progress=False))
     tokenizer = load_tokenizer(tiny_rm, padding_side="right")
     full = [len(encode(tokenizer, r["prompt"], text(r[side]), 10**6, "x:1", True)["input_ids"]) for r in result.rows for side in ("chosen", "rejected")]

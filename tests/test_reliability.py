@@ -174,7 +174,7 @@ def test_a_disk_that_fills_mid_run_stops_it_and_the_rerun_ends_as_an_uninterrupt
         return label(LabelConfig(data, str(tmp_path / name), judge=judge, chunk_size=2, progress=False))
 
     whole = run("whole").rows
-    monkeypatch.setattr(os, "fsync", full_disk(after=3))  # the second chunk's pairs are written, not synced
+    monkeypatch.setattr(os, "fsync", full_disk(after=4))  # three files a chunk: the second chunk's pairs are written, not synced
     with pytest.raises(DiskFull, match="the disk is full"):
         run("full")
     assert len((tmp_path / "full" / "pairs.jsonl").read_text().splitlines()) == 4  # the torn chunk is on disk, beyond the recorded length

@@ -48,10 +48,9 @@ def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], 
 
 
 def reward_model_identity(rm_dir: str) -> str:
-    """What a reward model's scores depend on besides the text: its weights and the length it cuts at."""
-    from rlaif.judging.backends.reward_model import RewardModelOptions, scoring_length
-
-    return f"{model_fingerprint(rm_dir)}@max_length={scoring_length(RewardModelOptions(), rm_dir)}"
+    """What a reward model's scores depend on besides the text: its weights (each sequence is read
+    whole, up to the model's position limit)."""
+    return f"{model_fingerprint(rm_dir)}@max_length=position-limit"
 
 
 def reward_model_scores(rm_dir: str, items: list[tuple[Any, str]], progress: bool = False) -> list[float]:

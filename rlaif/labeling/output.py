@@ -1,5 +1,5 @@
-"""What a labeling run writes: `pairs.jsonl` and `failures.jsonl`, appended a chunk at a time,
-`progress.json` (how far both are whole, and the counts so far) and, at the end,
+"""What a labeling run writes: `pairs.jsonl`, `failures.jsonl` and `rankings.jsonl`, appended a
+chunk at a time, `progress.json` (how far they are whole, and the counts so far) and, at the end,
 `manifest.json`. The fields of each are listed in docs/output-formats.md."""
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import jsonlines
 
 from rlaif.inputs import SKIP_REASONS, Pair, as_messages
 from rlaif.judging.base import Verdict, estimate_cost
+from rlaif.judging.candidates import Ranked
 from rlaif.judging.engine import JudgeSpec, JuryJudgment, PairJudgment
 from rlaif.judging.rubric import Rubric
 from rlaif.storage.files import run_stamp, write_json_atomic
 
-PAIRS, FAILURES, PROGRESS = "pairs.jsonl", "failures.jsonl", "progress.json"
+PAIRS, FAILURES, RANKINGS, PROGRESS = "pairs.jsonl", "failures.jsonl", "rankings.jsonl", "progress.json"
 
 
 @dataclass
@@ -52,8 +53,13 @@ class Totals:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     judging_s: float = 0.0
+    ranked: int = 0  # rows with more than two candidates, ranked
+    ranking_calls: int = 0  # ... the calls their rankings took (cached ones too)
+    unseparated: int = 0  # ... pairs they asked for that the judge did not separate, left out
+    intransitive_triples: int = 0
     pairs_bytes: int = 0
     failures_bytes: int = 0
+    rankings_bytes: int = 0
 
     def count_answers(self, answers: dict[str, Verdict], made: int) -> None:
         """Add a chunk's answers (cached and fresh; `made` of them were calls) to the counts."""
@@ -70,9 +76,9 @@ class Totals:
 
 
 class Output:
-    """pairs.jsonl and failures.jsonl, appended a chunk at a time, and progress.json, which says
-    how far both are whole. A run with the same settings as a killed one cuts the files back to
-    that point and takes up its counts; any other run starts them afresh."""
+    """pairs.jsonl, failures.jsonl and rankings.jsonl, appended a chunk at a time, and
+    progress.json, which says how far they are whole. A run with the same settings as a killed
+    one cuts the files back to that point and takes up its counts; any other run starts them afresh."""
 
     def __init__(self, out: Path, fingerprint: str, totals: Totals, files: dict[str, BinaryIO]):
         self.out, self.fingerprint, self.totals, self._files = out, fingerprint, totals, files
@@ -82,20 +88,21 @@ class Output:
     def open(cls, out: Path, fingerprint: str) -> Iterator[Output]:
         state = json.loads((out / PROGRESS).read_text()) if (out / PROGRESS).exists() else {}
         totals = Totals(**state["totals"]) if state.get("fingerprint") == fingerprint else Totals()
-        with open(out / PAIRS, "ab") as pairs, open(out / FAILURES, "ab") as failures:
-            for fh, length in ((pairs, totals.pairs_bytes), (failures, totals.failures_bytes)):
+        with open(out / PAIRS, "ab") as pairs, open(out / FAILURES, "ab") as failures, open(out / RANKINGS, "ab") as rankings:
+            for fh, length in ((pairs, totals.pairs_bytes), (failures, totals.failures_bytes), (rankings, totals.rankings_bytes)):
                 fh.truncate(length)
                 fh.seek(0, os.SEEK_END)
-            yield cls(out, fingerprint, totals, {PAIRS: pairs, FAILURES: failures})
+            yield cls(out, fingerprint, totals, {PAIRS: pairs, FAILURES: failures, RANKINGS: rankings})
 
-    def write(self, rows: list[dict[str, Any]], failures: list[dict[str, Any]]) -> None:
-        """Append a chunk's rows and failures, then record the new lengths and counts."""
-        for name, items in ((PAIRS, rows), (FAILURES, failures)):
+    def write(self, rows: list[dict[str, Any]], failures: list[dict[str, Any]], rankings: list[dict[str, Any]]) -> None:
+        """Append a chunk's rows, failures and rankings, then record the new lengths and counts."""
+        for name, items in ((PAIRS, rows), (FAILURES, failures), (RANKINGS, rankings)):
             fh = self._files[name]
             jsonlines.Writer(fh).write_all(items)
             fh.flush()
             os.fsync(fh.fileno())
         self.totals.pairs_bytes, self.totals.failures_bytes = self._files[PAIRS].tell(), self._files[FAILURES].tell()
+        self.totals.rankings_bytes = self._files[RANKINGS].tell()
         write_json_atomic(self.out / PROGRESS, {"fingerprint": self.fingerprint, "totals": asdict(self.totals)})
 
 
@@ -138,8 +145,20 @@ def pair_row(pair: Pair, judged: PairJudgment | JuryJudgment, judge: str, rubric
     return row
 
 
-def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Totals, started: float) -> dict[str, Any]:
-    """The run's manifest.json: its settings, judge, rubric and counts."""
+def ranked_row(st: Ranked, chosen: int, rejected: int, spec: JudgeSpec, rubric: str | None, chat: bool) -> dict[str, Any]:
+    """A pair a ranking gives, as pairs.jsonl holds it: the judge's comparison of the two (or their
+    scores), and under `ranking` each candidate's index, rank, score and its standard error."""
+    i, j = min(chosen, rejected), max(chosen, rejected)
+    row = pair_row(st.pair(i, j), st.judgment(i, j, spec), spec.name, rubric, chat)
+    rank = {c: r + 1 for r, c in enumerate(st.order)}
+    side = lambda k: {"candidate": st.kept[k], "rank": rank[k], "score": st.scores[k], "se": st.errors[k]}
+    row["ranking"] = {"candidates": st.evidence.n, "chosen": side(chosen), "rejected": side(rejected)}
+    return row
+
+
+def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Totals, started: float, strategy: str | None = None) -> dict[str, Any]:
+    """The run's manifest.json: its settings, judge, rubric and counts (`strategy`: how rows with
+    more than two candidates were ranked)."""
     tokens = {"prompt": t.prompt_tokens, "completion": t.completion_tokens}
     return {
         **run_stamp(),
@@ -172,6 +191,16 @@ def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Total
             "raw": t.first_preferred / t.verdicts if t.verdicts else None,
             # How often the final label is the response shown first in the pair's first order.
             "labels": t.first_chosen / t.shown if t.shown else None,
+        },
+        "ranking": None if not t.ranked else {  # rows with more than two candidates
+            "strategy": strategy,
+            "pairs": settings["pairs"],
+            "max_calls_per_prompt": settings["max_calls_per_prompt"],
+            "rows": t.ranked,
+            "calls": t.ranking_calls,
+            "calls_per_row": t.ranking_calls / t.ranked,
+            "unseparated": t.unseparated,
+            "intransitive_triples": t.intransitive_triples,
         },
         "tokens": tokens,
         "estimated_cost": estimate_cost(spec.config.options, tokens["prompt"], tokens["completion"]),

@@ -3,6 +3,8 @@
 The input streams through in chunks of `chunk_size` rows (read, generated for, judged,
 written), so a run's memory does not grow with its input. Writes to the output directory:
 - `pairs.jsonl`: prompt/chosen/rejected with `ai_preference` and the evidence, in input order;
+- `rankings.jsonl`: for rows with more than two candidates, each candidate's score, its
+  uncertainty and rank, and the calls the ranking took (`judging.candidates`);
 - `failures.jsonl`: invalid rows, generations that gave up and judgments that could not be
   read, with their raw text;
 - `progress.json` while the run goes: how far the two files above are whole, and the counts so
@@ -27,14 +29,16 @@ from tqdm import tqdm
 from rlaif.errors import ConfigError, InputError
 from rlaif.inputs import SKIP_REASONS, Example, Pair, input_name, iter_examples, make_pairs
 from rlaif.judging.base import MODE_HELP, MODES, BatchJudge, JudgeRequest, estimate_cost, estimate_tokens
+from rlaif.judging.candidates import RankSettings, distinct_candidates, every_pair_plan, rank
 from rlaif.judging.configs import DEFAULT_JUDGE
 from rlaif.judging.debias import ORDERINGS
 from rlaif.judging.engine import JudgeOnce, JudgeSpec, Plan, ask_missing
 from rlaif.judging.generation import Generator, generate_responses, load_generator
+from rlaif.judging.ranking import PAIRINGS, STRATEGIES
 from rlaif.judging.rubric import Rubric, load_rubric
 from rlaif.labeling.batch import batch_round
 from rlaif.labeling.card import command_of, write_card
-from rlaif.labeling.output import FAILURES, PAIRS, PROGRESS, Output, Totals, manifest, pair_row
+from rlaif.labeling.output import FAILURES, PAIRS, PROGRESS, RANKINGS, Output, Totals, manifest, pair_row, ranked_row
 from rlaif.labeling.quality import agreement_report
 from rlaif.settings import check_settings, required, setting
 from rlaif.storage.cache import AnswerCache, cache_key
@@ -61,6 +65,12 @@ class LabelConfig:
     generator: str | None = setting(None, "What writes candidates for prompt-only rows: a model name or directory, or a judge config (built-in name or file; "
                                     "backend local, openai for any OpenAI-compatible server, or vllm) [default: embedded].")
     num_responses: int = setting(2, "Candidates to generate per prompt-only row.", at_least=2)
+    pairs: str = setting("best-worst", "Pairs a row with more than two candidates gives: the best against the worst, the best against each of the rest, "
+                         "or every pair (each labeled by its own comparison).", PAIRINGS)
+    ranking: str | None = setting(None, "How such a row's candidates are ranked: adaptive comparisons in both orders within --max-calls-per-prompt, "
+                                  "a knockout tournament, pointwise ratings, or every pair [default: adaptive; all-pairs with --pairs all].", STRATEGIES)
+    max_calls_per_prompt: int | None = setting(None, "Judge calls a row's ranking may take [default: 3 per candidate for adaptive; "
+                                               "what the strategy needs otherwise].", at_least=1)
     max_new_tokens: int = setting(256, "Length of generated candidates.", at_least=1)
     temperature: float = setting(0.8, "Sampling temperature of the generator.", at_least=0)
     cache: str | None = setting(None, "Answer cache file [default: <output>/cache.sqlite].")
@@ -72,6 +82,13 @@ class LabelConfig:
 
     def __post_init__(self) -> None:
         check_settings(self)
+        if self.pairs == "all" and self.ranking not in (None, "all-pairs"):
+            raise ConfigError(f"--pairs all labels every pair by its own comparison: it compares every pair, not --ranking {self.ranking}", key="ranking")
+
+    def rank_settings(self) -> RankSettings:
+        """How rows with more than two candidates are ranked."""
+        strategy = self.ranking or ("all-pairs" if self.pairs == "all" else "adaptive")
+        return RankSettings(strategy, self.pairs, self.max_calls_per_prompt, self.debias, self.seed, self.cot)
 
     def output_dir(self) -> Path:
         if self.output:
@@ -112,6 +129,9 @@ class LabelResult:
             cost = f"; estimated cost: {d['estimated_cost']:.4f}" if d["estimated_cost"] is not None else " (no prices in the judge config)"
             lines = [f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached",
                      f"estimated tokens: ~{d['tokens']['prompt']} in, up to {d['tokens']['completion']} out{cost}"]
+            if d["ranked_rows"]:
+                lines.append(f"{d['ranked_rows']} rows with more than two candidates: up to {d['ranking_calls_at_most']} more calls to rank them "
+                             "(counted above: none)")
             if d["prompt_only_rows"]:
                 lines.append(f"{d['prompt_only_rows']} prompt-only rows need candidates generated first; their calls are not counted")
             return "\n".join(lines)
@@ -122,6 +142,11 @@ class LabelResult:
                else f"consistent across orders: {counts['consistent']}, inconsistent: {counts['inconsistent']}")
         lines = [f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {self.output_dir / PAIRS}",
                  f"{how}; skipped: {sum(counts['skipped'].values())}; failed: {sum(counts['failed'].values())}; filtered: {sum(counts['filtered'].values())}"]
+        if (r := m.get("ranking")) is not None:
+            lines.append(f"ranked {r['rows']} rows of more than two candidates ({r['strategy']}, --pairs {r['pairs']}): "
+                         f"{r['calls_per_row']:.1f} judge calls a row (budget: {r['max_calls_per_prompt'] or 'default'}); "
+                         f"unseparated pairs left out: {r['unseparated']}; "
+                         f"intransitive triples: {r['intransitive_triples']} -> {self.output_dir / RANKINGS}")
         if rate["raw"] is not None:
             lines.append(f"first-position rate: raw judgments {100 * rate['raw']:.1f}%, final labels {100 * rate['labels']:.1f}%")
         cost = f"; estimated cost: {m['estimated_cost']:.4f}" if m["estimated_cost"] is not None else ""
@@ -141,13 +166,15 @@ def _chunks(config: LabelConfig, skip: int = 0) -> Iterator[tuple[list[Example],
 
 @dataclass
 class ChunkPlan:
-    """One chunk of the input made ready for the judge: its pairs (candidates generated first for
-    prompt-only rows, when the run has a generator), what was skipped and the judge requests."""
+    """One chunk of the input made ready for the judge (candidates generated first for
+    prompt-only rows, when the run has a generator): the pairs of its two-candidate rows, what
+    was skipped and their judge requests, and the rows with more candidates, to be ranked."""
 
     examples: list[Example]
     pairs: list[Pair]
     skipped: dict[str, int]
     plan: Plan
+    to_rank: list[Example]
     generation_failures: list[dict[str, Any]]
     prompt_only: int  # prompt-only rows left without candidates (a dry run generates nothing)
 
@@ -161,11 +188,13 @@ class _Run:
     spec: JudgeSpec
     cache: AnswerCache | None
     generator: Generator | None  # None: a dry run, which generates nothing
+    rating_spec: JudgeSpec | None = None  # the judge in mode pointwise, for --ranking pointwise in a pairwise run
     chat: bool = False  # whether any prompt is a conversation: then every row is written as messages
     bar: Any = None  # the run's progress bar, set while its chunks go through
 
     def __post_init__(self) -> None:
         self.judge = JudgeOnce(self.spec)
+        self.ranking = self.config.rank_settings()
 
     def plan(self, examples: list[Example]) -> ChunkPlan:
         """The one pass over a chunk that the run, the dry run and the Batch API share."""
@@ -175,13 +204,13 @@ class _Run:
         if to_generate and self.generator is not None:
             errors = generate_responses(to_generate, self.generator, c.num_responses, c.max_new_tokens, c.temperature, c.seed, self.cache)
             failures = [{"stage": "generate", "id": ident, "error": error} for ident, error in errors.items()]
-        pairs, skipped = make_pairs([ex for ex in examples if ex.responses], c.seed)
+        pairs, skipped = make_pairs([ex for ex in examples if 0 < len(ex.responses) <= 2], c.seed)
+        to_rank = [ex for ex in examples if len(ex.responses) > 2]
         prompt_only = sum(not ex.responses for ex in examples)
-        return ChunkPlan(examples, pairs, skipped, Plan.of(pairs, self.spec, self.rubric, c.debias, c.seed, c.cot), failures, prompt_only)
+        return ChunkPlan(examples, pairs, skipped, Plan.of(pairs, self.spec, self.rubric, c.debias, c.seed, c.cot), to_rank, failures, prompt_only)
 
-    def chunk(self, examples: list[Example], invalid: list[dict[str, Any]], totals: Totals) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Label one chunk of the input: its rows and failures, in input order; adds to `totals`."""
-        c = self.config
+    def chunk(self, examples: list[Example], invalid: list[dict[str, Any]], totals: Totals) -> tuple[list[dict[str, Any]], ...]:
+        """Label one chunk of the input: its rows, failures and rankings; adds to `totals`."""
         cp = self.plan(examples)
         failures = [{"stage": "input", **f} for f in invalid] + cp.generation_failures
         answers = cp.plan.cached(self.cache)
@@ -199,15 +228,8 @@ class _Run:
                 failures += [{"stage": "judge", "id": pair.id, **record} for record in judged.failure_records()]
                 continue
             row = pair_row(pair, judged, self.spec.name, rubric, self.chat)
-            if "orders" in row:
-                totals.shown += 1
-                totals.first_chosen += row["orders"][0]["first"] == "chosen"
-            if c.drop_inconsistent and row["consistent"] is False:
-                totals.filtered["inconsistent"] += 1
-            elif c.min_confidence is not None and row["ai_preference"] < c.min_confidence:
-                totals.filtered["low_confidence"] += 1
-            else:
-                rows.append(row)
+            self.keep(row, rows, totals)
+        rankings = self.rank(cp.to_rank, rows, failures, totals) if cp.to_rank else []
 
         totals.records += len(examples) + len(invalid)
         totals.examples += len(examples)
@@ -220,20 +242,69 @@ class _Run:
         totals.consistent += sum(r["consistent"] is True for r in rows)
         totals.inconsistent += sum(r["consistent"] is False for r in rows)
         totals.count_answers(answers, made)
-        return rows, failures
+        return rows, failures, rankings
+
+    def keep(self, row: dict[str, Any], rows: list[dict[str, Any]], totals: Totals) -> None:
+        """Add a labeled pair to the chunk's rows unless a filter leaves it out."""
+        c = self.config
+        if "orders" in row:
+            totals.shown += 1
+            totals.first_chosen += row["orders"][0]["first"] == "chosen"
+        if c.drop_inconsistent and row["consistent"] is False:
+            totals.filtered["inconsistent"] += 1
+        elif c.min_confidence is not None and row["ai_preference"] < c.min_confidence:
+            totals.filtered["low_confidence"] += 1
+        else:
+            rows.append(row)
+
+    def rank(self, examples: list[Example], rows: list[dict[str, Any]], failures: list[dict[str, Any]], totals: Totals) -> list[dict[str, Any]]:
+        """Rank the candidates of rows with more than two, adding the pairs each gives to `rows`
+        and what failed to `failures`; returns the rankings' records (rankings.jsonl)."""
+        started = time.time()
+
+        def grow(n: int) -> None:
+            self.bar.total += n
+            self.bar.refresh()
+
+        ranked, answers, made = rank(examples, self.spec, self.rubric, self.ranking, self.cache, self.judge, self.rating_spec,  # type: ignore[arg-type]
+                                     grow, lambda: self.bar.update(1))
+        totals.judging_s += time.time() - started
+        totals.count_answers(answers, made)
+        rubric = self.rubric.name if self.spec.reads_rubric else None
+        records = []
+        for st in ranked:
+            written, unseparated = st.written(self.spec, self.ranking.pairing)
+            for chosen, rejected in written:
+                self.keep(ranked_row(st, chosen, rejected, self.spec, rubric, self.chat), rows, totals)
+            failures += [{"stage": "judge", **f} for f in st.failures]
+            failed = unseparated if st.failures and not written else 0  # nothing to write because the judge failed
+            totals.judge_failed += failed
+            totals.unseparated += unseparated - failed
+            totals.ranked += 1
+            totals.ranking_calls += st.calls
+            totals.pairs += len(written) + unseparated
+            records.append(st.record(self.ranking, len(written), unseparated))
+            totals.intransitive_triples += records[-1]["intransitive_triples"]
+        totals.skipped["identical_responses"] += sum(len(ex.responses) - len(st.kept) for ex, st in zip(examples, ranked))
+        return records
 
     def missing_requests(self) -> dict[str, JudgeRequest]:
         """Every judge request of the whole input that the cache lacks (for the Batch API)."""
         missing: dict[str, JudgeRequest] = {}
         for examples, _ in _chunks(self.config):
-            missing.update(self.plan(examples).plan.missing(self.cache))
+            cp = self.plan(examples)
+            if cp.to_rank and self.ranking.strategy != "all-pairs":
+                raise ConfigError(f"--batch-api sends every request at once, but --ranking {self.ranking.strategy} chooses each round's "
+                                  "comparisons from the last: rows with more than two candidates need --ranking all-pairs", key="batch_api")
+            missing.update(cp.plan.missing(self.cache))
+            missing.update(every_pair_plan(cp.to_rank, self.spec, self.rubric, self.ranking).missing(self.cache))
         return missing
 
     def estimate(self) -> dict[str, Any]:
         """What the run would ask: calls not yet cached, estimated tokens and cost (a jury's:
         each member's, at its own prices). Calls nothing."""
-        estimate: dict[str, Any] = {"calls": 0, "cached": 0, "pairs": 0, "skipped": dict.fromkeys(SKIP_REASONS, 0),
-                                    "prompt_only_rows": 0, "tokens": {"prompt": 0, "completion": 0}}  # prompt-only rows: candidates generated first
+        estimate: dict[str, Any] = {"calls": 0, "cached": 0, "pairs": 0, "skipped": dict.fromkeys(SKIP_REASONS, 0), "prompt_only_rows": 0,
+                                    "ranked_rows": 0, "ranking_calls_at_most": 0, "tokens": {"prompt": 0, "completion": 0}}
         costs: list[float] = []
         for examples, _ in _chunks(self.config):
             cp = self.plan(examples)
@@ -241,6 +312,9 @@ class _Run:
             estimate["pairs"] += len(cp.pairs)
             for reason, n in cp.skipped.items():
                 estimate["skipped"][reason] += n
+            estimate["ranked_rows"] += len(cp.to_rank)
+            estimate["ranking_calls_at_most"] += sum(self.ranking.budget_for(len(distinct_candidates(ex)), self.spec) for ex in cp.to_rank
+                                                     if len(distinct_candidates(ex)) >= 2)
             for plan in cp.plan.members or [cp.plan]:
                 missing = plan.missing(self.cache)
                 prompt = sum(estimate_tokens(r.prompt) for r in missing.values())
@@ -280,21 +354,27 @@ def label(config: LabelConfig) -> LabelResult:
     spec = JudgeSpec.build(config.judge, rubric, config.mode, config.concurrency)
     if config.batch_api and not (spec.backend and issubclass(spec.backend, BatchJudge)):
         raise ConfigError(f"--batch-api needs a judge with a batch API (openai), not '{spec.config.backend}'")
+    settings = config.rank_settings()
+    rating_spec = JudgeSpec.build(config.judge, rubric, "pointwise") if settings.strategy == "pointwise" and not spec.pointwise else None
     generator = load_generator(config.generator)
     records, chat = 0, False
     for item in iter_examples(config.input, config.limit, config.skip_invalid):  # one pass: a bad row stops the run now
         records += 1
-        chat = chat or (isinstance(item, Example) and not isinstance(item.prompt, str))
-        if rubric.needs_reference and spec.reads_rubric and isinstance(item, Example) and item.reference is None:
+        if not isinstance(item, Example):
+            continue
+        chat = chat or not isinstance(item.prompt, str)
+        if rubric.needs_reference and spec.reads_rubric and item.reference is None:
             file, _, line = item.source.rpartition(":")
             raise InputError(file, int(line), "reference", f"missing: rubric {rubric.name} grades against a reference answer, so every row needs one")
+        if (n := len(item.responses) or config.num_responses) > 2:
+            settings.budget_for(n, spec)  # a budget too small for the row's candidates is an error now
 
     if config.dry_run:
         return _dry_run(config, spec, rubric)
     out = config.output_dir()
     out.mkdir(parents=True, exist_ok=True)
     cache = AnswerCache(config.cache or out / "cache.sqlite")
-    run = _Run(config, rubric, spec, cache, generator, chat)
+    run = _Run(config, rubric, spec, cache, generator, rating_spec=rating_spec, chat=chat)
     try:
         if config.batch_api and (missing := run.missing_requests()):
             pending = batch_round(out, spec, missing, cache)
@@ -311,7 +391,7 @@ def label(config: LabelConfig) -> LabelResult:
         generator.close()
         cache.close()
 
-    result = LabelResult(out, manifest(asdict(config), spec, rubric, totals, started))
+    result = LabelResult(out, manifest(asdict(config), spec, rubric, totals, started, settings.strategy))
     write_json_atomic(out / "manifest.json", result.manifest)
     write_card(out, result.manifest, agreement_report(result.rows, result.manifest), command_of(config))
     (out / PROGRESS).unlink()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import ConfigError
+from rlaif.judging.ranking import STRATEGIES
 from rlaif.settings import check_settings, read_settings_file, required, setting
 
 METHODS = ("sft", "rm", "dpo", "ppo", "grpo")
@@ -62,6 +63,8 @@ class TrainConfig:
     reward_model: str | None = setting(None, "ppo/grpo: a reward model directory (trained with --method rm), or a reward_model judge config.")
     reward_function: str | None = setting(None, "ppo/grpo: a Python function FILE.py:NAME (or module:NAME) taking (prompts, responses) and returning one score per response.")
     reward_judge: str | None = setting(None, "grpo: a judge config (built-in name or file); each response's reward is the share of its group it beats, by the judge's preferences in both orders.")
+    reward_ranking: str = setting("all-pairs", "grpo --reward-judge: how a group's responses are ranked: every pair in both orders, or adaptive, "
+                                  "tournament or pointwise as `rlaif label --ranking` (fewer calls).", STRATEGIES)
     rubric: str = setting("quality", "grpo --reward-judge: the rubric (built-in name or template path).")
     group_size: int = setting(4, "grpo: responses sampled per prompt (G); advantages are relative to the group.", at_least=2)
     rollout_batch_size: int = setting(8, "ppo/grpo: prompts per rollout (per process).", at_least=1)
@@ -88,6 +91,8 @@ class TrainConfig:
             raise ConfigError("--fsdp trains sft, rm and dpo without --lora-r (ppo, grpo and LoRA run under DDP)", key="fsdp")
         if self.reward_judge is not None and self.method != "grpo":
             raise ConfigError("a judge's preferences within a group are rewards for --method grpo only", key="reward_judge")
+        if self.reward_ranking != "all-pairs" and self.reward_judge is None:
+            raise ConfigError("--reward-ranking ranks each group by --reward-judge: give a judge", key="reward_ranking")
         if self.method in ONLINE and sum(x is not None for x in (self.reward_model, self.reward_function, self.reward_judge)) > 1:
             raise ConfigError("give one source of rewards: --reward-model, --reward-function or --reward-judge", key="reward_model")
         if self.ptx_coef and (self.method not in ONLINE or not self.ptx_data):

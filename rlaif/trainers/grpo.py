@@ -3,9 +3,10 @@ scores them, and gives every token of a response its group-relative advantage
 A_i = (r_i − mean r) / std r; then `ppo_epochs` passes of clipped updates with β times a KL
 estimate to the frozen reference in the loss (not in the reward).
 
-Rewards come from a reward model, a Python function, or a judge: with --reward-judge every
-pair within a group is judged in both orders, and a response's reward is the share of its
-group it beats. With held-out prompts, evaluation reports the mean reward of the policy and
+Rewards come from a reward model, a Python function, or a judge: with --reward-judge a group's
+responses are ranked by the judge as `rlaif label` ranks candidates (--reward-ranking: every pair
+in both orders by default), and a response's reward is its mean preference over the rest of
+its group (with every pair judged, the share of its group it beats). With held-out prompts, evaluation reports the mean reward of the policy and
 of the reference (with a judge: the mean preference for the policy over the reference).
 """
 
@@ -16,12 +17,13 @@ from statistics import mean
 
 import torch
 
-from rlaif.inputs import Pair, Prompt
+from rlaif.inputs import Example, Pair, Prompt
+from rlaif.judging.candidates import RankSettings, rank
 from rlaif.judging.engine import JudgeOnce, JudgeSpec, judge_pairs
 from rlaif.judging.rubric import load_rubric
 from rlaif.models.loading import load_causal_lm
 from rlaif.storage.cache import AnswerCache
-from rlaif.trainers.losses import approx_kl, group_advantages, grpo_loss, masked_entropy, preference_scores
+from rlaif.trainers.losses import approx_kl, group_advantages, grpo_loss, masked_entropy
 from rlaif.trainers.online import OnlineTrainer, PromptItem, RewardFn, Sample, positions, sampled_token_logps, token_logps
 
 
@@ -55,6 +57,7 @@ class GRPOTrainer(OnlineTrainer):
             return super().reward_source()
         self.rubric = load_rubric(cfg.rubric)
         self.judge_spec = JudgeSpec.build(cfg.reward_judge, self.rubric, "pairwise")
+        self.ranking = RankSettings(cfg.reward_ranking, seed=cfg.seed)
         self.judge = JudgeOnce(self.judge_spec)
         self.judge_cache = AnswerCache(self.out / "judge_cache.sqlite")
         return self.judged_group_scores
@@ -66,16 +69,19 @@ class GRPOTrainer(OnlineTrainer):
         return [0.5 if j.failed else j.p_a for j in judged]
 
     def judged_group_scores(self, prompts: list[Prompt], texts: list[str]) -> torch.Tensor:
-        """Each response's share of its group beaten, by the judge: (N,) for the N = B · G responses
-        (and their prompts), each group of G in a row."""
+        """Each response's mean preference over the rest of its group, by the judge's ranking of
+        the group (`judging.candidates`; with --reward-ranking all-pairs, the share of its group
+        it beats): (N,) for the N = B · G responses (and their prompts), each group of G in a row.
+        An empty response scores 0; a group with fewer than two distinct responses ½ each."""
         g = self.config.group_size
-        groups = len(texts) // g
-        index = [(b, i, j) for b in range(groups) for i in range(g) for j in range(i + 1, g)]
-        p_a = self.preferences([Pair(f"{b}:{i}-{j}", prompts[b * g], texts[b * g + i], texts[b * g + j]) for b, i, j in index])
-        p = torch.full((groups, g, g), 0.5)
-        for (b, i, j), value in zip(index, p_a):
-            p[b, i, j], p[b, j, i] = value, 1 - value
-        return preference_scores(p).flatten()
+        groups = [Example(str(b), prompts[b * g], texts[b * g:(b + 1) * g]) for b in range(len(texts) // g)]
+        ranked = {st.example.id: st for st in rank(groups, self.judge_spec, self.rubric, self.ranking, self.judge_cache, self.judge)[0]}
+        scores = []
+        for ex in groups:
+            st = ranked.get(ex.id)
+            share = {} if st is None else {ex.responses[k].strip(): s for k, s in zip(st.kept, st.win_shares())}
+            scores += [share.get(t.strip(), 0.0 if st is not None and not t.strip() else 0.5) for t in ex.responses]
+        return torch.tensor(scores)
 
     @torch.no_grad()
     def rollout(self, prompts: list[PromptItem]) -> GroupRollout:

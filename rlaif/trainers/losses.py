@@ -217,15 +217,6 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + eps)
 
 
-def preference_scores(p: torch.Tensor) -> torch.Tensor:
-    """Per-response scores from pairwise preferences within a group: s_i = (1 / (G − 1)) Σ_{j≠i}
-    P(i ≻ j), the share of its group a response beats (the diagonal is ignored).
-    p: (B, G, G) with p[b, i, j] = P(i ≻ j) = 1 − p[b, j, i] -> (B, G)."""
-    g = p.shape[-1]
-    off_diagonal = 1 - torch.eye(g, dtype=p.dtype, device=p.device)
-    return (p * off_diagonal).sum(-1) / (g - 1)
-
-
 def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor | None, advantages: torch.Tensor, mask: torch.Tensor,
               clip: float = 0.2, beta: float = 0.04) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GRPO (DeepSeekMath, eq. 3): with ρ_t = π(o_t)/π_old(o_t) and one advantage A_i per response,

@@ -90,9 +90,8 @@ class RewardModelJudge(Judge):
     @classmethod
     def identity(cls, config: JudgeConfig) -> dict[str, Any]:
         # The weights, not just the path: a directory trained again must not reuse old scores.
-        identity = {**super().identity(config), "model": model_fingerprint(config.model)}
-        identity["options"]["max_length"] = scoring_length(cls.parse_options(config), config.model)  # type: ignore[arg-type]
-        return identity
+        # max_length None (the model's own limit) is read from the model, which the fingerprint names.
+        return {**super().identity(config), "model": model_fingerprint(config.model)}
 
     @classmethod
     def score_temperature(cls, options: RewardModelOptions) -> float:
