@@ -36,15 +36,30 @@ from rlaif.trainers.pairs import encoded_train_eval_pairs, split, train_eval_pai
 from rlaif.trainers.reward import keep_frozen_states, score_pad_token
 
 
-def epoch_accuracies(cache: dict, k: int, length: int, data: str, output: str, lr: float, epochs: int, args, **where) -> list[float]:
-    """Held-out accuracy after each of `epochs` epochs of a reward model training its top `k`
-    blocks and head on `data` cut at `length` tokens (`where`: which pairs are held out)."""
+def epoch_metrics(cache: dict, k: int, length: int, data: str, output: str, lr: float, epochs: int, args, **where) -> list[dict[str, float]]:
+    """Held-out accuracy and loss after each of `epochs` epochs of a reward model training its
+    top `k` blocks and head on `data` cut at `length` tokens (`where`: which pairs are held out)."""
     settings = dict(data=data, model=args.model, output=output, epochs=epochs, batch_size=args.batch_size, lr=lr,
                     lr_scheduler="constant", warmup_steps=args.warmup_steps, max_length=length, **where)
     n_train = len(train_eval_pairs(TrainConfig(method="rm", **settings))[0])
     fit_kept(cache, train_layers=k, eval_steps=n_train // args.batch_size, **settings)
     with jsonlines.open(Path(output) / "metrics.jsonl") as rows:
-        return [row["eval/accuracy"] for row in rows if "eval/accuracy" in row]
+        return [{"accuracy": row["eval/accuracy"], "loss": row["eval/loss"]} for row in rows if "eval/accuracy" in row]
+
+
+def select(cache: dict, k: int, length: int, data: str, output: str, args) -> tuple[tuple[float, int], float]:
+    """The (learning rate, epochs) of the grid with the best mean held-out `--select-by` figure
+    over an `--inner-folds`-fold cross-validation on `data`, and its mean held-out accuracy."""
+    lrs = [float(x) for x in (args.head_lrs if k == 0 else args.block_lrs).split(",")]
+    most = args.head_epochs if k == 0 else args.block_epochs
+    inner: dict[tuple[float, int], dict[str, float]] = {}
+    for lr in lrs:
+        curves = [epoch_metrics(cache, k, length, data, output, lr, most, args, eval_split=1 / args.inner_folds, eval_fold=j)
+                  for j in range(args.inner_folds)]
+        inner.update({(lr, e + 1): {name: mean(c[e][name] for c in curves) for name in ("accuracy", "loss")} for e in range(most)})
+    sign = 1 if args.select_by == "accuracy" else -1  # the loss is best low
+    best = max(inner, key=lambda setting: sign * inner[setting][args.select_by])
+    return best, inner[best]["accuracy"]
 
 
 def main() -> None:
@@ -62,6 +77,11 @@ def main() -> None:
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-lengths", default="192", help="the training lengths compared, separated by commas (0: the model's limit)")
+    parser.add_argument("--select-by", choices=("loss", "accuracy"), default="loss",
+                        help="what the inner cross-validation picks a setting by: the held-out Bradley-Terry loss (a proper score: "
+                             "smoother than accuracy on a few hundred pairs, and it rewards calibration) or accuracy")
+    parser.add_argument("--select", action="store_true", help="run only the inner cross-validation, over all of --data, and print the "
+                        "setting it picks for each length and --train-layers (how make rm-judge's recipe is chosen on its training pairs)")
     args = parser.parse_args()
 
     records = [record for _, record in read_records(args.data)]
@@ -79,6 +99,13 @@ def main() -> None:
     frozen_pass = time.time() - start
     print(f"frozen pass for --train-layers {args.train_layers} at lengths {lengths}: {frozen_pass:.0f} s", flush=True)
 
+    if args.select:
+        for length in lengths:
+            for k in ks:
+                setting, accuracy = select(cache, k, length, args.data, f"{args.output}/select-k{k}", args)
+                print(f"--max-length {length} --train-layers {k}: lr {setting[0]:g}, {setting[1]} epochs (inner {accuracy:.1%})", flush=True)
+        return
+
     folds = [split(list(range(len(records))), 1 / args.folds, seed=0, fold=fold) for fold in range(args.folds)]
     for fold, (train_idx, held_idx) in enumerate(folds):
         folder = Path(args.output) / f"fold-{fold}"
@@ -89,23 +116,17 @@ def main() -> None:
     summary, rows = [], []
     for length in lengths:
         for k in ks:
-            lrs = [float(x) for x in (args.head_lrs if k == 0 else args.block_lrs).split(",")]
             most = args.head_epochs if k == 0 else args.block_epochs
             correct, total, begun = 0, 0, time.time()
             for fold, (train_idx, held_idx) in enumerate(folds):
                 folder = Path(args.output) / f"fold-{fold}"
-                inner = {}
-                for lr in lrs:
-                    curves = [epoch_accuracies(cache, k, length, str(folder / "train.jsonl"), str(folder / f"inner-k{k}"), lr, most, args,
-                                               eval_split=1 / args.inner_folds, eval_fold=j) for j in range(args.inner_folds)]
-                    inner.update({(lr, e + 1): mean(c[e] for c in curves) for e in range(most)})
-                lr, epochs = max(inner, key=inner.get)  # type: ignore[arg-type]
-                accuracy = epoch_accuracies(cache, k, length, str(folder / "train.jsonl"), str(folder / f"final-k{k}"), lr, epochs, args,
-                                            eval_data=str(folder / "held-out.jsonl"))[-1]
+                (lr, epochs), inner = select(cache, k, length, str(folder / "train.jsonl"), str(folder / f"inner-k{k}"), args)
+                accuracy = epoch_metrics(cache, k, length, str(folder / "train.jsonl"), str(folder / f"final-k{k}"), lr, epochs, args,
+                                         eval_data=str(folder / "held-out.jsonl"))[-1]["accuracy"]
                 n = len(held_idx)
                 correct += round(accuracy * n)
                 total += n
-                rows.append(f"| {length} | {k} | {fold} | lr {lr:g}, {epochs} epochs (inner {inner[(lr, epochs)]:.1%}) | {accuracy:.1%} |")
+                rows.append(f"| {length} | {k} | {fold} | lr {lr:g}, {epochs} epochs (inner {inner:.1%}) | {accuracy:.1%} |")
                 print(rows[-1], flush=True)
             low, high = wilson_interval(correct, total)
             summary.append(f"| {length} | {k} | {args.head_lrs if k == 0 else args.block_lrs} × 1–{most} epochs | **{correct / total:.1%}** "

@@ -145,9 +145,12 @@ class RewardTrainer(OfflineTrainer):
     def evaluate(self) -> dict[str, float]:
         if not self.eval_pairs:
             return {}
-        correct = margin = 0.0
+        correct = margin = loss = 0.0
         for chunk in length_batches([packed_length(p) for p in self.eval_pairs], self.config.batch_size):
-            r_chosen, r_rejected = self._rewards(self.model, [self.eval_pairs[i] for i in chunk])
+            pairs = [self.eval_pairs[i] for i in chunk]
+            r_chosen, r_rejected = self._rewards(self.model, pairs)
             correct += (r_chosen > r_rejected).sum().item()
             margin += (r_chosen - r_rejected).sum().item()
-        return {"accuracy": correct / len(self.eval_pairs), "margin": margin / len(self.eval_pairs), "pairs": len(self.eval_pairs)}
+            loss += reward_model_loss(r_chosen, r_rejected, torch.tensor([q for _, _, q in pairs], device=r_chosen.device)).item() * len(pairs)
+        n = len(self.eval_pairs)
+        return {"accuracy": correct / n, "margin": margin / n, "loss": loss / n, "pairs": n}

@@ -2,7 +2,7 @@
 
 Each round r has its own directory `round-r/`:
 1. `labels/`: the current policy samples K responses to every prompt, and the judge labels
-   every pair of them in both orders (`rlaif label` with the policy as generator);
+   them (`rlaif label` with the policy as generator: with K > 2, its best against its worst);
 2. `model/`: DPO on those pairs from the current policy, which is also DPO's reference; or,
    with method ppo, `rm/`: the reward model updated on the round's pairs (from the last
    round's), then `model/`: PPO against it.
@@ -50,7 +50,7 @@ class IterateConfig:
     method: str = setting("dpo", "dpo (on each round's pairs) or ppo (a reward model updated on them, and ppo against it).", ROUND_METHODS)
     judge: str = setting(DEFAULT_JUDGE, "Judge of each round's samples, and of the final comparison.")
     rubric: str = setting("quality", "Rubric for the judge.")
-    num_responses: int = setting(2, "Samples per prompt and round (K); every pair of them is judged.", at_least=2)
+    num_responses: int = setting(2, "Samples per prompt and round (K); with more than two, the judge's best against its worst is the round's pair.", at_least=2)
     max_new_tokens: int = setting(64, "Length of the samples.", at_least=1)
     temperature: float = setting(0.8, "Sampling temperature of the samples.", at_least=0)
     limit: int | None = setting(None, "Use at most this many prompts.", at_least=1)
