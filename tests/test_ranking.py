@@ -174,3 +174,17 @@ def test_bad_ranking_settings_are_one_line_errors_before_any_call(ranking_judge,
         with pytest.raises(ConfigError, match="--batch-api"):
             label(LabelConfig(data, str(tmp_path / "out"), judge=judge, batch_api=True, progress=False))
     assert srv.requests == 0
+
+
+def test_a_data_sets_prompts_with_generated_candidates_give_one_ranked_pair_each(tmp_path, judge_file):
+    # HH rows read for their prompts only; four candidates sampled per prompt (the loopback writes
+    # "GOOD answer" for even seeds, "weak answer" for odd ones), ranked, best against worst.
+    from tests.conftest import HH
+
+    with Loopback() as srv:
+        config = judge_file(srv)
+        result = label(LabelConfig(f"{HH}?rows=0:6", str(tmp_path / "out"), judge=config, generator=config, prompts_only=True,
+                                   num_responses=4, progress=False))
+    assert result.manifest["ranking"]["rows"] == 6 and len(result.rows) == 6
+    assert all("GOOD" in row["chosen"][-1]["content"] and "weak" in row["rejected"][-1]["content"] for row in result.rows)
+    assert all("human_preference" not in row and row["ranking"]["candidates"] == 4 for row in result.rows)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,7 @@ class LabelConfig:
     generator: str | None = setting(None, "What writes candidates for prompt-only rows: a model name or directory, or a judge config (built-in name or file; "
                                     "backend local, openai for any OpenAI-compatible server, or vllm) [default: embedded].")
     num_responses: int = setting(2, "Candidates to generate per prompt-only row.", at_least=2)
+    prompts_only: bool = setting(False, "Read only each row's prompt: --generator writes every row's candidates (a data set's prompts, your policy's samples).")
     pairs: str = setting("best-worst", "Pairs a row with more than two candidates gives: the best against the worst, the best against each of the rest, "
                          "or every pair (each labeled by its own comparison).", PAIRINGS)
     ranking: str | None = setting(None, "How such a row's candidates are ranked: adaptive comparisons in both orders within --max-calls-per-prompt, "
@@ -199,6 +200,8 @@ class _Run:
     def plan(self, examples: list[Example]) -> ChunkPlan:
         """The one pass over a chunk that the run, the dry run and the Batch API share."""
         c = self.config
+        if c.prompts_only:
+            examples = [replace(ex, responses=[], human_best=None, preference=None) for ex in examples]
         failures: list[dict[str, Any]] = []
         to_generate = [ex for ex in examples if not ex.responses]
         if to_generate and self.generator is not None:
@@ -366,7 +369,7 @@ def label(config: LabelConfig) -> LabelResult:
         if rubric.needs_reference and spec.reads_rubric and item.reference is None:
             file, _, line = item.source.rpartition(":")
             raise InputError(file, int(line), "reference", f"missing: rubric {rubric.name} grades against a reference answer, so every row needs one")
-        if (n := len(item.responses) or config.num_responses) > 2:
+        if (n := (not config.prompts_only and len(item.responses)) or config.num_responses) > 2:
             settings.budget_for(n, spec)  # a budget too small for the row's candidates is an error now
 
     if config.dry_run:
