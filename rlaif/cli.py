@@ -16,6 +16,7 @@ from rlaif.evaluate.compare import CompareConfig
 from rlaif.judging.base import MODES
 from rlaif.labeling.revise import ReviseConfig
 from rlaif.labeling.run import LabelConfig
+from rlaif.serving.server import ServeConfig
 from rlaif.settings import allowed_types, option_flag
 from rlaif.trainers.config import TrainConfig
 from rlaif.workflows.iterate import IterateConfig
@@ -215,6 +216,15 @@ def experiment(config_file: str, quiet: bool) -> None:
 
     run_experiment(config_file, progress=not quiet)
     click.echo((experiment_output(config_file) / "report.md").read_text())
+
+
+@main.command()
+@config_options(ServeConfig)
+def serve(**options) -> None:
+    """Serve the judge as an HTTP reward: OpenRLHF's /get_reward, /v1/scores and /v1/group_rewards (TRL through rlaif.serving.client)."""
+    from rlaif.serving.server import serve as run_server
+
+    run_server(ServeConfig(**options))
 
 
 @main.command()

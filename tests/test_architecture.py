@@ -14,7 +14,7 @@ LAYERS = [
     ["rlaif.cli"],
     ["rlaif.workflows"],
     ["rlaif.evaluate"],
-    ["rlaif.trainers", "rlaif.labeling"],
+    ["rlaif.trainers", "rlaif.labeling", "rlaif.serving"],
     ["rlaif.judging"],
     ["rlaif.models"],
     ["rlaif.inputs"],

@@ -136,6 +136,7 @@ def test_the_default_ranking_spends_3n_calls_and_writes_the_pairs_all_pairs_woul
     m = result.manifest
     assert m["ranking"]["strategy"] == "adaptive" and m["ranking"]["rows"] == 200 and m["ranking"]["calls_per_row"] == default["calls_per_prompt"]
     assert m["counts"]["labeled"] + m["ranking"]["unseparated"] == 200
+    assert f"{m['ranking']['calls_per_row']:.1f} calls a row" in (tmp_path / "default" / "README.md").read_text()  # the data set card
     ranking = json.loads((tmp_path / "default" / "rankings.jsonl").read_text().splitlines()[0])
     assert [c["rank"] for c in ranking["candidates"]] == list(range(1, 9)) and all(c["se"] > 0 for c in ranking["candidates"])
     row = result.rows[0]

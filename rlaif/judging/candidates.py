@@ -143,11 +143,12 @@ def distinct_candidates(ex: Example) -> list[int]:
     return sorted(first.values())
 
 
-def rating_plan(asks: list[tuple[Ranked, int]], spec: JudgeSpec, rubric: Rubric, cot: bool) -> Plan:
-    """The rating requests of (prompt, candidate)s, keyed as pointwise labeling keys them (so the two share answers)."""
+def rating_plan(pairs: list[Pair], spec: JudgeSpec, rubric: Rubric, cot: bool) -> Plan:
+    """The requests rating each pair's response A alone, keyed as pointwise labeling keys them
+    (so the two share answers)."""
     plan = Plan(spec, [], [], [], {})
-    for st, i in asks:
-        request = request_for(st.pair(i, i), True, spec, rubric, cot)
+    for pair in pairs:
+        request = request_for(pair, True, spec, rubric, cot)
         plan.keys.append([key := cache_key("judge", spec.identity, asdict(request))])
         plan.requests[key] = request
     return plan
@@ -197,7 +198,7 @@ def rank(examples: list[Example], spec: JudgeSpec, rubric: Rubric, settings: Ran
                               key="ranking")
         plans = [Plan.of([st.pair(i, j) for st, (i, j) in compare], spec, rubric, settings.debias, settings.seed, settings.cot)]
         if rate:
-            plans.append(rating_plan(rate, rater, rubric, settings.cot))  # type: ignore[arg-type]
+            plans.append(rating_plan([st.pair(i, i) for st, i in rate], rater, rubric, settings.cot))  # type: ignore[arg-type]
         for (st, _), keys in zip(compare + rate, [k for plan in plans for k in plan_keys(plan)]):  # type: ignore[operator]
             st.keys.update(keys)
         on_round(len({k for plan in plans for k in plan.requests} - answers.keys()))

@@ -79,6 +79,13 @@ def card(manifest: dict[str, Any], report: dict[str, Any], command: str) -> str:
              f"| judge preferred what it saw first (raw answers) | {_pct(m['first_position_rate']['raw'])} |",
              f"| final label is the response shown first | {_pct(m['first_position_rate']['labels'])} |",
              f"| chosen is the longer response | {_pct(report['length_bias_ai'])} |", ""]
+    if r := m.get("ranking"):
+        lines += ["## Ranked candidates", "",
+                  (f"{r['rows']} rows had more than two candidates. The judge ranked each row's candidates ({r['strategy']}, "
+                   f"{r['calls_per_row']:.1f} calls a row), and the row gave its `{r['pairs']}` pairs, each one the judge compared directly in "
+                   f"orders that agree; {r['unseparated']} pairs it could not separate were left out. Intransitive triples among the "
+                   f"comparisons: {r['intransitive_triples']}. Each row's ranking (every candidate's score, its standard error and its rank) "
+                   "is in `rankings.jsonl`."), ""]
     if report["with_human_label"]:
         lift = report["lift_over_best_baseline"]
         lines += ["## Agreement with human labels", "",

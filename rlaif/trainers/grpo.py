@@ -17,12 +17,10 @@ from statistics import mean
 
 import torch
 
-from rlaif.inputs import Example, Pair, Prompt
-from rlaif.judging.candidates import RankSettings, rank
-from rlaif.judging.engine import JudgeOnce, JudgeSpec, judge_pairs
-from rlaif.judging.rubric import load_rubric
+from rlaif.inputs import Pair, Prompt
+from rlaif.judging.engine import judge_pairs
+from rlaif.judging.rewards import JudgeRewards
 from rlaif.models.loading import load_causal_lm
-from rlaif.storage.cache import AnswerCache
 from rlaif.trainers.losses import approx_kl, group_advantages, grpo_loss, masked_entropy
 from rlaif.trainers.online import OnlineTrainer, PromptItem, RewardFn, Sample, positions, sampled_token_logps, token_logps
 
@@ -55,33 +53,22 @@ class GRPOTrainer(OnlineTrainer):
         cfg = self.config
         if not cfg.reward_judge:
             return super().reward_source()
-        self.rubric = load_rubric(cfg.rubric)
-        self.judge_spec = JudgeSpec.build(cfg.reward_judge, self.rubric, "pairwise")
-        self.ranking = RankSettings(cfg.reward_ranking, seed=cfg.seed)
-        self.judge = JudgeOnce(self.judge_spec)
-        self.judge_cache = AnswerCache(self.out / "judge_cache.sqlite")
+        self.rewards = JudgeRewards(cfg.reward_judge, self.out / "judge_cache.sqlite", cfg.rubric, cfg.reward_ranking, cfg.seed, mode="pairwise")
         return self.judged_group_scores
 
     def preferences(self, pairs: list[Pair]) -> list[float]:
         """P(a ≻ b) of each pair, judged in both orders (½ where the judge gave no verdict)."""
-        judged = judge_pairs(pairs, self.judge_spec, self.rubric, self.judge_cache, seed=self.config.seed,
-                             progress=False, judge=self.judge)
+        r = self.rewards
+        judged = judge_pairs(pairs, r.spec, r.rubric, r.cache, seed=self.config.seed, progress=False, judge=r.judge)
         return [0.5 if j.failed else j.p_a for j in judged]
 
     def judged_group_scores(self, prompts: list[Prompt], texts: list[str]) -> torch.Tensor:
-        """Each response's mean preference over the rest of its group, by the judge's ranking of
-        the group (`judging.candidates`; with --reward-ranking all-pairs, the share of its group
-        it beats): (N,) for the N = B · G responses (and their prompts), each group of G in a row.
-        An empty response scores 0; a group with fewer than two distinct responses ½ each."""
+        """Each response's reward within its group, by the judge's ranking of the group
+        (`JudgeRewards.group_rewards`): (N,) for the N = B · G responses (and their prompts),
+        each group of G in a row."""
         g = self.config.group_size
-        groups = [Example(str(b), prompts[b * g], texts[b * g:(b + 1) * g]) for b in range(len(texts) // g)]
-        ranked = {st.example.id: st for st in rank(groups, self.judge_spec, self.rubric, self.ranking, self.judge_cache, self.judge)[0]}
-        scores = []
-        for ex in groups:
-            st = ranked.get(ex.id)
-            share = {} if st is None else {ex.responses[k].strip(): s for k, s in zip(st.kept, st.win_shares())}
-            scores += [share.get(t.strip(), 0.0 if st is not None and not t.strip() else 0.5) for t in ex.responses]
-        return torch.tensor(scores)
+        rewards, _ = self.rewards.group_rewards([(prompts[b * g], texts[b * g:(b + 1) * g]) for b in range(len(texts) // g)])
+        return torch.tensor([r for group in rewards for r in group])
 
     @torch.no_grad()
     def rollout(self, prompts: list[PromptItem]) -> GroupRollout:
@@ -142,5 +129,4 @@ class GRPOTrainer(OnlineTrainer):
             return super()._finish(step)
         finally:
             if self.config.reward_judge:
-                self.judge.close()
-                self.judge_cache.close()
+                self.rewards.close()
