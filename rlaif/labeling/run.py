@@ -265,12 +265,8 @@ class _Run:
         and what failed to `failures`; returns the rankings' records (rankings.jsonl)."""
         started = time.time()
 
-        def grow(n: int) -> None:
-            self.bar.total += n
-            self.bar.refresh()
-
         ranked, answers, made = rank(examples, self.spec, self.rubric, self.ranking, self.cache, self.judge, self.rating_spec,  # type: ignore[arg-type]
-                                     grow, lambda: self.bar.update(1))
+                                     lambda n: setattr(self.bar, "total", self.bar.total + n), lambda: self.bar.update(1))
         totals.judging_s += time.time() - started
         totals.count_answers(answers, made)
         rubric = self.rubric.name if self.spec.reads_rubric else None
