@@ -24,11 +24,10 @@ RESULTS = [
     # over the 399 pairs (no pair has two responses of equal length), so the humans chose the
     # shorter response in 222 of 399: the rule's agreement.
     ("always pick the\nshorter response", 222, 399),
-    # `make rm-judge` at 19c2b54: "agreement with humans [95% CI] 58.6% [53.8%, 63.4%]" over 399 pairs: 234.
-    ("reward-model judge\n(top block + head of\nthe embedded model,\ntrained on pairs 0-599)", 234, 399),
-    # `make jury` at 540ce30, with the head-only reward model `make rm-judge` trained then:
-    # "agreement with humans [95% CI] 58.6% [53.8%, 63.4%]" over 399 pairs: 234.
-    ("jury: a head-only\nreward model and the\nembedded judge, their\npreferences averaged", 234, 399),
+    # `make rm-judge` at b187155: "agreement with humans [95% CI] 59.9% [55.0%, 64.6%]" over 399 pairs: 239.
+    ("reward-model judge\n(a head on the embedded\nmodel, whole sequences,\ntrained on pairs 0-599)", 239, 399),
+    # `make jury` right after it, with that reward model: "agreement with humans [95% CI] 58.6% [53.8%, 63.4%]" over 399 pairs: 234.
+    ("jury: that reward\nmodel and the\nembedded judge, their\npreferences averaged", 234, 399),
 ]
 
 

@@ -83,6 +83,10 @@ def label(quiet: bool, **options) -> None:
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: every answer received so far is in the cache; run the same command again to resume") from None
     click.echo(result.summary())
+    if result.manifest and result.manifest["counts"]["labeled"] == 0:
+        c = result.manifest["counts"]
+        raise click.ClickException(f"labeled nothing: {c['pairs']} pairs, {sum(c['failed'].values())} failed, {sum(c['filtered'].values())} "
+                                   f"filtered out (why: {result.output_dir / 'failures.jsonl'})")
 
 
 @main.command("gguf-path")

@@ -126,9 +126,13 @@ def test_bad_jury_configs_say_what_and_where(tmp_path, options, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_the_runs_mode_reaches_only_the_members_that_answer_in_it(tmp_path):
+def test_the_runs_mode_reaches_only_the_members_that_answer_in_it(tmp_path, monkeypatch):
     from rlaif.judging.engine import JudgeSpec
     from rlaif.judging.rubric import load_rubric
+
+    monkeypatch.chdir(tmp_path)  # where the built-in reward-model judge finds a model directory (its config is all a spec reads)
+    (tmp_path / "outputs" / "rm-judge").mkdir(parents=True)
+    (tmp_path / "outputs" / "rm-judge" / "config.json").write_text("{}")
 
     spec = JudgeSpec.build("rm-embedded-jury", load_rubric("quality"), "pairwise")  # as GRPO asks for its judge
     assert [m.mode for m in spec.members] == ["pointwise", "pointwise"]  # the reward model has no other mode; the embedded one is set to pointwise

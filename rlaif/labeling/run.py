@@ -367,6 +367,8 @@ def label(config: LabelConfig) -> LabelResult:
             raise InputError(file, int(line), "reference", f"missing: rubric {rubric.name} grades against a reference answer, so every row needs one")
         if (n := (not config.prompts_only and len(item.responses)) or config.num_responses) > 2:
             settings.budget_for(n, spec)  # a budget too small for the row's candidates is an error now
+    if records == 0:
+        raise InputError(config.input, None, None, "no rows to label" + (" (its ?rows= selects none)" if "rows=" in config.input else ""))
 
     if config.dry_run:
         return _dry_run(config, spec, rubric)

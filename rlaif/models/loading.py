@@ -106,9 +106,11 @@ def embedded_model_dir() -> Path:
 
 
 def looks_like_a_path(name: str) -> bool:
-    """Whether a model name is a path (absolute, starting with `.` or `~`, or with more than one
-    separator) rather than a hub name (OWNER/NAME)."""
-    return Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or Path(name).exists()
+    """Whether a model name is a path rather than a hub name (OWNER/NAME): absolute, starting
+    with `.` or `~`, with more than one separator, or whose first part is a directory here
+    (`outputs/rm-judge` where `outputs/` exists). Such a name is never looked up on the hub."""
+    return (Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or Path(name).exists()
+            or Path(name.split("/")[0]).is_dir())
 
 
 def resolve_model(name: str | None) -> str:

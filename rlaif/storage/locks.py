@@ -41,6 +41,33 @@ def is_disk_full(e: BaseException) -> bool:
     return getattr(e, "errno", None) in FULL or "database or disk is full" in str(e)
 
 
+def check_output_directory(directory: str | Path) -> None:
+    """Check, without making anything, that `directory` is or can be made a directory to write
+    into: a regular file in its place or above it, or a place this process cannot write, is a
+    one-line error, raised before any model loads."""
+    path = Path(directory).absolute()
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{directory}: a file is in the way: the output must be a directory (give another path)")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{directory}: {existing} is a file, so no directory can be made under it (give another path)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{directory}: cannot write an output directory here ({existing} is not writable)")
+
+
+def output_directory(directory: str | Path) -> bool:
+    """Make `directory` to write into (checked first: `check_output_directory`); returns whether it was made."""
+    check_output_directory(directory)
+    created = not Path(directory).exists()
+    try:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if is_disk_full(e):
+            raise DiskFull(f"{directory}: the disk is full ({e.strerror})") from None
+        raise UserError(f"{directory}: cannot write an output directory here ({e.strerror or e})") from None
+    return created
+
+
 @contextmanager
 def writing(directory: str | Path) -> Iterator[Path]:
     """Hold `directory` (created if missing) for writing until the block ends; raise
@@ -49,8 +76,7 @@ def writing(directory: str | Path) -> Iterator[Path]:
     if path in _held:
         yield path
         return
-    created = not path.exists()
-    path.mkdir(parents=True, exist_ok=True)
+    created = output_directory(directory)
     try:
         with open(path / LOCK_FILE, "a+") as fh:  # closing the file releases the lock
             yield from _hold(fh, path, directory)

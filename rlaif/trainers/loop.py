@@ -24,7 +24,7 @@ from tqdm import tqdm
 from rlaif.errors import ConfigError
 from rlaif.models.loading import load_tokenizer, quiet_transformers
 from rlaif.storage.files import save_into, write_json_atomic, write_jsonl_atomic
-from rlaif.storage.locks import writing
+from rlaif.storage.locks import check_output_directory, writing
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.processes import Processes
 
@@ -83,6 +83,8 @@ class Trainer(ABC):
         self.config = config
         self.procs = processes or Processes.from_env()
         self.out = Path(config.output)
+        if self.procs.main:
+            check_output_directory(self.out)  # a path that cannot be a directory is an error now, before any model loads
         torch.manual_seed(config.seed)
         quiet_transformers()
         self.tokenizer = load_tokenizer(config.model, padding_side="right")

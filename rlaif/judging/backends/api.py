@@ -64,6 +64,9 @@ class ApiOptions:
     price_output_per_mtok: float | None = None
 
 
+UNREACHABLE_TRIES = 3  # attempts before a server that no call has reached stops the run
+
+
 class MalformedResponse(ValueError):
     """A response body that arrived but does not have the expected shape (retried)."""
 
@@ -203,6 +206,7 @@ class ApiJudge(Judge):
         self._runner: asyncio.Runner | None = None
         self._servers: Servers | None = None
         self._limiters: tuple[AsyncLimiter | None, AsyncLimiter | None] = (None, None)
+        self._answered = False  # whether any call has reached a server: until one does, a server that cannot be reached stops the run
 
     def redact(self, text: str) -> str:
         """`text` with the API key, and anything shaped like one, blanked out."""
@@ -239,8 +243,12 @@ class ApiJudge(Judge):
     async def _with_retries(self, servers: Servers, call: Callable[[Any], Awaitable[Any]], limits: list[tuple[AsyncLimiter, float]]) -> Any:
         """`call(client)` on a server, retried (on any server) while it fails transiently; raises
         `JudgeFatalError` on an error retrying cannot help, `GaveUp` after the last attempt."""
+        def unreachable(retry_state) -> bool:  # a server no call has reached yet: three tries, not the whole schedule
+            exc = retry_state.outcome.exception()
+            return not self._answered and isinstance(exc, sdk_errors("APIConnectionError")) and retry_state.attempt_number >= UNREACHABLE_TRIES
+
         retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.options.max_retries + 1),
+            stop=stop_after_attempt(self.options.max_retries + 1) | unreachable,
             wait=self._wait,
             retry=retry_if_exception(is_transient),
             reraise=True,
@@ -251,11 +259,17 @@ class ApiJudge(Judge):
                     for limiter, amount in limits:
                         await limiter.acquire(amount)
                     async with servers.slot() as client:
-                        return await call(client)
+                        result = await call(client)
+                        self._answered = True
+                        return result
         except Exception as exc:  # noqa: BLE001 - sorted into fatal and transient below
             message = self.redact(f"{type(exc).__name__}: {exc}")
             if not is_transient(exc):
                 raise JudgeFatalError(f"'{self.name}' failed and retrying cannot help: {message}") from None
+            if not self._answered and isinstance(exc, sdk_errors("APIConnectionError")):
+                where = ", ".join(url or "the SDK's default address" for url in self.base_urls)
+                raise JudgeFatalError(f"judge '{self.name}' cannot reach its server at {where} ({message}): is it running, "
+                                      "and is base_url right? Nothing was labeled; run the same command again once it answers") from None
             raise GaveUp(f"gave up after {self.options.max_retries + 1} attempts: {message}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
+from rlaif.errors import ConfigError
 from rlaif.inputs import Prompt
 from rlaif.judging.base import Judge, JudgeConfig, JudgeRequest, Verdict
-from rlaif.models.loading import load_reward_model, load_tokenizer, model_fingerprint, position_limit
+from rlaif.models.loading import load_reward_model, load_tokenizer, model_fingerprint, position_limit, resolve_model
 
 
 @dataclass
@@ -90,6 +91,11 @@ class RewardModelJudge(Judge):
     @classmethod
     def identity(cls, config: JudgeConfig) -> dict[str, Any]:
         # The weights, not just the path: a directory trained again must not reuse old scores.
+        try:
+            resolve_model(config.model)  # a missing local model is an error now, in a dry run too, before anything loads
+        except ConfigError as e:
+            raise ConfigError(f"judge '{config.name}': {e}; a reward-model judge reads a trained reward model (the built-in `reward-model` "
+                              "judge reads the one `make rm-judge` trains into outputs/rm-judge, from the repository root)") from None
         # max_length None (the model's own limit) is read from the model, which the fingerprint names.
         return {**super().identity(config), "model": model_fingerprint(config.model)}
 
