@@ -85,8 +85,9 @@ def label(quiet: bool, **options) -> None:
     click.echo(result.summary())
     if result.manifest and result.manifest["counts"]["labeled"] == 0:
         c = result.manifest["counts"]
+        unseparated = (result.manifest["ranking"] or {}).get("unseparated", 0)
         raise click.ClickException(f"labeled nothing: {c['pairs']} pairs, {sum(c['failed'].values())} failed, {sum(c['filtered'].values())} "
-                                   f"filtered out (why: {result.output_dir / 'failures.jsonl'})")
+                                   f"filtered out, {unseparated} not separated by the judge (failures: {result.output_dir / 'failures.jsonl'})")
 
 
 @main.command("gguf-path")

@@ -241,3 +241,64 @@ def test_a_prompt_longer_than_the_judge_reads_is_not_asked_and_says_why(tmp_path
     failed = [f for f in result.failures if f["stage"] == "judge"]
     assert {f["id"] for f in failed} == {"long:0-1"} and all("prompt too long for the judge" in f["error"] and "reads 700" in f["error"] for f in failed)
     assert result.manifest["verdicts"]["too_long"] == 2 and result.manifest["verdicts"]["unreadable"] == 0
+
+
+# ---------------------------------------------------------------- failures that must not look like success
+
+
+def test_a_judge_server_that_is_down_stops_the_run_naming_its_address(tmp_path):
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    judge = tmp_path / "down.toml"
+    judge.write_text(f'backend = "openai"\nmodel = "m"\n[options]\nbase_url = "http://127.0.0.1:{port}/v1"\napi_key_env = ""\n'
+                     "retry_initial_wait = 0.01\nretry_max_wait = 0.05\n")
+    started = time.time()
+    error = one_line_error(["label", "--input", "examples/demo.jsonl", "--limit", "1", "--judge", str(judge), "--output", str(tmp_path / "out"), "--quiet"])
+    assert f"cannot reach its server at http://127.0.0.1:{port}/v1" in error and "Nothing was labeled" in error
+    assert time.time() - started < 30
+
+
+def test_a_run_that_labels_nothing_exits_1(tmp_path, scripted_judge):
+    from click.testing import CliRunner
+
+    from rlaif.cli import main
+
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"q{i}", "responses": [f"GOOD {i}", f"bad {i}"]} for i in range(2)])
+    result = CliRunner().invoke(main, ["label", "--input", str(rows), "--judge", scripted_judge(0.0), "--min-confidence", "0.9",
+                                       "--output", str(tmp_path / "out"), "--quiet"])
+    assert result.exit_code == 1 and "Error: labeled nothing: 2 pairs, 0 failed, 2 filtered out" in result.output
+    # Three candidates that a judge biased to the first position cannot separate: the ranking writes no pair.
+    rows = write_jsonl(tmp_path / "three.jsonl", [{"prompt": "q", "responses": ["a", "b", "c"]}])
+    result = CliRunner().invoke(main, ["label", "--input", str(rows), "--judge", scripted_judge(0.5), "--output", str(tmp_path / "three"), "--quiet"])
+    assert result.exit_code == 1 and "1 not separated by the judge" in result.output and "final labels n/a" in result.output
+
+
+def test_a_missing_reward_model_is_one_line_in_a_dry_run_and_never_looked_up_on_the_hub(tmp_path, monkeypatch):
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    (tmp_path / "rows.jsonl").write_text('{"prompt": "q", "responses": ["a", "b"]}\n')
+    started = time.time()
+    for extra in (["--dry-run"], []):
+        error = one_line_error(["label", "--input", "rows.jsonl", "--judge", "reward-model", *extra])
+        assert "judge 'reward-model': outputs/rm-judge: no such model directory" in error and "make rm-judge" in error
+    assert time.time() - started < 10  # no hub lookup and its retries
+
+
+@pytest.mark.parametrize("command", ["label", "train"])
+def test_an_output_path_that_cannot_be_a_directory_is_one_line_before_anything_loads(tmp_path, command):
+    (tmp_path / "a-file").write_text("keep me")
+    base = {"label": ["label", "--input", "examples/demo.jsonl"], "train": ["train", "--method", "dpo", "--data", "examples/demo.jsonl"]}[command]
+    assert "a file is in the way" in one_line_error([*base, "--output", str(tmp_path / "a-file")])
+    assert "is a file, so no directory can be made under it" in one_line_error([*base, "--output", str(tmp_path / "a-file" / "out")])
+    assert (tmp_path / "a-file").read_text() == "keep me"
+
+
+def test_an_empty_row_selection_is_said_in_the_dry_run_and_the_run():
+    for extra in (["--dry-run"], []):
+        assert "no rows to label (its ?rows= selects none)" in one_line_error(["label", "--input", "examples/demo.jsonl?rows=5:5", *extra])

@@ -149,7 +149,8 @@ class LabelResult:
                          f"unseparated pairs left out: {r['unseparated']}; "
                          f"intransitive triples: {r['intransitive_triples']} -> {self.output_dir / RANKINGS}")
         if rate["raw"] is not None:
-            lines.append(f"first-position rate: raw judgments {100 * rate['raw']:.1f}%, final labels {100 * rate['labels']:.1f}%")
+            final = "n/a" if rate["labels"] is None else f"{100 * rate['labels']:.1f}%"
+            lines.append(f"first-position rate: raw judgments {100 * rate['raw']:.1f}%, final labels {final}")
         cost = f"; estimated cost: {m['estimated_cost']:.4f}" if m["estimated_cost"] is not None else ""
         lines.append(f"judge calls: {m['judge_calls']['made']} made, {m['judge_calls']['cached']} from cache; "
                      f"tokens: {m['tokens']['prompt']} in, {m['tokens']['completion']} out; {m['wall_time_s']:.1f}s{cost}")
