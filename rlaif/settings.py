@@ -106,7 +106,7 @@ def read_text(path: str | Path) -> str:
     """A settings file's text; one that is not UTF-8 is a ConfigError naming it and its line."""
     raw = Path(path).read_bytes()
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a byte-order mark, as Windows tools write, is no error
     except UnicodeDecodeError as e:
         raise ConfigError(f"not UTF-8 text (byte {raw[e.start]:#04x}); save the file as UTF-8", str(path), raw[:e.start].count(b"\n") + 1) from None
 

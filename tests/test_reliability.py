@@ -81,6 +81,10 @@ def bad_inputs(tmp_path) -> dict[str, tuple[str, str]]:
         "not gzip": (write_bytes(tmp_path / "plain.jsonl.gz", valid), "plain.jsonl.gz:1: not a whole gzip file"),
         "truncated gzip": (write_bytes(tmp_path / "cut.jsonl.gz", gzip.compress(many)[:len(gzip.compress(many)) // 2]), "cut.jsonl.gz:"),
         "truncated parquet": (write_bytes(tmp_path / "cut.parquet", parquet.read_bytes()[:2000]), "cut.parquet: cannot be read as parquet"),
+        "a lone surrogate": (write_bytes(tmp_path / "half.jsonl", valid + b'{"prompt": "q\\ud800", "responses": ["a", "b"]}\n'),
+                             "half.jsonl:2: field 'prompt': holds '\\ud800', half of a surrogate pair"),
+        "nesting too deep": (write_bytes(tmp_path / "deep.jsonl", b'{"prompt": ' + b"[" * 100000 + b"]" * 100000 + b"}\n"),
+                             "deep.jsonl:1: JSON nested too deep to read"),
         "an id used twice": (write_bytes(tmp_path / "twice.jsonl", b'{"id": 7, "prompt": "q", "responses": ["a", "b"]}\n'
                                          b'{"id": 7, "prompt": "other", "responses": ["c", "d"]}\n'), "twice.jsonl:2: field 'id': '7' is also the id of line 1"),
     }
@@ -95,6 +99,17 @@ def one_line_error(args: list[str]) -> str:
     assert result.exit_code == 1, (result.output, result.exception)
     assert result.output.startswith("Error: ") and result.output.count("\n") == 1, result.output
     return result.output
+
+
+def test_a_byte_order_mark_is_no_error(tmp_path):
+    from rlaif.inputs import load_examples
+
+    path = write_bytes(tmp_path / "bom.jsonl", b'\xef\xbb\xbf{"prompt": "q", "responses": ["a", "b"]}\n')
+    assert load_examples(path).examples[0].prompt == "q"
+    settings = write_bytes(tmp_path / "train.toml", b'\xef\xbb\xbfmethod = "dpo"\n')
+    from rlaif.trainers.config import read_config_file
+
+    assert read_config_file(settings) == {"method": "dpo"}
 
 
 def test_every_bad_input_file_is_one_line_naming_file_and_line(tmp_path):
@@ -302,3 +317,53 @@ def test_an_output_path_that_cannot_be_a_directory_is_one_line_before_anything_l
 def test_an_empty_row_selection_is_said_in_the_dry_run_and_the_run():
     for extra in (["--dry-run"], []):
         assert "no rows to label (its ?rows= selects none)" in one_line_error(["label", "--input", "examples/demo.jsonl?rows=5:5", *extra])
+
+
+def test_training_pairs_with_the_same_response_twice_are_left_out_and_none_left_is_an_error(tmp_path, capsys):
+    from rlaif.errors import InputError
+    from rlaif.trainers.pairs import load_pairs
+
+    rows = [{"prompt": "q1", "chosen": "same", "rejected": "same "}, {"prompt": "q2", "chosen": "good", "rejected": "bad"}]
+    assert [p.prompt for p in load_pairs(str(write_jsonl(tmp_path / "one.jsonl", rows)))] == ["q2"]
+    assert "1 pairs left out: their two responses are the same text" in capsys.readouterr().err
+    with pytest.raises(InputError, match="1 rows have the same response twice"):
+        load_pairs(str(write_jsonl(tmp_path / "none.jsonl", rows[:1])))
+
+
+def test_agreement_on_an_unfinished_or_running_run_says_so(tmp_path, scripted_judge):
+    import subprocess
+    import sys
+
+    from rlaif.labeling.run import LabelConfig, label
+
+    out = tmp_path / "run"
+    label(LabelConfig("examples/demo.jsonl", str(out), judge=scripted_judge(0.0), limit=2, progress=False))
+    (out / "manifest.json").rename(tmp_path / "manifest.json")
+    assert "the labeling run has not finished (no manifest.json)" in one_line_error(["agreement", str(out)])
+    (tmp_path / "manifest.json").rename(out / "manifest.json")
+    holding = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); f.write('pid 1: rlaif label ...'); "
+                                "f.flush(); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(out / ".rlaif.lock")],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert holding.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+        assert "a labeling run is still writing it" in one_line_error(["agreement", str(out)])
+    finally:
+        holding.kill()
+    assert not (out / "agreement.json").exists()
+
+
+def test_a_rerun_with_other_settings_sets_the_earlier_runs_files_aside(tmp_path, scripted_judge):
+    from rlaif.evaluate.agreement import agreement
+    from rlaif.labeling.run import LabelConfig, label
+
+    out = tmp_path / "run"
+    rows = str(write_jsonl(tmp_path / "rows.jsonl", [{"prompt": f"q{i}", "chosen": f"GOOD {i}", "rejected": f"bad {i}"} for i in range(3)]))
+    first = label(LabelConfig(rows, str(out), judge=scripted_judge(0.0), progress=False))
+    agreement(out)
+    again = label(LabelConfig(rows, str(out), judge=scripted_judge(0.0), progress=False))  # the same settings: nothing moves
+    assert again.rows == first.rows and not (out / "earlier-runs").exists() and (out / "agreement.json").exists()
+    label(LabelConfig(rows, str(out), judge=scripted_judge(0.0), debias="none", progress=False))
+    [aside] = (out / "earlier-runs").iterdir()
+    assert {p.name for p in aside.iterdir()} >= {"pairs.jsonl", "manifest.json", "README.md", "agreement.json", "reliability.png"}
+    assert not (out / "agreement.json").exists() and (out / "cache.sqlite").exists()
+    assert [json.loads(line)["orders"][0] for line in (aside / "pairs.jsonl").read_text().splitlines()] == [r["orders"][0] for r in first.rows]

@@ -35,10 +35,37 @@ def _readable(path: Path, line: Callable[[], int | None] = lambda: None) -> Iter
 
 
 def _decoded(raw: bytes, path: Path, number: int) -> str | InputError:
+    """A line (or a whole file, `number` 0) as text: UTF-8, a byte-order mark at the file's start
+    allowed (Windows tools write one)."""
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig" if number <= 1 else "utf-8")
     except UnicodeDecodeError as e:
         return InputError(str(path), number, None, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); save the file as UTF-8")
+
+
+def _parsed(text: str, path: Path, number: int) -> Any:
+    """JSON text as a value, or an InputError naming the line (and the field) where it is not
+    JSON, nests deeper than Python can read, or holds a string that is not Unicode text (a lone
+    surrogate such as "\ud800", which no file or tokenizer can take)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        return InputError(str(path), number or err.lineno, None, f"not valid JSON ({err.msg})")
+    except RecursionError:
+        return InputError(str(path), number or None, None, "JSON nested too deep to read")
+    stack: list[tuple[str | None, Any]] = [(None, value)]
+    while stack:
+        field, item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return InputError(str(path), number or None, field, f"holds {item[e.start]!r}, half of a surrogate pair: not Unicode text")
+        elif isinstance(item, dict):
+            stack += [(field or str(k), v) for k, v in item.items()]
+        elif isinstance(item, list):
+            stack += [(field, v) for v in item]
+    return value
 
 
 def _base_suffix(path: Path) -> str:
@@ -57,10 +84,7 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
                 if isinstance(line, InputError):
                     yield number, line
                 continue
-            try:
-                yield number, json.loads(line)
-            except json.JSONDecodeError as err:
-                yield number, InputError(str(path), number, None, f"not valid JSON ({err.msg})")
+            yield number, _parsed(line, path, number)
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
@@ -70,10 +94,9 @@ def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
     if isinstance(text, InputError):
         bad = raw.decode("utf-8", errors="replace").index("\ufffd")
         raise InputError(str(path), raw[:bad].count(b"\n") + 1, None, text.message)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(str(path), err.lineno, None, f"not valid JSON ({err.msg})") from None
+    data = _parsed(text, path, 0)
+    if isinstance(data, InputError):
+        raise data
     if isinstance(data, dict) and isinstance(data.get("data"), list):
         data = data["data"]
     if not isinstance(data, list):

@@ -52,8 +52,6 @@ def calibrate(run_dir: str | Path, folds: int = 5, seed: int = 0, output: str | 
     if len(soft) < folds * MIN_PAIRS_PER_FOLD:
         raise InputError(pairs_file, None, "human_preference", f"{len(soft)} pairs with a human label and a soft ai_preference (below 1): "
                                                                f"calibrating with {folds} folds needs {folds * MIN_PAIRS_PER_FOLD} or more")
-    if manifest is None:
-        raise InputError(str(run_dir / "manifest.json"), None, None, "no such file: calibrate a finished `rlaif label` run")
     p = [r["ai_preference"] for r in soft]
     y = [int(r["human_preference"] > 0.5) for r in soft]
     held_out = [0.0] * len(p)

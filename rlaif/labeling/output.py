@@ -23,6 +23,9 @@ from rlaif.judging.rubric import Rubric
 from rlaif.storage.files import run_stamp, write_json_atomic
 
 PAIRS, FAILURES, RANKINGS, PROGRESS = "pairs.jsonl", "failures.jsonl", "rankings.jsonl", "progress.json"
+# What a run writes into its directory besides the cache (shared by any run), and what is derived from it later.
+RUN_FILES = (PAIRS, FAILURES, RANKINGS, PROGRESS, "manifest.json", "README.md", "agreement.json", "reliability.png", "calibrated-judge.yaml")
+EARLIER = "earlier-runs"
 
 
 @dataclass
@@ -73,6 +76,29 @@ class Totals:
         self.first_preferred += sum(v.p_first > 0.5 for v in verdicts)
         self.prompt_tokens += sum(v.prompt_tokens for v in answers.values())
         self.completion_tokens += sum(v.completion_tokens for v in answers.values())
+
+
+def set_aside_earlier_run(out: Path, fingerprint: str) -> Path | None:
+    """Move the files of an earlier run with other settings (its rows, and what was derived from
+    them: the card, `agreement.json`, a calibrated config) into `earlier-runs/<when it began>/`,
+    so that nothing in the directory describes a run that is no longer there; the answer cache
+    stays, shared. Returns where they went, or None when there was no such run (or the same
+    settings, which a rerun takes up)."""
+    for name in (PROGRESS, "manifest.json"):
+        if (out / name).exists():
+            earlier = json.loads((out / name).read_text())
+            if earlier.get("fingerprint") == fingerprint:
+                return None
+            break
+    else:
+        if not (out / PAIRS).exists():
+            return None
+    target = out / EARLIER / time.strftime("%Y%m%d-%H%M%S", time.localtime((out / PAIRS).stat().st_mtime if (out / PAIRS).exists() else time.time()))
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        if (out / name).exists():
+            os.replace(out / name, target / name)
+    return target
 
 
 class Output:
@@ -156,12 +182,14 @@ def ranked_row(st: Ranked, chosen: int, rejected: int, spec: JudgeSpec, rubric: 
     return row
 
 
-def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Totals, started: float, strategy: str | None = None) -> dict[str, Any]:
+def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Totals, started: float, fingerprint: str,
+             strategy: str | None = None) -> dict[str, Any]:
     """The run's manifest.json: its settings, judge, rubric and counts (`strategy`: how rows with
     more than two candidates were ranked)."""
     tokens = {"prompt": t.prompt_tokens, "completion": t.completion_tokens}
     return {
         **run_stamp(),
+        "fingerprint": fingerprint,
         "config": settings,
         "mode": spec.mode,
         "judge": spec.config.public(),
@@ -207,3 +235,37 @@ def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Total
         "timings": {"judging_s": round(t.judging_s, 3)},
         "wall_time_s": round(time.time() - started, 2),
     }
+
+
+def estimate_summary(d: dict[str, Any]) -> str:
+    """A dry run's estimate, in a few lines for a terminal."""
+    cost = f"; estimated cost: {d['estimated_cost']:.4f}" if d["estimated_cost"] is not None else " (no prices in the judge config)"
+    lines = [f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached",
+             f"estimated tokens: ~{d['tokens']['prompt']} in, up to {d['tokens']['completion']} out{cost}"]
+    if d["ranked_rows"]:
+        lines.append(f"{d['ranked_rows']} rows with more than two candidates: up to {d['ranking_calls_at_most']} more calls to rank them "
+                     "(counted above: none)")
+    if d["prompt_only_rows"]:
+        lines.append(f"{d['prompt_only_rows']} prompt-only rows need candidates generated first; their calls are not counted")
+    return "\n".join(lines)
+
+
+def run_summary(m: dict[str, Any], out: Path) -> str:
+    """What a finished run did, from its manifest, in a few lines for a terminal."""
+    counts, rate, v = m["counts"], m["first_position_rate"], m["verdicts"]
+    how = ("pointwise: each response scored alone, one call per distinct response" if m["mode"] == "pointwise"
+           else f"consistent across orders: {counts['consistent']}, inconsistent: {counts['inconsistent']}")
+    lines = [f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {out / PAIRS}",
+             f"{how}; skipped: {sum(counts['skipped'].values())}; failed: {sum(counts['failed'].values())}; filtered: {sum(counts['filtered'].values())}"]
+    if (r := m.get("ranking")) is not None:
+        lines.append(f"ranked {r['rows']} rows of more than two candidates ({r['strategy']}, --pairs {r['pairs']}): "
+                     f"{r['calls_per_row']:.1f} judge calls a row (budget: {r['max_calls_per_prompt'] or 'default'}); "
+                     f"unseparated pairs left out: {r['unseparated']}; intransitive triples: {r['intransitive_triples']} -> {out / RANKINGS}")
+    if rate["raw"] is not None:
+        final = "n/a" if rate["labels"] is None else f"{100 * rate['labels']:.1f}%"
+        lines.append(f"first-position rate: raw judgments {100 * rate['raw']:.1f}%, final labels {final}")
+    cost = f"; estimated cost: {m['estimated_cost']:.4f}" if m["estimated_cost"] is not None else ""
+    lines.append(f"judge calls: {m['judge_calls']['made']} made, {m['judge_calls']['cached']} from cache; "
+                 f"tokens: {m['tokens']['prompt']} in, {m['tokens']['completion']} out; {m['wall_time_s']:.1f}s{cost}")
+    lines.append(f"verdicts: {v['soft']} soft (label probabilities), {v['unreadable']} unreadable, of {m['judge_calls']['total']} answers")
+    return "\n".join(lines)

@@ -14,6 +14,7 @@ import jsonlines
 
 from rlaif.errors import InputError
 from rlaif.stats import expected_calibration_error, fleiss_kappa, paired_interval, wilson_interval
+from rlaif.storage.locks import holder
 
 
 def _text(value: Any) -> str:
@@ -160,16 +161,21 @@ def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None
     return report
 
 
-def read_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """A labeling run's rows (`pairs.jsonl`) and its manifest (None before the run has ended)."""
+def read_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """A finished labeling run's rows (`pairs.jsonl`) and its manifest. A run another process is
+    writing, or one that has not finished, is an error that says so."""
     run_dir = Path(run_dir)
     pairs_path = run_dir / "pairs.jsonl"
     if not pairs_path.exists():
         raise InputError(str(pairs_path), None, None, f"no such file (is {run_dir} the output of `rlaif label`?)")
+    if (running := holder(run_dir)) is not None:
+        raise InputError(str(run_dir), None, None, f"a labeling run is still writing it ({running}): read it once that run has ended")
+    if not (run_dir / "manifest.json").exists():
+        raise InputError(str(run_dir), None, None, "the labeling run has not finished (no manifest.json): run its `rlaif label` command "
+                                                   "again to finish it, then read it")
     with jsonlines.open(pairs_path) as reader:
         rows = list(reader)
-    manifest_path = run_dir / "manifest.json"
-    return rows, json.loads(manifest_path.read_text()) if manifest_path.exists() else None
+    return rows, json.loads((run_dir / "manifest.json").read_text())
 
 
 def label_run_report(run_dir: str | Path) -> dict[str, Any]:

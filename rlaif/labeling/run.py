@@ -16,6 +16,7 @@ written), so a run's memory does not grow with its input. Writes to the output d
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
@@ -38,7 +39,19 @@ from rlaif.judging.ranking import PAIRINGS, STRATEGIES
 from rlaif.judging.rubric import Rubric, load_rubric
 from rlaif.labeling.batch import batch_round
 from rlaif.labeling.card import command_of, write_card
-from rlaif.labeling.output import FAILURES, PAIRS, PROGRESS, RANKINGS, Output, Totals, manifest, pair_row, ranked_row
+from rlaif.labeling.output import (
+    FAILURES,
+    PAIRS,
+    PROGRESS,
+    Output,
+    Totals,
+    estimate_summary,
+    manifest,
+    pair_row,
+    ranked_row,
+    run_summary,
+    set_aside_earlier_run,
+)
 from rlaif.labeling.quality import agreement_report
 from rlaif.settings import check_settings, required, setting
 from rlaif.storage.cache import AnswerCache, cache_key
@@ -126,36 +139,7 @@ class LabelResult:
         """What the run did, in a few lines for a terminal."""
         if (b := self.pending_batch) is not None:
             return f"batch {b['batch_id']} ({b['requests']} requests) is {b['status']}; run the same command again to collect it"
-        if (d := self.estimate) is not None:
-            cost = f"; estimated cost: {d['estimated_cost']:.4f}" if d["estimated_cost"] is not None else " (no prices in the judge config)"
-            lines = [f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached",
-                     f"estimated tokens: ~{d['tokens']['prompt']} in, up to {d['tokens']['completion']} out{cost}"]
-            if d["ranked_rows"]:
-                lines.append(f"{d['ranked_rows']} rows with more than two candidates: up to {d['ranking_calls_at_most']} more calls to rank them "
-                             "(counted above: none)")
-            if d["prompt_only_rows"]:
-                lines.append(f"{d['prompt_only_rows']} prompt-only rows need candidates generated first; their calls are not counted")
-            return "\n".join(lines)
-        m = self.manifest
-        assert m is not None
-        counts, rate, v = m["counts"], m["first_position_rate"], m["verdicts"]
-        how = ("pointwise: each response scored alone, one call per distinct response" if m["mode"] == "pointwise"
-               else f"consistent across orders: {counts['consistent']}, inconsistent: {counts['inconsistent']}")
-        lines = [f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {self.output_dir / PAIRS}",
-                 f"{how}; skipped: {sum(counts['skipped'].values())}; failed: {sum(counts['failed'].values())}; filtered: {sum(counts['filtered'].values())}"]
-        if (r := m.get("ranking")) is not None:
-            lines.append(f"ranked {r['rows']} rows of more than two candidates ({r['strategy']}, --pairs {r['pairs']}): "
-                         f"{r['calls_per_row']:.1f} judge calls a row (budget: {r['max_calls_per_prompt'] or 'default'}); "
-                         f"unseparated pairs left out: {r['unseparated']}; "
-                         f"intransitive triples: {r['intransitive_triples']} -> {self.output_dir / RANKINGS}")
-        if rate["raw"] is not None:
-            final = "n/a" if rate["labels"] is None else f"{100 * rate['labels']:.1f}%"
-            lines.append(f"first-position rate: raw judgments {100 * rate['raw']:.1f}%, final labels {final}")
-        cost = f"; estimated cost: {m['estimated_cost']:.4f}" if m["estimated_cost"] is not None else ""
-        lines.append(f"judge calls: {m['judge_calls']['made']} made, {m['judge_calls']['cached']} from cache; "
-                     f"tokens: {m['tokens']['prompt']} in, {m['tokens']['completion']} out; {m['wall_time_s']:.1f}s{cost}")
-        lines.append(f"verdicts: {v['soft']} soft (label probabilities), {v['unreadable']} unreadable, of {m['judge_calls']['total']} answers")
-        return "\n".join(lines)
+        return estimate_summary(self.estimate) if self.estimate is not None else run_summary(self.manifest, self.output_dir)  # type: ignore[arg-type]
 
 
 def _chunks(config: LabelConfig, skip: int = 0) -> Iterator[tuple[list[Example], list[dict[str, Any]]]]:
@@ -376,13 +360,16 @@ def label(config: LabelConfig) -> LabelResult:
     out = config.output_dir()
     out.mkdir(parents=True, exist_ok=True)
     cache = AnswerCache(config.cache or out / "cache.sqlite")
+    fingerprint = _fingerprint(config, spec, rubric)
     run = _Run(config, rubric, spec, cache, generator, rating_spec=rating_spec, chat=chat)
     try:
         if config.batch_api and (missing := run.missing_requests()):
             pending = batch_round(out, spec, missing, cache)
             if pending is not None:
                 return LabelResult(out, pending_batch=pending)
-        with Output.open(out, _fingerprint(config, spec, rubric)) as output, \
+        if (aside := set_aside_earlier_run(out, fingerprint)) is not None:
+            print(f"{out}: an earlier run with other settings is moved to {aside}", file=sys.stderr)
+        with Output.open(out, fingerprint) as output, \
                 tqdm(total=0, desc="labeling", unit="call", disable=not config.progress) as run.bar:
             totals = output.totals
             for examples, invalid in _chunks(config, skip=totals.records):
@@ -393,7 +380,7 @@ def label(config: LabelConfig) -> LabelResult:
         generator.close()
         cache.close()
 
-    result = LabelResult(out, manifest(asdict(config), spec, rubric, totals, started, settings.strategy))
+    result = LabelResult(out, manifest(asdict(config), spec, rubric, totals, started, fingerprint, settings.strategy))
     write_json_atomic(out / "manifest.json", result.manifest)
     write_card(out, result.manifest, agreement_report(result.rows, result.manifest), command_of(config))
     (out / PROGRESS).unlink()

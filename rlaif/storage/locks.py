@@ -111,6 +111,21 @@ def _hold(fh, path: Path, directory: str | Path) -> Iterator[Path]:
         _held.discard(path)
 
 
+def holder(directory: str | Path) -> str | None:
+    """What another process writing `directory` says of itself (its pid and command), or None
+    when no other process holds it."""
+    path = Path(directory).resolve()
+    if path in _held or not (path / LOCK_FILE).exists():
+        return None
+    with open(path / LOCK_FILE) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return fh.read().strip() or "another process"
+        fcntl.flock(fh, fcntl.LOCK_UN)
+    return None
+
+
 def _command() -> str:
     """This process's command line, as typed (`rlaif label ...`)."""
     ours = os.path.basename(sys.argv[0]) == "rlaif" or sys.argv[0].endswith(os.path.join("rlaif", "cli.py"))  # the script, or python -m rlaif.cli

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +25,15 @@ class TrainPair:
 
 
 def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False) -> list[TrainPair]:
-    """Pairs from anything `rlaif label` reads or writes; rows with no preference are left out."""
-    pairs = []
+    """Pairs from anything `rlaif label` reads or writes; rows with no preference, and pairs whose
+    two responses are the same text (they teach nothing, and labeling skips them too), are left
+    out and counted on standard error."""
+    pairs, same = [], 0
     for ex in load_examples(path, limit).examples:
         if len(ex.responses) != 2:
+            continue
+        if ex.responses[0].strip() == ex.responses[1].strip():
+            same += 1
             continue
         if ex.preference is not None:  # an rlaif output row: responses = [chosen, rejected]
             p = 1.0 if hard_labels else float(ex.preference)
@@ -38,7 +44,10 @@ def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False) -
         chosen, rejected = ex.responses  # the preferred one first in every input shape
         pairs.append(TrainPair(ex.prompt, chosen, rejected, p, ex.source))
     if not pairs:
-        raise InputError(str(path), None, None, "no usable preference pairs (rows need prompt/chosen/rejected, HH transcripts, or rlaif's pairs.jsonl)")
+        raise InputError(str(path), None, None, "no usable preference pairs (rows need prompt/chosen/rejected, HH transcripts, or rlaif's pairs.jsonl"
+                         + (f"; {same} rows have the same response twice" if same else "") + ")")
+    if same:
+        print(f"{path}: {same} pairs left out: their two responses are the same text", file=sys.stderr)
     return pairs
 
 
