@@ -4,6 +4,7 @@ from the fields of its config dataclass; each run formats its own summary."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -55,14 +56,39 @@ def config_options(config_class: type, required_from_file: bool = False):
 
 
 class Group(click.Group):
-    """Prints the user's mistakes (bad input, templates, configs) as one clear line; anything
-    else is a bug and keeps its traceback."""
+    """The one place where a command's failure becomes what the user reads: their mistakes (bad
+    input, templates, configs), a file the system refuses and an interruption as one clear line,
+    exit status 1; anything else (a bug) as one line naming where it happened and the file that
+    holds its whole traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
         except UserError as e:
             raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            raise click.ClickException("interrupted: what was written is kept; run the same command again to go on") from None
+        except OSError as e:
+            raise click.ClickException(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}") from None
+        except Exception as e:  # noqa: BLE001 - a bug: said in one line, its traceback kept in a file
+            raise click.ClickException(crash_report(e, ctx)) from None
+
+
+def crash_report(e: Exception, ctx: click.Context) -> str:
+    """Write an unexpected exception's traceback to a file; the line that names it and where it happened."""
+    import time
+    import traceback
+
+    from rlaif.models.loading import cache_dir
+
+    frame = traceback.extract_tb(e.__traceback__)[-1]
+    path = cache_dir() / "crashes" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"rlaif {ctx.invoked_subcommand}: {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(e)))
+    where = f"{Path(frame.filename).name}:{frame.lineno} ({frame.name})"
+    return f"unexpected {type(e).__name__} in {where}: {str(e).splitlines()[0][:300] if str(e) else ''} (a bug; the whole traceback is in {path})"
 
 
 @click.group(cls=Group)

@@ -367,3 +367,17 @@ def test_a_rerun_with_other_settings_sets_the_earlier_runs_files_aside(tmp_path,
     assert {p.name for p in aside.iterdir()} >= {"pairs.jsonl", "manifest.json", "README.md", "agreement.json", "reliability.png"}
     assert not (out / "agreement.json").exists() and (out / "cache.sqlite").exists()
     assert [json.loads(line)["orders"][0] for line in (aside / "pairs.jsonl").read_text().splitlines()] == [r["orders"][0] for r in first.rows]
+
+
+def test_a_bug_is_one_line_naming_where_and_the_trace_file(tmp_path, monkeypatch):
+    import rlaif.labeling.run
+
+    def broken(config):
+        return {}["no such key"]
+
+    monkeypatch.setattr(rlaif.labeling.run, "label", broken)
+    monkeypatch.setenv("RLAIF_CACHE", str(tmp_path))
+    error = one_line_error(["label", "--input", "examples/demo.jsonl"])
+    assert "unexpected KeyError in test_reliability.py:" in error and "(broken): 'no such key' (a bug; the whole traceback is in" in error
+    [trace] = (tmp_path / "crashes").iterdir()
+    assert trace.read_text().startswith("rlaif label:") and "Traceback" in trace.read_text()
