@@ -3,7 +3,9 @@ options, a settings file and the Python API share one declaration and one check.
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 import tomllib
 from dataclasses import Field, field, fields
 from pathlib import Path
@@ -81,7 +83,11 @@ def check_settings(config: Any) -> None:
         if value is None and type(None) in allowed_types(hints[f.name]):
             continue
         problem = None
-        if allowed := f.metadata.get("choices"):
+        if isinstance(value, float) and not math.isfinite(value):
+            problem = f"must be a finite number, got {value}"
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > sys.maxsize:
+            problem = f"must be at most {sys.maxsize} either way, got {value}"
+        elif allowed := f.metadata.get("choices"):
             problem = choice_problem(value, allowed)
         elif any(b is not None for b in f.metadata.get("bounds", ())) and isinstance(value, int | float):
             problem = bounds_problem(value, f.metadata["bounds"])

@@ -341,9 +341,9 @@ def test_agreement_on_an_unfinished_or_running_run_says_so(tmp_path, scripted_ju
     (out / "manifest.json").rename(tmp_path / "manifest.json")
     assert "the labeling run has not finished (no manifest.json)" in one_line_error(["agreement", str(out)])
     (tmp_path / "manifest.json").rename(out / "manifest.json")
-    holding = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1], 'w'); f.write('pid 1: rlaif label ...'); "
-                                "f.flush(); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)", str(out / ".rlaif.lock")],
-                               stdout=subprocess.PIPE, text=True)
+    hold = ("import fcntl, sys, time; f = open(sys.argv[1], 'w'); f.write('pid 1: rlaif label ...'); "
+            "f.flush(); fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)")
+    holding = subprocess.Popen([sys.executable, "-c", hold, str(out / ".rlaif.lock")], stdout=subprocess.PIPE, text=True)
     try:
         assert holding.stdout.readline().strip() == "held"  # type: ignore[union-attr]
         assert "a labeling run is still writing it" in one_line_error(["agreement", str(out)])

@@ -56,7 +56,7 @@ from rlaif.labeling.quality import agreement_report
 from rlaif.settings import check_settings, required, setting
 from rlaif.storage.cache import AnswerCache, cache_key
 from rlaif.storage.files import write_json_atomic
-from rlaif.storage.locks import writes_into
+from rlaif.storage.locks import check_output_directory, writes_into
 
 
 @dataclass
@@ -321,7 +321,7 @@ def _fingerprint(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> str:
 
 def _dry_run(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> LabelResult:
     cache_path = Path(config.cache) if config.cache else config.output_dir() / "cache.sqlite"
-    cache = AnswerCache(cache_path) if cache_path.exists() else None  # a dry run creates nothing
+    cache = AnswerCache(cache_path, read_only=True) if cache_path.is_file() else None  # a dry run creates and changes nothing
     try:
         return LabelResult(config.output_dir(), estimate=_Run(config, rubric, spec, cache, None).estimate())
     finally:
@@ -356,6 +356,7 @@ def label(config: LabelConfig) -> LabelResult:
         raise InputError(config.input, None, None, "no rows to label" + (" (its ?rows= selects none)" if "rows=" in config.input else ""))
 
     if config.dry_run:
+        check_output_directory(config.output_dir())  # what the run would fail on, the dry run says
         return _dry_run(config, spec, rubric)
     out = config.output_dir()
     out.mkdir(parents=True, exist_ok=True)

@@ -42,6 +42,7 @@ from rlaif.judging.configs import DEFAULT_JUDGE
 from rlaif.judging.ranking import STRATEGIES
 from rlaif.judging.rewards import JudgeRewards
 from rlaif.settings import check_settings, setting
+from rlaif.storage.locks import output_directory
 
 
 @dataclass
@@ -301,7 +302,7 @@ def serve(config: ServeConfig) -> None:
         import uvicorn
     except ImportError:
         raise ConfigError("rlaif serve needs its web server: pip install 'rlaif[serve]'") from None
-    Path(config.cache).parent.mkdir(parents=True, exist_ok=True)
+    output_directory(Path(config.cache).parent)
     rewards = JudgeRewards(config.judge, config.cache, config.rubric, config.ranking, config.seed, config.mode)
     rewards.judge()  # a judge that cannot load fails now, not at the first request
     try:

@@ -24,9 +24,15 @@ def cache_key(*parts: Any) -> str:
 
 
 class AnswerCache:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, read_only: bool = False):
+        """The cache in an SQLite file; `read_only` (a dry run) opens an existing file without
+        writing to it or beside it, and finds nothing in a file that is not a cache."""
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.read_only = read_only
+        if read_only:
+            self._db = sqlite3.connect(f"file:{self.path.absolute()}?mode=ro", uri=True, check_same_thread=False)
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -43,7 +49,12 @@ class AnswerCache:
 
     def get(self, key: str) -> Any | None:
         with self._lock:
-            row = self._db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
+            try:
+                row = self._db.execute("SELECT value FROM answers WHERE key = ?", (key,)).fetchone()
+            except sqlite3.DatabaseError:
+                if not self.read_only:
+                    raise
+                return None  # read-only, a file that is not a cache (yet) holds no answers
         return None if row is None else json.loads(row[0])
 
     def put(self, key: str, value: Any) -> None:
