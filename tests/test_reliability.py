@@ -381,3 +381,15 @@ def test_a_bug_is_one_line_naming_where_and_the_trace_file(tmp_path, monkeypatch
     assert "unexpected KeyError in test_reliability.py:" in error and "(broken): 'no such key' (a bug; the whole traceback is in" in error
     [trace] = (tmp_path / "crashes").iterdir()
     assert trace.read_text().startswith("rlaif label:") and "Traceback" in trace.read_text()
+
+
+@pytest.mark.parametrize("body, expected", [
+    ("{{ prompt.__class__.__mro__ }}", "access to attribute '__class__'"),
+    ("{% if prompt %}{{ 1 / 0 }}{% endif %}", "ZeroDivisionError: division by zero"),
+    ("{{ range(10 ** 9) | list }}", "OverflowError: Range too big"),
+])
+def test_a_template_the_sandbox_stops_while_rendering_is_a_rubric_error_naming_its_line(tmp_path, body, expected):
+    template = tmp_path / "bad.j2"
+    template.write_text("Which is better?\n" + body + "\n{{ response_a }} {{ response_b }}\nPreferred Response=")
+    error = one_line_error(["rubric", str(template)])
+    assert f"{template}:2" in error and expected in error

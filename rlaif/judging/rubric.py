@@ -123,8 +123,8 @@ def render_template(template: jinja2.Template, path: Path, **context) -> str:
     """Render, reporting an error with the template's own file and line."""
     try:
         return template.render(**context).strip() + "\n"
-    except jinja2.TemplateError as e:
-        raise RubricError(str(path), _template_line(e, str(path)), str(e)) from None
+    except Exception as e:  # noqa: BLE001 - whatever a template does while rendering (the sandbox stopping it, 1/0) is the template's error
+        raise RubricError(str(path), _template_line(e, str(path)), f"{type(e).__name__}: {e}" if not isinstance(e, jinja2.TemplateError) else str(e)) from None
 
 
 def load_rubric(name_or_path: str | Path) -> Rubric:
