@@ -91,8 +91,8 @@ def crash_report(e: Exception, ctx: click.Context) -> str:
     return f"unexpected {type(e).__name__} in {where}: {str(e).splitlines()[0][:300] if str(e) else ''} (a bug; the whole traceback is in {path})"
 
 
-@click.group(cls=Group)
-@click.version_option(package_name="rlaif")
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rlaif", prog_name="rlaif")
 def main() -> None:
     """Turn AI feedback into preference data, and train on it."""
 

@@ -56,3 +56,14 @@ def test_compare_takes_runs_as_arguments_and_repeats_lists():
     sub = command.make_context("compare", ["r1", "r2", "--eval-data", "e.jsonl", "--output", "o", "--rm", "a", "--rm", "b"], parent=ctx)
     config = CompareConfig(**{k: v for k, v in sub.params.items() if k != "quiet"})
     assert config.runs == ["r1", "r2"] and config.rms == ["a", "b"] and config.labels == []
+
+
+def test_h_and_version_and_a_revise_template_is_no_rubric():
+    from click.testing import CliRunner
+
+    runner = CliRunner()
+    assert runner.invoke(main, ["label", "-h"]).output == runner.invoke(main, ["label", "--help"]).output
+    assert runner.invoke(main, ["--version"]).output.startswith("rlaif, version ")
+    result = runner.invoke(main, ["rubric", "constitution"])
+    assert result.exit_code == 1 and "principles template of `rlaif revise --constitution`, not a rubric" in result.output
+    assert "constitution" not in runner.invoke(main, ["rubric", "no-such-rubric"]).output.split("built in:")[1]

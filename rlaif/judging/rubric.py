@@ -45,6 +45,9 @@ class RubricError(UserError):
         super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
 
 
+PRINCIPLES = ("constitution",)  # built-in templates in prompts/ that are `rlaif revise`'s principles, not rubrics
+
+
 def resolve_rubric_path(name_or_path: str | Path) -> Path:
     """A rubric file: a path as given, else a built-in name in `prompts/` (`quality`)."""
     path = Path(name_or_path)
@@ -53,7 +56,7 @@ def resolve_rubric_path(name_or_path: str | Path) -> Path:
     builtin = builtin_dir("prompts") / f"{name_or_path}.j2"
     if builtin.exists():
         return builtin
-    known = sorted(p.stem for p in builtin_dir("prompts").glob("*.j2") if not p.stem.startswith("_"))
+    known = sorted(p.stem for p in builtin_dir("prompts").glob("*.j2") if not p.stem.startswith("_") and p.stem not in PRINCIPLES)
     raise RubricError(str(name_or_path), None, f"no such rubric file or built-in name (built in: {', '.join(known)})")
 
 
@@ -129,6 +132,8 @@ def render_template(template: jinja2.Template, path: Path, **context) -> str:
 
 def load_rubric(name_or_path: str | Path) -> Rubric:
     """Load a rubric by built-in name or path, rendering a sample in both modes to check it."""
+    if str(name_or_path) in PRINCIPLES:
+        raise RubricError(str(name_or_path), None, "is the principles template of `rlaif revise --constitution`, not a rubric")
     path = resolve_rubric_path(name_or_path)
     env, template, sources, digest = load_template(path)
     pointwise = any("response" in meta.find_undeclared_variables(env.parse(source)) for source in sources)
