@@ -29,8 +29,10 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(BIN)/pip install -q --find-links $(LLAMA_WHEELS) -e '.[test]'
 	touch $@
 
+# The embedded judge cannot tell a best from a worst candidate (it prefers whatever it is shown
+# first), so the demo labels every pair of each row's candidates, each by its own soft label.
 demo: $(VENV)/.installed
-	$(BIN)/rlaif label --input examples/demo.jsonl --output outputs/demo
+	$(BIN)/rlaif label --input examples/demo.jsonl --pairs all --output outputs/demo
 
 compare-demo: $(VENV)/.installed
 	$(BIN)/rlaif experiment examples/compare-demo.toml

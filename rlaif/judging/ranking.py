@@ -198,11 +198,12 @@ def chosen_pairs(ranked: list[int], pairing: str) -> list[tuple[int, int]]:
 
 
 def written_pairs(ev: Evidence, ranked: list[int], pairing: str, pointwise_judge: bool) -> tuple[list[tuple[int, int]], int]:
-    """The (chosen, rejected) pairs to write, each one the judge separated directly (compared in
-    orders that agree, or for a pointwise judge two different scores), and how many pairs the
-    pairing asked for were left out because the judge did not separate them. best-worst takes,
-    of the separated pairs, the one furthest apart in the ranking: the best against the worst
-    whenever those two were separated."""
+    """The (chosen, rejected) pairs to write, and how many pairs the pairing asked for were left
+    out because the judge did not separate them (compared in orders that agree, or for a
+    pointwise judge two different scores). best-worst takes, of the separated pairs, the one
+    furthest apart in the ranking: the best against the worst whenever those two were
+    separated; best-rest the best against each other one it separated; all every pair compared,
+    each labeled by its own comparison whatever its orders say (`--drop-inconsistent` filters)."""
     rank = {c: r for r, c in enumerate(ranked)}
 
     def separated(a: int, b: int) -> bool:
@@ -210,10 +211,14 @@ def written_pairs(ev: Evidence, ranked: list[int], pairing: str, pointwise_judge
             return a in ev.ratings and b in ev.ratings and ev.ratings[a] != ev.ratings[b]
         return (min(a, b), max(a, b)) in ev.answers and ev.consistent(a, b)
 
-    def oriented(a: int, b: int) -> tuple[int, int]:
-        better = (ev.ratings[a] > ev.ratings[b]) if pointwise_judge else ev.p(a, b) > 0.5  # type: ignore[operator]
-        return (a, b) if better else (b, a)
+    def oriented(a: int, b: int) -> tuple[int, int]:  # as the written row orders them: the lower index wins a tie
+        lo, hi = min(a, b), max(a, b)
+        lo_wins = (ev.ratings[lo] >= ev.ratings[hi]) if pointwise_judge else ev.p(lo, hi) >= 0.5  # type: ignore[operator]
+        return (lo, hi) if lo_wins else (hi, lo)
 
+    if pairing == "all":  # every pair by its own comparison, separated or not, as a row of two candidates is labeled
+        compared = [(a, b) for a, b in combinations(sorted(ranked), 2) if (a, b) in ev.answers or (pointwise_judge and a in ev.ratings and b in ev.ratings)]
+        return [oriented(a, b) for a, b in compared], 0
     if pairing == "best-worst":
         found = [(rank[b] - rank[a], a, b) for a, b in combinations(ranked, 2) if separated(a, b)]
         if not found:

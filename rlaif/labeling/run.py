@@ -296,10 +296,15 @@ class _Run:
             estimate["pairs"] += len(cp.pairs)
             for reason, n in cp.skipped.items():
                 estimate["skipped"][reason] += n
-            estimate["ranked_rows"] += len(cp.to_rank)
-            estimate["ranking_calls_at_most"] += sum(self.ranking.budget_for(len(distinct_candidates(ex)), self.spec) for ex in cp.to_rank
-                                                     if len(distinct_candidates(ex)) >= 2)
-            for plan in cp.plan.members or [cp.plan]:
+            plans = [cp.plan]
+            if self.ranking.strategy == "all-pairs":  # every pair's requests are known before any answer: counted as a pair's are
+                plans.append(every_pair_plan(cp.to_rank, self.spec, self.rubric, self.ranking))
+                estimate["pairs"] += len(plans[-1].pairs)
+            else:  # the questions depend on the answers: at most the budget
+                estimate["ranked_rows"] += len(cp.to_rank)
+                estimate["ranking_calls_at_most"] += sum(self.ranking.budget_for(len(distinct_candidates(ex)), self.spec) for ex in cp.to_rank
+                                                         if len(distinct_candidates(ex)) >= 2)
+            for plan in [m for p in plans for m in (p.members or [p])]:
                 missing = plan.missing(self.cache)
                 prompt = sum(estimate_tokens(r.prompt) for r in missing.values())
                 completion = plan.spec.completion_budget(self.config.cot) * len(missing)
