@@ -168,7 +168,7 @@ def snapshot(folder: Path) -> dict[str, float] | None:
 
 
 def test_the_documented_dry_run_runs_and_writes_nothing():
-    args = ["label", "--input", "examples/demo.jsonl", "--dry-run"]
+    args = ["label", "--input", "examples/demo.jsonl", "--pairs", "all", "--dry-run"]
     assert documented(args)
     before = snapshot(ROOT / "outputs" / "demo")
     result = run_rlaif(*args)
