@@ -295,13 +295,12 @@ def test_a_run_that_labels_nothing_exits_1(tmp_path, scripted_judge):
 def test_a_missing_reward_model_is_one_line_in_a_dry_run_and_never_looked_up_on_the_hub(tmp_path, monkeypatch):
     import time
 
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "outputs").mkdir()
+    monkeypatch.chdir(tmp_path)  # no outputs/ here: the built-in config's ./outputs/rm-judge is still a path, not a hub name
     (tmp_path / "rows.jsonl").write_text('{"prompt": "q", "responses": ["a", "b"]}\n')
     started = time.time()
     for extra in (["--dry-run"], []):
         error = one_line_error(["label", "--input", "rows.jsonl", "--judge", "reward-model", *extra])
-        assert "judge 'reward-model': outputs/rm-judge: no such model directory" in error and "make rm-judge" in error
+        assert "judge 'reward-model': ./outputs/rm-judge: no such model directory" in error and "make rm-judge" in error
     assert time.time() - started < 10  # no hub lookup and its retries
 
 
