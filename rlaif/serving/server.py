@@ -58,7 +58,7 @@ class ServeConfig:
     port: int = setting(8000, "Port to listen on.", at_least=1, at_most=65535)
     cache: str = setting("outputs/serve/cache.sqlite", "Answer cache file, shared by every request and kept across restarts.")
     max_batch: int = setting(64, "Most completions computed in one batch.", at_least=1)
-    max_wait_ms: float = setting(10.0, "Longest a request waits for others to join its batch.", at_least=0)
+    max_wait_ms: float = setting(100.0, "Longest a request waits for others to join its batch.", at_least=0)
     max_body_mb: float = setting(16.0, "Largest request body.", above=0)
     max_completions: int = setting(1024, "Most completions in one request.", at_least=1)
     api_key_env: str | None = setting(None, "An environment variable holding a key: requests must then send `Authorization: Bearer KEY`.")
