@@ -131,6 +131,7 @@ class Batcher:
 
     async def _compute(self, kind: str, part: list[tuple[Any, asyncio.Future]]) -> None:
         merged = [item for items, _ in part for item in items]
+        started = time.perf_counter()
         try:
             if kind == "scores":
                 values, counts = await asyncio.get_running_loop().run_in_executor(
@@ -144,7 +145,7 @@ class Batcher:
             return
         if kind == "scores":  # JSON has no NaN: a completion the judge gave no score is null (TRL reads it as NaN)
             values = [None if math.isnan(v) else v for v in values]
-        self.stats.batch(len(merged), counts.requests, counts.calls)
+        self.stats.batch(len(merged), counts.requests, counts.calls, time.perf_counter() - started)
         start = 0
         for items, future in part:
             if not future.done():
@@ -162,11 +163,13 @@ class Stats:
         self.requests: Counter[str] = Counter()
         self.errors: Counter[int] = Counter()
         self.completions = self.batches = self.judge_requests = self.judge_calls = 0
+        self.judging_s = 0.0  # time the worker spent computing batches
         self.latencies: deque[float] = deque(maxlen=10_000)
         self.started = time.time()
 
-    def batch(self, completions: int, requests: int, calls: int) -> None:
+    def batch(self, completions: int, requests: int, calls: int, seconds: float) -> None:
         self.batches += 1
+        self.judging_s += seconds
         self.completions += completions
         self.judge_requests += requests
         self.judge_calls += calls
@@ -178,7 +181,7 @@ class Stats:
     def as_dict(self) -> dict[str, Any]:
         return {"uptime_s": round(time.time() - self.started, 1), "requests": dict(self.requests), "errors": {str(k): v for k, v in self.errors.items()},
                 "completions": self.completions, "batches": self.batches, "judge_requests": self.judge_requests, "judge_calls": self.judge_calls,
-                "cache_hits": self.judge_requests - self.judge_calls,
+                "cache_hits": self.judge_requests - self.judge_calls, "judging_s": round(self.judging_s, 3),
                 "latency_s": {"p50": self.percentile(0.5), "p90": self.percentile(0.9), "p99": self.percentile(0.99)}}
 
 

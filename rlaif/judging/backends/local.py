@@ -37,6 +37,9 @@ def left_padded(tokenizer, texts: list[str], device: str) -> dict[str, torch.Ten
     return batch
 
 
+PADDING = 1.25  # a batch's padded length over its real length, at most (a request longer than that starts the next batch)
+
+
 class LocalJudge(PrefilledJudge):
     Options = LocalOptions
     NOT_IN_KEY = frozenset({"batch_size", "device"})
@@ -105,10 +108,20 @@ class LocalJudge(PrefilledJudge):
         return label_distribution(logits, self.tokenizer, labels).tolist(), [len(s) for s in seqs]
 
     def _batches(self, requests: Sequence[JudgeRequest]) -> list[list[int]]:
-        # Similar lengths batch together (less padding), and a pair's two orders, as long as each
-        # other, sit side by side (one packed row).
+        # Similar lengths batch together, and a pair's two orders, as long as each other, sit side
+        # by side (one packed row). A batch also closes where the next request, the longest so
+        # far, would pad it past PADDING of its real length: a few requests of scattered lengths
+        # (a server's batch) are not all padded to the longest.
         order = sorted(range(len(requests)), key=lambda i: (len(requests[i].prompt), requests[i].prompt))
-        return [order[start:start + self.options.batch_size] for start in range(0, len(order), self.options.batch_size)]
+        batches: list[list[int]] = []
+        for i in order:
+            n = len(requests[i].prompt)
+            last = batches[-1] if batches else []
+            if last and len(last) < self.options.batch_size and n * (len(last) + 1) <= PADDING * (sum(len(requests[j].prompt) for j in last) + n):
+                last.append(i)
+            else:
+                batches.append([i])
+        return batches
 
     def close(self) -> None:
         del self.model
