@@ -76,6 +76,11 @@ class Group(click.Group):
             raise click.ClickException(crash_report(e, ctx)) from None
 
 
+def show_progress(quiet: bool) -> bool:
+    """Progress bars: on a terminal, unless --quiet; in a log or a pipe only when RLAIF_PROGRESS=1 asks for them."""
+    return not quiet and (sys.stderr.isatty() or os.environ.get("RLAIF_PROGRESS") == "1")
+
+
 def crash_report(e: Exception, ctx: click.Context) -> str:
     """Write an unexpected exception's traceback to a file; the line that names it and where it happened."""
     import time
@@ -105,7 +110,7 @@ def label(quiet: bool, **options) -> None:
     from rlaif.labeling.run import label as run_label
 
     try:
-        result = run_label(LabelConfig(progress=not quiet, **options))
+        result = run_label(LabelConfig(progress=show_progress(quiet), **options))
     except KeyboardInterrupt:
         raise click.ClickException("interrupted: every answer received so far is in the cache; run the same command again to resume") from None
     click.echo(result.summary())
@@ -169,7 +174,7 @@ def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -
         if not settings.get(required):
             raise click.UsageError(f"--{required} is required (on the command line or in --config)")
     settings["output"] = settings.get("output") or f"outputs/{settings['method']}"
-    config = TrainConfig(progress=not quiet, **settings)
+    config = TrainConfig(progress=show_progress(quiet), **settings)
     results = run_train(config)
     click.echo(f"saved to {config.output}")
     for name, value in results.items():
@@ -183,7 +188,7 @@ def compare(quiet: bool, **options) -> None:
     """Compare trained policies with their base: win rates, gold reward, KL, reference metrics."""
     from rlaif.evaluate.compare import compare as run_compare
 
-    config = CompareConfig(progress=not quiet, **options)
+    config = CompareConfig(progress=show_progress(quiet), **options)
     run_compare(config)
     click.echo((Path(config.output) / "report.md").read_text())
 
@@ -200,7 +205,7 @@ def iterate(train_config: str | None, rm_config: str | None, quiet: bool, **opti
     from rlaif.workflows.iterate import iterate as run_iterate
 
     config = IterateConfig(train=read_config_file(train_config) if train_config else {}, rm_train=read_config_file(rm_config) if rm_config else {},
-                           progress=not quiet, **options)
+                           progress=show_progress(quiet), **options)
     run_iterate(config)
     click.echo((Path(config.output) / "rounds.md").read_text())
 
@@ -214,7 +219,7 @@ def revise(quiet: bool, **options) -> None:
     from rlaif.labeling.revise import revise as run_revise
     from rlaif.labeling.revise import summary
 
-    config = ReviseConfig(progress=not quiet, **options)
+    config = ReviseConfig(progress=show_progress(quiet), **options)
     click.echo(summary(run_revise(config), config.output_dir()))
 
 
@@ -245,7 +250,7 @@ def experiment(config_file: str, quiet: bool) -> None:
     """Run an AI-vs-human experiment file: label, agreement, DPO on each, gold RM, compare."""
     from rlaif.workflows.experiment import experiment_output, run_experiment
 
-    run_experiment(config_file, progress=not quiet)
+    run_experiment(config_file, progress=show_progress(quiet))
     click.echo((experiment_output(config_file) / "report.md").read_text())
 
 

@@ -67,3 +67,18 @@ def test_h_and_version_and_a_revise_template_is_no_rubric():
     result = runner.invoke(main, ["rubric", "constitution"])
     assert result.exit_code == 1 and "principles template of `rlaif revise --constitution`, not a rubric" in result.output
     assert "constitution" not in runner.invoke(main, ["rubric", "no-such-rubric"]).output.split("built in:")[1]
+
+
+def test_progress_bars_only_on_a_terminal_unless_asked(monkeypatch):
+    import sys
+
+    from rlaif.cli import show_progress
+
+    monkeypatch.delenv("RLAIF_PROGRESS", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    assert not show_progress(False)
+    monkeypatch.setenv("RLAIF_PROGRESS", "1")
+    assert show_progress(False) and not show_progress(True)
+    monkeypatch.delenv("RLAIF_PROGRESS")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    assert show_progress(False) and not show_progress(True)

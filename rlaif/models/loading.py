@@ -151,9 +151,14 @@ def pick_device(device: str | None = None) -> str:
 
 
 def quiet_transformers() -> None:
+    """transformers' own progress bars and load reports off (rlaif shows its own progress, and
+    a reward model's "newly initialized head" report is expected), unless TRANSFORMERS_VERBOSITY
+    asks for them."""
     from transformers.utils import logging
 
-    logging.disable_progress_bar()  # rlaif shows its own progress
+    logging.disable_progress_bar()
+    if "TRANSFORMERS_VERBOSITY" not in os.environ:
+        logging.set_verbosity_error()
 
 
 def load_tokenizer(name: str | None, padding_side: str = "left"):
