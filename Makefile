@@ -4,7 +4,6 @@ VENV        ?= .venv
 PYTHON      ?= python3
 BIN         := $(VENV)/bin
 RLAIF_CACHE ?= $(HOME)/.cache/rlaif
-export TRANSFORMERS_VERBOSITY ?= error
 
 # llama-cpp-python builds llama.cpp from source (about 7 minutes on 2 cores). The build is a
 # portable AVX2 one: -march=native can pick instructions that a virtual machine's CPU reports

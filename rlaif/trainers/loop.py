@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -119,10 +120,12 @@ class Trainer(ABC):
         from peft import LoraConfig, PeftModel, get_peft_model
 
         base = load(cfg.model)
-        if init_from:
-            return PeftModel.from_pretrained(base, init_from, is_trainable=True)
         targets = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",")]
-        return get_peft_model(base, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, task_type=task_type))
+        with warnings.catch_warnings():  # peft reads transformers' renamed `is_gradient_checkpointing`: its deprecation is not the user's to see
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+            if init_from:
+                return PeftModel.from_pretrained(base, init_from, is_trainable=True)
+            return get_peft_model(base, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, task_type=task_type))
 
     @contextmanager
     def base_weights(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
