@@ -26,6 +26,7 @@ def logits(model) -> torch.Tensor:
         return model(input_ids=IDS).logits
 
 
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft's own read, in this test's loading of the adapter
 def test_lora_dpo_on_the_embedded_model_starts_at_log_2_and_saves_an_adapter_peft_loads(pairs, tmp_path):  # noqa: F811
     train(config("dpo", pairs, None, tmp_path, max_steps=3, lr=1e-3, lora_r=8, gradient_checkpointing=True))
     rows = metrics(tmp_path)
