@@ -12,13 +12,13 @@ from typing import get_args, get_origin, get_type_hints
 
 import click
 
-from rlaif.errors import UserError
+from rlaif.errors import ConfigError, UserError
 from rlaif.evaluate.compare import CompareConfig
 from rlaif.judging.base import MODES
 from rlaif.labeling.revise import ReviseConfig
 from rlaif.labeling.run import LabelConfig
 from rlaif.serving.server import ServeConfig
-from rlaif.settings import allowed_types, option_flag
+from rlaif.settings import allowed_types, line_in_file, option_flag
 from rlaif.trainers.config import TrainConfig
 from rlaif.workflows.iterate import IterateConfig
 
@@ -66,6 +66,8 @@ class Group(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except ConfigError as e:
+            raise click.ClickException(as_typed(e, ctx)) from None
         except UserError as e:
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
@@ -74,6 +76,16 @@ class Group(click.Group):
             raise click.ClickException(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}") from None
         except Exception as e:  # noqa: BLE001 - a bug: said in one line, its traceback kept in a file
             raise click.ClickException(crash_report(e, ctx)) from None
+
+
+def as_typed(e: ConfigError, ctx: click.Context) -> str:
+    """A setting's error named by the option the user typed (`--min-confidence`), not the config
+    key it fills (`min_confidence`); one from a settings file keeps its file, line and key."""
+    command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if isinstance(ctx.command, click.Group) and ctx.invoked_subcommand else None
+    option = next((p for p in (command.params if command else []) if p.name == e.key and isinstance(p, click.Option)), None)
+    if e.file or option is None:
+        return str(e)
+    return f"{option.opts[0]}: {e.message}"
 
 
 def show_progress(quiet: bool) -> bool:
@@ -174,7 +186,12 @@ def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -
         if not settings.get(required):
             raise click.UsageError(f"--{required} is required (on the command line or in --config)")
     settings["output"] = settings.get("output") or f"outputs/{settings['method']}"
-    config = TrainConfig(progress=show_progress(quiet), **settings)
+    try:
+        config = TrainConfig(progress=show_progress(quiet), **settings)
+    except ConfigError as e:  # a value the settings file gave is named by its file, line and key
+        if config_file and e.key and ctx.get_parameter_source(e.key) != click.core.ParameterSource.COMMANDLINE:
+            raise ConfigError(e.message, config_file, line_in_file(config_file, e.key), e.key) from None
+        raise
     results = run_train(config)
     click.echo(f"saved to {config.output}")
     for name, value in results.items():

@@ -108,6 +108,11 @@ def _line_of(text: str, key: str) -> int:
     return next((i for i, line in enumerate(text.splitlines(), 1) if pattern.match(line)), 0)
 
 
+def line_in_file(path: str | Path, key: str) -> int:
+    """The line of a settings file that sets `key` (0 if none does)."""
+    return _line_of(read_text(path), key)
+
+
 def read_text(path: str | Path) -> str:
     """A settings file's text; one that is not UTF-8 is a ConfigError naming it and its line."""
     raw = Path(path).read_bytes()

@@ -82,3 +82,14 @@ def test_progress_bars_only_on_a_terminal_unless_asked(monkeypatch):
     monkeypatch.delenv("RLAIF_PROGRESS")
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     assert show_progress(False) and not show_progress(True)
+
+
+def test_a_setting_typed_as_an_option_is_named_by_that_option(tmp_path):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["label", "--input", "examples/demo.jsonl", "--min-confidence", "0.3", "--dry-run"])
+    assert result.exit_code == 1 and result.output == "Error: --min-confidence: must be at least 0.5, got 0.3\n"
+    settings = tmp_path / "train.toml"
+    settings.write_text('method = "dpo"\ndata = "examples/demo.jsonl"\nlr = -1\n')
+    result = CliRunner().invoke(main, ["train", "--config", str(settings)])
+    assert result.exit_code == 1 and f"{settings}:3: key 'lr': must be at least 0" in result.output  # a file's setting keeps its file, line and key

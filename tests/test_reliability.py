@@ -119,11 +119,11 @@ def test_every_bad_input_file_is_one_line_naming_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--batch-size", "0"], "key 'batch_size': must be at least 1, got 0"),
-    (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--lr", "-1"], "key 'lr': must be at least 0, got -1.0"),
+    (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--lr", "-1"], "--lr: must be at least 0, got -1.0"),
     (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--model", "/nonexistent"], "/nonexistent: no such model directory"),
-    (["label", "--input", "examples/demo.jsonl", "--limit", "-5"], "key 'limit': must be at least 1, got -5"),
-    (["label", "--input", "examples/demo.jsonl", "--concurrency", "0"], "key 'concurrency': must be at least 1, got 0"),
+    (["label", "--input", "examples/demo.jsonl", "--limit", "-5"], "--limit: must be at least 1, got -5"),
+    (["label", "--input", "examples/demo.jsonl", "--concurrency", "0"], "--concurrency: must be at least 1, got 0"),
     (["label", "--input", "examples/demo.jsonl", "--concurrency", "2", "--dry-run"], "--concurrency applies to API judges; judge 'embedded' (backend local)"),
 ])
 def test_bad_settings_are_one_line_before_anything_loads(args, expected):

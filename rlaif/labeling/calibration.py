@@ -51,7 +51,7 @@ def calibrate(run_dir: str | Path, folds: int = 5, seed: int = 0, output: str | 
     soft = [r for r in rows if r.get("human_preference") is not None and r["ai_preference"] < 1.0]
     if len(soft) < folds * MIN_PAIRS_PER_FOLD:
         raise InputError(pairs_file, None, "human_preference", f"{len(soft)} pairs with a human label and a soft ai_preference (below 1): "
-                                                               f"calibrating with {folds} folds needs {folds * MIN_PAIRS_PER_FOLD} or more")
+                                                               f"calibrating with --folds {folds} needs {folds * MIN_PAIRS_PER_FOLD} or more")
     p = [r["ai_preference"] for r in soft]
     y = [int(r["human_preference"] > 0.5) for r in soft]
     held_out = [0.0] * len(p)
