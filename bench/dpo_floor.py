@@ -61,7 +61,7 @@ def main() -> None:
         forward = 2 * linear * real + 2 * c.vocab_size * c.hidden_size * response + 4 * c.hidden_size * cells * c.num_hidden_layers
         rate = matmul_rate(c.hidden_size, c.intermediate_size)
         start = time.perf_counter()
-        trainer._all_logps(model, pairs)
+        trainer.all_logps(model, pairs)
         took = time.perf_counter() - start
 
     print(f"{len(pairs)} pairs: {real:,} real tokens, {response:,} response tokens, {cells:,} attention cells in packed rows")

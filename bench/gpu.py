@@ -90,9 +90,9 @@ def packed_against_own(model_dir: str, out: Path) -> float:
     out.mkdir()
     trainer.setup(None)
     pairs = trainer.train_pairs
-    chosen, rejected = trainer._logps(trainer.model, pairs)
+    chosen, rejected, _ = trainer.pair_logps(trainer.model, pairs)
     packed = chosen.tolist() + rejected.tolist()
-    own = [sequence_logps(trainer.model, c) for c, _, _ in pairs] + [sequence_logps(trainer.model, r) for _, r, _ in pairs]
+    own = [sequence_logps(trainer.model, pair.chosen) for pair in pairs] + [sequence_logps(trainer.model, pair.rejected) for pair in pairs]
     return max(abs(a - b) / max(1.0, abs(b)) for a, b in zip(packed, own))
 
 

@@ -1,4 +1,6 @@
-"""rlaif's DPO and reward-model trainers against TRL's DPOTrainer and RewardTrainer, side by side.
+"""rlaif's preference trainers against TRL's, side by side: DPO (DPOTrainer), the reward model
+(RewardTrainer), SimPO (CPOTrainer, loss_type="simpo", cpo_alpha=0), ORPO (ORPOTrainer) and
+KTO (KTOTrainer, on the pairs split into desirable and undesirable rows).
 
 Both sides train the same model on the same pairs in the same order, with the same batch size,
 sequence length, optimizer (torch AdamW), learning rate, gradient clipping and number of steps,
@@ -15,6 +17,7 @@ order (`train_sampling_strategy="sequential"` over a file written in that order)
     pip install -e '.[bench]'
     python bench/trainers_vs_trl.py --method dpo --runs 3
     python bench/trainers_vs_trl.py --method rm --runs 3
+    python bench/trainers_vs_trl.py --method simpo --runs 3   # likewise orpo, kto
     python bench/trainers_vs_trl.py --method dpo --runs 3 --bf16 --gradient-checkpointing   # TRL's defaults
 
 `--model DIR` trains another model (its own tokenizer); on a machine with a GPU both sides
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -36,6 +40,7 @@ from rlaif.models.encoding import encode
 from rlaif.models.loading import chat_prompt, load_tokenizer
 from rlaif.trainers import TrainConfig, trainer_for
 from rlaif.trainers.loop import micro_batches
+from rlaif.trainers.methods import METHODS
 from rlaif.trainers.pairs import load_pairs
 from rlaif.trainers.reward import score_pad_token
 
@@ -45,7 +50,7 @@ DATA = ROOT / "examples" / "hh-harmless.jsonl.gz"
 def settings(args: argparse.Namespace) -> dict:
     """What both sides are given."""
     return {"method": args.method, "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
-            "steps": args.steps, "beta": args.beta, "seed": 0, "threads": args.threads, "bf16": args.bf16,
+            "steps": args.steps, "beta": args.beta, "target_margin": args.target_margin, "seed": 0, "threads": args.threads, "bf16": args.bf16,
             "gradient_checkpointing": args.gradient_checkpointing, "model": args.model}
 
 
@@ -63,20 +68,26 @@ def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size
         if len(pairs) == n:
             break
     ours = workdir / "pairs.jsonl"
-    ours.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n" for p, _ in pairs))
-    order = [i for batch in micro_batches(len(pairs), batch_size, 1 + steps * batch_size // len(pairs), 0) for i in batch]
+    if method == "kto":  # each pair as a desirable and an undesirable row, both sides reading these rows
+        rows = [({"prompt": p.prompt, "completion": text, "label": good}, ids) for p, seqs in pairs for text, ids, good in zip((p.chosen, p.rejected), seqs, (True, False))]
+        ours.write_text("".join(json.dumps(r) + "\n" for r, _ in rows))
+    else:
+        ours.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n" for p, _ in pairs))
+        rows = pairs
+    order = [i for batch in micro_batches(len(rows), batch_size, 1 + steps * batch_size // len(rows), 0) for i in batch]
     theirs = workdir / "trl.jsonl"
-    rows, tokens = [], 0
+    trl_rows, tokens = [], 0
     for i in order[: steps * batch_size]:
-        pair, seqs = pairs[i]
+        row, seqs = rows[i]
+        seqs = [seqs] if method == "kto" else seqs
         tokens += sum(map(len, seqs))
-        prompt = chat_prompt(tokenizer, pair.prompt)
-        row = {"prompt": prompt, "chosen": pair.chosen, "rejected": pair.rejected}
-        for response, ids in zip((pair.chosen, pair.rejected), seqs):
+        prompt = chat_prompt(tokenizer, row["prompt"] if method == "kto" else row.prompt)
+        texts = [row["completion"]] if method == "kto" else [row.chosen, row.rejected]
+        for response, ids in zip(texts, seqs):
             if tokenizer(prompt + response + tokenizer.eos_token, add_special_tokens=False)["input_ids"] != ids:
-                raise SystemExit(f"pair {i}: TRL would tokenize it differently from rlaif; the comparison would not be like for like")
-        rows.append(row)
-    theirs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+                raise SystemExit(f"row {i}: TRL would tokenize it differently from rlaif; the comparison would not be like for like")
+        trl_rows.append({**row, "prompt": prompt} if method == "kto" else {"prompt": prompt, "chosen": row.chosen, "rejected": row.rejected})
+    theirs.write_text("".join(json.dumps(r) + "\n" for r in trl_rows))
     return ours, theirs, tokens
 
 
@@ -84,9 +95,12 @@ def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size
 
 
 def run_rlaif(s: dict, data: Path, out: Path) -> dict:
+    own = {"beta": s["beta"]} if "beta" in METHODS[s["method"]].defaults else {}
+    if s["method"] == "simpo":
+        own["target_margin"] = s["target_margin"]
     config = TrainConfig(method=s["method"], model=s["model"], data=str(data), output=str(out), max_steps=s["steps"], batch_size=s["batch_size"],
-                         lr=s["lr"], lr_scheduler="constant", max_length=s["max_length"], beta=s["beta"], seed=s["seed"], progress=False,
-                         bf16=s["bf16"], gradient_checkpointing=s["gradient_checkpointing"])
+                         lr=s["lr"], lr_scheduler="constant", max_length=s["max_length"], seed=s["seed"], progress=False,
+                         bf16=s["bf16"], gradient_checkpointing=s["gradient_checkpointing"], **own)
     trainer = trainer_for(config)
     stamps: list[float] = []
     log = trainer._log
@@ -134,6 +148,25 @@ def run_trl(s: dict, data: Path, out: Path) -> dict:
 
         trainer = DPOTrainer(model=load_causal_lm(s["model"], device), args=DPOConfig(beta=s["beta"], precompute_ref_log_probs=True, **common),
                              train_dataset=dataset, processing_class=tokenizer, callbacks=[Record()])
+    elif s["method"] in ("simpo", "orpo", "kto"):
+        os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
+        if s["method"] == "simpo":
+            from trl.experimental.cpo import CPOConfig as Config
+            from trl.experimental.cpo import CPOTrainer as Trainer
+
+            own = {"loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": s["target_margin"]}
+        elif s["method"] == "orpo":
+            from trl.experimental.orpo import ORPOConfig as Config
+            from trl.experimental.orpo import ORPOTrainer as Trainer
+
+            own = {}
+        else:
+            from trl import KTOConfig as Config
+            from trl import KTOTrainer as Trainer
+
+            own = {"precompute_ref_log_probs": True}
+        trainer = Trainer(model=load_causal_lm(s["model"], device), args=Config(beta=s["beta"], **own, **common), train_dataset=dataset,
+                          processing_class=tokenizer, callbacks=[Record()])
     else:
         from trl import RewardConfig, RewardTrainer
 
@@ -163,7 +196,7 @@ def table(s: dict, runs: list[dict]) -> str:
     for side in ("rlaif", "trl"):
         mine = [r for r in runs if r["side"] == side]
         rows[side] = {k: statistics.median(r[k] for r in mine) for k in ("wall_s", "step_s", "peak_gib")}
-    peer = "TRL " + ("DPOTrainer" if s["method"] == "dpo" else "RewardTrainer")
+    peer = "TRL " + {"dpo": "DPOTrainer", "rm": "RewardTrainer", "simpo": "CPOTrainer (simpo)", "orpo": "ORPOTrainer", "kto": "KTOTrainer"}[s["method"]]
     lines = ["| | runs | whole process (median) | pairs/s, whole process | optimizer step after the first (median) | pairs/s in training | peak memory (median) |",
              "|---|---|---|---|---|---|---|"]
     for side, name in (("rlaif", f"rlaif --method {s['method']}"), ("trl", peer)):
@@ -184,13 +217,14 @@ def table(s: dict, runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--method", choices=("dpo", "rm"), default="dpo")
+    parser.add_argument("--method", choices=("dpo", "rm", "simpo", "orpo", "kto"), default="dpo")
     parser.add_argument("--pairs", type=int, default=64, help="pairs in the data set")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--lr", type=float, default=None, help="[default: 1e-6 for dpo, 1e-5 for rm]")
-    parser.add_argument("--beta", type=float, default=0.1)
+    parser.add_argument("--beta", type=float, default=None, help="[default: the method's own]")
+    parser.add_argument("--target-margin", type=float, default=1.0, help="simpo: γ")
     parser.add_argument("--bf16", action="store_true", help="both sides in bfloat16 autocast (TRL's default)")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="both sides (TRL's default)")
     parser.add_argument("--threads", type=int, default=2)
@@ -205,7 +239,9 @@ def main() -> None:
         worker(args.worker, json.loads(args.settings), args.data, args.result)
         return
     if args.lr is None:
-        args.lr = 1e-6 if args.method == "dpo" else 1e-5
+        args.lr = 1e-5 if args.method == "rm" else 1e-6
+    if args.beta is None:
+        args.beta = METHODS[args.method].defaults.get("beta", 0.1)
     s = settings(args)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)

@@ -18,7 +18,7 @@ from rlaif.judging.base import MODES
 from rlaif.labeling.revise import ReviseConfig
 from rlaif.labeling.run import LabelConfig
 from rlaif.serving.server import ServeConfig
-from rlaif.settings import allowed_types, line_in_file, option_flag
+from rlaif.settings import allowed_types, line_in_file, option_flag, setting_help
 from rlaif.trainers.config import TrainConfig
 from rlaif.workflows.iterate import IterateConfig
 
@@ -44,11 +44,11 @@ def config_options(config_class: type, required_from_file: bool = False):
                 continue
             flag = option_flag(f)
             if kind is bool:
-                option = click.option(f"{flag}/--no-{flag[2:]}" if default else flag, f.name, default=default, is_flag=True, help=f.metadata["help"])
+                option = click.option(f"{flag}/--no-{flag[2:]}" if default else flag, f.name, default=default, is_flag=True, help=setting_help(f))
             else:
                 choices = f.metadata.get("choices")
                 option = click.option(flag, f.name, type=click.Choice(choices) if choices else kind, default=None if is_list else default, multiple=is_list,
-                                      required=must, show_default=default is not None and not is_list, help=f.metadata["help"])
+                                      required=must, show_default=default is not None and not is_list, help=setting_help(f))
             command = option(command)
         return command
 

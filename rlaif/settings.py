@@ -18,15 +18,22 @@ from rlaif.errors import ConfigError
 
 
 def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: str | None = None, at_least: float | None = None,
-            above: float | None = None, at_most: float | None = None, below: float | None = None) -> Any:
+            above: float | None = None, at_most: float | None = None, below: float | None = None, methods: tuple[str, ...] | None = None) -> Any:
     """A config field with the help text (and allowed values: `choices`, or bounds) its command
     shows for it; `flag` names its option where the field's own name reads badly on a command
-    line. A list default is copied for each config (a list field is an option given any number
-    of times). None is always allowed where the field's type allows it."""
-    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": (at_least, above, at_most, below)}
+    line; `methods`, the only ones it applies to (its help says so). A list default is copied for
+    each config (a list field is an option given any number of times). None is always allowed
+    where the field's type allows it."""
+    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": (at_least, above, at_most, below), "methods": methods}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
+
+def setting_help(f: Field) -> str:
+    """A field's help as its option shows it: prefixed by the methods it applies to, if not all."""
+    methods = f.metadata.get("methods")
+    return f"{', '.join(methods)}: {f.metadata['help']}" if methods else f.metadata["help"]
 
 
 def option_flag(f: Field) -> str:

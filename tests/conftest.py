@@ -15,6 +15,7 @@ from rlaif.models.loading import load_tokenizer
 from tests.loopback import Loopback
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # TRL's experimental trainers are the peers some tests compare with
 
 HH = Path(__file__).resolve().parent.parent / "examples" / "hh-harmless.jsonl.gz"
 

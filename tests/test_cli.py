@@ -11,6 +11,7 @@ from rlaif.cli import main
 from rlaif.evaluate.compare import CompareConfig
 from rlaif.labeling.revise import ReviseConfig
 from rlaif.labeling.run import LabelConfig
+from rlaif.settings import setting_help
 from rlaif.trainers.config import TrainConfig
 from rlaif.workflows.iterate import IterateConfig
 
@@ -27,7 +28,7 @@ def test_options_are_the_config_fields(command):
     for name, f in documented.items():
         param = params[name]
         if isinstance(param, click.Option):
-            assert param.help == f.metadata["help"]
+            assert param.help == setting_help(f)
             if f.default is not MISSING and not param.multiple:
                 assert param.default == f.default, name
             choices = f.metadata.get("choices")

@@ -1,4 +1,5 @@
-"""Each loss against a computation done by hand."""
+"""Each loss against a computation done by hand (and the preference objectives against TRL's
+own loss code on the same tensors)."""
 
 import math
 
@@ -11,12 +12,16 @@ from rlaif.trainers.losses import (
     explained_variance,
     gae,
     kl_penalized_rewards,
+    kto_loss,
+    kto_reference_point,
     masked_entropy,
+    orpo_loss,
     ppo_policy_loss,
     ppo_value_loss,
     reward_model_loss,
     sequence_logps,
     sft_loss,
+    simpo_loss,
     whiten,
 )
 
@@ -145,3 +150,80 @@ def test_masked_entropy_by_hand():
     logits = torch.tensor([[[0.0, 0.0], [0.0, 100.0], [3.0, 1.0]]])  # uniform over 2; certain; padding
     mask = torch.tensor([[1.0, 1.0, 0.0]])
     assert masked_entropy(logits, mask).item() == pytest.approx(math.log(2) / 2, abs=1e-6)
+
+
+# ---------------------------------------------------------------- objectives beside DPO
+
+
+def test_simpo_loss_by_hand():
+    # mean log-probabilities −1 (chosen) and −2 (rejected): Δ = β(−1 + 2) − γ = 2 − 1 = 1 at β 2, γ 1
+    chosen, rejected = torch.tensor([-1.0]), torch.tensor([-2.0])
+    assert simpo_loss(chosen, rejected, beta=2.0, gamma=1.0).item() == pytest.approx(-log_sigmoid(1.0))
+    smoothed = -(0.9 * log_sigmoid(1.0) + 0.1 * log_sigmoid(-1.0))
+    assert simpo_loss(chosen, rejected, beta=2.0, gamma=1.0, label_smoothing=0.1).item() == pytest.approx(smoothed)
+    soft = -(0.7 * log_sigmoid(1.0) + 0.3 * log_sigmoid(-1.0))
+    assert simpo_loss(chosen, rejected, beta=2.0, gamma=1.0, p=torch.tensor([0.7])).item() == pytest.approx(soft)
+
+
+def test_orpo_loss_by_hand():
+    # P(chosen) = 0.5, P(rejected) = 0.2 per token: odds 1 and 1/4, log odds ratio log 4
+    chosen, rejected = torch.tensor([math.log(0.5)]), torch.tensor([math.log(0.2)])
+    loss, log_odds = orpo_loss(chosen, rejected, nll=torch.tensor(1.5), lam=0.1)
+    assert log_odds.item() == pytest.approx(math.log(4), rel=1e-5)
+    assert loss.item() == pytest.approx(1.5 - 0.1 * log_sigmoid(math.log(4)), rel=1e-6)
+
+
+def test_kto_loss_by_hand():
+    # r = policy − reference: +1 for a desirable row, −2 for an undesirable one; z = 0.5
+    policy, reference = torch.tensor([0.0, -3.0]), torch.tensor([-1.0, -1.0])
+    desirable = torch.tensor([True, False])
+    sigmoid = lambda x: 1 / (1 + math.exp(-x))
+    by_hand = (1.0 * (1 - sigmoid(0.1 * (1 - 0.5))) + 2.0 * (1 - sigmoid(0.1 * (0.5 + 2)))) / 2
+    assert kto_loss(policy, reference, desirable, 0.5, beta=0.1, desirable_weight=1.0, undesirable_weight=2.0).item() == pytest.approx(by_hand)
+    weighted = (0.5 * (1 - sigmoid(0.05)) + 3.0 * 2.0 * (1 - sigmoid(0.25))) / 2
+    assert kto_loss(policy, reference, desirable, 0.5, 0.1, 1.0, 2.0, weight=torch.tensor([0.5, 3.0])).item() == pytest.approx(weighted)
+    # z: the mismatched sequences' mean log-ratio, never below 0
+    assert kto_reference_point(torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -2.5])).item() == pytest.approx(0.75)
+    assert kto_reference_point(torch.tensor([-3.0]), torch.tensor([-2.0])).item() == 0.0
+
+
+def test_weights_scale_each_pairs_loss():
+    pc, pr, rc, rr = torch.tensor([0.0, 1.0]), torch.tensor([-1.0, 1.0]), torch.zeros(2), torch.zeros(2)
+    each = [-log_sigmoid(0.1), math.log(2)]  # h = 1 and h = 0
+    assert dpo_loss(pc, pr, rc, rr, weight=torch.tensor([2.0, 0.0])).item() == pytest.approx(2 * each[0] / 2)
+    assert dpo_loss(pc, pr, rc, rr, weight=torch.ones(2)).item() == dpo_loss(pc, pr, rc, rr).item()
+    assert reward_model_loss(pc, pr, weight=torch.tensor([0.0, 4.0])).item() == pytest.approx(4 * math.log(2) / 2)
+
+
+def trl_self(**settings):
+    """What TRL's loss methods read from their trainer, without building one."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(accelerator=SimpleNamespace(device="cpu"), **settings)
+
+
+def random_logps(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return -torch.rand(n, generator=g) * 4 - 0.01, -torch.rand(n, generator=g) * 4 - 0.01
+
+
+@pytest.mark.parametrize("beta, gamma, smoothing", [(2.0, 1.0, 0.0), (2.5, 0.3, 0.0), (0.1, 0.5, 0.2)])
+def test_simpo_equals_trl(beta, gamma, smoothing):
+    from trl.experimental.cpo import CPOTrainer
+
+    chosen, rejected = random_logps()
+    theirs, _, _ = CPOTrainer.cpo_loss(trl_self(alpha=0.0, loss_type="simpo", beta=beta, simpo_gamma=gamma, label_smoothing=smoothing), chosen, rejected)
+    assert simpo_loss(chosen, rejected, beta, gamma, smoothing).item() == pytest.approx(theirs.mean().item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("lam", [0.1, 0.5])
+def test_orpo_equals_trl(lam):
+    from trl.experimental.orpo import ORPOTrainer
+
+    chosen, rejected = random_logps(seed=1)
+    chosen[0] = -1e-4  # near P = 1, where log(1 − P) needs care
+    nll = torch.tensor(2.0)
+    ratio_terms, _, _, _, log_odds = ORPOTrainer.odds_ratio_loss(trl_self(beta=lam), chosen, rejected)
+    loss, ours_log_odds = orpo_loss(chosen, rejected, nll, lam)
+    assert loss.item() == pytest.approx((nll - ratio_terms.mean()).item(), abs=1e-5)  # TRL: loss = nll − mean(λ log σ(·))
+    assert ours_log_odds.item() == pytest.approx(log_odds.item(), abs=1e-5)

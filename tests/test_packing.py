@@ -14,6 +14,7 @@ from rlaif.models.encoding import collate, encode
 from rlaif.models.loading import load_causal_lm, load_reward_model, load_tokenizer
 from rlaif.models.packing import pack_pairs, packed_hidden
 from rlaif.trainers.losses import head_logps, per_sequence, sequence_logps
+from rlaif.trainers.pairs import EncodedPair
 from rlaif.trainers.reward import frozen_key, keep_frozen_states, read_columns, score_pad_token
 
 
@@ -27,11 +28,11 @@ def encoded(tiny):
         ("Hi", "same", "same"),  # identical responses: everything is shared
         (long_prompt, "ok", "a much longer answer, so the prompt is cut differently"),  # no common prompt
     ]
-    return tok, [(encode(tok, p, c, 48, "x:1", True), encode(tok, p, r, 48, "x:1", True), 1.0) for p, c, r in raw]
+    return tok, [EncodedPair(encode(tok, p, c, 48, "x:1", True), encode(tok, p, r, 48, "x:1", True), 1.0) for p, c, r in raw]
 
 
 def separate(model, pairs):
-    batch = collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], model.config.pad_token_id)
+    batch = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], model.config.pad_token_id)
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
 
@@ -39,7 +40,7 @@ def test_packed_log_probs_equal_separate_forward_passes(tiny, encoded):
     tok, pairs = encoded
     assert pairs[3][0]["input_ids"][:5] != pairs[3][1]["input_ids"][:5]  # the last pair's prompts were cut differently
     model = load_causal_lm(tiny, "cpu")
-    batch = collate([c for c, _, _ in pairs] + [r for _, r, _ in pairs], tok.pad_token_id)
+    batch = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], tok.pad_token_id)
     with torch.no_grad():
         expected = sequence_logps(separate(model, pairs).logits, batch["labels"])
         packed = pack_pairs(pairs, tok.pad_token_id, "cpu")
@@ -48,7 +49,7 @@ def test_packed_log_probs_equal_separate_forward_passes(tiny, encoded):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
     assert got[2] == got[6]  # identical responses, identical log-probabilities
     # where the prompts are shared they are computed once: fewer positions than the sequences apart
-    apart = collate([s for c, r, _ in pairs[:3] for s in (c, r)], tok.pad_token_id)["input_ids"]
+    apart = collate([s for p in pairs[:3] for s in (p.chosen, p.rejected)], tok.pad_token_id)["input_ids"]
     assert pack_pairs(pairs[:3], tok.pad_token_id, "cpu").packed.input_ids.numel() < 0.75 * apart.numel()
 
 

@@ -110,7 +110,7 @@ def test_head_only_reward_model_fits_the_head_on_cached_features(tiny, pairs, tm
     assert torch.equal(saved.model.layers[1].mlp.up_proj.weight, start.model.layers[1].mlp.up_proj.weight)
     assert torch.equal(saved.model.norm.weight, start.model.norm.weight)
     # the saved model's own forward pass gives the scores the cached features gave
-    batch = collate([c for c, _, _ in trainer.eval_pairs] + [r for _, r, _ in trainer.eval_pairs], trainer.tokenizer.pad_token_id)
+    batch = collate([p.chosen for p in trainer.eval_pairs] + [p.rejected for p in trainer.eval_pairs], trainer.tokenizer.pad_token_id)
     with torch.no_grad():
         scores = saved(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
     n = len(trainer.eval_pairs)
@@ -142,8 +142,8 @@ def test_dpo_reference_cache_serves_later_runs_on_the_same_sequences(tiny, pairs
     same pairs with half of them swapped computes none, and trains as it would without the cache;
     the IPO loss (averaged log-probabilities) is a different quantity and computes its own."""
     computed: list[int] = []
-    all_logps = DPOTrainer._all_logps
-    monkeypatch.setattr(DPOTrainer, "_all_logps", lambda self, model, todo, *a: computed.append(len(todo)) or all_logps(self, model, todo, *a))
+    all_logps = DPOTrainer.all_logps
+    monkeypatch.setattr(DPOTrainer, "all_logps", lambda self, model, todo, *a: computed.append(len(todo)) or all_logps(self, model, todo, *a))
     rows = [json.loads(line) for line in Path(pairs).read_text().splitlines()]
     swapped = write_jsonl(tmp_path / "swapped.jsonl", [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} if i % 2 else r for i, r in enumerate(rows)])
     cache, settings = str(tmp_path / "cache.sqlite"), {"max_steps": 3, "eval_split": 0.25, "hard_labels": True}
@@ -356,7 +356,7 @@ def test_a_pairs_prompt_is_cut_once_for_both_responses():
     from rlaif.trainers.pairs import TrainPair, encode_pair
 
     tok = char_tokenizer()
-    chosen, rejected, _ = encode_pair(tok, TrainPair("p" * 50 + "END", "c" * 20, "r" * 5, 1.0, "x.jsonl:1"), 50, truncate=True)
+    chosen, rejected, *_ = encode_pair(tok, TrainPair("p" * 50 + "END", "c" * 20, "r" * 5, 1.0, "x.jsonl:1"), 50, truncate=True)
     shared = common_prefix_length(chosen["input_ids"], rejected["input_ids"])
     assert chosen["labels"].count(-100) == rejected["labels"].count(-100) == shared == 50 - 21  # the same prompt tokens, all of them
     assert len(chosen["input_ids"]) == 50 and chosen["input_ids"][-21:] == tok("c" * 20)["input_ids"] + [tok.eos_token_id]

@@ -43,7 +43,8 @@ from rlaif.stats import distinct_n, length_controlled_win_rate, outcome, paired_
 from rlaif.storage.cache import AnswerCache
 from rlaif.storage.files import write_json_atomic, write_jsonl_atomic
 from rlaif.storage.locks import writes_into
-from rlaif.trainers.config import ONLINE, read_run_config
+from rlaif.trainers.config import read_run_config
+from rlaif.trainers.methods import ONLINE
 
 BASE = "base"
 

@@ -10,6 +10,7 @@ A prompt is a string or a list of chat messages (``{"role": ..., "content": ...}
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Iterator
@@ -37,6 +38,7 @@ class Example:
     source: str = ""
     preference: float | None = None  # P(responses[0] ≻ responses[1]), from `ai_preference`
     reference: str | None = None  # a reference answer, for rubrics that grade against one
+    weight: float | None = None  # how much the row counts in a training loss, from its `weight`
 
 
 @dataclass
@@ -80,7 +82,7 @@ def split_transcript(text: str) -> tuple[list[dict[str, str]], str]:
     return messages, parts[-1].strip()
 
 
-def _check_prompt(value: Any, err) -> Prompt:
+def check_prompt(value: Any, err) -> Prompt:
     if isinstance(value, str):
         if not value.strip():
             raise err("prompt", "is empty")
@@ -97,7 +99,7 @@ def _check_prompt(value: Any, err) -> Prompt:
     raise err("prompt", f"expected a string or a non-empty list of chat messages, got {type(value).__name__}")
 
 
-def _check_text(value: Any, name: str, err) -> str:
+def check_text(value: Any, name: str, err) -> str:
     # TRL's conversational format wraps a reply as [{"role": "assistant", "content": ...}].
     if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
         value = value[0].get("content")
@@ -108,11 +110,21 @@ def _check_text(value: Any, name: str, err) -> str:
 
 def parse_record(record: Any, file: str, line: int) -> Example:
     """Turn one raw record into an `Example`, or raise `InputError` naming the field. Any row
-    shape may carry a `reference` answer (a string), which reference-guided rubrics read."""
+    shape may carry a `reference` answer (a string), which reference-guided rubrics read, and a
+    `weight` (a number, 0 or more), which training losses read."""
     example = _parse_fields(record, file, line)
     if record.get("reference") is not None:
-        example.reference = _check_text(record["reference"], "reference", lambda field, message: InputError(file, line, field, message))
+        example.reference = check_text(record["reference"], "reference", lambda field, message: InputError(file, line, field, message))
+    if record.get("weight") is not None:
+        example.weight = check_weight(record["weight"], file, line)
     return example
+
+
+def check_weight(value: Any, file: str, line: int) -> float:
+    """A row's `weight`: a finite number, 0 or more."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise InputError(file, line, "weight", f"expected a number, 0 or more, got {value!r}")
+    return float(value)
 
 
 def _parse_fields(record: Any, file: str, line: int) -> Example:
@@ -126,7 +138,7 @@ def _parse_fields(record: Any, file: str, line: int) -> Example:
     source = f"{file}:{line}"
     has_pair = "chosen" in record or "rejected" in record
     if "responses" in record:
-        prompt = _check_prompt(record.get("prompt"), err) if "prompt" in record else None
+        prompt = check_prompt(record.get("prompt"), err) if "prompt" in record else None
         if prompt is None:
             raise err("prompt", "missing (rows with 'responses' need a 'prompt')")
         responses = record["responses"]
@@ -139,8 +151,8 @@ def _parse_fields(record: Any, file: str, line: int) -> Example:
         for name in ("chosen", "rejected"):
             if name not in record:
                 raise err(name, "missing ('chosen' and 'rejected' come together)")
-        chosen = _check_text(record["chosen"], "chosen", err)
-        rejected = _check_text(record["rejected"], "rejected", err)
+        chosen = check_text(record["chosen"], "chosen", err)
+        rejected = check_text(record["rejected"], "rejected", err)
         preference = record.get("ai_preference")
         if preference is not None and (not isinstance(preference, (int, float)) or not 0.0 <= preference <= 1.0):
             raise err("ai_preference", f"expected a probability in [0, 1], got {preference!r}")
@@ -150,7 +162,7 @@ def _parse_fields(record: Any, file: str, line: int) -> Example:
             human = record.get("human_preference")
             human_best = None if human is None else (0 if human > 0.5 else 1)
         if "prompt" in record:
-            return Example(ident, _check_prompt(record["prompt"], err), [chosen, rejected], human_best, source, preference)
+            return Example(ident, check_prompt(record["prompt"], err), [chosen, rejected], human_best, source, preference)
         try:
             prompt_c, reply_c = split_transcript(chosen)
         except ValueError as e:
@@ -163,7 +175,7 @@ def _parse_fields(record: Any, file: str, line: int) -> Example:
             raise err("rejected", "the two transcripts differ before their last assistant turn")
         return Example(ident, prompt_c, [reply_c, reply_r], 0, source)
     if "prompt" in record:
-        return Example(ident, _check_prompt(record["prompt"], err), [], None, source)
+        return Example(ident, check_prompt(record["prompt"], err), [], None, source)
     raise err(None, f"no usable fields (found {sorted(record)}); expected 'prompt' with 'responses' or 'chosen'/'rejected', transcripts 'chosen'/'rejected', or 'prompt' alone")
 
 

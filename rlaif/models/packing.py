@@ -139,7 +139,7 @@ def packed_batches(sequences: list[dict[str, list[int]]], rows: int, pad_id: int
 def pack_pairs(pairs: list, pad_id: int, device: str) -> PackedSequences:
     """Pack each pair (`trainers.pairs.encode_pair`'s chosen, rejected and label) into one row:
     for B pairs, sequence s < B is pair s's chosen and B + s its rejected."""
-    return pack_sequences([[(k, chosen), (len(pairs) + k, rejected)] for k, (chosen, rejected, _) in enumerate(pairs)], pad_id, device)
+    return pack_sequences([[(k, chosen), (len(pairs) + k, rejected)] for k, (chosen, rejected, *_) in enumerate(pairs)], pad_id, device)
 
 
 def packed_hidden(model: torch.nn.Module, packed: Packed, **kwargs) -> torch.Tensor:

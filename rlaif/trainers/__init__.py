@@ -1,24 +1,15 @@
-"""The bundled trainers: `sft`, `rm` (reward model), `dpo`, `ppo` and `grpo`, in plain torch on
-transformers models. `train(TrainConfig(...))` runs one."""
+"""The bundled trainers, one module per method (the table in `methods`: sft, rm, dpo, simpo,
+orpo, kto, ppo, grpo), in plain torch on transformers models. `train(TrainConfig(...))` runs one."""
 
 from __future__ import annotations
 
-from rlaif.trainers.config import METHODS, TrainConfig, read_config_file, read_run_config
+from rlaif.trainers.config import TrainConfig, read_config_file, read_run_config
+from rlaif.trainers.methods import METHODS, trainer_class
 
 
 def trainer_for(config: TrainConfig, **kwargs):
-    """The trainer object for `config.method` (imported only when asked for)."""
-    if config.method == "sft":
-        from rlaif.trainers.sft import SFTTrainer as cls
-    elif config.method == "rm":
-        from rlaif.trainers.reward import RewardTrainer as cls
-    elif config.method == "dpo":
-        from rlaif.trainers.dpo import DPOTrainer as cls
-    elif config.method == "ppo":
-        from rlaif.trainers.ppo import PPOTrainer as cls
-    else:
-        from rlaif.trainers.grpo import GRPOTrainer as cls
-    return cls(config, **kwargs)
+    """The trainer object for `config.method` (its module imported only when asked for)."""
+    return trainer_class(config.method)(config, **kwargs)
 
 
 def train(config: TrainConfig, **kwargs) -> dict[str, float]:

@@ -9,17 +9,15 @@ from typing import Any
 
 from rlaif.errors import ConfigError
 from rlaif.judging.ranking import STRATEGIES
-from rlaif.settings import check_settings, read_settings_file, required, setting
-
-METHODS = ("sft", "rm", "dpo", "ppo", "grpo")
-ONLINE = ("ppo", "grpo")  # the methods that sample from the policy as they train
+from rlaif.settings import check_settings, option_flag, read_settings_file, required, setting
+from rlaif.trainers.methods import METHODS, NAMES, ONLINE, method_default
 
 
 @dataclass
 class TrainConfig:
     """Every setting of `rlaif train`; the command's options are generated from these fields."""
 
-    method: str = required("What to train.", METHODS)
+    method: str = required("What to train (the table in docs/training.md says which labels each fits).", NAMES)
     data: str = required("Training data: anything `rlaif label` reads (files, hf:OWNER/NAME?data_dir=DIR&split=SPLIT) or writes.")
     output: str = required("Output directory [default: outputs/<method>].")
     model: str | None = setting(None, "Model name or directory [default: the embedded SmolLM2-135M-Instruct].")
@@ -52,51 +50,73 @@ class TrainConfig:
     fsdp: bool = setting(False, "Under torchrun: shard weights, gradients and optimizer state over the processes (PyTorch's fully_shard) instead of copying the model to each (DDP); sft, rm, dpo.")
     log_steps: int = setting(1, "Write metrics every N steps.", at_least=1)
     progress: bool = True  # the CLI's --quiet turns it off
-    # rm
-    hard_labels: bool = setting(False, "rm/dpo: ignore ai_preference, use hard labels.")
-    # dpo
-    beta: float = setting(0.1, "dpo: KL strength.", above=0)
-    label_smoothing: float = setting(0.0, "dpo: conservative DPO's label noise rate.", at_least=0, below=0.5)
-    loss: str = setting("sigmoid", "dpo: sigmoid (DPO), or ipo on length-normalised log-probabilities (as TRL's ipo).", ("sigmoid", "ipo"))
-    reference_cache: str | None = setting(None, "dpo: an SQLite file that keeps the reference's log-probability of each sequence, so that later runs from the same model on the same sequences (other β or lr, the pairs swapped) skip their reference pass.")
+    # preference objectives
+    hard_labels: bool = setting(False, "Ignore ai_preference, use hard labels.", methods=("rm", "dpo", "simpo"))
+    weights: str = setting("column", "How much each example counts in the loss: column, each row's `weight` (1 where it has none); "
+                           "confidence, |2p − 1| of its preference p (0 for a coin flip, 1 for a sure label); none, all alike.",
+                           ("column", "confidence", "none"), methods=("rm", "dpo", "simpo", "orpo", "kto"))
+    beta: float | None = setting(None, "β: the KL strength of dpo and kto, the reward scale of simpo; orpo: λ, the weight of the odds-ratio term "
+                                 "[default: 0.1; simpo 2.0].", above=0, methods=("dpo", "simpo", "orpo", "kto"))
+    label_smoothing: float = setting(0.0, "ε, the rate at which labels are taken to be flipped (conservative DPO).", at_least=0, below=0.5,
+                                     methods=("dpo", "simpo"))
+    loss: str = setting("sigmoid", "sigmoid (DPO), or ipo on length-normalised log-probabilities (as TRL's ipo).", ("sigmoid", "ipo"), methods=("dpo",))
+    reference_cache: str | None = setting(None, "An SQLite file that keeps the reference's log-probability of each sequence, so that later runs "
+                                          "from the same model on the same sequences (other β or lr, the pairs swapped) skip their reference pass.",
+                                          methods=("dpo",))
+    target_margin: float = setting(1.0, "γ, the reward margin the chosen response should clear.", at_least=0, methods=("simpo",))
+    desirable_weight: float = setting(1.0, "λ_D, the weight of desirable rows' losses.", above=0, methods=("kto",))
+    undesirable_weight: float = setting(1.0, "λ_U, the weight of undesirable rows' losses.", above=0, methods=("kto",))
+    desirable_threshold: float | None = setting(None, "A response scored at least this (a `score` column, or a pointwise judge's scores in "
+                                                "pairs.jsonl) is desirable, one below it undesirable; without it a pair's chosen response "
+                                                "is desirable and its rejected one undesirable.", methods=("kto",))
     # ppo and grpo
-    reward_model: str | None = setting(None, "ppo/grpo: a reward model directory (trained with --method rm), or a reward_model judge config.")
-    reward_function: str | None = setting(None, "ppo/grpo: a Python function FILE.py:NAME (or module:NAME) taking (prompts, responses) and returning one score per response.")
-    reward_judge: str | None = setting(None, "grpo: a judge config (built-in name or file); each response's reward is the share of its group it beats, by the judge's preferences in both orders.")
-    reward_ranking: str = setting("all-pairs", "grpo --reward-judge: how a group's responses are ranked: every pair in both orders, or adaptive, "
-                                  "tournament or pointwise as `rlaif label --ranking` (fewer calls).", STRATEGIES)
-    rubric: str = setting("quality", "grpo --reward-judge: the rubric (built-in name or template path).")
-    group_size: int = setting(4, "grpo: responses sampled per prompt (G); advantages are relative to the group.", at_least=2)
-    rollout_batch_size: int = setting(8, "ppo/grpo: prompts per rollout (per process).", at_least=1)
-    ppo_epochs: int = setting(4, "ppo/grpo: passes over each rollout.", at_least=1)
-    mini_batch_size: int = setting(4, "ppo/grpo: sequences per update.", at_least=1)
-    max_new_tokens: int = setting(48, "ppo/grpo: response length.", at_least=1)
-    temperature: float = setting(1.0, "ppo/grpo: sampling temperature of rollouts.", above=0)
-    kl_coef: float = setting(0.05, "ppo: per-token KL penalty β in the reward; grpo: β of the KL term in the loss (0: no reference model).", at_least=0)
-    gamma: float = setting(1.0, "ppo: discount γ of GAE.", at_least=0, at_most=1)
-    lam: float = setting(0.95, "ppo: λ of GAE.", at_least=0, at_most=1)
-    cliprange: float = setting(0.2, "ppo/grpo: ε of the clipped policy loss.", above=0)
-    cliprange_value: float = setting(0.2, "ppo: ε of the clipped value loss.", above=0)
-    vf_coef: float = setting(0.1, "ppo: weight of the value loss.", at_least=0)
-    target_kl: float | None = setting(None, "ppo/grpo: stop a rollout's updates once the approximate KL to the rollout policy passes this.", at_least=0)
-    missing_eos_penalty: float | None = setting(None, "ppo/grpo: subtracted from the score of a response with no end-of-sequence.")
-    ptx_coef: float = setting(0.0, "ppo/grpo: γ of PPO-ptx, the weight of a language-modelling loss on --ptx-data mixed into every update (InstructGPT).", at_least=0)
-    ptx_data: str | None = setting(None, "ppo/grpo --ptx-coef: pretraining-style text, a .txt file (one document per line) or rows with a `text` field (JSONL, CSV, Parquet).")
+    reward_model: str | None = setting(None, "A reward model directory (trained with --method rm), or a reward_model judge config.", methods=ONLINE)
+    reward_function: str | None = setting(None, "A Python function FILE.py:NAME (or module:NAME) taking (prompts, responses) and returning one "
+                                          "score per response.", methods=ONLINE)
+    reward_judge: str | None = setting(None, "A judge config (built-in name or file); each response's reward is the share of its group it beats, "
+                                       "by the judge's preferences in both orders.", methods=("grpo",))
+    reward_ranking: str = setting("all-pairs", "With --reward-judge: how a group's responses are ranked: every pair in both orders, or adaptive, "
+                                  "tournament or pointwise as `rlaif label --ranking` (fewer calls).", STRATEGIES, methods=("grpo",))
+    rubric: str = setting("quality", "With --reward-judge: the rubric (built-in name or template path).", methods=("grpo",))
+    group_size: int = setting(4, "Responses sampled per prompt (G); advantages are relative to the group.", at_least=2, methods=("grpo",))
+    rollout_batch_size: int = setting(8, "Prompts per rollout (per process).", at_least=1, methods=ONLINE)
+    ppo_epochs: int = setting(4, "Passes over each rollout.", at_least=1, methods=ONLINE)
+    mini_batch_size: int = setting(4, "Sequences per update.", at_least=1, methods=ONLINE)
+    max_new_tokens: int = setting(48, "Response length.", at_least=1, methods=ONLINE)
+    temperature: float = setting(1.0, "Sampling temperature of rollouts.", above=0, methods=ONLINE)
+    kl_coef: float = setting(0.05, "ppo: per-token KL penalty β in the reward; grpo: β of the KL term in the loss (0: no reference model).",
+                             at_least=0, methods=ONLINE)
+    gamma: float = setting(1.0, "Discount γ of GAE.", at_least=0, at_most=1, methods=("ppo",))
+    lam: float = setting(0.95, "λ of GAE.", at_least=0, at_most=1, methods=("ppo",))
+    cliprange: float = setting(0.2, "ε of the clipped policy loss.", above=0, methods=ONLINE)
+    cliprange_value: float = setting(0.2, "ε of the clipped value loss.", above=0, methods=("ppo",))
+    vf_coef: float = setting(0.1, "Weight of the value loss.", at_least=0, methods=("ppo",))
+    target_kl: float | None = setting(None, "Stop a rollout's updates once the approximate KL to the rollout policy passes this.", at_least=0,
+                                      methods=ONLINE)
+    missing_eos_penalty: float | None = setting(None, "Subtracted from the score of a response with no end-of-sequence.", methods=ONLINE)
+    ptx_coef: float = setting(0.0, "γ of PPO-ptx, the weight of a language-modelling loss on --ptx-data mixed into every update (InstructGPT).",
+                              at_least=0, methods=ONLINE)
+    ptx_data: str | None = setting(None, "With --ptx-coef: pretraining-style text, a .txt file (one document per line) or rows with a `text` "
+                                   "field (JSONL, CSV, Parquet).", methods=ONLINE)
 
     def __post_init__(self) -> None:
         check_settings(self)
+        for f in fields(self):
+            methods = f.metadata.get("methods")
+            if methods and self.method not in methods and getattr(self, f.name) != f.default:
+                raise ConfigError(f"{option_flag(f)} applies to --method {' or '.join(methods)}, not {self.method}", key=f.name)
+        if self.beta is None and "beta" in METHODS[self.method].defaults:
+            self.beta = method_default(self.method, "beta")
         if self.lora_r is not None and self.train_layers is not None:
             raise ConfigError("an adapter trains beside frozen weights: give --lora-r without --train-layers", key="lora_r")
         if self.fsdp and (self.method in ONLINE or self.lora_r is not None):
             raise ConfigError("--fsdp trains sft, rm and dpo without --lora-r (ppo, grpo and LoRA run under DDP)", key="fsdp")
-        if self.reward_judge is not None and self.method != "grpo":
-            raise ConfigError("a judge's preferences within a group are rewards for --method grpo only", key="reward_judge")
         if self.reward_ranking != "all-pairs" and self.reward_judge is None:
             raise ConfigError("--reward-ranking ranks each group by --reward-judge: give a judge", key="reward_ranking")
         if self.method in ONLINE and sum(x is not None for x in (self.reward_model, self.reward_function, self.reward_judge)) > 1:
             raise ConfigError("give one source of rewards: --reward-model, --reward-function or --reward-judge", key="reward_model")
-        if self.ptx_coef and (self.method not in ONLINE or not self.ptx_data):
-            raise ConfigError("--ptx-coef mixes --ptx-data into the updates of --method ppo or grpo: give both", key="ptx_coef")
+        if self.ptx_coef and not self.ptx_data:
+            raise ConfigError("--ptx-coef mixes --ptx-data into the updates: give both", key="ptx_coef")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

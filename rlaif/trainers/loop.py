@@ -189,7 +189,7 @@ class Trainer(ABC):
         """The step loop of every method: step, log, evaluate and checkpoint as the settings say,
         then save; returns the held-out metrics."""
         cfg, per_step = self.config, self.micro_batches_per_step
-        params, optimizer, scheduler, schedule, total, step = self._begin(per_step)
+        params, optimizer, scheduler, schedule, total, step = self._begin()
         model = self._wrap()
         model.train()
         bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", disable=not (cfg.progress and self.procs.main))
@@ -262,7 +262,20 @@ class Trainer(ABC):
             with open(self.out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
 
-    def _begin(self, per_step: int):
+    def plan(self) -> tuple[list[list[int]], int]:
+        """This process's micro-batches of training examples for the whole run, and the number
+        of optimizer steps: a pure function of the settings, the seed and `n_train` (set up by
+        then), so a trainer may read it in `setup` (KTO pairs each batch's rows there)."""
+        cfg, per_step = self.config, self.micro_batches_per_step
+        size = len(micro_batches(self.n_train, self.batch_size, 1, cfg.seed, self.procs.rank, self.procs.world))
+        epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps * per_step / max(1, size))
+        schedule = micro_batches(self.n_train, self.batch_size, epochs, cfg.seed, self.procs.rank, self.procs.world)
+        total = cfg.max_steps if cfg.max_steps is not None else len(schedule) // per_step
+        if total == 0:
+            raise ConfigError(f"{cfg.data}: {self.n_train} training examples make no full step of batch size {self.batch_size} x {self.procs.world} processes x {per_step}")
+        return schedule, total
+
+    def _begin(self):
         """Set up (from the last checkpoint with --resume), make the optimizer, and restore
         its state. Returns (params, optimizer, scheduler, schedule, total steps, first step)."""
         cfg = self.config
@@ -280,12 +293,7 @@ class Trainer(ABC):
         if not params:
             raise ConfigError(f"--train-layers {cfg.train_layers} leaves nothing to train (is the model's head tied to its input embeddings?)")
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        size = len(micro_batches(self.n_train, self.batch_size, 1, cfg.seed, self.procs.rank, self.procs.world))
-        epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps * per_step / max(1, size))
-        schedule = micro_batches(self.n_train, self.batch_size, epochs, cfg.seed, self.procs.rank, self.procs.world)
-        total = cfg.max_steps if cfg.max_steps is not None else len(schedule) // per_step
-        if total == 0:
-            raise ConfigError(f"{cfg.data}: {self.n_train} training examples make no full step of batch size {self.batch_size} x {self.procs.world} processes x {per_step}")
+        schedule, total = self.plan()
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total, cfg.lr_scheduler))
         step = 0
         if checkpoint is not None:

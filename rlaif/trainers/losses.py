@@ -61,17 +61,31 @@ def per_sequence(values: torch.Tensor, sequence: torch.Tensor, n: int, average: 
     return total / values.new_zeros(n).index_add(0, sequence, torch.ones_like(values)).clamp(min=1)
 
 
-def preference_loss(margin: torch.Tensor, p: torch.Tensor | float = 1.0) -> torch.Tensor:
-    """Soft-label Bradley–Terry: −[p log σ(Δ) + (1 − p) log σ(−Δ)], mean over the batch.
+def weighted_mean(losses: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(1/B) Σ_i w_i ℓ_i, the mean of each example's loss times its weight (the plain mean without
+    weights, so a weight of 1 everywhere changes nothing), as TRL weights a batch.
+    losses: (batch,); weight: (batch,) or None -> a scalar."""
+    return losses.mean() if weight is None else (losses * weight).mean()
 
-    With p = 1 this is the hard loss −log σ(Δ). margin and p: (batch,) (p may be a number) -> a scalar.
+
+def preference_loss(margin: torch.Tensor, p: torch.Tensor | float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft-label Bradley–Terry: −[p log σ(Δ) + (1 − p) log σ(−Δ)], mean over the batch (each
+    pair's term times its weight, if given).
+
+    With p = 1 this is the hard loss −log σ(Δ). margin, p, weight: (batch,) (p may be a number) -> a scalar.
     """
-    return -(p * F.logsigmoid(margin) + (1 - p) * F.logsigmoid(-margin)).mean()
+    return weighted_mean(-(p * F.logsigmoid(margin) + (1 - p) * F.logsigmoid(-margin)), weight)
 
 
-def reward_model_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor | float = 1.0) -> torch.Tensor:
+def reward_model_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor | float = 1.0,
+                      weight: torch.Tensor | None = None) -> torch.Tensor:
     """Reward-model loss with Δ = r_c − r_r: −[p log σ(Δ) + (1 − p) log σ(−Δ)]; scores (batch,) -> a scalar."""
-    return preference_loss(r_chosen - r_rejected, p)
+    return preference_loss(r_chosen - r_rejected, p, weight)
+
+
+def smoothed(p: torch.Tensor | float, label_smoothing: float) -> torch.Tensor | float:
+    """q = p(1 − ε) + (1 − p)ε: a label p trusted up to a flip rate ε (conservative DPO)."""
+    return p * (1 - label_smoothing) + (1 - p) * label_smoothing
 
 
 def dpo_loss(
@@ -83,6 +97,7 @@ def dpo_loss(
     label_smoothing: float = 0.0,
     p: torch.Tensor | float = 1.0,
     kind: str = "sigmoid",
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """DPO on sequence log-probabilities; every argument but β, ε and `kind` is (batch,).
 
@@ -91,15 +106,64 @@ def dpo_loss(
     ε = 0 it is −log σ(βh), with ε > 0 it is conservative DPO (labels flipped with rate ε).
     ipo: (h − 1/(2β))², the IPO loss (ignores p and ε). TRL's `ipo` (and the DPO trainer here)
     feeds it per-token mean log-probabilities (`sequence_logps(..., average=True)`), so the
-    same β means the same loss as TRL's.
+    same β means the same loss as TRL's. With `weight`, each pair's term counts w_i times.
     """
     h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     if kind == "ipo":
-        return ((h - 1 / (2 * beta)) ** 2).mean()
+        return weighted_mean((h - 1 / (2 * beta)) ** 2, weight)
     if kind != "sigmoid":
         raise ValueError(f"unknown DPO loss {kind!r}: expected 'sigmoid' or 'ipo'")
-    q = p * (1 - label_smoothing) + (1 - p) * label_smoothing
-    return preference_loss(beta * h, q)
+    return preference_loss(beta * h, smoothed(p, label_smoothing), weight)
+
+
+def simpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, beta: float = 2.0, gamma: float = 1.0, label_smoothing: float = 0.0,
+               p: torch.Tensor | float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """SimPO, reference-free: the inputs are length-normalised log-probabilities, the mean
+    log π(y_t | x, y_<t) over each response's tokens, and with Δ = β (ā_w − ā_l) − γ (γ the
+    target reward margin) the loss is −[q log σ(Δ) + (1 − q) log σ(−Δ)], q as in `dpo_loss`
+    (−log σ(Δ) for a hard label without smoothing). Δ is computed as β (ā_w − ā_l − γ/β), as
+    TRL's CPOTrainer (loss_type="simpo") does. policy_chosen, policy_rejected, p, weight: (batch,) -> a scalar.
+    """
+    return preference_loss(beta * (policy_chosen - policy_rejected - gamma / beta), smoothed(p, label_smoothing), weight)
+
+
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 − eˣ) for x < 0, without cancellation near 0 (branch at −log 2)."""
+    return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
+def orpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, nll: torch.Tensor, lam: float = 0.1,
+              weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ORPO, reference-free: L = L_SFT + λ · mean_i −log σ(log odds(y_w) − log odds(y_l)), with
+    odds(y) = P(y)/(1 − P(y)) and log P(y) the length-normalised log-probability ā (so
+    log odds = ā − log(1 − e^ā)).
+
+    policy_chosen, policy_rejected, weight: (batch,) mean log-probabilities per response token;
+    nll: a scalar, L_SFT (the chosen sequences' mean token negative log-likelihood, computed by
+    the caller: TRL's ORPOTrainer takes it over prompt and response). Returns (L, the mean log
+    odds ratio).
+    """
+    log_odds = (policy_chosen - policy_rejected) - (log1mexp(policy_chosen) - log1mexp(policy_rejected))
+    return nll + lam * weighted_mean(-F.logsigmoid(log_odds), weight), log_odds.mean()
+
+
+def kto_reference_point(policy_kl: torch.Tensor, reference_kl: torch.Tensor) -> torch.Tensor:
+    """KTO's reference point z = max(0, mean_j (log π(y'_j | x_j) − log π_ref(y'_j | x_j))), a
+    detached estimate of KL(π ‖ π_ref) from mismatched pairs (x_j, y'_j): each prompt of the batch
+    with another row's response, as the KTO paper and TRL estimate it. (batch,), (batch,) -> a scalar."""
+    return (policy_kl - reference_kl).mean().detach().clamp(min=0)
+
+
+def kto_loss(policy: torch.Tensor, reference: torch.Tensor, desirable: torch.Tensor, z: torch.Tensor | float, beta: float = 0.1,
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """KTO on unpaired rows: with r = log π(y|x) − log π_ref(y|x) and z the reference point
+    (`kto_reference_point`), a desirable row costs λ_D (1 − σ(β (r − z))) and an undesirable one
+    λ_U (1 − σ(β (z − r))); the loss is their mean over the batch (each row's times its weight).
+    policy, reference: (batch,) summed log-probabilities; desirable: (batch,) bool -> a scalar.
+    """
+    r = policy - reference
+    losses = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (r - z))), undesirable_weight * (1 - torch.sigmoid(beta * (z - r))))
+    return weighted_mean(losses, weight)
 
 
 # ---------------------------------------------------------------- PPO

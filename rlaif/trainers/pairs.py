@@ -6,28 +6,43 @@ import math
 import random
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
+
+import torch
 
 from rlaif.errors import ConfigError, InputError
-from rlaif.inputs import Prompt, load_examples
+from rlaif.inputs import Prompt, load_examples, read_records
+from rlaif.inputs.rows import check_prompt, check_text, check_weight, parse_record
 from rlaif.models.encoding import encode
 
 
 @dataclass
 class TrainPair:
-    """prompt, chosen, rejected and p = P(chosen ≻ rejected) (1.0 for a human label)."""
+    """prompt, chosen, rejected, p = P(chosen ≻ rejected) (1.0 for a human label) and the pair's
+    weight in a loss (`--weights`)."""
 
     prompt: Prompt
     chosen: str
     rejected: str
     p: float
     source: str
+    weight: float = 1.0
 
 
-def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False) -> list[TrainPair]:
-    """Pairs from anything `rlaif label` reads or writes; rows with no preference, and pairs whose
-    two responses are the same text (they teach nothing, and labeling skips them too), are left
-    out and counted on standard error."""
+def example_weight(rule: str, column: float | None, p: float | None) -> float:
+    """A training example's weight by --weights: `column`, its row's `weight` (1 without one);
+    `confidence`, |2p − 1| of its preference p (1 for a human label); `none`, 1."""
+    if rule == "column":
+        return 1.0 if column is None else column
+    if rule == "confidence":
+        return 1.0 if p is None else abs(2 * p - 1)
+    return 1.0
+
+
+def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False, weights: str = "column") -> list[TrainPair]:
+    """Pairs from anything `rlaif label` reads or writes, each weighted by the rule `weights`
+    (`example_weight`); rows with no preference, and pairs whose two responses are the same text
+    (they teach nothing, and labeling skips them too), are left out and counted on standard error."""
     pairs, same = [], 0
     for ex in load_examples(path, limit).examples:
         if len(ex.responses) != 2:
@@ -42,7 +57,7 @@ def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False) -
         else:
             continue
         chosen, rejected = ex.responses  # the preferred one first in every input shape
-        pairs.append(TrainPair(ex.prompt, chosen, rejected, p, ex.source))
+        pairs.append(TrainPair(ex.prompt, chosen, rejected, p, ex.source, example_weight(weights, ex.weight, ex.preference)))
     if not pairs:
         raise InputError(str(path), None, None, "no usable preference pairs (rows need prompt/chosen/rejected, HH transcripts, or rlaif's pairs.jsonl"
                          + (f"; {same} rows have the same response twice" if same else "") + ")")
@@ -53,10 +68,88 @@ def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False) -
 
 def train_eval_pairs(config) -> tuple[list[TrainPair], list[TrainPair]]:
     """The training pairs and the held-out pairs (`--eval-data`, else an `--eval-split` of `--data`)."""
-    pairs = load_pairs(config.data, config.limit, config.hard_labels)
+    pairs = load_pairs(config.data, config.limit, config.hard_labels, config.weights)
     if config.eval_data:
-        return pairs, load_pairs(config.eval_data, None, config.hard_labels)
+        return pairs, load_pairs(config.eval_data, None, config.hard_labels, config.weights)
     return split(pairs, config.eval_split, config.seed, config.eval_fold)
+
+
+@dataclass
+class UnpairedRow:
+    """A prompt and one response, labeled desirable or not (KTO's rows), with its weight."""
+
+    prompt: Prompt
+    completion: str
+    desirable: bool
+    source: str
+    weight: float = 1.0
+
+
+def load_unpaired(path: str, limit: int | None = None, threshold: float | None = None, weights: str = "column") -> list[UnpairedRow]:
+    """KTO's rows from `path`, in one of three shapes, row by row:
+    - `prompt`, `completion` and `label` (true: desirable), TRL's unpaired format; or `score`
+      in place of `label`, desirable at `threshold` or more;
+    - a preference pair (any shape `load_pairs` reads): its chosen response desirable and its
+      rejected one not; with `threshold`, each by its own score instead (the `scores` a
+      pointwise judge wrote into pairs.jsonl);
+    rows with no label are left out. Weights as `example_weight` says (`confidence` reads a
+    pair's preference; an unpaired row has none, so 1)."""
+    rows: list[UnpairedRow] = []
+    read = 0
+    for line, record in read_records(path):
+        if limit is not None and read >= limit:
+            break
+        read += 1
+        if isinstance(record, InputError):
+            raise record
+        if isinstance(record, dict) and "completion" in record:
+            rows.append(_unpaired_row(record, str(path), line, threshold, weights))
+            continue
+        ex = parse_record(record, str(path), line)
+        if len(ex.responses) != 2 or (ex.preference is None and ex.human_best is None) or ex.responses[0].strip() == ex.responses[1].strip():
+            continue
+        weight = example_weight(weights, ex.weight, ex.preference)
+        desirable = (True, False)
+        if threshold is not None:
+            scores = {s.get("response"): s.get("score") for s in record.get("scores") or [] if isinstance(s, dict)}
+            if not all(isinstance(scores.get(k), int | float) for k in ("chosen", "rejected")):
+                raise InputError(str(path), line, "scores", "--desirable-threshold reads each response's score, and this pair has none "
+                                 "(label with --mode pointwise, or give rows of prompt, completion and score)")
+            desirable = (scores["chosen"] >= threshold, scores["rejected"] >= threshold)
+        rows += [UnpairedRow(ex.prompt, text, good, ex.source, weight) for text, good in zip(ex.responses, desirable)]
+    if not rows:
+        raise InputError(str(path), None, None, "no labeled rows (rows need prompt, completion and label, or a preference pair)")
+    return rows
+
+
+def _unpaired_row(record: dict[str, Any], file: str, line: int, threshold: float | None, weights: str) -> UnpairedRow:
+    def err(field: str, message: str) -> InputError:
+        return InputError(file, line, field, message)
+
+    prompt = check_prompt(record.get("prompt"), err)
+    completion = check_text(record["completion"], "completion", err)
+    if threshold is not None and "score" in record:
+        score = record["score"]
+        if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
+            raise err("score", f"expected a number, got {score!r}")
+        desirable = score >= threshold
+    elif isinstance(record.get("label"), bool):
+        desirable = record["label"]
+    elif "score" in record:
+        raise err("label", "missing: a row with a `score` is labeled by --desirable-threshold, which was not given")
+    else:
+        raise err("label", f"expected true (desirable) or false, got {record.get('label')!r}"
+                  + ("" if threshold is None else "; or give a `score` to compare with --desirable-threshold"))
+    column = check_weight(record["weight"], file, line) if record.get("weight") is not None else None
+    return UnpairedRow(prompt, completion, desirable, f"{file}:{line}", example_weight(weights, column, None))
+
+
+def unpaired_train_eval(config) -> tuple[list[UnpairedRow], list[UnpairedRow]]:
+    """KTO's training and held-out rows (`--eval-data`, else an `--eval-split` of `--data`)."""
+    rows = load_unpaired(config.data, config.limit, config.desirable_threshold, config.weights)
+    if config.eval_data:
+        return rows, load_unpaired(config.eval_data, None, config.desirable_threshold, config.weights)
+    return split(rows, config.eval_split, config.seed, config.eval_fold)
 
 
 def load_prompts(path: str, limit: int | None = None) -> list[tuple[Prompt, str]]:
@@ -84,7 +177,13 @@ def split(items: list, share: float, seed: int, fold: int = 0) -> tuple[list, li
     return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
 
 
-EncodedPair = tuple[dict[str, Any], dict[str, Any], float]
+class EncodedPair(NamedTuple):
+    """A pair tokenized: its chosen and rejected sequence (`encode`'s), its label p and weight."""
+
+    chosen: dict[str, Any]
+    rejected: dict[str, Any]
+    p: float
+    weight: float = 1.0
 
 
 def encode_pair(tokenizer, pair: TrainPair, max_length: int, truncate: bool) -> EncodedPair:
@@ -96,7 +195,7 @@ def encode_pair(tokenizer, pair: TrainPair, max_length: int, truncate: bool) -> 
     room = min(longer, max_length // 2)
     chosen = encode(tokenizer, pair.prompt, pair.chosen, max_length, pair.source, truncate, room)
     rejected = encode(tokenizer, pair.prompt, pair.rejected, max_length, pair.source, truncate, room)
-    return chosen, rejected, pair.p
+    return EncodedPair(chosen, rejected, pair.p, pair.weight)
 
 
 def encoded_train_eval_pairs(tokenizer, config, eval_max_length: int | None = None) -> tuple[list[EncodedPair], list[EncodedPair]]:
@@ -109,6 +208,13 @@ def encoded_train_eval_pairs(tokenizer, config, eval_max_length: int | None = No
     )
 
 
+def labels_and_weights(pairs: list[EncodedPair], device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The pairs' labels p and weights as (B,) tensors; no weights (None) when all are 1."""
+    p = torch.tensor([pair.p for pair in pairs], device=device)
+    weights = [pair.weight for pair in pairs]
+    return p, None if all(w == 1.0 for w in weights) else torch.tensor(weights, device=device)
+
+
 def truncated_rows(pairs: list[EncodedPair]) -> int:
     """How many pairs had their chosen or rejected sequence cut to fit --max-length."""
-    return sum(chosen["truncated"] or rejected["truncated"] for chosen, rejected, _ in pairs)
+    return sum(pair.chosen["truncated"] or pair.rejected["truncated"] for pair in pairs)

@@ -26,7 +26,7 @@ from rlaif.models.packing import PackedSequences, common_prefix_length, length_b
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.loop import OfflineTrainer, blocks, unwrap
 from rlaif.trainers.losses import reward_model_loss
-from rlaif.trainers.pairs import EncodedPair, encoded_train_eval_pairs, truncated_rows
+from rlaif.trainers.pairs import EncodedPair, encoded_train_eval_pairs, labels_and_weights, truncated_rows
 from rlaif.trainers.processes import Processes
 
 # (train_layers, chosen ids, rejected ids) -> the pair's frozen states: with the head alone its two
@@ -137,8 +137,7 @@ class RewardTrainer(OfflineTrainer):
     def loss(self, model, indices):
         pairs = [self.train_pairs[i] for i in indices]
         r_chosen, r_rejected = self._rewards(model, pairs)
-        p = torch.tensor([q for _, _, q in pairs], device=r_chosen.device)
-        loss = reward_model_loss(r_chosen, r_rejected, p)
+        loss = reward_model_loss(r_chosen, r_rejected, *labels_and_weights(pairs, r_chosen.device))
         return loss, {"accuracy": (r_chosen > r_rejected).float().mean().item(), "margin": (r_chosen - r_rejected).mean().item()}
 
     @torch.no_grad()
@@ -151,6 +150,6 @@ class RewardTrainer(OfflineTrainer):
             r_chosen, r_rejected = self._rewards(self.model, pairs)
             correct += (r_chosen > r_rejected).sum().item()
             margin += (r_chosen - r_rejected).sum().item()
-            loss += reward_model_loss(r_chosen, r_rejected, torch.tensor([q for _, _, q in pairs], device=r_chosen.device)).item() * len(pairs)
+            loss += reward_model_loss(r_chosen, r_rejected, *labels_and_weights(pairs, r_chosen.device)).item() * len(pairs)
         n = len(self.eval_pairs)
         return {"accuracy": correct / n, "margin": margin / n, "loss": loss / n, "pairs": n}
