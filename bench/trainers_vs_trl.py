@@ -101,16 +101,8 @@ def run_rlaif(s: dict, data: Path, out: Path) -> dict:
     config = TrainConfig(method=s["method"], model=s["model"], data=str(data), output=str(out), max_steps=s["steps"], batch_size=s["batch_size"],
                          lr=s["lr"], lr_scheduler="constant", max_length=s["max_length"], seed=s["seed"], progress=False,
                          bf16=s["bf16"], gradient_checkpointing=s["gradient_checkpointing"], **own)
-    trainer = trainer_for(config)
     stamps: list[float] = []
-    log = trainer._log
-
-    def timed_log(row: dict) -> None:
-        if "loss" in row:
-            stamps.append(time.perf_counter())
-        log(row)
-
-    trainer._log = timed_log
+    trainer = trainer_for(config, on_log=lambda row: stamps.append(time.perf_counter()) if "loss" in row else None)
     trainer.train()
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     return {"losses": losses, "stamps": stamps}

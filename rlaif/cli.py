@@ -20,6 +20,7 @@ from rlaif.labeling.run import LabelConfig
 from rlaif.serving.server import ServeConfig
 from rlaif.settings import allowed_types, line_in_file, option_flag, setting_help
 from rlaif.trainers.config import TrainConfig
+from rlaif.trainers.methods import NAMES, ONLINE
 from rlaif.workflows.iterate import IterateConfig
 
 
@@ -47,7 +48,7 @@ def config_options(config_class: type, required_from_file: bool = False):
                 option = click.option(f"{flag}/--no-{flag[2:]}" if default else flag, f.name, default=default, is_flag=True, help=setting_help(f))
             else:
                 choices = f.metadata.get("choices")
-                option = click.option(flag, f.name, type=click.Choice(choices) if choices else kind, default=None if is_list else default, multiple=is_list,
+                option = click.option(flag, *f.metadata.get("aliases", ()), f.name, type=click.Choice(choices) if choices else kind, default=None if is_list else default, multiple=is_list,
                                       required=must, show_default=default is not None and not is_list, help=setting_help(f))
             command = option(command)
         return command
@@ -168,13 +169,16 @@ def calibrate(run_dir: str, folds: int, seed: int, output: str | None, as_json: 
     click.echo(json.dumps(report, indent=2) if as_json else format_calibration(report))
 
 
-@main.command()
+TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
+OFFLINE = tuple(name for name in NAMES if name not in ONLINE)
+
+
+@main.command(help=f"Train with --method {'|'.join(OFFLINE)} on preference data, or {'|'.join(ONLINE)} on prompts.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML/YAML file with any of these settings; the command line wins.")
 @config_options(TrainConfig, required_from_file=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
 def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -> None:
-    """Train with --method sft|rm|dpo on preference data, or ppo|grpo on prompts."""
     from rlaif.trainers import read_config_file
     from rlaif.trainers import train as run_train
 
@@ -184,8 +188,7 @@ def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -
             settings[name] = value
     for required in ("method", "data"):
         if not settings.get(required):
-            raise click.UsageError(f"--{required} is required (on the command line or in --config)")
-    settings["output"] = settings.get("output") or f"outputs/{settings['method']}"
+            raise click.UsageError(f"{option_flag(TRAIN_FIELDS[required])} is required (on the command line or in --config)")
     try:
         config = TrainConfig(progress=show_progress(quiet), **settings)
     except ConfigError as e:  # a value the settings file gave is named by its file, line and key

@@ -3,6 +3,7 @@ options, a settings file and the Python API share one declaration and one check.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 import sys
@@ -18,13 +19,15 @@ from rlaif.errors import ConfigError
 
 
 def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: str | None = None, at_least: float | None = None,
-            above: float | None = None, at_most: float | None = None, below: float | None = None, methods: tuple[str, ...] | None = None) -> Any:
+            above: float | None = None, at_most: float | None = None, below: float | None = None, methods: tuple[str, ...] | None = None,
+            aliases: tuple[str, ...] = ()) -> Any:
     """A config field with the help text (and allowed values: `choices`, or bounds) its command
-    shows for it; `flag` names its option where the field's own name reads badly on a command
-    line; `methods`, the only ones it applies to (its help says so). A list default is copied for
-    each config (a list field is an option given any number of times). None is always allowed
-    where the field's type allows it."""
-    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": (at_least, above, at_most, below), "methods": methods}
+    shows for it; `flag` names its option where the idea has one name across commands (or the
+    field's own name reads badly on a command line), and `aliases` are older names it still takes;
+    `methods`, the only ones it applies to (its help says so). A list default is copied for each
+    config (a list field is an option given any number of times). None is always allowed where
+    the field's type allows it."""
+    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": (at_least, above, at_most, below), "methods": methods, "aliases": aliases}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -41,9 +44,17 @@ def option_flag(f: Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def required(help: str, choices: tuple[str, ...] | None = None, argument: bool = False) -> Any:
-    """A config field without a default; `argument`: the command takes it as its positional arguments."""
-    return field(metadata={"help": help, "choices": choices, "argument": argument})
+def required(help: str, choices: tuple[str, ...] | None = None, argument: bool = False, flag: str | None = None,
+             aliases: tuple[str, ...] = ()) -> Any:
+    """A config field without a default; `argument`: the command takes it as its positional
+    arguments; `flag` and `aliases` as for `setting`."""
+    return field(metadata={"help": help, "choices": choices, "argument": argument, "flag": flag, "aliases": aliases})
+
+
+def option_names(f: Field) -> list[str]:
+    """Every name a settings file may give a field by: its own, its option's and its aliases' (`max_steps`, `max-steps`)."""
+    flags = [option_flag(f), *f.metadata.get("aliases", ())]
+    return [f.name, *{name[2:].replace("-", "_") for name in flags}]
 
 
 def allowed_types(hint: Any) -> tuple[Any, ...]:
@@ -102,6 +113,12 @@ def check_settings(config: Any) -> None:
             raise ConfigError(problem, key=f.name)
 
 
+def unknown_key(name: str, known: list[str]) -> str:
+    """"unknown key", with the nearest known one where one is near."""
+    near = difflib.get_close_matches(name, known, n=1)
+    return f"unknown key; did you mean {near[0]!r}?" if near else "unknown key"
+
+
 def _yaml_float(text: str) -> float | str:
     try:
         return float(text)
@@ -142,11 +159,12 @@ def read_settings_file(path: str | Path, config_class: type) -> dict[str, Any]:
         raise ConfigError(f"expected a table of settings, got {type(data).__name__}", str(path))
     hints = get_type_hints(config_class)
     choices = {f.name: f.metadata["choices"] for f in fields(config_class) if f.metadata.get("choices")}
+    field_of = {name: f.name for f in fields(config_class) for name in option_names(f)}
     settings = {}
     for key, value in data.items():
-        name = key.replace("-", "_")
+        name = field_of.get(key.replace("-", "_"), key.replace("-", "_"))
         if name not in hints:
-            problem = "unknown key"
+            problem = unknown_key(name, [f.name for f in fields(config_class)])
         elif name in choices and value is not None:
             problem = choice_problem(value, choices[name])
         else:

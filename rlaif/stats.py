@@ -8,7 +8,7 @@ intervals are taken over prompts (the unit that was sampled), not over responses
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from statistics import mean, stdev
 
 Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
@@ -108,6 +108,19 @@ def distinct_n(texts: Sequence[str], n: int = 2) -> float | None:
     """distinct-n: distinct word n-grams over all n-grams in `texts` (Li et al., 2016)."""
     grams = [tuple(words[i:i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else None
+
+
+def cohen_kappa(pairs: Iterable[tuple[bool, bool]]) -> float | None:
+    """Cohen's kappa of two raters' binary labels: (p_o − p_e) / (1 − p_e)."""
+    pairs = list(pairs)
+    if not pairs:
+        return None
+    n = len(pairs)
+    p_o = sum(x == y for x, y in pairs) / n
+    x1 = sum(x for x, _ in pairs) / n
+    y1 = sum(y for _, y in pairs) / n
+    p_e = x1 * y1 + (1 - x1) * (1 - y1)
+    return 1.0 if p_e == 1 else (p_o - p_e) / (1 - p_e)
 
 
 def fleiss_kappa(votes: Sequence[Sequence[bool]]) -> float | None:

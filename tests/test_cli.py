@@ -6,6 +6,7 @@ from dataclasses import MISSING, fields
 
 import click
 import pytest
+from click.testing import CliRunner
 
 from rlaif.cli import main
 from rlaif.evaluate.compare import CompareConfig
@@ -94,3 +95,12 @@ def test_a_setting_typed_as_an_option_is_named_by_that_option(tmp_path):
     settings.write_text('method = "dpo"\ndata = "examples/demo.jsonl"\nlr = -1\n')
     result = CliRunner().invoke(main, ["train", "--config", str(settings)])
     assert result.exit_code == 1 and f"{settings}:3: key 'lr': must be at least 0" in result.output  # a file's setting keeps its file, line and key
+
+
+def test_input_dash_reads_standard_input(tmp_path):
+    rows = "".join(f'{{"prompt": "Is {i} a number?", "chosen": "Yes.", "rejected": "No, never."}}\n' for i in range(2))
+    run = CliRunner().invoke(main, ["label", "--input", "-", "--dry-run"], input=rows)
+    assert run.exit_code == 0, run.output
+    assert "2 pairs: 4 judge calls to make" in run.output
+    run = CliRunner().invoke(main, ["label", "--input", "-", "--dry-run"], input='{"prompt": 3}\n')
+    assert run.exit_code == 1 and "<stdin>:1: field 'prompt'" in run.output

@@ -6,8 +6,8 @@ from click.testing import CliRunner
 
 from rlaif.cli import main
 from rlaif.evaluate.agreement import agreement
-from rlaif.labeling.quality import cohen_kappa
 from rlaif.labeling.run import LabelConfig, label
+from rlaif.stats import cohen_kappa
 from tests.conftest import HH, ScriptedJudge, write_jsonl
 
 

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from rlaif.models.logprobs import sequence_logps
 from rlaif.trainers.losses import (
     approx_kl,
     dpo_loss,
@@ -19,7 +20,6 @@ from rlaif.trainers.losses import (
     ppo_policy_loss,
     ppo_value_loss,
     reward_model_loss,
-    sequence_logps,
     sft_loss,
     simpo_loss,
     whiten,

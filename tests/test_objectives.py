@@ -137,12 +137,12 @@ def test_kto_resumed_further_than_the_stopped_run_equals_one_run(tiny, pairs, tm
 
 
 def test_a_setting_for_another_method_is_an_error(tiny, pairs, tmp_path):
-    with pytest.raises(ConfigError, match="--beta applies to --method dpo or simpo or orpo or kto, not rm"):
+    with pytest.raises(ConfigError, match="key 'beta': applies to --method dpo or simpo or orpo or kto, not rm"):
         TrainConfig(method="rm", data=pairs, output=str(tmp_path), beta=0.2)
-    with pytest.raises(ConfigError, match="--desirable-weight applies to --method kto, not dpo"):
+    with pytest.raises(ConfigError, match="key 'desirable_weight': applies to --method kto, not dpo"):
         TrainConfig(method="dpo", data=pairs, output=str(tmp_path), desirable_weight=2.0)
     run = CliRunner().invoke(main, ["train", "--method", "simpo", "--data", pairs, "--group-size", "8", "--output", str(tmp_path)])
-    assert run.exit_code != 0 and "--group-size applies to --method grpo, not simpo" in run.output and "Traceback" not in run.output
+    assert run.exit_code != 0 and "Error: --num-responses: applies to --method grpo, not simpo" in run.output and "Traceback" not in run.output
     with pytest.raises(ConfigError, match="--batch-size 2 or more"):
         train(config("kto", pairs, tiny, tmp_path / "kto", max_steps=1, batch_size=1))
     assert TrainConfig(method="simpo", data=pairs, output=str(tmp_path)).beta == 2.0  # a method's own default

@@ -12,8 +12,8 @@ from rlaif.judging.backends.reward_model import reward_scores
 from rlaif.models.blocks import Layout, blocks_between, hidden_at, last_block_at, runs_piecewise
 from rlaif.models.encoding import collate, encode
 from rlaif.models.loading import load_causal_lm, load_reward_model, load_tokenizer
+from rlaif.models.logprobs import head_logps, per_sequence, sequence_logps
 from rlaif.models.packing import pack_pairs, packed_hidden
-from rlaif.trainers.losses import head_logps, per_sequence, sequence_logps
 from rlaif.trainers.pairs import EncodedPair
 from rlaif.trainers.reward import frozen_key, keep_frozen_states, read_columns, score_pad_token
 
@@ -189,8 +189,8 @@ def test_local_judge_shares_prefixes_and_gives_what_each_text_alone_gives(tiny, 
     rubric = "Compare two responses.\nQuery: {q}\nResponse 1: {a}\nResponse 2: {b}\nPreferred Response="
     texts = [rubric.format(q=q, a=a, b=b) for q, x, y in [("Is 3 a number?", "yes", "no"), ("Why is the sky blue?", "Air scatters blue light.", "It just is")]
              for a, b in ((x, y), (y, x))]
-    probs, lengths = judge._label_probs(texts, ("1", "2"))
-    again, _ = judge._label_probs(texts[1:], ("1", "2"))  # the cached prefix is reused
+    probs, lengths = judge.label_probs(texts, ("1", "2"))
+    again, _ = judge.label_probs(texts[1:], ("1", "2"))  # the cached prefix is reused
     for i, text in enumerate(texts):
         ids = judge.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.no_grad():

@@ -45,13 +45,19 @@ def test_lora_dpo_on_the_embedded_model_starts_at_log_2_and_saves_an_adapter_pef
 ONLINE = {"ppo": PPOTrainer, "grpo": GRPOTrainer}
 
 
+def online_settings(method: str, **kw) -> dict:
+    """Small rollouts for ppo and grpo (their settings are an error for the other methods)."""
+    if method not in ONLINE:
+        return {}
+    return {"max_new_tokens": 6, "rollout_batch_size": 4, "mini_batch_size": 2, **({"group_size": 2} if method == "grpo" else {}), **kw}
+
+
 @pytest.mark.parametrize("method", ["sft", "rm", "ppo", "grpo"])
 @pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft's own read, in this test's loading of the adapter
 def test_lora_trains_every_method_and_the_adapter_loads(tiny, pairs, tmp_path, method):  # noqa: F811
     # grpo: one update per step, so the first step's KL is the first update's
     cfg = config(method, pairs, tiny, tmp_path, max_steps=4, lr=3e-2, lora_r=4, lora_alpha=8, lora_target="q_proj,v_proj",
-                 max_new_tokens=6, rollout_batch_size=4, mini_batch_size=8 if method == "grpo" else 2, group_size=2,
-                 **({"ppo_epochs": 1} if method == "grpo" else {}))
+                 **online_settings(method, mini_batch_size=8 if method == "grpo" else 2, **({"ppo_epochs": 1} if method == "grpo" else {})))
     if method in ONLINE:
         ONLINE[method](cfg, reward_fn=lowercase_share).train()
     else:
@@ -111,7 +117,7 @@ def test_fsdp_resume_continues_to_the_same_result(tiny, pairs, tmp_path):  # noq
 
 
 def _run(method, pairs, tiny, out, **kw) -> list[dict]:  # noqa: F811
-    cfg = config(method, pairs, tiny, out, max_steps=3, max_new_tokens=6, rollout_batch_size=4, mini_batch_size=2, group_size=2, **kw)
+    cfg = config(method, pairs, tiny, out, max_steps=3, **online_settings(method), **kw)
     if method in ONLINE:
         ONLINE[method](cfg, reward_fn=lowercase_share).train()
     else:

@@ -34,7 +34,7 @@ from rlaif.inputs import Example, Pair, input_name, load_examples
 from rlaif.judging.base import MODE_HELP, MODES, JudgeFatalError
 from rlaif.judging.configs import DEFAULT_JUDGE, reward_model_dir
 from rlaif.judging.engine import JudgeSpec, JuryJudgment, PairJudgment, judge_pairs
-from rlaif.judging.generation import generate_responses
+from rlaif.judging.generation import SAMPLING_TEMPERATURE, generate_responses
 from rlaif.judging.rubric import Rubric, load_rubric
 from rlaif.labeling.quality import label_run_report
 from rlaif.models.loading import EMBEDDED_NAMES, is_embedded, load_tokenizer, model_fingerprint, resolve_model
@@ -62,11 +62,11 @@ class CompareConfig:
     gold_rm: str | None = setting(None, "Gold reward model: an `rlaif train --method rm` output or any sequence classifier directory.")
     labels: list[str] = setting([], "An `rlaif label` run with human labels: agreement and confusion matrix (repeatable).")
     rms: list[str] = setting([], "A reward model to score on the evaluation pairs (repeatable).", flag="--rm")
-    samples: int = setting(1, "Responses per prompt and policy.", at_least=1)
+    samples: int = setting(1, "Responses per prompt and policy.", at_least=1, flag="--num-responses", aliases=("--samples",))
     all_pairs: bool = setting(False, "Also judge every trained policy against every other.")
     limit: int | None = setting(None, "Use at most this many evaluation prompts.", at_least=1)
     max_new_tokens: int = setting(64, "Length of the policies' responses.", at_least=1)
-    temperature: float = setting(0.7, "Sampling temperature of the policies.", at_least=0)
+    temperature: float = setting(SAMPLING_TEMPERATURE, "Sampling temperature of the policies.", at_least=0)
     seed: int = setting(0, "Seeds the sampling.")
     bertscore_model: str | None = setting(None, "Model for BERTScore [default: the embedded model].")
     progress: bool = True  # the CLI's --quiet turns it off

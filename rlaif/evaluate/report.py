@@ -3,14 +3,16 @@ finding in plain words. Every number comes from `metrics.json` beside it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlaif.evaluate.ratings import format_ratings
 from rlaif.labeling.quality import lift_text
+from rlaif.stats import Z95
 from rlaif.storage.files import write_text_atomic
 
-Z95 = 1.959963984540054
 METRICS = (("meteor", "METEOR"), ("bleu1", "BLEU-1"), ("bleu2", "BLEU-2"), ("bleu3", "BLEU-3"), ("bleu4", "BLEU-4"),
            ("rouge1", "ROUGE-1"), ("rouge2", "ROUGE-2"), ("rougeL", "ROUGE-L"), ("rougeLsum", "ROUGE-Lsum"), ("bertscore", "BERTScore"))
 
@@ -28,26 +30,63 @@ def win_rate_cell(matchup: dict[str, Any]) -> str:
     return f"{pct(matchup['win_rate'])} [{pct(matchup['low'])}, {pct(matchup['high'])}]"
 
 
-def kl_cell(policy: dict[str, Any]) -> str:
-    """A policy's KL to the base with its standard error over prompts."""
-    return f"{policy['kl_to_base']:.2f} ± {policy['kl_to_base_se']:.2f}"
+@dataclass(frozen=True)
+class Row:
+    """What a table's cells read of one policy: its metrics, its matchup against the base (None
+    for the base itself) and its ratings."""
+
+    name: str
+    policy: dict[str, Any]
+    matchup: dict[str, Any] | None
+    rating: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a policy table: its header (`{base}` names what the policies are measured
+    against) and its cell; `gold` columns appear only when the policies have gold rewards."""
+
+    header: str
+    cell: Callable[[Row], str]
+    gold: bool = False
+
+
+def _gold_difference(row: Row) -> str:
+    d = row.matchup.get("gold_reward_difference") if row.matchup else None
+    return f"{d['difference']:+.3f} ± {d['se']:.3f}" if d else "—"
+
+
+# Every column a policy table may show, in the order tables show them: `rlaif compare`'s report
+# and `rlaif iterate`'s rounds.md pick from these, so a new column is one entry here.
+COLUMNS = {
+    "win_rate": Column("win rate vs {base} [95% CI]", lambda row: win_rate_cell(row.matchup) if row.matchup else "—"),
+    "lc_win_rate": Column("LC win rate", lambda row: pct(row.matchup["lc_win_rate"]) if row.matchup else "—"),
+    "rating": Column("BT rating [95% CI]", lambda row: f"{row.rating['bt']:.0f} [{row.rating['bt_low']:.0f}, {row.rating['bt_high']:.0f}]"),
+    "rating_point": Column("BT rating", lambda row: f"{row.rating['bt']:.0f}"),
+    "gold_reward": Column("gold reward", lambda row: num(row.policy.get("gold_reward")), gold=True),
+    "gold_difference": Column("Δ gold vs {base} ± SE", _gold_difference, gold=True),
+    "kl": Column("KL to {base} ± SE", lambda row: f"{row.policy['kl_to_base']:.2f} ± {row.policy['kl_to_base_se']:.2f}"),
+    "length": Column("length (tokens)", lambda row: num(row.policy["mean_length"], 1)),
+    "distinct_2": Column("distinct-2", lambda row: num(row.policy["distinct_2"])),
+}
+SUMMARY = ("win_rate", "lc_win_rate", "rating", "gold_reward", "gold_difference", "kl", "length", "distinct_2")
+
+
+def policy_table(metrics: dict[str, Any], lead: list[tuple[str, Callable[[Row], str]]], columns: tuple[str, ...], base: str = "base") -> list[str]:
+    """A Markdown table with a row per policy: the `lead` columns (header, cell), then `columns`
+    (keys of COLUMNS), the gold ones only where the policies have gold rewards."""
+    gold = any("gold_reward" in p for p in metrics["policies"].values())
+    chosen = [COLUMNS[key] for key in columns if gold or not COLUMNS[key].gold]
+    head = [header for header, _ in lead] + [c.header.format(base=base) for c in chosen]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, p in metrics["policies"].items():
+        row = Row(name, p, metrics["matchups"].get(f"{name} vs base"), metrics["ratings"]["players"][name])
+        lines.append("| " + " | ".join([cell(row) for _, cell in lead] + [c.cell(row) for c in chosen]) + " |")
+    return lines
 
 
 def summary_table(metrics: dict[str, Any]) -> list[str]:
-    gold = any("gold_reward" in p for p in metrics["policies"].values())
-    head = ["policy", "trained on", "win rate vs base [95% CI]", "LC win rate", "BT rating [95% CI]"] + (["gold reward", "Δ gold vs base ± SE"] if gold else []) + ["KL to base ± SE", "length (tokens)", "distinct-2"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, p in metrics["policies"].items():
-        m = metrics["matchups"].get(f"{name} vs base")
-        cells = [f"`{name}`", p["trained_on"], win_rate_cell(m) if m else "—", pct(m["lc_win_rate"]) if m else "—"]
-        r = metrics["ratings"]["players"][name]
-        cells.append(f"{r['bt']:.0f} [{r['bt_low']:.0f}, {r['bt_high']:.0f}]")
-        if gold:
-            d = m.get("gold_reward_difference") if m else None
-            cells += [num(p["gold_reward"]), f"{d['difference']:+.3f} ± {d['se']:.3f}" if d else "—"]
-        cells += [kl_cell(p), num(p["mean_length"], 1), num(p["distinct_2"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    return policy_table(metrics, [("policy", lambda row: f"`{row.name}`"), ("trained on", lambda row: row.policy["trained_on"])], SUMMARY)
 
 
 HOW_JUDGED = {"pairwise": "pairwise, both orders", "pointwise": "pointwise, each response scored alone", "jury": "a jury: its members' preferences combined"}

@@ -29,8 +29,8 @@ def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], 
     from rlaif.models.blocks import hidden_at
     from rlaif.models.encoding import encode
     from rlaif.models.loading import load_causal_lm
+    from rlaif.models.logprobs import head_logps, per_sequence
     from rlaif.models.packing import packed_batches
-    from rlaif.trainers.losses import head_logps, per_sequence
 
     tokenizer = load_tokenizer(model_name, padding_side="right")
     lm = load_causal_lm(model_name)

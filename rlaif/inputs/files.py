@@ -8,8 +8,9 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import sys
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from itertools import islice
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, urlencode
 
 from rlaif.errors import InputError
+
+STDIN, STDIN_NAME = "-", "<stdin>"  # `--input -` reads JSONL from standard input; errors name it <stdin>
 
 
 def _open_bytes(path: Path) -> BinaryIO:
@@ -76,15 +79,32 @@ def _base_suffix(path: Path) -> str:
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
     number = 0
     with _open_bytes(path) as fh, _readable(path, lambda: number + 1):
-        for number, raw in enumerate(fh, start=1):
-            # A bad line is yielded, not raised: a generator that raises is finished, and
-            # `--skip-invalid` must read on past it.
-            line = _decoded(raw, path, number)
-            if isinstance(line, InputError) or not line.strip():
-                if isinstance(line, InputError):
-                    yield number, line
-                continue
-            yield number, _parsed(line, path, number)
+        for number, record in _jsonl_records(fh, path):
+            yield number, record
+
+
+def _jsonl_records(lines: Iterable[bytes], path: Path) -> Iterator[tuple[int, Any]]:
+    for number, raw in enumerate(lines, start=1):
+        # A bad line is yielded, not raised: a generator that raises is finished, and
+        # `--skip-invalid` must read on past it.
+        line = _decoded(raw, path, number)
+        if isinstance(line, InputError) or not line.strip():
+            if isinstance(line, InputError):
+                yield number, line
+            continue
+        yield number, _parsed(line, path, number)
+
+
+_stdin: tuple[Any, list[bytes]] | None = None  # the standard-input stream read, and its lines
+
+
+def _read_stdin() -> Iterator[tuple[int, Any]]:
+    """Standard input as JSONL (`--input -`), read whole once and kept: a command may read its
+    input twice (every row checked, then used)."""
+    global _stdin
+    if _stdin is None or _stdin[0] is not sys.stdin:  # a new stream (a test's, an API caller's): read it
+        _stdin = (sys.stdin, sys.stdin.buffer.read().splitlines(keepends=True))
+    return _jsonl_records(_stdin[1], Path(STDIN_NAME))
 
 
 def _read_json(path: Path) -> Iterator[tuple[int, Any]]:
@@ -159,11 +179,18 @@ def split_rows(spec: str) -> tuple[str, slice | None]:
     return base + (f"?{rest}" if rest else ""), slice(start, stop)
 
 
+def shown_name(spec: str | Path) -> str:
+    """An input as its errors name it: its spec, or <stdin>."""
+    return STDIN_NAME if str(spec) == STDIN else str(spec)
+
+
 def input_name(spec: str | Path) -> str:
     """A short name for an input, for default output folders and row ids: the file name less
     its suffixes, or a hub data set's name and split (a ``rows=`` selection keeps the name, so
     a row's id is the same in a slice as in the whole file)."""
     text, _ = split_rows(str(spec))
+    if text == STDIN:
+        return "stdin"
     if text.startswith(HUB_PREFIX):
         name, options = parse_hub_spec(text)
         return "-".join([Path(name).name, *(options[k] for k in ("name", "data_dir") if options.get(k)), options["split"]])
@@ -197,6 +224,8 @@ def read_records(spec: str | Path) -> Iterator[tuple[int, Any]]:
 def _read_source(path: str | Path) -> Iterator[tuple[int, Any]]:
     if str(path).startswith(HUB_PREFIX):
         return _read_hub(str(path))
+    if str(path) == STDIN:
+        return _read_stdin()
     path = Path(path)
     if not path.exists():
         raise InputError(str(path), None, None, "no such file or directory")

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rlaif.errors import InputError
-from rlaif.inputs.files import input_name, read_records
+from rlaif.inputs.files import input_name, read_records, shown_name
 
 Prompt = str | list[dict[str, str]]
 
@@ -191,9 +191,9 @@ def iter_examples(path: str | Path, limit: int | None = None, skip_invalid: bool
         try:
             if isinstance(record, InputError):
                 raise record
-            example = parse_record(record, str(path), line)
+            example = parse_record(record, shown_name(path), line)
             if (seen := first_line.setdefault(example.id, line)) != line:
-                raise InputError(str(path), line, "id", f"{example.id!r} is also the id of line {seen}: give each row its own id (or none, and rlaif numbers them)")
+                raise InputError(shown_name(path), line, "id", f"{example.id!r} is also the id of line {seen}: give each row its own id (or none, and rlaif numbers them)")
         except InputError as e:
             if not skip_invalid:
                 raise

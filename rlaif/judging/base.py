@@ -18,7 +18,8 @@ from typing import Any, get_type_hints
 
 from rlaif.errors import ConfigError, UserError
 from rlaif.inputs import Prompt
-from rlaif.settings import type_problem
+from rlaif.judging.rubric import DEFAULT_LABELS, DEFAULT_VERDICT_PREFIX
+from rlaif.settings import type_problem, unknown_key
 
 MODES = ("pairwise", "pointwise")
 MODE_HELP = ("pairwise: the two responses side by side (debiased over orders); pointwise: each response scored alone, "
@@ -35,8 +36,8 @@ class JudgeRequest:
     """
 
     prompt: str
-    labels: tuple[str, ...] = ("1", "2")
-    verdict_prefix: str = "Preferred Response="
+    labels: tuple[str, ...] = DEFAULT_LABELS
+    verdict_prefix: str = DEFAULT_VERDICT_PREFIX
     cot: bool = False
     pointwise: bool = False
     query: Prompt | None = None
@@ -123,6 +124,9 @@ class Judge(ABC):
         """The config's options as the backend's `Options`, each value of its field's type."""
         hints = get_type_hints(cls.Options) if cls.Options is not object else {}
         for key, value in config.options.items():
+            if hints and key not in hints:
+                raise JudgeConfigError(f"{config.source or config.name}: key 'options.{key}': {unknown_key(key, list(hints))}; "
+                                       f"{config.backend} takes: {', '.join(hints)}")
             if key in hints and (problem := type_problem(value, hints[key])) is not None:
                 raise JudgeConfigError(f"{config.source or config.name}: key 'options.{key}': {problem}")
         try:
@@ -171,6 +175,9 @@ class Judge(ABC):
         """Release what the judge holds (models, connections)."""
 
 
+BATCH_ENDED = ("completed", "expired", "cancelled", "failed")  # a provider's batch is over: its results are all there will be
+
+
 class BatchJudge(Judge):
     """A judge whose service also answers a whole file of requests later, at a discount
     (OpenAI's Batch API): `rlaif label --batch-api` submits, and collects on a later run."""
@@ -186,6 +193,17 @@ class BatchJudge(Judge):
     @abstractmethod
     def poll_batch(self, batch_id: str, requests: dict[str, JudgeRequest]) -> tuple[str, dict[str, Verdict]]:
         """The batch's status and, once it has ended, the verdicts it holds by key."""
+
+
+class SamplingJudge(Judge):
+    """A judge whose model also writes responses, so a judge config can be a generator
+    (`rlaif label --generator`): chat completions on an OpenAI-compatible server, vLLM's engine."""
+
+    @abstractmethod
+    def sample(self, conversations: list[list[dict[str, str]]], n: int, max_tokens: int, temperature: float, seeds: list[int],
+               on_result: Callable[[int, list[str], str | None], None]) -> None:
+        """`n` replies to each conversation, seeded per conversation; `on_result(index, texts,
+        error)` as each conversation's replies arrive (`error` once it gave up)."""
 
 
 def estimate_tokens(text: str) -> int:

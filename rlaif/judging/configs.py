@@ -12,7 +12,7 @@ import yaml
 from rlaif.errors import ConfigError
 from rlaif.judging.base import Judge, JudgeConfig, JudgeConfigError
 from rlaif.settings import read_text
-from rlaif.storage.resources import builtin_dir
+from rlaif.storage.resources import builtin_dir, builtin_or_path
 
 BACKENDS = {
     "local": "rlaif.judging.backends.local:LocalJudge",
@@ -27,14 +27,9 @@ DEFAULT_JUDGE = "embedded"
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 def resolve_judge_path(name_or_path: str | Path) -> Path:
     """A judge config file: a path as given, else a built-in name in `judges/`."""
-    path = Path(name_or_path)
-    if path.suffix and path.exists():
-        return path.resolve()
-    for suffix in CONFIG_SUFFIXES:
-        builtin = builtin_dir("judges") / f"{name_or_path}{suffix}"
-        if builtin.exists():
-            return builtin
-    known = sorted(p.stem for p in builtin_dir("judges").iterdir() if p.suffix in CONFIG_SUFFIXES)
+    path, known = builtin_or_path(name_or_path, "judges", CONFIG_SUFFIXES)
+    if path is not None:
+        return path
     raise JudgeConfigError(f"{name_or_path}: no such judge config file or built-in name (built in: {', '.join(known)})")
 
 

@@ -12,13 +12,17 @@ from typing import Any
 
 from rlaif.errors import ConfigError
 from rlaif.inputs import Example, Prompt, as_messages
-from rlaif.judging.base import JudgeConfig, JudgeConfigError
-from rlaif.judging.configs import CONFIG_SUFFIXES, judge_class, load_judge, load_judge_config
+from rlaif.judging.base import JudgeConfig, JudgeConfigError, SamplingJudge
+from rlaif.judging.configs import CONFIG_SUFFIXES, JURY, judge_class, load_judge, load_judge_config
 from rlaif.models.loading import chat_prompt, is_embedded, load_causal_lm, load_tokenizer, model_fingerprint, resolve_model
 from rlaif.storage.cache import AnswerCache, cache_key
 
 # on_result(index, responses, error): the responses to prompts[index], or why there are none.
 OnResult = Callable[[int, list[str] | None, str | None], None]
+
+# The sampling temperature of every command that samples responses to label, revise or compare;
+# the online trainers' rollouts sample at 1.0 instead (their ratios assume the policy's own distribution).
+SAMPLING_TEMPERATURE = 0.8
 
 
 class Generator(ABC):
@@ -66,7 +70,7 @@ class LocalGenerator(Generator):
 
 
 class JudgeGenerator(Generator):
-    """The `sample` of a judge backend that also generates: chat completions with `n` samples on
+    """The `sample` of a judge backend that also generates (a `SamplingJudge`): chat completions with `n` samples on
     the server(s) of an `openai` config, whose connection settings apply (servers, key,
     concurrency per server, rate limits, retries) and judging ones do not (temperature,
     max_tokens, top_logprobs); or vLLM's offline engine."""
@@ -102,9 +106,10 @@ def load_generator(spec: str | None = None) -> Generator:
         return LocalGenerator(spec)  # a model name on the hub
     if config.backend == "local":
         return LocalGenerator(config.model)
-    if config.backend in ("openai", "vllm"):
+    if config.backend != JURY and issubclass(judge_class(config), SamplingJudge):
         return JudgeGenerator(config)
-    raise ConfigError(f"{config.source}: a generator's backend is 'local', 'openai' (any OpenAI-compatible server) or 'vllm', not {config.backend!r}")
+    raise ConfigError(f"{config.source}: backend {config.backend!r} does not write responses: a generator is a model, a 'local' config, or a "
+                      "config whose backend samples (its judge is a SamplingJudge: 'openai', any OpenAI-compatible server, or 'vllm')")
 
 
 def prompt_seed(seed: int, prompt: Prompt) -> int:
@@ -118,7 +123,7 @@ def generate_responses(
     generator: Generator | str | None = None,
     num_responses: int = 2,
     max_new_tokens: int = 256,
-    temperature: float = 0.8,
+    temperature: float = SAMPLING_TEMPERATURE,
     seed: int = 0,
     cache: AnswerCache | None = None,
     on_done: Callable[[], None] | None = None,

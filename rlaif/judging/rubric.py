@@ -23,8 +23,10 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from rlaif.errors import UserError
 from rlaif.inputs import Prompt, prompt_text
-from rlaif.storage.resources import builtin_dir
+from rlaif.storage.resources import builtin_dir, builtin_or_path
 
+# How a verdict is written unless a rubric says otherwise: the judge request's defaults, and the
+# values every template sees (`labels`, `verdict_prefix`, `scale`, `rating_prefix`) until it sets its own.
 DEFAULT_LABELS = ("1", "2")
 DEFAULT_VERDICT_PREFIX = "Preferred Response="
 DEFAULT_SCALE = ("1", "2", "3", "4", "5")
@@ -50,13 +52,9 @@ PRINCIPLES = ("constitution",)  # built-in templates in prompts/ that are `rlaif
 
 def resolve_rubric_path(name_or_path: str | Path) -> Path:
     """A rubric file: a path as given, else a built-in name in `prompts/` (`quality`)."""
-    path = Path(name_or_path)
-    if path.suffix and path.exists():
-        return path.resolve()
-    builtin = builtin_dir("prompts") / f"{name_or_path}.j2"
-    if builtin.exists():
-        return builtin
-    known = sorted(p.stem for p in builtin_dir("prompts").glob("*.j2") if not p.stem.startswith("_") and p.stem not in PRINCIPLES)
+    path, known = builtin_or_path(name_or_path, "prompts", (".j2",), hidden=PRINCIPLES)
+    if path is not None:
+        return path
     raise RubricError(str(name_or_path), None, f"no such rubric file or built-in name (built in: {', '.join(known)})")
 
 
@@ -110,6 +108,7 @@ def load_template(path: Path) -> tuple[jinja2.Environment, jinja2.Template, list
     env = ImmutableSandboxedEnvironment(
         loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
+    env.globals.update(labels=list(DEFAULT_LABELS), verdict_prefix=DEFAULT_VERDICT_PREFIX, scale=list(DEFAULT_SCALE), rating_prefix=DEFAULT_RATING_PREFIX)
     try:
         template = env.get_template(path.name)
         sources = _sources(env, path.name)

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from rlaif.judging.base import JudgeFatalError, JudgeRequest, Verdict
+from rlaif.judging.base import BATCH_ENDED, JudgeFatalError, JudgeRequest, Verdict
 from rlaif.judging.engine import JudgeSpec
 from rlaif.storage.cache import AnswerCache
 from rlaif.storage.files import write_json_atomic
@@ -41,7 +41,7 @@ def batch_round(out: Path, spec: JudgeSpec, requests: dict[str, JudgeRequest], c
             answers[key] = verdict
             if not verdict.transient:
                 cache.put(key, verdict.to_dict())
-        if status not in ("completed", "expired", "cancelled", "failed"):
+        if status not in BATCH_ENDED:
             return {**state, "status": status}
         state_path.unlink()
         if not verdicts:

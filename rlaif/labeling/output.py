@@ -26,6 +26,7 @@ PAIRS, FAILURES, RANKINGS, PROGRESS = "pairs.jsonl", "failures.jsonl", "rankings
 # What a run writes into its directory besides the cache (shared by any run), and what is derived from it later.
 RUN_FILES = (PAIRS, FAILURES, RANKINGS, PROGRESS, "manifest.json", "README.md", "agreement.json", "reliability.png", "calibrated-judge.yaml")
 EARLIER = "earlier-runs"
+PRICE_UNIT = "in the currency of the judge config's prices"  # the built-in configs give USD
 
 
 @dataclass
@@ -239,7 +240,7 @@ def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Total
 
 def estimate_summary(d: dict[str, Any]) -> str:
     """A dry run's estimate, in a few lines for a terminal."""
-    cost = f"; estimated cost: {d['estimated_cost']:.4f}" if d["estimated_cost"] is not None else " (no prices in the judge config)"
+    cost = f"; estimated cost: {d['estimated_cost']:.4f} {PRICE_UNIT}" if d["estimated_cost"] is not None else " (no prices in the judge config)"
     lines = [f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached",
              f"estimated tokens: ~{d['tokens']['prompt']} in, up to {d['tokens']['completion']} out{cost}"]
     if d["ranked_rows"]:
@@ -264,7 +265,7 @@ def run_summary(m: dict[str, Any], out: Path) -> str:
     if rate["raw"] is not None:
         final = "n/a" if rate["labels"] is None else f"{100 * rate['labels']:.1f}%"
         lines.append(f"first-position rate: raw judgments {100 * rate['raw']:.1f}%, final labels {final}")
-    cost = f"; estimated cost: {m['estimated_cost']:.4f}" if m["estimated_cost"] is not None else ""
+    cost = f"; estimated cost: {m['estimated_cost']:.4f} {PRICE_UNIT}" if m["estimated_cost"] is not None else ""
     lines.append(f"judge calls: {m['judge_calls']['made']} made, {m['judge_calls']['cached']} from cache; "
                  f"tokens: {m['tokens']['prompt']} in, {m['tokens']['completion']} out; {m['wall_time_s']:.1f}s{cost}")
     lines.append(f"verdicts: {v['soft']} soft (label probabilities), {v['unreadable']} unreadable, of {m['judge_calls']['total']} answers")

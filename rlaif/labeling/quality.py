@@ -5,7 +5,6 @@ trivial rules that need no judge, with the judge's lift over the best of them), 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from statistics import mean
 from typing import Any
@@ -13,25 +12,12 @@ from typing import Any
 import jsonlines
 
 from rlaif.errors import InputError
-from rlaif.stats import expected_calibration_error, fleiss_kappa, paired_interval, wilson_interval
+from rlaif.stats import cohen_kappa, expected_calibration_error, fleiss_kappa, paired_interval, wilson_interval
 from rlaif.storage.locks import holder
 
 
 def _text(value: Any) -> str:
     return value[-1]["content"] if isinstance(value, list) else value
-
-
-def cohen_kappa(pairs: Iterable[tuple[bool, bool]]) -> float | None:
-    """Cohen's kappa of two raters' binary labels: (p_o − p_e) / (1 − p_e)."""
-    pairs = list(pairs)
-    if not pairs:
-        return None
-    n = len(pairs)
-    p_o = sum(x == y for x, y in pairs) / n
-    x1 = sum(x for x, _ in pairs) / n
-    y1 = sum(y for _, y in pairs) / n
-    p_e = x1 * y1 + (1 - x1) * (1 - y1)
-    return 1.0 if p_e == 1 else (p_o - p_e) / (1 - p_e)
 
 
 def _rate(flags: list[bool]) -> float | None:

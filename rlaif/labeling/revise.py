@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from rlaif.inputs import Example, Prompt, as_messages, input_name, load_examples, prompt_text
 from rlaif.judging.configs import DEFAULT_JUDGE
-from rlaif.judging.generation import generate_responses, load_generator
+from rlaif.judging.generation import SAMPLING_TEMPERATURE, generate_responses, load_generator
 from rlaif.judging.rubric import SAMPLE, load_template, render_template, resolve_rubric_path
 from rlaif.settings import check_settings, required, setting
 from rlaif.storage.cache import AnswerCache
@@ -40,7 +40,7 @@ class ReviseConfig:
     judge: str = setting(DEFAULT_JUDGE, "Who critiques and revises: a model name or directory, or a judge config (backend local, openai or vllm).")
     num_responses: int = setting(1, "Responses to generate for a prompt-only row.", at_least=1)
     max_new_tokens: int = setting(256, "Length of critiques, revisions and generated responses.", at_least=1)
-    temperature: float = setting(0.7, "Sampling temperature.", at_least=0)
+    temperature: float = setting(SAMPLING_TEMPERATURE, "Sampling temperature.", at_least=0)
     limit: int | None = setting(None, "Read at most this many input rows.", at_least=1)
     seed: int = setting(0, "Seeds the sampling.")
     progress: bool = True  # the CLI's --quiet turns it off

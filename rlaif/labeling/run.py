@@ -34,7 +34,7 @@ from rlaif.judging.candidates import RankSettings, distinct_candidates, every_pa
 from rlaif.judging.configs import DEFAULT_JUDGE
 from rlaif.judging.debias import ORDERINGS
 from rlaif.judging.engine import JudgeOnce, JudgeSpec, Plan, ask_missing
-from rlaif.judging.generation import Generator, generate_responses, load_generator
+from rlaif.judging.generation import SAMPLING_TEMPERATURE, Generator, generate_responses, load_generator
 from rlaif.judging.ranking import PAIRINGS, STRATEGIES
 from rlaif.judging.rubric import Rubric, load_rubric
 from rlaif.labeling.batch import batch_round
@@ -86,7 +86,7 @@ class LabelConfig:
     max_calls_per_prompt: int | None = setting(None, "Judge calls a row's ranking may take [default: 3 per candidate for adaptive; "
                                                "what the strategy needs otherwise].", at_least=1)
     max_new_tokens: int = setting(256, "Length of generated candidates.", at_least=1)
-    temperature: float = setting(0.8, "Sampling temperature of the generator.", at_least=0)
+    temperature: float = setting(SAMPLING_TEMPERATURE, "Sampling temperature of the generator.", at_least=0)
     cache: str | None = setting(None, "Answer cache file [default: <output>/cache.sqlite].")
     concurrency: int | None = setting(None, "Judge calls in flight at once (API judges) [default: the judge config's].", at_least=1)
     batch_api: bool = setting(False, "OpenAI Batch API: submit the calls, keep the batch id in the output directory, collect on the next run.")

@@ -19,11 +19,36 @@ from torch.distributed.fsdp import FSDPModule
 from transformers import PreTrainedModel
 from transformers.models.llama.modeling_llama import rotate_half
 
+from rlaif.errors import ConfigError
 from rlaif.models.packing import Packed, packed_hidden
 
 # Model types whose blocks are exactly what `block_forward` computes and whose embeddings enter
 # the first block unscaled (a Gemma scales them, a Qwen3 normalises queries and keys).
 PIECEWISE_MODEL_TYPES = frozenset({"llama"})
+
+
+def transformer_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """A transformers model's transformer blocks."""
+    return getattr(model, model.base_model_prefix).layers
+
+
+def freeze_lower_layers(model: torch.nn.Module, train_layers: int | None) -> None:
+    """Leave only the top `train_layers` transformer blocks, the final norm and the head
+    trainable (0: the head alone; None: everything), for --train-layers."""
+    if train_layers is None:
+        return
+    if train_layers > len(transformer_blocks(model)):
+        raise ConfigError(f"--train-layers {train_layers}: the model has {len(transformer_blocks(model))} transformer blocks")
+    base = getattr(model, model.base_model_prefix)
+    for p in model.parameters():
+        p.requires_grad = False
+    if train_layers > 0:
+        for module in list(transformer_blocks(model)[-train_layers:]) + [base.norm]:
+            for p in module.parameters():
+                p.requires_grad = True
+    for name, p in model.named_parameters():
+        if not name.startswith(model.base_model_prefix + "."):
+            p.requires_grad = True  # the head (score / lm_head, untied) and any value head
 
 
 def runs_piecewise(model: torch.nn.Module) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from rlaif.errors import ConfigError
 from rlaif.judging.ranking import STRATEGIES
-from rlaif.settings import check_settings, option_flag, read_settings_file, required, setting
+from rlaif.settings import check_settings, read_settings_file, required, setting
 from rlaif.trainers.methods import METHODS, NAMES, ONLINE, method_default
 
 
@@ -18,8 +18,9 @@ class TrainConfig:
     """Every setting of `rlaif train`; the command's options are generated from these fields."""
 
     method: str = required("What to train (the table in docs/training.md says which labels each fits).", NAMES)
-    data: str = required("Training data: anything `rlaif label` reads (files, hf:OWNER/NAME?data_dir=DIR&split=SPLIT) or writes.")
-    output: str = required("Output directory [default: outputs/<method>].")
+    data: str = required("Training data: anything `rlaif label` reads (files, hf:OWNER/NAME?data_dir=DIR&split=SPLIT) or writes.", flag="--input",
+                         aliases=("--data",))
+    output: str | None = setting(None, "Output directory [default: outputs/<method>].")
     model: str | None = setting(None, "Model name or directory [default: the embedded SmolLM2-135M-Instruct].")
     # the loop
     max_steps: int | None = setting(None, "Optimizer steps (wins over --epochs).", at_least=1)
@@ -33,10 +34,10 @@ class TrainConfig:
     max_grad_norm: float = setting(1.0, "Gradients are clipped to this norm.", above=0)
     max_length: int = setting(512, "Longest sequence (prompt + response) in tokens.", at_least=2)
     truncate_prompt: bool = setting(True, "A prompt too long for --max-length keeps its end; --no-truncate-prompt stops with an error instead.")
-    limit: int | None = setting(None, "Read at most this many rows of --data.", at_least=1)
+    limit: int | None = setting(None, "Read at most this many rows of --input.", at_least=1)
     seed: int = setting(0, "Seeds the data order, the split and sampling.")
     eval_data: str | None = setting(None, "Held-out data.")
-    eval_split: float = setting(0.0, "Hold out this share of --data (without --eval-data).", at_least=0, below=1)
+    eval_split: float = setting(0.0, "Hold out this share of --input (without --eval-data).", at_least=0, below=1)
     eval_fold: int = setting(0, "Which --eval-split slice to hold out (0, 1, ...: cross-validation folds).", at_least=0)
     eval_steps: int = setting(0, "Also evaluate on the held-out data every N steps (0: at the end only).", at_least=0)
     save_steps: int = setting(0, "Checkpoint every N steps (0: at the end only).", at_least=0)
@@ -78,12 +79,14 @@ class TrainConfig:
     reward_ranking: str = setting("all-pairs", "With --reward-judge: how a group's responses are ranked: every pair in both orders, or adaptive, "
                                   "tournament or pointwise as `rlaif label --ranking` (fewer calls).", STRATEGIES, methods=("grpo",))
     rubric: str = setting("quality", "With --reward-judge: the rubric (built-in name or template path).", methods=("grpo",))
-    group_size: int = setting(4, "Responses sampled per prompt (G); advantages are relative to the group.", at_least=2, methods=("grpo",))
+    group_size: int = setting(4, "Responses sampled per prompt (G); advantages are relative to the group.", at_least=2, methods=("grpo",),
+                              flag="--num-responses", aliases=("--group-size",))
     rollout_batch_size: int = setting(8, "Prompts per rollout (per process).", at_least=1, methods=ONLINE)
     ppo_epochs: int = setting(4, "Passes over each rollout.", at_least=1, methods=ONLINE)
     mini_batch_size: int = setting(4, "Sequences per update.", at_least=1, methods=ONLINE)
     max_new_tokens: int = setting(48, "Response length.", at_least=1, methods=ONLINE)
-    temperature: float = setting(1.0, "Sampling temperature of rollouts.", above=0, methods=ONLINE)
+    temperature: float = setting(1.0, "Sampling temperature of rollouts (1.0, not the other commands' 0.8: the policy-gradient ratios assume samples from the policy itself).",
+                                  above=0, methods=ONLINE)
     kl_coef: float = setting(0.05, "ppo: per-token KL penalty β in the reward; grpo: β of the KL term in the loss (0: no reference model).",
                              at_least=0, methods=ONLINE)
     gamma: float = setting(1.0, "Discount γ of GAE.", at_least=0, at_most=1, methods=("ppo",))
@@ -104,7 +107,9 @@ class TrainConfig:
         for f in fields(self):
             methods = f.metadata.get("methods")
             if methods and self.method not in methods and getattr(self, f.name) != f.default:
-                raise ConfigError(f"{option_flag(f)} applies to --method {' or '.join(methods)}, not {self.method}", key=f.name)
+                raise ConfigError(f"applies to --method {' or '.join(methods)}, not {self.method}", key=f.name)
+        if self.output is None:
+            self.output = f"outputs/{self.method}"
         if self.beta is None and "beta" in METHODS[self.method].defaults:
             self.beta = method_default(self.method, "beta")
         if self.lora_r is not None and self.train_layers is not None:

@@ -5,9 +5,10 @@ A row's implied reward is r = log π(y|x) − log π_ref(y|x), and the reference
 estimated on the batch's own responses paired with other prompts: row k's prompt with row k−1's
 response (the first row's with the last's), as TRL builds them (`losses.kto_reference_point`).
 Each row and its mismatched sequence share a prompt, so they are packed into one row of the
-batch. The reference's log-probabilities of both are computed once, before training, for every
-micro-batch the run will take (`Trainer.plan`: the schedule is known in advance), and kept for
-`--resume`; so, as for DPO, no second model stays in memory."""
+batch. The reference's log-probabilities of both are computed once, before training, for the
+micro-batches the run will take and no others (`Trainer.plan`: the schedule is known in
+advance), by the policy itself before its first step (it is the reference then), and kept for
+`--resume`: no second model is loaded."""
 
 from __future__ import annotations
 
@@ -23,9 +24,10 @@ from rlaif.errors import ConfigError
 from rlaif.models.blocks import hidden_at
 from rlaif.models.encoding import encode
 from rlaif.models.loading import load_causal_lm
+from rlaif.models.logprobs import head_logps, per_sequence
 from rlaif.models.packing import pack_sequences
 from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
-from rlaif.trainers.losses import head_logps, kto_loss, kto_reference_point, per_sequence
+from rlaif.trainers.losses import kto_loss, kto_reference_point
 from rlaif.trainers.pairs import unpaired_train_eval
 
 Sequence = dict[str, Any]  # `encode`'s input_ids, labels (−100 on the prompt) and truncated
@@ -56,20 +58,17 @@ class KTOTrainer(OfflineTrainer):
         self.n_train, self.n_rows = len(train), len(train) + len(held)
         self.truncated_rows = sum(r["truncated"] for rows in self.rows.values() for r in rows)
         self._report_balance()
-        self.batches = {"train": self.plan()[0], "eval": list(batched(list(range(len(held))), cfg.batch_size))}
-        reference_file = self.out / "reference_logps.pt"
-        known = torch.load(reference_file) if reference_file.exists() and init_from else None
-        if known is None and cfg.lora_r is None:  # before the policy is loaded: never two models in memory
-            self._reference_logps(load_causal_lm(cfg.model, self.procs.device), reference_file, {})
+        schedule, total = self.plan()
+        self.batches = {"train": schedule[:total * self.micro_batches_per_step], "eval": list(batched(list(range(len(held))), cfg.batch_size))}
         self.model = self.load_trainable(lambda d: load_causal_lm(d, self.procs.device), init_from, "CAUSAL_LM")
-        if known is None and cfg.lora_r is not None:
-            with self.base_weights(self.model) as base:
-                self._reference_logps(base, reference_file, {})
-        elif known is not None:  # resumed: a run that goes further than the stopped one also needs its later batches'
-            self.reference = known
-            if any(self._missing(split, indices) for split, batches in self.batches.items() for indices in batches):
-                with self.base_weights(self.model) if cfg.lora_r is not None else nullcontext(load_causal_lm(cfg.model, self.procs.device)) as base:
-                    self._reference_logps(base, reference_file, known)
+        reference_file = self.out / "reference_logps.pt"
+        self.reference = torch.load(reference_file) if reference_file.exists() and init_from else {}
+        if not self.reference or any(self._missing(split, indices) for split, batches in self.batches.items() for indices in batches):
+            # A new policy is still the reference (or, with LoRA, its base with the adapter off): no second model. A resumed
+            # one has trained, so a run that goes further than the stopped one reads --model again for its later batches.
+            new = init_from is None or cfg.lora_r is not None
+            with self.base_weights(self.model) if new else nullcontext(load_causal_lm(cfg.model, self.procs.device)) as base:
+                self._reference_logps(base, reference_file)
 
     def _report_balance(self) -> None:
         """The class balance, and the KTO paper's advice on λ_D and λ_U for it, at the start."""
@@ -103,12 +102,12 @@ class KTOTrainer(OfflineTrainer):
         return bool(self.reference[split][indices].isnan().any()) or any(pair not in self.reference[f"{split}_mismatched"] for pair in partners(indices))
 
     @torch.no_grad()
-    def _reference_logps(self, reference, file, known: dict[str, Any]) -> None:
+    def _reference_logps(self, reference, file) -> None:
         """The reference's log-probability of every row and of every mismatched sequence a batch
-        of the run will read, beside those `known` already; kept for `--resume`."""
+        of the run will read, beside those known already; kept for `--resume`."""
         cfg = self.config
-        self.reference = known or {name: value for split, rows in self.rows.items()
-                                   for name, value in ((split, torch.full((len(rows),), float("nan"))), (f"{split}_mismatched", {}))}
+        self.reference = self.reference or {name: value for split, rows in self.rows.items()
+                                            for name, value in ((split, torch.full((len(rows),), float("nan"))), (f"{split}_mismatched", {}))}
         todo = [(split, indices) for split, batches in self.batches.items() for indices in batches if self._missing(split, indices)]
         with self.autocast(), tqdm(total=len(todo), desc="reference log-probabilities", unit="batch", disable=not (cfg.progress and self.procs.main)) as bar:
             for split, indices in todo:

@@ -23,6 +23,7 @@ import torch
 from tqdm import tqdm
 
 from rlaif.errors import ConfigError
+from rlaif.models.blocks import freeze_lower_layers, transformer_blocks
 from rlaif.models.loading import load_tokenizer, quiet_transformers
 from rlaif.storage.files import save_into, write_json_atomic, write_jsonl_atomic
 from rlaif.storage.locks import check_output_directory, writing
@@ -53,35 +54,13 @@ def micro_batches(n: int, batch_size: int, epochs: int, seed: int, rank: int = 0
     return out
 
 
-def blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """A transformers model's transformer blocks."""
-    return getattr(model, model.base_model_prefix).layers
-
-
-def freeze_lower_layers(model: torch.nn.Module, train_layers: int | None) -> None:
-    """Train only the top `train_layers` transformer blocks, the final norm and the head
-    (0: the head alone)."""
-    if train_layers is None:
-        return
-    if train_layers > len(blocks(model)):
-        raise ConfigError(f"--train-layers {train_layers}: the model has {len(blocks(model))} transformer blocks")
-    base = getattr(model, model.base_model_prefix)
-    for p in model.parameters():
-        p.requires_grad = False
-    if train_layers > 0:
-        for module in list(blocks(model)[-train_layers:]) + [base.norm]:
-            for p in module.parameters():
-                p.requires_grad = True
-    for name, p in model.named_parameters():
-        if not name.startswith(model.base_model_prefix + "."):
-            p.requires_grad = True  # the head (score / lm_head, untied) and any value head
-
-
 class Trainer(ABC):
     """What all trainers share: set-up, resuming, checkpoints, metrics and saving."""
 
-    def __init__(self, config: TrainConfig, processes: Processes | None = None):
+    def __init__(self, config: TrainConfig, processes: Processes | None = None, on_log: Callable[[dict[str, Any]], object] | None = None):
+        """`on_log(row)` hears every row of metrics as it is written (a benchmark's clock, a dashboard)."""
         self.config = config
+        self.on_log = on_log
         self.procs = processes or Processes.from_env()
         self.out = Path(config.output)
         if self.procs.main:
@@ -261,6 +240,8 @@ class Trainer(ABC):
         if self.procs.main:
             with open(self.out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(row) + "\n")
+            if self.on_log is not None:
+                self.on_log(row)
 
     def plan(self) -> tuple[list[list[int]], int]:
         """This process's micro-batches of training examples for the whole run, and the number
@@ -318,7 +299,7 @@ class Trainer(ABC):
         the heads also run outside the model's forward (on packed positions only)."""
         from torch.distributed.fsdp import fully_shard
 
-        for block in blocks(self.model):
+        for block in transformer_blocks(self.model):
             fully_shard(block)
         fully_shard(self.model, reshard_after_forward=False)
 

@@ -15,7 +15,7 @@ class Method:
     trainer: str  # "module:Class", imported only when the method runs
     objective: str
     labels: str  # which labels it fits
-    online: bool = False  # samples from the policy as it trains (its --data is prompts)
+    online: bool = False  # samples from the policy as it trains (its --input is prompts)
     reference: str = "no"  # whether it reads a reference model's log-probabilities
     defaults: dict[str, float] = field(default_factory=dict)  # settings whose default is the method's own
 

@@ -25,7 +25,7 @@ from rlaif.inputs import Prompt, read_records
 from rlaif.judging.configs import reward_model_dir
 from rlaif.models.encoding import collate, encode, encode_prompt
 from rlaif.models.loading import load_causal_lm, load_reward_model, load_tokenizer
-from rlaif.trainers.loop import Trainer, batched
+from rlaif.trainers.loop import Trainer, batched, whole
 from rlaif.trainers.losses import ppo_ptx_loss
 from rlaif.trainers.pairs import load_prompts, split
 
@@ -120,8 +120,8 @@ def load_texts(spec: str) -> list[str]:
 class OnlineTrainer(Trainer):
     """PPO and GRPO: prompts in, sampled responses scored and trained on."""
 
-    def __init__(self, config, processes=None, reward_fn: RewardFn | None = None):
-        super().__init__(config, processes)
+    def __init__(self, config, processes=None, reward_fn: RewardFn | None = None, on_log=None):
+        super().__init__(config, processes, on_log)
         self.reward_fn = reward_fn
         self.tokenizer.padding_side = "left"  # generation pads on the left
         self.reference_score: float | None = None  # the reference's held-out score, once computed
@@ -257,7 +257,7 @@ class OnlineTrainer(Trainer):
                 loss, stats = self.update_loss(model, batch, idx, step, updates)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                stats["grad_norm"] = whole(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)).item()  # before clipping, as the offline trainers log it
                 optimizer.step()
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v

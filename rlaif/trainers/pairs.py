@@ -12,6 +12,7 @@ import torch
 
 from rlaif.errors import ConfigError, InputError
 from rlaif.inputs import Prompt, load_examples, read_records
+from rlaif.inputs.files import shown_name
 from rlaif.inputs.rows import check_prompt, check_text, check_weight, parse_record
 from rlaif.models.encoding import encode
 
@@ -67,7 +68,7 @@ def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False, w
 
 
 def train_eval_pairs(config) -> tuple[list[TrainPair], list[TrainPair]]:
-    """The training pairs and the held-out pairs (`--eval-data`, else an `--eval-split` of `--data`)."""
+    """The training pairs and the held-out pairs (`--eval-data`, else an `--eval-split` of `--input`)."""
     pairs = load_pairs(config.data, config.limit, config.hard_labels, config.weights)
     if config.eval_data:
         return pairs, load_pairs(config.eval_data, None, config.hard_labels, config.weights)
@@ -103,9 +104,9 @@ def load_unpaired(path: str, limit: int | None = None, threshold: float | None =
         if isinstance(record, InputError):
             raise record
         if isinstance(record, dict) and "completion" in record:
-            rows.append(_unpaired_row(record, str(path), line, threshold, weights))
+            rows.append(_unpaired_row(record, shown_name(path), line, threshold, weights))
             continue
-        ex = parse_record(record, str(path), line)
+        ex = parse_record(record, shown_name(path), line)
         if len(ex.responses) != 2 or (ex.preference is None and ex.human_best is None) or ex.responses[0].strip() == ex.responses[1].strip():
             continue
         weight = example_weight(weights, ex.weight, ex.preference)
@@ -113,7 +114,7 @@ def load_unpaired(path: str, limit: int | None = None, threshold: float | None =
         if threshold is not None:
             scores = {s.get("response"): s.get("score") for s in record.get("scores") or [] if isinstance(s, dict)}
             if not all(isinstance(scores.get(k), int | float) for k in ("chosen", "rejected")):
-                raise InputError(str(path), line, "scores", "--desirable-threshold reads each response's score, and this pair has none "
+                raise InputError(shown_name(path), line, "scores", "--desirable-threshold reads each response's score, and this pair has none "
                                  "(label with --mode pointwise, or give rows of prompt, completion and score)")
             desirable = (scores["chosen"] >= threshold, scores["rejected"] >= threshold)
         rows += [UnpairedRow(ex.prompt, text, good, ex.source, weight) for text, good in zip(ex.responses, desirable)]
@@ -145,7 +146,7 @@ def _unpaired_row(record: dict[str, Any], file: str, line: int, threshold: float
 
 
 def unpaired_train_eval(config) -> tuple[list[UnpairedRow], list[UnpairedRow]]:
-    """KTO's training and held-out rows (`--eval-data`, else an `--eval-split` of `--data`)."""
+    """KTO's training and held-out rows (`--eval-data`, else an `--eval-split` of `--input`)."""
     rows = load_unpaired(config.data, config.limit, config.desirable_threshold, config.weights)
     if config.eval_data:
         return rows, load_unpaired(config.eval_data, None, config.desirable_threshold, config.weights)

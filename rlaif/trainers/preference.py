@@ -12,9 +12,9 @@ import torch
 
 from rlaif.models.blocks import hidden_at
 from rlaif.models.loading import load_causal_lm
+from rlaif.models.logprobs import head_logps, per_sequence
 from rlaif.models.packing import pack_sequences
 from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
-from rlaif.trainers.losses import head_logps, per_sequence
 from rlaif.trainers.pairs import EncodedPair, encoded_train_eval_pairs, truncated_rows
 
 

@@ -20,11 +20,11 @@ import torch
 from tqdm import tqdm
 
 from rlaif.errors import ConfigError
-from rlaif.models.blocks import Layout, blocks_between, hidden_at, last_block_at, runs_piecewise
+from rlaif.models.blocks import Layout, blocks_between, hidden_at, last_block_at, runs_piecewise, transformer_blocks
 from rlaif.models.loading import load_reward_model, position_limit
 from rlaif.models.packing import PackedSequences, common_prefix_length, length_batches, pack_pairs
 from rlaif.trainers.config import TrainConfig
-from rlaif.trainers.loop import OfflineTrainer, blocks, unwrap
+from rlaif.trainers.loop import OfflineTrainer, unwrap
 from rlaif.trainers.losses import reward_model_loss
 from rlaif.trainers.pairs import EncodedPair, encoded_train_eval_pairs, labels_and_weights, truncated_rows
 from rlaif.trainers.processes import Processes
@@ -57,7 +57,7 @@ def keep_frozen_states(model: torch.nn.Module, pairs: list[EncodedPair], train_l
     """Put into `cache` each pair's frozen states for every --train-layers value in `train_layers`
     (see `FrozenCache`), for the pairs not yet there: one pass through the blocks, keeping what
     enters block n − k for each k on the way."""
-    n = len(blocks(model))
+    n = len(transformer_blocks(model))
     if max(train_layers) > n:
         raise ConfigError(f"--train-layers {max(train_layers)}: the model has {n} transformer blocks")
     missing = list({frozen_key(0, p)[1:]: p for p in pairs if any(frozen_key(k, p) not in cache for k in train_layers)}.values())
@@ -87,10 +87,10 @@ def score_pad_token(tok) -> str:
 
 
 class RewardTrainer(OfflineTrainer):
-    def __init__(self, config: TrainConfig, processes: Processes | None = None, frozen_cache: FrozenCache | None = None):
+    def __init__(self, config: TrainConfig, processes: Processes | None = None, frozen_cache: FrozenCache | None = None, on_log=None):
         """`frozen_cache` lets several runs on the same model and --train-layers share the frozen
         blocks' outputs (cross-validation folds)."""
-        super().__init__(config, processes)
+        super().__init__(config, processes, on_log)
         self.frozen = frozen_cache if frozen_cache is not None else {}
         self.tokenizer.pad_token = score_pad_token(self.tokenizer)
 
@@ -104,7 +104,7 @@ class RewardTrainer(OfflineTrainer):
         # blocks would skip activation checkpointing (switched on after set-up).
         self.keeps_frozen = (cfg.train_layers is not None and self.procs.world == 1 and not cfg.fsdp and not cfg.gradient_checkpointing
                              and hasattr(self.model, "score") and runs_piecewise(self.model))
-        self.n_blocks = len(blocks(self.model)) if self.keeps_frozen else 0
+        self.n_blocks = len(transformer_blocks(self.model)) if self.keeps_frozen else 0
         if self.keeps_frozen:  # once, up front, with its own progress bar: the first epoch is then as quick as the rest
             with self.autocast():
                 self._frozen_states(self.train_pairs + self.eval_pairs, progress=cfg.progress)

@@ -22,7 +22,7 @@ from rlaif.evaluate.agreement import agreement
 from rlaif.evaluate.compare import CompareConfig, compare
 from rlaif.inputs import read_records
 from rlaif.labeling.run import LabelConfig, label
-from rlaif.settings import read_text, type_problem
+from rlaif.settings import read_text, type_problem, unknown_key
 from rlaif.storage.files import write_jsonl_atomic
 from rlaif.storage.locks import writes_into
 from rlaif.trainers.config import TrainConfig, read_run_config
@@ -42,7 +42,7 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
     known = {"output", "model", "seed", "data", *SECTIONS}
     for key in spec:
         if key not in known:
-            raise ConfigError(f"unknown key; expected {', '.join(sorted(known))}", str(path), key=key)
+            raise ConfigError(f"{unknown_key(key, sorted(known))} (expected {', '.join(sorted(known))})", str(path), key=key)
     for section in (*SECTIONS, "data"):
         if not isinstance(spec.get(section, {}), dict):
             raise ConfigError(f"expected a table ([{section}]), got {spec[section]!r}", str(path), key=section)
@@ -54,7 +54,9 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
         hints = get_type_hints(cls)
         for key, value in spec.get(section, {}).items():
             if key not in allowed:
-                raise ConfigError(f"not a setting of this step (or one the experiment sets itself); expected one of {', '.join(sorted(allowed))}", str(path), key=f"{section}.{key}")
+                near = unknown_key(key, sorted(allowed)).removeprefix("unknown key")
+                raise ConfigError(f"not a setting of this step (or one the experiment sets itself){near} (expected one of {', '.join(sorted(allowed))})",
+                                  str(path), key=f"{section}.{key}")
             if (problem := type_problem(value, hints[key])) is not None:
                 raise ConfigError(problem, str(path), key=f"{section}.{key}")
     data = spec.get("data", {})

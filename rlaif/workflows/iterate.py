@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 from rlaif.errors import ConfigError
 from rlaif.evaluate.compare import BASE, CompareConfig, Policy, compare, describe_run
-from rlaif.evaluate.report import kl_cell, num, win_rate_cell
+from rlaif.evaluate.report import policy_table
 from rlaif.inputs import load_examples
 from rlaif.judging.configs import DEFAULT_JUDGE
+from rlaif.judging.generation import SAMPLING_TEMPERATURE
 from rlaif.labeling.run import LabelConfig, label
 from rlaif.models.loading import EMBEDDED_NAMES, is_embedded
 from rlaif.settings import check_settings, required, setting
@@ -42,7 +44,7 @@ DEFAULT_SAVE_STEPS = 10  # a killed round resumes from its last checkpoint
 class IterateConfig:
     """Everything the loop depends on; the options of `rlaif iterate` are generated from these fields."""
 
-    prompts: str = required("Prompts (any input `rlaif label` reads; only the prompts are used).")
+    prompts: str = required("Prompts (any input `rlaif label` reads; only the prompts are used).", flag="--input", aliases=("--prompts",))
     eval_data: str = required("Held-out prompts on which every round's policy is compared with the start.")
     output: str = setting("outputs/iterate", "Output directory: round-N/ per round, rounds.md, and the comparison's report.md.")
     rounds: int = setting(2, "Rounds of sample -> label -> train.", at_least=1)
@@ -52,7 +54,7 @@ class IterateConfig:
     rubric: str = setting("quality", "Rubric for the judge.")
     num_responses: int = setting(2, "Samples per prompt and round (K); with more than two, the judge's best against its worst is the round's pair.", at_least=2)
     max_new_tokens: int = setting(64, "Length of the samples.", at_least=1)
-    temperature: float = setting(0.8, "Sampling temperature of the samples.", at_least=0)
+    temperature: float = setting(SAMPLING_TEMPERATURE, "Sampling temperature of the samples.", at_least=0)
     limit: int | None = setting(None, "Use at most this many prompts.", at_least=1)
     eval_limit: int | None = setting(None, "Use at most this many evaluation prompts.", at_least=1)
     gold_rm: str | None = setting(None, "A gold reward model: its mean score of each round's policy.")
@@ -113,25 +115,19 @@ def iterate(cfg: IterateConfig) -> dict[str, Any]:
 
 def rounds_table(cfg: IterateConfig, metrics: dict[str, Any]) -> str:
     """One row per round: what it labeled and trained, and how its policy compares with the start."""
-    gold = cfg.gold_rm is not None
-    head = ["round", "pairs labeled", "consistent across orders", "train loss (first → last)", "win rate vs start [95% CI]", "BT rating"] + (["gold reward"] if gold else []) + \
-        ["KL to start ± SE", "length (tokens)"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for name, p in metrics["policies"].items():
-        r = metrics["ratings"]["players"][name]
+
+    @cache
+    def round_of(name: str) -> dict[str, str]:
         if name == BASE:
-            cells = ["0 (start)", "—", "—", "—", "—", f"{r['bt']:.0f}"]
-        else:
-            d = Path(cfg.output) / name
-            manifest = json.loads((d / "labels" / "manifest.json").read_text())
-            counts = manifest["counts"]
-            consistent = "— (pointwise)" if manifest["mode"] == "pointwise" else f"{counts['consistent']} of {counts['labeled']}"
-            losses = [row[key] for row in map(json.loads, (d / "model" / "metrics.jsonl").read_text().splitlines())
-                      for key in ("loss", "policy_loss") if key in row]
-            m = metrics["matchups"][f"{name} vs {BASE}"]
-            cells = [name.removeprefix("round-"), str(counts["labeled"]), consistent,
-                     f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "—", win_rate_cell(m), f"{r['bt']:.0f}"]
-        cells += [num(p.get("gold_reward"))] if gold else []
-        cells += [kl_cell(p), num(p["mean_length"], 1)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            return {"round": "0 (start)", "labeled": "—", "consistent": "—", "loss": "—"}
+        d = Path(cfg.output) / name
+        manifest = json.loads((d / "labels" / "manifest.json").read_text())
+        counts = manifest["counts"]
+        losses = [r[key] for r in map(json.loads, (d / "model" / "metrics.jsonl").read_text().splitlines()) for key in ("loss", "policy_loss") if key in r]
+        return {"round": name.removeprefix("round-"), "labeled": str(counts["labeled"]),
+                "consistent": "— (pointwise)" if manifest["mode"] == "pointwise" else f"{counts['consistent']} of {counts['labeled']}",
+                "loss": f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "—"}
+
+    lead = [(header, lambda row, key=key: round_of(row.name)[key]) for header, key in
+            (("round", "round"), ("pairs labeled", "labeled"), ("consistent across orders", "consistent"), ("train loss (first → last)", "loss"))]
+    return "\n".join(policy_table(metrics, lead, ("win_rate", "rating_point", "gold_reward", "kl", "length"), base="start"))

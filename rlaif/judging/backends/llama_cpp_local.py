@@ -90,7 +90,7 @@ class LlamaCppJudge(PrefilledJudge):
         logits = np.ctypeslib.as_array(self._llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
         return torch.from_numpy(logits.copy())
 
-    def _label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
+    def label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
         seqs = [self.tokenize(text) for text in texts]
         logits = torch.stack([self.next_token_logits(ids) for ids in seqs])
         return label_distribution(logits, self.tokenizer, labels).tolist(), [len(ids) for ids in seqs]

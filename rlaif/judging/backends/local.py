@@ -86,7 +86,7 @@ class LocalJudge(PrefilledJudge):
         return self._prefix[1]
 
     @torch.no_grad()
-    def _label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
+    def label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
         """Per text, the next token's probability of each label (normalised over the labels),
         and its length in tokens.
 

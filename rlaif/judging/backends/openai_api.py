@@ -28,7 +28,7 @@ from openai.types.chat import ChatCompletion
 
 from rlaif.judging.backends.api import ApiJudge, ApiOptions, MalformedResponse, hard_verdict
 from rlaif.judging.backends.prefilled import rationale, verdict_text
-from rlaif.judging.base import BatchJudge, JudgeConfigError, JudgeRequest, Verdict, choice, estimate_tokens
+from rlaif.judging.base import BATCH_ENDED, BatchJudge, JudgeConfigError, JudgeRequest, SamplingJudge, Verdict, choice, estimate_tokens
 from rlaif.judging.verdicts import find_verdict, label_probs, top_at
 from rlaif.models.loading import chat_prompt, is_embedded, load_tokenizer
 
@@ -79,10 +79,7 @@ def _choice(response: Any) -> Any:
     return response.choices[0]
 
 
-BATCH_ENDED = ("completed", "expired", "cancelled", "failed")
-
-
-class OpenAIJudge(ApiJudge, BatchJudge):
+class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
     Options = OpenAIOptions
     VERDICTS = VERDICTS
 

@@ -65,7 +65,7 @@ class PrefilledJudge(Judge):
         """A rationale per chat (cut before any verdict it writes), and its length in tokens."""
 
     @abstractmethod
-    def _label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
+    def label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
         """Per text, the next token's probability of each label, and the text's length in tokens."""
 
     def _batches(self, requests: Sequence[JudgeRequest]) -> list[list[int]]:
@@ -102,7 +102,7 @@ class PrefilledJudge(Judge):
                 if reqs[0].cot:
                     rationales, generated = self._rationales(chats, reqs[0].verdict_prefix)  # type: ignore[assignment]
                 texts = [verdict_text(chat, r, why) for chat, why, r in zip(chats, rationales, reqs)]
-                probs, prompt_tokens = self._label_probs(texts, reqs[0].labels)
+                probs, prompt_tokens = self.label_probs(texts, reqs[0].labels)
                 for i, p, text, n_in, n_out in zip(group, probs, rationales, prompt_tokens, generated):
                     on_result(i, self.from_label_probs(requests[i], p, text=text, soft=True, prompt_tokens=int(n_in), completion_tokens=n_out))
 

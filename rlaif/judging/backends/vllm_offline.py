@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 
 from rlaif.judging.backends.prefilled import PrefilledJudge, label_token_ids, rationale
-from rlaif.judging.base import JudgeConfig, JudgeConfigError
+from rlaif.judging.base import JudgeConfig, JudgeConfigError, SamplingJudge
 from rlaif.models.loading import chat_prompt, load_tokenizer, resolve_model
 
 
@@ -29,7 +29,7 @@ class VLLMOptions:
     gpu_memory_utilization: float = 0.9
 
 
-class VLLMJudge(PrefilledJudge):
+class VLLMJudge(PrefilledJudge, SamplingJudge):
     Options = VLLMOptions
     NOT_IN_KEY = frozenset({"tensor_parallel_size", "gpu_memory_utilization"})
 
@@ -58,7 +58,7 @@ class VLLMJudge(PrefilledJudge):
             counts.append(len(out.outputs[0].token_ids))
         return texts, counts
 
-    def _label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
+    def label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
         params = self._vllm.SamplingParams(max_tokens=1, temperature=0.0, logprobs=self.options.logprobs)
         ids = [label_token_ids(self.tokenizer, label) for label in labels]
         found, lengths = [], []
