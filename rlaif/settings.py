@@ -109,6 +109,8 @@ def check_settings(config: Any) -> None:
             problem = choice_problem(value, allowed)
         elif any(b is not None for b in f.metadata.get("bounds", ())) and isinstance(value, int | float):
             problem = bounds_problem(value, f.metadata["bounds"])
+        elif isinstance(value, str) and not value.strip():  # a path, a name: "" would mean the current directory, or nothing
+            problem = "is empty: give a value, or leave it out for its default"
         if problem is not None:
             raise ConfigError(problem, key=f.name)
 

@@ -1,4 +1,5 @@
-"""The OpenAI and Anthropic judges, through the real SDK clients, against a loopback server."""
+"""The OpenAI and Anthropic judges, through the real SDK clients, against a loopback server; and a
+judge on plain httpx2, which the shared API machinery retries and closes as it does the SDKs'."""
 
 import json
 import math
@@ -6,11 +7,16 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
+import httpx2
 import pytest
 
 from rlaif.errors import ConfigError
+from rlaif.judging.backends.api import ApiJudge, ApiOptions
 from rlaif.judging.base import JudgeConfigError, JudgeFatalError
 from rlaif.labeling.run import LabelConfig, label
 from tests.conftest import SECRET, write_jsonl
@@ -383,3 +389,69 @@ def test_a_prefilled_judge_on_a_server_without_logprobs_says_so(tmp_path, judge_
 def test_bad_verdict_options_name_their_key(tmp_path, server, judge_file, options, key):
     with pytest.raises(JudgeConfigError, match=key):
         run(tmp_path, judge_file(server, **options))
+
+
+class HttpxJudge(ApiJudge):
+    """A judge on plain httpx2 (the HTTP client under the SDKs), speaking a protocol of its own: POST /verdict {"prompt", "labels"}
+    -> {"probs": [...]}. No SDK: what it inherits must retry and close for it."""
+
+    Options = ApiOptions
+    clients: ClassVar[list[httpx2.AsyncClient]] = []
+
+    def _client(self, base_url):
+        client = httpx2.AsyncClient(base_url=base_url, timeout=self.options.timeout)
+        HttpxJudge.clients.append(client)
+        return client
+
+    async def _ask(self, client, request):
+        response = await client.post("/verdict", json={"prompt": request.prompt, "labels": list(request.labels)})
+        response.raise_for_status()
+        return self.from_label_probs(request, response.json()["probs"], text="", soft=True)
+
+
+class FlakyVerdicts(ThreadingHTTPServer):
+    """Answers 503 to every other request, first included; else the first response is better if it says GOOD."""
+
+    def __init__(self):
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests += 1
+                if server.requests % 2:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                first = body["prompt"].split("Response 1:")[1].split("Response 2:")[0]
+                reply = json.dumps({"probs": [0.9, 0.1] if "GOOD" in first else [0.1, 0.9]}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(reply)))
+                self.end_headers()
+                self.wfile.write(reply)
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_a_backend_on_plain_httpx2_retries_its_servers_503_and_closes(tmp_path, monkeypatch):
+    from rlaif.judging import configs
+
+    monkeypatch.setitem(configs.BACKENDS, "httpx-test", "tests.test_api_judges:HttpxJudge")
+    HttpxJudge.clients = []
+    with FlakyVerdicts() as srv:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        (tmp_path / "judge.toml").write_text(f'backend = "httpx-test"\nmodel = "m"\n[options]\nbase_url = "http://127.0.0.1:{srv.server_port}"\n'
+                                             "concurrency = 1\nretry_initial_wait = 0.01\nretry_max_wait = 0.05\n")
+        result = run(tmp_path, str(tmp_path / "judge.toml"), data={"n": 3})
+        srv.shutdown()
+    counts = result.manifest["counts"]
+    assert counts["labeled"] == 3 and sum(counts["failed"].values()) == 0
+    rows = [json.loads(line) for line in (result.output_dir / "pairs.jsonl").read_text().splitlines()]
+    assert all(row["chosen"].startswith("GOOD") for row in rows)
+    assert srv.requests == 2 * 6  # 6 calls (3 pairs, both orders), each answered on its second try after a 503
+    assert HttpxJudge.clients and all(client.is_closed for client in HttpxJudge.clients)

@@ -5,6 +5,7 @@ values. Each run ends with status 0, or with status 1 or 2 and one line: never a
 nothing already on disk is lost. Fixed seed (derandomized), within a minute or two."""
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,6 @@ def args_for(command: str, option: str, value: str) -> list[str]:
 
 
 def check(args: list[str], tmp: Path) -> int:
-    os.environ["RLAIF_CACHE"] = str(tmp / "cache")
     result = CliRunner().invoke(main, args, catch_exceptions=True)
     assert result.exception is None or isinstance(result.exception, SystemExit), (args, repr(result.exception))
     assert result.exit_code in (0, 1, 2), (args, result.exit_code, result.output)
@@ -78,14 +78,22 @@ def check(args: list[str], tmp: Path) -> int:
         assert "unexpected" not in result.output, (args, result.output)  # a bug, caught by the command line's last resort
     assert (tmp / "a-file").read_text() == KEEP and (tmp / "a-dir" / "kept.txt").read_text() == KEEP, args
     assert (tmp / "empty.jsonl").read_bytes() == b"", args  # a dry run's cache lookup changed no file
+    assert not (ROOT / ".rlaif.lock").exists(), args  # an empty path is no output directory: nothing is written into the working directory
     return result.exit_code
 
 
 @pytest.fixture(scope="module")
-def tmp(tmp_path_factory) -> Path:
+def tmp(tmp_path_factory) -> Iterator[Path]:
+    """A scratch folder, the repository as the working directory, and a cache of its own (restored after)."""
     path = tmp_path_factory.mktemp("fuzz")
     os.chdir(ROOT)
-    return path
+    before = os.environ.get("RLAIF_CACHE")
+    os.environ["RLAIF_CACHE"] = str(path / "cache")
+    yield path
+    if before is None:
+        os.environ.pop("RLAIF_CACHE")
+    else:
+        os.environ["RLAIF_CACHE"] = before
 
 
 @FUZZ

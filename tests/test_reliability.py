@@ -392,3 +392,17 @@ def test_a_template_the_sandbox_stops_while_rendering_is_a_rubric_error_naming_i
     template.write_text("Which is better?\n" + body + "\n{{ response_a }} {{ response_b }}\nPreferred Response=")
     error = one_line_error(["rubric", str(template)])
     assert f"{template}:2" in error and expected in error
+
+
+def test_a_read_only_cache_makes_no_file_beside_it(tmp_path):
+    """A dry run reads the cache as it is: no -wal or -shm file appears, whatever SQLite's WAL mode wants."""
+    from rlaif.storage.cache import AnswerCache
+
+    cache = AnswerCache(tmp_path / "cache.sqlite")
+    cache.put("k", {"answer": 1})
+    cache.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    reader = AnswerCache(tmp_path / "cache.sqlite", read_only=True)
+    assert reader.get("k") == {"answer": 1} and reader.get("missing") is None
+    reader.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before == ["cache.sqlite"]

@@ -7,12 +7,15 @@ cache directory; later loads take a fraction of a second.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 from rlaif.errors import ConfigError
 from rlaif.inputs import Prompt, as_messages
@@ -80,7 +83,11 @@ def embedded_model_dir() -> Path:
     quiet_transformers()
     source = _gguf_dir()
     tokenizer = embedded_tokenizer(source)
-    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
+    import transformers.modeling_gguf_pytorch_utils as gguf_reading
+
+    # transformers' own tqdm bar over the GGUF tensors: on a terminal only, as rlaif's bars are
+    with mock.patch.object(gguf_reading, "tqdm", functools.partial(gguf_reading.tqdm, disable=not sys.stderr.isatty())):
+        gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     # A GGUF-loaded model refuses save_pretrained: rebuild it from a clean config.
     config = gguf_model.config
     if hasattr(config, "quantization_config"):

@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2
 from aiolimiter import AsyncLimiter
 from tenacity import (
     AsyncRetrying,
@@ -72,7 +73,13 @@ class MalformedResponse(ValueError):
 
 
 def status_of(exc: BaseException) -> int | None:
-    return getattr(exc, "status_code", None)
+    """The HTTP status a failed call got, from an SDK's error (`status_code`) or from any error
+    that carries its response (`httpx2.HTTPStatusError`): a backend on plain httpx2 is classified
+    as the SDKs' are."""
+    status = getattr(exc, "status_code", None)
+    if status is None and (response := getattr(exc, "response", None)) is not None:
+        status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
 
 
 def sdk_errors(*names: str) -> tuple[type, ...]:
@@ -82,9 +89,16 @@ def sdk_errors(*names: str) -> tuple[type, ...]:
     return tuple(getattr(module, name) for module in modules for name in names)
 
 
+def cannot_connect(exc: BaseException) -> bool:
+    """Whether a call got no answer from its server (nothing listening, no route, no reply in
+    time): the SDKs' APIConnectionError (their timeouts included), httpx2's ConnectError and timeouts."""
+    return isinstance(exc, (*sdk_errors("APIConnectionError"), httpx2.ConnectError, httpx2.TimeoutException))
+
+
 def server_failed(exc: BaseException) -> bool:
-    """Whether a failed call says its server is down or broken (not that the call was refused)."""
-    if isinstance(exc, sdk_errors("APITimeoutError", "APIConnectionError")):
+    """Whether a failed call says its server is down or broken (not that the call was refused):
+    it could not connect, timed out, lost its connection, or got a 5xx."""
+    if isinstance(exc, (*sdk_errors("APITimeoutError", "APIConnectionError"), httpx2.TransportError)):
         return True
     status = status_of(exc)
     return status is not None and status >= 500
@@ -168,7 +182,7 @@ class Servers:
 
     async def close(self) -> None:
         for client in self.clients:
-            await client.close()
+            await (client.aclose() if hasattr(client, "aclose") else client.close())  # httpx2's clients, the SDKs' clients
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -186,7 +200,9 @@ def retry_after(exc: BaseException) -> float | None:
 
 
 class ApiJudge(Judge):
-    """A judge behind an HTTP API. Subclasses implement `_ask` for one request."""
+    """A judge behind an HTTP API. A subclass gives `_client` (an async client for one server:
+    an SDK's, or an `httpx2.AsyncClient`) and `_ask` (one call with it); retries, failover, rate
+    limits and closing are this class's, for any client whose errors carry an HTTP status."""
 
     NOT_IN_KEY = API_NOT_IN_KEY
     DEFAULT_KEY_ENV = ""
@@ -245,7 +261,7 @@ class ApiJudge(Judge):
         `JudgeFatalError` on an error retrying cannot help, `GaveUp` after the last attempt."""
         def unreachable(retry_state) -> bool:  # a server no call has reached yet: three tries, not the whole schedule
             exc = retry_state.outcome.exception()
-            return not self._answered and isinstance(exc, sdk_errors("APIConnectionError")) and retry_state.attempt_number >= UNREACHABLE_TRIES
+            return not self._answered and cannot_connect(exc) and retry_state.attempt_number >= UNREACHABLE_TRIES
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.options.max_retries + 1) | unreachable,
@@ -266,7 +282,7 @@ class ApiJudge(Judge):
             message = self.redact(f"{type(exc).__name__}: {exc}")
             if not is_transient(exc):
                 raise JudgeFatalError(f"'{self.name}' failed and retrying cannot help: {message}") from None
-            if not self._answered and isinstance(exc, sdk_errors("APIConnectionError")):
+            if not self._answered and cannot_connect(exc):
                 where = ", ".join(url or "the SDK's default address" for url in self.base_urls)
                 raise JudgeFatalError(f"judge '{self.name}' cannot reach its server at {where} ({message}): is it running, "
                                       "and is base_url right? Nothing was labeled; run the same command again once it answers") from None
