@@ -12,7 +12,6 @@ advance), by the policy itself before its first step (it is the reference then),
 
 from __future__ import annotations
 
-import math
 import sys
 from contextlib import nullcontext
 from typing import Any
@@ -26,7 +25,7 @@ from rlaif.models.encoding import encode
 from rlaif.models.loading import load_causal_lm
 from rlaif.models.logprobs import head_logps, per_sequence
 from rlaif.models.packing import pack_sequences
-from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
+from rlaif.trainers.loop import OfflineTrainer, batch_means, batched, unwrap
 from rlaif.trainers.losses import kto_loss, kto_reference_point
 from rlaif.trainers.pairs import unpaired_train_eval
 
@@ -53,7 +52,7 @@ class KTOTrainer(OfflineTrainer):
         train, held = unpaired_train_eval(cfg)
         encode_rows = lambda rows: [encode(self.tokenizer, r.prompt, r.completion, cfg.max_length, r.source, cfg.truncate_prompt) for r in rows]
         self.rows = {"train": encode_rows(train), "eval": encode_rows(held)}
-        self.desirable = {"train": torch.tensor([r.desirable for r in train]), "eval": torch.tensor([r.desirable for r in held], dtype=torch.bool)}
+        self.desirable = {"train": torch.tensor([r.desirable for r in train], dtype=torch.bool), "eval": torch.tensor([r.desirable for r in held], dtype=torch.bool)}
         self.weights = {"train": torch.tensor([r.weight for r in train]), "eval": torch.tensor([r.weight for r in held])}
         self.n_train, self.n_rows = len(train), len(train) + len(held)
         self.truncated_rows = sum(r["truncated"] for rows in self.rows.values() for r in rows)
@@ -130,8 +129,7 @@ class KTOTrainer(OfflineTrainer):
         if self.procs.world > 1:  # as TRL: the mean over every process's batch
             z = torch.tensor(self.procs.mean(z.item()), device=device)
         desirable, weight = self.desirable[split][indices].to(device), self.weights[split][indices].to(device)
-        loss = kto_loss(policy, reference, desirable, z, cfg.beta, cfg.desirable_weight, cfg.undesirable_weight,
-                        None if bool((weight == 1).all()) else weight)
+        loss = kto_loss(policy, reference, desirable, z, cfg.beta, cfg.desirable_weight, cfg.undesirable_weight, weight)
         rewards = cfg.beta * (policy - reference).detach()
         metrics = {"kl": z.item()}
         for name, mask in (("chosen", desirable), ("rejected", ~desirable)):  # NaN for a batch without such rows: every process logs the same keys
@@ -146,12 +144,9 @@ class KTOTrainer(OfflineTrainer):
     def evaluate(self) -> dict[str, float]:
         if not self.rows["eval"]:
             return {}
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        for indices in self.batches["eval"]:
+
+        def batch(indices: list[int]) -> tuple[int, dict[str, float]]:
             loss, metrics = self._batch_loss(self.model, "eval", indices)
-            for k, v in {"loss": loss.item(), **metrics}.items():
-                if not math.isnan(v):  # a batch without rows of one label says nothing of them
-                    sums[k] = sums.get(k, 0.0) + v * len(indices)
-                    counts[k] = counts.get(k, 0) + len(indices)
-        return {k: v / counts[k] for k, v in sums.items()}
+            return len(indices), {"loss": loss.item(), **metrics}
+
+        return batch_means(batch(indices) for indices in self.batches["eval"])

@@ -13,7 +13,7 @@ import math
 import shutil
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -348,6 +348,19 @@ class OfflineTrainer(Trainer):
         grad_norm = whole(torch.nn.utils.clip_grad_norm_(params, self.config.max_grad_norm)).item()
         optimizer.step()
         return {**sums, "grad_norm": grad_norm}
+
+
+def batch_means(batches: Iterable[tuple[int, dict[str, float]]]) -> dict[str, float]:
+    """Each metric's mean over held-out batches, weighted by their sizes, from (size, metrics) per
+    batch; a batch's NaN (a metric it had no rows for) is left out of that metric's mean."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for size, metrics in batches:
+        for name, value in metrics.items():
+            if not math.isnan(value):
+                sums[name] = sums.get(name, 0.0) + value * size
+                counts[name] = counts.get(name, 0) + size
+    return {name: total / counts[name] for name, total in sums.items()}
 
 
 def whole(t: torch.Tensor) -> torch.Tensor:

@@ -119,7 +119,7 @@ def load_unpaired(path: str, limit: int | None = None, threshold: float | None =
             desirable = (scores["chosen"] >= threshold, scores["rejected"] >= threshold)
         rows += [UnpairedRow(ex.prompt, text, good, ex.source, weight) for text, good in zip(ex.responses, desirable)]
     if not rows:
-        raise InputError(str(path), None, None, "no labeled rows (rows need prompt, completion and label, or a preference pair)")
+        raise InputError(shown_name(path), None, None, "no labeled rows (rows need prompt, completion and label, or a preference pair)")
     return rows
 
 
@@ -209,11 +209,9 @@ def encoded_train_eval_pairs(tokenizer, config, eval_max_length: int | None = No
     )
 
 
-def labels_and_weights(pairs: list[EncodedPair], device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The pairs' labels p and weights as (B,) tensors; no weights (None) when all are 1."""
-    p = torch.tensor([pair.p for pair in pairs], device=device)
-    weights = [pair.weight for pair in pairs]
-    return p, None if all(w == 1.0 for w in weights) else torch.tensor(weights, device=device)
+def labels_and_weights(pairs: list[EncodedPair], device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs' labels p and weights as (B,) tensors (a weight of 1 is exact: ℓ · 1.0 = ℓ)."""
+    return torch.tensor([pair.p for pair in pairs], device=device), torch.tensor([pair.weight for pair in pairs], device=device)
 
 
 def truncated_rows(pairs: list[EncodedPair]) -> int:

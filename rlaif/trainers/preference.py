@@ -14,7 +14,7 @@ from rlaif.models.blocks import hidden_at
 from rlaif.models.loading import load_causal_lm
 from rlaif.models.logprobs import head_logps, per_sequence
 from rlaif.models.packing import pack_sequences
-from rlaif.trainers.loop import OfflineTrainer, batched, unwrap
+from rlaif.trainers.loop import OfflineTrainer, batch_means, batched, unwrap
 from rlaif.trainers.pairs import EncodedPair, encoded_train_eval_pairs, truncated_rows
 
 
@@ -77,13 +77,12 @@ class PairTrainer(OfflineTrainer):
     def evaluate(self) -> dict[str, float]:
         if not self.eval_pairs:
             return {}
-        sums: dict[str, float] = {}
-        for start in range(0, len(self.eval_pairs), self.config.batch_size):
-            rows = list(range(start, min(start + self.config.batch_size, len(self.eval_pairs))))
+
+        def batch(rows: list[int]) -> tuple[int, dict[str, float]]:
             loss, metrics = self.pair_loss(self.model, [self.eval_pairs[i] for i in rows], "eval", rows)
-            for k, v in {"loss": loss.item(), **metrics}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(rows)
-        return {k: v / len(self.eval_pairs) for k, v in sums.items()}
+            return len(rows), {"loss": loss.item(), **metrics}
+
+        return batch_means(batch(rows) for rows in batched(list(range(len(self.eval_pairs))), self.config.batch_size))
 
 
 def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, logps_chosen: torch.Tensor, logps_rejected: torch.Tensor) -> dict[str, float]:
