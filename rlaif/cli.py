@@ -193,7 +193,7 @@ def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -
         config = TrainConfig(progress=show_progress(quiet), **settings)
     except ConfigError as e:  # a value the settings file gave is named by its file, line and key
         if config_file and e.key and ctx.get_parameter_source(e.key) != click.core.ParameterSource.COMMANDLINE:
-            raise ConfigError(e.message, config_file, line_in_file(config_file, e.key), e.key) from None
+            raise ConfigError(e.message, config_file, line_in_file(config_file, TrainConfig, e.key), e.key) from None
         raise
     results = run_train(config)
     click.echo(f"saved to {config.output}")

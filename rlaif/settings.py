@@ -128,15 +128,17 @@ def _yaml_float(text: str) -> float | str:
         return text
 
 
-def _line_of(text: str, key: str) -> int:
-    """The line that sets `key` in a TOML/YAML file (0 if not found)."""
-    pattern = re.compile(rf"\s*['\"]?{re.escape(key)}['\"]?\s*[=:]")
+def _line_of(text: str, *keys: str) -> int:
+    """The first line that sets one of `keys` in a TOML/YAML file, `-` and `_` alike (0 if none does)."""
+    names = "|".join(re.escape(key).replace("_", "[-_]").replace("\\-", "[-_]") for key in keys)
+    pattern = re.compile(rf"\s*['\"]?(?:{names})['\"]?\s*[=:]")
     return next((i for i, line in enumerate(text.splitlines(), 1) if pattern.match(line)), 0)
 
 
-def line_in_file(path: str | Path, key: str) -> int:
-    """The line of a settings file that sets `key` (0 if none does)."""
-    return _line_of(read_text(path), key)
+def line_in_file(path: str | Path, config_class: type, name: str) -> int:
+    """The line of a settings file that sets field `name` of `config_class`, by any of its names (0 if none does)."""
+    f = next((f for f in fields(config_class) if f.name == name), None)
+    return _line_of(read_text(path), *(option_names(f) if f else [name]))
 
 
 def read_text(path: str | Path) -> str:

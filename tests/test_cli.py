@@ -95,6 +95,12 @@ def test_a_setting_typed_as_an_option_is_named_by_that_option(tmp_path):
     settings.write_text('method = "dpo"\ndata = "examples/demo.jsonl"\nlr = -1\n')
     result = CliRunner().invoke(main, ["train", "--config", str(settings)])
     assert result.exit_code == 1 and f"{settings}:3: key 'lr': must be at least 0" in result.output  # a file's setting keeps its file, line and key
+    settings.write_text('method = "dpo"\ninput = "examples/demo.jsonl"\nmax-steps = 0\n')  # an alias and the option's own spelling
+    result = CliRunner().invoke(main, ["train", "--config", str(settings)])
+    assert result.exit_code == 1 and f"{settings}:3: key 'max_steps': must be at least 1" in result.output
+    settings.write_text('method = "grpo"\ninput = "examples/demo.jsonl"\ngroup_size = 1\n')  # an older name of --num-responses
+    result = CliRunner().invoke(main, ["train", "--config", str(settings)])
+    assert result.exit_code == 1 and f"{settings}:3: key 'group_size': must be at least 2" in result.output
 
 
 def test_input_dash_reads_standard_input(tmp_path):

@@ -1,3 +1,6 @@
+import json
+import re
+
 import pytest
 
 from rlaif.judging.rubric import RubricError, load_rubric
@@ -96,3 +99,27 @@ def test_reference_guided_rubric_sees_each_rows_reference(tmp_path, scripted_jud
     with pytest.raises(InputError, match="field 'reference': expected a string"):
         label(LabelConfig(str(write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "reference": 3}])), str(tmp_path / "out3"), rubric="reference",
                           judge=scripted_judge(0.0), progress=False))
+
+
+def test_a_judge_config_names_the_rubric_and_mode_a_run_uses_unless_told(tiny, tmp_path):
+    from rlaif.judging.base import JudgeConfigError
+    from rlaif.labeling.run import LabelConfig, label
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text('{"prompt": "Is 3 a number?", "chosen": "Yes, it is.", "rejected": "No."}\n')
+    judge = tmp_path / "judge.toml"
+    judge.write_text(f'backend = "local"\nmodel = "{tiny}"\nrubric = "harmlessness"\nmode = "pointwise"\n')
+    manifest = lambda out: json.loads((out / "manifest.json").read_text())
+    label(LabelConfig(input=str(data), judge=str(judge), output=str(tmp_path / "own")))
+    m = manifest(tmp_path / "own")
+    assert (m["rubric"]["name"], m["mode"], m["judge_calls"]["total"]) == ("harmlessness", "pointwise", 2)  # one call per response
+    label(LabelConfig(input=str(data), judge=str(judge), rubric="quality", mode="pairwise", output=str(tmp_path / "told")))
+    m = manifest(tmp_path / "told")
+    assert (m["rubric"]["name"], m["mode"], m["judge_calls"]["total"]) == ("quality", "pairwise", 2)  # one call per order
+
+    for text, message in [('mode = "listwise"', "key 'mode': expected one of pairwise, pointwise, got 'listwise'"),
+                          ('rubrik = "harmlessness"', "key 'rubrik': unknown key; did you mean 'rubric'?"),
+                          ('rubric = ""', "key 'rubric': expected a built-in rubric name or a template path")]:
+        judge.write_text(f'backend = "local"\nmodel = "{tiny}"\n{text}\n')
+        with pytest.raises(JudgeConfigError, match=re.escape(message)):
+            label(LabelConfig(input=str(data), judge=str(judge), output=str(tmp_path / "bad")))

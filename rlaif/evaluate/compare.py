@@ -33,9 +33,9 @@ from rlaif.evaluate.scoring import cached_scores, reward_model_identity, reward_
 from rlaif.inputs import Example, Pair, input_name, load_examples
 from rlaif.judging.base import MODE_HELP, MODES, JudgeFatalError
 from rlaif.judging.configs import DEFAULT_JUDGE, reward_model_dir
-from rlaif.judging.engine import JudgeSpec, JuryJudgment, PairJudgment, judge_pairs
+from rlaif.judging.engine import JudgeSpec, JuryJudgment, PairJudgment, judge_and_rubric, judge_pairs
 from rlaif.judging.generation import SAMPLING_TEMPERATURE, generate_responses
-from rlaif.judging.rubric import Rubric, load_rubric
+from rlaif.judging.rubric import Rubric
 from rlaif.labeling.quality import label_run_report
 from rlaif.models.loading import EMBEDDED_NAMES, is_embedded, load_tokenizer, model_fingerprint, resolve_model
 from rlaif.settings import check_settings, required, setting
@@ -57,7 +57,7 @@ class CompareConfig:
     eval_data: str = required("Evaluation prompts (any input `rlaif label` reads); rows with a human-preferred response also give reference metrics.")
     output: str = required("Output directory: report.md, metrics.json, responses.jsonl, judgments.jsonl, PNG figures, cache.sqlite.")
     judge: str = setting(DEFAULT_JUDGE, "Judge of policy against base (built-in name or config file).")
-    rubric: str = setting("quality", "Rubric for the judge.")
+    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template [default: the judge config's `rubric`, else quality].")
     mode: str | None = setting(None, MODE_HELP, MODES)
     gold_rm: str | None = setting(None, "Gold reward model: an `rlaif train --method rm` output or any sequence classifier directory.")
     labels: list[str] = setting([], "An `rlaif label` run with human labels: agreement and confusion matrix (repeatable).")
@@ -240,8 +240,7 @@ def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[st
         policies = [base_policy(runs), *runs]
     if len({p.name for p in policies}) != len(policies):
         raise ConfigError("two runs share a directory name; the report names policies by it")
-    rubric = load_rubric(cfg.rubric)
-    spec = JudgeSpec.build(cfg.judge, rubric, cfg.mode)  # bad options, or a mode the judge cannot do, fail before any work
+    spec, rubric = judge_and_rubric(cfg.judge, cfg.rubric, cfg.mode)  # bad options, or a mode the judge cannot do, fail before any work
     examples = load_examples(cfg.eval_data, cfg.limit).examples
     if not examples:
         raise InputError(cfg.eval_data, None, None, "no evaluation prompts")

@@ -23,7 +23,7 @@ from rlaif.settings import type_problem, unknown_key
 
 MODES = ("pairwise", "pointwise")
 MODE_HELP = ("pairwise: the two responses side by side (debiased over orders); pointwise: each response scored alone, "
-             "so no position bias [default: the judge's own: pairwise, a reward model's pointwise].")
+             "so no position bias [default: the judge config's `mode`, else the judge's own: pairwise, a reward model's pointwise].")
 
 
 @dataclass(frozen=True)
@@ -87,8 +87,9 @@ class JudgeFatalError(UserError):
 
 @dataclass
 class JudgeConfig:
-    """What a `judges/*.toml` file holds: a backend, a model, backend options and, fitted by
-    `rlaif calibrate`, a calibration temperature for the judge's preferences."""
+    """What a `judges/*.toml` file holds: a backend, a model, backend options, the rubric and
+    mode a run uses when it names none (so `--judge NAME` alone is a labeling setup) and, fitted
+    by `rlaif calibrate`, a calibration temperature for the judge's preferences."""
 
     name: str
     backend: str
@@ -96,11 +97,13 @@ class JudgeConfig:
     options: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
     calibration: float = 1.0  # T_c in P'(A ≻ B) = σ(logit P(A ≻ B) / T_c); 1 leaves the judge's own
+    rubric: str | None = None
+    mode: str | None = None
 
     def public(self) -> dict[str, Any]:
         """The config as written to manifests (it holds names of key variables, never keys)."""
         return {"name": self.name, "backend": self.backend, "model": self.model, "options": self.options, "source": self.source,
-                "calibration": self.calibration}
+                "calibration": self.calibration, "rubric": self.rubric, "mode": self.mode}
 
 
 class Judge(ABC):

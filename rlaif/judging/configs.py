@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 from rlaif.errors import ConfigError
-from rlaif.judging.base import Judge, JudgeConfig, JudgeConfigError
-from rlaif.settings import read_text
+from rlaif.judging.base import MODES, Judge, JudgeConfig, JudgeConfigError
+from rlaif.settings import read_text, unknown_key
 from rlaif.storage.resources import builtin_dir, builtin_or_path
 
 BACKENDS = {
@@ -25,6 +25,7 @@ BACKENDS = {
 JURY = "jury"  # a panel of the judges above: rlaif/judging/jury.py
 DEFAULT_JUDGE = "embedded"
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
+KEYS = ("backend", "model", "options", "rubric", "mode", "calibration")
 def resolve_judge_path(name_or_path: str | Path) -> Path:
     """A judge config file: a path as given, else a built-in name in `judges/`."""
     path, known = builtin_or_path(name_or_path, "judges", CONFIG_SUFFIXES)
@@ -44,10 +45,11 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
         raise JudgeConfigError(f"{path}: {e}") from None
     if not isinstance(data, dict):
         raise JudgeConfigError(f"{path}: expected a table of settings")
-    unknown = set(data) - {"backend", "model", "options", "calibration"}
-    if unknown:
-        raise JudgeConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}: a judge config has 'backend', 'model', an 'options' table "
-                               "and, fitted by `rlaif calibrate`, 'calibration'")
+    for key in data:
+        if key not in KEYS:
+            raise JudgeConfigError(f"{path}: key {key!r}: {unknown_key(key, list(KEYS))} (a judge config has 'backend', 'model', an 'options' "
+                                   "table, optionally the 'rubric' and 'mode' a run uses when it names none, and 'calibration', which "
+                                   "`rlaif calibrate` fits)")
     backend = data.get("backend")
     if not isinstance(backend, str) or backend not in (*BACKENDS, JURY):
         raise JudgeConfigError(f"{path}: key 'backend': expected one of {', '.join((*BACKENDS, JURY))}, got {backend!r}")
@@ -59,8 +61,13 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
     calibration = data.get("calibration", 1.0)
     if isinstance(calibration, bool) or not isinstance(calibration, int | float) or not calibration > 0:
         raise JudgeConfigError(f"{path}: key 'calibration': expected a temperature above 0 (from `rlaif calibrate`), got {calibration!r}")
+    rubric, mode = data.get("rubric"), data.get("mode")
+    if rubric is not None and (not isinstance(rubric, str) or not rubric.strip()):
+        raise JudgeConfigError(f"{path}: key 'rubric': expected a built-in rubric name or a template path, got {rubric!r}")
+    if mode is not None and mode not in MODES:
+        raise JudgeConfigError(f"{path}: key 'mode': expected one of {', '.join(MODES)}, got {mode!r}")
     name = path.stem if path.parent == builtin_dir("judges") else str(path)
-    return JudgeConfig(name, backend, data.get("model"), dict(options), str(path), float(calibration))
+    return JudgeConfig(name, backend, data.get("model"), dict(options), str(path), float(calibration), rubric, mode)
 
 
 def judge_class(config: JudgeConfig) -> type[Judge]:

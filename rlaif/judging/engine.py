@@ -21,7 +21,7 @@ from rlaif.judging.base import MODES, Judge, JudgeConfig, JudgeConfigError, Judg
 from rlaif.judging.configs import judge_class, load_judge_config
 from rlaif.judging.debias import calibrated, consistent, plan_orders, pointwise_preference, preference_for_a
 from rlaif.judging.jury import combine_preferences, is_jury, parse_jury, public_options
-from rlaif.judging.rubric import Rubric
+from rlaif.judging.rubric import DEFAULT_RUBRIC, Rubric, load_rubric
 from rlaif.storage.cache import AnswerCache, cache_key
 
 
@@ -44,8 +44,9 @@ class JudgeSpec:
     @classmethod
     def build(cls, judge: str | Path | JudgeConfig, rubric: Rubric, mode: str | None = None, concurrency: int | None = None) -> JudgeSpec:
         """The spec of a judge (a built-in name, a config file or a `JudgeConfig`) in `mode`
-        (default: the judge's own); `concurrency` overrides an API judge's."""
+        (default: its config's `mode`, else the backend's first); `concurrency` overrides an API judge's."""
         config = judge if isinstance(judge, JudgeConfig) else load_judge_config(judge)
+        mode = mode or config.mode
         if is_jury(config):
             return cls.jury(config, rubric, mode, concurrency)
         backend = judge_class(config)
@@ -156,6 +157,15 @@ class JuryJudgment:
 
     def failure_records(self) -> list[dict[str, Any]]:
         return [{"judge": name, **record} for name, m in zip(self.names, self.members) for record in m.failure_records()]
+
+
+def judge_and_rubric(judge: str | Path | JudgeConfig, rubric: str | Path | None = None, mode: str | None = None,
+                     concurrency: int | None = None) -> tuple[JudgeSpec, Rubric]:
+    """A run's judge and the rubric it reads: `rubric` and `mode` as the run asks, else the judge
+    config's own (its `rubric` and `mode` keys), else quality and the judge's first mode."""
+    config = judge if isinstance(judge, JudgeConfig) else load_judge_config(judge)
+    loaded = load_rubric(rubric or config.rubric or DEFAULT_RUBRIC)
+    return JudgeSpec.build(config, loaded, mode, concurrency), loaded
 
 
 def resolve_mode(mode: str | None, backend: type[Judge], rubric: Rubric) -> str:

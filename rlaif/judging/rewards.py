@@ -12,8 +12,7 @@ from pathlib import Path
 from rlaif.errors import ConfigError
 from rlaif.inputs import Example, Pair, Prompt
 from rlaif.judging.candidates import RankSettings, rank, rating_plan
-from rlaif.judging.engine import JudgeOnce, JudgeSpec, ask_missing
-from rlaif.judging.rubric import load_rubric
+from rlaif.judging.engine import JudgeOnce, JudgeSpec, ask_missing, judge_and_rubric
 from rlaif.storage.cache import AnswerCache
 
 
@@ -34,15 +33,15 @@ class JudgeRewards:
     default) and gives each its mean preference over the rest of its group.
     """
 
-    def __init__(self, judge: str, cache: str | Path, rubric: str = "quality", ranking: str = "all-pairs", seed: int = 0, mode: str | None = None):
-        self.rubric = load_rubric(rubric)
-        self.spec = JudgeSpec.build(judge, self.rubric, mode)
+    def __init__(self, judge: str, cache: str | Path, rubric: str | None = None, ranking: str = "all-pairs", seed: int = 0,
+                 mode: str | None = None):
+        self.spec, self.rubric = judge_and_rubric(judge, rubric, mode)
         self.settings = RankSettings(ranking, seed=seed)
         self.cache = AnswerCache(cache)
         self.judge = JudgeOnce(self.spec)
         self.rater: JudgeSpec | None = self.spec if self.spec.pointwise else None
         if self.rater is None and not self.spec.members and "pointwise" in self.spec.backend.MODES and self.rubric.scale is not None:  # type: ignore[union-attr]
-            self.rater = JudgeSpec.build(judge, self.rubric, "pointwise")
+            self.rater = JudgeSpec.build(self.spec.config, self.rubric, "pointwise")
 
     @property
     def name(self) -> str:

@@ -27,6 +27,7 @@ from rlaif.storage.resources import builtin_dir, builtin_or_path
 
 # How a verdict is written unless a rubric says otherwise: the judge request's defaults, and the
 # values every template sees (`labels`, `verdict_prefix`, `scale`, `rating_prefix`) until it sets its own.
+DEFAULT_RUBRIC = "quality"  # the rubric of a run that names none and whose judge config names none
 DEFAULT_LABELS = ("1", "2")
 DEFAULT_VERDICT_PREFIX = "Preferred Response="
 DEFAULT_SCALE = ("1", "2", "3", "4", "5")

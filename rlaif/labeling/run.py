@@ -33,10 +33,10 @@ from rlaif.judging.base import MODE_HELP, MODES, BatchJudge, JudgeRequest, estim
 from rlaif.judging.candidates import RankSettings, distinct_candidates, every_pair_plan, rank
 from rlaif.judging.configs import DEFAULT_JUDGE
 from rlaif.judging.debias import ORDERINGS
-from rlaif.judging.engine import JudgeOnce, JudgeSpec, Plan, ask_missing
+from rlaif.judging.engine import JudgeOnce, JudgeSpec, Plan, ask_missing, judge_and_rubric
 from rlaif.judging.generation import SAMPLING_TEMPERATURE, Generator, generate_responses, load_generator
 from rlaif.judging.ranking import PAIRINGS, STRATEGIES
-from rlaif.judging.rubric import Rubric, load_rubric
+from rlaif.judging.rubric import Rubric
 from rlaif.labeling.batch import batch_round
 from rlaif.labeling.card import command_of, write_card
 from rlaif.labeling.output import (
@@ -65,7 +65,7 @@ class LabelConfig:
 
     input: str = required("JSONL/JSON/CSV/Parquet (.gz too), a saved dataset directory, or a Hugging Face data set: hf:OWNER/NAME?data_dir=DIR&split=SPLIT.")
     output: str | None = setting(None, "Output directory [default: outputs/<input name>].")
-    rubric: str = setting("quality", "Built-in rubric name or path to a Jinja2 template.")
+    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template [default: the judge config's `rubric`, else quality].")
     judge: str = setting(DEFAULT_JUDGE, "Built-in judge name or path to a judge config.")
     mode: str | None = setting(None, MODE_HELP, MODES)
     cot: bool = setting(False, "Ask for a rationale first, then the verdict.")
@@ -339,12 +339,11 @@ def label(config: LabelConfig) -> LabelResult:
     """Run a labeling job end to end and write its outputs; returns what it did."""
     started = time.time()
     # Everything that can be wrong with the settings and the input is found before any model is loaded.
-    rubric = load_rubric(config.rubric)
-    spec = JudgeSpec.build(config.judge, rubric, config.mode, config.concurrency)
+    spec, rubric = judge_and_rubric(config.judge, config.rubric, config.mode, config.concurrency)
     if config.batch_api and not (spec.backend and issubclass(spec.backend, BatchJudge)):
         raise ConfigError(f"--batch-api needs a judge with a batch API (openai), not '{spec.config.backend}'")
     settings = config.rank_settings()
-    rating_spec = JudgeSpec.build(config.judge, rubric, "pointwise") if settings.strategy == "pointwise" and not spec.pointwise else None
+    rating_spec = JudgeSpec.build(spec.config, rubric, "pointwise") if settings.strategy == "pointwise" and not spec.pointwise else None
     generator = load_generator(config.generator)
     records, chat = 0, False
     for item in iter_examples(config.input, config.limit, config.skip_invalid):  # one pass: a bad row stops the run now

@@ -40,7 +40,7 @@ def _groups(prompts: Sequence[Any], completions: Sequence[str]) -> list[tuple[An
 class _Reward:
     """What the sync and async reward functions share: where to ask, and the request and its answer."""
 
-    def __init__(self, url: str | None = None, *, judge: str | None = None, rubric: str = "quality", cache: str | None = None,
+    def __init__(self, url: str | None = None, *, judge: str | None = None, rubric: str | None = None, cache: str | None = None,
                  groups: bool = False, ranking: str = "all-pairs", api_key_env: str | None = None, timeout: float = 600.0):
         if (url is None) == (judge is None):
             raise ConfigError("give a server's url or a judge to run in this process, not both")

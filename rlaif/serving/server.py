@@ -50,7 +50,7 @@ class ServeConfig:
     """Every setting of `rlaif serve`; the command's options are generated from these fields."""
 
     judge: str = setting(DEFAULT_JUDGE, "Built-in judge name or path to a judge config (its calibration included).")
-    rubric: str = setting("quality", "Built-in rubric name or path to a Jinja2 template.")
+    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template [default: the judge config's `rubric`, else quality].")
     mode: str | None = setting(None, "How group rewards compare completions: pairwise (both orders) or pointwise [default: the judge's own].",
                                ("pairwise", "pointwise"))
     ranking: str = setting("all-pairs", "How a group's completions are ranked for group rewards (as `rlaif label --ranking`).", STRATEGIES)
@@ -309,7 +309,7 @@ def serve(config: ServeConfig) -> None:
     rewards = JudgeRewards(config.judge, config.cache, config.rubric, config.ranking, config.seed, config.mode)
     rewards.judge()  # a judge that cannot load fails now, not at the first request
     try:
-        print(f"rlaif serve: judge {rewards.name} ({rewards.spec.mode}), rubric {config.rubric}, on http://{config.host}:{config.port}", flush=True)
+        print(f"rlaif serve: judge {rewards.name} ({rewards.spec.mode}), rubric {rewards.rubric.name}, on http://{config.host}:{config.port}", flush=True)
         uvicorn.run(create_app(config, rewards), host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=30)
     finally:
         rewards.close()

@@ -78,7 +78,7 @@ class TrainConfig:
                                        "by the judge's preferences in both orders.", methods=("grpo",))
     reward_ranking: str = setting("all-pairs", "With --reward-judge: how a group's responses are ranked: every pair in both orders, or adaptive, "
                                   "tournament or pointwise as `rlaif label --ranking` (fewer calls).", STRATEGIES, methods=("grpo",))
-    rubric: str = setting("quality", "With --reward-judge: the rubric (built-in name or template path).", methods=("grpo",))
+    rubric: str | None = setting(None, "With --reward-judge: the rubric (built-in name or template path) [default: the judge config's `rubric`, else quality].", methods=("grpo",))
     group_size: int = setting(4, "Responses sampled per prompt (G); advantages are relative to the group.", at_least=2, methods=("grpo",),
                               flag="--num-responses", aliases=("--group-size",))
     rollout_batch_size: int = setting(8, "Prompts per rollout (per process).", at_least=1, methods=ONLINE)

@@ -51,7 +51,7 @@ class IterateConfig:
     model: str | None = setting(None, "The starting policy [default: the embedded model].")
     method: str = setting("dpo", "dpo (on each round's pairs) or ppo (a reward model updated on them, and ppo against it).", ROUND_METHODS)
     judge: str = setting(DEFAULT_JUDGE, "Judge of each round's samples, and of the final comparison.")
-    rubric: str = setting("quality", "Rubric for the judge.")
+    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template [default: the judge config's `rubric`, else quality].")
     num_responses: int = setting(2, "Samples per prompt and round (K); with more than two, the judge's best against its worst is the round's pair.", at_least=2)
     max_new_tokens: int = setting(64, "Length of the samples.", at_least=1)
     temperature: float = setting(SAMPLING_TEMPERATURE, "Sampling temperature of the samples.", at_least=0)
