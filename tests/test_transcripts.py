@@ -72,7 +72,7 @@ TRANSCRIPTS = [(page, k) for page in PAGES for k in range(len(blocks(page)))]
 
 def test_the_docs_have_transcripts():
     commands = {shlex.split(c)[1] for page, k in TRANSCRIPTS for c, _ in blocks(page)[k][2]}
-    assert {"--help", "rubric", "label", "agreement", "rate"} <= commands
+    assert {"--help", "rubric", "label", "agreement", "calibrate", "rate"} <= commands
 
 
 @pytest.mark.parametrize("page, k", TRANSCRIPTS, ids=[f"{p.name}-{k}" for p, k in TRANSCRIPTS])
