@@ -218,7 +218,7 @@ def calibrate(run_dir: str, folds: int, seed: int, output: str | None, as_json: 
     click.echo(json.dumps(report, indent=2) if as_json else format_calibration(report))
 
 
-TRAIN_FIELDS = {f.name: f for f in fields(TrainConfig)}
+TRAIN_REQUIRED = [f for f in fields(TrainConfig) if f.default is MISSING and f.default_factory is MISSING]
 OFFLINE = tuple(name for name in NAMES if name not in ONLINE)
 
 
@@ -243,11 +243,9 @@ def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -
     for name, value in options.items():
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE or name not in settings:
             settings[name] = value
-    for required in ("method", "data"):
-        if not settings.get(required):
-            raise click.UsageError(
-                f"{option_flag(TRAIN_FIELDS[required])} is required (on the command line or in --config)"
-            )
+    for f in TRAIN_REQUIRED:
+        if not settings.get(f.name):
+            raise click.UsageError(f"{option_flag(f)} is required (on the command line or in --config)")
     try:
         config = TrainConfig(progress=show_progress(quiet), **settings)
     except ConfigError as e:  # a value the settings file gave is named by its file, line and key

@@ -96,22 +96,22 @@ class JudgeGenerator(Generator):
 
     def __init__(self, config: JudgeConfig):
         self.config = config
-        self._client: Any = None
+        self._judge: Any = None
 
     def identity(self) -> dict[str, Any]:
         return judge_class(self.config).identity(self.config)
 
     def sample(self, prompts, n, max_new_tokens, temperature, seeds, on_result) -> None:
-        if self._client is None:
-            self._client = load_judge(self.config)
-        self._client.sample(
+        if self._judge is None:
+            self._judge = load_judge(self.config)
+        self._judge.sample(
             [as_messages(p, "user") for p in prompts], n, max_new_tokens, temperature, seeds, on_result
         )
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._judge is not None:
+            self._judge.close()
+            self._judge = None
 
 
 def load_generator(spec: str | None = None) -> Generator:
