@@ -1,4 +1,4 @@
-r"""How close DPO runs to what this machine's matrix products allow.
+"""How close DPO runs to what this machine's matrix products allow.
 
 Counts the model FLOPs of a reference pass over a file's pairs, packed and batched as
 `rlaif train --method dpo` does (the blocks' linear layers on real tokens, attention over the
@@ -6,8 +6,7 @@ packed rows, the LM head on response tokens), times that pass with the trainer's
 divides by the float32 matrix-product rate measured here. A training step's forward and
 backward pass is about 3 times the forward's FLOPs.
 
-    python bench/dpo_floor.py --data outputs/compare-demo/train-human-labels.jsonl \
-        --batch-size 8 --max-length 256
+    python bench/dpo_floor.py --data outputs/compare-demo/train-human-labels.jsonl --batch-size 8 --max-length 256
 """
 
 from __future__ import annotations
@@ -46,14 +45,7 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig(
-            method="dpo",
-            data=args.data,
-            output=out,
-            batch_size=args.batch_size,
-            max_length=args.max_length,
-            progress=False,
-        )
+        cfg = TrainConfig(method="dpo", data=args.data, output=out, batch_size=args.batch_size, max_length=args.max_length, progress=False)
         trainer = DPOTrainer(cfg)
         pairs, _ = encoded_train_eval_pairs(trainer.tokenizer, cfg)
         model = load_causal_lm(cfg.model, "cpu")
@@ -66,25 +58,15 @@ def main() -> None:
             response += len(batch.targets)
             cells += batch.packed.input_ids.shape[0] * batch.packed.input_ids.shape[1] ** 2
         # 2 FLOPs a weight a token; attention's QK^T and AV are 2 x 2 x hidden per (query, key) cell and layer
-        forward = (
-            2 * linear * real
-            + 2 * c.vocab_size * c.hidden_size * response
-            + 4 * c.hidden_size * cells * c.num_hidden_layers
-        )
+        forward = 2 * linear * real + 2 * c.vocab_size * c.hidden_size * response + 4 * c.hidden_size * cells * c.num_hidden_layers
         rate = matmul_rate(c.hidden_size, c.intermediate_size)
         start = time.perf_counter()
         trainer.all_logps(model, pairs)
         took = time.perf_counter() - start
 
-    print(
-        f"{len(pairs)} pairs: {real:,} real tokens, {response:,} "
-        f"response tokens, {cells:,} attention cells in packed rows"
-    )
+    print(f"{len(pairs)} pairs: {real:,} real tokens, {response:,} response tokens, {cells:,} attention cells in packed rows")
     print(f"matrix products here: {rate / 1e9:.0f} GFLOP/s (float32, {torch.get_num_threads()} threads)")
-    print(
-        f"reference pass: {forward / 1e9:,.0f} GFLOP, at that rate {forward / rate:.0f} "
-        f"s; measured {took:.0f} s ({forward / rate / took:.0%} of the rate)"
-    )
+    print(f"reference pass: {forward / 1e9:,.0f} GFLOP, at that rate {forward / rate:.0f} s; measured {took:.0f} s ({forward / rate / took:.0%} of the rate)")
     print(f"a training epoch (forward and backward, about 3x): at that rate {3 * forward / rate:.0f} s")
 
 

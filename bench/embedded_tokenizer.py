@@ -34,35 +34,22 @@ def nll(model, ids: list[int]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="0:100")
     args = parser.parse_args()
     ours = load_tokenizer("embedded")
     plain = copy.deepcopy(ours)
-    plain.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(
-        add_prefix_space=False, trim_offsets=True, use_regex=True
-    )
+    plain.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
     model = load_causal_lm("embedded")
     rubric = load_rubric("quality")
     pairs, _ = make_pairs(list(iter_examples(f"examples/hh-harmless.jsonl.gz?rows={args.rows}")), 0)
-    texts = [
-        verdict_text(
-            chat_prompt(ours, rubric.render(p.prompt, a, b, False)),
-            JudgeRequest("", rubric.labels, rubric.verdict_prefix),
-        )
-        for p in pairs
-        for a, b in ((p.a, p.b), (p.b, p.a))
-    ]
+    texts = [verdict_text(chat_prompt(ours, rubric.render(p.prompt, a, b, False)), JudgeRequest("", rubric.labels, rubric.verdict_prefix))
+             for p in pairs for a, b in ((p.a, p.b), (p.b, p.a))]
     print("| request | tokens, plain GPT-2 | tokens, digits split | NLL, plain GPT-2 | NLL, digits split |")
     print("| --- | --- | --- | --- | --- |")
     differ = 0
     for i, text in enumerate(texts):
-        a, b = (
-            plain(text, add_special_tokens=False)["input_ids"],
-            ours(text, add_special_tokens=False)["input_ids"],
-        )
+        a, b = plain(text, add_special_tokens=False)["input_ids"], ours(text, add_special_tokens=False)["input_ids"]
         if a != b:
             differ += 1
             print(f"| {i} | {len(a)} | {len(b)} | {nll(model, a):.1f} | {nll(model, b):.1f} |")

@@ -39,60 +39,35 @@ HELD_OUT = "examples/hh-harmless.jsonl.gz?rows=600:1000"
 def per_pair(run_dir: Path) -> dict[str, dict[str, float]]:
     """Each human-labeled pair's agreement with the human (1 or 0) and the judge's confidence."""
     rows, _ = read_run(run_dir)
-    return {
-        r["id"]: {"agrees": float(r["human_preference"] > 0.5), "confidence": r["ai_preference"]}
-        for r in rows
-        if r.get("human_preference") is not None
-    }
+    return {r["id"]: {"agrees": float(r["human_preference"] > 0.5), "confidence": r["ai_preference"]}
+            for r in rows if r.get("human_preference") is not None}
 
 
-def paired_ece_interval(
-    now: list[dict], before: list[dict], resamples: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
+def paired_ece_interval(now: list[dict], before: list[dict], resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """ECE(now) − ECE(before) on the same pairs, with a 95% percentile interval from a paired
     bootstrap (each resample draws pairs, and both judges' ECE is taken on the same draw)."""
 
     def ece(items: list[dict], index) -> float:
-        return expected_calibration_error(
-            [items[i]["confidence"] for i in index], [items[i]["agrees"] for i in index]
-        )[0]
+        return expected_calibration_error([items[i]["confidence"] for i in index], [items[i]["agrees"] for i in index])[0]
 
     rng = np.random.default_rng(seed)
     n = len(now)
     draws = [rng.integers(0, n, n) for _ in range(resamples)]
     differences = sorted(ece(now, d) - ece(before, d) for d in draws)
-    return (
-        ece(now, range(n)) - ece(before, range(n)),
-        differences[int(0.025 * resamples)],
-        differences[int(0.975 * resamples) - 1],
-    )
+    return ece(now, range(n)) - ece(before, range(n)), differences[int(0.025 * resamples)], differences[int(0.975 * resamples) - 1]
 
 
 def commit() -> str:
-    sha = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "rlaif", "judges", "examples"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "rlaif", "judges", "examples"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     return sha + ("+changes" if dirty else "")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="outputs/judge-quality")
-    parser.add_argument(
-        "--record", action="store_true", help="write this run as the record that later runs are compared with"
-    )
-    parser.add_argument(
-        "--labels",
-        default=None,
-        help="an existing labeling run of pairs 600-999 to compare, instead of training and labeling",
-    )
+    parser.add_argument("--record", action="store_true", help="write this run as the record that later runs are compared with")
+    parser.add_argument("--labels", default=None, help="an existing labeling run of pairs 600-999 to compare, instead of training and labeling")
     args = parser.parse_args()
     out = Path(args.output)
     recipe = read_config_file(RECIPE)
@@ -108,16 +83,9 @@ def main() -> None:
 
     report = label_run_report(labels)
     pairs = per_pair(labels)
-    now = {
-        "commit": commit(),
-        "recipe": None if args.labels else recipe,
-        "agreement": report["agreement"],
-        "agreement_low": report["agreement_low"],
-        "agreement_high": report["agreement_high"],
-        "lift_over_best_baseline": report["lift_over_best_baseline"],
-        "ece": report["calibration"]["ece"],
-        "pairs": pairs,
-    }
+    now = {"commit": commit(), "recipe": None if args.labels else recipe, "agreement": report["agreement"], "agreement_low": report["agreement_low"],
+           "agreement_high": report["agreement_high"], "lift_over_best_baseline": report["lift_over_best_baseline"],
+           "ece": report["calibration"]["ece"], "pairs": pairs}
     clearly_worse = False
     if RECORD.exists():
         before = json.loads(RECORD.read_text())
@@ -126,42 +94,19 @@ def main() -> None:
         agreement = paired_interval([x["agrees"] for x in a], [x["agrees"] for x in b])
         ece, ece_low, ece_high = paired_ece_interval(a, b)
         clearly_worse = agreement["high"] < 0
-        print(
-            f"\nthe reward-model judge on HH-harmless pairs 600-999 ({len(ids)} "
-            f"pairs in both runs), against the record at {before['commit']}\n"
-        )
-        print(
-            f"| figure | this run ({now['commit']}) | record ({before['commit']}) "
-            "| difference [paired 95% CI] |\n|---|---|---|---|"
-        )
-        print(
-            f"| agreement with the human labels [95% CI] | {now['agreement']:.1%} "
-            f"[{now['agreement_low']:.1%}, {now['agreement_high']:.1%}] "
-            f"| {before['agreement']:.1%} [{before['agreement_low']:.1%}, {before['agreement_high']:.1%}] "
-            f"| {100 * agreement['difference']:+.1f} points "
-            f"[{100 * agreement['low']:+.1f}, {100 * agreement['high']:+.1f}] |"
-        )
-        print(
-            f"| lift over the best rule that needs no judge | {lift_text(now['lift_over_best_baseline'])} "
-            f"| {lift_text(before['lift_over_best_baseline'])} "
-            "| (as agreement: the rule's labels are the same) |"
-        )
-        print(
-            f"| expected calibration error | {now['ece']:.3f} | "
-            f"{before['ece']:.3f} | {ece:+.3f} [{ece_low:+.3f}, {ece_high:+.3f}] |"
-        )
-        print(
-            "\nright only in this run: {}; right only in the record: {}".format(
-                sum(x["agrees"] > y["agrees"] for x, y in zip(a, b)),
-                sum(x["agrees"] < y["agrees"] for x, y in zip(a, b)),
-            )
-        )
+        print(f"\nthe reward-model judge on HH-harmless pairs 600-999 ({len(ids)} pairs in both runs), against the record at {before['commit']}\n")
+        print(f"| figure | this run ({now['commit']}) | record ({before['commit']}) | difference [paired 95% CI] |\n|---|---|---|---|")
+        print(f"| agreement with the human labels [95% CI] | {now['agreement']:.1%} [{now['agreement_low']:.1%}, {now['agreement_high']:.1%}] "
+              f"| {before['agreement']:.1%} [{before['agreement_low']:.1%}, {before['agreement_high']:.1%}] "
+              f"| {100 * agreement['difference']:+.1f} points [{100 * agreement['low']:+.1f}, {100 * agreement['high']:+.1f}] |")
+        print(f"| lift over the best rule that needs no judge | {lift_text(now['lift_over_best_baseline'])} "
+              f"| {lift_text(before['lift_over_best_baseline'])} | (as agreement: the rule's labels are the same) |")
+        print(f"| expected calibration error | {now['ece']:.3f} | {before['ece']:.3f} | {ece:+.3f} [{ece_low:+.3f}, {ece_high:+.3f}] |")
+        print("\nright only in this run: {}; right only in the record: {}".format(
+            sum(x["agrees"] > y["agrees"] for x, y in zip(a, b)), sum(x["agrees"] < y["agrees"] for x, y in zip(a, b))))
     else:
-        print(
-            f"\nagreement {now['agreement']:.1%} [{now['agreement_low']:.1%}, {now['agreement_high']:.1%}], "
-            f"lift {lift_text(now['lift_over_best_baseline'])}, "
-            f"ECE {now['ece']:.3f} (no record to compare with)"
-        )
+        print(f"\nagreement {now['agreement']:.1%} [{now['agreement_low']:.1%}, {now['agreement_high']:.1%}], "
+              f"lift {lift_text(now['lift_over_best_baseline'])}, ECE {now['ece']:.3f} (no record to compare with)")
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "result.json", now)
     if args.record:

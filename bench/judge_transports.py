@@ -11,8 +11,7 @@ Prints the seconds per pair of each (the labeling runs' judging time, side by si
 and, per call, how far each transport's P(first) is from the others, and how often the pairs'
 decisions agree. Every run is an ordinary `rlaif label` run, from an empty output directory (under --output).
 
-Usage: python bench/judge_transports.py [--rows 0:100] [--mode pairwise|pointwise] [--f32]
-                                        [--output outputs/judge-transports]
+Usage: python bench/judge_transports.py [--rows 0:100] [--mode pairwise|pointwise] [--f32] [--output outputs/judge-transports]
 """
 
 from __future__ import annotations
@@ -49,13 +48,9 @@ def dequantized_gguf(src: Path, dst: Path) -> Path:
             continue
         kind = field.types[0]
         value = 0 if field.name == gguf.Keys.General.FILE_TYPE else field.contents()  # 0: all F32
-        writer.add_key_value(
-            field.name, value, kind, sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        )
+        writer.add_key_value(field.name, value, kind, sub_type=field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None)
     for tensor in reader.tensors:
-        writer.add_tensor(
-            tensor.name, gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32)
-        )
+        writer.add_tensor(tensor.name, gguf.quants.dequantize(tensor.data, tensor.tensor_type).astype(np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -64,96 +59,58 @@ def dequantized_gguf(src: Path, dst: Path) -> Path:
 
 
 def config_file(directory: Path, name: str, backend: str, model: str, **options) -> str:
-    lines = [
-        f'backend = "{backend}"',
-        f'model = "{model}"',
-        "[options]",
-        *(f"{k} = {json.dumps(v)}" for k, v in options.items()),
-    ]
+    lines = [f'backend = "{backend}"', f'model = "{model}"', "[options]", *(f"{k} = {json.dumps(v)}" for k, v in options.items())]
     path = directory / f"{name}.toml"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="0:100")
     parser.add_argument("--mode", choices=("pairwise", "pointwise"), default="pairwise")
-    parser.add_argument(
-        "--f32", action="store_true", help="also llama.cpp on an F32 GGUF of the dequantized weights"
-    )
+    parser.add_argument("--f32", action="store_true", help="also llama.cpp on an F32 GGUF of the dequantized weights")
     parser.add_argument("--output", default="outputs/judge-transports")
     args = parser.parse_args()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     threads = os.cpu_count()
     data = f"{HH}?rows={args.rows}"
-    judges = {
-        "embedded": "embedded",
-        "llama-cpp": config_file(out, "llama-cpp", "llama_cpp", "embedded", n_ctx=4096, n_threads=threads),
-    }
+    judges = {"embedded": "embedded", "llama-cpp": config_file(out, "llama-cpp", "llama_cpp", "embedded", n_ctx=4096, n_threads=threads)}
     if args.f32:
         f32 = out / "SmolLM2-135M-Instruct.F32.gguf"
         if not f32.exists():
             dequantized_gguf(embedded_gguf_path(), f32)
-        judges["llama-cpp-f32"] = config_file(
-            out,
-            "llama-cpp-f32",
-            "llama_cpp",
-            str(f32.resolve()),
-            tokenizer="embedded",
-            n_ctx=4096,
-            n_threads=threads,
-        )
-    with (
-        tempfile.TemporaryDirectory() as tmp,
-        llama_server(Path(tmp) / "server.log", n_threads=threads) as url,
-    ):
+        judges["llama-cpp-f32"] = config_file(out, "llama-cpp-f32", "llama_cpp", str(f32.resolve()), tokenizer="embedded", n_ctx=4096, n_threads=threads)
+    with tempfile.TemporaryDirectory() as tmp, llama_server(Path(tmp) / "server.log", n_threads=threads) as url:
         served = tomllib.loads(resolve_judge_path("llama-cpp-server").read_text())
-        judges["llama-cpp-server"] = config_file(
-            out, "llama-cpp-server", "openai", served["model"], **{**served["options"], "base_url": url}
-        )
+        judges["llama-cpp-server"] = config_file(out, "llama-cpp-server", "openai", served["model"], **{**served["options"], "base_url": url})
         results = {}
         for name, judge in judges.items():
-            # a run from its answer cache would time nothing
-            shutil.rmtree(out / args.mode / name, ignore_errors=True)
+            shutil.rmtree(out / args.mode / name, ignore_errors=True)  # a run from its answer cache would time nothing
             result = label(LabelConfig(data, str(out / args.mode / name), judge=judge, mode=args.mode))
             m = result.manifest
-            results[name] = {
-                "calls": calls(result.rows),
-                "chosen": {r["id"]: r["chosen"] for r in result.rows},
-                "s_per_pair": m["timings"]["judging_s"] / m["counts"]["pairs"],
-                "unreadable": m["verdicts"]["unreadable"],
-                "soft": m["verdicts"]["soft"],
-            }
+            results[name] = {"calls": calls(result.rows), "chosen": {r["id"]: r["chosen"] for r in result.rows},
+                             "s_per_pair": m["timings"]["judging_s"] / m["counts"]["pairs"], "unreadable": m["verdicts"]["unreadable"], "soft": m["verdicts"]["soft"]}
     print(f"\n{len(results['embedded']['chosen'])} pairs, {args.mode}; {threads} threads each\n")
     print("| transport | s / pair | unreadable | soft |")
     print("| --- | --- | --- | --- |")
     for name, r in results.items():
         print(f"| {name} | {r['s_per_pair']:.3f} | {r['unreadable']} | {r['soft']} |")
     answer = "P(first)" if args.mode == "pairwise" else "score (expected rating, 1-5)"
-    print(
-        f"\n| A vs B | mean abs difference of {answer} per call "
-        "| max | same decision per call | same label per pair |"
-    )
+    print(f"\n| A vs B | mean abs difference of {answer} per call | max | same decision per call | same label per pair |")
     print("| --- | --- | --- | --- | --- |")
     names = list(results)
     for i, a in enumerate(names):
-        for b in names[i + 1 :]:
+        for b in names[i + 1:]:
             ca, cb = results[a]["calls"], results[b]["calls"]
             keys = sorted(ca.keys() & cb.keys())
             diffs = np.array([abs(ca[k] - cb[k]) for k in keys])
-            # a call's decision: first preferred, or rated above the middle
-            middle = 0.5 if args.mode == "pairwise" else 3.0
+            middle = 0.5 if args.mode == "pairwise" else 3.0  # a call's decision: first preferred, or rated above the middle
             same_call = np.mean([(ca[k] > middle) == (cb[k] > middle) for k in keys])
             pa, pb = results[a]["chosen"], results[b]["chosen"]
             same_pair = np.mean([pa[k] == pb[k] for k in pa.keys() & pb.keys()])
-            print(
-                f"| {a} vs {b} | {diffs.mean():.4f} | {diffs.max():.4f} "
-                f"| {100 * same_call:.1f}% | {100 * same_pair:.1f}% |"
-            )
+            print(f"| {a} vs {b} | {diffs.mean():.4f} | {diffs.max():.4f} | {100 * same_call:.1f}% | {100 * same_pair:.1f}% |")
 
 
 def calls(rows: list[dict]) -> dict[tuple[str, str], float]:

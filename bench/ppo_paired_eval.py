@@ -41,10 +41,7 @@ def main() -> None:
     print(f"### {args.run}: {n} held-out prompts, {args.samples} responses each\n")
     print("| policy | mean score |\n|---|---|")
     print(f"| trained | {policy.mean():.3f} |\n| reference | {reference.mean():.3f} |")
-    print(
-        f"| difference (paired) | {diff.mean():+.3f} ± {se:.3f} (standard "
-        f"error); higher for {(diff > 0).sum()} of {n} prompts |"
-    )
+    print(f"| difference (paired) | {diff.mean():+.3f} ± {se:.3f} (standard error); higher for {(diff > 0).sum()} of {n} prompts |")
 
 
 if __name__ == "__main__":

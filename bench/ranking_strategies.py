@@ -37,34 +37,21 @@ def main() -> None:
     args = parser.parse_args()
     rows = candidate_rows(args.prompts, args.candidates)
     print(f"{args.prompts} prompts, {args.candidates} candidates each, --pairs best-worst\n")
-    print(
-        "| judge (τ, β, σ) | first-position rate | strategy | calls per prompt | pairs ordered right "
-        "| exactly the true best vs the true worst | share of the "
-        "best-worst gap captured |\n|---|---|---|---|---|---|---|"
-    )
+    print("| judge (τ, β, σ) | first-position rate | strategy | calls per prompt | pairs ordered right "
+          "| exactly the true best vs the true worst | share of the best-worst gap captured |\n|---|---|---|---|---|---|---|")
     for name, judge in JUDGES.items():
         with tempfile.TemporaryDirectory() as tmp, Loopback(verdict_probs=judge) as srv:
             data = str(write_jsonl(Path(tmp) / "candidates.jsonl", rows))
             config = Path(tmp) / "judge.toml"
-            config.write_text(
-                'backend = "openai"\nmodel = "utility"\n[options]\nbase_url '
-                f'= "{srv.url}/v1"\napi_key_env = ""\nconcurrency = 16\n'
-            )
+            config.write_text(f'backend = "openai"\nmodel = "utility"\n[options]\nbase_url = "{srv.url}/v1"\napi_key_env = ""\nconcurrency = 16\n')
             bias = None
             for strategy in ("all-pairs", *[s for s in STRATEGIES if s != "all-pairs"]):
                 out = Path(tmp) / strategy
-                manifest = label(
-                    LabelConfig(data, str(out), judge=str(config), ranking=strategy, progress=False)
-                ).manifest
-                # over every call of the all-pairs run
-                bias = bias or f"{manifest['first_position_rate']['raw']:.0%}"
+                manifest = label(LabelConfig(data, str(out), judge=str(config), ranking=strategy, progress=False)).manifest
+                bias = bias or f"{manifest['first_position_rate']['raw']:.0%}"  # over every call of the all-pairs run
                 s = scores(out, rows)
-                print(
-                    f"| {name}: {judge.tau}, {judge.beta}, {judge.sigma} | "
-                    f"{bias} | `{strategy}` | {s['calls_per_prompt']:.1f} "
-                    f"| {s['ordered_right']:.1%} | {s['exactly_best_worst']:.1%} | {s['gap_share']:.1%} |",
-                    flush=True,
-                )
+                print(f"| {name}: {judge.tau}, {judge.beta}, {judge.sigma} | {bias} | `{strategy}` | {s['calls_per_prompt']:.1f} "
+                      f"| {s['ordered_right']:.1%} | {s['exactly_best_worst']:.1%} | {s['gap_share']:.1%} |", flush=True)
 
 
 if __name__ == "__main__":

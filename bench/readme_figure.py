@@ -25,13 +25,8 @@ RESULTS = [
     # shorter response in 222 of 399: the rule's agreement.
     ("always pick the\nshorter response", 222, 399),
     # `make rm-judge` at b187155: "agreement with humans [95% CI] 59.9% [55.0%, 64.6%]" over 399 pairs: 239.
-    (
-        "reward-model judge\n(a head on the embedded\nmodel, whole sequences,\ntrained on pairs 0-599)",
-        239,
-        399,
-    ),
-    # `make jury` right after it, with that reward model: "agreement with humans [95% CI] 58.6%
-    # [53.8%, 63.4%]" over 399 pairs: 234.
+    ("reward-model judge\n(a head on the embedded\nmodel, whole sequences,\ntrained on pairs 0-599)", 239, 399),
+    # `make jury` right after it, with that reward model: "agreement with humans [95% CI] 58.6% [53.8%, 63.4%]" over 399 pairs: 234.
     ("jury: that reward\nmodel and the\nembedded judge, their\npreferences averaged", 234, 399),
 ]
 
@@ -58,22 +53,11 @@ def main() -> None:
     ax.axhline(50, color="#555555", linestyle="--", linewidth=1)
     ax.text(-0.45, 50.8, "coin flip", ha="left", va="bottom", fontsize=8, color="#555555")
     for i, ((_, k, n), rate, (lo, hi)) in enumerate(zip(RESULTS, rates, intervals)):
-        ax.text(
-            i,
-            100 * hi + 1.0,
-            f"{rate:.1f}%\n[{100 * lo:.1f}, {100 * hi:.1f}]\n{k}/{n}",
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
+        ax.text(i, 100 * hi + 1.0, f"{rate:.1f}%\n[{100 * lo:.1f}, {100 * hi:.1f}]\n{k}/{n}", ha="center", va="bottom", fontsize=8)
     ax.set_xticks(range(len(RESULTS)), labels, fontsize=8)
     ax.set_ylim(0, 80)
     ax.set_ylabel("agrees with the human label (%)")
-    ax.set_title(
-        "HH-harmless pairs 600-999 (held out): agreement with "
-        "the human annotators\n(error bars: 95% Wilson intervals)",
-        fontsize=10,
-    )
+    ax.set_title("HH-harmless pairs 600-999 (held out): agreement with the human annotators\n(error bars: 95% Wilson intervals)", fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
 
@@ -82,9 +66,7 @@ def main() -> None:
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
     for (label, k, n), (lo, hi) in zip(RESULTS, intervals):
-        print(
-            f"{label.replace(chr(10), ' ')}: {100 * k / n:.1f}% [{100 * lo:.1f}%, {100 * hi:.1f}%] ({k}/{n})"
-        )
+        print(f"{label.replace(chr(10), ' ')}: {100 * k / n:.1f}% [{100 * lo:.1f}%, {100 * hi:.1f}%] ({k}/{n})")
 
 
 if __name__ == "__main__":

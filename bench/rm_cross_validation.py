@@ -24,9 +24,7 @@ def fit_kept(cache: dict, train_layers: int = 0, **settings) -> tuple[dict[str, 
     """Train a reward model's top `train_layers` blocks and head (prompts truncated to fit) sharing
     the frozen blocks' `cache`; returns its results and config. Its weights are deleted (each is
     a whole backbone); metrics stay."""
-    config = TrainConfig(
-        method="rm", truncate_prompt=True, train_layers=train_layers, progress=False, **settings
-    )
+    config = TrainConfig(method="rm", truncate_prompt=True, train_layers=train_layers, progress=False, **settings)
     results = trainer_for(config, frozen_cache=cache).train()
     for weights in Path(config.output).glob("*.safetensors"):
         weights.unlink()
@@ -52,17 +50,8 @@ def main() -> None:
     for fold in range(args.folds):
         start = time.time()
         results, config = fit_kept(
-            cache,
-            data=args.data,
-            model=args.model,
-            output=f"{args.output}/fold-{fold}",
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            max_length=args.max_length,
-            eval_split=1 / args.folds,
-            eval_fold=fold,
+            cache, data=args.data, model=args.model, output=f"{args.output}/fold-{fold}", epochs=args.epochs, batch_size=args.batch_size,
+            lr=args.lr, weight_decay=args.weight_decay, max_length=args.max_length, eval_split=1 / args.folds, eval_fold=fold,
         )
         _, held = train_eval_pairs(config)
         n = len(held)
@@ -71,27 +60,15 @@ def main() -> None:
         longer = sum(len(p.chosen) > len(p.rejected) for p in held)
         for key, value in (("rm", correct), ("shorter", shorter), ("longer", longer), ("n", n)):
             totals[key] += value
-        rows.append(
-            f"| {fold} | {n} | {correct / n:.0%} | {shorter / n:.0%} "
-            f"| {longer / n:.0%} | {time.time() - start:.0f} s |"
-        )
+        rows.append(f"| {fold} | {n} | {correct / n:.0%} | {shorter / n:.0%} | {longer / n:.0%} | {time.time() - start:.0f} s |")
 
     n = totals["n"]
-    print(
-        f"{args.folds}-fold cross-validation, {n} pairs: head-only "
-        f"reward model, {args.epochs} epochs, batch {args.batch_size}, "
-        f"lr {args.lr}, weight decay {args.weight_decay}, max length {args.max_length}\n"
-    )
-    print(
-        "| fold | held-out pairs | reward model | the shorter wins "
-        "| the longer wins | time |\n|---|---|---|---|---|---|"
-    )
+    print(f"{args.folds}-fold cross-validation, {n} pairs: head-only reward model, {args.epochs} epochs, batch {args.batch_size}, "
+          f"lr {args.lr}, weight decay {args.weight_decay}, max length {args.max_length}\n")
+    print("| fold | held-out pairs | reward model | the shorter wins | the longer wins | time |\n|---|---|---|---|---|---|")
     print("\n".join(rows))
     low, high = wilson_interval(totals["rm"], n)
-    print(
-        f"| all | {n} | **{totals['rm'] / n:.1%}** (95% CI {low:.1%}–{high:.1%}) "
-        f"| {totals['shorter'] / n:.1%} | {totals['longer'] / n:.1%} | |"
-    )
+    print(f"| all | {n} | **{totals['rm'] / n:.1%}** (95% CI {low:.1%}–{high:.1%}) | {totals['shorter'] / n:.1%} | {totals['longer'] / n:.1%} | |")
 
 
 if __name__ == "__main__":

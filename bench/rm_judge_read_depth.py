@@ -11,8 +11,7 @@ agreement with the human labels on `--data`. With `--test`, the setting the cros
 picks and the last depth (today's judge) are each fitted on all of `--data` and judge the
 `--test` pairs once, with their paired difference: no test pair influences the choice.
 
-Usage: python bench/rm_judge_read_depth.py --data 'examples/hh-harmless.jsonl.gz?rows=0:600'
-                                           --test 'examples/hh-harmless.jsonl.gz?rows=600:1000'
+Usage: python bench/rm_judge_read_depth.py --data 'examples/hh-harmless.jsonl.gz?rows=0:600' --test 'examples/hh-harmless.jsonl.gz?rows=600:1000'
 """
 
 from __future__ import annotations
@@ -41,13 +40,10 @@ def states_by_depth(model: torch.nn.Module, pairs: list[EncodedPair], pad_id: in
     rejected sequence, leaving each block (index 0: the embeddings)."""
     n = len(transformer_blocks(model))
     out = np.zeros((n + 1, len(pairs), 2, model.config.hidden_size), dtype=np.float32)
-    for chunk in tqdm(
-        length_batches([packed_length(p) for p in pairs], 16), desc="every depth, once per pair", unit="batch"
-    ):
+    for chunk in tqdm(length_batches([packed_length(p) for p in pairs], 16), desc="every depth, once per pair", unit="batch"):
         batch = pack_pairs([pairs[i] for i in chunk], pad_id, "cpu")
         layout = Layout.of(batch.packed)
-        # (B, 2)
-        read = layout.real(torch.arange(len(chunk))[:, None] * layout.valid.shape[1] + read_columns(batch))
+        read = layout.real(torch.arange(len(chunk))[:, None] * layout.valid.shape[1] + read_columns(batch))  # (B, 2)
         flat = model.base_model.embed_tokens(batch.packed.input_ids)[layout.valid]
         for depth in range(n + 1):
             if depth:
@@ -70,12 +66,8 @@ def agrees(states: np.ndarray, chosen_won: np.ndarray, w: np.ndarray) -> np.ndar
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--data", required=True, help="the human-labeled pairs the probe is chosen and fitted on"
-    )
-    parser.add_argument(
-        "--test", help="held-out pairs judged once by the chosen setting and by the last depth"
-    )
+    parser.add_argument("--data", required=True, help="the human-labeled pairs the probe is chosen and fitted on")
+    parser.add_argument("--test", help="held-out pairs judged once by the chosen setting and by the last depth")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--c", default="0.001,0.01,0.1,1", help="the L2 strengths tried, separated by commas")
     args = parser.parse_args()
@@ -83,9 +75,7 @@ def main() -> None:
     start = time.time()
     tokenizer = load_tokenizer(None, padding_side="right")
     tokenizer.pad_token = score_pad_token(tokenizer)
-    read = lambda path: encoded_train_eval_pairs(
-        tokenizer, TrainConfig(method="rm", data=path, output="-", max_length=position_limit(None))
-    )[0]
+    read = lambda path: encoded_train_eval_pairs(tokenizer, TrainConfig(method="rm", data=path, output="-", max_length=position_limit(None)))[0]
     pairs, test = read(args.data), read(args.test) if args.test else []
     model = load_reward_model(None, "cpu", tokenizer.pad_token_id)
     states = states_by_depth(model, pairs + test, tokenizer.pad_token_id)
@@ -94,37 +84,23 @@ def main() -> None:
     folds = list(KFold(args.folds, shuffle=True, random_state=0).split(dev))
     cs = [float(x) for x in args.c.split(",")]
 
-    print(
-        f"\n{args.folds}-fold cross-validated agreement on {len(pairs)} "
-        f"pairs ({time.time() - start:.0f} s for every depth's states)\n"
-    )
+    print(f"\n{args.folds}-fold cross-validated agreement on {len(pairs)} pairs ({time.time() - start:.0f} s for every depth's states)\n")
     print("| depth | " + " | ".join(f"C {c:g}" for c in cs) + " |\n|---|" + "---|" * len(cs))
     cv = {}
     for depth in range(1, len(states)):  # depth 0 is the EOS embedding, the same for both responses
         for c in cs:
-            cv[depth, c] = np.mean(
-                [
-                    agrees(states[depth, b], won[b], probe(states[depth, a], won[a], c)).mean()
-                    for a, b in folds
-                ]
-            )
+            cv[depth, c] = np.mean([agrees(states[depth, b], won[b], probe(states[depth, a], won[a], c)).mean() for a, b in folds])
         print(f"| {depth} | " + " | ".join(f"{cv[depth, c]:.1%}" for c in cs) + " |", flush=True)
     if not test:
         return
     last = len(states) - 1
     chosen = max(cv, key=cv.get)
     last_setting = max(((last, c) for c in cs), key=cv.get)
-    right = {
-        s: agrees(states[s[0], held], won[held], probe(states[s[0], dev], won[dev], s[1]))
-        for s in (chosen, last_setting)
-    }
+    right = {s: agrees(states[s[0], held], won[held], probe(states[s[0], dev], won[dev], s[1])) for s in (chosen, last_setting)}
     print(f"\nOn the {len(test)} --test pairs, fitted on all {len(pairs)}:")
     for (depth, c), r in right.items():
         low, high = wilson_interval(int(r.sum()), len(r))
-        print(
-            f"  depth {depth}, C {c:g} (cross-validated "
-            f"{cv[depth, c]:.1%}): {r.mean():.1%} [{low:.1%}, {high:.1%}]"
-        )
+        print(f"  depth {depth}, C {c:g} (cross-validated {cv[depth, c]:.1%}): {r.mean():.1%} [{low:.1%}, {high:.1%}]")
     d = paired_interval(right[chosen].astype(float), right[last_setting].astype(float))
     print(f"  paired difference: {d['difference']:+.1%} [{d['low']:+.1%}, {d['high']:+.1%}]")
 

@@ -27,9 +27,7 @@ def is_eval(row: dict) -> bool:
 def read_metrics(run: Path) -> tuple[list[dict], list[dict], dict]:
     """The training steps' rows, the --eval-steps rows, and the final held-out results."""
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    evals = (
-        json.loads((run / "eval_results.json").read_text()) if (run / "eval_results.json").exists() else {}
-    )
+    evals = json.loads((run / "eval_results.json").read_text()) if (run / "eval_results.json").exists() else {}
     return [r for r in rows if not is_eval(r)], [r for r in rows if is_eval(r)], evals
 
 
@@ -46,12 +44,10 @@ def quarters(rows: list[dict], keys: list[str]) -> list[str]:
     out = []
     n = len(rows)
     for q in range(4):
-        chunk = rows[q * n // 4 : (q + 1) * n // 4]
+        chunk = rows[q * n // 4:(q + 1) * n // 4]
         if chunk:
             means = [sum(r[k] for r in chunk) / len(chunk) for k in keys]
-            out.append(
-                f"| {chunk[0]['step']}–{chunk[-1]['step']} | " + " | ".join(f"{m:.3f}" for m in means) + " |"
-            )
+            out.append(f"| {chunk[0]['step']}–{chunk[-1]['step']} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
     return out
 
 
@@ -89,10 +85,7 @@ def dpo(run: Path) -> None:
 def ppo(run: Path) -> None:
     evals = step_table(run, "ppo", ["score", "kl", "response_length"])
     if evals:
-        print(
-            f"\nheld out: trained policy {evals['eval/score']:.3f}, "
-            f"reference {evals['eval/reference_score']:.3f}"
-        )
+        print(f"\nheld out: trained policy {evals['eval/score']:.3f}, reference {evals['eval/reference_score']:.3f}")
     print()
 
 

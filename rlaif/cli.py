@@ -45,26 +45,11 @@ def config_options(config_class: type, required_from_file: bool = False):
                 continue
             flag = option_flag(f)
             if kind is bool:
-                option = click.option(
-                    f"{flag}/--no-{flag[2:]}" if default else flag,
-                    f.name,
-                    default=default,
-                    is_flag=True,
-                    help=setting_help(f),
-                )
+                option = click.option(f"{flag}/--no-{flag[2:]}" if default else flag, f.name, default=default, is_flag=True, help=setting_help(f))
             else:
                 choices = f.metadata.get("choices")
-                option = click.option(
-                    flag,
-                    *f.metadata.get("aliases", ()),
-                    f.name,
-                    type=click.Choice(choices) if choices else kind,
-                    default=None if is_list else default,
-                    multiple=is_list,
-                    required=must,
-                    show_default=default is not None and not is_list,
-                    help=setting_help(f),
-                )
+                option = click.option(flag, *f.metadata.get("aliases", ()), f.name, type=click.Choice(choices) if choices else kind, default=None if is_list else default, multiple=is_list,
+                                      required=must, show_default=default is not None and not is_list, help=setting_help(f))
             command = option(command)
         return command
 
@@ -87,13 +72,9 @@ class Group(click.Group):
         except UserError as e:
             raise click.ClickException(str(e)) from None
         except KeyboardInterrupt:
-            raise click.ClickException(
-                "interrupted: what was written is kept; run the same command again to go on"
-            ) from None
+            raise click.ClickException("interrupted: what was written is kept; run the same command again to go on") from None
         except OSError as e:
-            raise click.ClickException(
-                f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}"
-            ) from None
+            raise click.ClickException(f"{e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}") from None
         except Exception as e:  # noqa: BLE001 - a bug: said in one line, its traceback kept in a file
             raise click.ClickException(crash_report(e, ctx)) from None
 
@@ -101,23 +82,15 @@ class Group(click.Group):
 def as_typed(e: ConfigError, ctx: click.Context) -> str:
     """A setting's error named by the option the user typed (`--min-confidence`), not the config
     key it fills (`min_confidence`); one from a settings file keeps its file, line and key."""
-    command = (
-        ctx.command.get_command(ctx, ctx.invoked_subcommand)
-        if isinstance(ctx.command, click.Group) and ctx.invoked_subcommand
-        else None
-    )
-    option = next(
-        (p for p in (command.params if command else []) if p.name == e.key and isinstance(p, click.Option)),
-        None,
-    )
+    command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if isinstance(ctx.command, click.Group) and ctx.invoked_subcommand else None
+    option = next((p for p in (command.params if command else []) if p.name == e.key and isinstance(p, click.Option)), None)
     if e.file or option is None:
         return str(e)
     return f"{option.opts[0]}: {e.message}"
 
 
 def show_progress(quiet: bool) -> bool:
-    """Progress bars: on a terminal, unless --quiet; in a log or a pipe only when
-    RLAIF_PROGRESS=1 asks for them."""
+    """Progress bars: on a terminal, unless --quiet; in a log or a pipe only when RLAIF_PROGRESS=1 asks for them."""
     return not quiet and (sys.stderr.isatty() or os.environ.get("RLAIF_PROGRESS") == "1")
 
 
@@ -131,15 +104,9 @@ def crash_report(e: Exception, ctx: click.Context) -> str:
     frame = traceback.extract_tb(e.__traceback__)[-1]
     path = cache_dir() / "crashes" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f"rlaif {ctx.invoked_subcommand}: {' '.join(sys.argv[1:])}\n\n"
-        + "".join(traceback.format_exception(e))
-    )
+    path.write_text(f"rlaif {ctx.invoked_subcommand}: {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(e)))
     where = f"{Path(frame.filename).name}:{frame.lineno} ({frame.name})"
-    return (
-        f"unexpected {type(e).__name__} in {where}: "
-        f"{str(e).splitlines()[0][:300] if str(e) else ''} (a bug; the whole traceback is in {path})"
-    )
+    return f"unexpected {type(e).__name__} in {where}: {str(e).splitlines()[0][:300] if str(e) else ''} (a bug; the whole traceback is in {path})"
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -158,19 +125,13 @@ def label(quiet: bool, **options) -> None:
     try:
         result = run_label(LabelConfig(progress=show_progress(quiet), **options))
     except KeyboardInterrupt:
-        raise click.ClickException(
-            "interrupted: every answer received so far is in the cache; run the same command again to resume"
-        ) from None
+        raise click.ClickException("interrupted: every answer received so far is in the cache; run the same command again to resume") from None
     click.echo(result.summary())
     if result.manifest and result.manifest["counts"]["labeled"] == 0:
         c = result.manifest["counts"]
         unseparated = (result.manifest["ranking"] or {}).get("unseparated", 0)
-        raise click.ClickException(
-            f"labeled nothing: {c['pairs']} pairs, {sum(c['failed'].values())} "
-            f"failed, {sum(c['filtered'].values())} "
-            f"filtered out, {unseparated} not separated by the judge "
-            f"(failures: {result.output_dir / 'failures.jsonl'})"
-        )
+        raise click.ClickException(f"labeled nothing: {c['pairs']} pairs, {sum(c['failed'].values())} failed, {sum(c['filtered'].values())} "
+                                   f"filtered out, {unseparated} not separated by the judge (failures: {result.output_dir / 'failures.jsonl'})")
 
 
 @main.command("gguf-path")
@@ -195,19 +156,9 @@ def agreement(run_dir: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option(
-    "--folds",
-    type=click.IntRange(2),
-    default=5,
-    show_default=True,
-    help="Cross-validation folds for the calibration error after fitting.",
-)
+@click.option("--folds", type=click.IntRange(2), default=5, show_default=True, help="Cross-validation folds for the calibration error after fitting.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the folds.")
-@click.option(
-    "--output",
-    default=None,
-    help="The calibrated judge config to write [default: RUN_DIR/calibrated-judge.yaml].",
-)
+@click.option("--output", default=None, help="The calibrated judge config to write [default: RUN_DIR/calibrated-judge.yaml].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def calibrate(run_dir: str, folds: int, seed: int, output: str | None, as_json: bool) -> None:
     """Fit the judge's temperature on a run's human-labeled pairs; write a calibrated judge config."""
@@ -222,16 +173,8 @@ TRAIN_REQUIRED = [f for f in fields(TrainConfig) if f.default is MISSING and f.d
 OFFLINE = tuple(name for name in NAMES if name not in ONLINE)
 
 
-@main.command(
-    help=f"Train with --method {'|'.join(OFFLINE)} on preference data, or {'|'.join(ONLINE)} on prompts."
-)
-@click.option(
-    "--config",
-    "config_file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="TOML/YAML file with any of these settings; the command line wins.",
-)
+@main.command(help=f"Train with --method {'|'.join(OFFLINE)} on preference data, or {'|'.join(ONLINE)} on prompts.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML/YAML file with any of these settings; the command line wins.")
 @config_options(TrainConfig, required_from_file=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -249,14 +192,8 @@ def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -
     try:
         config = TrainConfig(progress=show_progress(quiet), **settings)
     except ConfigError as e:  # a value the settings file gave is named by its file, line and key
-        if (
-            config_file
-            and e.key
-            and ctx.get_parameter_source(e.key) != click.core.ParameterSource.COMMANDLINE
-        ):
-            raise ConfigError(
-                e.message, config_file, line_in_file(config_file, TrainConfig, e.key), e.key
-            ) from None
+        if config_file and e.key and ctx.get_parameter_source(e.key) != click.core.ParameterSource.COMMANDLINE:
+            raise ConfigError(e.message, config_file, line_in_file(config_file, TrainConfig, e.key), e.key) from None
         raise
     results = run_train(config)
     click.echo(f"saved to {config.output}")
@@ -278,18 +215,8 @@ def compare(quiet: bool, **options) -> None:
 
 @main.command()
 @config_options(IterateConfig)
-@click.option(
-    "--train-config",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="TOML/YAML with `rlaif train` settings for each round's policy training (lr, max_steps, beta, ...).",
-)
-@click.option(
-    "--rm-config",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="--method ppo: settings of each round's reward-model training.",
-)
+@click.option("--train-config", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML/YAML with `rlaif train` settings for each round's policy training (lr, max_steps, beta, ...).")
+@click.option("--rm-config", type=click.Path(exists=True, dir_okay=False), default=None, help="--method ppo: settings of each round's reward-model training.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def iterate(train_config: str | None, rm_config: str | None, quiet: bool, **options) -> None:
     """Online RLAIF: the policy samples, the judge labels, DPO (or RM + PPO) trains, for --rounds;
@@ -297,12 +224,8 @@ def iterate(train_config: str | None, rm_config: str | None, quiet: bool, **opti
     from rlaif.trainers import read_config_file
     from rlaif.workflows.iterate import iterate as run_iterate
 
-    config = IterateConfig(
-        train=read_config_file(train_config) if train_config else {},
-        rm_train=read_config_file(rm_config) if rm_config else {},
-        progress=show_progress(quiet),
-        **options,
-    )
+    config = IterateConfig(train=read_config_file(train_config) if train_config else {}, rm_train=read_config_file(rm_config) if rm_config else {},
+                           progress=show_progress(quiet), **options)
     run_iterate(config)
     click.echo((Path(config.output) / "rounds.md").read_text())
 
@@ -322,35 +245,13 @@ def revise(quiet: bool, **options) -> None:
 
 @main.command()
 @click.argument("judgments", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option(
-    "--bootstrap",
-    type=int,
-    default=1000,
-    show_default=True,
-    help="Resamples of the prompts for the 95% intervals.",
-)
-@click.option(
-    "--k", type=float, default=32.0, show_default=True, help="Elo's K: how far one game moves a rating."
-)
-@click.option(
-    "--l2",
-    type=float,
-    default=0.01,
-    show_default=True,
-    help="Bradley–Terry's L2 penalty on θ (keeps a player who won every game finite).",
-)
+@click.option("--bootstrap", type=int, default=1000, show_default=True, help="Resamples of the prompts for the 95% intervals.")
+@click.option("--k", type=float, default=32.0, show_default=True, help="Elo's K: how far one game moves a rating.")
+@click.option("--l2", type=float, default=0.01, show_default=True, help="Bradley–Terry's L2 penalty on θ (keeps a player who won every game finite).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--output", default=None, help="Also write the ratings to this JSON file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ratings as JSON.")
-def rate(
-    judgments: tuple[str, ...],
-    bootstrap: int,
-    k: float,
-    l2: float,
-    seed: int,
-    output: str | None,
-    as_json: bool,
-) -> None:
+def rate(judgments: tuple[str, ...], bootstrap: int, k: float, l2: float, seed: int, output: str | None, as_json: bool) -> None:
     """Elo and Bradley–Terry ratings, with bootstrap intervals, from pairwise judgments: `rlaif
     compare` output directories or judgments.jsonl files, or battles (model_a, model_b, winner)."""
     from rlaif.evaluate.ratings import format_ratings, ratings, read_games
@@ -376,8 +277,7 @@ def experiment(config_file: str, quiet: bool) -> None:
 @main.command()
 @config_options(ServeConfig)
 def serve(**options) -> None:
-    """Serve the judge as an HTTP reward: OpenRLHF's /get_reward, /v1/scores and /v1/group_rewards
-    (TRL through rlaif.serving.client)."""
+    """Serve the judge as an HTTP reward: OpenRLHF's /get_reward, /v1/scores and /v1/group_rewards (TRL through rlaif.serving.client)."""
     from rlaif.serving.server import serve as run_server
 
     run_server(ServeConfig(**options))
@@ -386,35 +286,18 @@ def serve(**options) -> None:
 @main.command()
 @click.argument("name_or_path")
 @click.option("--cot", is_flag=True, help="Show the chain-of-thought form.")
-@click.option(
-    "--mode",
-    type=click.Choice(MODES),
-    default="pairwise",
-    show_default=True,
-    help="Show the pairwise or the pointwise form.",
-)
+@click.option("--mode", type=click.Choice(MODES), default="pairwise", show_default=True, help="Show the pairwise or the pointwise form.")
 def rubric(name_or_path: str, cot: bool, mode: str) -> None:
-    """Show what a rubric renders to on a sample pair, with a sample reference answer
-    (checks a custom template)."""
+    """Show what a rubric renders to on a sample pair, with a sample reference answer (checks a custom template)."""
     from rlaif.judging.rubric import SAMPLE, load_rubric
 
     r = load_rubric(name_or_path)
     if mode == "pointwise":
-        click.echo(
-            f"# {r.path}  scale={list(r.scale or [])}  "
-            f"rating_prefix={r.rating_prefix!r}  sha256={r.sha256[:12]}",
-            err=True,
-        )
+        click.echo(f"# {r.path}  scale={list(r.scale or [])}  rating_prefix={r.rating_prefix!r}  sha256={r.sha256[:12]}", err=True)
         sys.stdout.write(r.render_rating(SAMPLE["prompt"], SAMPLE["response_a"], cot, SAMPLE["reference"]))
         return
-    click.echo(
-        f"# {r.path}  labels={list(r.labels)}  verdict_prefix={r.verdict_prefix!r}  "
-        f"sha256={r.sha256[:12]}{'  needs a reference' if r.needs_reference else ''}",
-        err=True,
-    )
-    sys.stdout.write(
-        r.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot, SAMPLE["reference"])
-    )
+    click.echo(f"# {r.path}  labels={list(r.labels)}  verdict_prefix={r.verdict_prefix!r}  sha256={r.sha256[:12]}{'  needs a reference' if r.needs_reference else ''}", err=True)
+    sys.stdout.write(r.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot, SAMPLE["reference"]))
 
 
 if __name__ == "__main__":

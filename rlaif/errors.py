@@ -26,13 +26,7 @@ class InputError(UserError):
 class ConfigError(UserError):
     """A setting that cannot be used: in a file (named with its line and key) or as an option."""
 
-    def __init__(
-        self, message: str, file: str | None = None, line: int | None = None, key: str | None = None
-    ):
+    def __init__(self, message: str, file: str | None = None, line: int | None = None, key: str | None = None):
         self.file, self.line, self.key, self.message = file, line, key, message
-        where = ": ".join(
-            part
-            for part in ((file or "") + (f":{line}" if file and line else ""), f"key '{key}'" if key else "")
-            if part
-        )
+        where = ": ".join(part for part in ((file or "") + (f":{line}" if file and line else ""), f"key '{key}'" if key else "") if part)
         super().__init__(f"{where}: {message}" if where else message)

@@ -18,32 +18,16 @@ import yaml
 from rlaif.errors import ConfigError
 
 
-def setting(
-    default: Any,
-    help: str,
-    choices: tuple[str, ...] | None = None,
-    flag: str | None = None,
-    at_least: float | None = None,
-    above: float | None = None,
-    at_most: float | None = None,
-    below: float | None = None,
-    methods: tuple[str, ...] | None = None,
-    aliases: tuple[str, ...] = (),
-) -> Any:
+def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, flag: str | None = None, at_least: float | None = None,
+            above: float | None = None, at_most: float | None = None, below: float | None = None, methods: tuple[str, ...] | None = None,
+            aliases: tuple[str, ...] = ()) -> Any:
     """A config field with the help text (and allowed values: `choices`, or bounds) its command
     shows for it; `flag` names its option where the idea has one name across commands (or the
     field's own name reads badly on a command line), and `aliases` are older names it still takes;
     `methods`, the only ones it applies to (its help says so). A list default is copied for each
     config (a list field is an option given any number of times). None is always allowed where
     the field's type allows it."""
-    metadata = {
-        "help": help,
-        "choices": choices,
-        "flag": flag,
-        "bounds": (at_least, above, at_most, below),
-        "methods": methods,
-        "aliases": aliases,
-    }
+    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": (at_least, above, at_most, below), "methods": methods, "aliases": aliases}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -60,23 +44,15 @@ def option_flag(f: Field) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def required(
-    help: str,
-    choices: tuple[str, ...] | None = None,
-    argument: bool = False,
-    flag: str | None = None,
-    aliases: tuple[str, ...] = (),
-) -> Any:
+def required(help: str, choices: tuple[str, ...] | None = None, argument: bool = False, flag: str | None = None,
+             aliases: tuple[str, ...] = ()) -> Any:
     """A config field without a default; `argument`: the command takes it as its positional
     arguments; `flag` and `aliases` as for `setting`."""
-    return field(
-        metadata={"help": help, "choices": choices, "argument": argument, "flag": flag, "aliases": aliases}
-    )
+    return field(metadata={"help": help, "choices": choices, "argument": argument, "flag": flag, "aliases": aliases})
 
 
 def option_names(f: Field) -> list[str]:
-    """Every name a settings file may give a field by: its own, its option's and its aliases'
-    (`max_steps`, `max-steps`)."""
+    """Every name a settings file may give a field by: its own, its option's and its aliases' (`max_steps`, `max-steps`)."""
     flags = [option_flag(f), *f.metadata.get("aliases", ())]
     return [f.name, *{name[2:].replace("-", "_") for name in flags}]
 
@@ -108,12 +84,8 @@ def type_problem(value: Any, hint: Any) -> str | None:
 def bounds_problem(value: float, bounds: tuple[float | None, ...]) -> str | None:
     """Why a number is out of its bounds (at least, above, at most, below), or None."""
     at_least, above, at_most, below = bounds
-    for limit, fails, words in (
-        (at_least, lambda v, x: v < x, "at least"),
-        (above, lambda v, x: v <= x, "more than"),
-        (at_most, lambda v, x: v > x, "at most"),
-        (below, lambda v, x: v >= x, "less than"),
-    ):
+    for limit, fails, words in ((at_least, lambda v, x: v < x, "at least"), (above, lambda v, x: v <= x, "more than"),
+                                (at_most, lambda v, x: v > x, "at most"), (below, lambda v, x: v >= x, "less than")):
         if limit is not None and fails(value, limit):
             return f"must be {words} {limit}, got {value}"
     return None
@@ -137,15 +109,14 @@ def check_settings(config: Any) -> None:
             problem = choice_problem(value, allowed)
         elif any(b is not None for b in f.metadata.get("bounds", ())) and isinstance(value, int | float):
             problem = bounds_problem(value, f.metadata["bounds"])
-        # a path, a name: "" would mean the current directory, or nothing
-        elif isinstance(value, str) and not value.strip():
+        elif isinstance(value, str) and not value.strip():  # a path, a name: "" would mean the current directory, or nothing
             problem = "is empty: give a value, or leave it out for its default"
         if problem is not None:
             raise ConfigError(problem, key=f.name)
 
 
 def unknown_key(name: str, known: list[str]) -> str:
-    """ "unknown key", with the nearest known one where one is near."""
+    """"unknown key", with the nearest known one where one is near."""
     near = difflib.get_close_matches(name, known, n=1)
     return f"unknown key; did you mean {near[0]!r}?" if near else "unknown key"
 
@@ -165,8 +136,7 @@ def _line_of(text: str, *keys: str) -> int:
 
 
 def line_in_file(path: str | Path, config_class: type, name: str) -> int:
-    """The line of a settings file that sets field `name` of `config_class`, by any of its
-    names (0 if none does)."""
+    """The line of a settings file that sets field `name` of `config_class`, by any of its names (0 if none does)."""
     f = next((f for f in fields(config_class) if f.name == name), None)
     return _line_of(read_text(path), *(option_names(f) if f else [name]))
 
@@ -177,11 +147,7 @@ def read_text(path: str | Path) -> str:
     try:
         return raw.decode("utf-8-sig")  # a byte-order mark, as Windows tools write, is no error
     except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"not UTF-8 text (byte {raw[e.start]:#04x}); save the file as UTF-8",
-            str(path),
-            raw[: e.start].count(b"\n") + 1,
-        ) from None
+        raise ConfigError(f"not UTF-8 text (byte {raw[e.start]:#04x}); save the file as UTF-8", str(path), raw[:e.start].count(b"\n") + 1) from None
 
 
 def read_settings_file(path: str | Path, config_class: type) -> dict[str, Any]:

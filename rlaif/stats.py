@@ -36,18 +36,10 @@ def win_rate(outcomes_by_prompt: Sequence[Sequence[float]]) -> dict[str, float]:
     per_prompt = [mean(o) for o in outcomes_by_prompt]
     m, low, high = mean_interval(per_prompt)
     flat = [x for o in outcomes_by_prompt for x in o]
-    return {
-        "win_rate": m,
-        "low": max(0.0, low),
-        "high": min(1.0, high),
-        "ties": sum(x == 0.5 for x in flat) / len(flat),
-        "prompts": len(per_prompt),
-    }
+    return {"win_rate": m, "low": max(0.0, low), "high": min(1.0, high), "ties": sum(x == 0.5 for x in flat) / len(flat), "prompts": len(per_prompt)}
 
 
-def length_controlled_win_rate(
-    outcomes: Sequence[float], length_differences: Sequence[float]
-) -> float | None:
+def length_controlled_win_rate(outcomes: Sequence[float], length_differences: Sequence[float]) -> float | None:
     """alpaca_eval's idea: fit P(win) = σ(a + b · tanh(Δ / sd(Δ))) on the length difference Δ
     (policy − reference) by logistic regression with the outcomes as soft targets, and report
     σ(a), the win rate the fit predicts at Δ = 0. None when the lengths never differ.
@@ -67,9 +59,7 @@ def length_controlled_win_rate(
     y = np.asarray(outcomes, dtype=float)
     x = np.tanh(deltas / spread)[:, None]
     fit = LogisticRegression(C=np.inf).fit(  # no penalty: a plain maximum-likelihood fit
-        np.concatenate([x, x]),
-        np.concatenate([np.ones_like(y), np.zeros_like(y)]),
-        sample_weight=np.concatenate([y, 1 - y]),
+        np.concatenate([x, x]), np.concatenate([np.ones_like(y), np.zeros_like(y)]), sample_weight=np.concatenate([y, 1 - y]),
     )
     return float(1 / (1 + math.exp(-fit.intercept_[0])))
 
@@ -90,30 +80,16 @@ def paired_interval(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     return {"difference": d["difference"], "low": d["difference"] - half, "high": d["difference"] + half}
 
 
-def expected_calibration_error(
-    confidence: Sequence[float], correct: Sequence[float], bins: int = 5
-) -> tuple[float, list[dict[str, float]]]:
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[float], bins: int = 5) -> tuple[float, list[dict[str, float]]]:
     """ECE = Σ_b (n_b / n) · |acc_b − conf_b| over equal-width bins of the confidence in [0.5, 1]
     (a preference's confidence is max(p, 1 − p)); returns it and the bins (their mean confidence,
     accuracy and count: the reliability diagram's points)."""
     edges = [0.5 + 0.5 * i / bins for i in range(bins + 1)]
     table = []
     for i in range(bins):
-        members = [
-            (c, k)
-            for c, k in zip(confidence, correct, strict=True)
-            if edges[i] <= c < edges[i + 1] or (i == bins - 1 and c == 1.0)
-        ]
+        members = [(c, k) for c, k in zip(confidence, correct, strict=True) if edges[i] <= c < edges[i + 1] or (i == bins - 1 and c == 1.0)]
         if members:
-            table.append(
-                {
-                    "low": edges[i],
-                    "high": edges[i + 1],
-                    "confidence": mean(c for c, _ in members),
-                    "accuracy": mean(k for _, k in members),
-                    "n": len(members),
-                }
-            )
+            table.append({"low": edges[i], "high": edges[i + 1], "confidence": mean(c for c, _ in members), "accuracy": mean(k for _, k in members), "n": len(members)})
     n = sum(b["n"] for b in table)
     return sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in table), table
 
@@ -130,9 +106,7 @@ def wilson_interval(successes: int, n: int) -> tuple[float, float]:
 
 def distinct_n(texts: Sequence[str], n: int = 2) -> float | None:
     """distinct-n: distinct word n-grams over all n-grams in `texts` (Li et al., 2016)."""
-    grams = [
-        tuple(words[i : i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)
-    ]
+    grams = [tuple(words[i:i + n]) for words in (t.split() for t in texts) for i in range(len(words) - n + 1)]
     return len(set(grams)) / len(grams) if grams else None
 
 

@@ -15,8 +15,7 @@ from rlaif.models.loading import load_tokenizer
 from tests.loopback import Loopback
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-# TRL's experimental trainers are the peers some tests compare with
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # TRL's experimental trainers are the peers some tests compare with
 
 HH = Path(__file__).resolve().parent.parent / "examples" / "hh-harmless.jsonl.gz"
 
@@ -43,12 +42,7 @@ class ScriptedJudge(Judge):
             p = 0.8 if "GOOD" in first else 0.2
             p = min(0.99, p + self.options.bias)
             if "UNREADABLE" in r.prompt:
-                on_result(
-                    i,
-                    Verdict(
-                        p_first=None, text="I cannot decide", soft=False, error="no verdict in the reply"
-                    ),
-                )
+                on_result(i, Verdict(p_first=None, text="I cannot decide", soft=False, error="no verdict in the reply"))
             else:
                 on_result(i, Verdict(p_first=p, prompt_tokens=10))
 
@@ -68,22 +62,9 @@ def scripted_judge(tmp_path, monkeypatch):
 
 
 def tiny_config(vocab: int, tok, tie_word_embeddings: bool = False, **extra) -> LlamaConfig:
-    return LlamaConfig(
-        **{
-            "vocab_size": vocab,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
-            "max_position_embeddings": 2048,
-            "pad_token_id": tok.pad_token_id,
-            "eos_token_id": tok.eos_token_id,
-            "bos_token_id": tok.bos_token_id,
-            "tie_word_embeddings": tie_word_embeddings,
-            **extra,
-        }
-    )
+    return LlamaConfig(**{"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                          "num_key_value_heads": 1, "max_position_embeddings": 2048, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
+                          "bos_token_id": tok.bos_token_id, "tie_word_embeddings": tie_word_embeddings, **extra})
 
 
 @pytest.fixture(scope="session")
@@ -105,9 +86,7 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
     vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2, **{c: i + 3 for i, c in enumerate(chars)}}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.Split("", "isolated")
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>"
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
 SECRET = "sk-loopback-secret-0123456789"
@@ -118,15 +97,8 @@ def judge_file(tmp_path, monkeypatch):
     monkeypatch.setenv("RLAIF_TEST_KEY", SECRET)
 
     def make(srv: Loopback, backend: str = "openai", **options) -> str:
-        base = {
-            "base_url": srv.url + ("/v1" if backend == "openai" else ""),
-            "api_key_env": "RLAIF_TEST_KEY",
-            "timeout": 0.5,
-            "retry_initial_wait": 0.01,
-            "retry_max_wait": 0.2,
-            "concurrency": 4,
-            **options,
-        }
+        base = {"base_url": srv.url + ("/v1" if backend == "openai" else ""), "api_key_env": "RLAIF_TEST_KEY",
+                "timeout": 0.5, "retry_initial_wait": 0.01, "retry_max_wait": 0.2, "concurrency": 4, **options}
         lines = [f'backend = "{backend}"', 'model = "loopback-judge"', "[options]"]
         lines += [f"{k} = {json.dumps(v)}" for k, v in base.items()]
         path = tmp_path / f"{backend}-{len(list(tmp_path.glob('*.toml')))}.toml"

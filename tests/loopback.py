@@ -39,14 +39,8 @@ def _prefers_first(prompt: str, prefers: str) -> bool:
 class Loopback:
     """Start with `with Loopback() as server:`; `server.url` is the base URL for the SDKs."""
 
-    def __init__(
-        self,
-        latency: float = 0.0,
-        logprobs: bool = True,
-        ignores_n: bool = False,
-        prefers: str = "GOOD",
-        verdict_probs: Callable[[str], dict[str, float]] | None = None,
-    ):
+    def __init__(self, latency: float = 0.0, logprobs: bool = True, ignores_n: bool = False, prefers: str = "GOOD",
+                 verdict_probs: Callable[[str], dict[str, float]] | None = None):
         self.latency = latency
         self.prefers = prefers
         self.verdict_probs = verdict_probs
@@ -85,9 +79,7 @@ class Loopback:
         self.stopped = True
         threading.Thread(target=self.__exit__, daemon=True).start()
 
-    def fail_randomly(
-        self, rate: float, seed: int = 0, kinds: tuple[str, ...] = ("429", "500", "drop")
-    ) -> None:
+    def fail_randomly(self, rate: float, seed: int = 0, kinds: tuple[str, ...] = ("429", "500", "drop")) -> None:
         rng = random.Random(seed)
         lock = threading.Lock()
 
@@ -104,26 +96,12 @@ class Loopback:
         content = next(part.get_payload(decode=True) for part in message.get_payload() if part.get_filename())
         file_id = f"file-{len(self.files) + 1}"
         self.files[file_id] = content
-        return {
-            "id": file_id,
-            "object": "file",
-            "bytes": len(content),
-            "created_at": int(time.time()),
-            "filename": "batch.jsonl",
-            "purpose": "batch",
-            "status": "processed",
-        }
+        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()), "filename": "batch.jsonl", "purpose": "batch", "status": "processed"}
 
     def _create_batch(self, body: dict) -> dict:
         batch_id = f"batch_{len(self.batches) + 1}"
-        self.batches[batch_id] = {
-            "input_file_id": body["input_file_id"],
-            "polls": 0,
-            "output_file_id": None,
-            "metadata": body.get("metadata"),
-            "created_at": int(time.time()),
-            "status": "validating",
-        }
+        self.batches[batch_id] = {"input_file_id": body["input_file_id"], "polls": 0, "output_file_id": None,
+                                  "metadata": body.get("metadata"), "created_at": int(time.time()), "status": "validating"}
         return self._batch_object(batch_id, "validating")
 
     def _list_batches(self) -> dict:
@@ -133,19 +111,9 @@ class Loopback:
     def _batch_object(self, batch_id: str, status: str) -> dict:
         b = self.batches[batch_id]
         b["status"] = status
-        return {
-            "id": batch_id,
-            "object": "batch",
-            "endpoint": "/v1/chat/completions",
-            "input_file_id": b["input_file_id"],
-            "completion_window": "24h",
-            "status": status,
-            "created_at": b["created_at"],
-            "output_file_id": b["output_file_id"],
-            "error_file_id": None,
-            "errors": None,
-            "metadata": b["metadata"],
-        }
+        return {"id": batch_id, "object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": b["input_file_id"],
+                "completion_window": "24h", "status": status, "created_at": b["created_at"], "output_file_id": b["output_file_id"],
+                "error_file_id": None, "errors": None, "metadata": b["metadata"]}
 
     def _poll_batch(self, batch_id: str) -> dict:
         b = self.batches[batch_id]
@@ -158,28 +126,11 @@ class Loopback:
                 request = json.loads(line)
                 prompt = request["body"]["messages"][-1]["content"]
                 if self.fault(n, prompt) == "500":
-                    result = {
-                        "status_code": 500,
-                        "request_id": f"req_{n}",
-                        "body": {"error": {"message": "internal error"}},
-                    }
+                    result = {"status_code": 500, "request_id": f"req_{n}", "body": {"error": {"message": "internal error"}}}
                 else:
-                    result = {
-                        "status_code": 200,
-                        "request_id": f"req_{n}",
-                        "body": openai_reply(request["body"], False, self.logprobs, self.prefers),
-                    }
+                    result = {"status_code": 200, "request_id": f"req_{n}", "body": openai_reply(request["body"], False, self.logprobs, self.prefers)}
                     self.answered[hashlib.sha256(prompt.encode()).hexdigest()] += 1
-                lines.append(
-                    json.dumps(
-                        {
-                            "id": f"batch_req_{n}",
-                            "custom_id": request["custom_id"],
-                            "response": result,
-                            "error": None,
-                        }
-                    )
-                )
+                lines.append(json.dumps({"id": f"batch_req_{n}", "custom_id": request["custom_id"], "response": result, "error": None}))
             b["output_file_id"] = f"file-out-{batch_id}"
             self.files[b["output_file_id"]] = "\n".join(lines).encode()
         return self._batch_object(batch_id, "completed")
@@ -194,13 +145,7 @@ class Loopback:
             def log_message(self, *args) -> None:  # quiet
                 pass
 
-            def _send(
-                self,
-                status: int,
-                body: bytes,
-                headers: dict[str, str] | None = None,
-                length: int | None = None,
-            ) -> None:
+            def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None, length: int | None = None) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body) if length is None else length))
@@ -211,8 +156,7 @@ class Loopback:
                 self.wfile.flush()
 
             def do_GET(self) -> None:
-                # v1/batches, v1/batches/ID or v1/files/ID/content
-                parts = self.path.split("?")[0].strip("/").split("/")
+                parts = self.path.split("?")[0].strip("/").split("/")  # v1/batches, v1/batches/ID or v1/files/ID/content
                 if parts[1:] == ["batches"]:
                     return self._send(200, json.dumps(server._list_batches()).encode())
                 if parts[1] == "batches":
@@ -232,34 +176,20 @@ class Loopback:
             def _post(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.path.endswith("/files"):
-                    return self._send(
-                        200, json.dumps(server._upload(raw, self.headers["Content-Type"])).encode()
-                    )
+                    return self._send(200, json.dumps(server._upload(raw, self.headers["Content-Type"])).encode())
                 body = json.loads(raw)
                 if self.path.endswith("/batches"):
                     return self._send(200, json.dumps(server._create_batch(body)).encode())
                 if server.stopped:
                     self.close_connection = True
                     return
-                key = self.headers.get("Authorization", "").removeprefix("Bearer ") or self.headers.get(
-                    "x-api-key", ""
-                )
+                key = self.headers.get("Authorization", "").removeprefix("Bearer ") or self.headers.get("x-api-key", "")
                 with server._lock:
                     server.requests += 1
                     n = server.requests
                     server.keys_seen.add(key)
                 if key == "bad-key":
-                    return self._send(
-                        401,
-                        json.dumps(
-                            {
-                                "error": {
-                                    "message": f"Incorrect API key provided: {key}",
-                                    "type": "invalid_request_error",
-                                }
-                            }
-                        ).encode(),
-                    )
+                    return self._send(401, json.dumps({"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}}).encode())
                 server.bodies.append((self.path, body))
                 prompt = request_prompt(body)
                 fault = server.fault(n, prompt)
@@ -282,9 +212,7 @@ class Loopback:
                     server.chats.append(body["messages"])
                     reply = generation_reply(body, 1 if server.ignores_n else body["n"])
                 elif self.path.endswith("/chat/completions"):
-                    reply = openai_reply(
-                        body, fault == "unparseable", server.logprobs, server.prefers, server.verdict_probs
-                    )
+                    reply = openai_reply(body, fault == "unparseable", server.logprobs, server.prefers, server.verdict_probs)
                 elif self.path.endswith("/completions"):
                     reply = completion_reply(body, server.logprobs, server.prefers)
                 else:
@@ -302,10 +230,7 @@ class Loopback:
 
 # The top log-probabilities of the rating token of a pointwise answer: expected rating
 # 4(.6) + 5(.2) + 3(.1) + 2(.05) + 1(.05) = 3.85 for a GOOD response, 2.15 for another.
-RATING_PROBS = {
-    "4": {"4": 0.6, "5": 0.2, "3": 0.1, "2": 0.05, "1": 0.05},
-    "2": {"2": 0.6, "1": 0.2, "3": 0.1, "4": 0.05, "5": 0.05},
-}
+RATING_PROBS = {"4": {"4": 0.6, "5": 0.2, "3": 0.1, "2": 0.05, "1": 0.05}, "2": {"2": 0.6, "1": 0.2, "3": 0.1, "4": 0.05, "5": 0.05}}
 
 
 def _rating(prompt: str, prefers: str) -> str | None:
@@ -342,12 +267,9 @@ def _verdict_text(prompt: str, unparseable: bool, prefers: str) -> tuple[str, bo
 
 
 def _top(prompt: str, first: bool, prefers: str, probs: dict[str, float] | None = None) -> list[dict]:
-    """The top log-probabilities at a verdict token (p = 0.8 / 0.2 on the labels, or
-    `RATING_PROBS`, or `probs` as given)."""
+    """The top log-probabilities at a verdict token (p = 0.8 / 0.2 on the labels, or `RATING_PROBS`, or `probs` as given)."""
     rating = _rating(prompt, prefers)
-    probs = probs or (
-        RATING_PROBS[rating] if rating else {"1": 0.8 if first else 0.2, "2": 0.2 if first else 0.8}
-    )
+    probs = probs or (RATING_PROBS[rating] if rating else {"1": 0.8 if first else 0.2, "2": 0.2 if first else 0.8})
     top = [{"token": t, "logprob": math.log(p), "bytes": list(t.encode())} for t, p in probs.items()]
     return sorted(top, key=lambda t: -t["logprob"])
 
@@ -360,20 +282,14 @@ def _continuation(prompt: str, text: str, body: dict) -> tuple[str, list[str]]:
     for s in stop:
         if s in text:
             return text[: text.index(s)], [text[: text.index(s)]]
-    label = text[text.rfind("=") + 1 :]
+    label = text[text.rfind("=") + 1:]
     if _prefilled(body) is not None or "prompt" in body:
         return label, [label]
     cut = len(text) - len(label)
     return text, ([text[:cut], label] if cut and label.isdigit() else [text])
 
 
-def openai_reply(
-    body: dict,
-    unparseable: bool,
-    logprobs: bool,
-    prefers: str,
-    verdict_probs: Callable[[str], dict[str, float]] | None = None,
-) -> dict:
+def openai_reply(body: dict, unparseable: bool, logprobs: bool, prefers: str, verdict_probs: Callable[[str], dict[str, float]] | None = None) -> dict:
     """A chat completion whose verdict token carries top log-probabilities p = 0.8 / 0.2 (or
     `verdict_probs(prompt)`); with a `response_format` the verdict comes as JSON, {"verdict": label}."""
     prompt = request_prompt(body)
@@ -383,7 +299,7 @@ def openai_reply(
         label = max(probs, key=probs.__getitem__)
         full = f"Rating={label}" if _rating(prompt, prefers) else f"Preferred Response={label}"
     if body.get("response_format") and not unparseable:
-        label = full[full.rfind("=") + 1 :]
+        label = full[full.rfind("=") + 1:]
         why = '"rationale": "It is clearer.", ' if "explain" in prompt else ""
         tokens = ["{" + why + '"verdict": "', label, '"}']
     else:
@@ -391,34 +307,13 @@ def openai_reply(
     text = "".join(tokens)
     content = []
     for token in tokens:
-        top = (
-            _top(prompt, first, prefers, probs)
-            if token.isdigit()
-            else [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
-        )
-        content.append(
-            {"token": token, "logprob": top[0]["logprob"], "bytes": list(token.encode()), "top_logprobs": top}
-        )
+        top = _top(prompt, first, prefers, probs) if token.isdigit() else [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
+        content.append({"token": token, "logprob": top[0]["logprob"], "bytes": list(token.encode()), "top_logprobs": top})
     return {
-        "id": "chatcmpl-loopback",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body["model"],
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": {"content": content, "refusal": None}
-                if logprobs and body.get("logprobs")
-                else None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": len(prompt) // 4,
-            "completion_tokens": len(tokens),
-            "total_tokens": len(prompt) // 4 + len(tokens),
-        },
+        "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
+                     "logprobs": {"content": content, "refusal": None} if logprobs and body.get("logprobs") else None, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(tokens), "total_tokens": len(prompt) // 4 + len(tokens)},
     }
 
 
@@ -428,51 +323,22 @@ def completion_reply(body: dict, logprobs: bool, prefers: str) -> dict:
     prompt = body["prompt"]
     full, first = _verdict_text(prompt, False, prefers)
     text, _ = _continuation(prompt, full, body)
-    top = (
-        {t["token"]: t["logprob"] for t in _top(prompt, first, prefers)} if text.isdigit() else {text: -0.01}
-    )
+    top = {t["token"]: t["logprob"] for t in _top(prompt, first, prefers)} if text.isdigit() else {text: -0.01}
     lp = {"tokens": [text], "token_logprobs": [max(top.values())], "top_logprobs": [top], "text_offset": [0]}
     return {
-        "id": "cmpl-loopback",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": body["model"],
-        "choices": [
-            {
-                "index": 0,
-                "text": text,
-                "logprobs": lp if logprobs and body.get("logprobs") else None,
-                "finish_reason": "length",
-            }
-        ],
-        "usage": {
-            "prompt_tokens": len(prompt) // 4,
-            "completion_tokens": 1,
-            "total_tokens": len(prompt) // 4 + 1,
-        },
+        "id": "cmpl-loopback", "object": "text_completion", "created": int(time.time()), "model": body["model"],
+        "choices": [{"index": 0, "text": text, "logprobs": lp if logprobs and body.get("logprobs") else None, "finish_reason": "length"}],
+        "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": 1, "total_tokens": len(prompt) // 4 + 1},
     }
 
 
 def generation_reply(body: dict, n: int) -> dict:
     """A chat completion with `n` sampled choices (see the module's docstring)."""
-    texts = [
-        f"{'GOOD' if (body['seed'] + i) % 2 == 0 else 'weak'} answer (seed {body['seed'] + i})"
-        for i in range(n)
-    ]
+    texts = [f"{'GOOD' if (body['seed'] + i) % 2 == 0 else 'weak'} answer (seed {body['seed'] + i})" for i in range(n)]
     return {
-        "id": "chatcmpl-loopback",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": body["model"],
-        "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-            for i, text in enumerate(texts)
-        ],
+        "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
+        "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None, "finish_reason": "stop"}
+                    for i, text in enumerate(texts)],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n},
     }
 
@@ -482,13 +348,8 @@ def anthropic_reply(body: dict, unparseable: bool, prefers: str) -> dict:
     full, _ = _verdict_text(prompt, unparseable, prefers)
     text = full if unparseable else _continuation(prompt, full, body)[0]
     return {
-        "id": "msg_loopback",
-        "type": "message",
-        "role": "assistant",
-        "model": body["model"],
-        "content": [{"type": "text", "text": text}],
-        "stop_reason": "end_turn",
-        "stop_sequence": None,
+        "id": "msg_loopback", "type": "message", "role": "assistant", "model": body["model"],
+        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
         "usage": {"input_tokens": len(prompt) // 4, "output_tokens": 5},
     }
 
@@ -499,12 +360,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each answer")
-    parser.add_argument(
-        "--fail-rate",
-        type=float,
-        default=0.0,
-        help="share of requests that fail transiently (429, 500, dropped)",
-    )
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="share of requests that fail transiently (429, 500, dropped)")
     args = parser.parse_args()
     server = Loopback(latency=args.latency)
     if args.fail_rate:

@@ -30,24 +30,12 @@ def server():
 
 
 def data(tmp_path, n: int = 6, extra: list | None = None):
-    rows = [
-        {
-            "id": f"r{i}",
-            "prompt": f"question {i}",
-            "chosen": f"GOOD answer {i}",
-            "rejected": f"weak answer {i}",
-        }
-        for i in range(n)
-    ]
+    rows = [{"id": f"r{i}", "prompt": f"question {i}", "chosen": f"GOOD answer {i}", "rejected": f"weak answer {i}"} for i in range(n)]
     return str(write_jsonl(tmp_path / "d.jsonl", rows + (extra or [])))
 
 
 def run(tmp_path, judge: str, name: str = "out", **kw):
-    return label(
-        LabelConfig(
-            data(tmp_path, **kw.pop("data", {})), str(tmp_path / name), judge=judge, progress=False, **kw
-        )
-    )
+    return label(LabelConfig(data(tmp_path, **kw.pop("data", {})), str(tmp_path / name), judge=judge, progress=False, **kw))
 
 
 def test_openai_soft_labels_from_logprobs(tmp_path, server, judge_file):
@@ -80,13 +68,9 @@ def test_pointwise_ratings_expected_from_logprobs_or_parsed(tmp_path, server, ju
     for row in result.rows:
         scores = {s["response"]: s["score"] for s in row["scores"]}
         if backend == "openai":  # expected ratings 3.85 and 2.15 from the top log-probabilities
-            assert scores == pytest.approx({"chosen": 3.85, "rejected": 2.15}) and row[
-                "ai_preference"
-            ] == pytest.approx(1 / (1 + math.exp(-1.7)))
+            assert scores == pytest.approx({"chosen": 3.85, "rejected": 2.15}) and row["ai_preference"] == pytest.approx(1 / (1 + math.exp(-1.7)))
         else:  # parsed: 4 and 2
-            assert scores == {"chosen": 4.0, "rejected": 2.0} and row["ai_preference"] == pytest.approx(
-                1 / (1 + math.exp(-2))
-            )
+            assert scores == {"chosen": 4.0, "rejected": 2.0} and row["ai_preference"] == pytest.approx(1 / (1 + math.exp(-2)))
         assert row["human_preference"] == 1.0 and row["consistent"] is None
 
 
@@ -99,9 +83,7 @@ def test_chain_of_thought_on_api_judges(tmp_path, server, judge_file, backend):
 
 @pytest.mark.parametrize("fault", ["429", "500", "timeout", "drop", "malformed", "truncated"])
 @pytest.mark.parametrize("backend", ["openai", "anthropic"])
-def test_transient_faults_are_retried_until_every_pair_is_labeled(
-    tmp_path, server, judge_file, backend, fault
-):
+def test_transient_faults_are_retried_until_every_pair_is_labeled(tmp_path, server, judge_file, backend, fault):
     server.fault = lambda n, prompt: fault if n % 3 == 1 else None  # every third request fails once
     result = run(tmp_path, judge_file(server, backend))
     assert len(result.rows) == 6 and result.failures == []
@@ -159,9 +141,7 @@ def test_dry_run_calls_nothing(tmp_path, server, judge_file):
     result = run(tmp_path, judge, dry_run=True)
     estimate = result.estimate
     assert estimate["calls"] == 12 and estimate["tokens"]["completion"] == 12 * 16
-    assert estimate["estimated_cost"] == pytest.approx(
-        (estimate["tokens"]["prompt"] * 1.0 + 12 * 16 * 2.0) / 1e6
-    )
+    assert estimate["estimated_cost"] == pytest.approx((estimate["tokens"]["prompt"] * 1.0 + 12 * 16 * 2.0) / 1e6)
     assert server.requests == 0 and not (tmp_path / "out").exists()
     run(tmp_path, judge)
     assert run(tmp_path, judge, dry_run=True).estimate["calls"] == 0
@@ -175,23 +155,8 @@ def test_concurrency_overlaps_slow_calls(tmp_path, judge_file):
 
 
 def _label_cli(data_path: str, out: str, judge: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "rlaif.cli",
-        "label",
-        "--input",
-        data_path,
-        "--output",
-        out,
-        "--judge",
-        judge,
-        "--quiet",
-        "--concurrency",
-        "1",
-        "--chunk-size",
-        "2",
-    ]
+    cmd = [sys.executable, "-m", "rlaif.cli", "label", "--input", data_path, "--output", out, "--judge", judge, "--quiet",
+           "--concurrency", "1", "--chunk-size", "2"]
     return subprocess.Popen(cmd, env={**os.environ}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -224,10 +189,7 @@ def test_kill_9_mid_run_then_resume_gives_the_same_pairs_and_repeats_no_answered
 
     # The two runs used two servers, so their judge configs (named by path) differ; nothing else may.
     def rows(run):
-        return [
-            {k: v for k, v in json.loads(line).items() if k != "judge"}
-            for line in (tmp_path / run / "pairs.jsonl").read_text().splitlines()
-        ]
+        return [{k: v for k, v in json.loads(line).items() if k != "judge"} for line in (tmp_path / run / "pairs.jsonl").read_text().splitlines()]
 
     assert rows("killed") == rows("whole") and len({r["id"] for r in rows("whole")}) == 10
 
@@ -249,9 +211,7 @@ def test_batch_api_submits_then_collects_on_later_runs(tmp_path, server, judge_f
     assert [r["ai_preference"] for r in direct.rows] == [r["ai_preference"] for r in collected.rows]
 
 
-def test_a_run_killed_before_it_saved_the_batch_id_finds_that_batch(
-    tmp_path, server, judge_file, monkeypatch
-):
+def test_a_run_killed_before_it_saved_the_batch_id_finds_that_batch(tmp_path, server, judge_file, monkeypatch):
     from rlaif.judging.backends.openai_api import OpenAIJudge
 
     judge, out, submit = judge_file(server), tmp_path / "out", OpenAIJudge.submit_batch
@@ -309,25 +269,11 @@ def test_prompt_only_rows_generated_and_judged_on_two_servers_one_stopped_mid_ru
     with Loopback(latency=0.01) as a, Loopback(latency=0.01) as b:
         b.fault = lambda n, prompt: "stop" if n == 6 else None  # b goes down at its sixth request
         servers = judge_file(a, base_url=[a.url + "/v1", b.url + "/v1"], concurrency=2)
-        cmd = [
-            sys.executable,
-            "-m",
-            "rlaif.cli",
-            "label",
-            "--input",
-            path,
-            "--output",
-            str(tmp_path / "out"),
-            "--judge",
-            servers,
-            "--generator",
-            servers,
-            "--quiet",
-        ]
+        cmd = [sys.executable, "-m", "rlaif.cli", "label", "--input", path, "--output", str(tmp_path / "out"), "--judge", servers,
+               "--generator", servers, "--quiet"]
         done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
-        # (a call already on its way to b when it stopped counts too)
-        assert b.stopped and b.requests >= 6 and a.requests > 6
+        assert b.stopped and b.requests >= 6 and a.requests > 6  # (a call already on its way to b when it stopped counts too)
     assert "labeled 12 of 12 pairs" in done.stdout and "failed: 0" in done.stdout
     labeled = [json.loads(line) for line in (tmp_path / "out" / "pairs.jsonl").read_text().splitlines()]
     assert [r["id"] for r in labeled] == [f"p{i}:0-1" for i in range(12)]
@@ -349,50 +295,29 @@ def test_generator_asks_again_when_a_server_ignores_n(tmp_path, judge_file):
 
 
 def test_a_generation_that_gives_up_is_a_failure_and_asked_again_next_run(tmp_path, judge_file):
-    path = str(
-        write_jsonl(
-            tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"question {i}"} for i in range(3)]
-        )
-    )
+    path = str(write_jsonl(tmp_path / "prompts.jsonl", [{"id": f"p{i}", "prompt": f"question {i}"} for i in range(3)]))
     with Loopback() as srv:
         srv.fault = lambda n, prompt: "500" if prompt == "question 1" else None
         config = judge_file(srv, max_retries=1)
-        first = label(
-            LabelConfig(path, str(tmp_path / "out"), judge=config, generator=config, progress=False)
-        )
+        first = label(LabelConfig(path, str(tmp_path / "out"), judge=config, generator=config, progress=False))
         assert first.manifest["counts"]["failed"]["generation"] == 1 and len(first.rows) == 2
-        assert [(f["stage"], f["id"]) for f in first.failures] == [
-            ("generate", "p1")
-        ] and "gave up after 2 attempts" in first.failures[0]["error"]
+        assert [(f["stage"], f["id"]) for f in first.failures] == [("generate", "p1")] and "gave up after 2 attempts" in first.failures[0]["error"]
         srv.fault = lambda n, prompt: None
         before = srv.requests
-        second = label(
-            LabelConfig(path, str(tmp_path / "out"), judge=config, generator=config, progress=False)
-        )
+        second = label(LabelConfig(path, str(tmp_path / "out"), judge=config, generator=config, progress=False))
         assert len(second.rows) == 3 and srv.requests - before == 3  # p1's generation and its two orders
 
 
 # ---- ways of reading the verdict: the request bodies through the real SDK clients ----
 
-
 @pytest.mark.parametrize("mode", ["pairwise", "pointwise"])
-def test_prefilled_verdicts_through_completions_rendered_with_the_models_chat_template(
-    tmp_path, server, judge_file, mode
-):
+def test_prefilled_verdicts_through_completions_rendered_with_the_models_chat_template(tmp_path, server, judge_file, mode):
     result = run(tmp_path, judge_file(server, verdict="prefilled", tokenizer="embedded"), mode=mode)
-    assert len(result.rows) == 6 and result.manifest["verdicts"] == {
-        "unreadable": 0,
-        "unreadable_share": 0.0,
-        "soft": 12,
-        "soft_share": 1.0,
-        "too_long": 0,
-    }
+    assert len(result.rows) == 6 and result.manifest["verdicts"] == {"unreadable": 0, "unreadable_share": 0.0, "soft": 12, "soft_share": 1.0, "too_long": 0}
     assert {path for path, _ in server.bodies} == {"/v1/completions"}
     body = server.bodies[0][1]
     prefix = "Preferred Response=" if mode == "pairwise" else "Rating="
-    assert body["prompt"].startswith("<|im_start|>system\n") and body["prompt"].endswith(
-        f"<|im_end|>\n<|im_start|>assistant\n{prefix}"
-    )
+    assert body["prompt"].startswith("<|im_start|>system\n") and body["prompt"].endswith(f"<|im_end|>\n<|im_start|>assistant\n{prefix}")
     assert (body["max_tokens"], body["logprobs"], body["temperature"]) == (1, 20, 0.0)
     for row in result.rows:
         if mode == "pairwise":
@@ -402,20 +327,12 @@ def test_prefilled_verdicts_through_completions_rendered_with_the_models_chat_te
 
 
 def test_prefilled_verdict_after_a_rationale_is_two_completions(tmp_path, server, judge_file):
-    result = run(
-        tmp_path,
-        judge_file(server, verdict="prefilled", tokenizer="embedded"),
-        data={"n": 1},
-        debias="none",
-        cot=True,
-    )
+    result = run(tmp_path, judge_file(server, verdict="prefilled", tokenizer="embedded"), data={"n": 1}, debias="none", cot=True)
     (_, asked), (_, verdict) = server.bodies
     assert asked["stop"] == ["Preferred Response="] and asked["max_tokens"] == 512
     assert verdict["prompt"] == asked["prompt"] + "Response 1 is clearer.\n\nPreferred Response="
     order = result.rows[0]["orders"][0]
-    assert (
-        order["text"] == "Response 1 is clearer." and order["p_first"] == pytest.approx(0.8) and order["soft"]
-    )
+    assert order["text"] == "Response 1 is clearer." and order["p_first"] == pytest.approx(0.8) and order["soft"]
 
 
 def test_prefilled_verdicts_by_continuing_the_assistant_turn(tmp_path, server, judge_file):
@@ -423,29 +340,17 @@ def test_prefilled_verdicts_by_continuing_the_assistant_turn(tmp_path, server, j
     assert len(result.rows) == 6 and all(r["ai_preference"] == pytest.approx(0.8) for r in result.rows)
     body = server.bodies[0][1]
     assert body["messages"][-1] == {"role": "assistant", "content": "Preferred Response="}
-    assert (
-        body["continue_final_message"] is True
-        and body["add_generation_prompt"] is False
-        and body["max_tokens"] == 1
-    )
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False and body["max_tokens"] == 1
 
 
 @pytest.mark.parametrize("structured_output", ["json_schema", "json_object"])
 @pytest.mark.parametrize("cot", [False, True])
-def test_constrained_verdicts_are_json_with_an_enum_of_the_labels(
-    tmp_path, server, judge_file, structured_output, cot
-):
-    result = run(
-        tmp_path, judge_file(server, verdict="constrained", structured_output=structured_output), cot=cot
-    )
+def test_constrained_verdicts_are_json_with_an_enum_of_the_labels(tmp_path, server, judge_file, structured_output, cot):
+    result = run(tmp_path, judge_file(server, verdict="constrained", structured_output=structured_output), cot=cot)
     assert len(result.rows) == 6
     for row in result.rows:
         assert row["ai_preference"] == pytest.approx(0.8) and all(o["soft"] for o in row["orders"])
-        assert all(
-            o["text"] == ("It is clearer." if cot else '{"verdict": "1"}')
-            for o in row["orders"]
-            if o["first"] == "chosen"
-        )
+        assert all(o["text"] == ("It is clearer." if cot else '{"verdict": "1"}') for o in row["orders"] if o["first"] == "chosen")
     fmt = server.bodies[0][1]["response_format"]
     assert fmt["type"] == structured_output
     schema = fmt["json_schema"]["schema"] if structured_output == "json_schema" else fmt["schema"]
@@ -459,13 +364,7 @@ def test_anthropic_prefills_the_verdict_prefix_and_samples_concurrently(tmp_path
         assert srv.bodies[0][1]["messages"][-1] == {"role": "assistant", "content": "Preferred Response="}
         assert all(r["ai_preference"] == 1.0 and r["human_preference"] == 1.0 for r in hard.rows)
         srv.max_in_flight = 0
-        run(
-            tmp_path,
-            judge_file(srv, "anthropic", samples=3, temperature=1.0, concurrency=8),
-            "sampled",
-            data={"n": 1},
-            debias="none",
-        )
+        run(tmp_path, judge_file(srv, "anthropic", samples=3, temperature=1.0, concurrency=8), "sampled", data={"n": 1}, debias="none")
         assert srv.max_in_flight == 3  # the three samples of the one call at once
 
 
@@ -473,10 +372,7 @@ def test_a_judge_whose_first_replies_cannot_be_read_stops_the_run(tmp_path, serv
     from rlaif.judging.engine import UnreadableJudge
 
     server.fault = lambda n, prompt: "unparseable"
-    with pytest.raises(
-        UnreadableJudge,
-        match=r"'.*' gave no readable verdict in 10 of its first 10 answers .*'constrained' or 'prefilled'",
-    ):
+    with pytest.raises(UnreadableJudge, match=r"'.*' gave no readable verdict in 10 of its first 10 answers .*'constrained' or 'prefilled'"):
         run(tmp_path, judge_file(server, concurrency=1), data={"n": 50})
     assert server.requests == 10  # not 100
 
@@ -488,23 +384,16 @@ def test_a_prefilled_judge_on_a_server_without_logprobs_says_so(tmp_path, judge_
         run(tmp_path, judge_file(srv, verdict="prefilled", tokenizer="embedded", concurrency=1))
 
 
-@pytest.mark.parametrize(
-    "options, key",
-    [
-        ({"verdict": "guess"}, "options.verdict"),
-        ({"verdict": "prefilled", "tokenizer": "org/hub-model"}, "options.tokenizer"),
-        ({"verdict": "constrained", "structured_output": "xml"}, "options.structured_output"),
-    ],
-)
+@pytest.mark.parametrize("options, key", [({"verdict": "guess"}, "options.verdict"), ({"verdict": "prefilled", "tokenizer": "org/hub-model"}, "options.tokenizer"),
+                                          ({"verdict": "constrained", "structured_output": "xml"}, "options.structured_output")])
 def test_bad_verdict_options_name_their_key(tmp_path, server, judge_file, options, key):
     with pytest.raises(JudgeConfigError, match=key):
         run(tmp_path, judge_file(server, **options))
 
 
 class HttpxJudge(ApiJudge):
-    """A judge on plain httpx2 (the HTTP client under the SDKs), speaking a protocol of its own:
-    POST /verdict {"prompt", "labels"} -> {"probs": [...]}. No SDK: what it inherits must retry and
-    close for it."""
+    """A judge on plain httpx2 (the HTTP client under the SDKs), speaking a protocol of its own: POST /verdict {"prompt", "labels"}
+    -> {"probs": [...]}. No SDK: what it inherits must retry and close for it."""
 
     Options = ApiOptions
     clients: ClassVar[list[httpx2.AsyncClient]] = []
@@ -515,16 +404,13 @@ class HttpxJudge(ApiJudge):
         return client
 
     async def _ask(self, client, request):
-        response = await client.post(
-            "/verdict", json={"prompt": request.prompt, "labels": list(request.labels)}
-        )
+        response = await client.post("/verdict", json={"prompt": request.prompt, "labels": list(request.labels)})
         response.raise_for_status()
         return self.from_label_probs(request, response.json()["probs"], text="", soft=True)
 
 
 class FlakyVerdicts(ThreadingHTTPServer):
-    """Answers 503 to every other request, first included; else the first response is
-    better if it says GOOD."""
+    """Answers 503 to every other request, first included; else the first response is better if it says GOOD."""
 
     def __init__(self):
         self.requests = 0
@@ -559,17 +445,13 @@ def test_a_backend_on_plain_httpx2_retries_its_servers_503_and_closes(tmp_path, 
     HttpxJudge.clients = []
     with FlakyVerdicts() as srv:
         threading.Thread(target=srv.serve_forever, daemon=True).start()
-        (tmp_path / "judge.toml").write_text(
-            'backend = "httpx-test"\nmodel = "m"\n[options]\n'
-            f'base_url = "http://127.0.0.1:{srv.server_port}"\n'
-            "concurrency = 1\nretry_initial_wait = 0.01\nretry_max_wait = 0.05\n"
-        )
+        (tmp_path / "judge.toml").write_text(f'backend = "httpx-test"\nmodel = "m"\n[options]\nbase_url = "http://127.0.0.1:{srv.server_port}"\n'
+                                             "concurrency = 1\nretry_initial_wait = 0.01\nretry_max_wait = 0.05\n")
         result = run(tmp_path, str(tmp_path / "judge.toml"), data={"n": 3})
         srv.shutdown()
     counts = result.manifest["counts"]
     assert counts["labeled"] == 3 and sum(counts["failed"].values()) == 0
     rows = [json.loads(line) for line in (result.output_dir / "pairs.jsonl").read_text().splitlines()]
     assert all(row["chosen"].startswith("GOOD") for row in rows)
-    # 6 calls (3 pairs, both orders), each answered on its second try after a 503
-    assert srv.requests == 2 * 6
+    assert srv.requests == 2 * 6  # 6 calls (3 pairs, both orders), each answered on its second try after a 503
     assert HttpxJudge.clients and all(client.is_closed for client in HttpxJudge.clients)

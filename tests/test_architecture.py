@@ -21,8 +21,7 @@ LAYERS = [
     ["rlaif.settings", "rlaif.storage", "rlaif.stats"],
     ["rlaif.errors"],
 ]
-# lines of a module at 110 columns (400 was the limit when code ran to 160: the same modules fit)
-MAX_LINES = 550
+MAX_LINES = 400
 
 
 def modules() -> list[tuple[str, Path]]:
@@ -65,14 +64,9 @@ def test_imports_run_one_way():
         for line, target in imported(path):
             to = layer_of(target)
             if to is None:
-                wrong.append(
-                    f"{path.name}:{line} imports {target}, the package's "
-                    "public face (import the module that defines it)"
-                )
+                wrong.append(f"{path.name}:{line} imports {target}, the package's public face (import the module that defines it)")
             elif to[0] < rank or (to[0] == rank and to[1] != package):
-                wrong.append(
-                    f"{path.relative_to(PACKAGE.parent)}:{line} ({package}) imports {target} ({to[1]})"
-                )
+                wrong.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({package}) imports {target} ({to[1]})")
     assert wrong == []
 
 
@@ -85,12 +79,8 @@ def test_the_check_catches_an_upward_import(tmp_path):
 
 def test_no_module_too_long_without_a_reason():
     """A module past MAX_LINES says why at its top (a line starting `Longer than`)."""
-    long = [
-        f"{path.relative_to(PACKAGE.parent)}: {n} lines"
-        for _, path in modules()
-        if (n := len(path.read_text().splitlines())) > MAX_LINES
-        and "Longer than" not in "\n".join(path.read_text().splitlines()[:20])
-    ]
+    long = [f"{path.relative_to(PACKAGE.parent)}: {n} lines" for _, path in modules()
+            if (n := len(path.read_text().splitlines())) > MAX_LINES and "Longer than" not in "\n".join(path.read_text().splitlines()[:20])]
     assert long == []
 
 
@@ -103,8 +93,6 @@ def test_public_api(name):
 def test_public_api_runs_a_dry_run(tmp_path):
     data = tmp_path / "in.jsonl"
     data.write_text('{"prompt": "q", "responses": ["a", "b"]}\n')
-    result = rlaif.label(
-        rlaif.LabelConfig(input=str(data), output=str(tmp_path / "out"), dry_run=True, progress=False)
-    )
+    result = rlaif.label(rlaif.LabelConfig(input=str(data), output=str(tmp_path / "out"), dry_run=True, progress=False))
     assert result.estimate["pairs"] == 1 and result.estimate["calls"] == 2
     assert not (tmp_path / "out").exists()

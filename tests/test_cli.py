@@ -16,15 +16,8 @@ from rlaif.settings import setting_help
 from rlaif.trainers.config import TrainConfig
 from rlaif.workflows.iterate import IterateConfig
 
-COMMANDS = {
-    "label": LabelConfig,
-    "train": TrainConfig,
-    "compare": CompareConfig,
-    "iterate": IterateConfig,
-    "revise": ReviseConfig,
-}
-# options that are not settings of a run (--config names a file of them)
-CLI_ONLY = {"quiet", "config_file", "train_config", "rm_config"}
+COMMANDS = {"label": LabelConfig, "train": TrainConfig, "compare": CompareConfig, "iterate": IterateConfig, "revise": ReviseConfig}
+CLI_ONLY = {"quiet", "config_file", "train_config", "rm_config"}  # options that are not settings of a run (--config names a file of them)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -40,9 +33,7 @@ def test_options_are_the_config_fields(command):
             if f.default is not MISSING and not param.multiple:
                 assert param.default == f.default, name
             choices = f.metadata.get("choices")
-            assert (list(param.type.choices) if isinstance(param.type, click.Choice) else None) == (
-                list(choices) if choices else None
-            ), name
+            assert (list(param.type.choices) if isinstance(param.type, click.Choice) else None) == (list(choices) if choices else None), name
 
 
 def test_a_field_without_help_is_no_option():
@@ -57,22 +48,14 @@ def test_a_bad_choice_is_refused_alike_by_the_cli_and_the_api(tmp_path):
 
     result = CliRunner().invoke(main, ["label", "--input", "x.jsonl", "--debias", "sometimes"])
     assert result.exit_code == 2 and "'sometimes' is not one of" in result.output
-    with pytest.raises(
-        ConfigError, match="key 'debias': expected one of both, random, none, got 'sometimes'"
-    ):
+    with pytest.raises(ConfigError, match="key 'debias': expected one of both, random, none, got 'sometimes'"):
         LabelConfig(input="x.jsonl", debias="sometimes")
 
 
 def test_compare_takes_runs_as_arguments_and_repeats_lists():
-    ctx = main.make_context(
-        "rlaif", ["compare", "r1", "r2", "--eval-data", "e.jsonl", "--output", "o", "--rm", "a", "--rm", "b"]
-    )
+    ctx = main.make_context("rlaif", ["compare", "r1", "r2", "--eval-data", "e.jsonl", "--output", "o", "--rm", "a", "--rm", "b"])
     command = main.get_command(ctx, "compare")
-    sub = command.make_context(
-        "compare",
-        ["r1", "r2", "--eval-data", "e.jsonl", "--output", "o", "--rm", "a", "--rm", "b"],
-        parent=ctx,
-    )
+    sub = command.make_context("compare", ["r1", "r2", "--eval-data", "e.jsonl", "--output", "o", "--rm", "a", "--rm", "b"], parent=ctx)
     config = CompareConfig(**{k: v for k, v in sub.params.items() if k != "quiet"})
     assert config.runs == ["r1", "r2"] and config.rms == ["a", "b"] and config.labels == []
 
@@ -84,13 +67,8 @@ def test_h_and_version_and_a_revise_template_is_no_rubric():
     assert runner.invoke(main, ["label", "-h"]).output == runner.invoke(main, ["label", "--help"]).output
     assert runner.invoke(main, ["--version"]).output.startswith("rlaif, version ")
     result = runner.invoke(main, ["rubric", "constitution"])
-    assert (
-        result.exit_code == 1
-        and "principles template of `rlaif revise --constitution`, not a rubric" in result.output
-    )
-    assert (
-        "constitution" not in runner.invoke(main, ["rubric", "no-such-rubric"]).output.split("built in:")[1]
-    )
+    assert result.exit_code == 1 and "principles template of `rlaif revise --constitution`, not a rubric" in result.output
+    assert "constitution" not in runner.invoke(main, ["rubric", "no-such-rubric"]).output.split("built in:")[1]
 
 
 def test_progress_bars_only_on_a_terminal_unless_asked(monkeypatch):
@@ -111,31 +89,22 @@ def test_progress_bars_only_on_a_terminal_unless_asked(monkeypatch):
 def test_a_setting_typed_as_an_option_is_named_by_that_option(tmp_path):
     from click.testing import CliRunner
 
-    result = CliRunner().invoke(
-        main, ["label", "--input", "examples/demo.jsonl", "--min-confidence", "0.3", "--dry-run"]
-    )
-    assert (
-        result.exit_code == 1 and result.output == "Error: --min-confidence: must be at least 0.5, got 0.3\n"
-    )
+    result = CliRunner().invoke(main, ["label", "--input", "examples/demo.jsonl", "--min-confidence", "0.3", "--dry-run"])
+    assert result.exit_code == 1 and result.output == "Error: --min-confidence: must be at least 0.5, got 0.3\n"
     settings = tmp_path / "train.toml"
     settings.write_text('method = "dpo"\ndata = "examples/demo.jsonl"\nlr = -1\n')
     result = CliRunner().invoke(main, ["train", "--config", str(settings)])
-    # a file's setting keeps its file, line and key
-    assert result.exit_code == 1 and f"{settings}:3: key 'lr': must be at least 0" in result.output
-    # an alias and the option's own spelling
-    settings.write_text('method = "dpo"\ninput = "examples/demo.jsonl"\nmax-steps = 0\n')
+    assert result.exit_code == 1 and f"{settings}:3: key 'lr': must be at least 0" in result.output  # a file's setting keeps its file, line and key
+    settings.write_text('method = "dpo"\ninput = "examples/demo.jsonl"\nmax-steps = 0\n')  # an alias and the option's own spelling
     result = CliRunner().invoke(main, ["train", "--config", str(settings)])
     assert result.exit_code == 1 and f"{settings}:3: key 'max_steps': must be at least 1" in result.output
-    # an older name of --num-responses
-    settings.write_text('method = "grpo"\ninput = "examples/demo.jsonl"\ngroup_size = 1\n')
+    settings.write_text('method = "grpo"\ninput = "examples/demo.jsonl"\ngroup_size = 1\n')  # an older name of --num-responses
     result = CliRunner().invoke(main, ["train", "--config", str(settings)])
     assert result.exit_code == 1 and f"{settings}:3: key 'group_size': must be at least 2" in result.output
 
 
 def test_input_dash_reads_standard_input(tmp_path):
-    rows = "".join(
-        f'{{"prompt": "Is {i} a number?", "chosen": "Yes.", "rejected": "No, never."}}\n' for i in range(2)
-    )
+    rows = "".join(f'{{"prompt": "Is {i} a number?", "chosen": "Yes.", "rejected": "No, never."}}\n' for i in range(2))
     run = CliRunner().invoke(main, ["label", "--input", "-", "--dry-run"], input=rows)
     assert run.exit_code == 0, run.output
     assert "2 pairs: 4 judge calls to make" in run.output

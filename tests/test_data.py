@@ -43,11 +43,7 @@ def test_hh_transcripts_split_at_last_assistant_turn():
 
 
 def test_prompt_only_and_chat_prompts(tmp_path):
-    chat = [
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "help?"},
-    ]
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "help?"}]
     rows = [{"prompt": "Write a poem."}, {"prompt": chat, "responses": ["x", "y"]}]
     examples = load_examples(write_jsonl(tmp_path / "d.jsonl", rows)).examples
     assert examples[0].responses == [] and examples[1].prompt == chat
@@ -57,10 +53,7 @@ def test_prompt_only_and_chat_prompts(tmp_path):
 def test_file_formats(tmp_path, fmt):
     import datasets
 
-    rows = [
-        {"prompt": "q1", "chosen": "a", "rejected": "b"},
-        {"prompt": "q2", "chosen": "c", "rejected": "d"},
-    ]
+    rows = [{"prompt": "q1", "chosen": "a", "rejected": "b"}, {"prompt": "q2", "chosen": "c", "rejected": "d"}]
     ds = datasets.Dataset.from_list(rows)
     path = tmp_path / f"d.{fmt}"
     if fmt == "jsonl.gz":
@@ -75,10 +68,7 @@ def test_file_formats(tmp_path, fmt):
     else:
         ds.save_to_disk(str(path))
     examples = load_examples(path).examples
-    assert [(e.prompt, e.responses, e.human_best) for e in examples] == [
-        ("q1", ["a", "b"], 0),
-        ("q2", ["c", "d"], 0),
-    ]
+    assert [(e.prompt, e.responses, e.human_best) for e in examples] == [("q1", ["a", "b"], 0), ("q2", ["c", "d"], 0)]
 
 
 @pytest.mark.parametrize(
@@ -88,18 +78,10 @@ def test_file_formats(tmp_path, fmt):
         ('{"prompt": "q", "responses": 7}', "responses", "list of strings"),
         ('{"prompt": "q", "chosen": "a"}', "rejected", "missing"),
         ('{"prompt": 3, "chosen": "a", "rejected": "b"}', "prompt", "string or a non-empty list"),
-        (
-            '{"prompt": [{"role": "robot", "content": "x"}], "responses": ["a", "b"]}',
-            "prompt",
-            "role 'robot'",
-        ),
+        ('{"prompt": [{"role": "robot", "content": "x"}], "responses": ["a", "b"]}', "prompt", "role 'robot'"),
         ('{"prompt": "   ", "responses": ["a", "b"]}', "prompt", "empty"),
         ('{"chosen": "plain text", "rejected": "b"}', "chosen", "not a transcript"),
-        (
-            '{"chosen": "\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: b\\n\\nAssistant: y"}',
-            "rejected",
-            "differ",
-        ),
+        ('{"chosen": "\\n\\nHuman: a\\n\\nAssistant: x", "rejected": "\\n\\nHuman: b\\n\\nAssistant: y"}', "rejected", "differ"),
         ('{"responses": ["a", "b"]}', "prompt", "missing"),
         ('{"text": "x"}', None, "no usable fields"),
         ("[1, 2]", None, "expected an object"),
@@ -141,11 +123,7 @@ def test_unknown_format_and_missing_file(tmp_path):
 def hub_layout(root: Path, rows: list[dict]) -> Path:
     """A folder laid out as a data set repository on the hub (Anthropic/hh-rlhf's: a folder per
     subset, a gzipped JSONL file per split), which `datasets.load_dataset` reads the same way."""
-    for subset, split, part in (
-        ("harmless-base", "train", rows[:3]),
-        ("harmless-base", "test", rows[3:5]),
-        ("helpful-base", "test", rows[5:6]),
-    ):
+    for subset, split, part in (("harmless-base", "train", rows[:3]), ("harmless-base", "test", rows[3:5]), ("helpful-base", "test", rows[5:6])):
         (root / subset).mkdir(parents=True, exist_ok=True)
         with gzip.open(root / subset / f"{split}.jsonl.gz", "wt") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in part)
@@ -158,9 +136,7 @@ def test_hub_data_set_by_name_data_dir_and_split(tmp_path):
     repo = hub_layout(tmp_path / "hh-rlhf", rows)
     spec = f"hf:{repo}?data_dir=harmless-base&split=test"
     examples = load_examples(spec).examples
-    assert [ex.responses for ex in examples] == [
-        list(split_transcript(r["chosen"])[1:]) + [split_transcript(r["rejected"])[1]] for r in rows[3:5]
-    ]
+    assert [ex.responses for ex in examples] == [list(split_transcript(r["chosen"])[1:]) + [split_transcript(r["rejected"])[1]] for r in rows[3:5]]
     assert examples[0].id == "hh-rlhf-harmless-base-test-1" and examples[0].source == f"{spec}:1"
     assert len(load_examples(f"hf:{repo}?data_dir=harmless-base").examples) == 3  # the train split by default
 
@@ -173,10 +149,7 @@ def test_hub_data_set_errors_name_the_data_set_and_record(tmp_path):
     spec = f"hf:{repo}?data_dir=harmless-base&split=test"
     with pytest.raises(InputError) as err:
         load_examples(spec)
-    assert (
-        str(err.value)
-        == f"{spec}:2: field 'rejected': the two transcripts differ before their last assistant turn"
-    )
+    assert str(err.value) == f"{spec}:2: field 'rejected': the two transcripts differ before their last assistant turn"
     with pytest.raises(InputError, match="unknown option.*splt"):
         load_examples(f"hf:{repo}?splt=test")
     with pytest.raises(InputError, match=r"load_dataset.*split='validation'"):

@@ -55,10 +55,9 @@ def test_row_in_chat_form_matches_trl_conversational_format():
 def test_pointwise_preference_by_hand():
     # σ((s_A − s_B) / T): scores 2.0 and 1.0 at T = 1 give 1 / (1 + e^-1) = 0.7310586.
     assert pointwise_preference(2.0, 1.0) == pytest.approx(0.7310586)
-    assert pointwise_preference(2.0, 1.0, temperature=2.0) == pytest.approx(1 / (1 + 2.718281828**-0.5))
+    assert pointwise_preference(2.0, 1.0, temperature=2.0) == pytest.approx(1 / (1 + 2.718281828 ** -0.5))
     assert pointwise_preference(3.0, 3.0) == 0.5
-    # no overflow
-    assert pointwise_preference(-1000.0, 1000.0) == 0.0 and pointwise_preference(1000.0, -1000.0) == 1.0
+    assert pointwise_preference(-1000.0, 1000.0) == 0.0 and pointwise_preference(1000.0, -1000.0) == 1.0  # no overflow
 
 
 def test_expected_rating_from_label_probabilities_by_hand():
@@ -70,18 +69,7 @@ def test_expected_rating_from_label_probabilities_by_hand():
 
 def test_pointwise_row_keeps_both_scores_and_has_no_order():
     pair = Pair("p1", "q", a="A text", b="B text", human=1.0)
-    row = pair_row(
-        pair,
-        PairJudgment([(True, Verdict(None, score=1.0)), (False, Verdict(None, score=2.0))], pointwise=True),
-        "j",
-        "r",
-        chat=False,
-    )
+    row = pair_row(pair, PairJudgment([(True, Verdict(None, score=1.0)), (False, Verdict(None, score=2.0))], pointwise=True), "j", "r", chat=False)
     assert row["chosen"] == "B text" and row["ai_preference"] == pytest.approx(0.7310586)
     assert [(s["response"], s["score"]) for s in row["scores"]] == [("rejected", 1.0), ("chosen", 2.0)]
-    assert (
-        "orders" not in row
-        and row["consistent"] is None
-        and row["mode"] == "pointwise"
-        and row["human_preference"] == 0.0
-    )
+    assert "orders" not in row and row["consistent"] is None and row["mode"] == "pointwise" and row["human_preference"] == 0.0

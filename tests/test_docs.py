@@ -98,35 +98,13 @@ COMMANDS = documented_commands()
 
 def test_the_docs_have_commands():
     assert len(COMMANDS) > 30
-    assert {args[0] for _, args in COMMANDS if args} >= {
-        "label",
-        "train",
-        "compare",
-        "iterate",
-        "revise",
-        "rate",
-        "experiment",
-        "rubric",
-        "agreement",
-    }
+    assert {args[0] for _, args in COMMANDS if args} >= {"label", "train", "compare", "iterate", "revise", "rate", "experiment", "rubric", "agreement"}
 
 
 def test_the_collector_reads_blocks_as_a_shell_would():
-    text = (
-        "```bash\nOMP_NUM_THREADS=1 rlaif train --method rm \\\n  --lr 3e-3   # a comment\n"
-        "make demo\n```\n```console\n$ rlaif agreement DIR\nrlaif is not a command here\n```\n"
-    )
-    commands = [
-        (n, c)
-        for language, start, body in code_blocks(text)
-        if language in SHELL_BLOCKS
-        for n, c in shell_commands(language, start, body)
-    ]
-    assert [rlaif_args(c) for _, c in commands] == [
-        ["train", "--method", "rm", "--lr", "3e-3"],
-        None,
-        ["agreement", "DIR"],
-    ]
+    text = "```bash\nOMP_NUM_THREADS=1 rlaif train --method rm \\\n  --lr 3e-3   # a comment\nmake demo\n```\n```console\n$ rlaif agreement DIR\nrlaif is not a command here\n```\n"
+    commands = [(n, c) for language, start, body in code_blocks(text) if language in SHELL_BLOCKS for n, c in shell_commands(language, start, body)]
+    assert [rlaif_args(c) for _, c in commands] == [["train", "--method", "rm", "--lr", "3e-3"], None, ["agreement", "DIR"]]
     assert [n for n, _ in commands] == [2, 4, 7]
 
 
@@ -160,9 +138,7 @@ def test_a_wrong_option_fails_to_parse(paths_need_not_exist):
     with pytest.raises(click.NoSuchOption):
         main.get_command(ctx, "label").make_context("label", ["--input", "x", "--no-such-option"], parent=ctx)
     with pytest.raises(click.BadParameter):
-        main.get_command(ctx, "label").make_context(
-            "label", ["--input", "x", "--debias", "sideways"], parent=ctx
-        )
+        main.get_command(ctx, "label").make_context("label", ["--input", "x", "--debias", "sideways"], parent=ctx)
 
 
 def documented(args: list[str]) -> bool:
@@ -171,28 +147,14 @@ def documented(args: list[str]) -> bool:
 
 def run_rlaif(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
-    return subprocess.run(
-        [sys.executable, "-m", "rlaif.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-        check=False,
-    )
+    return subprocess.run([sys.executable, "-m", "rlaif.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env, check=False)
 
 
-@pytest.mark.parametrize(
-    "args, expected",
-    [
-        (
-            ["--help"],
-            ["label", "train", "compare", "iterate", "revise", "rate", "experiment", "rubric", "agreement"],
-        ),
-        (["rubric", "quality"], ["Preferred Response="]),
-        (["rubric", "quality", "--mode", "pointwise"], ["Rating="]),
-    ],
-)
+@pytest.mark.parametrize("args, expected", [
+    (["--help"], ["label", "train", "compare", "iterate", "revise", "rate", "experiment", "rubric", "agreement"]),
+    (["rubric", "quality"], ["Preferred Response="]),
+    (["rubric", "quality", "--mode", "pointwise"], ["Rating="]),
+])
 def test_quick_documented_commands_run(args, expected):
     assert documented(args), f"`rlaif {' '.join(args)}` is no longer in the docs"
     result = run_rlaif(*args)
@@ -211,9 +173,7 @@ def test_the_documented_dry_run_runs_and_writes_nothing():
     before = snapshot(ROOT / "outputs" / "demo")
     result = run_rlaif(*args)
     assert result.returncode == 0, result.stderr
-    assert re.search(
-        r"^\d+ pairs: \d+ judge calls to make, \d+ already cached$", result.stdout, re.MULTILINE
-    ), result.stdout
+    assert re.search(r"^\d+ pairs: \d+ judge calls to make, \d+ already cached$", result.stdout, re.MULTILINE), result.stdout
     assert "estimated tokens" in result.stdout
     assert snapshot(ROOT / "outputs" / "demo") == before
 
@@ -227,13 +187,7 @@ def python_imports() -> list[tuple[str, str, list[str]]]:
                 continue
             for number, line in enumerate(body, start):
                 if m := re.match(r"from (rlaif[\w.]*) import (.+)$", line.strip()):
-                    found.append(
-                        (
-                            f"{page.relative_to(ROOT)}:{number}",
-                            m.group(1),
-                            [n.strip() for n in m.group(2).split(",")],
-                        )
-                    )
+                    found.append((f"{page.relative_to(ROOT)}:{number}", m.group(1), [n.strip() for n in m.group(2).split(",")]))
     return found
 
 
@@ -265,9 +219,7 @@ def anchor(heading: str) -> str:
 def anchors(page: Path) -> set[str]:
     seen: dict[str, int] = {}
     out = set()
-    for line in re.sub(
-        r"^(`{3,}|~{3,}).*?^\1", "", page.read_text(), flags=re.MULTILINE | re.DOTALL
-    ).splitlines():
+    for line in re.sub(r"^(`{3,}|~{3,}).*?^\1", "", page.read_text(), flags=re.MULTILINE | re.DOTALL).splitlines():
         if m := re.match(r"#{1,6}\s+(.+?)\s*#*$", line):
             base = anchor(m.group(1))
             n = seen.get(base, 0)

@@ -15,58 +15,26 @@ from hypothesis import strategies as st
 
 from rlaif.cli import main
 
-FUZZ = settings(
-    derandomize=True,
-    deadline=None,
-    max_examples=150,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
+FUZZ = settings(derandomize=True, deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 ROOT = Path(__file__).resolve().parent.parent
 KEEP = "written before: keep me"
-NO_MODEL = (
-    "./no-such-model"  # every run that gets past the option under test stops here, before any model loads
-)
+NO_MODEL = "./no-such-model"  # every run that gets past the option under test stops here, before any model loads
 
-# command: (the arguments that make it a run that fails fast or writes little, its path
-# options, its other options)
+# command: (the arguments that make it a run that fails fast or writes little, its path options, its other options)
 COMMANDS = {
-    "label": (
-        ["--input", "examples/demo.jsonl", "--dry-run"],
-        ["--input", "--output", "--judge", "--rubric", "--cache"],
-        [
-            "--limit",
-            "--concurrency",
-            "--num-responses",
-            "--max-calls-per-prompt",
-            "--min-confidence",
-            "--temperature",
-            "--pairs",
-            "--ranking",
-            "--mode",
-            "--debias",
-            "--chunk-size",
-        ],
-    ),
-    "train": (
-        ["--method", "dpo", "--data", "examples/demo.jsonl", "--model", NO_MODEL],
-        ["--data", "--output", "--config", "--eval-data", "--reference-cache"],
-        ["--batch-size", "--lr", "--epochs", "--max-length", "--beta", "--method", "--loss", "--eval-split"],
-    ),
-    "compare": (
-        ["--eval-data", "examples/demo.jsonl", "--output", "outputs/fuzz-compare", NO_MODEL],
-        ["--eval-data", "--output", "--gold-rm", "--labels"],
-        ["--limit", "--max-new-tokens", "--temperature", "--samples", "--mode"],
-    ),
+    "label": (["--input", "examples/demo.jsonl", "--dry-run"], ["--input", "--output", "--judge", "--rubric", "--cache"],
+              ["--limit", "--concurrency", "--num-responses", "--max-calls-per-prompt", "--min-confidence", "--temperature", "--pairs",
+               "--ranking", "--mode", "--debias", "--chunk-size"]),
+    "train": (["--method", "dpo", "--data", "examples/demo.jsonl", "--model", NO_MODEL], ["--data", "--output", "--config", "--eval-data",
+              "--reference-cache"], ["--batch-size", "--lr", "--epochs", "--max-length", "--beta", "--method", "--loss", "--eval-split"]),
+    "compare": (["--eval-data", "examples/demo.jsonl", "--output", "outputs/fuzz-compare", NO_MODEL], ["--eval-data", "--output", "--gold-rm", "--labels"],
+                ["--limit", "--max-new-tokens", "--temperature", "--samples", "--mode"]),
     "agreement": ([], ["RUN_DIR"], []),
     "calibrate": ([], ["RUN_DIR"], ["--folds"]),
     "rate": ([], ["JUDGMENTS"], ["--bootstrap", "--k"]),
     "rubric": ([], ["NAME_OR_PATH"], ["--mode"]),
     "experiment": ([], ["CONFIG_FILE"], []),
-    "serve": (
-        ["--judge", "./no-such-judge.toml"],
-        ["--judge", "--rubric", "--cache"],
-        ["--port", "--max-batch", "--max-wait-ms", "--ranking"],
-    ),
+    "serve": (["--judge", "./no-such-judge.toml"], ["--judge", "--rubric", "--cache"], ["--port", "--max-batch", "--max-wait-ms", "--ranking"]),
 }
 BAD_VALUES = ["-1", "0", "abc", "1e309", "nan", "99999999999999999999", "", "--", "0.5x"]
 
@@ -102,20 +70,15 @@ def args_for(command: str, option: str, value: str) -> list[str]:
 
 def check(args: list[str], tmp: Path) -> int:
     result = CliRunner().invoke(main, args, catch_exceptions=True)
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        args,
-        repr(result.exception),
-    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), (args, repr(result.exception))
     assert result.exit_code in (0, 1, 2), (args, result.exit_code, result.output)
     assert "Traceback" not in result.output, (args, result.output)
     if result.exit_code == 1:
         assert result.output.count("\n") >= 1 and "Error: " in result.output, (args, result.output)
-        # a bug, caught by the command line's last resort
-        assert "unexpected" not in result.output, (args, result.output)
+        assert "unexpected" not in result.output, (args, result.output)  # a bug, caught by the command line's last resort
     assert (tmp / "a-file").read_text() == KEEP and (tmp / "a-dir" / "kept.txt").read_text() == KEEP, args
     assert (tmp / "empty.jsonl").read_bytes() == b"", args  # a dry run's cache lookup changed no file
-    # an empty path is no output directory: nothing is written into the working directory
-    assert not (ROOT / ".rlaif.lock").exists(), args
+    assert not (ROOT / ".rlaif.lock").exists(), args  # an empty path is no output directory: nothing is written into the working directory
     return result.exit_code
 
 
@@ -150,5 +113,4 @@ def test_every_number_and_choice_option_takes_bad_values(tmp, data):
     option = data.draw(st.sampled_from(COMMANDS[command][2]))
     value = data.draw(st.sampled_from(BAD_VALUES))
     code = check(args_for(command, option, value), tmp)
-    # a number that is not finite is never a setting
-    assert value not in ("nan", "1e309") or code != 0, (command, option, value)
+    assert value not in ("nan", "1e309") or code != 0, (command, option, value)  # a number that is not finite is never a setting

@@ -77,11 +77,7 @@ def test_chain_of_thought_with_a_prefilled_verdict_through_the_server(tmp_path, 
 
 
 def test_constrained_verdicts_through_the_server(tmp_path, server_judge):
-    result = _label(
-        tmp_path,
-        "constrained",
-        server_judge(verdict="constrained", structured_output="json_object", max_tokens=24),
-    )
+    result = _label(tmp_path, "constrained", server_judge(verdict="constrained", structured_output="json_object", max_tokens=24))
     m = result.manifest
     assert m["verdicts"]["unreadable"] == 0 and m["counts"]["labeled"] == 4
     assert m["verdicts"]["soft"] == 8  # log-probabilities at the label's token inside the JSON
@@ -89,30 +85,13 @@ def test_constrained_verdicts_through_the_server(tmp_path, server_judge):
 
 def test_text_verdicts_of_a_small_model_stop_the_run_early_with_advice(tmp_path, server_judge):
     judge = server_judge(verdict="text")
-    cmd = [
-        sys.executable,
-        "-m",
-        "rlaif.cli",
-        "label",
-        "--input",
-        f"{HH}?rows=0:20",
-        "--output",
-        str(tmp_path / "text"),
-        "--judge",
-        judge,
-        "--quiet",
-    ]
+    cmd = [sys.executable, "-m", "rlaif.cli", "label", "--input", f"{HH}?rows=0:20", "--output", str(tmp_path / "text"), "--judge", judge, "--quiet"]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1
     message = done.stderr.strip().splitlines()[-1]
-    assert (
-        message.startswith("Error: judge ")
-        and "no readable verdict" in message
-        and "'constrained' or 'prefilled'" in message
-    )
+    assert message.startswith("Error: judge ") and "no readable verdict" in message and "'constrained' or 'prefilled'" in message
     assert cached_answers(tmp_path / "text") == 10  # of 40 calls: the run stopped after the first ten
-    # the same through the Python API: its cached answers stop it before any call
-    with pytest.raises(UnreadableJudge):
+    with pytest.raises(UnreadableJudge):  # the same through the Python API: its cached answers stop it before any call
         _label(tmp_path, "text", judge, data=f"{HH}?rows=0:20")
     assert cached_answers(tmp_path / "text") == 10
 
@@ -123,15 +102,10 @@ def cached_answers(out) -> int:
 
 
 def test_prompt_only_rows_generated_and_judged_through_the_server(tmp_path, server_judge):
-    rows = [
-        {"id": "p0", "prompt": "Give me a tip for staying focused."},
-        {"id": "p1", "prompt": "What is a good name for a cat?"},
-    ]
+    rows = [{"id": "p0", "prompt": "Give me a tip for staying focused."}, {"id": "p1", "prompt": "What is a good name for a cat?"}]
     data = str(write_jsonl(tmp_path / "prompts.jsonl", rows))
     judge = server_judge()
-    result = _label(
-        tmp_path, "generated", judge, data=data, generator=judge, num_responses=2, max_new_tokens=24
-    )
+    result = _label(tmp_path, "generated", judge, data=data, generator=judge, num_responses=2, max_new_tokens=24)
     assert result.manifest["counts"]["labeled"] == 2 and result.manifest["verdicts"]["unreadable"] == 0
     for row in result.rows:  # two samples per prompt although the server returns one choice a call
         assert row["chosen"] and row["rejected"] and row["chosen"] != row["rejected"]
@@ -144,10 +118,7 @@ def test_the_embedded_tokenizer_reads_the_tokens_llama_cpp_reads():
 
     judge = LlamaCppJudge(JudgeConfig("llama-cpp", "llama_cpp", "embedded", {}))
     try:
-        for text in (
-            "Some ideas, mostly for fun.\n\n1. Draw a map\n\n2. Make 12 cards",
-            "<|im_start|>user\nIn 2024, 3.5 of 10 said 'yes'.<|im_end|>\n",
-        ):
+        for text in ("Some ideas, mostly for fun.\n\n1. Draw a map\n\n2. Make 12 cards", "<|im_start|>user\nIn 2024, 3.5 of 10 said 'yes'.<|im_end|>\n"):
             assert judge.tokenizer(text, add_special_tokens=False)["input_ids"] == judge.tokenize(text), text
     finally:
         judge.close()

@@ -47,9 +47,7 @@ def test_sequence_logps_by_hand():
     labels = torch.tensor([[-100, 0, 1]])  # tokens 0 then 1 after a prompt token
     assert sequence_logps(logits, labels).item() == pytest.approx(math.log(0.5) + math.log(0.8), rel=1e-5)
     # IPO's input (as TRL's ipo): the mean over the two response tokens
-    assert sequence_logps(logits, labels, average=True).item() == pytest.approx(
-        (math.log(0.5) + math.log(0.8)) / 2, rel=1e-5
-    )
+    assert sequence_logps(logits, labels, average=True).item() == pytest.approx((math.log(0.5) + math.log(0.8)) / 2, rel=1e-5)
     one_token = torch.tensor([[-100, -100, 1]])  # only the last token is a response token
     assert sequence_logps(logits, one_token, average=True).item() == pytest.approx(math.log(0.8), rel=1e-5)
 
@@ -59,9 +57,7 @@ def test_reward_model_loss_hard_and_soft():
     assert reward_model_loss(rc, rr).item() == pytest.approx(-log_sigmoid(2.0))
     soft = -(0.75 * log_sigmoid(2.0) + 0.25 * log_sigmoid(-2.0))
     assert reward_model_loss(rc, rr, torch.tensor([0.75])).item() == pytest.approx(soft)
-    assert reward_model_loss(rc, rr, torch.tensor([1.0])).item() == pytest.approx(
-        reward_model_loss(rc, rr).item()
-    )
+    assert reward_model_loss(rc, rr, torch.tensor([1.0])).item() == pytest.approx(reward_model_loss(rc, rr).item())
 
 
 def test_dpo_equal_policy_and_reference_gives_log_2():
@@ -75,9 +71,7 @@ def test_dpo_by_hand():
     assert dpo_loss(pc, pr, rc, rr, beta=0.5).item() == pytest.approx(-log_sigmoid(0.5))
     smoothed = -(0.9 * log_sigmoid(0.5) + 0.1 * log_sigmoid(-0.5))
     assert dpo_loss(pc, pr, rc, rr, beta=0.5, label_smoothing=0.1).item() == pytest.approx(smoothed)
-    assert dpo_loss(pc, pr, rc, rr, beta=0.5, p=torch.tensor([1.0])).item() == pytest.approx(
-        -log_sigmoid(0.5)
-    )
+    assert dpo_loss(pc, pr, rc, rr, beta=0.5, p=torch.tensor([1.0])).item() == pytest.approx(-log_sigmoid(0.5))
     soft = -(0.7 * log_sigmoid(0.5) + 0.3 * log_sigmoid(-0.5))
     assert dpo_loss(pc, pr, rc, rr, beta=0.5, p=torch.tensor([0.7])).item() == pytest.approx(soft)
     # IPO: (h − 1/(2β))² = (1 − 1)² = 0 at β = 0.5; (1 − 2.5)² at β = 0.2
@@ -118,12 +112,7 @@ def test_ppo_policy_loss_clips():
 
 
 def test_ppo_value_loss_by_hand():
-    values, old, returns, mask = (
-        torch.tensor([[1.0]]),
-        torch.tensor([[0.0]]),
-        torch.tensor([[1.0]]),
-        torch.ones(1, 1),
-    )
+    values, old, returns, mask = torch.tensor([[1.0]]), torch.tensor([[0.0]]), torch.tensor([[1.0]]), torch.ones(1, 1)
     # unclipped error 0; clipped value 0.2, error 0.64; max = 0.64; half = 0.32
     assert ppo_value_loss(values, old, returns, mask, clip=0.2).item() == pytest.approx(0.32)
 
@@ -132,16 +121,13 @@ def test_whiten():
     x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
     w = whiten(x, mask)[0, :3]
-    assert w.mean().item() == pytest.approx(0.0, abs=1e-6) and (w**2).mean().item() == pytest.approx(
-        1.0, rel=1e-4
-    )
+    assert w.mean().item() == pytest.approx(0.0, abs=1e-6) and (w ** 2).mean().item() == pytest.approx(1.0, rel=1e-4)
 
 
 def test_approx_kl_by_hand():
     mask = torch.tensor([[1.0, 1.0, 0.0]])
     old = torch.zeros(1, 3)
-    # ρ = 2 on the first token, 1 on the second; the third is padding
-    new = torch.tensor([[math.log(2.0), 0.0, 5.0]])
+    new = torch.tensor([[math.log(2.0), 0.0, 5.0]])  # ρ = 2 on the first token, 1 on the second; the third is padding
     # (2 − 1) − log 2 = 0.3069 on the first, 0 on the second; mean over 2 tokens
     assert approx_kl(new, old, mask).item() == pytest.approx((1 - math.log(2)) / 2)
     assert approx_kl(old, old, mask).item() == 0.0
@@ -174,13 +160,9 @@ def test_simpo_loss_by_hand():
     chosen, rejected = torch.tensor([-1.0]), torch.tensor([-2.0])
     assert simpo_loss(chosen, rejected, beta=2.0, gamma=1.0).item() == pytest.approx(-log_sigmoid(1.0))
     smoothed = -(0.9 * log_sigmoid(1.0) + 0.1 * log_sigmoid(-1.0))
-    assert simpo_loss(chosen, rejected, beta=2.0, gamma=1.0, label_smoothing=0.1).item() == pytest.approx(
-        smoothed
-    )
+    assert simpo_loss(chosen, rejected, beta=2.0, gamma=1.0, label_smoothing=0.1).item() == pytest.approx(smoothed)
     soft = -(0.7 * log_sigmoid(1.0) + 0.3 * log_sigmoid(-1.0))
-    assert simpo_loss(chosen, rejected, beta=2.0, gamma=1.0, p=torch.tensor([0.7])).item() == pytest.approx(
-        soft
-    )
+    assert simpo_loss(chosen, rejected, beta=2.0, gamma=1.0, p=torch.tensor([0.7])).item() == pytest.approx(soft)
 
 
 def test_orpo_loss_by_hand():
@@ -197,17 +179,11 @@ def test_kto_loss_by_hand():
     desirable = torch.tensor([True, False])
     sigmoid = lambda x: 1 / (1 + math.exp(-x))
     by_hand = (1.0 * (1 - sigmoid(0.1 * (1 - 0.5))) + 2.0 * (1 - sigmoid(0.1 * (0.5 + 2)))) / 2
-    assert kto_loss(
-        policy, reference, desirable, 0.5, beta=0.1, desirable_weight=1.0, undesirable_weight=2.0
-    ).item() == pytest.approx(by_hand)
+    assert kto_loss(policy, reference, desirable, 0.5, beta=0.1, desirable_weight=1.0, undesirable_weight=2.0).item() == pytest.approx(by_hand)
     weighted = (0.5 * (1 - sigmoid(0.05)) + 3.0 * 2.0 * (1 - sigmoid(0.25))) / 2
-    assert kto_loss(
-        policy, reference, desirable, 0.5, 0.1, 1.0, 2.0, weight=torch.tensor([0.5, 3.0])
-    ).item() == pytest.approx(weighted)
+    assert kto_loss(policy, reference, desirable, 0.5, 0.1, 1.0, 2.0, weight=torch.tensor([0.5, 3.0])).item() == pytest.approx(weighted)
     # z: the mismatched sequences' mean log-ratio, never below 0
-    assert kto_reference_point(
-        torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -2.5])
-    ).item() == pytest.approx(0.75)
+    assert kto_reference_point(torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -2.5])).item() == pytest.approx(0.75)
     assert kto_reference_point(torch.tensor([-3.0]), torch.tensor([-2.0])).item() == 0.0
 
 
@@ -216,9 +192,7 @@ def test_weights_scale_each_pairs_loss():
     each = [-log_sigmoid(0.1), math.log(2)]  # h = 1 and h = 0
     assert dpo_loss(pc, pr, rc, rr, weight=torch.tensor([2.0, 0.0])).item() == pytest.approx(2 * each[0] / 2)
     assert dpo_loss(pc, pr, rc, rr, weight=torch.ones(2)).item() == dpo_loss(pc, pr, rc, rr).item()
-    assert reward_model_loss(pc, pr, weight=torch.tensor([0.0, 4.0])).item() == pytest.approx(
-        4 * math.log(2) / 2
-    )
+    assert reward_model_loss(pc, pr, weight=torch.tensor([0.0, 4.0])).item() == pytest.approx(4 * math.log(2) / 2)
 
 
 def trl_self(**settings):
@@ -238,14 +212,8 @@ def test_simpo_equals_trl(beta, gamma, smoothing):
     from trl.experimental.cpo import CPOTrainer
 
     chosen, rejected = random_logps()
-    theirs, _, _ = CPOTrainer.cpo_loss(
-        trl_self(alpha=0.0, loss_type="simpo", beta=beta, simpo_gamma=gamma, label_smoothing=smoothing),
-        chosen,
-        rejected,
-    )
-    assert simpo_loss(chosen, rejected, beta, gamma, smoothing).item() == pytest.approx(
-        theirs.mean().item(), abs=1e-5
-    )
+    theirs, _, _ = CPOTrainer.cpo_loss(trl_self(alpha=0.0, loss_type="simpo", beta=beta, simpo_gamma=gamma, label_smoothing=smoothing), chosen, rejected)
+    assert simpo_loss(chosen, rejected, beta, gamma, smoothing).item() == pytest.approx(theirs.mean().item(), abs=1e-5)
 
 
 @pytest.mark.parametrize("lam", [0.1, 0.5])
@@ -257,6 +225,5 @@ def test_orpo_equals_trl(lam):
     nll = torch.tensor(2.0)
     ratio_terms, _, _, _, log_odds = ORPOTrainer.odds_ratio_loss(trl_self(beta=lam), chosen, rejected)
     loss, ours_log_odds = orpo_loss(chosen, rejected, nll, lam)
-    # TRL: loss = nll − mean(λ log σ(·))
-    assert loss.item() == pytest.approx((nll - ratio_terms.mean()).item(), abs=1e-5)
+    assert loss.item() == pytest.approx((nll - ratio_terms.mean()).item(), abs=1e-5)  # TRL: loss = nll − mean(λ log σ(·))
     assert ours_log_odds.item() == pytest.approx(log_odds.item(), abs=1e-5)

@@ -22,17 +22,14 @@ def test_group_advantages_by_hand():
     # rewards 1, 2, 3, 4: mean 2.5, sample std √(5/3) = 1.29099
     adv = group_advantages(torch.tensor([[1.0, 2.0, 3.0, 4.0], [5.0, 5.0, 5.0, 5.0]]))
     std = math.sqrt(5 / 3)
-    assert adv[0].tolist() == pytest.approx(
-        [-1.5 / (std + 1e-4), -0.5 / (std + 1e-4), 0.5 / (std + 1e-4), 1.5 / (std + 1e-4)]
-    )
+    assert adv[0].tolist() == pytest.approx([-1.5 / (std + 1e-4), -0.5 / (std + 1e-4), 0.5 / (std + 1e-4), 1.5 / (std + 1e-4)])
     assert adv[1].tolist() == [0.0, 0.0, 0.0, 0.0]  # a group that agrees teaches nothing
 
 
 def test_grpo_loss_by_hand():
     # two responses, lengths 2 and 1; A = (+1, −1); ε = 0.2, β = 0.1.
     old = torch.log(torch.tensor([[0.5, 0.5], [0.4, 0.9]]))
-    # token 1 of response 1: ρ = 1.5, clipped to 1.2 for A > 0
-    new = torch.log(torch.tensor([[0.75, 0.5], [0.4, 0.9]]))
+    new = torch.log(torch.tensor([[0.75, 0.5], [0.4, 0.9]]))  # token 1 of response 1: ρ = 1.5, clipped to 1.2 for A > 0
     ref = torch.log(torch.tensor([[0.5, 0.5], [0.2, 0.9]]))
     mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
     loss, clipfrac, kl = grpo_loss(new, old, ref, torch.tensor([1.0, -1.0]), mask, clip=0.2, beta=0.1)
@@ -56,9 +53,7 @@ def test_ppo_ptx_loss_adds_gamma_times_the_pretraining_nll_by_hand():
     loss, got = ppo_ptx_loss(torch.tensor(0.7), logits, labels, ptx_coef=2.0)
     assert got.item() == pytest.approx(nll)
     assert loss.item() == pytest.approx(0.7 + 2.0 * nll)
-    padded, _ = ppo_ptx_loss(
-        torch.tensor(0.7), torch.cat([logits, torch.zeros(1, 1, 2)], 1), torch.tensor([[0, 1, 0, -100]]), 2.0
-    )
+    padded, _ = ppo_ptx_loss(torch.tensor(0.7), torch.cat([logits, torch.zeros(1, 1, 2)], 1), torch.tensor([[0, 1, 0, -100]]), 2.0)
     assert padded.item() == pytest.approx(loss.item())  # padding is not text
 
 
@@ -66,18 +61,8 @@ def test_ppo_update_mixes_in_the_ptx_term(pairs, char_policy, tmp_path):  # noqa
     """One PPO-ptx update's loss is the PPO loss plus γ times the NLL of the batch of text it drew."""
     ptx = tmp_path / "ptx.txt"
     ptx.write_text(f"{PTX}\n\n{PTX.upper()}\n")
-    cfg = config(
-        "ppo",
-        pairs,
-        str(char_policy),
-        tmp_path / "out",
-        max_steps=1,
-        rollout_batch_size=4,
-        mini_batch_size=4,
-        max_new_tokens=6,
-        ptx_coef=0.5,
-        ptx_data=str(ptx),
-    )
+    cfg = config("ppo", pairs, str(char_policy), tmp_path / "out", max_steps=1, rollout_batch_size=4, mini_batch_size=4, max_new_tokens=6,
+                 ptx_coef=0.5, ptx_data=str(ptx))
     trainer = PPOTrainer(cfg, reward_fn=lowercase_share)
     trainer.setup(None)
     batch = trainer.rollout(trainer.prompts[:4])
@@ -100,21 +85,9 @@ def test_ppo_update_mixes_in_the_ptx_term(pairs, char_policy, tmp_path):  # noqa
 
 def test_ppo_ptx_keeps_the_pretraining_text_likely(pairs, char_policy, tmp_path):  # noqa: F811
     ptx = write_jsonl(tmp_path / "ptx.jsonl", [{"text": PTX}])
-    common = {
-        "max_steps": 6,
-        "rollout_batch_size": 4,
-        "mini_batch_size": 4,
-        "max_new_tokens": 6,
-        "lr": 3e-3,
-        "ppo_epochs": 2,
-    }
-    PPOTrainer(
-        config("ppo", pairs, str(char_policy), tmp_path / "plain", **common), reward_fn=lowercase_share
-    ).train()
-    PPOTrainer(
-        config("ppo", pairs, str(char_policy), tmp_path / "ptx", ptx_coef=1.0, ptx_data=str(ptx), **common),
-        reward_fn=lowercase_share,
-    ).train()
+    common = {"max_steps": 6, "rollout_batch_size": 4, "mini_batch_size": 4, "max_new_tokens": 6, "lr": 3e-3, "ppo_epochs": 2}
+    PPOTrainer(config("ppo", pairs, str(char_policy), tmp_path / "plain", **common), reward_fn=lowercase_share).train()
+    PPOTrainer(config("ppo", pairs, str(char_policy), tmp_path / "ptx", ptx_coef=1.0, ptx_data=str(ptx), **common), reward_fn=lowercase_share).train()
     rows = metrics(tmp_path / "ptx")
     assert rows[-1]["ptx_loss"] < rows[0]["ptx_loss"] - 0.3
     assert "ptx_loss" not in metrics(tmp_path / "plain")[0]
@@ -159,29 +132,12 @@ def test_grpo_raises_a_reward_function_given_as_a_file(pairs, char_policy, tmp_p
     fn = tmp_path / "rewards.py"
     fn.write_text(REWARD_FILE)
     out = tmp_path / "out"
-    results = train(
-        config(
-            "grpo",
-            pairs,
-            str(char_policy),
-            out,
-            max_steps=30,
-            rollout_batch_size=4,
-            group_size=4,
-            mini_batch_size=8,
-            ppo_epochs=2,
-            max_new_tokens=8,
-            lr=5e-3,
-            kl_coef=0.02,
-            eval_split=0.25,
-            reward_function=f"{fn}:lowercase",
-        )
-    )
+    results = train(config("grpo", pairs, str(char_policy), out, max_steps=30, rollout_batch_size=4, group_size=4, mini_batch_size=8, ppo_epochs=2,
+                           max_new_tokens=8, lr=5e-3, kl_coef=0.02, eval_split=0.25, reward_function=f"{fn}:lowercase"))
     rows = [r for r in metrics(out) if "score" in r]
     first, last = sum(r["score"] for r in rows[:5]) / 5, sum(r["score"] for r in rows[-5:]) / 5
     assert last > first + 0.1, (first, last)
-    # the first update's policy is the reference
-    assert rows[0]["kl"] < 0.05 and all(0 <= r["kl"] < 5 for r in rows)
+    assert rows[0]["kl"] < 0.05 and all(0 <= r["kl"] < 5 for r in rows)  # the first update's policy is the reference
     assert {"clipfrac", "approx_kl", "entropy", "flat_groups", "policy_loss"} <= set(rows[-1])
     assert results["eval/score"] > results["eval/reference_score"], results
     assert (out / "model.safetensors").exists() and not (out / "value_head.pt").exists()
@@ -190,23 +146,11 @@ def test_grpo_raises_a_reward_function_given_as_a_file(pairs, char_policy, tmp_p
 def test_grpo_resumes_exactly_with_ptx(pairs, char_policy, tmp_path):  # noqa: F811
     ptx = tmp_path / "ptx.txt"
     ptx.write_text(f"{PTX}\n{PTX[::-1]}\n{PTX.upper()}\n")
-    common = {
-        "rollout_batch_size": 2,
-        "group_size": 3,
-        "mini_batch_size": 3,
-        "max_new_tokens": 5,
-        "lr": 2e-3,
-        "save_steps": 2,
-        "lr_scheduler": "constant",
-        "ptx_coef": 0.3,
-        "ptx_data": str(ptx),
-    }
+    common = {"rollout_batch_size": 2, "group_size": 3, "mini_batch_size": 3, "max_new_tokens": 5, "lr": 2e-3, "save_steps": 2, "lr_scheduler": "constant",
+                  "ptx_coef": 0.3, "ptx_data": str(ptx)}
 
     def run(out, steps, resume=False):
-        GRPOTrainer(
-            config("grpo", pairs, str(char_policy), out, max_steps=steps, resume=resume, **common),
-            reward_fn=lowercase_share,
-        ).train()
+        GRPOTrainer(config("grpo", pairs, str(char_policy), out, max_steps=steps, resume=resume, **common), reward_fn=lowercase_share).train()
         return metrics(out)
 
     whole = run(tmp_path / "whole", 4)
@@ -218,28 +162,12 @@ def test_grpo_resumes_exactly_with_ptx(pairs, char_policy, tmp_path):  # noqa: F
 
 def test_grpo_with_a_judge_rewards_the_responses_it_prefers(tiny, pairs, tmp_path, scripted_judge):  # noqa: F811
     judge = scripted_judge(bias=0.1)
-    trainer = GRPOTrainer(
-        config(
-            "grpo",
-            pairs,
-            tiny,
-            tmp_path / "out",
-            max_steps=2,
-            rollout_batch_size=2,
-            group_size=3,
-            mini_batch_size=3,
-            max_new_tokens=4,
-            reward_judge=judge,
-            eval_split=0.25,
-        )
-    )
+    trainer = GRPOTrainer(config("grpo", pairs, tiny, tmp_path / "out", max_steps=2, rollout_batch_size=2, group_size=3, mini_batch_size=3,
+                                 max_new_tokens=4, reward_judge=judge, eval_split=0.25))
     trainer.setup(None)
     # group 1: only the first response is GOOD; group 2: two GOOD ones share the wins
-    scores = trainer.judged_group_scores(
-        ["q1"] * 3 + ["q2"] * 3, ["GOOD one", "bad", "worse", "GOOD", "GOOD too", "bad"]
-    )
-    # within a group: a GOOD response beats a bad one with
-    # P = ½(0.8 + 0.1 + 1 − (0.2 + 0.1)) = 0.8 after both orders
+    scores = trainer.judged_group_scores(["q1"] * 3 + ["q2"] * 3, ["GOOD one", "bad", "worse", "GOOD", "GOOD too", "bad"])
+    # within a group: a GOOD response beats a bad one with P = ½(0.8 + 0.1 + 1 − (0.2 + 0.1)) = 0.8 after both orders
     assert scores.tolist() == pytest.approx([0.8, 0.35, 0.35, 0.65, 0.65, 0.2])
     results = trainer.train()
     assert 0.0 <= results["eval/preference_vs_reference"] <= 1.0
@@ -247,31 +175,16 @@ def test_grpo_with_a_judge_rewards_the_responses_it_prefers(tiny, pairs, tmp_pat
 
 
 def test_grpo_without_kl_still_evaluates_against_the_starting_policy(pairs, char_policy, tmp_path):  # noqa: F811
-    cfg = config(
-        "grpo",
-        pairs,
-        str(char_policy),
-        tmp_path / "out",
-        max_steps=15,
-        rollout_batch_size=4,
-        group_size=4,
-        mini_batch_size=8,
-        max_new_tokens=8,
-        lr=5e-3,
-        kl_coef=0.0,
-        eval_split=0.25,
-    )
+    cfg = config("grpo", pairs, str(char_policy), tmp_path / "out", max_steps=15, rollout_batch_size=4, group_size=4, mini_batch_size=8,
+                 max_new_tokens=8, lr=5e-3, kl_coef=0.0, eval_split=0.25)
     trainer = GRPOTrainer(cfg, reward_fn=lowercase_share)
     results = trainer.train()
     start = load_causal_lm(str(char_policy))
-    # the start, not the trained policy
-    assert results["eval/reference_score"] == pytest.approx(
-        trainer.held_out_scores(start, cfg.seed).mean().item()
-    )
+    assert results["eval/reference_score"] == pytest.approx(trainer.held_out_scores(start, cfg.seed).mean().item())  # the start, not the trained policy
     assert results["eval/score"] > results["eval/reference_score"]
 
 
-RANKS_IN_SYNC = """
+RANKS_IN_SYNC = '''
 import sys
 import torch
 import torch.distributed as dist
@@ -279,17 +192,15 @@ from rlaif.trainers import TrainConfig
 from rlaif.trainers.grpo import GRPOTrainer
 
 data, model, out, ptx = sys.argv[1:]
-cfg = TrainConfig(method="grpo", data=data, model=model, output=out, \
-reward_function="tests.test_trainers:lowercase_share", ptx_coef=5.0,
-                  ptx_data=ptx, max_steps=3, rollout_batch_size=2, group_size=2, mini_batch_size=2, \
-max_new_tokens=4, lr=1e-2, progress=False)
+cfg = TrainConfig(method="grpo", data=data, model=model, output=out, reward_function="tests.test_trainers:lowercase_share", ptx_coef=5.0,
+                  ptx_data=ptx, max_steps=3, rollout_batch_size=2, group_size=2, mini_batch_size=2, max_new_tokens=4, lr=1e-2, progress=False)
 trainer = GRPOTrainer(cfg)
 trainer.train()
 weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
 both = [torch.zeros_like(weights) for _ in range(2)]
 dist.all_gather(both, weights)
 print(f"rank {dist.get_rank()} differs by {(both[0] - both[1]).abs().max().item()}")
-"""
+'''
 
 
 def test_ptx_under_two_processes_keeps_their_weights_equal(tiny, pairs, tmp_path):  # noqa: F811
@@ -302,24 +213,7 @@ def test_ptx_under_two_processes_keeps_their_weights_equal(tiny, pairs, tmp_path
     script.write_text(RANKS_IN_SYNC)
     ptx = tmp_path / "ptx.txt"
     ptx.write_text(f"{PTX}\n{PTX.upper()}\n")
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(script),
-            pairs,
-            tiny,
-            str(tmp_path / "out"),
-            str(ptx),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), pairs, tiny,
+                             str(tmp_path / "out"), str(ptx)], check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.stdout.count("differs by 0.0") == 2, result.stdout
     assert (tmp_path / "out" / "model.safetensors").exists()

@@ -28,10 +28,7 @@ def encoded(tiny):
         ("Hi", "same", "same"),  # identical responses: everything is shared
         (long_prompt, "ok", "a much longer answer, so the prompt is cut differently"),  # no common prompt
     ]
-    return tok, [
-        EncodedPair(encode(tok, p, c, 48, "x:1", True), encode(tok, p, r, 48, "x:1", True), 1.0)
-        for p, c, r in raw
-    ]
+    return tok, [EncodedPair(encode(tok, p, c, 48, "x:1", True), encode(tok, p, r, 48, "x:1", True), 1.0) for p, c, r in raw]
 
 
 def separate(model, pairs):
@@ -41,19 +38,13 @@ def separate(model, pairs):
 
 def test_packed_log_probs_equal_separate_forward_passes(tiny, encoded):
     tok, pairs = encoded
-    # the last pair's prompts were cut differently
-    assert pairs[3][0]["input_ids"][:5] != pairs[3][1]["input_ids"][:5]
+    assert pairs[3][0]["input_ids"][:5] != pairs[3][1]["input_ids"][:5]  # the last pair's prompts were cut differently
     model = load_causal_lm(tiny, "cpu")
     batch = collate([p.chosen for p in pairs] + [p.rejected for p in pairs], tok.pad_token_id)
     with torch.no_grad():
         expected = sequence_logps(separate(model, pairs).logits, batch["labels"])
         packed = pack_pairs(pairs, tok.pad_token_id, "cpu")
-        tokens = head_logps(
-            packed_hidden(model, packed.packed, logits_to_keep=1)[packed.token_index],
-            model.lm_head.weight,
-            packed.targets,
-            chunk_size=7,
-        )
+        tokens = head_logps(packed_hidden(model, packed.packed, logits_to_keep=1)[packed.token_index], model.lm_head.weight, packed.targets, chunk_size=7)
         got = per_sequence(tokens, packed.sequence, packed.n_sequences)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
     assert got[2] == got[6]  # identical responses, identical log-probabilities
@@ -91,9 +82,7 @@ def test_kept_frozen_states_and_the_last_block_at_the_read_tokens_give_the_whole
         if k == 0:
             return torch.stack([cache[frozen_key(0, p)] for p in pairs])
         entering = torch.cat([cache[frozen_key(k, p)] for p in pairs])
-        return last_block_at(
-            model, blocks_between(model, entering, n - k, n - 1, layout), layout, read_columns(batch)
-        )
+        return last_block_at(model, blocks_between(model, entering, n - k, n - 1, layout), layout, read_columns(batch))
 
     expected = separate(model, pairs).logits[:, 0]
     expected.sum().backward()
@@ -115,19 +104,12 @@ def test_blocks_on_the_real_tokens_only_give_the_models_own_hidden_states_and_gr
     tok, pairs = encoded
     model = load_causal_lm(tiny, "cpu")
     batch = pack_pairs(pairs, tok.pad_token_id, "cpu")
-    # there is padding to leave out
-    assert batch.packed.input_ids.numel() > Layout.of(batch.packed).valid.sum() + 20
+    assert batch.packed.input_ids.numel() > Layout.of(batch.packed).valid.sum() + 20  # there is padding to leave out
     grads = []
     for piecewise in (True, False):
         model.zero_grad()
-        hidden = (
-            hidden_at(model, batch.packed, batch.token_index)
-            if piecewise
-            else packed_hidden(model, batch.packed, logits_to_keep=1)[batch.token_index]
-        )
-        logps = per_sequence(
-            head_logps(hidden, model.lm_head.weight, batch.targets), batch.sequence, batch.n_sequences
-        )
+        hidden = hidden_at(model, batch.packed, batch.token_index) if piecewise else packed_hidden(model, batch.packed, logits_to_keep=1)[batch.token_index]
+        logps = per_sequence(head_logps(hidden, model.lm_head.weight, batch.targets), batch.sequence, batch.n_sequences)
         logps.sum().backward()
         grads.append((logps.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
     (got, got_grads), (expected, expected_grads) = grads
@@ -143,25 +125,16 @@ def test_kl_scoring_packs_a_prompts_responses_and_gives_each_ones_own_log_probab
     """`rlaif compare`'s log π_T(y | x): the responses to one prompt share a packed row, and each
     sum equals that of its own forward pass at temperature T, whatever else is in the batch."""
     tok = load_tokenizer(tiny, padding_side="right")
-    items = [
-        ("Is 3 a number?", "Yes."),
-        ("Hi", "Hello there, how are you?"),
-        ("Is 3 a number?", "No, 3 is a word."),
-        ("Is 3 a number?", "Yes."),
-        ("Count: " + " ".join(map(str, range(30))), "31"),
-    ]
+    items = [("Is 3 a number?", "Yes."), ("Hi", "Hello there, how are you?"), ("Is 3 a number?", "No, 3 is a word."),
+             ("Is 3 a number?", "Yes."), ("Count: " + " ".join(map(str, range(30))), "31")]
     model = load_causal_lm(tiny, "cpu")
     expected = []
     with torch.no_grad():
         for prompt, response in items:
             seq = collate([encode(tok, prompt, response, 4096, "x:1", True)], tok.pad_token_id)
-            expected.append(
-                sequence_logps(model(input_ids=seq["input_ids"]).logits / 0.7, seq["labels"]).item()
-            )
+            expected.append(sequence_logps(model(input_ids=seq["input_ids"]).logits / 0.7, seq["labels"]).item())
     for batch_size in (1, 2):
-        assert summed_response_logps(tiny, items, temperature=0.7, batch_size=batch_size) == pytest.approx(
-            expected, abs=1e-4, rel=1e-5
-        )
+        assert summed_response_logps(tiny, items, temperature=0.7, batch_size=batch_size) == pytest.approx(expected, abs=1e-4, rel=1e-5)
 
 
 def test_reward_scores_pack_a_prompts_responses_and_give_each_ones_own_score(tiny):
@@ -172,24 +145,12 @@ def test_reward_scores_pack_a_prompts_responses_and_give_each_ones_own_score(tin
     tok.pad_token = score_pad_token(tok)  # as a trained reward model's tokenizer has it
     model = load_reward_model(tiny, "cpu", tok.pad_token_id).eval()
     long_prompt = "Count: " + " ".join(map(str, range(40)))
-    items = [
-        ("Is 3 a number?", "Yes."),
-        ("Hi", "Hello there, how are you?"),
-        ("Is 3 a number?", "No, 3 is a word."),
-        (long_prompt, "ok"),
-        (long_prompt, "a much longer answer, so the prompt is cut differently"),
-    ]
+    items = [("Is 3 a number?", "Yes."), ("Hi", "Hello there, how are you?"), ("Is 3 a number?", "No, 3 is a word."),
+             (long_prompt, "ok"), (long_prompt, "a much longer answer, so the prompt is cut differently")]
     with torch.no_grad():
-        expected = [
-            model(input_ids=torch.tensor([encode(tok, p, r, 48, "x:1", True)["input_ids"]]))
-            .logits[0, 0]
-            .item()
-            for p, r in items
-        ]
+        expected = [model(input_ids=torch.tensor([encode(tok, p, r, 48, "x:1", True)["input_ids"]])).logits[0, 0].item() for p, r in items]
     heard = []
-    assert reward_scores(
-        model, tok, items, 48, 2, lambda indices, scores, tokens: heard.extend(indices)
-    ) == pytest.approx(expected, abs=1e-5)
+    assert reward_scores(model, tok, items, 48, 2, lambda indices, scores, tokens: heard.extend(indices)) == pytest.approx(expected, abs=1e-5)
     assert sorted(heard) == list(range(len(items)))
     model.activation_checkpointing_enable()
     assert not runs_piecewise(model)
@@ -226,22 +187,14 @@ def test_local_judge_shares_prefixes_and_gives_what_each_text_alone_gives(tiny, 
     (tmp_path / "judge.toml").write_text(f'backend = "local"\nmodel = "{tiny}"\n')
     judge = LocalJudge(load_judge_config(tmp_path / "judge.toml"))
     rubric = "Compare two responses.\nQuery: {q}\nResponse 1: {a}\nResponse 2: {b}\nPreferred Response="
-    texts = [
-        rubric.format(q=q, a=a, b=b)
-        for q, x, y in [
-            ("Is 3 a number?", "yes", "no"),
-            ("Why is the sky blue?", "Air scatters blue light.", "It just is"),
-        ]
-        for a, b in ((x, y), (y, x))
-    ]
+    texts = [rubric.format(q=q, a=a, b=b) for q, x, y in [("Is 3 a number?", "yes", "no"), ("Why is the sky blue?", "Air scatters blue light.", "It just is")]
+             for a, b in ((x, y), (y, x))]
     probs, lengths = judge.label_probs(texts, ("1", "2"))
     again, _ = judge.label_probs(texts[1:], ("1", "2"))  # the cached prefix is reused
     for i, text in enumerate(texts):
         ids = judge.tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
         with torch.no_grad():
-            alone = label_distribution(judge.model(input_ids=ids).logits[:, -1], judge.tokenizer, ("1", "2"))[
-                0
-            ]
+            alone = label_distribution(judge.model(input_ids=ids).logits[:, -1], judge.tokenizer, ("1", "2"))[0]
         torch.testing.assert_close(torch.tensor(probs[i]), alone, atol=1e-5, rtol=1e-4)
         assert lengths[i] == ids.shape[1]
         if i:

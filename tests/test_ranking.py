@@ -11,14 +11,7 @@ import pytest
 from rlaif.errors import ConfigError
 from rlaif.inputs import Example
 from rlaif.judging.candidates import Ranked
-from rlaif.judging.ranking import (
-    Evidence,
-    bradley_terry,
-    intransitive_triples,
-    next_asks,
-    tournament_asks,
-    written_pairs,
-)
+from rlaif.judging.ranking import Evidence, bradley_terry, intransitive_triples, next_asks, tournament_asks, written_pairs
 from rlaif.labeling.run import LabelConfig, label
 from tests.conftest import write_jsonl
 from tests.loopback import Loopback
@@ -58,21 +51,8 @@ def test_the_fit_is_the_maximum_of_its_stated_posterior():
             beta -= step
     x, h = np.array([*theta, beta]), 1e-4
     grad = [(log_posterior(x + h * e) - log_posterior(x - h * e)) / (2 * h) for e in np.eye(4)]
-    hess = np.array(
-        [
-            [
-                (
-                    log_posterior(x + h * a + h * b)
-                    - log_posterior(x + h * a - h * b)
-                    - log_posterior(x - h * a + h * b)
-                    + log_posterior(x - h * a - h * b)
-                )
-                / (4 * h * h)
-                for b in np.eye(4)
-            ]
-            for a in np.eye(4)
-        ]
-    )
+    hess = np.array([[(log_posterior(x + h * a + h * b) - log_posterior(x + h * a - h * b) - log_posterior(x - h * a + h * b)
+                       + log_posterior(x - h * a - h * b)) / (4 * h * h) for b in np.eye(4)] for a in np.eye(4)])
     assert np.abs(grad).max() < 1e-4
     assert cov == pytest.approx(np.linalg.inv(-hess)[:3, :3], abs=1e-3)
     assert theta[0] > theta[2] > theta[1]
@@ -96,13 +76,8 @@ def test_the_tournament_finds_the_ends_with_as_few_comparisons_as_it_promises(n)
 
 def test_a_cycle_is_counted_and_an_unseparated_pair_is_not_written():
     ev = Evidence(4)
-    # both orders prefer whatever is shown first: not separated
-    ev.answers = {
-        (0, 1): [(0, 0.9), (1, 0.2)],
-        (1, 2): [(1, 0.8), (2, 0.3)],
-        (0, 2): [(2, 0.9), (0, 0.2)],  # 0 > 1 > 2 > 0
-        (0, 3): [(0, 0.9), (3, 0.9)],
-    }
+    ev.answers = {(0, 1): [(0, 0.9), (1, 0.2)], (1, 2): [(1, 0.8), (2, 0.3)], (0, 2): [(2, 0.9), (0, 0.2)],  # 0 > 1 > 2 > 0
+                  (0, 3): [(0, 0.9), (3, 0.9)]}  # both orders prefer whatever is shown first: not separated
     assert intransitive_triples(ev) == 1
     pairs, unseparated = written_pairs(ev, [0, 1, 2, 3], "best-worst", False)
     assert pairs == [(2, 0)] and unseparated == 0  # the furthest-apart pair the judge separated (0-3 is not)
@@ -133,16 +108,12 @@ def test_adaptive_asks_stay_within_the_budget_and_end():
 
 @pytest.fixture
 def ranking_judge(tmp_path):
-    """A loopback server that judges from each candidate's utility (see
-    tests/utility_judge.py), and its judge config."""
+    """A loopback server that judges from each candidate's utility (see tests/utility_judge.py), and its judge config."""
 
     def make(judge: UtilityJudge):
         srv = Loopback(verdict_probs=judge)
         path = tmp_path / "judge.toml"
-        path.write_text(
-            'backend = "openai"\nmodel = "utility"\n[options]\nbase_url '
-            f'= "{srv.url}/v1"\napi_key_env = ""\nconcurrency = 16\n'
-        )
+        path.write_text(f'backend = "openai"\nmodel = "utility"\n[options]\nbase_url = "{srv.url}/v1"\napi_key_env = ""\nconcurrency = 16\n')
         return srv, str(path)
 
     return make
@@ -163,26 +134,13 @@ def test_the_default_ranking_spends_3n_calls_and_writes_the_pairs_all_pairs_woul
     assert every["calls_per_prompt"] == 56 and default["calls_per_prompt"] <= 24
     assert default["ordered_right"] >= 0.99 and default["gap_share"] >= every["gap_share"] - 0.02
     m = result.manifest
-    assert (
-        m["ranking"]["strategy"] == "adaptive"
-        and m["ranking"]["rows"] == 200
-        and m["ranking"]["calls_per_row"] == default["calls_per_prompt"]
-    )
+    assert m["ranking"]["strategy"] == "adaptive" and m["ranking"]["rows"] == 200 and m["ranking"]["calls_per_row"] == default["calls_per_prompt"]
     assert m["counts"]["labeled"] + m["ranking"]["unseparated"] == 200
-    # the data set card
-    assert (
-        f"{m['ranking']['calls_per_row']:.1f} calls a row" in (tmp_path / "default" / "README.md").read_text()
-    )
+    assert f"{m['ranking']['calls_per_row']:.1f} calls a row" in (tmp_path / "default" / "README.md").read_text()  # the data set card
     ranking = json.loads((tmp_path / "default" / "rankings.jsonl").read_text().splitlines()[0])
-    assert [c["rank"] for c in ranking["candidates"]] == list(range(1, 9)) and all(
-        c["se"] > 0 for c in ranking["candidates"]
-    )
+    assert [c["rank"] for c in ranking["candidates"]] == list(range(1, 9)) and all(c["se"] > 0 for c in ranking["candidates"])
     row = result.rows[0]
-    assert (
-        row["ranking"]["chosen"]["rank"] < row["ranking"]["rejected"]["rank"]
-        and len(row["orders"]) == 2
-        and row["consistent"]
-    )
+    assert row["ranking"]["chosen"]["rank"] < row["ranking"]["rejected"]["rank"] and len(row["orders"]) == 2 and row["consistent"]
 
 
 def test_a_bigger_budget_or_other_pairs_pay_only_for_new_comparisons(ranking_judge, tmp_path):
@@ -191,45 +149,12 @@ def test_a_bigger_budget_or_other_pairs_pay_only_for_new_comparisons(ranking_jud
     cache = str(tmp_path / "cache.sqlite")
     srv, judge = ranking_judge(UtilityJudge())
     with srv:
-        small = label(
-            LabelConfig(
-                data,
-                str(tmp_path / "small"),
-                judge=judge,
-                max_calls_per_prompt=14,
-                cache=cache,
-                progress=False,
-            )
-        )
+        small = label(LabelConfig(data, str(tmp_path / "small"), judge=judge, max_calls_per_prompt=14, cache=cache, progress=False))
         asked = srv.requests
-        big = label(
-            LabelConfig(
-                data, str(tmp_path / "big"), judge=judge, max_calls_per_prompt=24, cache=cache, progress=False
-            )
-        )
+        big = label(LabelConfig(data, str(tmp_path / "big"), judge=judge, max_calls_per_prompt=24, cache=cache, progress=False))
         asked_big = srv.requests - asked
-        rest = label(
-            LabelConfig(
-                data,
-                str(tmp_path / "rest"),
-                judge=judge,
-                max_calls_per_prompt=24,
-                pairs="best-rest",
-                cache=cache,
-                progress=False,
-            )
-        )
-        again = label(
-            LabelConfig(
-                data,
-                str(tmp_path / "rest"),
-                judge=judge,
-                max_calls_per_prompt=24,
-                pairs="best-rest",
-                cache=cache,
-                progress=False,
-            )
-        )
+        rest = label(LabelConfig(data, str(tmp_path / "rest"), judge=judge, max_calls_per_prompt=24, pairs="best-rest", cache=cache, progress=False))
+        again = label(LabelConfig(data, str(tmp_path / "rest"), judge=judge, max_calls_per_prompt=24, pairs="best-rest", cache=cache, progress=False))
     assert small.manifest["ranking"]["calls_per_row"] <= 14 and asked == small.manifest["judge_calls"]["made"]
     # The larger budget asks the smaller one's questions first, from the cache: all of them but
     # at most each prompt's last comparison (both orders), which it may come to later or not at all.
@@ -243,14 +168,8 @@ def test_bad_ranking_settings_are_one_line_errors_before_any_call(ranking_judge,
     data = str(write_jsonl(tmp_path / "candidates.jsonl", candidate_rows(3, 8)))
     srv, judge = ranking_judge(UtilityJudge())
     with srv:
-        with pytest.raises(
-            ConfigError,
-            match=r"--max-calls-per-prompt 9: ranking 8 candidates with "
-            r"--ranking adaptive and --pairs best-worst takes at least 10",
-        ):
-            label(
-                LabelConfig(data, str(tmp_path / "out"), judge=judge, max_calls_per_prompt=9, progress=False)
-            )
+        with pytest.raises(ConfigError, match=r"--max-calls-per-prompt 9: ranking 8 candidates with --ranking adaptive and --pairs best-worst takes at least 10"):
+            label(LabelConfig(data, str(tmp_path / "out"), judge=judge, max_calls_per_prompt=9, progress=False))
         with pytest.raises(ConfigError, match="--pairs all labels every pair by its own comparison"):
             LabelConfig(data, str(tmp_path / "out"), judge=judge, pairs="all", ranking="adaptive")
         with pytest.raises(ConfigError, match="--batch-api"):
@@ -265,20 +184,8 @@ def test_a_data_sets_prompts_with_generated_candidates_give_one_ranked_pair_each
 
     with Loopback() as srv:
         config = judge_file(srv)
-        result = label(
-            LabelConfig(
-                f"{HH}?rows=0:6",
-                str(tmp_path / "out"),
-                judge=config,
-                generator=config,
-                prompts_only=True,
-                num_responses=4,
-                progress=False,
-            )
-        )
+        result = label(LabelConfig(f"{HH}?rows=0:6", str(tmp_path / "out"), judge=config, generator=config, prompts_only=True,
+                                   num_responses=4, progress=False))
     assert result.manifest["ranking"]["rows"] == 6 and len(result.rows) == 6
-    assert all(
-        "GOOD" in row["chosen"][-1]["content"] and "weak" in row["rejected"][-1]["content"]
-        for row in result.rows
-    )
+    assert all("GOOD" in row["chosen"][-1]["content"] and "weak" in row["rejected"][-1]["content"] for row in result.rows)
     assert all("human_preference" not in row and row["ranking"]["candidates"] == 4 for row in result.rows)

@@ -13,11 +13,8 @@ from tests.conftest import write_jsonl
 
 
 def games(a: str, b: str, wins: int, losses: int, ties: int = 0, group: str = "g") -> list[Game]:
-    return (
-        [Game(a, b, 1.0, f"{group}{i}") for i in range(wins)]
-        + [Game(a, b, 0.0, f"{group}w{i}") for i in range(losses)]
-        + [Game(a, b, 0.5, f"{group}t{i}") for i in range(ties)]
-    )
+    return [Game(a, b, 1.0, f"{group}{i}") for i in range(wins)] + [Game(a, b, 0.0, f"{group}w{i}") for i in range(losses)] + \
+        [Game(a, b, 0.5, f"{group}t{i}") for i in range(ties)]
 
 
 def test_bradley_terry_on_a_hand_made_tournament():
@@ -33,18 +30,12 @@ def test_bradley_terry_on_a_hand_made_tournament():
 def test_bradley_terry_fit_matches_each_players_expected_score_to_its_actual_score():
     # An inconsistent tournament with ties: no θ fits every pair, but at the MLE each player's
     # expected score Σ σ(θ_i − θ_j) equals its actual score (the gradient is 0).
-    tournament = (
-        games("A", "B", 3, 1, 2) + games("B", "C", 3, 1, group="h") + games("C", "A", 2, 1, group="i")
-    )
+    tournament = games("A", "B", 3, 1, 2) + games("B", "C", 3, 1, group="h") + games("C", "A", 2, 1, group="i")
     players = ["A", "B", "C"]
     theta = dict(zip(players, bradley_terry(tournament, players)))
     for p in players:
         actual = sum(g.score if g.a == p else 1 - g.score for g in tournament if p in (g.a, g.b))
-        expected = sum(
-            1 / (1 + math.exp(-(theta[p] - theta[g.b if g.a == p else g.a])))
-            for g in tournament
-            if p in (g.a, g.b)
-        )
+        expected = sum(1 / (1 + math.exp(-(theta[p] - theta[g.b if g.a == p else g.a]))) for g in tournament if p in (g.a, g.b))
         assert expected == pytest.approx(actual, abs=1e-8)
     assert sum(theta.values()) == pytest.approx(0, abs=1e-12)
 
@@ -67,11 +58,7 @@ def test_elo_updates_by_hand():
 
 
 def test_ratings_rank_players_with_intervals_that_resample_prompts():
-    tournament = (
-        games("strong", "base", 8, 2)
-        + games("weak", "base", 2, 8, group="h")
-        + games("strong", "weak", 7, 3, group="i")
-    )
+    tournament = games("strong", "base", 8, 2) + games("weak", "base", 2, 8, group="h") + games("strong", "weak", 7, 3, group="i")
     result = ratings(tournament, rounds=200, seed=1)
     assert list(result["players"]) == ["strong", "base", "weak"]
     for r in result["players"].values():
@@ -88,20 +75,13 @@ def test_ratings_rank_players_with_intervals_that_resample_prompts():
 def test_read_games_takes_compare_judgments_and_arena_battles(tmp_path):
     compare_dir = tmp_path / "cmp"
     compare_dir.mkdir()
-    write_jsonl(
-        compare_dir / "judgments.jsonl",
-        [
-            {"a": "dpo", "b": "base", "prompt_id": "p1", "outcome": 1.0},
-            {"a": "dpo", "b": "base", "prompt_id": "p2", "outcome": None},  # the judge gave no verdict
-        ],
-    )
-    arena = write_jsonl(
-        tmp_path / "battles.jsonl", [{"model_a": "x", "model_b": "y", "winner": "tie", "question_id": 7}]
-    )
+    write_jsonl(compare_dir / "judgments.jsonl", [
+        {"a": "dpo", "b": "base", "prompt_id": "p1", "outcome": 1.0},
+        {"a": "dpo", "b": "base", "prompt_id": "p2", "outcome": None},  # the judge gave no verdict
+    ])
+    arena = write_jsonl(tmp_path / "battles.jsonl", [{"model_a": "x", "model_b": "y", "winner": "tie", "question_id": 7}])
     assert read_games([compare_dir, arena]) == [Game("dpo", "base", 1.0, "p1"), Game("x", "y", 0.5, "7")]
-    bad = write_jsonl(
-        tmp_path / "bad.jsonl", [{"a": "p", "b": "q", "outcome": 1}, {"a": "p", "b": "q", "outcome": 2}]
-    )
+    bad = write_jsonl(tmp_path / "bad.jsonl", [{"a": "p", "b": "q", "outcome": 1}, {"a": "p", "b": "q", "outcome": 2}])
     with pytest.raises(InputError, match=r"bad.jsonl:2: field 'outcome': expected 1, 0.5, 0 or null"):
         read_games([bad])
     bad = write_jsonl(tmp_path / "bad2.jsonl", [{"model_a": "x", "model_b": "", "winner": "model_a"}])
@@ -110,18 +90,12 @@ def test_read_games_takes_compare_judgments_and_arena_battles(tmp_path):
 
 
 def test_rate_command_prints_the_table_and_writes_json(tmp_path):
-    battles = [
-        {"model_a": "a", "model_b": "b", "winner": w, "question_id": i}
-        for i, w in enumerate(["model_a"] * 6 + ["model_b"] * 2)
-    ]
+    battles = [{"model_a": "a", "model_b": "b", "winner": w, "question_id": i} for i, w in enumerate(["model_a"] * 6 + ["model_b"] * 2)]
     path = write_jsonl(tmp_path / "battles.jsonl", battles)
-    result = CliRunner().invoke(
-        main, ["rate", str(path), "--bootstrap", "50", "--output", str(tmp_path / "r.json")]
-    )
+    result = CliRunner().invoke(main, ["rate", str(path), "--bootstrap", "50", "--output", str(tmp_path / "r.json")])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    # θ_a − θ_b ≈ log 3 (odds 6:2, less a little for L2): ±95 points
-    assert lines[2].startswith("| `a` | 1095 ")
+    assert lines[2].startswith("| `a` | 1095 ")  # θ_a − θ_b ≈ log 3 (odds 6:2, less a little for L2): ±95 points
     assert lines[3].startswith("| `b` | 905 ")
     assert (tmp_path / "r.json").exists()
     bad = CliRunner().invoke(main, ["rate", str(tmp_path / "r.json")])

@@ -24,21 +24,15 @@ def test_quality_rubric_names_its_criteria():
 
 
 def test_chat_prompt_renders_as_transcript():
-    chat = [
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "bye"},
-    ]
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}]
     text = load_rubric("harmlessness").render(chat, "a", "b")
     assert "Human: hi\n\nAssistant: hello\n\nHuman: bye" in text
 
 
 def test_custom_template_with_own_labels(tmp_path):
     path = tmp_path / "mine.j2"
-    path.write_text(
-        '{% set labels = ["A", "B"] %}{% set verdict_prefix = "Winner: " %}'
-        "Q: {{ prompt }} | {{ messages[0].content }} | A: {{ response_a }} | B: {{ response_b }}"
-    )
+    path.write_text('{% set labels = ["A", "B"] %}{% set verdict_prefix = "Winner: " %}'
+                    "Q: {{ prompt }} | {{ messages[0].content }} | A: {{ response_a }} | B: {{ response_b }}")
     rubric = load_rubric(str(path))
     assert rubric.labels == ("A", "B") and rubric.verdict_prefix == "Winner: "
     assert rubric.render("q", "x", "y").strip() == "Q: q | q | A: x | B: y"
@@ -46,9 +40,7 @@ def test_custom_template_with_own_labels(tmp_path):
 
 def test_custom_template_extending_the_builtin_layout(tmp_path):
     path = tmp_path / "ext.j2"
-    path.write_text(
-        '{% extends "_layout.j2" %}{% set labels = ["A", "B"] %}{% block criteria %}Be kind.{% endblock %}'
-    )
+    path.write_text('{% extends "_layout.j2" %}{% set labels = ["A", "B"] %}{% block criteria %}Be kind.{% endblock %}')
     rubric = load_rubric(str(path))
     text = rubric.render("q", "x", "y")
     assert "Be kind." in text and "Preferred Response=A" in text and rubric.labels == ("A", "B")
@@ -77,9 +69,7 @@ def test_undefined_variable_only_in_cot_branch_is_caught_at_load(tmp_path):
         load_rubric(str(path))
 
 
-@pytest.mark.parametrize(
-    "expr", ["''.__class__.__mro__[1].__subclasses__()", "response_a.__class__.__init__.__globals__"]
-)
+@pytest.mark.parametrize("expr", ["''.__class__.__mro__[1].__subclasses__()", "response_a.__class__.__init__.__globals__"])
 def test_sandbox_blocks_python_internals(tmp_path, expr):
     path = tmp_path / "evil.j2"
     path.write_text("{{ " + expr + " }}")
@@ -98,58 +88,17 @@ def test_reference_guided_rubric_sees_each_rows_reference(tmp_path, scripted_jud
     from tests.conftest import ScriptedJudge, write_jsonl
 
     rubric = load_rubric("reference")
-    assert (
-        rubric.needs_reference
-        and "The reference answer is correct and complete:\nParis."
-        in rubric.render("Capital of France?", "Paris.", "Lyon.", reference="Paris.")
-    )
-    rows = [
-        {
-            "id": "r0",
-            "prompt": "Capital of France?",
-            "chosen": "GOOD: Paris",
-            "rejected": "Lyon",
-            "reference": "Paris is the capital.",
-        }
-    ]
-    result = label(
-        LabelConfig(
-            str(write_jsonl(tmp_path / "d.jsonl", rows)),
-            str(tmp_path / "out"),
-            rubric="reference",
-            judge=scripted_judge(0.0),
-            progress=False,
-        )
-    )
+    assert rubric.needs_reference and "The reference answer is correct and complete:\nParis." in rubric.render("Capital of France?", "Paris.", "Lyon.", reference="Paris.")
+    rows = [{"id": "r0", "prompt": "Capital of France?", "chosen": "GOOD: Paris", "rejected": "Lyon", "reference": "Paris is the capital."}]
+    result = label(LabelConfig(str(write_jsonl(tmp_path / "d.jsonl", rows)), str(tmp_path / "out"), rubric="reference", judge=scripted_judge(0.0), progress=False))
     assert result.rows[0]["reference"] == "Paris is the capital."
     assert all("Paris is the capital." in prompt for prompt in ScriptedJudge.calls)  # both orders saw it
-    without = write_jsonl(
-        tmp_path / "no-ref.jsonl", [{"id": "r0", "prompt": "q", "chosen": "a", "rejected": "b"}]
-    )
-    with pytest.raises(
-        InputError,
-        match=r"no-ref.jsonl:1: field 'reference': missing: "
-        r"rubric reference grades against a reference answer",
-    ):
-        label(
-            LabelConfig(
-                str(without),
-                str(tmp_path / "out2"),
-                rubric="reference",
-                judge=scripted_judge(0.0),
-                progress=False,
-            )
-        )
+    without = write_jsonl(tmp_path / "no-ref.jsonl", [{"id": "r0", "prompt": "q", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(InputError, match=r"no-ref.jsonl:1: field 'reference': missing: rubric reference grades against a reference answer"):
+        label(LabelConfig(str(without), str(tmp_path / "out2"), rubric="reference", judge=scripted_judge(0.0), progress=False))
     with pytest.raises(InputError, match="field 'reference': expected a string"):
-        label(
-            LabelConfig(
-                str(write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "reference": 3}])),
-                str(tmp_path / "out3"),
-                rubric="reference",
-                judge=scripted_judge(0.0),
-                progress=False,
-            )
-        )
+        label(LabelConfig(str(write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "reference": 3}])), str(tmp_path / "out3"), rubric="reference",
+                          judge=scripted_judge(0.0), progress=False))
 
 
 def test_a_judge_config_names_the_rubric_and_mode_a_run_uses_unless_told(tiny, tmp_path):
@@ -163,26 +112,14 @@ def test_a_judge_config_names_the_rubric_and_mode_a_run_uses_unless_told(tiny, t
     manifest = lambda out: json.loads((out / "manifest.json").read_text())
     label(LabelConfig(input=str(data), judge=str(judge), output=str(tmp_path / "own")))
     m = manifest(tmp_path / "own")
-    # one call per response
-    assert (m["rubric"]["name"], m["mode"], m["judge_calls"]["total"]) == ("harmlessness", "pointwise", 2)
-    label(
-        LabelConfig(
-            input=str(data),
-            judge=str(judge),
-            rubric="quality",
-            mode="pairwise",
-            output=str(tmp_path / "told"),
-        )
-    )
+    assert (m["rubric"]["name"], m["mode"], m["judge_calls"]["total"]) == ("harmlessness", "pointwise", 2)  # one call per response
+    label(LabelConfig(input=str(data), judge=str(judge), rubric="quality", mode="pairwise", output=str(tmp_path / "told")))
     m = manifest(tmp_path / "told")
-    # one call per order
-    assert (m["rubric"]["name"], m["mode"], m["judge_calls"]["total"]) == ("quality", "pairwise", 2)
+    assert (m["rubric"]["name"], m["mode"], m["judge_calls"]["total"]) == ("quality", "pairwise", 2)  # one call per order
 
-    for text, message in [
-        ('mode = "listwise"', "key 'mode': expected one of pairwise, pointwise, got 'listwise'"),
-        ('rubrik = "harmlessness"', "key 'rubrik': unknown key; did you mean 'rubric'?"),
-        ('rubric = ""', "key 'rubric': expected a built-in rubric name or a template path"),
-    ]:
+    for text, message in [('mode = "listwise"', "key 'mode': expected one of pairwise, pointwise, got 'listwise'"),
+                          ('rubrik = "harmlessness"', "key 'rubrik': unknown key; did you mean 'rubric'?"),
+                          ('rubric = ""', "key 'rubric': expected a built-in rubric name or a template path")]:
         judge.write_text(f'backend = "local"\nmodel = "{tiny}"\n{text}\n')
         with pytest.raises(JudgeConfigError, match=re.escape(message)):
             label(LabelConfig(input=str(data), judge=str(judge), output=str(tmp_path / "bad")))

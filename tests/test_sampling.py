@@ -6,8 +6,7 @@ from rlaif.inputs import Example
 from rlaif.judging.generation import LocalGenerator, generate_responses
 from rlaif.models.loading import chat_prompt, load_causal_lm, load_tokenizer
 
-# of different lengths
-PROMPTS = [f"Tell me about {'cats ' * (3 * i)}and dogs, number {i}." for i in range(5)]
+PROMPTS = [f"Tell me about {'cats ' * (3 * i)}and dogs, number {i}." for i in range(5)]  # of different lengths
 
 
 def responses(model: str, batch_rows: int, temperature: float, n: int = 2) -> list[list[str]]:
@@ -30,16 +29,6 @@ def test_greedy_batched_decoding_equals_generate_on_each_prompt(tiny):
     for prompt in PROMPTS:
         ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False, return_tensors="pt")
         with torch.no_grad():
-            out = lm.generate(
-                **ids,
-                do_sample=False,
-                max_new_tokens=12,
-                pad_token_id=tokenizer.pad_token_id,
-                top_p=None,
-                top_k=None,
-                temperature=None,
-            )
-        expected.append(
-            [tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True).strip()]
-        )
+            out = lm.generate(**ids, do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
+        expected.append([tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()])
     assert responses(tiny, 16, 0.0, n=1) == expected

@@ -38,22 +38,12 @@ def outside_references(name: str, text: str) -> list[str]:
 
 
 def test_the_checker_finds_what_it_must():
-    text = (
-        'DATA = "../sibling/data/x.gz"\nP = Path(__file__).resolve().parent.parent.parent '
-        '/ "sibling"\nROOT = Path(__file__).parent.parent\nsee /work/sibling\n'
-    )
+    text = 'DATA = "../sibling/data/x.gz"\nP = Path(__file__).resolve().parent.parent.parent / "sibling"\nROOT = Path(__file__).parent.parent\nsee /work/sibling\n'
     assert [ref.split(":")[1] for ref in outside_references("tests/probe.py", text)] == ["1", "2", "4"]
-    # from the root, .parent.parent is outside
-    assert outside_references("probe.py", "ROOT = Path(__file__).parent.parent\n")
+    assert outside_references("probe.py", "ROOT = Path(__file__).parent.parent\n")  # from the root, .parent.parent is outside
     assert not outside_references("README.md", "Ellipses... and ./local/paths are fine\n")
 
 
 def test_nothing_reaches_outside_the_repository():
-    found = [
-        ref
-        for path in checked_files()
-        for ref in outside_references(str(path.relative_to(ROOT)), path.read_text(errors="replace"))
-    ]
-    assert not found, "these reach outside the repository, which a user's clone does not have:\n" + "\n".join(
-        found
-    )
+    found = [ref for path in checked_files() for ref in outside_references(str(path.relative_to(ROOT)), path.read_text(errors="replace"))]
+    assert not found, "these reach outside the repository, which a user's clone does not have:\n" + "\n".join(found)

@@ -4,15 +4,7 @@ import math
 
 import pytest
 
-from rlaif.stats import (
-    distinct_n,
-    length_controlled_win_rate,
-    mean_interval,
-    outcome,
-    paired_difference,
-    wilson_interval,
-    win_rate,
-)
+from rlaif.stats import distinct_n, length_controlled_win_rate, mean_interval, outcome, paired_difference, wilson_interval, win_rate
 
 
 def test_outcome_counts_disagreeing_orders_as_a_tie():
@@ -27,14 +19,10 @@ def test_win_rate_with_ties_and_its_interval_over_prompts():
     assert result["win_rate"] == pytest.approx(1.75 / 3)
     sd = math.sqrt(((1 - 1.75 / 3) ** 2 + (0.75 - 1.75 / 3) ** 2 + (1.75 / 3) ** 2) / 2)
     half = 1.959963984540054 * sd / math.sqrt(3)
-    assert result["low"] == pytest.approx(max(0.0, 1.75 / 3 - half)) and result["high"] == pytest.approx(
-        min(1.0, 1.75 / 3 + half)
-    )
+    assert result["low"] == pytest.approx(max(0.0, 1.75 / 3 - half)) and result["high"] == pytest.approx(min(1.0, 1.75 / 3 + half))
     assert result["ties"] == pytest.approx(1 / 6) and result["prompts"] == 3
     m, low, high = mean_interval([2.0, 4.0])
-    assert (m, low, high) == pytest.approx(
-        (3.0, 3.0 - 1.959963984540054 * math.sqrt(2) / math.sqrt(2), 3.0 + 1.959963984540054)
-    )
+    assert (m, low, high) == pytest.approx((3.0, 3.0 - 1.959963984540054 * math.sqrt(2) / math.sqrt(2), 3.0 + 1.959963984540054))
 
 
 def test_length_controlled_win_rate_removes_a_pure_length_preference():
@@ -56,9 +44,7 @@ def test_length_controlled_win_rate_removes_a_pure_length_preference():
 def test_paired_difference_and_its_standard_error():
     result = paired_difference([3.0, 5.0, 4.0], [1.0, 2.0, 4.0])  # differences 2, 3, 0
     assert result["difference"] == pytest.approx(5 / 3)
-    assert result["se"] == pytest.approx(
-        math.sqrt(((2 - 5 / 3) ** 2 + (3 - 5 / 3) ** 2 + (5 / 3) ** 2) / 2) / math.sqrt(3)
-    )
+    assert result["se"] == pytest.approx(math.sqrt(((2 - 5 / 3) ** 2 + (3 - 5 / 3) ** 2 + (5 / 3) ** 2) / 2) / math.sqrt(3))
 
 
 def test_wilson_interval_by_hand():
@@ -77,16 +63,13 @@ def test_rouge_and_bleu_by_hand():
 
     # "the cat sat" against "the cat sat on the mat": unigrams 3 of 3 predicted are in the
     # reference (P = 1), 3 of 6 reference unigrams are predicted (R = ½): F1 = 2/3.
-    # Bigrams: 2 of 2 and 2 of 5: F1 = 2·1·0.4 / 1.4 = 4/7.
-    # L: the longest common subsequence is 3 words, as ROUGE-1.
+    # Bigrams: 2 of 2 and 2 of 5: F1 = 2·1·0.4 / 1.4 = 4/7. L: the longest common subsequence is 3 words, as ROUGE-1.
     r = rouge(["the cat sat"], ["the cat sat on the mat"])
     assert r == pytest.approx({"rouge1": 2 / 3, "rouge2": 4 / 7, "rougeL": 2 / 3, "rougeLsum": 2 / 3})
     # BLEU-n: every 1-, 2- and 3-gram of the prediction is in the reference (precision 1), no
     # 4-gram exists (BLEU-4 = 0); the brevity penalty is exp(1 − 6/3) = e⁻¹.
     b = bleu(["the cat sat"], ["the cat sat on the mat"])
-    assert b == pytest.approx(
-        {"bleu1": math.exp(-1), "bleu2": math.exp(-1), "bleu3": math.exp(-1), "bleu4": 0.0}, abs=1e-6
-    )
+    assert b == pytest.approx({"bleu1": math.exp(-1), "bleu2": math.exp(-1), "bleu3": math.exp(-1), "bleu4": 0.0}, abs=1e-6)
     assert bleu(["a b c d e"], ["a b c d e"])["bleu4"] == pytest.approx(1.0)
 
 

@@ -30,15 +30,7 @@ from tests.conftest import char_tokenizer, tiny_config, write_jsonl
 
 @pytest.fixture(scope="session")
 def pairs(tmp_path_factory):
-    rows = [
-        {
-            "prompt": f"Is {i} a number?",
-            "chosen": f"Yes, {i} is a number.",
-            "rejected": "no no no no no no",
-            "ai_preference": 0.9,
-        }
-        for i in range(24)
-    ]
+    rows = [{"prompt": f"Is {i} a number?", "chosen": f"Yes, {i} is a number.", "rejected": "no no no no no no", "ai_preference": 0.9} for i in range(24)]
     return str(write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", rows))
 
 
@@ -47,14 +39,7 @@ def metrics(out) -> list[dict]:
 
 
 def config(method, data, model, out, **kw) -> TrainConfig:
-    return TrainConfig(
-        method=method,
-        data=data,
-        model=model,
-        output=str(out),
-        progress=False,
-        **{"batch_size": 4, "lr": 3e-3, **kw},
-    )
+    return TrainConfig(method=method, data=data, model=model, output=str(out), progress=False, **{"batch_size": 4, "lr": 3e-3, **kw})
 
 
 def test_sft_lowers_the_loss_and_saves_a_loadable_model(tiny, pairs, tmp_path):
@@ -84,11 +69,8 @@ def test_reward_model_on_kept_frozen_blocks_trains_as_without_them(tiny, pairs, 
     runs = {}
     for keep in (True, False):
         out = tmp_path / ("kept" if keep else "plain")
-        trainer = trainer_for(
-            config("rm", pairs, tiny, out, epochs=3, eval_split=0.25, train_layers=train_layers)
-        )
-        # the frozen blocks computed afresh at every step, as any other run with a layer left to train
-        if not keep:
+        trainer = trainer_for(config("rm", pairs, tiny, out, epochs=3, eval_split=0.25, train_layers=train_layers))
+        if not keep:  # the frozen blocks computed afresh at every step, as any other run with a layer left to train
             setup = trainer.setup
 
             def without_keeping(init_from, setup=setup, trainer=trainer):
@@ -97,27 +79,14 @@ def test_reward_model_on_kept_frozen_blocks_trains_as_without_them(tiny, pairs, 
                 trainer.keeps_frozen = False
 
             trainer.setup = without_keeping
-        runs[keep] = (
-            trainer.train(),
-            metrics(out),
-            trainer,
-            AutoModelForSequenceClassification.from_pretrained(out),
-        )
-    (kept, kept_rows, kept_trainer, kept_model), (plain, plain_rows, plain_trainer, plain_model) = (
-        runs[True],
-        runs[False],
-    )
+        runs[keep] = trainer.train(), metrics(out), trainer, AutoModelForSequenceClassification.from_pretrained(out)
+    (kept, kept_rows, kept_trainer, kept_model), (plain, plain_rows, plain_trainer, plain_model) = runs[True], runs[False]
     assert len(kept_trainer.frozen) == 24 and not plain_trainer.frozen  # each training and held-out pair once
-    numbers = lambda rows: [
-        {k: v for k, v in r.items() if isinstance(v, float) and "time" not in k and "per_s" not in k}
-        for r in rows
-    ]
+    numbers = lambda rows: [{k: v for k, v in r.items() if isinstance(v, float) and "time" not in k and "per_s" not in k} for r in rows]
     assert len(kept_rows) == len(plain_rows) >= 12
     for a, b in zip(numbers(kept_rows), numbers(plain_rows)):
         assert a.keys() == b.keys() and a == pytest.approx(b, rel=1e-4, abs=1e-5)
-    assert kept["eval/accuracy"] == plain["eval/accuracy"] and kept["eval/margin"] == pytest.approx(
-        plain["eval/margin"], abs=1e-5
-    )
+    assert kept["eval/accuracy"] == plain["eval/accuracy"] and kept["eval/margin"] == pytest.approx(plain["eval/margin"], abs=1e-5)
     for (name, a), (_, b) in zip(kept_model.state_dict().items(), plain_model.state_dict().items()):
         assert torch.allclose(a, b, atol=1e-5), name
 
@@ -129,10 +98,7 @@ def test_more_layers_to_train_than_the_model_has_is_an_error(tiny, pairs, tmp_pa
 
 def test_head_only_reward_model_fits_the_head_on_cached_features(tiny, pairs, tmp_path):
     cache = {}
-    trainer = trainer_for(
-        config("rm", pairs, tiny, tmp_path, epochs=8, eval_split=0.25, train_layers=0, lr=3e-2),
-        frozen_cache=cache,
-    )
+    trainer = trainer_for(config("rm", pairs, tiny, tmp_path, epochs=8, eval_split=0.25, train_layers=0, lr=3e-2), frozen_cache=cache)
     results = trainer.train()
     rows = metrics(tmp_path)
     assert rows[-2]["loss"] < rows[0]["loss"] - 0.1
@@ -144,10 +110,7 @@ def test_head_only_reward_model_fits_the_head_on_cached_features(tiny, pairs, tm
     assert torch.equal(saved.model.layers[1].mlp.up_proj.weight, start.model.layers[1].mlp.up_proj.weight)
     assert torch.equal(saved.model.norm.weight, start.model.norm.weight)
     # the saved model's own forward pass gives the scores the cached features gave
-    batch = collate(
-        [p.chosen for p in trainer.eval_pairs] + [p.rejected for p in trainer.eval_pairs],
-        trainer.tokenizer.pad_token_id,
-    )
+    batch = collate([p.chosen for p in trainer.eval_pairs] + [p.rejected for p in trainer.eval_pairs], trainer.tokenizer.pad_token_id)
     with torch.no_grad():
         scores = saved(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
     n = len(trainer.eval_pairs)
@@ -180,20 +143,10 @@ def test_dpo_reference_cache_serves_later_runs_on_the_same_sequences(tiny, pairs
     the IPO loss (averaged log-probabilities) is a different quantity and computes its own."""
     computed: list[int] = []
     all_logps = DPOTrainer.all_logps
-    monkeypatch.setattr(
-        DPOTrainer,
-        "all_logps",
-        lambda self, model, todo, *a: computed.append(len(todo)) or all_logps(self, model, todo, *a),
-    )
+    monkeypatch.setattr(DPOTrainer, "all_logps", lambda self, model, todo, *a: computed.append(len(todo)) or all_logps(self, model, todo, *a))
     rows = [json.loads(line) for line in Path(pairs).read_text().splitlines()]
-    swapped = write_jsonl(
-        tmp_path / "swapped.jsonl",
-        [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} if i % 2 else r for i, r in enumerate(rows)],
-    )
-    cache, settings = (
-        str(tmp_path / "cache.sqlite"),
-        {"max_steps": 3, "eval_split": 0.25, "hard_labels": True},
-    )
+    swapped = write_jsonl(tmp_path / "swapped.jsonl", [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} if i % 2 else r for i, r in enumerate(rows)])
+    cache, settings = str(tmp_path / "cache.sqlite"), {"max_steps": 3, "eval_split": 0.25, "hard_labels": True}
     train(config("dpo", pairs, tiny, tmp_path / "first", reference_cache=cache, **settings))
     assert computed == [len(rows)]
     computed.clear()
@@ -202,32 +155,16 @@ def test_dpo_reference_cache_serves_later_runs_on_the_same_sequences(tiny, pairs
     train(config("dpo", str(swapped), tiny, tmp_path / "uncached", **settings))
     assert computed == [len(rows)]
     for split_name in ("train", "eval"):
-        torch.testing.assert_close(
-            torch.load(tmp_path / "cached" / "reference_logps.pt")[split_name],
-            torch.load(tmp_path / "uncached" / "reference_logps.pt")[split_name],
-            atol=1e-4,
-            rtol=1e-5,
-        )
-    losses = [
-        [r.get("loss", r.get("eval/loss")) for r in metrics(tmp_path / run)] for run in ("cached", "uncached")
-    ]
-    # 3 steps and the held-out loss
-    assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], abs=1e-5)
+        torch.testing.assert_close(torch.load(tmp_path / "cached" / "reference_logps.pt")[split_name],
+                                   torch.load(tmp_path / "uncached" / "reference_logps.pt")[split_name], atol=1e-4, rtol=1e-5)
+    losses = [[r.get("loss", r.get("eval/loss")) for r in metrics(tmp_path / run)] for run in ("cached", "uncached")]
+    assert len(losses[0]) == 4 and losses[0] == pytest.approx(losses[1], abs=1e-5)  # 3 steps and the held-out loss
     computed.clear()
     train(config("dpo", pairs, tiny, tmp_path / "ipo", reference_cache=cache, loss="ipo", **settings))
     assert computed == [len(rows)]
     (tmp_path / "a-file").write_text("")
     with pytest.raises(ConfigError, match=r"--reference-cache .*a-file/cache.sqlite: cannot open it"):
-        train(
-            config(
-                "dpo",
-                pairs,
-                tiny,
-                tmp_path / "bad",
-                reference_cache=str(tmp_path / "a-file" / "cache.sqlite"),
-                **settings,
-            )
-        )
+        train(config("dpo", pairs, tiny, tmp_path / "bad", reference_cache=str(tmp_path / "a-file" / "cache.sqlite"), **settings))
 
 
 @pytest.mark.parametrize("extra", [{"loss": "ipo"}, {"label_smoothing": 0.1}, {"hard_labels": True}])
@@ -271,25 +208,11 @@ def _cli_train(*args: str) -> list[str]:
 
 
 def test_kill_9_then_resume_matches_an_uninterrupted_run(tiny, pairs, tmp_path):
-    common = [
-        "--method",
-        "rm",
-        "--data",
-        pairs,
-        "--model",
-        tiny,
-        "--max-steps",
-        "120",
-        "--save-steps",
-        "10",
-        "--lr",
-        "1e-3",
-    ]
+    common = ["--method", "rm", "--data", pairs, "--model", tiny, "--max-steps", "120", "--save-steps", "10", "--lr", "1e-3"]
     subprocess.run(_cli_train(*common, "--output", str(tmp_path / "whole")), check=True)
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cli_train(*common, "--output", str(killed)))
     deadline = time.time() + 120
-
     def saved_steps() -> list[int]:
         return [int(p.name.split("-")[1]) for p in killed.glob("checkpoint-*")]
 
@@ -299,30 +222,14 @@ def test_kill_9_then_resume_matches_an_uninterrupted_run(tiny, pairs, tmp_path):
     proc.wait()
     assert not (killed / "model.safetensors").exists()  # it really died mid-run
     subprocess.run(_cli_train(*common, "--output", str(killed), "--resume"), check=True)
-    assert [r["loss"] for r in metrics(killed)] == pytest.approx(
-        [r["loss"] for r in metrics(tmp_path / "whole")], rel=1e-5
-    )
+    assert [r["loss"] for r in metrics(killed)] == pytest.approx([r["loss"] for r in metrics(tmp_path / "whole")], rel=1e-5)
 
 
 def test_two_processes_match_one_with_the_same_global_batch(tiny, pairs, tmp_path):
     common = ["--method", "rm", "--data", pairs, "--model", tiny, "--max-steps", "4", "--lr", "1e-3"]
     subprocess.run(_cli_train(*common, "--batch-size", "4", "--output", str(tmp_path / "one")), check=True)
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        "-m",
-        "rlaif.cli",
-        "train",
-    ]
-    subprocess.run(
-        torchrun + common + ["--batch-size", "2", "--output", str(tmp_path / "two"), "--quiet"],
-        check=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "rlaif.cli", "train"]
+    subprocess.run(torchrun + common + ["--batch-size", "2", "--output", str(tmp_path / "two"), "--quiet"], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert len(one) == len(two) == 4
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4, abs=1e-6)
@@ -334,9 +241,7 @@ def test_clear_errors(tiny, pairs, tmp_path):
         train(config("rm", str(unlabeled), tiny, tmp_path / "a", max_steps=1))
     long = write_jsonl(tmp_path / "long.jsonl", [{"prompt": "word " * 400, "chosen": "a", "rejected": "b"}])
     with pytest.raises(InputError) as err:
-        train(
-            config("dpo", str(long), tiny, tmp_path / "b", max_steps=1, max_length=64, truncate_prompt=False)
-        )
+        train(config("dpo", str(long), tiny, tmp_path / "b", max_steps=1, max_length=64, truncate_prompt=False))
     assert str(err.value).startswith(f"{long}:1: field 'prompt'") and "--max-length 64" in str(err.value)
     with pytest.raises(ConfigError, match="--reward-model"):
         train(config("ppo", pairs, tiny, tmp_path / "d", max_steps=1))
@@ -355,22 +260,16 @@ def test_config_file_sets_what_the_command_line_does_not(tiny, pairs, tmp_path):
     settings = tmp_path / "sft.yaml"
     settings.write_text(f"method: sft\ndata: {pairs}\nmodel: {tiny}\nmax-steps: 5\nlr: 1e-5\n")
     out = tmp_path / "out"
-    result = CliRunner().invoke(
-        main, ["train", "--config", str(settings), "--output", str(out), "--max-steps", "1", "--quiet"]
-    )
+    result = CliRunner().invoke(main, ["train", "--config", str(settings), "--output", str(out), "--max-steps", "1", "--quiet"])
     assert result.exit_code == 0, result.output
     saved = json.loads((out / "train_config.json").read_text())
-    # the command line wins; YAML's 1e-5 is a number
-    assert (saved["method"], saved["max_steps"], saved["lr"]) == ("sft", 1, 1e-5)
+    assert (saved["method"], saved["max_steps"], saved["lr"]) == ("sft", 1, 1e-5)  # the command line wins; YAML's 1e-5 is a number
     assert len(metrics(out)) == 1
 
     bad = tmp_path / "bad.toml"
     bad.write_text(f'method = "sft"\ndata = "{pairs}"\nlr_scheduler = "cosine"\n')
     result = CliRunner().invoke(main, ["train", "--config", str(bad)])
-    assert (
-        result.exit_code != 0
-        and f"{bad}:3: key 'lr_scheduler': expected one of linear, constant" in result.output
-    )
+    assert result.exit_code != 0 and f"{bad}:3: key 'lr_scheduler': expected one of linear, constant" in result.output
     bad.write_text('method = "sft"\nbatch-size = "eight"\n')
     result = CliRunner().invoke(main, ["train", "--config", str(bad)])
     assert result.exit_code != 0 and f"{bad}:2: key 'batch-size': expected int, got 'eight'" in result.output
@@ -396,20 +295,7 @@ def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, char_policy, tmp_path):
     """A character-level policy rewarded for the share of lowercase letters it writes."""
     policy = char_policy
     out = tmp_path / "out"
-    cfg = config(
-        "ppo",
-        pairs,
-        str(policy),
-        out,
-        max_steps=30,
-        rollout_batch_size=8,
-        mini_batch_size=4,
-        max_new_tokens=8,
-        lr=2e-3,
-        kl_coef=0.02,
-        eval_split=0.25,
-        eval_steps=10,
-    )
+    cfg = config("ppo", pairs, str(policy), out, max_steps=30, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=8, lr=2e-3, kl_coef=0.02, eval_split=0.25, eval_steps=10)
     results = PPOTrainer(cfg, reward_fn=lowercase_share).train()
     rows = [r for r in metrics(out) if "score" in r]
     evals = [r for r in metrics(out) if "eval/score" in r]
@@ -434,50 +320,22 @@ def test_ppo_with_a_reward_model_judge_on_another_tokenizer(tiny, pairs, tmp_pat
     rm_tok.save_pretrained(rm_dir)
     judge = tmp_path / "rm-judge.toml"
     judge.write_text(f'backend = "reward_model"\nmodel = "{rm_dir}"\n')
-    train(
-        config(
-            "ppo",
-            pairs,
-            tiny,
-            tmp_path / "out",
-            max_steps=2,
-            reward_model=str(judge),
-            max_new_tokens=6,
-            rollout_batch_size=4,
-        )
-    )
+    train(config("ppo", pairs, tiny, tmp_path / "out", max_steps=2, reward_model=str(judge), max_new_tokens=6, rollout_batch_size=4))
     rows = metrics(tmp_path / "out")
     assert len(rows) == 2 and all(isinstance(r["score"], float) for r in rows)
     with pytest.raises(ConfigError, match="needs backend 'reward_model'"):
-        train(
-            config(
-                "ppo",
-                pairs,
-                tiny,
-                tmp_path / "out2",
-                max_steps=2,
-                reward_model="embedded",
-                max_new_tokens=6,
-                rollout_batch_size=4,
-            )
-        )
+        train(config("ppo", pairs, tiny, tmp_path / "out2", max_steps=2, reward_model="embedded", max_new_tokens=6, rollout_batch_size=4))
 
 
 @pytest.mark.parametrize("method", ["sft", "rm", "dpo", "ppo"])
 def test_long_prompts_keep_their_end_by_default_and_are_counted(tiny, tmp_path, capsys, method):
-    rows = [
-        {"prompt": ("word " * 300 if i % 3 == 0 else "short") + f" {i}?", "chosen": "yes", "rejected": "no"}
-        for i in range(8)
-    ]
+    rows = [{"prompt": ("word " * 300 if i % 3 == 0 else "short") + f" {i}?", "chosen": "yes", "rejected": "no"} for i in range(8)]
     data = write_jsonl(tmp_path / "mixed.jsonl", rows)
     extra = {"reward_model": None, "max_new_tokens": 4} if method == "ppo" else {}
-    trainer = trainer_for(
-        config(method, str(data), tiny, tmp_path / method, max_steps=1, max_length=64, **extra),
-        **({"reward_fn": lambda prompts, texts: torch.zeros(len(texts))} if method == "ppo" else {}),
-    )
+    trainer = trainer_for(config(method, str(data), tiny, tmp_path / method, max_steps=1, max_length=64, **extra),
+                          **({"reward_fn": lambda prompts, texts: torch.zeros(len(texts))} if method == "ppo" else {}))
     trainer.train()
-    # rows 0, 3 and 6
-    assert json.loads((tmp_path / method / "train_config.json").read_text())["truncated_rows"] == 3
+    assert json.loads((tmp_path / method / "train_config.json").read_text())["truncated_rows"] == 3  # rows 0, 3 and 6
     assert "3 of 8 rows are longer than --max-length 64" in capsys.readouterr().out
 
 
@@ -487,8 +345,7 @@ def test_truncated_prompt_leaves_the_response_whole():
     kept = encode(tok, "p" * 50 + "END", response, 50, "x.jsonl:1", truncate=True)
     ids = kept["input_ids"]
     assert ids[-21:] == tok(response)["input_ids"] + [tok.eos_token_id]
-    # the prompt's end, then the transcript's reply turn
-    assert tok.decode(ids[:-21]).replace(" ", "").endswith("END<unk><unk>Assistant:")
+    assert tok.decode(ids[:-21]).replace(" ", "").endswith("END<unk><unk>Assistant:")  # the prompt's end, then the transcript's reply turn
     assert len(ids) == 50 and kept["labels"].count(-100) == 50 - 21
     long_response = encode(tok, "p" * 50, "r" * 100, 40, "x.jsonl:1", truncate=True)
     assert long_response["labels"].count(-100) == 20  # the response gets at most half
@@ -499,15 +356,10 @@ def test_a_pairs_prompt_is_cut_once_for_both_responses():
     from rlaif.trainers.pairs import TrainPair, encode_pair
 
     tok = char_tokenizer()
-    chosen, rejected, *_ = encode_pair(
-        tok, TrainPair("p" * 50 + "END", "c" * 20, "r" * 5, 1.0, "x.jsonl:1"), 50, truncate=True
-    )
+    chosen, rejected, *_ = encode_pair(tok, TrainPair("p" * 50 + "END", "c" * 20, "r" * 5, 1.0, "x.jsonl:1"), 50, truncate=True)
     shared = common_prefix_length(chosen["input_ids"], rejected["input_ids"])
-    # the same prompt tokens, all of them
-    assert chosen["labels"].count(-100) == rejected["labels"].count(-100) == shared == 50 - 21
-    assert len(chosen["input_ids"]) == 50 and chosen["input_ids"][-21:] == tok("c" * 20)["input_ids"] + [
-        tok.eos_token_id
-    ]
+    assert chosen["labels"].count(-100) == rejected["labels"].count(-100) == shared == 50 - 21  # the same prompt tokens, all of them
+    assert len(chosen["input_ids"]) == 50 and chosen["input_ids"][-21:] == tok("c" * 20)["input_ids"] + [tok.eos_token_id]
     assert len(rejected["input_ids"]) == shared + 6  # the shorter response reads the same context
 
 
@@ -542,70 +394,20 @@ def test_every_setting_is_an_option_with_the_fields_default_and_choices(monkeypa
         return {}
 
     monkeypatch.setattr(rlaif.trainers, "train", fake_train)
-    args = [
-        "train",
-        "--method",
-        "ppo",
-        "--data",
-        "x.jsonl",
-        "--gamma",
-        "0.9",
-        "--lam",
-        "0.5",
-        "--cliprange",
-        "0.3",
-        "--cliprange-value",
-        "0.4",
-        "--vf-coef",
-        "0.2",
-        "--max-grad-norm",
-        "0.5",
-        "--log-steps",
-        "2",
-        "--target-kl",
-        "0.1",
-        "--temperature",
-        "0.7",
-        "--no-truncate-prompt",
-    ]
+    args = ["train", "--method", "ppo", "--data", "x.jsonl", "--gamma", "0.9", "--lam", "0.5", "--cliprange", "0.3", "--cliprange-value", "0.4",
+            "--vf-coef", "0.2", "--max-grad-norm", "0.5", "--log-steps", "2", "--target-kl", "0.1", "--temperature", "0.7", "--no-truncate-prompt"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     c = seen["config"]
-    assert (
-        c.gamma,
-        c.lam,
-        c.cliprange,
-        c.cliprange_value,
-        c.vf_coef,
-        c.max_grad_norm,
-        c.log_steps,
-        c.target_kl,
-        c.temperature,
-    ) == (0.9, 0.5, 0.3, 0.4, 0.2, 0.5, 2, 0.1, 0.7)
+    assert (c.gamma, c.lam, c.cliprange, c.cliprange_value, c.vf_coef, c.max_grad_norm, c.log_steps, c.target_kl, c.temperature) == (0.9, 0.5, 0.3, 0.4, 0.2, 0.5, 2, 0.1, 0.7)
     assert c.truncate_prompt is False and c.output == "outputs/ppo" and c.epochs == 1
 
 
-def test_ppo_logs_cleanrl_diagnostics_every_log_steps_and_stops_early_at_target_kl(
-    pairs, char_policy, tmp_path
-):
+def test_ppo_logs_cleanrl_diagnostics_every_log_steps_and_stops_early_at_target_kl(pairs, char_policy, tmp_path):
     policy = char_policy
 
     def run(name, **kw):
-        PPOTrainer(
-            config(
-                "ppo",
-                pairs,
-                str(policy),
-                tmp_path / name,
-                max_steps=4,
-                rollout_batch_size=8,
-                mini_batch_size=4,
-                max_new_tokens=6,
-                lr=2e-3,
-                **kw,
-            ),
-            reward_fn=lowercase_share,
-        ).train()
+        PPOTrainer(config("ppo", pairs, str(policy), tmp_path / name, max_steps=4, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=6, lr=2e-3, **kw), reward_fn=lowercase_share).train()
         return metrics(tmp_path / name)
 
     full = run("full", log_steps=2)
@@ -622,8 +424,7 @@ def test_bf16_dpo_starts_at_log_2(tiny, pairs, tmp_path):
     import math
 
     train(config("dpo", pairs, tiny, tmp_path, max_steps=1, bf16=True, batch_size=8))
-    # 6e-5 off with a float32 reference
-    assert metrics(tmp_path)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)
+    assert metrics(tmp_path)[0]["loss"] == pytest.approx(math.log(2), abs=1e-6)  # 6e-5 off with a float32 reference
 
 
 def test_a_model_without_chat_template_reads_prompts_as_a_transcript(pairs, char_policy, tmp_path):

@@ -32,9 +32,7 @@ def blocks(page: Path) -> list[tuple[int, int, list[tuple[str, list[str]]]]]:
     for i, line in enumerate(lines):
         if line.strip() != MARK:
             continue
-        assert lines[i + 1].startswith("```console"), (
-            f"{page.name}:{i + 2}: a transcript is a ```console block"
-        )
+        assert lines[i + 1].startswith("```console"), f"{page.name}:{i + 2}: a transcript is a ```console block"
         steps: list[tuple[str, list[str]]] = []
         j = i + 2
         while not lines[j].startswith("```"):
@@ -58,13 +56,7 @@ def run(command: str, cwd: Path) -> list[str]:
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "COLUMNS": "100"}
     command = [sys.executable, "-c", "from rlaif.cli import main; main(prog_name='rlaif')", *words[1:]]
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, check=False)
-    return (
-        (done.stdout + done.stderr)
-        .replace(str(cwd) + "/", "")
-        .replace(str(ROOT) + "/", "")
-        .rstrip("\n")
-        .splitlines()
-    )
+    return (done.stdout + done.stderr).replace(str(cwd) + "/", "").replace(str(ROOT) + "/", "").rstrip("\n").splitlines()
 
 
 TRANSCRIPTS = [(page, k) for page in PAGES for k in range(len(blocks(page)))]
@@ -86,7 +78,5 @@ def test_transcript_is_what_the_program_prints(page, k, tmp_path):
         page.write_text("\n".join(text) + "\n")
         return
     for (command, expected), (_, got) in zip(steps, printed):
-        assert masked(got) == masked(expected), (
-            f"{page.name}:{start + 1}: `{command}` prints otherwise now; regenerate with "
-            f"RLAIF_WRITE_TRANSCRIPTS=1 pytest tests/test_transcripts.py\n" + "\n".join(got)
-        )
+        assert masked(got) == masked(expected), (f"{page.name}:{start + 1}: `{command}` prints otherwise now; regenerate with "
+                                                 f"RLAIF_WRITE_TRANSCRIPTS=1 pytest tests/test_transcripts.py\n" + "\n".join(got))

@@ -30,9 +30,7 @@ class UtilityJudge:
     seed: int = 0
 
     def _noise(self, prompt: str) -> float:
-        return random.Random(hashlib.sha256(f"{self.seed}:{prompt}".encode()).hexdigest()).gauss(
-            0.0, self.sigma
-        )
+        return random.Random(hashlib.sha256(f"{self.seed}:{prompt}".encode()).hexdigest()).gauss(0.0, self.sigma)
 
     def __call__(self, prompt: str) -> dict[str, float]:
         found = [float(x) for x in QUALITY.findall(prompt)]
@@ -54,14 +52,8 @@ def utility(text) -> float:
 def candidate_rows(prompts: int, n: int, seed: int = 0) -> list[dict]:
     """Prompts with n candidates each, every candidate's utility in its text."""
     rng = random.Random(seed)
-    return [
-        {
-            "id": f"p{p}",
-            "prompt": f"Question {p}: what should I do?",
-            "responses": [f"Answer {k} to question {p} (quality {rng.gauss(0, 1):+.3f})." for k in range(n)],
-        }
-        for p in range(prompts)
-    ]
+    return [{"id": f"p{p}", "prompt": f"Question {p}: what should I do?",
+             "responses": [f"Answer {k} to question {p} (quality {rng.gauss(0, 1):+.3f})." for k in range(n)]} for p in range(prompts)]
 
 
 def scores(out: Path, rows: list[dict]) -> dict[str, float]:
@@ -80,10 +72,5 @@ def scores(out: Path, rows: list[dict]) -> dict[str, float]:
         right.append(chosen > rejected)
         exact.append((chosen, rejected) == (max(u), min(u)))
         gap[row["id"].rsplit(":", 1)[0]] = (chosen - rejected) / (max(u) - min(u))
-    return {
-        "calls_per_prompt": mean(r["calls"] for r in rankings),
-        "ordered_right": mean(right),
-        "exactly_best_worst": mean(exact),
-        "gap_share": mean(gap.values()),
-        "pairs": len(pairs),
-    }
+    return {"calls_per_prompt": mean(r["calls"] for r in rankings), "ordered_right": mean(right), "exactly_best_worst": mean(exact),
+            "gap_share": mean(gap.values()), "pairs": len(pairs)}

@@ -16,12 +16,7 @@ def agreement(run_dir: str | Path) -> dict[str, Any]:
     the reliability diagram (`reliability.png`) where human labels exist."""
     report = label_run_report(run_dir)
     if report.get("calibration"):
-        title = (
-            f"{report.get('judge')} judge, {report['with_human_label']} "
-            f"human-labeled pairs: ECE {report['calibration']['ece']:.3f}"
-        )
-        report["reliability_diagram"] = reliability_diagram(
-            Path(run_dir) / "reliability.png", report["calibration"]["bins"], title
-        )
+        title = f"{report.get('judge')} judge, {report['with_human_label']} human-labeled pairs: ECE {report['calibration']['ece']:.3f}"
+        report["reliability_diagram"] = reliability_diagram(Path(run_dir) / "reliability.png", report["calibration"]["bins"], title)
     write_json_atomic(Path(run_dir) / "agreement.json", report)
     return report

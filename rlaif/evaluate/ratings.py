@@ -34,9 +34,7 @@ class Game:
     group: str  # what the bootstrap resamples (the prompt)
 
 
-def bradley_terry(
-    games: Sequence[Game], players: Sequence[str], l2: float = 0.0, tol: float = 1e-10
-) -> np.ndarray:
+def bradley_terry(games: Sequence[Game], players: Sequence[str], l2: float = 0.0, tol: float = 1e-10) -> np.ndarray:
     """θ maximising Σ_g [s_g log σ(θ_a − θ_b) + (1 − s_g) log σ(θ_b − θ_a)] − (l2 / 2) ‖θ‖²,
     with Σ θ = 0, by Newton's method (a tie is half a win and half a loss).
 
@@ -59,8 +57,7 @@ def bradley_terry(
         np.add.at(hess, (a, b), w)
         np.add.at(hess, (b, a), w)
         hess -= l2 * np.eye(n)
-        # least squares: the Hessian is singular along θ + c
-        step = np.linalg.lstsq(hess, -grad, rcond=None)[0]
+        step = np.linalg.lstsq(hess, -grad, rcond=None)[0]  # least squares: the Hessian is singular along θ + c
         theta += step
         theta -= theta.mean()
         if np.abs(step).max() < tol:
@@ -81,9 +78,7 @@ def elo(games: Sequence[Game], players: Sequence[str], k: float = 32.0) -> np.nd
     return ratings
 
 
-def ratings(
-    games: Sequence[Game], rounds: int = 1000, k: float = 32.0, l2: float = 0.01, seed: int = 0
-) -> dict[str, Any]:
+def ratings(games: Sequence[Game], rounds: int = 1000, k: float = 32.0, l2: float = 0.01, seed: int = 0) -> dict[str, Any]:
     """Both ratings of every player, each with a 95% percentile interval over `rounds` bootstrap
     resamples of the games' groups (prompts), and each player's games and mean score."""
     if not games:
@@ -101,32 +96,14 @@ def ratings(
         elo_samples.append(elo([sample[i] for i in rng.permutation(len(sample))], players, k))
     bt = INITIAL + SCALE * bradley_terry(games, players, l2)
     online = elo(games, players, k)
-    out: dict[str, Any] = {
-        "players": {},
-        "games": len(games),
-        "groups": len(groups),
-        "bootstrap_rounds": rounds,
-        "k": k,
-        "l2": l2,
-    }
+    out: dict[str, Any] = {"players": {}, "games": len(games), "groups": len(groups), "bootstrap_rounds": rounds, "k": k, "l2": l2}
     for i, p in enumerate(players):
         mine = [g.score if g.a == p else 1 - g.score for g in games if p in (g.a, g.b)]
-        bt_low, bt_high = (
-            np.percentile([x[i] for x in bt_samples], [2.5, 97.5]) if rounds else (math.nan, math.nan)
-        )
-        elo_low, elo_high = (
-            np.percentile([x[i] for x in elo_samples], [2.5, 97.5]) if rounds else (math.nan, math.nan)
-        )
-        out["players"][p] = {
-            "bt": float(bt[i]),
-            "bt_low": float(bt_low),
-            "bt_high": float(bt_high),
-            "elo": float(online[i]),
-            "elo_low": float(elo_low),
-            "elo_high": float(elo_high),
-            "games": len(mine),
-            "mean_score": float(np.mean(mine)),
-        }
+        bt_low, bt_high = np.percentile([x[i] for x in bt_samples], [2.5, 97.5]) if rounds else (math.nan, math.nan)
+        elo_low, elo_high = np.percentile([x[i] for x in elo_samples], [2.5, 97.5]) if rounds else (math.nan, math.nan)
+        out["players"][p] = {"bt": float(bt[i]), "bt_low": float(bt_low), "bt_high": float(bt_high),
+                             "elo": float(online[i]), "elo_low": float(elo_low), "elo_high": float(elo_high),
+                             "games": len(mine), "mean_score": float(np.mean(mine))}
     out["players"] = dict(sorted(out["players"].items(), key=lambda kv: -kv[1]["bt"]))
     return out
 
@@ -145,18 +122,10 @@ def game_of(record: Any, file: str, line: int) -> Game | None:
     elif "winner" in record:
         names = ("model_a", "model_b")
         if record["winner"] not in ARENA_WINNERS:
-            raise InputError(
-                file, line, "winner", f"expected one of {', '.join(ARENA_WINNERS)}, got {record['winner']!r}"
-            )
+            raise InputError(file, line, "winner", f"expected one of {', '.join(ARENA_WINNERS)}, got {record['winner']!r}")
         score = ARENA_WINNERS[record["winner"]]
     else:
-        raise InputError(
-            file,
-            line,
-            None,
-            "expected a judgment (a, b, outcome: `rlaif compare`'s "
-            "judgments.jsonl) or a battle (model_a, model_b, winner)",
-        )
+        raise InputError(file, line, None, "expected a judgment (a, b, outcome: `rlaif compare`'s judgments.jsonl) or a battle (model_a, model_b, winner)")
     for name in names:
         if not isinstance(record.get(name), str) or not record[name]:
             raise InputError(file, line, name, "expected the name of a policy")
@@ -183,21 +152,11 @@ def read_games(paths: Sequence[str | Path]) -> list[Game]:
 
 def format_ratings(result: dict[str, Any]) -> str:
     """The ratings as a Markdown table, best first."""
-    lines = [
-        "| policy | Bradley–Terry [95% CI] | Elo [95% CI] | games | mean score |",
-        "|---|---|---|---|---|",
-    ]
+    lines = ["| policy | Bradley–Terry [95% CI] | Elo [95% CI] | games | mean score |", "|---|---|---|---|---|"]
     for name, r in result["players"].items():
-        lines.append(
-            f"| `{name}` | {r['bt']:.0f} [{r['bt_low']:.0f}, {r['bt_high']:.0f}] "
-            f"| {r['elo']:.0f} [{r['elo_low']:.0f}, {r['elo_high']:.0f}] | "
-            f"{r['games']} | {r['mean_score']:.3f} |"
-        )
+        lines.append(f"| `{name}` | {r['bt']:.0f} [{r['bt_low']:.0f}, {r['bt_high']:.0f}] | {r['elo']:.0f} [{r['elo_low']:.0f}, {r['elo_high']:.0f}] | "
+                     f"{r['games']} | {r['mean_score']:.3f} |")
     lines.append("")
-    lines.append(
-        f"{result['games']} games over {result['groups']} prompts; intervals: "
-        f"{result['bootstrap_rounds']} bootstrap resamples of the prompts. "
-        "Bradley–Terry on the Elo scale (1000 + 400 log10 odds, L2 "
-        f"{result['l2']}); Elo online with K = {result['k']:g} in the games' order."
-    )
+    lines.append(f"{result['games']} games over {result['groups']} prompts; intervals: {result['bootstrap_rounds']} bootstrap resamples of the prompts. "
+                 f"Bradley–Terry on the Elo scale (1000 + 400 log10 odds, L2 {result['l2']}); Elo online with K = {result['k']:g} in the games' order.")
     return "\n".join(lines)

@@ -11,21 +11,14 @@ from rlaif.models.loading import load_tokenizer, model_fingerprint
 from rlaif.storage.cache import AnswerCache, cache_key, through_cache
 
 
-def cached_scores(
-    cache: AnswerCache, kind: str, identity: str, items: list[tuple[Any, str]], compute
-) -> list[float]:
+def cached_scores(cache: AnswerCache, kind: str, identity: str, items: list[tuple[Any, str]], compute) -> list[float]:
     """`compute(missing items) -> scores`, through the cache, keyed by what scored and the text."""
     keys = [cache_key(kind, identity, prompt, response) for prompt, response in items]
     return through_cache(cache, keys, lambda indices: compute([items[i] for i in indices]))
 
 
-def summed_response_logps(
-    model_name: str | None,
-    items: list[tuple[Any, str]],
-    temperature: float = 1.0,
-    batch_size: int = 8,
-    progress: bool = False,
-) -> list[float]:
+def summed_response_logps(model_name: str | None, items: list[tuple[Any, str]], temperature: float = 1.0, batch_size: int = 8,
+                          progress: bool = False) -> list[float]:
     """log π_T(y | x) of each (prompt, response), summed over the response's tokens and its EOS,
     under the model's distribution at sampling temperature T (its logits divided by T).
 
@@ -44,10 +37,7 @@ def summed_response_logps(
     sequences = [encode(tokenizer, prompt, response, 4096, "compare:0", True) for prompt, response in items]
     head = lm.get_output_embeddings().weight
     out = [0.0] * len(items)
-    with (
-        torch.no_grad(),
-        tqdm(total=len(items), desc="log-probabilities", unit="response", disable=not progress) as bar,
-    ):
+    with torch.no_grad(), tqdm(total=len(items), desc="log-probabilities", unit="response", disable=not progress) as bar:
         for indices, batch in packed_batches(sequences, batch_size, tokenizer.pad_token_id, str(lm.device)):
             hidden = hidden_at(lm, batch.packed, batch.token_index, logits_to_keep=1)
             tokens = head_logps(hidden / temperature, head, batch.targets)  # (W h) / T = W (h / T)
@@ -72,11 +62,5 @@ def reward_model_scores(rm_dir: str, items: list[tuple[Any, str]], progress: boo
     options = RewardModelOptions()
     model = load_reward_model(rm_dir).eval()
     with tqdm(total=len(items), desc="reward-model scores", unit="response", disable=not progress) as bar:
-        return score(
-            model,
-            load_tokenizer(rm_dir, padding_side="right"),
-            items,
-            scoring_length(options, rm_dir),
-            options.batch_size,
-            lambda indices, scores, tokens: bar.update(len(indices)),
-        )
+        return score(model, load_tokenizer(rm_dir, padding_side="right"), items, scoring_length(options, rm_dir), options.batch_size,
+                     lambda indices, scores, tokens: bar.update(len(indices)))

@@ -29,10 +29,7 @@ def bleu(predictions: Sequence[str], references: Sequence[str]) -> dict[str, flo
     from sacrebleu.metrics import BLEU
 
     refs = [list(references)]
-    return {
-        f"bleu{n}": BLEU(max_ngram_order=n).corpus_score(list(predictions), refs).score / 100
-        for n in (1, 2, 3, 4)
-    }
+    return {f"bleu{n}": BLEU(max_ngram_order=n).corpus_score(list(predictions), refs).score / 100 for n in (1, 2, 3, 4)}
 
 
 def meteor(predictions: Sequence[str], references: Sequence[str]) -> float:
@@ -41,9 +38,7 @@ def meteor(predictions: Sequence[str], references: Sequence[str]) -> float:
     from nltk.translate.meteor_score import meteor_score
 
     nltk.data.find("corpora/wordnet")  # LookupError here, before any scoring
-    return mean(
-        meteor_score([ref.split()], pred.split()) for pred, ref in zip(predictions, references, strict=True)
-    )
+    return mean(meteor_score([ref.split()], pred.split()) for pred, ref in zip(predictions, references, strict=True))
 
 
 class BertScore:
@@ -64,18 +59,12 @@ class BertScore:
         return f1.mean().item()
 
 
-def reference_metrics(
-    predictions: Sequence[str], references: Sequence[str], bertscore: BertScore | None
-) -> dict[str, Any]:
+def reference_metrics(predictions: Sequence[str], references: Sequence[str], bertscore: BertScore | None) -> dict[str, Any]:
     """Every metric of the table for one policy; one that cannot run is {"unavailable": why}."""
     out: dict[str, Any] = {**rouge(predictions, references), **bleu(predictions, references)}
     try:
         out["meteor"] = meteor(predictions, references)
     except LookupError:
-        out["meteor"] = {
-            "unavailable": "nltk's WordNet data is not on this machine (python -m nltk.downloader wordnet)"
-        }
-    out["bertscore"] = (
-        bertscore(predictions, references) if bertscore else {"unavailable": "no BERTScore model"}
-    )
+        out["meteor"] = {"unavailable": "nltk's WordNet data is not on this machine (python -m nltk.downloader wordnet)"}
+    out["bertscore"] = bertscore(predictions, references) if bertscore else {"unavailable": "no BERTScore model"}
     return out

@@ -43,12 +43,7 @@ def _decoded(raw: bytes, path: Path, number: int) -> str | InputError:
     try:
         return raw.decode("utf-8-sig" if number <= 1 else "utf-8")
     except UnicodeDecodeError as e:
-        return InputError(
-            str(path),
-            number,
-            None,
-            f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); save the file as UTF-8",
-        )
+        return InputError(str(path), number, None, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); save the file as UTF-8")
 
 
 def _parsed(text: str, path: Path, number: int) -> Any:
@@ -68,12 +63,7 @@ def _parsed(text: str, path: Path, number: int) -> Any:
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError as e:
-                return InputError(
-                    str(path),
-                    number or None,
-                    field,
-                    f"holds {item[e.start]!r}, half of a surrogate pair: not Unicode text",
-                )
+                return InputError(str(path), number or None, field, f"holds {item[e.start]!r}, half of a surrogate pair: not Unicode text")
         elif isinstance(item, dict):
             stack += [(field or str(k), v) for k, v in item.items()]
         elif isinstance(item, list):
@@ -149,12 +139,7 @@ def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[int, Any]]:
         for number, record in enumerate(ds, start=start):
             yield number, record
     except FileNotFoundError:
-        raise InputError(
-            str(path),
-            None,
-            None,
-            "not a saved data set (no dataset_info.json): give a data file or a `save_to_disk` folder",
-        ) from None
+        raise InputError(str(path), None, None, "not a saved data set (no dataset_info.json): give a data file or a `save_to_disk` folder") from None
     except Exception as e:  # noqa: BLE001 -- pyarrow and datasets raise many kinds for a file they cannot read
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where = "" if kind == "dir" or number == start else f" (after record {number - start})"
@@ -168,14 +153,12 @@ HUB_OPTIONS = ("name", "data_dir", "split", "revision")
 def parse_hub_spec(spec: str) -> tuple[str, dict[str, str]]:
     """``hf:OWNER/NAME?data_dir=DIR&split=SPLIT`` (also ``name=CONFIG``, ``revision=REV``) ->
     the data set's name or local folder, and the keyword arguments of `datasets.load_dataset`."""
-    name, _, query = spec[len(HUB_PREFIX) :].partition("?")
+    name, _, query = spec[len(HUB_PREFIX):].partition("?")
     options = dict(parse_qsl(query, keep_blank_values=True))
     unknown = sorted(set(options) - set(HUB_OPTIONS))
     if unknown or not name:
         problem = f"unknown option(s) {', '.join(unknown)}" if unknown else "no data set name"
-        raise InputError(
-            spec, None, None, f"{problem}: expected hf:OWNER/NAME?{'&'.join(o + '=...' for o in HUB_OPTIONS)}"
-        )
+        raise InputError(spec, None, None, f"{problem}: expected hf:OWNER/NAME?{'&'.join(o + '=...' for o in HUB_OPTIONS)}")
     return name, {"split": "train", **options}
 
 
@@ -190,12 +173,7 @@ def split_rows(spec: str) -> tuple[str, slice | None]:
         return spec, None
     bounds = re.fullmatch(r"(\d*):(\d*)", rows[-1])
     if bounds is None:
-        raise InputError(
-            spec,
-            None,
-            None,
-            f"rows={rows[-1]}: expected rows=START:END, two whole numbers (either may be left out)",
-        )
+        raise InputError(spec, None, None, f"rows={rows[-1]}: expected rows=START:END, two whole numbers (either may be left out)")
     rest = urlencode([(key, value) for key, value in options if key != "rows"], safe="/")
     start, stop = (int(b) if b else None for b in bounds.groups())
     return base + (f"?{rest}" if rest else ""), slice(start, stop)
@@ -215,9 +193,7 @@ def input_name(spec: str | Path) -> str:
         return "stdin"
     if text.startswith(HUB_PREFIX):
         name, options = parse_hub_spec(text)
-        return "-".join(
-            [Path(name).name, *(options[k] for k in ("name", "data_dir") if options.get(k)), options["split"]]
-        )
+        return "-".join([Path(name).name, *(options[k] for k in ("name", "data_dir") if options.get(k)), options["split"]])
     return Path(text).name.split(".")[0]
 
 
@@ -229,13 +205,7 @@ def _read_hub(spec: str) -> Iterator[tuple[int, Any]]:
     try:
         ds = datasets.load_dataset(name, **options)
     except (OSError, ValueError) as e:  # not found, no network, no such split or config
-        raise InputError(
-            spec,
-            None,
-            None,
-            f"datasets.load_dataset({name!r}, "
-            f"{', '.join(f'{k}={v!r}' for k, v in options.items())}) failed: {e}",
-        ) from None
+        raise InputError(spec, None, None, f"datasets.load_dataset({name!r}, {', '.join(f'{k}={v!r}' for k, v in options.items())}) failed: {e}") from None
     yield from enumerate(ds, start=1)
 
 
@@ -268,10 +238,4 @@ def _read_source(path: str | Path) -> Iterator[tuple[int, Any]]:
         return _read_json(path)
     if suffix in (".csv", ".parquet"):
         return _read_with_datasets(path, suffix[1:])
-    raise InputError(
-        str(path),
-        None,
-        None,
-        f"unknown format '{suffix}': use .jsonl, .json, .csv, "
-        ".parquet (optionally .gz) or a saved dataset directory",
-    )
+    raise InputError(str(path), None, None, f"unknown format '{suffix}': use .jsonl, .json, .csv, .parquet (optionally .gz) or a saved dataset directory")

@@ -90,15 +90,9 @@ def check_prompt(value: Any, err) -> Prompt:
     if isinstance(value, list) and value:
         for i, message in enumerate(value):
             if not isinstance(message, dict):
-                raise err(
-                    "prompt",
-                    f"message {i} is {type(message).__name__}, expected an object with 'role' and 'content'",
-                )
+                raise err("prompt", f"message {i} is {type(message).__name__}, expected an object with 'role' and 'content'")
             if message.get("role") not in ROLES:
-                raise err(
-                    "prompt",
-                    f"message {i} has role {message.get('role')!r}, expected one of {', '.join(ROLES)}",
-                )
+                raise err("prompt", f"message {i} has role {message.get('role')!r}, expected one of {', '.join(ROLES)}")
             if not isinstance(message.get("content"), str):
                 raise err("prompt", f"message {i} has no string 'content'")
         return [{"role": m["role"], "content": m["content"]} for m in value]
@@ -120,9 +114,7 @@ def parse_record(record: Any, file: str, line: int) -> Example:
     `weight` (a number, 0 or more), which training losses read."""
     example = _parse_fields(record, file, line)
     if record.get("reference") is not None:
-        example.reference = check_text(
-            record["reference"], "reference", lambda field, message: InputError(file, line, field, message)
-        )
+        example.reference = check_text(record["reference"], "reference", lambda field, message: InputError(file, line, field, message))
     if record.get("weight") is not None:
         example.weight = check_weight(record["weight"], file, line)
     return example
@@ -162,9 +154,7 @@ def _parse_fields(record: Any, file: str, line: int) -> Example:
         chosen = check_text(record["chosen"], "chosen", err)
         rejected = check_text(record["rejected"], "rejected", err)
         preference = record.get("ai_preference")
-        if preference is not None and (
-            not isinstance(preference, (int, float)) or not 0.0 <= preference <= 1.0
-        ):
+        if preference is not None and (not isinstance(preference, (int, float)) or not 0.0 <= preference <= 1.0):
             raise err("ai_preference", f"expected a probability in [0, 1], got {preference!r}")
         human_best = 0
         if preference is not None:
@@ -172,9 +162,7 @@ def _parse_fields(record: Any, file: str, line: int) -> Example:
             human = record.get("human_preference")
             human_best = None if human is None else (0 if human > 0.5 else 1)
         if "prompt" in record:
-            return Example(
-                ident, check_prompt(record["prompt"], err), [chosen, rejected], human_best, source, preference
-            )
+            return Example(ident, check_prompt(record["prompt"], err), [chosen, rejected], human_best, source, preference)
         try:
             prompt_c, reply_c = split_transcript(chosen)
         except ValueError as e:
@@ -188,16 +176,10 @@ def _parse_fields(record: Any, file: str, line: int) -> Example:
         return Example(ident, prompt_c, [reply_c, reply_r], 0, source)
     if "prompt" in record:
         return Example(ident, check_prompt(record["prompt"], err), [], None, source)
-    raise err(
-        None,
-        f"no usable fields (found {sorted(record)}); expected 'prompt' with 'responses' "
-        "or 'chosen'/'rejected', transcripts 'chosen'/'rejected', or 'prompt' alone",
-    )
+    raise err(None, f"no usable fields (found {sorted(record)}); expected 'prompt' with 'responses' or 'chosen'/'rejected', transcripts 'chosen'/'rejected', or 'prompt' alone")
 
 
-def iter_examples(
-    path: str | Path, limit: int | None = None, skip_invalid: bool = False
-) -> Iterator[Example | dict[str, Any]]:
+def iter_examples(path: str | Path, limit: int | None = None, skip_invalid: bool = False) -> Iterator[Example | dict[str, Any]]:
     """Read and check `path` row by row, holding one row at a time: each valid row as an
     `Example` (at most `limit`), each invalid one as its failure record with `skip_invalid`;
     without it the first bad row raises."""
@@ -211,13 +193,7 @@ def iter_examples(
                 raise record
             example = parse_record(record, shown_name(path), line)
             if (seen := first_line.setdefault(example.id, line)) != line:
-                raise InputError(
-                    shown_name(path),
-                    line,
-                    "id",
-                    f"{example.id!r} is also the id of line {seen}: give "
-                    "each row its own id (or none, and rlaif numbers them)",
-                )
+                raise InputError(shown_name(path), line, "id", f"{example.id!r} is also the id of line {seen}: give each row its own id (or none, and rlaif numbers them)")
         except InputError as e:
             if not skip_invalid:
                 raise

@@ -22,11 +22,8 @@ from rlaif.judging.rubric import DEFAULT_LABELS, DEFAULT_VERDICT_PREFIX
 from rlaif.settings import type_problem, unknown_key
 
 MODES = ("pairwise", "pointwise")
-MODE_HELP = (
-    "pairwise: the two responses side by side (debiased over orders); pointwise: each response scored alone, "
-    "so no position bias [default: the judge config's `mode`, "
-    "else the judge's own: pairwise, a reward model's pointwise]."
-)
+MODE_HELP = ("pairwise: the two responses side by side (debiased over orders); pointwise: each response scored alone, "
+             "so no position bias [default: the judge config's `mode`, else the judge's own: pairwise, a reward model's pointwise].")
 
 
 @dataclass(frozen=True)
@@ -105,16 +102,8 @@ class JudgeConfig:
 
     def public(self) -> dict[str, Any]:
         """The config as written to manifests (it holds names of key variables, never keys)."""
-        return {
-            "name": self.name,
-            "backend": self.backend,
-            "model": self.model,
-            "options": self.options,
-            "source": self.source,
-            "calibration": self.calibration,
-            "rubric": self.rubric,
-            "mode": self.mode,
-        }
+        return {"name": self.name, "backend": self.backend, "model": self.model, "options": self.options, "source": self.source,
+                "calibration": self.calibration, "rubric": self.rubric, "mode": self.mode}
 
 
 class Judge(ABC):
@@ -139,19 +128,15 @@ class Judge(ABC):
         hints = get_type_hints(cls.Options) if cls.Options is not object else {}
         for key, value in config.options.items():
             if hints and key not in hints:
-                raise JudgeConfigError(
-                    f"{config.source or config.name}: key 'options.{key}': {unknown_key(key, list(hints))}; "
-                    f"{config.backend} takes: {', '.join(hints)}"
-                )
+                raise JudgeConfigError(f"{config.source or config.name}: key 'options.{key}': {unknown_key(key, list(hints))}; "
+                                       f"{config.backend} takes: {', '.join(hints)}")
             if key in hints and (problem := type_problem(value, hints[key])) is not None:
                 raise JudgeConfigError(f"{config.source or config.name}: key 'options.{key}': {problem}")
         try:
             return cls.Options(**config.options)
         except TypeError as e:
             known = ", ".join(f.name for f in fields(cls.Options))
-            raise JudgeConfigError(
-                f"{config.source or config.name}: bad 'options' ({e}); {config.backend} takes: {known}"
-            ) from None
+            raise JudgeConfigError(f"{config.source or config.name}: bad 'options' ({e}); {config.backend} takes: {known}") from None
         except ValueError as e:  # an option's value, checked by the options themselves
             raise JudgeConfigError(f"{config.source or config.name}: {e}") from None
 
@@ -186,19 +171,14 @@ class Judge(ABC):
         total = sum(probs)
         probs = [p / total for p in probs]
         if request.pointwise:
-            return Verdict(
-                p_first=None,
-                score=sum(p * float(label) for p, label in zip(probs, request.labels)),
-                **details,
-            )
+            return Verdict(p_first=None, score=sum(p * float(label) for p, label in zip(probs, request.labels)), **details)
         return Verdict(p_first=probs[0], **details)
 
     def close(self) -> None:
         """Release what the judge holds (models, connections)."""
 
 
-# a provider's batch is over: its results are all there will be
-BATCH_ENDED = ("completed", "expired", "cancelled", "failed")
+BATCH_ENDED = ("completed", "expired", "cancelled", "failed")  # a provider's batch is over: its results are all there will be
 
 
 class BatchJudge(Judge):
@@ -207,8 +187,7 @@ class BatchJudge(Judge):
 
     @abstractmethod
     def submit_batch(self, requests: dict[str, JudgeRequest], tag: str) -> dict[str, Any]:
-        """Start a batch of `requests` (keyed by cache key) labelled `tag`; returns its state to
-        persist (`batch_id`, `status`, ...)."""
+        """Start a batch of `requests` (keyed by cache key) labelled `tag`; returns its state to persist (`batch_id`, `status`, ...)."""
 
     @abstractmethod
     def find_batch(self, tag: str, since: float) -> dict[str, Any] | None:
@@ -224,15 +203,8 @@ class SamplingJudge(Judge):
     (`rlaif label --generator`): chat completions on an OpenAI-compatible server, vLLM's engine."""
 
     @abstractmethod
-    def sample(
-        self,
-        conversations: list[list[dict[str, str]]],
-        n: int,
-        max_tokens: int,
-        temperature: float,
-        seeds: list[int],
-        on_result: Callable[[int, list[str], str | None], None],
-    ) -> None:
+    def sample(self, conversations: list[list[dict[str, str]]], n: int, max_tokens: int, temperature: float, seeds: list[int],
+               on_result: Callable[[int, list[str], str | None], None]) -> None:
         """`n` replies to each conversation, seeded per conversation; `on_result(index, texts,
         error)` as each conversation's replies arrive (`error` once it gave up)."""
 
@@ -253,6 +225,4 @@ def estimate_cost(options: dict[str, Any], prompt_tokens: int, completion_tokens
 def choice(key: str, value: Any, choices: Sequence[Any]) -> None:
     """Raise ValueError naming `key` when `value` is not one of `choices` (for options' checks)."""
     if value not in choices:
-        raise ValueError(
-            f"key 'options.{key}': expected one of {', '.join(map(str, choices))}, got {value!r}"
-        )
+        raise ValueError(f"key 'options.{key}': expected one of {', '.join(map(str, choices))}, got {value!r}")

@@ -16,30 +16,12 @@ from rlaif.errors import ConfigError
 from rlaif.inputs import Example, Pair
 from rlaif.judging.base import Verdict
 from rlaif.judging.debias import plan_orders, pointwise_preference
-from rlaif.judging.engine import (
-    JudgeOnce,
-    JudgeSpec,
-    JuryJudgment,
-    PairJudgment,
-    Plan,
-    ask_missing,
-    request_for,
-)
-from rlaif.judging.ranking import (
-    Evidence,
-    bradley_terry,
-    ends,
-    intransitive_triples,
-    minimum_calls,
-    next_asks,
-    written_pairs,
-)
+from rlaif.judging.engine import JudgeOnce, JudgeSpec, JuryJudgment, PairJudgment, Plan, ask_missing, request_for
+from rlaif.judging.ranking import Evidence, bradley_terry, ends, intransitive_triples, minimum_calls, next_asks, written_pairs
 from rlaif.judging.rubric import Rubric
 from rlaif.storage.cache import AnswerCache, cache_key
 
-CALLS_PER_CANDIDATE = (
-    3  # the adaptive strategy's default budget: 24 calls for 8 candidates, against 56 for every pair
-)
+CALLS_PER_CANDIDATE = 3  # the adaptive strategy's default budget: 24 calls for 8 candidates, against 56 for every pair
 
 
 @dataclass(frozen=True)
@@ -64,18 +46,13 @@ class RankSettings:
         return sum(2 if m.pointwise else len(plan_orders(self.debias, "")) for m in members)
 
     def budget_for(self, n: int, spec: JudgeSpec) -> int:
-        """The calls a prompt with n candidates may take; a budget below what the
-        strategy needs is an error."""
+        """The calls a prompt with n candidates may take; a budget below what the strategy needs is an error."""
         need = minimum_calls(n, self.strategy, self.pairing, spec.pointwise, self.per_comparison(spec))
         if self.budget is None:
             return max(need, CALLS_PER_CANDIDATE * n) if self.strategy == "adaptive" else need
         if self.budget < need:
-            raise ConfigError(
-                f"--max-calls-per-prompt {self.budget}: ranking "
-                f"{n} candidates with --ranking {self.strategy} "
-                f"and --pairs {self.pairing} takes at least {need} calls",
-                key="max_calls_per_prompt",
-            )
+            raise ConfigError(f"--max-calls-per-prompt {self.budget}: ranking {n} candidates with --ranking {self.strategy} "
+                              f"and --pairs {self.pairing} takes at least {need} calls", key="max_calls_per_prompt")
         return self.budget
 
 
@@ -103,8 +80,7 @@ class Ranked:
         return len(self.keys)
 
     def pair(self, i: int, j: int) -> Pair:
-        """Candidates i and j as a pair (A = i), with the human label where the
-        human's pick is one of them."""
+        """Candidates i and j as a pair (A = i), with the human label where the human's pick is one of them."""
         ex = self.example
         a, b = self.kept[i], self.kept[j]
         human = None if ex.human_best not in (a, b) else float(ex.human_best == a)
@@ -113,23 +89,12 @@ class Ranked:
     def judgment(self, i: int, j: int, spec: JudgeSpec) -> PairJudgment | JuryJudgment:
         """The evidence for the pair (i, j), i as A: the judge's comparison, or two ratings."""
         if spec.pointwise:
-            return PairJudgment(
-                [(True, self.ratings[i]), (False, self.ratings[j])],
-                True,
-                spec.temperature,
-                spec.config.calibration,
-            )
+            return PairJudgment([(True, self.ratings[i]), (False, self.ratings[j])], True, spec.temperature, spec.config.calibration)
         if (i, j) in self.judgments:
             return self.judgments[i, j]
         judged = self.judgments[j, i]
         if isinstance(judged, JuryJudgment):
-            return JuryJudgment(
-                [_swapped(m) for m in judged.members],
-                judged.names,
-                judged.weights,
-                judged.combine,
-                judged.calibration,
-            )
+            return JuryJudgment([_swapped(m) for m in judged.members], judged.names, judged.weights, judged.combine, judged.calibration)
         return _swapped(judged)
 
     def win_shares(self) -> list[float]:
@@ -139,24 +104,11 @@ class Ranked:
         n = self.evidence.n
         if n < 2:
             return [0.5] * n
-        return [
-            float(
-                np.mean(
-                    [
-                        p
-                        if (p := self.evidence.p(k, j)) is not None
-                        else pointwise_preference(self.scores[k], self.scores[j])
-                        for j in range(n)
-                        if j != k
-                    ]
-                )
-            )
-            for k in range(n)
-        ]
+        return [float(np.mean([p if (p := self.evidence.p(k, j)) is not None else pointwise_preference(self.scores[k], self.scores[j])
+                               for j in range(n) if j != k])) for k in range(n)]
 
     def written(self, spec: JudgeSpec, pairing: str) -> tuple[list[tuple[int, int]], int]:
-        """The (chosen, rejected) candidates of the pairs to write, and how many pairs the
-        judge left unseparated."""
+        """The (chosen, rejected) candidates of the pairs to write, and how many pairs the judge left unseparated."""
         return written_pairs(self.evidence, self.order, pairing, spec.pointwise)
 
     def record(self, settings: RankSettings, written: int, unseparated: int) -> dict[str, Any]:
@@ -167,17 +119,8 @@ class Ranked:
             "id": self.example.id,
             "strategy": settings.strategy,
             "pairs": settings.pairing,
-            "candidates": [
-                {
-                    "candidate": self.kept[k],
-                    "rank": rank[k],
-                    "score": self.scores[k],
-                    "se": self.errors[k],
-                    "compared": met[k],
-                    "response": self.example.responses[self.kept[k]],
-                }
-                for k in self.order
-            ],
+            "candidates": [{"candidate": self.kept[k], "rank": rank[k], "score": self.scores[k], "se": self.errors[k], "compared": met[k],
+                            "response": self.example.responses[self.kept[k]]} for k in self.order],
             "calls": self.calls,
             "budget": self.budget,
             "comparisons": len(self.evidence.answers),
@@ -188,12 +131,7 @@ class Ranked:
 
 
 def _swapped(judged: PairJudgment) -> PairJudgment:
-    return PairJudgment(
-        [(not flag, v) for flag, v in judged.answers],
-        judged.pointwise,
-        judged.temperature,
-        judged.calibration,
-    )
+    return PairJudgment([(not flag, v) for flag, v in judged.answers], judged.pointwise, judged.temperature, judged.calibration)
 
 
 def distinct_candidates(ex: Example) -> list[int]:
@@ -225,37 +163,22 @@ def plan_keys(plan: Plan) -> list[list[str]]:
 
 def every_pair_plan(examples: list[Example], spec: JudgeSpec, rubric: Rubric, settings: RankSettings) -> Plan:
     """The requests of every pair of the examples' candidates (the all-pairs ranking's, asked at once)."""
-    states = [
-        Ranked(ex, kept, Evidence(len(kept)), 0)
-        for ex in examples
-        if len(kept := distinct_candidates(ex)) >= 2
-    ]
+    states = [Ranked(ex, kept, Evidence(len(kept)), 0) for ex in examples if len(kept := distinct_candidates(ex)) >= 2]
     pairs = [st.pair(i, j) for st in states for i, j in combinations(range(len(st.kept)), 2)]
     return Plan.of(pairs, spec, rubric, settings.debias, settings.seed, settings.cot)
 
 
-def rank(
-    examples: list[Example],
-    spec: JudgeSpec,
-    rubric: Rubric,
-    settings: RankSettings,
-    cache: AnswerCache,
-    judge: JudgeOnce,
-    rating_spec: JudgeSpec | None = None,
-    on_round: Callable[[int], None] = lambda n: None,
-    on_answer: Callable[[], None] = lambda: None,
-) -> tuple[list[Ranked], dict[str, Verdict], int]:
+def rank(examples: list[Example], spec: JudgeSpec, rubric: Rubric, settings: RankSettings, cache: AnswerCache, judge: JudgeOnce,
+         rating_spec: JudgeSpec | None = None, on_round: Callable[[int], None] = lambda n: None,
+         on_answer: Callable[[], None] = lambda: None) -> tuple[list[Ranked], dict[str, Verdict], int]:
     """Rank each example's candidates (examples with fewer than two distinct ones are left out):
     rounds of the strategy's questions for all of them at once, until none has more to ask.
     Returns the rankings, every answer by request key (cached ones too) and the calls made.
     `rating_spec` is the judge in mode pointwise, for the `pointwise` strategy of a run that
     compares; `on_round(n)` hears how many requests a round adds before they are asked."""
     cost = settings.per_comparison(spec)
-    states = [
-        Ranked(ex, kept, Evidence(len(kept)), settings.budget_for(len(kept), spec))
-        for ex in examples
-        if len(kept := distinct_candidates(ex)) >= 2
-    ]
+    states = [Ranked(ex, kept, Evidence(len(kept)), settings.budget_for(len(kept), spec))
+              for ex in examples if len(kept := distinct_candidates(ex)) >= 2]
     rater = spec if spec.pointwise else rating_spec
     answers: dict[str, Verdict] = {}
     made = 0
@@ -263,9 +186,7 @@ def rank(
         compare: list[tuple[Ranked, tuple[int, int]]] = []
         rate: list[tuple[Ranked, int]] = []
         for st in states:
-            for ask in next_asks(
-                st.evidence, settings.strategy, settings.pairing, st.budget, st.calls, spec.pointwise, cost
-            ):
+            for ask in next_asks(st.evidence, settings.strategy, settings.pairing, st.budget, st.calls, spec.pointwise, cost):
                 if ask.j is None:
                     rate.append((st, ask.i))
                 else:
@@ -273,21 +194,9 @@ def rank(
         if not compare and not rate:
             break
         if rate and rater is None:
-            raise ConfigError(
-                "--ranking pointwise rates each candidate alone: judge "
-                f"'{spec.name}' cannot (a rubric with a rating scale is needed)",
-                key="ranking",
-            )
-        plans = [
-            Plan.of(
-                [st.pair(i, j) for st, (i, j) in compare],
-                spec,
-                rubric,
-                settings.debias,
-                settings.seed,
-                settings.cot,
-            )
-        ]
+            raise ConfigError(f"--ranking pointwise rates each candidate alone: judge '{spec.name}' cannot (a rubric with a rating scale is needed)",
+                              key="ranking")
+        plans = [Plan.of([st.pair(i, j) for st, (i, j) in compare], spec, rubric, settings.debias, settings.seed, settings.cot)]
         if rate:
             plans.append(rating_plan([st.pair(i, i) for st, i in rate], rater, rubric, settings.cot))  # type: ignore[arg-type]
         for (st, _), keys in zip(compare + rate, [k for plan in plans for k in plan_keys(plan)]):  # type: ignore[operator]
@@ -322,14 +231,7 @@ def _record_comparison(st: Ranked, i: int, j: int, judged: PairJudgment | JuryJu
 def _record_rating(st: Ranked, i: int, verdict: Verdict) -> None:
     if verdict.score is None:
         st.evidence.unrated.add(i)
-        st.failures.append(
-            {
-                "id": f"{st.example.id}:{st.kept[i]}",
-                "response": "a",
-                "error": verdict.error,
-                "text": verdict.text,
-            }
-        )
+        st.failures.append({"id": f"{st.example.id}:{st.kept[i]}", "response": "a", "error": verdict.error, "text": verdict.text})
     else:
         st.evidence.ratings[i] = verdict.score
         st.ratings[i] = verdict

@@ -26,16 +26,12 @@ JURY = "jury"  # a panel of the judges above: rlaif/judging/jury.py
 DEFAULT_JUDGE = "embedded"
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 KEYS = ("backend", "model", "options", "rubric", "mode", "calibration")
-
-
 def resolve_judge_path(name_or_path: str | Path) -> Path:
     """A judge config file: a path as given, else a built-in name in `judges/`."""
     path, known = builtin_or_path(name_or_path, "judges", CONFIG_SUFFIXES)
     if path is not None:
         return path
-    raise JudgeConfigError(
-        f"{name_or_path}: no such judge config file or built-in name (built in: {', '.join(known)})"
-    )
+    raise JudgeConfigError(f"{name_or_path}: no such judge config file or built-in name (built in: {', '.join(known)})")
 
 
 def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
@@ -51,51 +47,33 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
         raise JudgeConfigError(f"{path}: expected a table of settings")
     for key in data:
         if key not in KEYS:
-            raise JudgeConfigError(
-                f"{path}: key {key!r}: {unknown_key(key, list(KEYS))} "
-                "(a judge config has 'backend', 'model', an 'options' "
-                "table, optionally the 'rubric' and 'mode' a run "
-                "uses when it names none, and 'calibration', which "
-                "`rlaif calibrate` fits)"
-            )
+            raise JudgeConfigError(f"{path}: key {key!r}: {unknown_key(key, list(KEYS))} (a judge config has 'backend', 'model', an 'options' "
+                                   "table, optionally the 'rubric' and 'mode' a run uses when it names none, and 'calibration', which "
+                                   "`rlaif calibrate` fits)")
     backend = data.get("backend")
     if not isinstance(backend, str) or backend not in (*BACKENDS, JURY):
-        raise JudgeConfigError(
-            f"{path}: key 'backend': expected one of {', '.join((*BACKENDS, JURY))}, got {backend!r}"
-        )
+        raise JudgeConfigError(f"{path}: key 'backend': expected one of {', '.join((*BACKENDS, JURY))}, got {backend!r}")
     if data.get("model") is not None and not isinstance(data["model"], str):
-        raise JudgeConfigError(
-            f"{path}: key 'model': expected a model name or directory, got {data['model']!r}"
-        )
+        raise JudgeConfigError(f"{path}: key 'model': expected a model name or directory, got {data['model']!r}")
     options = data.get("options") or {}
     if not isinstance(options, dict):
         raise JudgeConfigError(f"{path}: key 'options': expected a table")
     calibration = data.get("calibration", 1.0)
     if isinstance(calibration, bool) or not isinstance(calibration, int | float) or not calibration > 0:
-        raise JudgeConfigError(
-            f"{path}: key 'calibration': expected a temperature "
-            f"above 0 (from `rlaif calibrate`), got {calibration!r}"
-        )
+        raise JudgeConfigError(f"{path}: key 'calibration': expected a temperature above 0 (from `rlaif calibrate`), got {calibration!r}")
     rubric, mode = data.get("rubric"), data.get("mode")
     if rubric is not None and (not isinstance(rubric, str) or not rubric.strip()):
-        raise JudgeConfigError(
-            f"{path}: key 'rubric': expected a built-in rubric name or a template path, got {rubric!r}"
-        )
+        raise JudgeConfigError(f"{path}: key 'rubric': expected a built-in rubric name or a template path, got {rubric!r}")
     if mode is not None and mode not in MODES:
         raise JudgeConfigError(f"{path}: key 'mode': expected one of {', '.join(MODES)}, got {mode!r}")
     name = path.stem if path.parent == builtin_dir("judges") else str(path)
-    return JudgeConfig(
-        name, backend, data.get("model"), dict(options), str(path), float(calibration), rubric, mode
-    )
+    return JudgeConfig(name, backend, data.get("model"), dict(options), str(path), float(calibration), rubric, mode)
 
 
 def judge_class(config: JudgeConfig) -> type[Judge]:
     """The backend class for a config (imported only when asked for)."""
     if config.backend == JURY:
-        raise JudgeConfigError(
-            f"{config.source or config.name}: a jury is a panel of judges, "
-            "not one backend: use it as `--judge` of label, compare or GRPO"
-        )
+        raise JudgeConfigError(f"{config.source or config.name}: a jury is a panel of judges, not one backend: use it as `--judge` of label, compare or GRPO")
     module_name, class_name = BACKENDS[config.backend].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -113,8 +91,5 @@ def reward_model_dir(name_or_path: str) -> str:
         return name_or_path
     config = load_judge_config(name_or_path)
     if config.backend != "reward_model" or not config.model:
-        raise ConfigError(
-            f"{config.source}: a judge config used as a reward model needs "
-            f"backend 'reward_model' and a model, not {config.backend!r}"
-        )
+        raise ConfigError(f"{config.source}: a judge config used as a reward model needs backend 'reward_model' and a model, not {config.backend!r}")
     return config.model

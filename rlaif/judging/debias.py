@@ -56,5 +56,4 @@ def calibrated(p: float, temperature: float) -> float:
 def pointwise_preference(score_a: float, score_b: float, temperature: float = 1.0) -> float:
     """P(A ≻ B) = σ((s_A − s_B) / T) from the two responses' own scores (Bradley–Terry)."""
     z = (score_a - score_b) / temperature
-    # no overflow either way
-    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+    return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))  # no overflow either way

@@ -17,15 +17,7 @@ from tqdm import tqdm
 
 from rlaif.errors import ConfigError
 from rlaif.inputs import Pair
-from rlaif.judging.base import (
-    MODES,
-    Judge,
-    JudgeConfig,
-    JudgeConfigError,
-    JudgeFatalError,
-    JudgeRequest,
-    Verdict,
-)
+from rlaif.judging.base import MODES, Judge, JudgeConfig, JudgeConfigError, JudgeFatalError, JudgeRequest, Verdict
 from rlaif.judging.configs import judge_class, load_judge_config
 from rlaif.judging.debias import calibrated, consistent, plan_orders, pointwise_preference, preference_for_a
 from rlaif.judging.jury import combine_preferences, is_jury, parse_jury, public_options
@@ -50,13 +42,7 @@ class JudgeSpec:
     weights: tuple[float, ...] = ()
 
     @classmethod
-    def build(
-        cls,
-        judge: str | Path | JudgeConfig,
-        rubric: Rubric,
-        mode: str | None = None,
-        concurrency: int | None = None,
-    ) -> JudgeSpec:
+    def build(cls, judge: str | Path | JudgeConfig, rubric: Rubric, mode: str | None = None, concurrency: int | None = None) -> JudgeSpec:
         """The spec of a judge (a built-in name, a config file or a `JudgeConfig`) in `mode`
         (default: its config's `mode`, else the backend's first); `concurrency` overrides an API judge's."""
         config = judge if isinstance(judge, JudgeConfig) else load_judge_config(judge)
@@ -66,51 +52,28 @@ class JudgeSpec:
         backend = judge_class(config)
         if concurrency is not None:
             if "concurrency" not in {f.name for f in fields(backend.Options)}:
-                raise ConfigError(
-                    f"--concurrency applies to API judges; judge '{config.name}' "
-                    f"(backend {config.backend}) has no calls in flight to count"
-                )
+                raise ConfigError(f"--concurrency applies to API judges; judge '{config.name}' (backend {config.backend}) has no calls in flight to count")
             config = replace(config, options={**config.options, "concurrency": concurrency})
         options = backend.parse_options(config)
-        return cls(
-            config,
-            backend,
-            options,
-            backend.identity(config),
-            resolve_mode(mode, backend, rubric),
-            backend.score_temperature(options),
-        )
+        return cls(config, backend, options, backend.identity(config), resolve_mode(mode, backend, rubric), backend.score_temperature(options))
 
     @classmethod
-    def jury(
-        cls, config: JudgeConfig, rubric: Rubric, mode: str | None, concurrency: int | None
-    ) -> JudgeSpec:
+    def jury(cls, config: JudgeConfig, rubric: Rubric, mode: str | None, concurrency: int | None) -> JudgeSpec:
         """The spec of a jury config: each member's spec (in its own mode, else `mode`)."""
         if concurrency is not None:
-            raise ConfigError(
-                f"{config.source}: --concurrency does not apply to a "
-                "jury: set `concurrency` in its API members' own configs"
-            )
+            raise ConfigError(f"{config.source}: --concurrency does not apply to a jury: set `concurrency` in its API members' own configs")
         jury = parse_jury(config)
         members = []
         for i, m in enumerate(jury.members):
             member = load_judge_config(m.judge)
             if is_jury(member):
-                raise JudgeConfigError(
-                    f"{config.source}: key 'options.members[{i}]': "
-                    f"{m.judge}: a jury's member is one judge, not a jury"
-                )
+                raise JudgeConfigError(f"{config.source}: key 'options.members[{i}]': {m.judge}: a jury's member is one judge, not a jury")
             # The run's mode where the member can answer in it (a reward model answers pointwise only).
-            members.append(
-                cls.build(member, rubric, m.mode or (mode if mode in judge_class(member).MODES else None))
-            )
+            members.append(cls.build(member, rubric, m.mode or (mode if mode in judge_class(member).MODES else None)))
         weights = tuple(m.weight for m in jury.members)
         config = replace(config, options=public_options(jury, [s.mode for s in members]))
-        identity = {
-            "backend": config.backend,
-            "combine": jury.combine,
-            "members": [{"judge": m.identity, "mode": m.mode, "weight": w} for m, w in zip(members, weights)],
-        }
+        identity = {"backend": config.backend, "combine": jury.combine,
+                    "members": [{"judge": m.identity, "mode": m.mode, "weight": w} for m, w in zip(members, weights)]}
         return cls(config, None, jury.combine, identity, "jury", 1.0, tuple(members), weights)
 
     @property
@@ -157,9 +120,7 @@ class PairJudgment:
         if self.pointwise:
             (_, a), (_, b) = self.answers
             return pointwise_preference(a.score, b.score, self.temperature * self.calibration)  # type: ignore[arg-type]
-        return calibrated(  # type: ignore[misc]
-            preference_for_a([(a_first, v.p_first) for a_first, v in self.answers]), self.calibration
-        )
+        return calibrated(preference_for_a([(a_first, v.p_first) for a_first, v in self.answers]), self.calibration)  # type: ignore[misc]
 
     @property
     def consistent(self) -> bool | None:
@@ -168,15 +129,8 @@ class PairJudgment:
 
     def failure_records(self) -> list[dict[str, Any]]:
         """What failed, for failures.jsonl: the order (or response) and the judge's error and reply."""
-        return [
-            (
-                {"response": "a" if flag else "b"}
-                if self.pointwise
-                else {"order": "a_first" if flag else "b_first"}
-            )
-            | {"error": v.error, "text": v.text}
-            for flag, v in self.failed
-        ]
+        return [({"response": "a" if flag else "b"} if self.pointwise else {"order": "a_first" if flag else "b_first"}) | {"error": v.error, "text": v.text}
+                for flag, v in self.failed]
 
 
 @dataclass
@@ -197,28 +151,16 @@ class JuryJudgment:
 
     @property
     def p_a(self) -> float:
-        return calibrated(
-            combine_preferences([m.p_a for m in self.members], self.weights, self.combine), self.calibration
-        )
+        return calibrated(combine_preferences([m.p_a for m in self.members], self.weights, self.combine), self.calibration)
 
-    consistent = (
-        None  # a panel has no order of its own: each pairwise member's consistency is in its own answers
-    )
+    consistent = None  # a panel has no order of its own: each pairwise member's consistency is in its own answers
 
     def failure_records(self) -> list[dict[str, Any]]:
-        return [
-            {"judge": name, **record}
-            for name, m in zip(self.names, self.members)
-            for record in m.failure_records()
-        ]
+        return [{"judge": name, **record} for name, m in zip(self.names, self.members) for record in m.failure_records()]
 
 
-def judge_and_rubric(
-    judge: str | Path | JudgeConfig,
-    rubric: str | Path | None = None,
-    mode: str | None = None,
-    concurrency: int | None = None,
-) -> tuple[JudgeSpec, Rubric]:
+def judge_and_rubric(judge: str | Path | JudgeConfig, rubric: str | Path | None = None, mode: str | None = None,
+                     concurrency: int | None = None) -> tuple[JudgeSpec, Rubric]:
     """A run's judge and the rubric it reads: `rubric` and `mode` as the run asks, else the judge
     config's own (its `rubric` and `mode` keys), else quality and the judge's first mode."""
     config = judge if isinstance(judge, JudgeConfig) else load_judge_config(judge)
@@ -232,13 +174,9 @@ def resolve_mode(mode: str | None, backend: type[Judge], rubric: Rubric) -> str:
     if mode not in MODES:
         raise ConfigError(f"unknown mode {mode!r}: expected one of {', '.join(MODES)}")
     if mode not in backend.MODES:
-        raise ConfigError(
-            f"a '{backend.__name__}' judge answers only in mode {', '.join(backend.MODES)}, not {mode}"
-        )
+        raise ConfigError(f"a '{backend.__name__}' judge answers only in mode {', '.join(backend.MODES)}, not {mode}")
     if mode == "pointwise" and backend.READS_RUBRIC and rubric.scale is None:
-        raise ConfigError(
-            f"rubric {rubric.name} has no pointwise form (it never uses `response`): see prompts/README.md"
-        )
+        raise ConfigError(f"rubric {rubric.name} has no pointwise form (it never uses `response`): see prompts/README.md")
     return mode
 
 
@@ -247,22 +185,11 @@ def request_for(pair: Pair, flag: bool, spec: JudgeSpec, rubric: Rubric, cot: bo
     its responses (`flag`: response A)."""
     if not spec.pointwise:
         first, second = (pair.a, pair.b) if flag else (pair.b, pair.a)
-        return JudgeRequest(
-            rubric.render(pair.prompt, first, second, cot, pair.reference),
-            rubric.labels,
-            rubric.verdict_prefix,
-            cot,
-        )
+        return JudgeRequest(rubric.render(pair.prompt, first, second, cot, pair.reference), rubric.labels, rubric.verdict_prefix, cot)
     response = pair.a if flag else pair.b
     if not spec.backend.READS_RUBRIC:
         return JudgeRequest("", (), "", pointwise=True, query=pair.prompt, response=response)
-    return JudgeRequest(  # type: ignore[arg-type]
-        rubric.render_rating(pair.prompt, response, cot, pair.reference),
-        rubric.scale,
-        rubric.rating_prefix,
-        cot,
-        pointwise=True,
-    )
+    return JudgeRequest(rubric.render_rating(pair.prompt, response, cot, pair.reference), rubric.scale, rubric.rating_prefix, cot, pointwise=True)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -280,15 +207,7 @@ class Plan:
     members: list[Plan] = field(default_factory=list)
 
     @classmethod
-    def of(
-        cls,
-        pairs: list[Pair],
-        spec: JudgeSpec,
-        rubric: Rubric,
-        debias: str = "both",
-        seed: int = 0,
-        cot: bool = False,
-    ) -> Plan:
+    def of(cls, pairs: list[Pair], spec: JudgeSpec, rubric: Rubric, debias: str = "both", seed: int = 0, cot: bool = False) -> Plan:
         if spec.members:
             members = [cls.of(pairs, m, rubric, debias, seed, cot) for m in spec.members]
             return cls(spec, pairs, [], [], {k: r for m in members for k, r in m.requests.items()}, members)
@@ -320,19 +239,9 @@ class Plan:
         if self.members:
             s = self.spec
             by_member = [m.judgments(answers) for m in self.members]
-            return [
-                JuryJudgment(list(each), member_names(s.members), s.weights, s.options, s.config.calibration)
-                for each in zip(*by_member)
-            ]
-        return [
-            PairJudgment(
-                [(flag, answers[key]) for flag, key in zip(flags, keys)],
-                self.spec.pointwise,
-                self.spec.temperature,
-                self.spec.config.calibration,
-            )
-            for flags, keys in zip(self.flags, self.keys)
-        ]
+            return [JuryJudgment(list(each), member_names(s.members), s.weights, s.options, s.config.calibration) for each in zip(*by_member)]
+        return [PairJudgment([(flag, answers[key]) for flag, key in zip(flags, keys)], self.spec.pointwise, self.spec.temperature, self.spec.config.calibration)
+                for flags, keys in zip(self.flags, self.keys)]
 
 
 def member_names(members: tuple[JudgeSpec, ...]) -> tuple[str, ...]:
@@ -357,8 +266,7 @@ class JudgeOnce:
         self.spec = spec
         self._judge: Judge | None = None
         self._first: list[Verdict] = []
-        # a jury's: each member watched and loaded on its own
-        self.members = [JudgeOnce(m) for m in spec.members]
+        self.members = [JudgeOnce(m) for m in spec.members]  # a jury's: each member watched and loaded on its own
 
     def check(self, verdict: Verdict) -> None:
         """Count a fresh answer; raise `UnreadableJudge` once most of the first ones had no verdict."""
@@ -367,20 +275,10 @@ class JudgeOnce:
         self._first.append(verdict)
         unreadable = [v for v in self._first if v.value is None]
         if len(self._first) == EARLY_ANSWERS and len(unreadable) > EARLY_ANSWERS // 2:
-            other = [
-                w for w in self.spec.backend.VERDICTS if w != getattr(self.spec.options, "verdict", None)
-            ]
-            hint = (
-                " Read the verdict another way: set `verdict` in the "
-                f"config's options to {' or '.join(map(repr, other))}."
-                if other
-                else ""
-            )
-            raise UnreadableJudge(
-                f"judge '{self.spec.name}' gave no readable verdict in "
-                f"{len(unreadable)} of its first {EARLY_ANSWERS} answers "
-                f"({unreadable[0].error}); one reply was: {(unreadable[0].text or '')[:300]!r}.{hint}"
-            )
+            other = [w for w in self.spec.backend.VERDICTS if w != getattr(self.spec.options, "verdict", None)]
+            hint = f" Read the verdict another way: set `verdict` in the config's options to {' or '.join(map(repr, other))}." if other else ""
+            raise UnreadableJudge(f"judge '{self.spec.name}' gave no readable verdict in {len(unreadable)} of its first {EARLY_ANSWERS} answers "
+                                  f"({unreadable[0].error}); one reply was: {(unreadable[0].text or '')[:300]!r}.{hint}")
 
     def __call__(self) -> Judge:
         if self._judge is None:
@@ -394,20 +292,14 @@ class JudgeOnce:
             member.close()
 
 
-def ask_missing(
-    judge: JudgeOnce,
-    plan: Plan,
-    answers: dict[str, Verdict],
-    cache: AnswerCache,
-    on_answer: Callable[[], None] = lambda: None,
-) -> int:
+def ask_missing(judge: JudgeOnce, plan: Plan, answers: dict[str, Verdict], cache: AnswerCache,
+                on_answer: Callable[[], None] = lambda: None) -> int:
     """Ask the judge (each member of a jury in turn) every request of `plan` not yet in
     `answers`, committing each answer to the cache as it arrives; returns how many calls were made."""
     if plan.members:
         return sum(ask_missing(j, p, answers, cache, on_answer) for j, p in zip(judge.members, plan.members))
     requests = plan.requests
-    # cached answers count too: a rerun of a run that stopped here stops again before paying
-    for key in requests:
+    for key in requests:  # cached answers count too: a rerun of a run that stopped here stops again before paying
         if key in answers:
             judge.check(answers[key])
     missing = [key for key in requests if key not in answers]
@@ -426,17 +318,8 @@ def ask_missing(
     return len(missing)
 
 
-def judge_pairs(
-    pairs: list[Pair],
-    spec: JudgeSpec,
-    rubric: Rubric,
-    cache: AnswerCache,
-    debias: str = "both",
-    seed: int = 0,
-    cot: bool = False,
-    progress: bool = True,
-    judge: JudgeOnce | None = None,
-) -> list[PairJudgment] | list[JuryJudgment]:
+def judge_pairs(pairs: list[Pair], spec: JudgeSpec, rubric: Rubric, cache: AnswerCache, debias: str = "both", seed: int = 0, cot: bool = False,
+                progress: bool = True, judge: JudgeOnce | None = None) -> list[PairJudgment] | list[JuryJudgment]:
     """Judge each pair (in the orders `debias` plans, or each response alone in mode pointwise)
     through the answer cache: the engine of `label`, for callers with pairs in hand. A caller
     that judges again and again passes its own `judge`, kept open between calls."""
@@ -445,9 +328,7 @@ def judge_pairs(
     own = judge is None
     judge = judge or JudgeOnce(spec)
     try:
-        with tqdm(
-            total=len(plan.requests), initial=len(answers), desc="judging", unit="call", disable=not progress
-        ) as bar:
+        with tqdm(total=len(plan.requests), initial=len(answers), desc="judging", unit="call", disable=not progress) as bar:
             ask_missing(judge, plan, answers, cache, lambda: bar.update(1))
     finally:
         if own:

@@ -14,14 +14,7 @@ from rlaif.errors import ConfigError
 from rlaif.inputs import Example, Prompt, as_messages
 from rlaif.judging.base import JudgeConfig, JudgeConfigError, SamplingJudge
 from rlaif.judging.configs import CONFIG_SUFFIXES, JURY, judge_class, load_judge, load_judge_config
-from rlaif.models.loading import (
-    chat_prompt,
-    is_embedded,
-    load_causal_lm,
-    load_tokenizer,
-    model_fingerprint,
-    resolve_model,
-)
+from rlaif.models.loading import chat_prompt, is_embedded, load_causal_lm, load_tokenizer, model_fingerprint, resolve_model
 from rlaif.storage.cache import AnswerCache, cache_key
 
 # on_result(index, responses, error): the responses to prompts[index], or why there are none.
@@ -40,15 +33,7 @@ class Generator(ABC):
         """What determines the samples besides the prompt and the sampling settings (cache keys)."""
 
     @abstractmethod
-    def sample(
-        self,
-        prompts: list[Prompt],
-        n: int,
-        max_new_tokens: int,
-        temperature: float,
-        seeds: list[int],
-        on_result: OnResult,
-    ) -> None:
+    def sample(self, prompts: list[Prompt], n: int, max_new_tokens: int, temperature: float, seeds: list[int], on_result: OnResult) -> None:
         """Sample every prompt, calling `on_result` as each prompt's responses are done."""
 
     def close(self) -> None:
@@ -68,14 +53,10 @@ class LocalGenerator(Generator):
         return {"model": model_fingerprint(self.model), "sampler": "per-sample streams"}
 
     def sample(self, prompts, n, max_new_tokens, temperature, seeds, on_result) -> None:
-        # here, not at the top: `rlaif` starts without loading torch
-        from rlaif.models.sampling import sample_prompts
+        from rlaif.models.sampling import sample_prompts  # here, not at the top: `rlaif` starts without loading torch
 
         if self._loaded is None:
-            self._loaded = (
-                load_tokenizer(resolve_model(self.model), padding_side="left"),
-                load_causal_lm(self.model),
-            )
+            self._loaded = load_tokenizer(resolve_model(self.model), padding_side="left"), load_causal_lm(self.model)
         tokenizer, lm = self._loaded
         ids = [tokenizer(chat_prompt(tokenizer, p), add_special_tokens=False)["input_ids"] for p in prompts]
 
@@ -89,10 +70,10 @@ class LocalGenerator(Generator):
 
 
 class JudgeGenerator(Generator):
-    """The `sample` of a judge backend that also generates (a `SamplingJudge`): chat completions
-    with `n` samples on the server(s) of an `openai` config, whose connection settings apply
-    (servers, key, concurrency per server, rate limits, retries) and judging ones do not
-    (temperature, max_tokens, top_logprobs); or vLLM's offline engine."""
+    """The `sample` of a judge backend that also generates (a `SamplingJudge`): chat completions with `n` samples on
+    the server(s) of an `openai` config, whose connection settings apply (servers, key,
+    concurrency per server, rate limits, retries) and judging ones do not (temperature,
+    max_tokens, top_logprobs); or vLLM's offline engine."""
 
     def __init__(self, config: JudgeConfig):
         self.config = config
@@ -104,9 +85,7 @@ class JudgeGenerator(Generator):
     def sample(self, prompts, n, max_new_tokens, temperature, seeds, on_result) -> None:
         if self._judge is None:
             self._judge = load_judge(self.config)
-        self._judge.sample(
-            [as_messages(p, "user") for p in prompts], n, max_new_tokens, temperature, seeds, on_result
-        )
+        self._judge.sample([as_messages(p, "user") for p in prompts], n, max_new_tokens, temperature, seeds, on_result)
 
     def close(self) -> None:
         if self._judge is not None:
@@ -129,12 +108,8 @@ def load_generator(spec: str | None = None) -> Generator:
         return LocalGenerator(config.model)
     if config.backend != JURY and issubclass(judge_class(config), SamplingJudge):
         return JudgeGenerator(config)
-    raise ConfigError(
-        f"{config.source}: backend {config.backend!r} does not write "
-        "responses: a generator is a model, a 'local' config, or a "
-        "config whose backend samples (its judge is a SamplingJudge: "
-        "'openai', any OpenAI-compatible server, or 'vllm')"
-    )
+    raise ConfigError(f"{config.source}: backend {config.backend!r} does not write responses: a generator is a model, a 'local' config, or a "
+                      "config whose backend samples (its judge is a SamplingJudge: 'openai', any OpenAI-compatible server, or 'vllm')")
 
 
 def prompt_seed(seed: int, prompt: Prompt) -> int:
@@ -157,13 +132,7 @@ def generate_responses(
     Returns, by example id, why an example got none (its calls gave up; asked again next run)."""
     own = not isinstance(generator, Generator)
     gen = load_generator(generator) if own else generator
-    options = {
-        **gen.identity(),
-        "k": num_responses,
-        "max_new_tokens": max_new_tokens,
-        "temperature": temperature,
-        "seed": seed,
-    }
+    options = {**gen.identity(), "k": num_responses, "max_new_tokens": max_new_tokens, "temperature": temperature, "seed": seed}
     todo, keys = [], []
     for ex in examples:
         key = cache_key("generate", options, ex.prompt)
@@ -190,14 +159,7 @@ def generate_responses(
 
     try:
         if todo:
-            gen.sample(
-                [ex.prompt for ex in todo],
-                num_responses,
-                max_new_tokens,
-                temperature,
-                [prompt_seed(seed, ex.prompt) for ex in todo],
-                on_result,
-            )
+            gen.sample([ex.prompt for ex in todo], num_responses, max_new_tokens, temperature, [prompt_seed(seed, ex.prompt) for ex in todo], on_result)
     finally:
         if own:
             gen.close()

@@ -71,56 +71,32 @@ def parse_jury(config: JudgeConfig) -> Jury:
     where = config.source or config.name
     unknown = set(config.options) - {"members", "combine"}
     if unknown:
-        raise JudgeConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))} "
-            "in 'options': a jury has 'members' and 'combine'"
-        )
+        raise JudgeConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} in 'options': a jury has 'members' and 'combine'")
     combine = config.options.get("combine", "mean")
     if combine not in COMBINES:
-        raise JudgeConfigError(
-            f"{where}: key 'options.combine': expected one of {', '.join(COMBINES)}, got {combine!r}"
-        )
+        raise JudgeConfigError(f"{where}: key 'options.combine': expected one of {', '.join(COMBINES)}, got {combine!r}")
     raw = config.options.get("members")
     if not isinstance(raw, list) or len(raw) < 2:
-        raise JudgeConfigError(
-            f"{where}: key 'options.members': expected a list of two or more "
-            f"judges (names, files or tables with {', '.join(MEMBER_KEYS)})"
-        )
+        raise JudgeConfigError(f"{where}: key 'options.members': expected a list of two or more judges (names, files or tables with {', '.join(MEMBER_KEYS)})")
     members = []
     for i, item in enumerate(raw):
         key = f"options.members[{i}]"
         item = {"judge": item} if isinstance(item, str) else item
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("judge"), str)
-            or set(item) - set(MEMBER_KEYS)
-        ):
-            raise JudgeConfigError(
-                f"{where}: key '{key}': expected a judge name or file, "
-                f"or a table with {', '.join(MEMBER_KEYS)}, got {item!r}"
-            )
+        if not isinstance(item, dict) or not isinstance(item.get("judge"), str) or set(item) - set(MEMBER_KEYS):
+            raise JudgeConfigError(f"{where}: key '{key}': expected a judge name or file, or a table with {', '.join(MEMBER_KEYS)}, got {item!r}")
         mode, weight = item.get("mode"), item.get("weight", 1.0)
         if mode is not None and mode not in MODES:
-            raise JudgeConfigError(
-                f"{where}: key '{key}.mode': expected one of {', '.join(MODES)}, got {mode!r}"
-            )
+            raise JudgeConfigError(f"{where}: key '{key}.mode': expected one of {', '.join(MODES)}, got {mode!r}")
         if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
             raise JudgeConfigError(f"{where}: key '{key}.weight': expected a number above 0, got {weight!r}")
-        members.append(
-            Member(_member_ref(item["judge"], config.source, f"{where}: key '{key}'"), mode, float(weight))
-        )
+        members.append(Member(_member_ref(item["judge"], config.source, f"{where}: key '{key}'"), mode, float(weight)))
     return Jury(tuple(members), combine)
 
 
 def public_options(jury: Jury, modes: Sequence[str]) -> dict[str, Any]:
     """The jury's options as its manifest and a calibrated copy of its config hold them, with the
     mode each member judged in (so the copy forms the same panel whatever --mode it is run with)."""
-    return {
-        "combine": jury.combine,
-        "members": [
-            {"judge": m.judge, "mode": mode, "weight": m.weight} for m, mode in zip(jury.members, modes)
-        ],
-    }
+    return {"combine": jury.combine, "members": [{"judge": m.judge, "mode": mode, "weight": m.weight} for m, mode in zip(jury.members, modes)]}
 
 
 def is_jury(config: JudgeConfig) -> bool:

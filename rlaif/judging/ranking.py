@@ -31,10 +31,8 @@ import numpy as np
 
 STRATEGIES = ("adaptive", "tournament", "pointwise", "all-pairs")
 PAIRINGS = ("best-worst", "best-rest", "all")
-# θ's prior spread around the ratings (or 0): wide, since how far ratings predict comparisons varies by judge
-PRIOR_SD = 3.0
-# an end is settled when no two candidates not yet compared hold it with more than this joint probability
-SETTLED = 0.001
+PRIOR_SD = 3.0  # θ's prior spread around the ratings (or 0): wide, since how far ratings predict comparisons varies by judge
+SETTLED = 0.001  # an end is settled when no two candidates not yet compared hold it with more than this joint probability
 DRAWS = 2000  # draws from the fit's posterior that estimate which candidate is the best and the worst
 
 
@@ -60,9 +58,7 @@ class Evidence:
     def consistent(self, i: int, j: int) -> bool:
         """Whether every order picked the same candidate, none of them undecided."""
         found = self.answers[min(i, j), max(i, j)]
-        return len({first if p > 0.5 else i + j - first for first, p in found}) == 1 and all(
-            p != 0.5 for _, p in found
-        )
+        return len({first if p > 0.5 else i + j - first for first, p in found}) == 1 and all(p != 0.5 for _, p in found)
 
     def compared(self, i: int, j: int) -> bool:
         """Whether the pair has been asked (answered or failed)."""
@@ -166,15 +162,9 @@ def adaptive_asks(ev: Evidence, comparisons_left: int) -> list[Ask]:
     theta, cov = bradley_terry(ev)
     draws = np.random.default_rng(0).multivariate_normal(theta, cov, size=DRAWS, method="cholesky")
     asks: list[Ask] = []
-    for holds in (
-        np.bincount(draws.argmax(1), minlength=ev.n) / DRAWS,
-        np.bincount(draws.argmin(1), minlength=ev.n) / DRAWS,
-    ):
-        open_pairs = [
-            (holds[i] * holds[j], i, j)
-            for i, j in combinations(range(ev.n), 2)
-            if not ev.compared(i, j) and Ask(i, j) not in asks
-        ]
+    for holds in (np.bincount(draws.argmax(1), minlength=ev.n) / DRAWS, np.bincount(draws.argmin(1), minlength=ev.n) / DRAWS):
+        open_pairs = [(holds[i] * holds[j], i, j) for i, j in combinations(range(ev.n), 2)
+                      if not ev.compared(i, j) and Ask(i, j) not in asks]
         if open_pairs and len(asks) < comparisons_left:
             chance, i, j = max(open_pairs)
             if chance > SETTLED:
@@ -207,9 +197,7 @@ def chosen_pairs(ranked: list[int], pairing: str) -> list[tuple[int, int]]:
     return [(i, j) for i, j in combinations(sorted(ranked), 2)]
 
 
-def written_pairs(
-    ev: Evidence, ranked: list[int], pairing: str, pointwise_judge: bool
-) -> tuple[list[tuple[int, int]], int]:
+def written_pairs(ev: Evidence, ranked: list[int], pairing: str, pointwise_judge: bool) -> tuple[list[tuple[int, int]], int]:
     """The (chosen, rejected) pairs to write, and how many pairs the pairing asked for were left
     out because the judge did not separate them (compared in orders that agree, or for a
     pointwise judge two different scores). best-worst takes, of the separated pairs, the one
@@ -223,19 +211,13 @@ def written_pairs(
             return a in ev.ratings and b in ev.ratings and ev.ratings[a] != ev.ratings[b]
         return (min(a, b), max(a, b)) in ev.answers and ev.consistent(a, b)
 
-    # as the written row orders them: the lower index wins a tie
-    def oriented(a: int, b: int) -> tuple[int, int]:
+    def oriented(a: int, b: int) -> tuple[int, int]:  # as the written row orders them: the lower index wins a tie
         lo, hi = min(a, b), max(a, b)
         lo_wins = (ev.ratings[lo] >= ev.ratings[hi]) if pointwise_judge else ev.p(lo, hi) >= 0.5  # type: ignore[operator]
         return (lo, hi) if lo_wins else (hi, lo)
 
-    # every pair by its own comparison, separated or not, as a row of two candidates is labeled
-    if pairing == "all":
-        compared = [
-            (a, b)
-            for a, b in combinations(sorted(ranked), 2)
-            if (a, b) in ev.answers or (pointwise_judge and a in ev.ratings and b in ev.ratings)
-        ]
+    if pairing == "all":  # every pair by its own comparison, separated or not, as a row of two candidates is labeled
+        compared = [(a, b) for a, b in combinations(sorted(ranked), 2) if (a, b) in ev.answers or (pointwise_judge and a in ev.ratings and b in ev.ratings)]
         return [oriented(a, b) for a, b in compared], 0
     if pairing == "best-worst":
         found = [(rank[b] - rank[a], a, b) for a, b in combinations(ranked, 2) if separated(a, b)]
@@ -248,15 +230,7 @@ def written_pairs(
     return kept, len(wanted) - len(kept)
 
 
-def next_asks(
-    ev: Evidence,
-    strategy: str,
-    pairing: str,
-    budget: int,
-    calls: int,
-    pointwise_judge: bool,
-    per_comparison: int = 2,
-) -> list[Ask]:
+def next_asks(ev: Evidence, strategy: str, pairing: str, budget: int, calls: int, pointwise_judge: bool, per_comparison: int = 2) -> list[Ask]:
     """What to ask next about one prompt's candidates (empty: done), `calls` of `budget` spent
     and a comparison costing `per_comparison` calls (a rating one). The pairs to be written are
     compared last where the strategy did not compare them, while the budget lasts."""
@@ -269,20 +243,16 @@ def next_asks(
     elif strategy == "tournament":
         asks = tournament_asks(ev)[0]
     else:
-        # kept for the written pairs' own comparisons
-        written = per_comparison * len(chosen_pairs(list(range(ev.n)), pairing))
+        written = per_comparison * len(chosen_pairs(list(range(ev.n)), pairing))  # kept for the written pairs' own comparisons
         asks = adaptive_asks(ev, (budget - calls - written) // per_comparison)
     if asks:
         return asks
-    confirm = [
-        Ask(a, b) for a, b in chosen_pairs(ends(ev, strategy, False), pairing) if not ev.compared(a, b)
-    ]
+    confirm = [Ask(a, b) for a, b in chosen_pairs(ends(ev, strategy, False), pairing) if not ev.compared(a, b)]
     return confirm if calls + per_comparison * len(confirm) <= budget else []
 
 
 def minimum_calls(n: int, strategy: str, pairing: str, pointwise_judge: bool, per_comparison: int = 2) -> int:
-    """The calls a strategy needs for N candidates, a comparison costing `per_comparison`: a
-    smaller budget is refused."""
+    """The calls a strategy needs for N candidates, a comparison costing `per_comparison`: a smaller budget is refused."""
     if pointwise_judge:
         return n
     if strategy == "all-pairs" or pairing == "all":

@@ -48,8 +48,7 @@ class RubricError(UserError):
         super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
 
 
-# built-in templates in prompts/ that are `rlaif revise`'s principles, not rubrics
-PRINCIPLES = ("constitution",)
+PRINCIPLES = ("constitution",)  # built-in templates in prompts/ that are `rlaif revise`'s principles, not rubrics
 
 
 def resolve_rubric_path(name_or_path: str | Path) -> Path:
@@ -57,9 +56,7 @@ def resolve_rubric_path(name_or_path: str | Path) -> Path:
     path, known = builtin_or_path(name_or_path, "prompts", (".j2",), hidden=PRINCIPLES)
     if path is not None:
         return path
-    raise RubricError(
-        str(name_or_path), None, f"no such rubric file or built-in name (built in: {', '.join(known)})"
-    )
+    raise RubricError(str(name_or_path), None, f"no such rubric file or built-in name (built in: {', '.join(known)})")
 
 
 def _template_line(exc: BaseException, filename: str) -> int | None:
@@ -85,50 +82,23 @@ class Rubric:
     scale: tuple[str, ...] | None  # None: the template has no pointwise form
     rating_prefix: str
     _template: jinja2.Template
-    needs_reference: bool = (
-        False  # the template sets `requires_reference`: every row must carry a `reference`
-    )
+    needs_reference: bool = False  # the template sets `requires_reference`: every row must carry a `reference`
 
-    def render(
-        self,
-        prompt: Prompt,
-        response_a: str,
-        response_b: str,
-        cot: bool = False,
-        reference: str | None = None,
-    ) -> str:
+    def render(self, prompt: Prompt, response_a: str, response_b: str, cot: bool = False, reference: str | None = None) -> str:
         """The pairwise prompt: which of the two responses is better."""
-        return self._render(
-            prompt, cot, reference, mode="pairwise", response_a=response_a, response_b=response_b
-        )
+        return self._render(prompt, cot, reference, mode="pairwise", response_a=response_a, response_b=response_b)
 
-    def render_rating(
-        self, prompt: Prompt, response: str, cot: bool = False, reference: str | None = None
-    ) -> str:
+    def render_rating(self, prompt: Prompt, response: str, cot: bool = False, reference: str | None = None) -> str:
         """The pointwise prompt: how good one response is, on `scale`."""
         if self.scale is None:
-            raise RubricError(
-                str(self.path),
-                None,
-                "has no pointwise form (it never uses `response`): see prompts/README.md",
-            )
+            raise RubricError(str(self.path), None, "has no pointwise form (it never uses `response`): see prompts/README.md")
         return self._render(prompt, cot, reference, mode="pointwise", response=response)
 
     def _render(self, prompt: Prompt, cot: bool, reference: str | None, **context: str) -> str:
         if self.needs_reference and reference is None:
-            raise RubricError(
-                str(self.path), None, "grades against a reference answer: every row needs a `reference` field"
-            )
+            raise RubricError(str(self.path), None, "grades against a reference answer: every row needs a `reference` field")
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        return render_template(
-            self._template,
-            self.path,
-            prompt=prompt_text(prompt),
-            messages=messages,
-            cot=cot,
-            reference=reference,
-            **context,
-        )
+        return render_template(self._template, self.path, prompt=prompt_text(prompt), messages=messages, cot=cot, reference=reference, **context)
 
 
 def load_template(path: Path) -> tuple[jinja2.Environment, jinja2.Template, list[str], str]:
@@ -139,12 +109,7 @@ def load_template(path: Path) -> tuple[jinja2.Environment, jinja2.Template, list
     env = ImmutableSandboxedEnvironment(
         loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
-    env.globals.update(
-        labels=list(DEFAULT_LABELS),
-        verdict_prefix=DEFAULT_VERDICT_PREFIX,
-        scale=list(DEFAULT_SCALE),
-        rating_prefix=DEFAULT_RATING_PREFIX,
-    )
+    env.globals.update(labels=list(DEFAULT_LABELS), verdict_prefix=DEFAULT_VERDICT_PREFIX, scale=list(DEFAULT_SCALE), rating_prefix=DEFAULT_RATING_PREFIX)
     try:
         template = env.get_template(path.name)
         sources = _sources(env, path.name)
@@ -162,21 +127,13 @@ def render_template(template: jinja2.Template, path: Path, **context) -> str:
     try:
         return template.render(**context).strip() + "\n"
     except Exception as e:  # noqa: BLE001 - whatever a template does while rendering (the sandbox stopping it, 1/0) is the template's error
-        raise RubricError(
-            str(path),
-            _template_line(e, str(path)),
-            f"{type(e).__name__}: {e}" if not isinstance(e, jinja2.TemplateError) else str(e),
-        ) from None
+        raise RubricError(str(path), _template_line(e, str(path)), f"{type(e).__name__}: {e}" if not isinstance(e, jinja2.TemplateError) else str(e)) from None
 
 
 def load_rubric(name_or_path: str | Path) -> Rubric:
     """Load a rubric by built-in name or path, rendering a sample in both modes to check it."""
     if str(name_or_path) in PRINCIPLES:
-        raise RubricError(
-            str(name_or_path),
-            None,
-            "is the principles template of `rlaif revise --constitution`, not a rubric",
-        )
+        raise RubricError(str(name_or_path), None, "is the principles template of `rlaif revise --constitution`, not a rubric")
     path = resolve_rubric_path(name_or_path)
     env, template, sources, digest = load_template(path)
     pointwise = any("response" in meta.find_undeclared_variables(env.parse(source)) for source in sources)
@@ -192,41 +149,20 @@ def load_rubric(name_or_path: str | Path) -> Rubric:
     )
     # Rendering a sample in every form reports errors with the template's own line numbers.
     for cot in (False, True):
-        rubric.render(
-            SAMPLE["prompt"],
-            SAMPLE["response_a"],
-            SAMPLE["response_b"],
-            cot=cot,
-            reference=SAMPLE["reference"],
-        )
+        rubric.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot=cot, reference=SAMPLE["reference"])
         if pointwise:
-            rubric.render_rating(
-                SAMPLE["prompt"], SAMPLE["response_a"], cot=cot, reference=SAMPLE["reference"]
-            )
-    module = template.make_module(
-        {
-            **SAMPLE,
-            "messages": [{"role": "user", "content": SAMPLE["prompt"]}],
-            "cot": False,
-            "mode": "pairwise",
-        }
-    )
+            rubric.render_rating(SAMPLE["prompt"], SAMPLE["response_a"], cot=cot, reference=SAMPLE["reference"])
+    module = template.make_module({**SAMPLE, "messages": [{"role": "user", "content": SAMPLE["prompt"]}], "cot": False, "mode": "pairwise"})
     rubric.needs_reference = bool(getattr(module, "requires_reference", False))
     labels = tuple(getattr(module, "labels", DEFAULT_LABELS))
     if len(labels) != 2 or not all(isinstance(x, str) and x for x in labels) or labels[0] == labels[1]:
-        raise RubricError(
-            str(path), None, f"'labels' must be two different non-empty strings, got {labels!r}"
-        )
+        raise RubricError(str(path), None, f"'labels' must be two different non-empty strings, got {labels!r}")
     rubric.labels = labels  # type: ignore[assignment]
     rubric.verdict_prefix = str(getattr(module, "verdict_prefix", DEFAULT_VERDICT_PREFIX))
     if pointwise:
         scale = tuple(getattr(module, "scale", DEFAULT_SCALE))
         if len(set(scale)) != len(scale) or len(scale) < 2 or not all(_is_number(x) for x in scale):
-            raise RubricError(
-                str(path),
-                None,
-                f"'scale' must be two or more different numbers written as strings, got {scale!r}",
-            )
+            raise RubricError(str(path), None, f"'scale' must be two or more different numbers written as strings, got {scale!r}")
         rubric.scale = scale
         rubric.rating_prefix = str(getattr(module, "rating_prefix", DEFAULT_RATING_PREFIX))
     return rubric
@@ -252,3 +188,4 @@ def _sources(env: jinja2.Environment, name: str, seen: set[str] | None = None) -
         if ref:
             out.extend(_sources(env, ref, seen))
     return out
+

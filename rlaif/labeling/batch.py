@@ -15,9 +15,7 @@ from rlaif.storage.cache import AnswerCache
 from rlaif.storage.files import write_json_atomic
 
 
-def batch_round(
-    out: Path, spec: JudgeSpec, requests: dict[str, JudgeRequest], cache: AnswerCache
-) -> dict[str, Any] | None:
+def batch_round(out: Path, spec: JudgeSpec, requests: dict[str, JudgeRequest], cache: AnswerCache) -> dict[str, Any] | None:
     """One step of a Batch API run: collect a finished batch, or submit the calls still missing.
 
     The batch id is kept in `<output>/batch.json` between runs. Before a batch is asked for,
@@ -47,10 +45,7 @@ def batch_round(
             return {**state, "status": status}
         state_path.unlink()
         if not verdicts:
-            raise JudgeFatalError(
-                f"batch {state['batch_id']} ended as '{status}' "
-                "with no results; the next run submits a new one"
-            )
+            raise JudgeFatalError(f"batch {state['batch_id']} ended as '{status}' with no results; the next run submits a new one")
     # Answers that failed in the batch are asked again, in a new batch.
     missing = {key: r for key, r in requests.items() if key not in answers or answers[key].transient}
     if not missing:

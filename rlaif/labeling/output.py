@@ -23,19 +23,8 @@ from rlaif.judging.rubric import Rubric
 from rlaif.storage.files import run_stamp, write_json_atomic
 
 PAIRS, FAILURES, RANKINGS, PROGRESS = "pairs.jsonl", "failures.jsonl", "rankings.jsonl", "progress.json"
-# What a run writes into its directory besides the cache (shared by any run), and what
-# is derived from it later.
-RUN_FILES = (
-    PAIRS,
-    FAILURES,
-    RANKINGS,
-    PROGRESS,
-    "manifest.json",
-    "README.md",
-    "agreement.json",
-    "reliability.png",
-    "calibrated-judge.yaml",
-)
+# What a run writes into its directory besides the cache (shared by any run), and what is derived from it later.
+RUN_FILES = (PAIRS, FAILURES, RANKINGS, PROGRESS, "manifest.json", "README.md", "agreement.json", "reliability.png", "calibrated-judge.yaml")
 EARLIER = "earlier-runs"
 PRICE_UNIT = "in the currency of the judge config's prices"  # the built-in configs give USD
 
@@ -80,9 +69,7 @@ class Totals:
         """Add a chunk's answers (cached and fresh; `made` of them were calls) to the counts."""
         self.calls += len(answers)
         self.calls_made += made
-        self.unreadable += sum(
-            v.value is None and not v.transient and not v.too_long for v in answers.values()
-        )
+        self.unreadable += sum(v.value is None and not v.transient and not v.too_long for v in answers.values())
         self.too_long += sum(v.too_long for v in answers.values())
         self.soft += sum(v.soft and v.value is not None for v in answers.values())
         verdicts = [v for v in answers.values() if v.p_first is not None]
@@ -107,14 +94,7 @@ def set_aside_earlier_run(out: Path, fingerprint: str) -> Path | None:
     else:
         if not (out / PAIRS).exists():
             return None
-    target = (
-        out
-        / EARLIER
-        / time.strftime(
-            "%Y%m%d-%H%M%S",
-            time.localtime((out / PAIRS).stat().st_mtime if (out / PAIRS).exists() else time.time()),
-        )
-    )
+    target = out / EARLIER / time.strftime("%Y%m%d-%H%M%S", time.localtime((out / PAIRS).stat().st_mtime if (out / PAIRS).exists() else time.time()))
     target.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
         if (out / name).exists():
@@ -135,70 +115,35 @@ class Output:
     def open(cls, out: Path, fingerprint: str) -> Iterator[Output]:
         state = json.loads((out / PROGRESS).read_text()) if (out / PROGRESS).exists() else {}
         totals = Totals(**state["totals"]) if state.get("fingerprint") == fingerprint else Totals()
-        with (
-            open(out / PAIRS, "ab") as pairs,
-            open(out / FAILURES, "ab") as failures,
-            open(out / RANKINGS, "ab") as rankings,
-        ):
-            for fh, length in (
-                (pairs, totals.pairs_bytes),
-                (failures, totals.failures_bytes),
-                (rankings, totals.rankings_bytes),
-            ):
+        with open(out / PAIRS, "ab") as pairs, open(out / FAILURES, "ab") as failures, open(out / RANKINGS, "ab") as rankings:
+            for fh, length in ((pairs, totals.pairs_bytes), (failures, totals.failures_bytes), (rankings, totals.rankings_bytes)):
                 fh.truncate(length)
                 fh.seek(0, os.SEEK_END)
             yield cls(out, fingerprint, totals, {PAIRS: pairs, FAILURES: failures, RANKINGS: rankings})
 
-    def write(
-        self, rows: list[dict[str, Any]], failures: list[dict[str, Any]], rankings: list[dict[str, Any]]
-    ) -> None:
+    def write(self, rows: list[dict[str, Any]], failures: list[dict[str, Any]], rankings: list[dict[str, Any]]) -> None:
         """Append a chunk's rows, failures and rankings, then record the new lengths and counts."""
         for name, items in ((PAIRS, rows), (FAILURES, failures), (RANKINGS, rankings)):
             fh = self._files[name]
             jsonlines.Writer(fh).write_all(items)
             fh.flush()
             os.fsync(fh.fileno())
-        self.totals.pairs_bytes, self.totals.failures_bytes = (
-            self._files[PAIRS].tell(),
-            self._files[FAILURES].tell(),
-        )
+        self.totals.pairs_bytes, self.totals.failures_bytes = self._files[PAIRS].tell(), self._files[FAILURES].tell()
         self.totals.rankings_bytes = self._files[RANKINGS].tell()
-        write_json_atomic(
-            self.out / PROGRESS, {"fingerprint": self.fingerprint, "totals": asdict(self.totals)}
-        )
+        write_json_atomic(self.out / PROGRESS, {"fingerprint": self.fingerprint, "totals": asdict(self.totals)})
 
 
 def evidence(judged: PairJudgment, a_wins: bool) -> dict[str, Any]:
     """A judgment's answers, named by the chosen and rejected response: `scores` pointwise (A's,
     then B's), `orders` pairwise (in the order they were planned)."""
     if judged.pointwise:
-        return {
-            "scores": [
-                {
-                    "response": "chosen" if is_a == a_wins else "rejected",
-                    "score": v.score,
-                    "soft": v.soft,
-                    "text": v.text,
-                }
-                for is_a, v in judged.answers
-            ]
-        }
-    return {
-        "orders": [
-            {
-                "first": "chosen" if a_first == a_wins else "rejected",
-                "p_first": v.p_first,
-                "soft": v.soft,
-                "text": v.text,
-            }
-            for a_first, v in judged.answers
-        ]
-    }
+        return {"scores": [{"response": "chosen" if is_a == a_wins else "rejected", "score": v.score, "soft": v.soft, "text": v.text}
+                           for is_a, v in judged.answers]}
+    return {"orders": [{"first": "chosen" if a_first == a_wins else "rejected", "p_first": v.p_first, "soft": v.soft, "text": v.text}
+                       for a_first, v in judged.answers]}
 
 
-def pair_row(
-    pair: Pair, judged: PairJudgment | JuryJudgment, judge: str, rubric: str | None, chat: bool
-) -> dict[str, Any]:
+def pair_row(pair: Pair, judged: PairJudgment | JuryJudgment, judge: str, rubric: str | None, chat: bool) -> dict[str, Any]:
     """A labeled pair as pairs.jsonl holds it: chosen and rejected by the judge, with the
     evidence (a jury's: each member's preference for the chosen response and its answers)."""
     p_a = judged.p_a
@@ -213,16 +158,9 @@ def pair_row(
     }
     if isinstance(judged, JuryJudgment):
         row["mode"] = "jury"
-        row["members"] = [
-            {
-                "judge": name,
-                "weight": w,
-                "mode": "pointwise" if m.pointwise else "pairwise",
-                "p_chosen": m.p_a if a_wins else 1.0 - m.p_a,
-                **evidence(m, a_wins),
-            }
-            for name, w, m in zip(judged.names, judged.weights, judged.members)
-        ]
+        row["members"] = [{"judge": name, "weight": w, "mode": "pointwise" if m.pointwise else "pairwise",
+                           "p_chosen": m.p_a if a_wins else 1.0 - m.p_a, **evidence(m, a_wins)}
+                          for name, w, m in zip(judged.names, judged.weights, judged.members)]
     else:
         row["mode"] = "pointwise" if judged.pointwise else "pairwise"
         row.update(evidence(judged, a_wins))
@@ -234,9 +172,7 @@ def pair_row(
     return row
 
 
-def ranked_row(
-    st: Ranked, chosen: int, rejected: int, spec: JudgeSpec, rubric: str | None, chat: bool
-) -> dict[str, Any]:
+def ranked_row(st: Ranked, chosen: int, rejected: int, spec: JudgeSpec, rubric: str | None, chat: bool) -> dict[str, Any]:
     """A pair a ranking gives, as pairs.jsonl holds it: the judge's comparison of the two (or their
     scores), and under `ranking` each candidate's index, rank, score and its standard error."""
     i, j = min(chosen, rejected), max(chosen, rejected)
@@ -247,15 +183,8 @@ def ranked_row(
     return row
 
 
-def manifest(
-    settings: dict[str, Any],
-    spec: JudgeSpec,
-    rubric: Rubric,
-    t: Totals,
-    started: float,
-    fingerprint: str,
-    strategy: str | None = None,
-) -> dict[str, Any]:
+def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Totals, started: float, fingerprint: str,
+             strategy: str | None = None) -> dict[str, Any]:
     """The run's manifest.json: its settings, judge, rubric and counts (`strategy`: how rows with
     more than two candidates were ranked)."""
     tokens = {"prompt": t.prompt_tokens, "completion": t.completion_tokens}
@@ -265,17 +194,8 @@ def manifest(
         "config": settings,
         "mode": spec.mode,
         "judge": spec.config.public(),
-        "rubric": None
-        if not spec.reads_rubric
-        else {
-            "name": rubric.name,
-            "path": str(rubric.path),
-            "sha256": rubric.sha256,
-            "labels": list(rubric.labels),
-            "verdict_prefix": rubric.verdict_prefix,
-            "scale": list(rubric.scale) if rubric.scale else None,
-            "rating_prefix": rubric.rating_prefix,
-        },
+        "rubric": None if not spec.reads_rubric else {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix,
+                   "scale": list(rubric.scale) if rubric.scale else None, "rating_prefix": rubric.rating_prefix},
         "counts": {
             "examples": t.examples,
             "pairs": t.pairs,
@@ -283,28 +203,17 @@ def manifest(
             "consistent": t.consistent,
             "inconsistent": t.inconsistent,
             "skipped": t.skipped,
-            "failed": {
-                "invalid_rows": t.invalid_rows,
-                "generation": t.generation_failed,
-                "judge": t.judge_failed,
-            },
+            "failed": {"invalid_rows": t.invalid_rows, "generation": t.generation_failed, "judge": t.judge_failed},
             "filtered": t.filtered,
         },
-        # One call per (pair, order) pairwise, per distinct response pointwise; a
-        # jury's members each their own.
-        "judge_calls": {
-            "per": {"pointwise": "response", "jury": "member's request"}.get(spec.mode, "order"),
-            "total": t.calls,
-            "made": t.calls_made,
-            "cached": t.calls - t.calls_made,
-        },
+        # One call per (pair, order) pairwise, per distinct response pointwise; a jury's members each their own.
+        "judge_calls": {"per": {"pointwise": "response", "jury": "member's request"}.get(spec.mode, "order"), "total": t.calls, "made": t.calls_made, "cached": t.calls - t.calls_made},
         "verdicts": {  # of the answers: unreadable (no verdict in the reply) and soft (label probabilities)
             "unreadable": t.unreadable,
             "unreadable_share": t.unreadable / t.calls if t.calls else None,
             "soft": t.soft,
             "soft_share": t.soft / t.calls if t.calls else None,
-            # requests longer than the judge reads: not asked (their pairs are in failures.jsonl)
-            "too_long": t.too_long,
+            "too_long": t.too_long,  # requests longer than the judge reads: not asked (their pairs are in failures.jsonl)
         },
         "first_position_rate": {  # none pointwise: nothing is shown first
             # How often the judge preferred whatever it saw first, call by call.
@@ -312,9 +221,7 @@ def manifest(
             # How often the final label is the response shown first in the pair's first order.
             "labels": t.first_chosen / t.shown if t.shown else None,
         },
-        "ranking": None
-        if not t.ranked
-        else {  # rows with more than two candidates
+        "ranking": None if not t.ranked else {  # rows with more than two candidates
             "strategy": strategy,
             "pairs": settings["pairs"],
             "max_calls_per_prompt": settings["max_calls_per_prompt"],
@@ -333,63 +240,33 @@ def manifest(
 
 def estimate_summary(d: dict[str, Any]) -> str:
     """A dry run's estimate, in a few lines for a terminal."""
-    cost = (
-        f"; estimated cost: {d['estimated_cost']:.4f} {PRICE_UNIT}"
-        if d["estimated_cost"] is not None
-        else " (no prices in the judge config)"
-    )
-    lines = [
-        f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached",
-        f"estimated tokens: ~{d['tokens']['prompt']} in, up to {d['tokens']['completion']} out{cost}",
-    ]
+    cost = f"; estimated cost: {d['estimated_cost']:.4f} {PRICE_UNIT}" if d["estimated_cost"] is not None else " (no prices in the judge config)"
+    lines = [f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached",
+             f"estimated tokens: ~{d['tokens']['prompt']} in, up to {d['tokens']['completion']} out{cost}"]
     if d["ranked_rows"]:
-        lines.append(
-            f"{d['ranked_rows']} rows with more than two candidates: up "
-            f"to {d['ranking_calls_at_most']} more calls to rank them "
-            "(counted above: none)"
-        )
+        lines.append(f"{d['ranked_rows']} rows with more than two candidates: up to {d['ranking_calls_at_most']} more calls to rank them "
+                     "(counted above: none)")
     if d["prompt_only_rows"]:
-        lines.append(
-            f"{d['prompt_only_rows']} prompt-only rows need "
-            "candidates generated first; their calls are not counted"
-        )
+        lines.append(f"{d['prompt_only_rows']} prompt-only rows need candidates generated first; their calls are not counted")
     return "\n".join(lines)
 
 
 def run_summary(m: dict[str, Any], out: Path) -> str:
     """What a finished run did, from its manifest, in a few lines for a terminal."""
     counts, rate, v = m["counts"], m["first_position_rate"], m["verdicts"]
-    how = (
-        "pointwise: each response scored alone, one call per distinct response"
-        if m["mode"] == "pointwise"
-        else f"consistent across orders: {counts['consistent']}, inconsistent: {counts['inconsistent']}"
-    )
-    lines = [
-        f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {out / PAIRS}",
-        (
-            f"{how}; skipped: {sum(counts['skipped'].values())}; failed: "
-            f"{sum(counts['failed'].values())}; filtered: {sum(counts['filtered'].values())}"
-        ),
-    ]
+    how = ("pointwise: each response scored alone, one call per distinct response" if m["mode"] == "pointwise"
+           else f"consistent across orders: {counts['consistent']}, inconsistent: {counts['inconsistent']}")
+    lines = [f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {out / PAIRS}",
+             f"{how}; skipped: {sum(counts['skipped'].values())}; failed: {sum(counts['failed'].values())}; filtered: {sum(counts['filtered'].values())}"]
     if (r := m.get("ranking")) is not None:
-        lines.append(
-            f"ranked {r['rows']} rows of more than two candidates ({r['strategy']}, --pairs {r['pairs']}): "
-            f"{r['calls_per_row']:.1f} judge calls a row (budget: {r['max_calls_per_prompt'] or 'default'}); "
-            f"unseparated pairs left out: {r['unseparated']}; intransitive "
-            f"triples: {r['intransitive_triples']} -> {out / RANKINGS}"
-        )
+        lines.append(f"ranked {r['rows']} rows of more than two candidates ({r['strategy']}, --pairs {r['pairs']}): "
+                     f"{r['calls_per_row']:.1f} judge calls a row (budget: {r['max_calls_per_prompt'] or 'default'}); "
+                     f"unseparated pairs left out: {r['unseparated']}; intransitive triples: {r['intransitive_triples']} -> {out / RANKINGS}")
     if rate["raw"] is not None:
         final = "n/a" if rate["labels"] is None else f"{100 * rate['labels']:.1f}%"
         lines.append(f"first-position rate: raw judgments {100 * rate['raw']:.1f}%, final labels {final}")
-    cost = (
-        f"; estimated cost: {m['estimated_cost']:.4f} {PRICE_UNIT}" if m["estimated_cost"] is not None else ""
-    )
-    lines.append(
-        f"judge calls: {m['judge_calls']['made']} made, {m['judge_calls']['cached']} from cache; "
-        f"tokens: {m['tokens']['prompt']} in, {m['tokens']['completion']} out; {m['wall_time_s']:.1f}s{cost}"
-    )
-    lines.append(
-        f"verdicts: {v['soft']} soft (label probabilities), {v['unreadable']} "
-        f"unreadable, of {m['judge_calls']['total']} answers"
-    )
+    cost = f"; estimated cost: {m['estimated_cost']:.4f} {PRICE_UNIT}" if m["estimated_cost"] is not None else ""
+    lines.append(f"judge calls: {m['judge_calls']['made']} made, {m['judge_calls']['cached']} from cache; "
+                 f"tokens: {m['tokens']['prompt']} in, {m['tokens']['completion']} out; {m['wall_time_s']:.1f}s{cost}")
+    lines.append(f"verdicts: {v['soft']} soft (label probabilities), {v['unreadable']} unreadable, of {m['judge_calls']['total']} answers")
     return "\n".join(lines)

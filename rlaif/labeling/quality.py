@@ -12,13 +12,7 @@ from typing import Any
 import jsonlines
 
 from rlaif.errors import InputError
-from rlaif.stats import (
-    cohen_kappa,
-    expected_calibration_error,
-    fleiss_kappa,
-    paired_interval,
-    wilson_interval,
-)
+from rlaif.stats import cohen_kappa, expected_calibration_error, fleiss_kappa, paired_interval, wilson_interval
 from rlaif.storage.locks import holder
 
 
@@ -49,11 +43,7 @@ def baselines(human: list[dict[str, Any]]) -> dict[str, list[float]]:
     """Per human-labeled row, whether each trivial rule agrees with the human (½ where a rule
     cannot choose: two responses of one length): always the longer response, always the
     shorter, always the one shown first (the first order's first; pointwise, response A)."""
-    out: dict[str, list[float]] = {
-        "always the longer response": [],
-        "always the shorter response": [],
-        "always the one shown first": [],
-    }
+    out: dict[str, list[float]] = {"always the longer response": [], "always the shorter response": [], "always the one shown first": []}
     for r in human:
         chosen_longer = len(_text(r["chosen"])) - len(_text(r["rejected"]))
         human_chose_chosen = r["human_preference"] > 0.5
@@ -82,35 +72,15 @@ def jury_report(rows: list[dict[str, Any]], human: list[dict[str, Any]]) -> dict
         agrees_by_member.append(agrees)
         low, high = wilson_interval(sum(agrees), len(agrees)) if human else (None, None)  # type: ignore[arg-type]
         confidence = [max(q, 1 - q) for q in (r["members"][i]["p_chosen"] for r in human)]
-        members.append(
-            {
-                "judge": m["judge"],
-                "mode": m["mode"],
-                "weight": m["weight"],
-                "agreement": mean(agrees) if human else None,
-                "agreement_low": low,
-                "agreement_high": high,
-                "ece": expected_calibration_error(confidence, agrees)[0] if human else None,
-            }
-        )
-    votes = [
-        [m["p_chosen"] > 0.5 for m in r["members"]]
-        for r in rows
-        if all(m["p_chosen"] != 0.5 for m in r["members"])
-    ]
-    report: dict[str, Any] = {
-        "members": members,
-        "fleiss_kappa": fleiss_kappa(votes),
-        "unanimous": _rate([len(set(v)) == 1 for v in votes]),
-        "pairs_with_every_vote": len(votes),
-        "panel_lift_over_best_member": None,
-    }
+        members.append({"judge": m["judge"], "mode": m["mode"], "weight": m["weight"], "agreement": mean(agrees) if human else None,
+                        "agreement_low": low, "agreement_high": high,
+                        "ece": expected_calibration_error(confidence, agrees)[0] if human else None})
+    votes = [[m["p_chosen"] > 0.5 for m in r["members"]] for r in rows if all(m["p_chosen"] != 0.5 for m in r["members"])]
+    report: dict[str, Any] = {"members": members, "fleiss_kappa": fleiss_kappa(votes), "unanimous": _rate([len(set(v)) == 1 for v in votes]),
+                              "pairs_with_every_vote": len(votes), "panel_lift_over_best_member": None}
     if len(human) > 1:
         best = max(range(len(members)), key=lambda i: members[i]["agreement"])
-        report["panel_lift_over_best_member"] = {
-            "member": members[best]["judge"],
-            **paired_interval(panel, agrees_by_member[best]),
-        }
+        report["panel_lift_over_best_member"] = {"member": members[best]["judge"], **paired_interval(panel, agrees_by_member[best])}
     return report
 
 
@@ -125,15 +95,10 @@ def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None
     for a, h in zip(ai_first, human_first):
         confusion[0 if h else 1][0 if a else 1] += 1
     low, high = wilson_interval(sum(agrees), len(agrees))
-    longer = [
-        len(_text(r["chosen"])) > len(_text(r["rejected"]))
-        for r in rows
-        if len(_text(r["chosen"])) != len(_text(r["rejected"]))
-    ]
+    longer = [len(_text(r["chosen"])) > len(_text(r["rejected"])) for r in rows if len(_text(r["chosen"])) != len(_text(r["rejected"]))]
     human_longer = [
         (len(_text(r["chosen"])) > len(_text(r["rejected"]))) == (r["human_preference"] > 0.5)
-        for r in human
-        if len(_text(r["chosen"])) != len(_text(r["rejected"]))
+        for r in human if len(_text(r["chosen"])) != len(_text(r["rejected"]))
     ]
     both_orders = [r for r in rows if r["consistent"] is not None]
     modes = sorted({r.get("mode", "pairwise") for r in rows})
@@ -152,12 +117,8 @@ def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None
         "confusion": confusion,
         # None pointwise: no order to be consistent across, nothing shown first.
         "consistency_rate": _rate([r["consistent"] is True for r in both_orders]),
-        "first_position_rate_raw": _rate(
-            [v["p_first"] > 0.5 for r in rows for v in _verdicts(r) if "p_first" in v]
-        ),
-        "first_position_rate_labels": _rate(
-            [r["orders"][0]["first"] == "chosen" for r in rows if "orders" in r]
-        ),
+        "first_position_rate_raw": _rate([v["p_first"] > 0.5 for r in rows for v in _verdicts(r) if "p_first" in v]),
+        "first_position_rate_labels": _rate([r["orders"][0]["first"] == "chosen" for r in rows if "orders" in r]),
         "length_bias_ai": _rate(longer),
         "length_bias_human": _rate(human_longer),
         "mean_ai_preference": _rate([r["ai_preference"] for r in rows]),
@@ -169,18 +130,14 @@ def agreement_report(rows: list[dict[str, Any]], manifest: dict[str, Any] | None
         best = max(rules, key=lambda name: rules[name]["agreement"])
         report["baselines"] = rules
         # The same pairs for the judge and the rule, so the lift's interval is a paired one.
-        report["lift_over_best_baseline"] = (
-            {"baseline": best, **paired_interval(judge, per_row[best])} if len(human) > 1 else None
-        )
+        report["lift_over_best_baseline"] = {"baseline": best, **paired_interval(judge, per_row[best])} if len(human) > 1 else None
         ece, bins = expected_calibration_error([r["ai_preference"] for r in human], judge)
         report["calibration"] = {"ece": ece, "bins": bins}
     if rows and "members" in rows[0]:
         report["jury"] = jury_report(rows, human)
     verdicts = [v for r in rows for v in _verdicts(r)]
     report["soft_share"] = _rate([v["soft"] for v in verdicts])  # of the verdicts behind the labeled pairs
-    report["unreadable_share"] = (
-        None  # of every answer of the run, failed pairs' too: the manifest counts them
-    )
+    report["unreadable_share"] = None  # of every answer of the run, failed pairs' too: the manifest counts them
     if manifest:
         report["judge"] = manifest.get("judge", {}).get("name")
         if "jury" in report:
@@ -196,24 +153,12 @@ def read_run(run_dir: str | Path) -> tuple[list[dict[str, Any]], dict[str, Any]]
     run_dir = Path(run_dir)
     pairs_path = run_dir / "pairs.jsonl"
     if not pairs_path.exists():
-        raise InputError(
-            str(pairs_path), None, None, f"no such file (is {run_dir} the output of `rlaif label`?)"
-        )
+        raise InputError(str(pairs_path), None, None, f"no such file (is {run_dir} the output of `rlaif label`?)")
     if (running := holder(run_dir)) is not None:
-        raise InputError(
-            str(run_dir),
-            None,
-            None,
-            f"a labeling run is still writing it ({running}): read it once that run has ended",
-        )
+        raise InputError(str(run_dir), None, None, f"a labeling run is still writing it ({running}): read it once that run has ended")
     if not (run_dir / "manifest.json").exists():
-        raise InputError(
-            str(run_dir),
-            None,
-            None,
-            "the labeling run has not finished (no manifest.json): run its `rlaif label` command "
-            "again to finish it, then read it",
-        )
+        raise InputError(str(run_dir), None, None, "the labeling run has not finished (no manifest.json): run its `rlaif label` command "
+                                                   "again to finish it, then read it")
     with jsonlines.open(pairs_path) as reader:
         rows = list(reader)
     return rows, json.loads((run_dir / "manifest.json").read_text())
@@ -226,38 +171,18 @@ def label_run_report(run_dir: str | Path) -> dict[str, Any]:
 
 def lift_text(lift: dict[str, Any]) -> str:
     """The judge's lift over a baseline in points, with its paired interval."""
-    return (
-        f"{100 * lift['difference']:+.1f} points [{100 * lift['low']:+.1f}, "
-        f"{100 * lift['high']:+.1f}] over {lift['baseline']!r}"
-    )
+    return f"{100 * lift['difference']:+.1f} points [{100 * lift['low']:+.1f}, {100 * lift['high']:+.1f}] over {lift['baseline']!r}"
 
 
 def _jury_lines(jury: dict[str, Any], pct: Any) -> list[tuple[str, str]]:
-    lines = [
-        (
-            f"jury member {m['judge']} ({m['mode']}, weight {m['weight']:g})",
-            f"{pct(m['agreement'])} [{pct(m['agreement_low'])}, {pct(m['agreement_high'])}]"
-            + ("" if m["ece"] is None else f", ECE {m['ece']:.3f}"),
-        )
-        for m in jury["members"]
-    ]
+    lines = [(f"jury member {m['judge']} ({m['mode']}, weight {m['weight']:g})",
+              f"{pct(m['agreement'])} [{pct(m['agreement_low'])}, {pct(m['agreement_high'])}]" + ("" if m["ece"] is None else f", ECE {m['ece']:.3f}"))
+             for m in jury["members"]]
     if (lift := jury["panel_lift_over_best_member"]) is not None:
-        lines.append(
-            (
-                f"panel ({jury.get('combine')}) over its best member [95% CI]",
-                (
-                    f"{100 * lift['difference']:+.1f} points [{100 * lift['low']:+.1f}, "
-                    f"{100 * lift['high']:+.1f}] over {lift['member']!r}"
-                ),
-            )
-        )
+        lines.append((f"panel ({jury.get('combine')}) over its best member [95% CI]",
+                      f"{100 * lift['difference']:+.1f} points [{100 * lift['low']:+.1f}, {100 * lift['high']:+.1f}] over {lift['member']!r}"))
     kappa = "n/a" if jury["fleiss_kappa"] is None else f"{jury['fleiss_kappa']:.3f}"
-    lines.append(
-        (
-            "members' agreement: Fleiss' kappa",
-            f"{kappa} (unanimous on {pct(jury['unanimous'])} of {jury['pairs_with_every_vote']} pairs)",
-        )
-    )
+    lines.append(("members' agreement: Fleiss' kappa", f"{kappa} (unanimous on {pct(jury['unanimous'])} of {jury['pairs_with_every_vote']} pairs)"))
     return lines
 
 
@@ -268,15 +193,9 @@ def format_report(report: dict[str, Any]) -> str:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     lines = [
-        (
-            "judge / rubric / mode",
-            f"{report.get('judge')} / {report.get('rubric') or 'no rubric'} / {report['mode']}",
-        ),
+        ("judge / rubric / mode", f"{report.get('judge')} / {report.get('rubric') or 'no rubric'} / {report['mode']}"),
         ("pairs (with a human label)", f"{report['pairs']} ({report['with_human_label']})"),
-        (
-            "agreement with humans [95% CI]",
-            f"{pct(report['agreement'])} [{pct(report['agreement_low'])}, {pct(report['agreement_high'])}]",
-        ),
+        ("agreement with humans [95% CI]", f"{pct(report['agreement'])} [{pct(report['agreement_low'])}, {pct(report['agreement_high'])}]"),
         (f"  on consistent pairs (n={report['n_consistent']})", pct(report["agreement_consistent"])),
         (f"  on inconsistent pairs (n={report['n_inconsistent']})", pct(report["agreement_inconsistent"])),
         ("Cohen's kappa", "n/a" if report["cohen_kappa"] is None else f"{report['cohen_kappa']:.3f}"),
@@ -285,26 +204,11 @@ def format_report(report: dict[str, Any]) -> str:
         ("first-position rate, final labels", pct(report["first_position_rate_labels"])),
         ("prefers the longer response: AI", pct(report["length_bias_ai"])),
         ("prefers the longer response: humans", pct(report["length_bias_human"])),
-        (
-            "mean ai_preference",
-            "n/a" if report["mean_ai_preference"] is None else f"{report['mean_ai_preference']:.3f}",
-        ),
+        ("mean ai_preference", "n/a" if report["mean_ai_preference"] is None else f"{report['mean_ai_preference']:.3f}"),
         *[(f"baseline: {name}", pct(b["agreement"])) for name, b in report.get("baselines", {}).items()],
-        *(
-            [("lift over the best baseline [95% CI]", lift_text(lift))]
-            if (lift := report.get("lift_over_best_baseline"))
-            else []
-        ),
-        *(
-            [("expected calibration error of ai_preference", f"{report['calibration']['ece']:.3f}")]
-            if report.get("calibration")
-            else []
-        ),
-        *(
-            [("reliability diagram", report["reliability_diagram"])]
-            if report.get("reliability_diagram")
-            else []
-        ),
+        *([("lift over the best baseline [95% CI]", lift_text(lift))] if (lift := report.get("lift_over_best_baseline")) else []),
+        *([("expected calibration error of ai_preference", f"{report['calibration']['ece']:.3f}")] if report.get("calibration") else []),
+        *([("reliability diagram", report["reliability_diagram"])] if report.get("reliability_diagram") else []),
         *(_jury_lines(report["jury"], pct) if report.get("jury") else []),
         ("judge answers with no readable verdict", pct(report["unreadable_share"])),
         ("soft verdicts (label probabilities)", pct(report["soft_share"])),

@@ -34,20 +34,10 @@ STAGES = ("critique", "revision")
 class ReviseConfig:
     """Everything a revision run depends on; the options of `rlaif revise` are generated from these fields."""
 
-    input: str = required(
-        "Rows to revise (any input `rlaif label` reads): each response is "
-        "critiqued and revised; prompt-only rows get responses generated first."
-    )
+    input: str = required("Rows to revise (any input `rlaif label` reads): each response is critiqued and revised; prompt-only rows get responses generated first.")
     output: str | None = setting(None, "Output directory [default: outputs/<input name>-revised].")
-    constitution: str = setting(
-        "constitution",
-        "Built-in name or path of a Jinja2 template with the principles (see prompts/constitution.j2).",
-    )
-    judge: str = setting(
-        DEFAULT_JUDGE,
-        "Who critiques and revises: a model name or directory, "
-        "or a judge config (backend local, openai or vllm).",
-    )
+    constitution: str = setting("constitution", "Built-in name or path of a Jinja2 template with the principles (see prompts/constitution.j2).")
+    judge: str = setting(DEFAULT_JUDGE, "Who critiques and revises: a model name or directory, or a judge config (backend local, openai or vllm).")
     num_responses: int = setting(1, "Responses to generate for a prompt-only row.", at_least=1)
     max_new_tokens: int = setting(256, "Length of critiques, revisions and generated responses.", at_least=1)
     temperature: float = setting(SAMPLING_TEMPERATURE, "Sampling temperature.", at_least=0)
@@ -68,24 +58,19 @@ class Constitution:
     def __init__(self, name_or_path: str):
         self.path = resolve_rubric_path(name_or_path)
         _, self._template, _, self.sha256 = load_template(self.path)
-        # a broken template fails here, with its line
-        self.request("critique", SAMPLE["prompt"], SAMPLE["response_a"])
+        self.request("critique", SAMPLE["prompt"], SAMPLE["response_a"])  # a broken template fails here, with its line
         self.request("revision", SAMPLE["prompt"], SAMPLE["response_a"], "It is wrong.")
 
     def request(self, stage: str, prompt: Prompt, response: str, critique: str | None = None) -> str:
         """What the user turn asks at `stage`, about the assistant's `response` to `prompt`."""
         extra = {} if critique is None else {"critique": critique}
-        return render_template(
-            self._template, self.path, stage=stage, prompt=prompt_text(prompt), response=response, **extra
-        )
+        return render_template(self._template, self.path, stage=stage, prompt=prompt_text(prompt), response=response, **extra)
 
 
 def conversation(prompt: Prompt, response: str, *turns: str) -> list[dict[str, str]]:
     """The chat so far: the prompt, the response, then alternating user and assistant turns."""
     messages = as_messages(prompt, "user") + [{"role": "assistant", "content": response}]
-    return messages + [
-        {"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)
-    ]
+    return messages + [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
 
 
 @writes_into(lambda cfg: cfg.output_dir())
@@ -103,42 +88,17 @@ def revise(cfg: ReviseConfig) -> dict[str, Any]:
 
     def ask(todo: list[Example], n: int, stage: str) -> None:
         with tqdm(total=len(todo), desc=stage, disable=not cfg.progress) as bar:
-            errors = generate_responses(
-                todo,
-                generator,
-                n,
-                cfg.max_new_tokens,
-                cfg.temperature,
-                cfg.seed,
-                cache,
-                on_done=lambda: bar.update(1),
-            )
+            errors = generate_responses(todo, generator, n, cfg.max_new_tokens, cfg.temperature, cfg.seed, cache, on_done=lambda: bar.update(1))
         failures.extend({"id": ex_id, "stage": stage, "error": error} for ex_id, error in errors.items())
 
     try:
         ask([ex for ex in examples if not ex.responses], cfg.num_responses, "generate")
         originals = [(ex, k, r) for ex in examples for k, r in enumerate(ex.responses) if r.strip()]
-        critiques = [
-            Example(
-                f"{ex.id}:{k}", conversation(ex.prompt, r, constitution.request("critique", ex.prompt, r))
-            )
-            for ex, k, r in originals
-        ]
+        critiques = [Example(f"{ex.id}:{k}", conversation(ex.prompt, r, constitution.request("critique", ex.prompt, r))) for ex, k, r in originals]
         ask(critiques, 1, "critique")
         critiqued = [(ex, r, c) for (ex, _, r), c in zip(originals, critiques) if c.responses]
-        revisions = [
-            Example(
-                c.id,
-                conversation(
-                    ex.prompt,
-                    r,
-                    c.prompt[-1]["content"],
-                    c.responses[0],
-                    constitution.request("revision", ex.prompt, r, c.responses[0]),
-                ),
-            )
-            for ex, r, c in critiqued
-        ]
+        revisions = [Example(c.id, conversation(ex.prompt, r, c.prompt[-1]["content"], c.responses[0], constitution.request("revision", ex.prompt, r, c.responses[0])))
+                     for ex, r, c in critiqued]
         ask(revisions, 1, "revision")
     finally:
         generator.close()
@@ -152,19 +112,8 @@ def revise(cfg: ReviseConfig) -> dict[str, Any]:
         if not revised.strip() or revised.strip() == original.strip():
             unchanged += 1
             continue
-        rows.append(
-            {
-                "id": rev.id,
-                "prompt": ex.prompt,
-                "chosen": revised,
-                "rejected": original,
-                "ai_preference": 1.0,
-                "mode": "revision",
-                "critique": critique.responses[0],
-                "judge": judge_name,
-                "constitution": constitution.path.stem,
-            }
-        )
+        rows.append({"id": rev.id, "prompt": ex.prompt, "chosen": revised, "rejected": original, "ai_preference": 1.0, "mode": "revision",
+                     "critique": critique.responses[0], "judge": judge_name, "constitution": constitution.path.stem})
     write_jsonl_atomic(out / "pairs.jsonl", rows)
     write_jsonl_atomic(out / "failures.jsonl", failures)
     manifest = {
@@ -172,18 +121,9 @@ def revise(cfg: ReviseConfig) -> dict[str, Any]:
         "config": asdict(cfg),
         "mode": "revision",
         "judge": {"name": judge_name, **generator.identity()},
-        "rubric": {
-            "name": constitution.path.stem,
-            "path": str(constitution.path),
-            "sha256": constitution.sha256,
-        },
-        "counts": {
-            "examples": len(examples),
-            "responses": len(originals),
-            "revised": len(rows),
-            "unchanged": unchanged,
-            "failed": {stage: sum(f["stage"] == stage for f in failures) for stage in ("generate", *STAGES)},
-        },
+        "rubric": {"name": constitution.path.stem, "path": str(constitution.path), "sha256": constitution.sha256},
+        "counts": {"examples": len(examples), "responses": len(originals), "revised": len(rows), "unchanged": unchanged,
+                   "failed": {stage: sum(f["stage"] == stage for f in failures) for stage in ("generate", *STAGES)}},
         "wall_time_s": round(time.time() - started, 2),
     }
     write_json_atomic(out / "manifest.json", manifest)
@@ -193,7 +133,5 @@ def revise(cfg: ReviseConfig) -> dict[str, Any]:
 def summary(manifest: dict[str, Any], out: Path) -> str:
     """What a revision run did, in two lines for a terminal."""
     c = manifest["counts"]
-    return (
-        f"revised {c['revised']} of {c['responses']} responses -> {out / 'pairs.jsonl'}\n"
-        f"unchanged: {c['unchanged']}; failed: {sum(c['failed'].values())}; {manifest['wall_time_s']:.1f}s"
-    )
+    return (f"revised {c['revised']} of {c['responses']} responses -> {out / 'pairs.jsonl'}\n"
+            f"unchanged: {c['unchanged']}; failed: {sum(c['failed'].values())}; {manifest['wall_time_s']:.1f}s")

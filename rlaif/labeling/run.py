@@ -63,90 +63,41 @@ from rlaif.storage.locks import check_output_directory, writes_into
 class LabelConfig:
     """Everything a labeling run depends on; the options of `rlaif label` are generated from these fields."""
 
-    input: str = required(
-        "JSONL/JSON/CSV/Parquet (.gz too), a saved dataset directory, or "
-        "a Hugging Face data set: hf:OWNER/NAME?data_dir=DIR&split=SPLIT."
-    )
+    input: str = required("JSONL/JSON/CSV/Parquet (.gz too), a saved dataset directory, or a Hugging Face data set: hf:OWNER/NAME?data_dir=DIR&split=SPLIT.")
     output: str | None = setting(None, "Output directory [default: outputs/<input name>].")
-    rubric: str | None = setting(
-        None,
-        "Built-in rubric name or path to a Jinja2 template "
-        "[default: the judge config's `rubric`, else quality].",
-    )
+    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template [default: the judge config's `rubric`, else quality].")
     judge: str = setting(DEFAULT_JUDGE, "Built-in judge name or path to a judge config.")
     mode: str | None = setting(None, MODE_HELP, MODES)
     cot: bool = setting(False, "Ask for a rationale first, then the verdict.")
-    debias: str = setting(
-        "both", "Judge each pair in both orders, one random order, or as given (pairwise).", ORDERINGS
-    )
+    debias: str = setting("both", "Judge each pair in both orders, one random order, or as given (pairwise).", ORDERINGS)
     drop_inconsistent: bool = setting(False, "Leave out pairs whose two orders disagree.")
-    min_confidence: float | None = setting(
-        None, "Leave out pairs with ai_preference below this (0.5-1).", at_least=0.5, at_most=1
-    )
+    min_confidence: float | None = setting(None, "Leave out pairs with ai_preference below this (0.5-1).", at_least=0.5, at_most=1)
     limit: int | None = setting(None, "Read at most this many input rows.", at_least=1)
     skip_invalid: bool = setting(False, "Count bad rows into failures.jsonl instead of stopping.")
     seed: int = setting(0, "Seeds the random order of --debias random and the candidates' sampling.")
-    generator: str | None = setting(
-        None,
-        "What writes candidates for prompt-only rows: a model name "
-        "or directory, or a judge config (built-in name or file; "
-        "backend local, openai for any OpenAI-compatible server, or vllm) [default: embedded].",
-    )
+    generator: str | None = setting(None, "What writes candidates for prompt-only rows: a model name or directory, or a judge config (built-in name or file; "
+                                    "backend local, openai for any OpenAI-compatible server, or vllm) [default: embedded].")
     num_responses: int = setting(2, "Candidates to generate per prompt-only row.", at_least=2)
-    prompts_only: bool = setting(
-        False,
-        "Read only each row's prompt: --generator writes every row's "
-        "candidates (a data set's prompts, your policy's samples).",
-    )
-    pairs: str = setting(
-        "best-worst",
-        "Pairs a row with more than two candidates gives: the best "
-        "against the worst, the best against each of the rest, "
-        "or every pair (each labeled by its own comparison).",
-        PAIRINGS,
-    )
-    ranking: str | None = setting(
-        None,
-        "How such a row's candidates are ranked: adaptive "
-        "comparisons in both orders within --max-calls-per-prompt, "
-        "a knockout tournament, pointwise ratings, or every "
-        "pair [default: adaptive; all-pairs with --pairs all].",
-        STRATEGIES,
-    )
-    max_calls_per_prompt: int | None = setting(
-        None,
-        "Judge calls a row's ranking may take [default: 3 per candidate for adaptive; "
-        "what the strategy needs otherwise].",
-        at_least=1,
-    )
+    prompts_only: bool = setting(False, "Read only each row's prompt: --generator writes every row's candidates (a data set's prompts, your policy's samples).")
+    pairs: str = setting("best-worst", "Pairs a row with more than two candidates gives: the best against the worst, the best against each of the rest, "
+                         "or every pair (each labeled by its own comparison).", PAIRINGS)
+    ranking: str | None = setting(None, "How such a row's candidates are ranked: adaptive comparisons in both orders within --max-calls-per-prompt, "
+                                  "a knockout tournament, pointwise ratings, or every pair [default: adaptive; all-pairs with --pairs all].", STRATEGIES)
+    max_calls_per_prompt: int | None = setting(None, "Judge calls a row's ranking may take [default: 3 per candidate for adaptive; "
+                                               "what the strategy needs otherwise].", at_least=1)
     max_new_tokens: int = setting(256, "Length of generated candidates.", at_least=1)
     temperature: float = setting(SAMPLING_TEMPERATURE, "Sampling temperature of the generator.", at_least=0)
     cache: str | None = setting(None, "Answer cache file [default: <output>/cache.sqlite].")
-    concurrency: int | None = setting(
-        None, "Judge calls in flight at once (API judges) [default: the judge config's].", at_least=1
-    )
-    batch_api: bool = setting(
-        False,
-        "OpenAI Batch API: submit the calls, keep the batch "
-        "id in the output directory, collect on the next run.",
-    )
+    concurrency: int | None = setting(None, "Judge calls in flight at once (API judges) [default: the judge config's].", at_least=1)
+    batch_api: bool = setting(False, "OpenAI Batch API: submit the calls, keep the batch id in the output directory, collect on the next run.")
     dry_run: bool = setting(False, "Print the calls, tokens and cost a run would take; call nothing.")
-    chunk_size: int = setting(
-        512,
-        "Input rows read, judged and written to pairs.jsonl at a "
-        "time; a killed run resumes after the last chunk written.",
-        at_least=1,
-    )
+    chunk_size: int = setting(512, "Input rows read, judged and written to pairs.jsonl at a time; a killed run resumes after the last chunk written.", at_least=1)
     progress: bool = True  # the CLI's --quiet turns it off
 
     def __post_init__(self) -> None:
         check_settings(self)
         if self.pairs == "all" and self.ranking not in (None, "all-pairs"):
-            raise ConfigError(
-                "--pairs all labels every pair by its own comparison: "
-                f"it compares every pair, not --ranking {self.ranking}",
-                key="ranking",
-            )
+            raise ConfigError(f"--pairs all labels every pair by its own comparison: it compares every pair, not --ranking {self.ranking}", key="ranking")
 
     def rank_settings(self) -> RankSettings:
         """How rows with more than two candidates are ranked."""
@@ -187,15 +138,8 @@ class LabelResult:
     def summary(self) -> str:
         """What the run did, in a few lines for a terminal."""
         if (b := self.pending_batch) is not None:
-            return (
-                f"batch {b['batch_id']} ({b['requests']} requests) is "
-                f"{b['status']}; run the same command again to collect it"
-            )
-        return (  # type: ignore[arg-type]
-            estimate_summary(self.estimate)
-            if self.estimate is not None
-            else run_summary(self.manifest, self.output_dir)
-        )
+            return f"batch {b['batch_id']} ({b['requests']} requests) is {b['status']}; run the same command again to collect it"
+        return estimate_summary(self.estimate) if self.estimate is not None else run_summary(self.manifest, self.output_dir)  # type: ignore[arg-type]
 
 
 def _chunks(config: LabelConfig, skip: int = 0) -> Iterator[tuple[list[Example], list[dict[str, Any]]]]:
@@ -230,9 +174,7 @@ class _Run:
     spec: JudgeSpec
     cache: AnswerCache | None
     generator: Generator | None  # None: a dry run, which generates nothing
-    rating_spec: JudgeSpec | None = (
-        None  # the judge in mode pointwise, for --ranking pointwise in a pairwise run
-    )
+    rating_spec: JudgeSpec | None = None  # the judge in mode pointwise, for --ranking pointwise in a pairwise run
     chat: bool = False  # whether any prompt is a conversation: then every row is written as messages
     bar: Any = None  # the run's progress bar, set while its chunks go through
 
@@ -248,32 +190,14 @@ class _Run:
         failures: list[dict[str, Any]] = []
         to_generate = [ex for ex in examples if not ex.responses]
         if to_generate and self.generator is not None:
-            errors = generate_responses(
-                to_generate,
-                self.generator,
-                c.num_responses,
-                c.max_new_tokens,
-                c.temperature,
-                c.seed,
-                self.cache,
-            )
+            errors = generate_responses(to_generate, self.generator, c.num_responses, c.max_new_tokens, c.temperature, c.seed, self.cache)
             failures = [{"stage": "generate", "id": ident, "error": error} for ident, error in errors.items()]
         pairs, skipped = make_pairs([ex for ex in examples if 0 < len(ex.responses) <= 2], c.seed)
         to_rank = [ex for ex in examples if len(ex.responses) > 2]
         prompt_only = sum(not ex.responses for ex in examples)
-        return ChunkPlan(
-            examples,
-            pairs,
-            skipped,
-            Plan.of(pairs, self.spec, self.rubric, c.debias, c.seed, c.cot),
-            to_rank,
-            failures,
-            prompt_only,
-        )
+        return ChunkPlan(examples, pairs, skipped, Plan.of(pairs, self.spec, self.rubric, c.debias, c.seed, c.cot), to_rank, failures, prompt_only)
 
-    def chunk(
-        self, examples: list[Example], invalid: list[dict[str, Any]], totals: Totals
-    ) -> tuple[list[dict[str, Any]], ...]:
+    def chunk(self, examples: list[Example], invalid: list[dict[str, Any]], totals: Totals) -> tuple[list[dict[str, Any]], ...]:
         """Label one chunk of the input: its rows, failures and rankings; adds to `totals`."""
         cp = self.plan(examples)
         failures = [{"stage": "input", **f} for f in invalid] + cp.generation_failures
@@ -289,9 +213,7 @@ class _Run:
         for pair, judged in zip(cp.pairs, cp.plan.judgments(answers)):
             if judged.failed:
                 totals.judge_failed += 1
-                failures += [
-                    {"stage": "judge", "id": pair.id, **record} for record in judged.failure_records()
-                ]
+                failures += [{"stage": "judge", "id": pair.id, **record} for record in judged.failure_records()]
                 continue
             row = pair_row(pair, judged, self.spec.name, rubric, self.chat)
             self.keep(row, rows, totals)
@@ -323,28 +245,13 @@ class _Run:
         else:
             rows.append(row)
 
-    def rank(
-        self,
-        examples: list[Example],
-        rows: list[dict[str, Any]],
-        failures: list[dict[str, Any]],
-        totals: Totals,
-    ) -> list[dict[str, Any]]:
+    def rank(self, examples: list[Example], rows: list[dict[str, Any]], failures: list[dict[str, Any]], totals: Totals) -> list[dict[str, Any]]:
         """Rank the candidates of rows with more than two, adding the pairs each gives to `rows`
         and what failed to `failures`; returns the rankings' records (rankings.jsonl)."""
         started = time.time()
 
-        ranked, answers, made = rank(
-            examples,
-            self.spec,
-            self.rubric,
-            self.ranking,
-            self.cache,
-            self.judge,
-            self.rating_spec,  # type: ignore[arg-type]
-            lambda n: setattr(self.bar, "total", self.bar.total + n),
-            lambda: self.bar.update(1),
-        )
+        ranked, answers, made = rank(examples, self.spec, self.rubric, self.ranking, self.cache, self.judge, self.rating_spec,  # type: ignore[arg-type]
+                                     lambda n: setattr(self.bar, "total", self.bar.total + n), lambda: self.bar.update(1))
         totals.judging_s += time.time() - started
         totals.count_answers(answers, made)
         rubric = self.rubric.name if self.spec.reads_rubric else None
@@ -354,8 +261,7 @@ class _Run:
             for chosen, rejected in written:
                 self.keep(ranked_row(st, chosen, rejected, self.spec, rubric, self.chat), rows, totals)
             failures += [{"stage": "judge", **f} for f in st.failures]
-            # nothing to write because the judge failed
-            failed = unseparated if st.failures and not written else 0
+            failed = unseparated if st.failures and not written else 0  # nothing to write because the judge failed
             totals.judge_failed += failed
             totals.unseparated += unseparated - failed
             totals.ranked += 1
@@ -363,9 +269,7 @@ class _Run:
             totals.pairs += len(written) + unseparated
             records.append(st.record(self.ranking, len(written), unseparated))
             totals.intransitive_triples += records[-1]["intransitive_triples"]
-        totals.skipped["identical_responses"] += sum(
-            len(ex.responses) - len(st.kept) for ex, st in zip(examples, ranked)
-        )
+        totals.skipped["identical_responses"] += sum(len(ex.responses) - len(st.kept) for ex, st in zip(examples, ranked))
         return records
 
     def missing_requests(self) -> dict[str, JudgeRequest]:
@@ -374,31 +278,17 @@ class _Run:
         for examples, _ in _chunks(self.config):
             cp = self.plan(examples)
             if cp.to_rank and self.ranking.strategy != "all-pairs":
-                raise ConfigError(
-                    "--batch-api sends every request at once, but --ranking "
-                    f"{self.ranking.strategy} chooses each round's "
-                    "comparisons from the last: rows with more than two candidates need --ranking all-pairs",
-                    key="batch_api",
-                )
+                raise ConfigError(f"--batch-api sends every request at once, but --ranking {self.ranking.strategy} chooses each round's "
+                                  "comparisons from the last: rows with more than two candidates need --ranking all-pairs", key="batch_api")
             missing.update(cp.plan.missing(self.cache))
-            missing.update(
-                every_pair_plan(cp.to_rank, self.spec, self.rubric, self.ranking).missing(self.cache)
-            )
+            missing.update(every_pair_plan(cp.to_rank, self.spec, self.rubric, self.ranking).missing(self.cache))
         return missing
 
     def estimate(self) -> dict[str, Any]:
         """What the run would ask: calls not yet cached, estimated tokens and cost (a jury's:
         each member's, at its own prices). Calls nothing."""
-        estimate: dict[str, Any] = {
-            "calls": 0,
-            "cached": 0,
-            "pairs": 0,
-            "skipped": dict.fromkeys(SKIP_REASONS, 0),
-            "prompt_only_rows": 0,
-            "ranked_rows": 0,
-            "ranking_calls_at_most": 0,
-            "tokens": {"prompt": 0, "completion": 0},
-        }
+        estimate: dict[str, Any] = {"calls": 0, "cached": 0, "pairs": 0, "skipped": dict.fromkeys(SKIP_REASONS, 0), "prompt_only_rows": 0,
+                                    "ranked_rows": 0, "ranking_calls_at_most": 0, "tokens": {"prompt": 0, "completion": 0}}
         costs: list[float] = []
         for examples, _ in _chunks(self.config):
             cp = self.plan(examples)
@@ -407,17 +297,13 @@ class _Run:
             for reason, n in cp.skipped.items():
                 estimate["skipped"][reason] += n
             plans = [cp.plan]
-            # every pair's requests are known before any answer: counted as a pair's are
-            if self.ranking.strategy == "all-pairs":
+            if self.ranking.strategy == "all-pairs":  # every pair's requests are known before any answer: counted as a pair's are
                 plans.append(every_pair_plan(cp.to_rank, self.spec, self.rubric, self.ranking))
                 estimate["pairs"] += len(plans[-1].pairs)
             else:  # the questions depend on the answers: at most the budget
                 estimate["ranked_rows"] += len(cp.to_rank)
-                estimate["ranking_calls_at_most"] += sum(
-                    self.ranking.budget_for(len(distinct_candidates(ex)), self.spec)
-                    for ex in cp.to_rank
-                    if len(distinct_candidates(ex)) >= 2
-                )
+                estimate["ranking_calls_at_most"] += sum(self.ranking.budget_for(len(distinct_candidates(ex)), self.spec) for ex in cp.to_rank
+                                                         if len(distinct_candidates(ex)) >= 2)
             for plan in [m for p in plans for m in (p.members or [p])]:
                 missing = plan.missing(self.cache)
                 prompt = sum(estimate_tokens(r.prompt) for r in missing.values())
@@ -434,18 +320,13 @@ class _Run:
 
 def _fingerprint(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> str:
     """What a run's rows depend on: a resume goes on only with all of it unchanged."""
-    settings = {
-        k: v
-        for k, v in asdict(config).items()
-        if k not in ("progress", "concurrency", "chunk_size", "dry_run", "batch_api")
-    }
+    settings = {k: v for k, v in asdict(config).items() if k not in ("progress", "concurrency", "chunk_size", "dry_run", "batch_api")}
     return cache_key(settings, spec.identity, rubric.sha256, spec.config.calibration)
 
 
 def _dry_run(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> LabelResult:
     cache_path = Path(config.cache) if config.cache else config.output_dir() / "cache.sqlite"
-    # a dry run creates and changes nothing
-    cache = AnswerCache(cache_path, read_only=True) if cache_path.is_file() else None
+    cache = AnswerCache(cache_path, read_only=True) if cache_path.is_file() else None  # a dry run creates and changes nothing
     try:
         return LabelResult(config.output_dir(), estimate=_Run(config, rubric, spec, cache, None).estimate())
     finally:
@@ -462,36 +343,21 @@ def label(config: LabelConfig) -> LabelResult:
     if config.batch_api and not (spec.backend and issubclass(spec.backend, BatchJudge)):
         raise ConfigError(f"--batch-api needs a judge with a batch API (openai), not '{spec.config.backend}'")
     settings = config.rank_settings()
-    rating_spec = (
-        JudgeSpec.build(spec.config, rubric, "pointwise")
-        if settings.strategy == "pointwise" and not spec.pointwise
-        else None
-    )
+    rating_spec = JudgeSpec.build(spec.config, rubric, "pointwise") if settings.strategy == "pointwise" and not spec.pointwise else None
     generator = load_generator(config.generator)
     records, chat = 0, False
-    # one pass: a bad row stops the run now
-    for item in iter_examples(config.input, config.limit, config.skip_invalid):
+    for item in iter_examples(config.input, config.limit, config.skip_invalid):  # one pass: a bad row stops the run now
         records += 1
         if not isinstance(item, Example):
             continue
         chat = chat or not isinstance(item.prompt, str)
         if rubric.needs_reference and spec.reads_rubric and item.reference is None:
             file, _, line = item.source.rpartition(":")
-            raise InputError(
-                file,
-                int(line),
-                "reference",
-                f"missing: rubric {rubric.name} grades against a reference answer, so every row needs one",
-            )
+            raise InputError(file, int(line), "reference", f"missing: rubric {rubric.name} grades against a reference answer, so every row needs one")
         if (n := (not config.prompts_only and len(item.responses)) or config.num_responses) > 2:
             settings.budget_for(n, spec)  # a budget too small for the row's candidates is an error now
     if records == 0:
-        raise InputError(
-            config.input,
-            None,
-            None,
-            "no rows to label" + (" (its ?rows= selects none)" if "rows=" in config.input else ""),
-        )
+        raise InputError(config.input, None, None, "no rows to label" + (" (its ?rows= selects none)" if "rows=" in config.input else ""))
 
     if config.dry_run:
         check_output_directory(config.output_dir())  # what the run would fail on, the dry run says
@@ -508,10 +374,8 @@ def label(config: LabelConfig) -> LabelResult:
                 return LabelResult(out, pending_batch=pending)
         if (aside := set_aside_earlier_run(out, fingerprint)) is not None:
             print(f"{out}: an earlier run with other settings is moved to {aside}", file=sys.stderr)
-        with (
-            Output.open(out, fingerprint) as output,
-            tqdm(total=0, desc="labeling", unit="call", disable=not config.progress) as run.bar,
-        ):
+        with Output.open(out, fingerprint) as output, \
+                tqdm(total=0, desc="labeling", unit="call", disable=not config.progress) as run.bar:
             totals = output.totals
             for examples, invalid in _chunks(config, skip=totals.records):
                 output.write(*run.chunk(examples, invalid, totals))
@@ -521,9 +385,7 @@ def label(config: LabelConfig) -> LabelResult:
         generator.close()
         cache.close()
 
-    result = LabelResult(
-        out, manifest(asdict(config), spec, rubric, totals, started, fingerprint, settings.strategy)
-    )
+    result = LabelResult(out, manifest(asdict(config), spec, rubric, totals, started, fingerprint, settings.strategy))
     write_json_atomic(out / "manifest.json", result.manifest)
     write_card(out, result.manifest, agreement_report(result.rows, result.manifest), command_of(config))
     (out / PROGRESS).unlink()

@@ -38,10 +38,7 @@ def freeze_lower_layers(model: torch.nn.Module, train_layers: int | None) -> Non
     if train_layers is None:
         return
     if train_layers > len(transformer_blocks(model)):
-        raise ConfigError(
-            f"--train-layers {train_layers}: the model has "
-            f"{len(transformer_blocks(model))} transformer blocks"
-        )
+        raise ConfigError(f"--train-layers {train_layers}: the model has {len(transformer_blocks(model))} transformer blocks")
     base = getattr(model, model.base_model_prefix)
     for p in model.parameters():
         p.requires_grad = False
@@ -58,12 +55,8 @@ def runs_piecewise(model: torch.nn.Module) -> bool:
     """Whether the blocks here compute what `model`'s own forward pass would: a Llama-shaped
     transformers model, not wrapped (DDP, an adapter), not sharded, without gradient
     checkpointing (which its own forward pass would do)."""
-    return (
-        isinstance(model, PreTrainedModel)
-        and not isinstance(model, FSDPModule)
-        and not model.is_activation_checkpointing
-        and model.config.model_type in PIECEWISE_MODEL_TYPES
-    )
+    return (isinstance(model, PreTrainedModel) and not isinstance(model, FSDPModule) and not model.is_activation_checkpointing
+            and model.config.model_type in PIECEWISE_MODEL_TYPES)
 
 
 @dataclass
@@ -92,21 +85,14 @@ class Layout:
         return out
 
 
-def block_forward(
-    layer: torch.nn.Module,
-    flat: torch.Tensor,
-    layout: Layout,
-    cos: torch.Tensor,
-    sin: torch.Tensor,
-    reads: torch.Tensor | None = None,
-) -> torch.Tensor:
+def block_forward(layer: torch.nn.Module, flat: torch.Tensor, layout: Layout, cos: torch.Tensor, sin: torch.Tensor,
+                  reads: torch.Tensor | None = None) -> torch.Tensor:
     """One block on the real tokens flat: (N, H) → (N, H); with `reads` (R, M), the columns read
     in each row, only there: → (R, M, H). cos, sin: (N, D), the rotary embedding of each token."""
     attn = layer.self_attn
     heads = lambda t: t.view(len(t), -1, attn.head_dim)  # (N, h·D) -> (N, h, D)
     rotate = lambda t, c, s: t * c + rotate_half(t) * s  # c, s broadcast over the heads
-    # (N, h, D) -> (R, h, L, D)
-    as_rows = lambda t: layout.rows(t.flatten(1)).unflatten(-1, (-1, attn.head_dim)).transpose(1, 2)
+    as_rows = lambda t: layout.rows(t.flatten(1)).unflatten(-1, (-1, attn.head_dim)).transpose(1, 2)  # (N, h, D) -> (R, h, L, D)
     x = layer.input_layernorm(flat)
     keys = as_rows(rotate(heads(attn.k_proj(x)), cos[:, None], sin[:, None]))
     values = as_rows(heads(attn.v_proj(x)))
@@ -116,28 +102,13 @@ def block_forward(
         rows = torch.arange(len(reads), device=reads.device)[:, None]
         at = layout.real(rows * layout.valid.shape[1] + reads)  # (R, M) among the real tokens
         flat, x, cos, sin = flat[at], x[at], cos[at], sin[at]  # (R, M, ·)
-        queries = rotate(
-            attn.q_proj(x).unflatten(-1, (-1, attn.head_dim)), cos[..., None, :], sin[..., None, :]
-        ).transpose(1, 2)
+        queries = rotate(attn.q_proj(x).unflatten(-1, (-1, attn.head_dim)), cos[..., None, :], sin[..., None, :]).transpose(1, 2)
         seen = layout.seen[rows, 0, reads][:, None]  # (R, 1, M, L)
-    # CUDA's kernels that take a mask do not share key/value heads (enable_gqa would
-    # fall back to the math kernel)
-    if keys.is_cuda:
+    if keys.is_cuda:  # CUDA's kernels that take a mask do not share key/value heads (enable_gqa would fall back to the math kernel)
         groups = queries.shape[1] // keys.shape[1]
         keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
-    out = (
-        F.scaled_dot_product_attention(
-            queries,
-            keys,
-            values,
-            attn_mask=seen,
-            scale=attn.scaling,
-            enable_gqa=not keys.is_cuda,
-            dropout_p=attn.attention_dropout if attn.training else 0.0,
-        )
-        .transpose(1, 2)
-        .flatten(2)
-    )
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=seen, scale=attn.scaling, enable_gqa=not keys.is_cuda,
+                                         dropout_p=attn.attention_dropout if attn.training else 0.0).transpose(1, 2).flatten(2)
     h = flat + attn.o_proj(out[layout.valid] if reads is None else out)
     return h + layer.mlp(layer.post_attention_layernorm(h))
 
@@ -148,9 +119,7 @@ def rotary(model: torch.nn.Module, flat: torch.Tensor, layout: Layout) -> tuple[
     return cos[0], sin[0]
 
 
-def blocks_between(
-    model: torch.nn.Module, flat: torch.Tensor, start: int, stop: int, layout: Layout
-) -> torch.Tensor:
+def blocks_between(model: torch.nn.Module, flat: torch.Tensor, start: int, stop: int, layout: Layout) -> torch.Tensor:
     """The real tokens' hidden states (N, H) leaving block `stop − 1`, given those entering block `start`."""
     cos, sin = rotary(model, flat, layout)
     for layer in model.base_model.layers[start:stop]:
@@ -158,9 +127,7 @@ def blocks_between(
     return flat
 
 
-def last_block_at(
-    model: torch.nn.Module, flat: torch.Tensor, layout: Layout, reads: torch.Tensor
-) -> torch.Tensor:
+def last_block_at(model: torch.nn.Module, flat: torch.Tensor, layout: Layout, reads: torch.Tensor) -> torch.Tensor:
     """The final hidden states (after the final norm) at the read columns `reads` (R, M) only,
     given the real tokens' states (N, H) entering the last block: (R, M, H), equal to the whole
     forward pass's last hidden states there."""
@@ -175,11 +142,5 @@ def hidden_at(model: torch.nn.Module, packed: Packed, index: torch.Tensor, **kwa
     if not runs_piecewise(model):
         return packed_hidden(model, packed, **kwargs)[index]
     layout = Layout.of(packed)
-    flat = blocks_between(
-        model,
-        model.base_model.embed_tokens(packed.input_ids)[layout.valid],
-        0,
-        len(model.base_model.layers),
-        layout,
-    )
+    flat = blocks_between(model, model.base_model.embed_tokens(packed.input_ids)[layout.valid], 0, len(model.base_model.layers), layout)
     return model.base_model.norm(flat[layout.real(index)])

@@ -12,9 +12,7 @@ from rlaif.inputs import Prompt
 from rlaif.models.loading import chat_prompt
 
 
-def encode_prompt(
-    tokenizer, prompt: Prompt, max_length: int, source: str, truncate: bool, room: int = 1
-) -> tuple[list[int], bool]:
+def encode_prompt(tokenizer, prompt: Prompt, max_length: int, source: str, truncate: bool, room: int = 1) -> tuple[list[int], bool]:
     """Prompt token ids, leaving `room` tokens for a response, and whether the prompt was cut.
 
     A prompt too long keeps its end with `truncate`, else it is an error naming the row.
@@ -25,25 +23,11 @@ def encode_prompt(
         return ids, False
     if not truncate:
         file, _, line = source.rpartition(":")
-        raise InputError(
-            file,
-            int(line),
-            "prompt",
-            f"is {len(ids)} tokens, longer than --max-length {max_length} "
-            "allows (without --no-truncate-prompt its end is kept)",
-        )
+        raise InputError(file, int(line), "prompt", f"is {len(ids)} tokens, longer than --max-length {max_length} allows (without --no-truncate-prompt its end is kept)")
     return ids[-limit:], True
 
 
-def encode(
-    tokenizer,
-    prompt: Prompt,
-    response: str,
-    max_length: int,
-    source: str,
-    truncate: bool,
-    room: int | None = None,
-) -> dict[str, Any]:
+def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: str, truncate: bool, room: int | None = None) -> dict[str, Any]:
     """input_ids and labels (−100 on prompt tokens) for one prompt + response (+ EOS), and
     `truncated`: whether anything was cut to fit `max_length`.
 
@@ -56,16 +40,10 @@ def encode(
     prompt_ids, cut = encode_prompt(tokenizer, prompt, max_length, source, truncate, room)
     ids = prompt_ids + response_ids
     labels = [-100] * len(prompt_ids) + response_ids
-    return {
-        "input_ids": ids[:max_length],
-        "labels": labels[:max_length],
-        "truncated": cut or len(ids) > max_length,
-    }
+    return {"input_ids": ids[:max_length], "labels": labels[:max_length], "truncated": cut or len(ids) > max_length}
 
 
-def collate(
-    features: list[dict[str, list[int]]], pad_id: int, device: str = "cpu"
-) -> dict[str, torch.Tensor]:
+def collate(features: list[dict[str, list[int]]], pad_id: int, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Right-pad to the longest: input_ids, attention_mask, labels (−100 on padding), on `device`."""
     width = max(len(f["input_ids"]) for f in features)
     batch: dict[str, Any] = {"input_ids": [], "attention_mask": [], "labels": []}

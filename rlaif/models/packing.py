@@ -61,16 +61,13 @@ def pack(groups: list[list[list[int]]], pad_id: int, device: str, start: int = 0
         rows.append(ids)
         depths.append(depth)
     width = max(len(ids) for ids in rows)
-    # padding sees itself, so no softmax row is empty
-    sees = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)
+    sees = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # padding sees itself, so no softmax row is empty
     for r, path in paths:
         at = torch.tensor(path)
         sees[r, at[:, None], at[None, :]] |= torch.ones(len(path), len(path), dtype=torch.bool).tril()
         places.append([r * width + p for p in path])
     input_ids = torch.tensor([ids + [pad_id] * (width - len(ids)) for ids in rows])
-    positions = torch.tensor(
-        [[start + d for d in depth] + [start] * (width - len(depth)) for depth in depths]
-    )
+    positions = torch.tensor([[start + d for d in depth] + [start] * (width - len(depth)) for depth in depths])
     return Packed(input_ids.to(device), positions.to(device), sees[:, None].to(device), places)
 
 
@@ -89,9 +86,7 @@ class PackedSequences:
         return len(self.last_index)
 
 
-def pack_sequences(
-    groups: list[list[tuple[int, dict[str, list[int]]]]], pad_id: int, device: str
-) -> PackedSequences:
+def pack_sequences(groups: list[list[tuple[int, dict[str, list[int]]]]], pad_id: int, device: str) -> PackedSequences:
     """Pack each group of (number, sequence) into one row; a sequence is `encode`'s input_ids
     and labels (−100 off the response), and the numbers are 0 … n−1, each used once."""
     packed = pack([[seq["input_ids"] for _, seq in group] for group in groups], pad_id, device)
@@ -105,9 +100,7 @@ def pack_sequences(
                 sequence.append(s)
         last_index[s] = place[-1]
     as_tensor = lambda x: torch.tensor(x, dtype=torch.long, device=device)
-    return PackedSequences(
-        packed, as_tensor(token_index), as_tensor(targets), as_tensor(sequence), as_tensor(last_index)
-    )
+    return PackedSequences(packed, as_tensor(token_index), as_tensor(targets), as_tensor(sequence), as_tensor(last_index))
 
 
 ROW_CELLS = 1024 * 1024  # attention cells (L²) a batch may spend per row it is allowed
@@ -120,51 +113,33 @@ def length_batches(lengths: list[int], rows: int) -> list[list[int]]:
     (one item of 8,192 tokens takes a batch of its own)."""
     batches: list[list[int]] = []
     for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        if (
-            batches
-            and len(batches[-1]) < rows
-            and (len(batches[-1]) + 1) * lengths[i] ** 2 <= rows * ROW_CELLS
-        ):
+        if batches and len(batches[-1]) < rows and (len(batches[-1]) + 1) * lengths[i] ** 2 <= rows * ROW_CELLS:
             batches[-1].append(i)
         else:
             batches.append([i])
     return batches
 
 
-def packed_batches(
-    sequences: list[dict[str, list[int]]], rows: int, pad_id: int, device: str
-) -> Iterator[tuple[list[int], PackedSequences]]:
+def packed_batches(sequences: list[dict[str, list[int]]], rows: int, pad_id: int, device: str) -> Iterator[tuple[list[int], PackedSequences]]:
     """`encode`'s sequences grouped by prompt (the tokens their labels leave out), a group to a
     row and up to `rows` groups of similar length to a batch (`length_batches`): (indices,
     batch) with the batch's sequence j being sequences[indices[j]]."""
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, seq in enumerate(sequences):
-        groups.setdefault(tuple(seq["input_ids"][: seq["labels"].count(-100)]), []).append(i)
+        groups.setdefault(tuple(seq["input_ids"][:seq["labels"].count(-100)]), []).append(i)
     members = list(groups.values())
-    row_lengths = [
-        len(prompt) + sum(len(sequences[i]["input_ids"]) - len(prompt) for i in group)
-        for prompt, group in zip(groups, members)
-    ]
+    row_lengths = [len(prompt) + sum(len(sequences[i]["input_ids"]) - len(prompt) for i in group) for prompt, group in zip(groups, members)]
     for batch in length_batches(row_lengths, rows):
         chunk = [members[g] for g in batch]
         indices = [i for group in chunk for i in group]
         numbers = iter(range(len(indices)))
-        yield (
-            indices,
-            pack_sequences(
-                [[(next(numbers), sequences[i]) for i in group] for group in chunk], pad_id, device
-            ),
-        )
+        yield indices, pack_sequences([[(next(numbers), sequences[i]) for i in group] for group in chunk], pad_id, device)
 
 
 def pack_pairs(pairs: list, pad_id: int, device: str) -> PackedSequences:
     """Pack each pair (`trainers.pairs.encode_pair`'s chosen, rejected and label) into one row:
     for B pairs, sequence s < B is pair s's chosen and B + s its rejected."""
-    return pack_sequences(
-        [[(k, chosen), (len(pairs) + k, rejected)] for k, (chosen, rejected, *_) in enumerate(pairs)],
-        pad_id,
-        device,
-    )
+    return pack_sequences([[(k, chosen), (len(pairs) + k, rejected)] for k, (chosen, rejected, *_) in enumerate(pairs)], pad_id, device)
 
 
 def packed_hidden(model: torch.nn.Module, packed: Packed, **kwargs) -> torch.Tensor:
@@ -172,11 +147,6 @@ def packed_hidden(model: torch.nn.Module, packed: Packed, **kwargs) -> torch.Ten
     (R·L, H). Called through `model` itself, since a DDP wrapper must see the forward pass;
     the caller applies the head where it is needed (a causal LM is passed `logits_to_keep=1`,
     so that its own head runs on one position only)."""
-    out = model(
-        input_ids=packed.input_ids,
-        attention_mask=packed.attention_mask,
-        position_ids=packed.position_ids,
-        output_hidden_states=True,
-        **{"use_cache": False, **kwargs},
-    )
+    out = model(input_ids=packed.input_ids, attention_mask=packed.attention_mask, position_ids=packed.position_ids,
+                output_hidden_states=True, **{"use_cache": False, **kwargs})
     return out.hidden_states[-1].flatten(0, 1)

@@ -22,15 +22,8 @@ def stop_ids(lm, tokenizer) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_rows(
-    lm,
-    prompts: list[list[int]],
-    generators: list[torch.Generator],
-    max_new_tokens: int,
-    temperature: float,
-    pad_id: int,
-    stop: torch.Tensor,
-) -> list[list[int]]:
+def sample_rows(lm, prompts: list[list[int]], generators: list[torch.Generator], max_new_tokens: int, temperature: float,
+                pad_id: int, stop: torch.Tensor) -> list[list[int]]:
     """One response (token ids, without its stop token) per prompt row, from its own generator."""
     width = max(map(len, prompts))
     ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=lm.device)
@@ -53,30 +46,14 @@ def sample_rows(
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         positions = positions[:, -1:] + 1
-        out = lm(
-            input_ids=step[:, None],
-            attention_mask=mask,
-            position_ids=positions,
-            cache=out.cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
+        out = lm(input_ids=step[:, None], attention_mask=mask, position_ids=positions, cache=out.cache, use_cache=True, logits_to_keep=1)
     rows = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in prompts]
     stops = set(stop.tolist())
     return [row[: next((i for i, t in enumerate(row) if t in stops), len(row))] for row in rows]
 
 
-def sample_prompts(
-    lm,
-    tokenizer,
-    prompts: list[list[int]],
-    n: int,
-    max_new_tokens: int,
-    temperature: float,
-    seeds: list[int],
-    on_result: Callable[[int, list[list[int]]], None],
-    batch_rows: int = 16,
-) -> None:
+def sample_prompts(lm, tokenizer, prompts: list[list[int]], n: int, max_new_tokens: int, temperature: float, seeds: list[int],
+                   on_result: Callable[[int, list[list[int]]], None], batch_rows: int = 16) -> None:
     """`n` responses to each prompt (token ids), about `batch_rows` rows at a time, the longest
     prompts first; `on_result(index, responses)` hears each prompt as its batch is done."""
     stop = stop_ids(lm, tokenizer)
@@ -84,11 +61,9 @@ def sample_prompts(
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     per_batch = max(1, batch_rows // n)
     for start in range(0, len(order), per_batch):
-        chunk = order[start : start + per_batch]
+        chunk = order[start:start + per_batch]
         rows = [prompts[i] for i in chunk for _ in range(n)]
         generators = [torch.Generator(device).manual_seed(seeds[i] + j) for i in chunk for j in range(n)]
-        responses = sample_rows(
-            lm, rows, generators, max_new_tokens, temperature, tokenizer.pad_token_id, stop
-        )
+        responses = sample_rows(lm, rows, generators, max_new_tokens, temperature, tokenizer.pad_token_id, stop)
         for k, i in enumerate(chunk):
-            on_result(i, responses[k * n : (k + 1) * n])
+            on_result(i, responses[k * n:(k + 1) * n])

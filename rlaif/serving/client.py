@@ -8,9 +8,7 @@ completions of the same prompt (TRL's `num_generations`) are one group, and each
 reward from the judge's ranking of the group; otherwise each completion is scored alone.
 
     from rlaif.serving.client import JudgeReward
-    trainer = GRPOTrainer(
-        model=..., reward_funcs=[JudgeReward(url="http://judge-host:8000", groups=True)], ...
-    )
+    trainer = GRPOTrainer(model=..., reward_funcs=[JudgeReward(url="http://judge-host:8000", groups=True)], ...)
 """
 
 from __future__ import annotations
@@ -42,18 +40,8 @@ def _groups(prompts: Sequence[Any], completions: Sequence[str]) -> list[tuple[An
 class _Reward:
     """What the sync and async reward functions share: where to ask, and the request and its answer."""
 
-    def __init__(
-        self,
-        url: str | None = None,
-        *,
-        judge: str | None = None,
-        rubric: str | None = None,
-        cache: str | None = None,
-        groups: bool = False,
-        ranking: str = "all-pairs",
-        api_key_env: str | None = None,
-        timeout: float = 600.0,
-    ):
+    def __init__(self, url: str | None = None, *, judge: str | None = None, rubric: str | None = None, cache: str | None = None,
+                 groups: bool = False, ranking: str = "all-pairs", api_key_env: str | None = None, timeout: float = 600.0):
         if (url is None) == (judge is None):
             raise ConfigError("give a server's url or a judge to run in this process, not both")
         self.url, self.groups, self.timeout = url and url.rstrip("/"), groups, timeout
@@ -68,30 +56,19 @@ class _Reward:
     def request(self, prompts: Sequence[Any], completions: Sequence[Any]) -> tuple[str, dict[str, Any]]:
         texts = [_text(c) for c in completions]
         if self.groups:
-            return "/v1/group_rewards", {
-                "groups": [{"prompt": p, "completions": c} for p, c in _groups(prompts, texts)]
-            }
+            return "/v1/group_rewards", {"groups": [{"prompt": p, "completions": c} for p, c in _groups(prompts, texts)]}
         return "/v1/scores", {"prompts": list(prompts), "completions": texts}
 
     def local_rewards(self, path: str, body: dict[str, Any]) -> list[float]:
         assert self.local is not None
         if path == "/v1/scores":
             return self.local.scores(body["prompts"], body["completions"])[0]
-        return [
-            r
-            for group in self.local.group_rewards([(g["prompt"], g["completions"]) for g in body["groups"]])[
-                0
-            ]
-            for r in group
-        ]
+        return [r for group in self.local.group_rewards([(g["prompt"], g["completions"]) for g in body["groups"]])[0] for r in group]
 
     @staticmethod
     def answer(path: str, response) -> list[float]:
         if response.status_code != 200:
-            raise RuntimeError(
-                f"rlaif serve answered {response.status_code}: "
-                f"{response.json().get('error', response.text)[:300]}"
-            )
+            raise RuntimeError(f"rlaif serve answered {response.status_code}: {response.json().get('error', response.text)[:300]}")
         rewards = response.json()["rewards"]
         flat = [r for group in rewards for r in group] if path == "/v1/group_rewards" else rewards
         return [math.nan if r is None else r for r in flat]
@@ -106,17 +83,13 @@ class JudgeReward(_Reward):
             return self.local_rewards(path, body)
         import httpx2
 
-        return self.answer(  # type: ignore[operator]
-            path, httpx2.post(self.url + path, json=body, headers=self.headers, timeout=self.timeout)
-        )
+        return self.answer(path, httpx2.post(self.url + path, json=body, headers=self.headers, timeout=self.timeout))  # type: ignore[operator]
 
 
 class AsyncJudgeReward(_Reward):
     """The same as a coroutine function: TRL awaits it beside its other asynchronous rewards."""
 
-    async def __call__(
-        self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any
-    ) -> list[float]:
+    async def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         path, body = self.request(prompts, completions)
         if self.local is not None:
             import asyncio

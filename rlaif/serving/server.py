@@ -49,48 +49,25 @@ from rlaif.storage.locks import output_directory
 class ServeConfig:
     """Every setting of `rlaif serve`; the command's options are generated from these fields."""
 
-    judge: str = setting(
-        DEFAULT_JUDGE, "Built-in judge name or path to a judge config (its calibration included)."
-    )
-    rubric: str | None = setting(
-        None,
-        "Built-in rubric name or path to a Jinja2 template "
-        "[default: the judge config's `rubric`, else quality].",
-    )
-    mode: str | None = setting(
-        None,
-        "How group rewards compare completions: pairwise (both "
-        "orders) or pointwise [default: the judge's own].",
-        ("pairwise", "pointwise"),
-    )
-    ranking: str = setting(
-        "all-pairs",
-        "How a group's completions are ranked for group rewards (as `rlaif label --ranking`).",
-        STRATEGIES,
-    )
-    host: str = setting(
-        "127.0.0.1", "Address to listen on (0.0.0.0: every interface; then set --api-key-env)."
-    )
+    judge: str = setting(DEFAULT_JUDGE, "Built-in judge name or path to a judge config (its calibration included).")
+    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template [default: the judge config's `rubric`, else quality].")
+    mode: str | None = setting(None, "How group rewards compare completions: pairwise (both orders) or pointwise [default: the judge's own].",
+                               ("pairwise", "pointwise"))
+    ranking: str = setting("all-pairs", "How a group's completions are ranked for group rewards (as `rlaif label --ranking`).", STRATEGIES)
+    host: str = setting("127.0.0.1", "Address to listen on (0.0.0.0: every interface; then set --api-key-env).")
     port: int = setting(8000, "Port to listen on.", at_least=1, at_most=65535)
-    cache: str = setting(
-        "outputs/serve/cache.sqlite", "Answer cache file, shared by every request and kept across restarts."
-    )
+    cache: str = setting("outputs/serve/cache.sqlite", "Answer cache file, shared by every request and kept across restarts.")
     max_batch: int = setting(64, "Most completions computed in one batch.", at_least=1)
     max_wait_ms: float = setting(100.0, "Longest a request waits for others to join its batch.", at_least=0)
     max_body_mb: float = setting(16.0, "Largest request body.", above=0)
     max_completions: int = setting(1024, "Most completions in one request.", at_least=1)
-    api_key_env: str | None = setting(
-        None, "An environment variable holding a key: requests must then send `Authorization: Bearer KEY`."
-    )
+    api_key_env: str | None = setting(None, "An environment variable holding a key: requests must then send `Authorization: Bearer KEY`.")
     seed: int = setting(0, "Seeds the order of a group's comparisons.")
 
     def __post_init__(self) -> None:
         check_settings(self)
         if self.api_key_env is not None and not os.environ.get(self.api_key_env):
-            raise ConfigError(
-                f"--api-key-env {self.api_key_env}: that environment variable is empty or unset",
-                key="api_key_env",
-            )
+            raise ConfigError(f"--api-key-env {self.api_key_env}: that environment variable is empty or unset", key="api_key_env")
 
 
 class BadRequest(Exception):
@@ -103,16 +80,10 @@ def _prompt(value: Any, where: str) -> Any:
     """A prompt as the judge takes it: a string, or a list of {"role", "content"} messages."""
     if isinstance(value, str):
         return value
-    if (
-        isinstance(value, list)
-        and value
-        and all(
-            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in value
-        )
-    ):
+    if isinstance(value, list) and value and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                                                 for m in value):
         return [{"role": m["role"], "content": m["content"]} for m in value]
-    raise BadRequest(422, f'field \'{where}\': expected a string or a list of {{"role", "content"}} messages')
+    raise BadRequest(422, f"field '{where}': expected a string or a list of {{\"role\", \"content\"}} messages")
 
 
 def _strings(body: dict, name: str, limit: int, required: bool = True) -> list[str] | None:
@@ -120,9 +91,7 @@ def _strings(body: dict, name: str, limit: int, required: bool = True) -> list[s
     if value is None and not required:
         return None
     if not isinstance(value, list):
-        raise BadRequest(
-            422, f"field '{name}': expected a list" + ("" if name in body else ", and it is missing")
-        )
+        raise BadRequest(422, f"field '{name}': expected a list" + ("" if name in body else ", and it is missing"))
     if len(value) > limit:
         raise BadRequest(413, f"field '{name}': {len(value)} items, more than --max-completions {limit}")
     for i, item in enumerate(value):
@@ -150,9 +119,7 @@ class Batcher:
         while True:
             batch = [await self.queue.get()]
             deadline = loop.time() + self.max_wait
-            while (
-                sum(size for _, _, size, _ in batch) < self.max_batch and (left := deadline - loop.time()) > 0
-            ):
+            while sum(size for _, _, size, _ in batch) < self.max_batch and (left := deadline - loop.time()) > 0:
                 try:
                     batch.append(await asyncio.wait_for(self.queue.get(), left))
                 except TimeoutError:
@@ -168,25 +135,21 @@ class Batcher:
         try:
             if kind == "scores":
                 values, counts = await asyncio.get_running_loop().run_in_executor(
-                    self.worker, self.rewards.scores, [p for p, _ in merged], [c for _, c in merged]
-                )
+                    self.worker, self.rewards.scores, [p for p, _ in merged], [c for _, c in merged])
             else:
-                values, counts = await asyncio.get_running_loop().run_in_executor(
-                    self.worker, self.rewards.group_rewards, merged
-                )
+                values, counts = await asyncio.get_running_loop().run_in_executor(self.worker, self.rewards.group_rewards, merged)
         except Exception as e:  # noqa: BLE001 - the judge failed: every request of the batch hears why, and the server goes on
             for _, future in part:
                 if not future.done():
                     future.set_exception(e)
             return
-        # JSON has no NaN: a completion the judge gave no score is null (TRL reads it as NaN)
-        if kind == "scores":
+        if kind == "scores":  # JSON has no NaN: a completion the judge gave no score is null (TRL reads it as NaN)
             values = [None if math.isnan(v) else v for v in values]
         self.stats.batch(len(merged), counts.requests, counts.calls, time.perf_counter() - started)
         start = 0
         for items, future in part:
             if not future.done():
-                future.set_result(values[start : start + len(items)])
+                future.set_result(values[start:start + len(items)])
             start += len(items)
 
     def close(self) -> None:
@@ -216,22 +179,10 @@ class Stats:
         return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
-            "uptime_s": round(time.time() - self.started, 1),
-            "requests": dict(self.requests),
-            "errors": {str(k): v for k, v in self.errors.items()},
-            "completions": self.completions,
-            "batches": self.batches,
-            "judge_requests": self.judge_requests,
-            "judge_calls": self.judge_calls,
-            "cache_hits": self.judge_requests - self.judge_calls,
-            "judging_s": round(self.judging_s, 3),
-            "latency_s": {
-                "p50": self.percentile(0.5),
-                "p90": self.percentile(0.9),
-                "p99": self.percentile(0.99),
-            },
-        }
+        return {"uptime_s": round(time.time() - self.started, 1), "requests": dict(self.requests), "errors": {str(k): v for k, v in self.errors.items()},
+                "completions": self.completions, "batches": self.batches, "judge_requests": self.judge_requests, "judge_calls": self.judge_calls,
+                "cache_hits": self.judge_requests - self.judge_calls, "judging_s": round(self.judging_s, 3),
+                "latency_s": {"p50": self.percentile(0.5), "p90": self.percentile(0.9), "p99": self.percentile(0.99)}}
 
 
 def create_app(config: ServeConfig, rewards: JudgeRewards):
@@ -283,13 +234,8 @@ def create_app(config: ServeConfig, rewards: JudgeRewards):
                 return JSONResponse({"error": str(e)}, status_code=422)
             except Exception as e:  # noqa: BLE001 - the judge itself failed: one line, no traceback, and the server goes on
                 stats.errors[503] += 1
-                return JSONResponse(
-                    {
-                        "error": f"the judge failed: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:300] if str(e) else ''}"
-                    },
-                    status_code=503,
-                )
+                return JSONResponse({"error": f"the judge failed: {type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"},
+                                    status_code=503)
             stats.latencies.append(time.perf_counter() - started)
             return JSONResponse(result)
 
@@ -300,10 +246,7 @@ def create_app(config: ServeConfig, rewards: JudgeRewards):
         prompts = _strings(body, "prompts", config.max_completions, required=False)
         if prompts is not None and len(prompts) != len(queries):  # type: ignore[arg-type]
             raise BadRequest(422, f"field 'prompts': {len(prompts)} items for {len(queries)} queries")  # type: ignore[arg-type]
-        items = [  # type: ignore[arg-type]
-            (p, q[len(p) :]) if p and q.startswith(p) else ("", q)
-            for q, p in zip(queries, prompts or [""] * len(queries))
-        ]
+        items = [(p, q[len(p):]) if p and q.startswith(p) else ("", q) for q, p in zip(queries, prompts or [""] * len(queries))]  # type: ignore[arg-type]
         rewards = await state["batcher"].submit("scores", items, len(items))
         return {"rewards": rewards, "scores": rewards, "extra_logs": {}}
 
@@ -311,40 +254,27 @@ def create_app(config: ServeConfig, rewards: JudgeRewards):
         completions = _strings(body, "completions", config.max_completions)
         prompts = body.get("prompts")
         if not isinstance(prompts, list) or len(prompts) != len(completions):  # type: ignore[arg-type]
-            raise BadRequest(  # type: ignore[arg-type]
-                422, f"field 'prompts': expected a list of {len(completions)} prompts, one per completion"
-            )
+            raise BadRequest(422, f"field 'prompts': expected a list of {len(completions)} prompts, one per completion")  # type: ignore[arg-type]
         items = [(_prompt(p, f"prompts[{i}]"), c) for i, (p, c) in enumerate(zip(prompts, completions))]  # type: ignore[arg-type]
         return {"rewards": await state["batcher"].submit("scores", items, len(items))}
 
     async def group_rewards(body: dict) -> dict:
         groups = body.get("groups")
         if not isinstance(groups, list) or not groups:
-            raise BadRequest(422, 'field \'groups\': expected a non-empty list of {"prompt", "completions"}')
+            raise BadRequest(422, "field 'groups': expected a non-empty list of {\"prompt\", \"completions\"}")
         items = []
         for i, group in enumerate(groups):
             if not isinstance(group, dict):
-                raise BadRequest(
-                    422, f"field 'groups[{i}]': expected an object with 'prompt' and 'completions'"
-                )
-            items.append(
-                (
-                    _prompt(group.get("prompt"), f"groups[{i}].prompt"),
-                    _strings(group, "completions", config.max_completions),
-                )
-            )
+                raise BadRequest(422, f"field 'groups[{i}]': expected an object with 'prompt' and 'completions'")
+            items.append((_prompt(group.get("prompt"), f"groups[{i}].prompt"),
+                          _strings(group, "completions", config.max_completions)))
         size = sum(len(c) for _, c in items)
         if size > config.max_completions:
-            raise BadRequest(
-                413,
-                f"field 'groups': {size} completions, more than --max-completions {config.max_completions}",
-            )
+            raise BadRequest(413, f"field 'groups': {size} completions, more than --max-completions {config.max_completions}")
         return {"rewards": await state["batcher"].submit("groups", items, size)}
 
     async def health(request: Request):
-        return JSONResponse(
-            {"status": "ok", "judge": rewards.name, "mode": rewards.spec.mode, "ranking": config.ranking}
-        )
+        return JSONResponse({"status": "ok", "judge": rewards.name, "mode": rewards.spec.mode, "ranking": config.ranking})
 
     async def metrics(request: Request):
         return JSONResponse(stats.as_dict())
@@ -360,18 +290,12 @@ def create_app(config: ServeConfig, rewards: JudgeRewards):
             state["batcher"].close()
 
     async def not_found(request: Request, exc):
-        return JSONResponse(
-            {"error": f"no such endpoint: {request.method} {request.url.path}"},
-            status_code=getattr(exc, "status_code", 404),
-        )
+        return JSONResponse({"error": f"no such endpoint: {request.method} {request.url.path}"}, status_code=getattr(exc, "status_code", 404))
 
-    routes = [
-        Route("/get_reward", endpoint("get_reward", get_reward), methods=["POST"]),
-        Route("/v1/scores", endpoint("scores", scores), methods=["POST"]),
-        Route("/v1/group_rewards", endpoint("group_rewards", group_rewards), methods=["POST"]),
-        Route("/health", health),
-        Route("/metrics", metrics),
-    ]
+    routes = [Route("/get_reward", endpoint("get_reward", get_reward), methods=["POST"]),
+              Route("/v1/scores", endpoint("scores", scores), methods=["POST"]),
+              Route("/v1/group_rewards", endpoint("group_rewards", group_rewards), methods=["POST"]),
+              Route("/health", health), Route("/metrics", metrics)]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
 
 
@@ -382,22 +306,10 @@ def serve(config: ServeConfig) -> None:
     except ImportError:
         raise ConfigError("rlaif serve needs its web server: pip install 'rlaif[serve]'") from None
     output_directory(Path(config.cache).parent)
-    rewards = JudgeRewards(
-        config.judge, config.cache, config.rubric, config.ranking, config.seed, config.mode
-    )
+    rewards = JudgeRewards(config.judge, config.cache, config.rubric, config.ranking, config.seed, config.mode)
     rewards.judge()  # a judge that cannot load fails now, not at the first request
     try:
-        print(
-            f"rlaif serve: judge {rewards.name} ({rewards.spec.mode}), rubric "
-            f"{rewards.rubric.name}, on http://{config.host}:{config.port}",
-            flush=True,
-        )
-        uvicorn.run(
-            create_app(config, rewards),
-            host=config.host,
-            port=config.port,
-            log_level="warning",
-            timeout_graceful_shutdown=30,
-        )
+        print(f"rlaif serve: judge {rewards.name} ({rewards.spec.mode}), rubric {rewards.rubric.name}, on http://{config.host}:{config.port}", flush=True)
+        uvicorn.run(create_app(config, rewards), host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=30)
     finally:
         rewards.close()

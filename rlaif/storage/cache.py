@@ -34,11 +34,7 @@ class AnswerCache:
             # A WAL database opened even read-only gets its -wal and -shm files made beside it; with no
             # -wal there (no run is writing it) it is read as immutable, which makes none.
             quiet = not self.path.with_name(self.path.name + "-wal").exists()
-            self._db = sqlite3.connect(
-                f"file:{self.path.absolute()}?mode=ro{'&immutable=1' if quiet else ''}",
-                uri=True,
-                check_same_thread=False,
-            )
+            self._db = sqlite3.connect(f"file:{self.path.absolute()}?mode=ro{'&immutable=1' if quiet else ''}", uri=True, check_same_thread=False)
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,9 +72,7 @@ class AnswerCache:
         self._db.close()
 
 
-def through_cache(
-    cache: AnswerCache, keys: list[str], compute: Callable[[list[int]], list[Any]]
-) -> list[Any]:
+def through_cache(cache: AnswerCache, keys: list[str], compute: Callable[[list[int]], list[Any]]) -> list[Any]:
     """The value of each key: from the cache, or from `compute(indices)`, which gets the index of
     the first occurrence of each missing key and returns their values in that order (then cached)."""
     found = {k: v for k in set(keys) if (v := cache.get(k)) is not None}

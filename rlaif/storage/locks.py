@@ -1,8 +1,8 @@
 """One writer per output directory. A run that writes a directory holds an exclusive OS lock
 on `<dir>/.rlaif.lock` for its whole length; a second run into the same directory stops at
 once, naming the process that holds it. The operating system drops the lock when its process
-ends, however it ends (a SIGKILL included), so nothing stale is left behind. A disk that fills
-while the run writes stops it with `DiskFull`, one line, rather than a traceback."""
+ends, however it ends (a SIGKILL included), so nothing stale is left behind. A disk that fills while the run writes stops it with
+`DiskFull`, one line, rather than a traceback."""
 
 from __future__ import annotations
 
@@ -22,8 +22,7 @@ from pathlib import Path
 from rlaif.errors import UserError
 
 LOCK_FILE = ".rlaif.lock"
-# directories this process holds: a run inside a run (an experiment's compare) may write into one of them
-_held: set[Path] = set()
+_held: set[Path] = set()  # directories this process holds: a run inside a run (an experiment's compare) may write into one of them
 
 
 class DirectoryInUse(UserError):
@@ -48,21 +47,16 @@ def check_output_directory(directory: str | Path) -> None:
     one-line error, raised before any model loads."""
     path = Path(directory).absolute()
     if path.exists() and not path.is_dir():
-        raise UserError(
-            f"{directory}: a file is in the way: the output must be a directory (give another path)"
-        )
+        raise UserError(f"{directory}: a file is in the way: the output must be a directory (give another path)")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
-        raise UserError(
-            f"{directory}: {existing} is a file, so no directory can be made under it (give another path)"
-        )
+        raise UserError(f"{directory}: {existing} is a file, so no directory can be made under it (give another path)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"{directory}: cannot write an output directory here ({existing} is not writable)")
 
 
 def output_directory(directory: str | Path) -> bool:
-    """Make `directory` to write into (checked first: `check_output_directory`);
-    returns whether it was made."""
+    """Make `directory` to write into (checked first: `check_output_directory`); returns whether it was made."""
     check_output_directory(directory)
     created = not Path(directory).exists()
     try:
@@ -87,8 +81,7 @@ def writing(directory: str | Path) -> Iterator[Path]:
         with open(path / LOCK_FILE, "a+") as fh:  # closing the file releases the lock
             yield from _hold(fh, path, directory)
     finally:
-        # a run that stopped before writing leaves nothing behind
-        if created and [p.name for p in path.iterdir()] == [LOCK_FILE]:
+        if created and [p.name for p in path.iterdir()] == [LOCK_FILE]:  # a run that stopped before writing leaves nothing behind
             shutil.rmtree(path, ignore_errors=True)
 
 
@@ -98,10 +91,8 @@ def _hold(fh, path: Path, directory: str | Path) -> Iterator[Path]:
     except BlockingIOError:
         fh.seek(0)
         holder = fh.read().strip() or "another process"
-        raise DirectoryInUse(
-            f"{directory}: another rlaif run is writing this directory ({holder}); "
-            "wait for it to end, or give this run another output directory"
-        ) from None
+        raise DirectoryInUse(f"{directory}: another rlaif run is writing this directory ({holder}); "
+                             "wait for it to end, or give this run another output directory") from None
     fh.seek(0)
     fh.truncate()
     fh.write(f"pid {os.getpid()}: {_command()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
@@ -113,10 +104,8 @@ def _hold(fh, path: Path, directory: str | Path) -> Iterator[Path]:
         if is_disk_full(e):
             # Every file is written whole or cut back on the next run (pairs.jsonl to its last
             # recorded length, checkpoints renamed into place), so a rerun loses nothing.
-            raise DiskFull(
-                f"{directory}: the disk is full ({e}); free some space and run the same command again: "
-                "what was written before this point is kept"
-            ) from None
+            raise DiskFull(f"{directory}: the disk is full ({e}); free some space and run the same command again: "
+                           "what was written before this point is kept") from None
         raise
     finally:
         _held.discard(path)
@@ -139,22 +128,18 @@ def holder(directory: str | Path) -> str | None:
 
 def _command() -> str:
     """This process's command line, as typed (`rlaif label ...`)."""
-    # the script, or python -m rlaif.cli
-    ours = os.path.basename(sys.argv[0]) == "rlaif" or sys.argv[0].endswith(os.path.join("rlaif", "cli.py"))
+    ours = os.path.basename(sys.argv[0]) == "rlaif" or sys.argv[0].endswith(os.path.join("rlaif", "cli.py"))  # the script, or python -m rlaif.cli
     return shlex.join(["rlaif", *sys.argv[1:]] if ours else sys.argv)
 
 
 def writes_into(output_of: Callable[..., str | Path | None]):
     """Decorate a run: it holds the directory `output_of(its arguments)` names for its whole
     length (None: the run writes nothing, and takes no lock)."""
-
     def decorate(run):
         @functools.wraps(run)
         def held(*args, **kwargs):
             directory = output_of(*args, **kwargs)
             with writing(directory) if directory is not None else nullcontext():
                 return run(*args, **kwargs)
-
         return held
-
     return decorate

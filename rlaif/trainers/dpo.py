@@ -47,45 +47,26 @@ class DPOTrainer(PairTrainer):
         pairs = self.train_pairs + self.eval_pairs
 
         def compute(todo: list[EncodedPair]) -> torch.Tensor:
-            bar = tqdm(
-                total=len(todo),
-                desc="reference log-probabilities",
-                unit="pair",
-                disable=not (cfg.progress and self.procs.main),
-            )
+            bar = tqdm(total=len(todo), desc="reference log-probabilities", unit="pair", disable=not (cfg.progress and self.procs.main))
             with self.autocast(), bar:  # the policy's precision, so that h = 0 before the first step
                 return self.all_logps(reference, todo, bar.update)
 
-        logps = (
-            compute(pairs) if cfg.reference_cache is None else self._through_reference_cache(pairs, compute)
-        )
-        self.reference = {"train": logps[: self.n_train], "eval": logps[self.n_train :]}
+        logps = compute(pairs) if cfg.reference_cache is None else self._through_reference_cache(pairs, compute)
+        self.reference = {"train": logps[:self.n_train], "eval": logps[self.n_train:]}
         if self.procs.main:
             tmp = file.with_name(file.name + ".tmp")
             torch.save(self.reference, tmp)
             tmp.replace(file)
 
-    def _through_reference_cache(
-        self, pairs: list[EncodedPair], compute: Callable[[list[EncodedPair]], torch.Tensor]
-    ) -> torch.Tensor:
+    def _through_reference_cache(self, pairs: list[EncodedPair], compute: Callable[[list[EncodedPair]], torch.Tensor]) -> torch.Tensor:
         """`compute(pairs)` for the pairs with a sequence the cache lacks; keyed per sequence by
         the model's weights, the precision, the device type and the loss (IPO averages), so a
         pair swapped (another judge's choice) is found too."""
         cfg = self.config
-        identity = [
-            model_fingerprint(cfg.model),
-            "bf16" if cfg.bf16 else "float32",
-            torch.device(self.procs.device).type,
-            self.average_logps,
-        ]
-        keys = [
-            cache_key("dpo reference log-probability", identity, seq["input_ids"], seq["labels"])
-            for pair in pairs
-            for seq in (pair.chosen, pair.rejected)
-        ]
+        identity = [model_fingerprint(cfg.model), "bf16" if cfg.bf16 else "float32", torch.device(self.procs.device).type, self.average_logps]
+        keys = [cache_key("dpo reference log-probability", identity, seq["input_ids"], seq["labels"]) for pair in pairs for seq in (pair.chosen, pair.rejected)]
 
-        # index 2k + j: pair k's chosen (j = 0) or rejected (j = 1)
-        def missing(indices: list[int]) -> list[float]:
+        def missing(indices: list[int]) -> list[float]:  # index 2k + j: pair k's chosen (j = 0) or rejected (j = 1)
             needed = sorted({i // 2 for i in indices})
             row = {k: n for n, k in enumerate(needed)}
             logps = compute([pairs[k] for k in needed])

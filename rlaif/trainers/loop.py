@@ -2,9 +2,8 @@
 checkpoints, metrics and saving.
 
 A subclass builds its model in `setup` and supplies its `step`: offline methods a loss per
-micro-batch (`OfflineTrainer.loss`), online methods a rollout and its updates. The schedule is a
-pure function of the seed, so `--resume` after a kill continues with exactly the batches an
-uninterrupted run would have seen.
+micro-batch (`OfflineTrainer.loss`), online methods a rollout and its updates. The schedule is a pure function of the seed, so `--resume` after a kill
+continues with exactly the batches an uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -42,9 +41,7 @@ def lr_factor(step: int, warmup: int, total: int, kind: str) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
-def micro_batches(
-    n: int, batch_size: int, epochs: int, seed: int, rank: int = 0, world: int = 1
-) -> list[list[int]]:
+def micro_batches(n: int, batch_size: int, epochs: int, seed: int, rank: int = 0, world: int = 1) -> list[list[int]]:
     """Per-process micro-batches of indices: each epoch a seeded permutation cut into global
     batches of batch_size · world, of which process `rank` takes every world-th item."""
     out = []
@@ -52,7 +49,7 @@ def micro_batches(
     for epoch in range(epochs):
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
         for start in range(0, n - step + 1 if n >= step else 1, step):
-            chunk = order[start : start + step]
+            chunk = order[start:start + step]
             out.append(chunk[rank::world])
     return out
 
@@ -60,20 +57,14 @@ def micro_batches(
 class Trainer(ABC):
     """What all trainers share: set-up, resuming, checkpoints, metrics and saving."""
 
-    def __init__(
-        self,
-        config: TrainConfig,
-        processes: Processes | None = None,
-        on_log: Callable[[dict[str, Any]], object] | None = None,
-    ):
+    def __init__(self, config: TrainConfig, processes: Processes | None = None, on_log: Callable[[dict[str, Any]], object] | None = None):
         """`on_log(row)` hears every row of metrics as it is written (a benchmark's clock, a dashboard)."""
         self.config = config
         self.on_log = on_log
         self.procs = processes or Processes.from_env()
         self.out = Path(config.output)
         if self.procs.main:
-            # a path that cannot be a directory is an error now, before any model loads
-            check_output_directory(self.out)
+            check_output_directory(self.out)  # a path that cannot be a directory is an error now, before any model loads
         torch.manual_seed(config.seed)
         quiet_transformers()
         self.tokenizer = load_tokenizer(config.model, padding_side="right")
@@ -89,23 +80,14 @@ class Trainer(ABC):
         """Load data and build `self.model` (from `init_from`, a checkpoint, when resuming)."""
 
     @abstractmethod
-    def step(
-        self,
-        model: torch.nn.Module,
-        work: list[list[int]],
-        step: int,
-        optimizer,
-        params: list[torch.nn.Parameter],
-    ) -> dict[str, float]:
+    def step(self, model: torch.nn.Module, work: list[list[int]], step: int, optimizer, params: list[torch.nn.Parameter]) -> dict[str, float]:
         """One optimizer step on `work` (the step's micro-batches of example indices): the
         forward and backward passes and the optimizer's update; returns the step's metrics."""
 
     micro_batches_per_step = 1  # how many of the schedule's micro-batches one step takes
     shown_metrics: tuple[str, ...] | None = None  # the metrics the progress bar shows (None: all)
 
-    def load_trainable(
-        self, load: Callable[[str], torch.nn.Module], init_from: str | None, task_type: str
-    ) -> torch.nn.Module:
+    def load_trainable(self, load: Callable[[str], torch.nn.Module], init_from: str | None, task_type: str) -> torch.nn.Module:
         """The model to train, by `load(directory)`: from `init_from` (a checkpoint) or --model,
         with --train-layers frozen; with --lora-r, --model with LoRA adapters of peft's
         `task_type`: new ones, or the checkpoint's."""
@@ -117,25 +99,12 @@ class Trainer(ABC):
         from peft import LoraConfig, PeftModel, get_peft_model
 
         base = load(cfg.model)
-        targets = (
-            cfg.lora_target
-            if cfg.lora_target == "all-linear"
-            else [t.strip() for t in cfg.lora_target.split(",")]
-        )
-        # peft reads transformers' renamed `is_gradient_checkpointing`: its
-        # deprecation is not the user's to see
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
-            )
+        targets = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",")]
+        with warnings.catch_warnings():  # peft reads transformers' renamed `is_gradient_checkpointing`: its deprecation is not the user's to see
+            warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
             if init_from:
                 return PeftModel.from_pretrained(base, init_from, is_trainable=True)
-            return get_peft_model(
-                base,
-                LoraConfig(
-                    r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, task_type=task_type
-                ),
-            )
+            return get_peft_model(base, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, target_modules=targets, task_type=task_type))
 
     @contextmanager
     def base_weights(self, model: torch.nn.Module) -> Iterator[torch.nn.Module]:
@@ -202,38 +171,22 @@ class Trainer(ABC):
         params, optimizer, scheduler, schedule, total, step = self._begin()
         model = self._wrap()
         model.train()
-        bar = tqdm(
-            total=total,
-            initial=step,
-            desc=f"train {cfg.method}",
-            disable=not (cfg.progress and self.procs.main),
-        )
+        bar = tqdm(total=total, initial=step, desc=f"train {cfg.method}", disable=not (cfg.progress and self.procs.main))
         while step < total:
-            metrics = self.step(
-                model, schedule[step * per_step : (step + 1) * per_step], step, optimizer, params
-            )
+            metrics = self.step(model, schedule[step * per_step:(step + 1) * per_step], step, optimizer, params)
             scheduler.step()
             step += 1
-            row = {
-                "step": step,
-                **{k: self.procs.mean(v) for k, v in metrics.items()},
-                "lr": scheduler.get_last_lr()[0],
-            }
+            row = {"step": step, **{k: self.procs.mean(v) for k, v in metrics.items()}, "lr": scheduler.get_last_lr()[0]}
             if step % cfg.log_steps == 0 or step == total:
                 self._log(row)
             bar.update(1)
-            bar.set_postfix(
-                {
-                    k: f"{v:.4g}"
-                    for k, v in row.items()
-                    if k not in ("step", "lr") and (self.shown_metrics is None or k in self.shown_metrics)
-                }
-            )
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "lr") and (self.shown_metrics is None or k in self.shown_metrics)})
             self._evaluate_during(step, total)
             if cfg.save_steps and step % cfg.save_steps == 0:
                 self._checkpoint(step, optimizer, scheduler)
         bar.close()
         return self._finish(step)
+
 
     def _latest_checkpoint(self) -> Path | None:
         found = sorted(self.out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
@@ -251,9 +204,7 @@ class Trainer(ABC):
             return None
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(
-            self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
+        return get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def _optimizer_state(self, optimizer) -> dict[str, Any]:
         """The optimizer's state, under --fsdp gathered whole from the processes' shards."""
@@ -261,9 +212,7 @@ class Trainer(ABC):
             return optimizer.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        return get_optimizer_state_dict(
-            self.model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
+        return get_optimizer_state_dict(self.model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def _load_optimizer_state(self, optimizer, state: dict[str, Any]) -> None:
         if not self.sharded:
@@ -279,15 +228,8 @@ class Trainer(ABC):
             tmp = self.out / f".checkpoint-{step}.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             self.save_model(tmp, weights)
-            torch.save(
-                {
-                    "step": step,
-                    "optimizer": optimizer_state,
-                    "scheduler": scheduler.state_dict(),
-                    "rng": torch.get_rng_state(),
-                },
-                tmp / "trainer_state.pt",
-            )
+            torch.save({"step": step, "optimizer": optimizer_state, "scheduler": scheduler.state_dict(),
+                        "rng": torch.get_rng_state()}, tmp / "trainer_state.pt")
             tmp.rename(self.out / f"checkpoint-{step}")  # whole or absent, whenever a kill comes
             for old in self.out.glob("checkpoint-*"):
                 if old.name != f"checkpoint-{step}":
@@ -306,19 +248,12 @@ class Trainer(ABC):
         of optimizer steps: a pure function of the settings, the seed and `n_train` (set up by
         then), so a trainer may read it in `setup` (KTO pairs each batch's rows there)."""
         cfg, per_step = self.config, self.micro_batches_per_step
-        size = len(
-            micro_batches(self.n_train, self.batch_size, 1, cfg.seed, self.procs.rank, self.procs.world)
-        )
+        size = len(micro_batches(self.n_train, self.batch_size, 1, cfg.seed, self.procs.rank, self.procs.world))
         epochs = cfg.epochs if cfg.max_steps is None else math.ceil(cfg.max_steps * per_step / max(1, size))
-        schedule = micro_batches(
-            self.n_train, self.batch_size, epochs, cfg.seed, self.procs.rank, self.procs.world
-        )
+        schedule = micro_batches(self.n_train, self.batch_size, epochs, cfg.seed, self.procs.rank, self.procs.world)
         total = cfg.max_steps if cfg.max_steps is not None else len(schedule) // per_step
         if total == 0:
-            raise ConfigError(
-                f"{cfg.data}: {self.n_train} training examples make no full step of batch "
-                f"size {self.batch_size} x {self.procs.world} processes x {per_step}"
-            )
+            raise ConfigError(f"{cfg.data}: {self.n_train} training examples make no full step of batch size {self.batch_size} x {self.procs.world} processes x {per_step}")
         return schedule, total
 
     def _begin(self):
@@ -332,22 +267,15 @@ class Trainer(ABC):
         self.setup(str(checkpoint) if checkpoint else None)
         if cfg.gradient_checkpointing:
             # Not reentrant: it needs no input that requires grad (LoRA's embeddings are frozen).
-            self.model.activation_checkpointing_enable(
-                activation_checkpointing_kwargs={"use_reentrant": False}
-            )
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         if self.sharded:
             self._shard()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
-            raise ConfigError(
-                f"--train-layers {cfg.train_layers} leaves nothing to "
-                "train (is the model's head tied to its input embeddings?)"
-            )
+            raise ConfigError(f"--train-layers {cfg.train_layers} leaves nothing to train (is the model's head tied to its input embeddings?)")
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule, total = self.plan()
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total, cfg.lr_scheduler)
-        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total, cfg.lr_scheduler))
         step = 0
         if checkpoint is not None:
             state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
@@ -359,15 +287,10 @@ class Trainer(ABC):
         elif self.procs.main and (self.out / "metrics.jsonl").exists():
             (self.out / "metrics.jsonl").unlink()
         if self.procs.main:
-            write_json_atomic(
-                self.out / "train_config.json", {**asdict(cfg), "truncated_rows": self.truncated_rows}
-            )
+            write_json_atomic(self.out / "train_config.json", {**asdict(cfg), "truncated_rows": self.truncated_rows})
             if self.truncated_rows:
-                print(
-                    f"{self.truncated_rows} of {self.n_rows} rows are longer than "
-                    f"--max-length {cfg.max_length}: cut to fit, each prompt keeping its end "
-                    "(--no-truncate-prompt stops at a prompt too long instead)"
-                )
+                print(f"{self.truncated_rows} of {self.n_rows} rows are longer than --max-length {cfg.max_length}: cut to fit, each prompt keeping its end "
+                      "(--no-truncate-prompt stops at a prompt too long instead)")
         return params, optimizer, scheduler, schedule, total, step
 
     def _shard(self) -> None:
@@ -393,12 +316,7 @@ class Trainer(ABC):
         path = self.out / "metrics.jsonl"
         if self.procs.main and path.exists():
             rows = [json.loads(line) for line in path.read_text().splitlines()]
-            kept = [
-                r
-                for r in rows
-                if r["step"] <= step
-                and (self._evaluates_at(r["step"], total) or not any(k.startswith("eval/") for k in r))
-            ]
+            kept = [r for r in rows if r["step"] <= step and (self._evaluates_at(r["step"], total) or not any(k.startswith("eval/") for k in r))]
             write_jsonl_atomic(path, kept)
 
     @property
@@ -418,14 +336,7 @@ class OfflineTrainer(Trainer):
     def micro_batches_per_step(self) -> int:
         return self.config.grad_accum
 
-    def step(
-        self,
-        model: torch.nn.Module,
-        work: list[list[int]],
-        step: int,
-        optimizer,
-        params: list[torch.nn.Parameter],
-    ) -> dict[str, float]:
+    def step(self, model: torch.nn.Module, work: list[list[int]], step: int, optimizer, params: list[torch.nn.Parameter]) -> dict[str, float]:
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for indices in work:
@@ -464,4 +375,4 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def batched(items: list, size: int):
     for i in range(0, len(items), size):
-        yield items[i : i + size]
+        yield items[i:i + size]

@@ -26,9 +26,7 @@ def weighted_mean(losses: torch.Tensor, weight: torch.Tensor | None = None) -> t
     return losses.mean() if weight is None else (losses * weight).mean()
 
 
-def preference_loss(
-    margin: torch.Tensor, p: torch.Tensor | float = 1.0, weight: torch.Tensor | None = None
-) -> torch.Tensor:
+def preference_loss(margin: torch.Tensor, p: torch.Tensor | float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Soft-label Bradley–Terry: −[p log σ(Δ) + (1 − p) log σ(−Δ)], mean over the batch (each
     pair's term times its weight, if given).
 
@@ -37,14 +35,9 @@ def preference_loss(
     return weighted_mean(-(p * F.logsigmoid(margin) + (1 - p) * F.logsigmoid(-margin)), weight)
 
 
-def reward_model_loss(
-    r_chosen: torch.Tensor,
-    r_rejected: torch.Tensor,
-    p: torch.Tensor | float = 1.0,
-    weight: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Reward-model loss with Δ = r_c − r_r: −[p log σ(Δ) + (1 − p) log σ(−Δ)]; scores (batch,)
-    -> a scalar."""
+def reward_model_loss(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p: torch.Tensor | float = 1.0,
+                      weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Reward-model loss with Δ = r_c − r_r: −[p log σ(Δ) + (1 − p) log σ(−Δ)]; scores (batch,) -> a scalar."""
     return preference_loss(r_chosen - r_rejected, p, weight)
 
 
@@ -81,25 +74,15 @@ def dpo_loss(
     return preference_loss(beta * h, smoothed(p, label_smoothing), weight)
 
 
-def simpo_loss(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    beta: float = 2.0,
-    gamma: float = 1.0,
-    label_smoothing: float = 0.0,
-    p: torch.Tensor | float = 1.0,
-    weight: torch.Tensor | None = None,
-) -> torch.Tensor:
+def simpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, beta: float = 2.0, gamma: float = 1.0, label_smoothing: float = 0.0,
+               p: torch.Tensor | float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
     """SimPO, reference-free: the inputs are length-normalised log-probabilities, the mean
     log π(y_t | x, y_<t) over each response's tokens, and with Δ = β (ā_w − ā_l) − γ (γ the
     target reward margin) the loss is −[q log σ(Δ) + (1 − q) log σ(−Δ)], q as in `dpo_loss`
     (−log σ(Δ) for a hard label without smoothing). Δ is computed as β (ā_w − ā_l − γ/β), as
-    TRL's CPOTrainer (loss_type="simpo") does. policy_chosen, policy_rejected, p, weight: (batch,)
-    -> a scalar.
+    TRL's CPOTrainer (loss_type="simpo") does. policy_chosen, policy_rejected, p, weight: (batch,) -> a scalar.
     """
-    return preference_loss(
-        beta * (policy_chosen - policy_rejected - gamma / beta), smoothed(p, label_smoothing), weight
-    )
+    return preference_loss(beta * (policy_chosen - policy_rejected - gamma / beta), smoothed(p, label_smoothing), weight)
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
@@ -107,13 +90,8 @@ def log1mexp(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x < -0.6931471805599453, torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
 
 
-def orpo_loss(
-    policy_chosen: torch.Tensor,
-    policy_rejected: torch.Tensor,
-    nll: torch.Tensor,
-    lam: float = 0.1,
-    weight: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def orpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, nll: torch.Tensor, lam: float = 0.1,
+              weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """ORPO, reference-free: L = L_SFT + λ · mean_i −log σ(log odds(y_w) − log odds(y_l)), with
     odds(y) = P(y)/(1 − P(y)) and log P(y) the length-normalised log-probability ā (so
     log odds = ā − log(1 − e^ā)).
@@ -134,27 +112,15 @@ def kto_reference_point(policy_kl: torch.Tensor, reference_kl: torch.Tensor) -> 
     return (policy_kl - reference_kl).mean().detach().clamp(min=0)
 
 
-def kto_loss(
-    policy: torch.Tensor,
-    reference: torch.Tensor,
-    desirable: torch.Tensor,
-    z: torch.Tensor | float,
-    beta: float = 0.1,
-    desirable_weight: float = 1.0,
-    undesirable_weight: float = 1.0,
-    weight: torch.Tensor | None = None,
-) -> torch.Tensor:
+def kto_loss(policy: torch.Tensor, reference: torch.Tensor, desirable: torch.Tensor, z: torch.Tensor | float, beta: float = 0.1,
+             desirable_weight: float = 1.0, undesirable_weight: float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
     """KTO on unpaired rows: with r = log π(y|x) − log π_ref(y|x) and z the reference point
     (`kto_reference_point`), a desirable row costs λ_D (1 − σ(β (r − z))) and an undesirable one
     λ_U (1 − σ(β (z − r))); the loss is their mean over the batch (each row's times its weight).
     policy, reference: (batch,) summed log-probabilities; desirable: (batch,) bool -> a scalar.
     """
     r = policy - reference
-    losses = torch.where(
-        desirable,
-        desirable_weight * (1 - torch.sigmoid(beta * (r - z))),
-        undesirable_weight * (1 - torch.sigmoid(beta * (z - r))),
-    )
+    losses = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (r - z))), undesirable_weight * (1 - torch.sigmoid(beta * (z - r))))
     return weighted_mean(losses, weight)
 
 
@@ -162,17 +128,14 @@ def kto_loss(
 
 
 def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
-    """(x − mean) / std over the masked entries (the mean is kept if not `shift_mean`);
-    x, mask (B, T) -> (B, T)."""
+    """(x − mean) / std over the masked entries (the mean is kept if not `shift_mean`); x, mask (B, T) -> (B, T)."""
     mean = (x * mask).sum() / mask.sum()
     var = (((x - mean) * mask) ** 2).sum() / mask.sum()
     out = (x - mean) * torch.rsqrt(var + 1e-8)
     return out if shift_mean else out + mean
 
 
-def kl_penalized_rewards(
-    score: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor, beta: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_penalized_rewards(score: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards r_t = −β (log π(a_t) − log π_ref(a_t)), plus the score at the last token.
 
     Returns (rewards, kl) with kl = log π − log π_ref per token (masked).
@@ -185,9 +148,7 @@ def kl_penalized_rewards(
     return rewards * mask, kl
 
 
-def gae(
-    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
-) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized advantage estimation over response tokens.
 
     δ_t = r_t + γ V_{t+1} − V_t;  A_t = δ_t + γλ A_{t+1};  returns R_t = A_t + V_t.
@@ -205,13 +166,7 @@ def gae(
     return advantages, (advantages + values) * mask
 
 
-def ppo_policy_loss(
-    logps: torch.Tensor,
-    old_logps: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    clip: float = 0.2,
-) -> tuple[torch.Tensor, torch.Tensor]:
+def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped surrogate: mean over tokens of max(−A ρ, −A clip(ρ, 1 − ε, 1 + ε)), ρ = π/π_old.
 
     Returns (loss, clip fraction), both scalars; logps, old_logps, advantages, mask: (B, T).
@@ -224,13 +179,7 @@ def ppo_policy_loss(
     return loss, clipfrac
 
 
-def ppo_value_loss(
-    values: torch.Tensor,
-    old_values: torch.Tensor,
-    returns: torch.Tensor,
-    mask: torch.Tensor,
-    clip: float = 0.2,
-) -> torch.Tensor:
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
     """Clipped value loss: ½ mean over tokens of max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²).
 
     values, old_values, returns, mask: (B, T) -> a scalar.
@@ -264,8 +213,7 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
 
 
 def masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over masked tokens of the policy's entropy −Σ_a π(a) log π(a):
-    logits (B, T, vocab), mask (B, T)."""
+    """Mean over masked tokens of the policy's entropy −Σ_a π(a) log π(a): logits (B, T, vocab), mask (B, T)."""
     logp = torch.log_softmax(logits.float(), -1)
     return (-(logp.exp() * logp).sum(-1) * mask).sum() / mask.sum()
 
@@ -273,9 +221,7 @@ def masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- PPO-ptx and GRPO
 
 
-def ppo_ptx_loss(
-    rl_loss: torch.Tensor, ptx_logits: torch.Tensor, ptx_labels: torch.Tensor, ptx_coef: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def ppo_ptx_loss(rl_loss: torch.Tensor, ptx_logits: torch.Tensor, ptx_labels: torch.Tensor, ptx_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
     """InstructGPT's PPO-ptx objective, E[r − β KL] + γ E_{x∼D_pretrain}[log π(x)], as a loss to
     minimise: L = L_RL − γ · mean_t log π(x_t | x_<t), the mean over the pretraining batch's tokens.
 
@@ -293,15 +239,8 @@ def group_advantages(rewards: torch.Tensor, eps: float = 1e-4) -> torch.Tensor:
     return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, keepdim=True) + eps)
 
 
-def grpo_loss(
-    logps: torch.Tensor,
-    old_logps: torch.Tensor,
-    ref_logps: torch.Tensor | None,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    clip: float = 0.2,
-    beta: float = 0.04,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor | None, advantages: torch.Tensor, mask: torch.Tensor,
+              clip: float = 0.2, beta: float = 0.04) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """GRPO (DeepSeekMath, eq. 3): with ρ_t = π(o_t)/π_old(o_t) and one advantage A_i per response,
 
     L = −(1/N) Σ_i (1/|o_i|) Σ_t [min(ρ_t A_i, clip(ρ_t, 1 − ε, 1 + ε) A_i) − β D_t],

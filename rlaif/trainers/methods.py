@@ -21,64 +21,19 @@ class Method:
 
 
 REGISTRY = (
-    Method(
-        "sft",
-        "rlaif.trainers.sft:SFTTrainer",
-        "cross-entropy on the preferred response",
-        "pairs (the chosen response)",
-    ),
-    Method(
-        "rm",
-        "rlaif.trainers.reward:RewardTrainer",
-        "Bradley–Terry reward model",
-        "pairs: hard, soft, weighted",
-    ),
-    Method(
-        "dpo",
-        "rlaif.trainers.dpo:DPOTrainer",
-        "DPO (sigmoid, IPO, conservative)",
-        "pairs: hard, soft, weighted",
-        reference="yes",
-        defaults={"beta": 0.1},
-    ),
-    Method(
-        "simpo",
-        "rlaif.trainers.simpo:SimPOTrainer",
-        "SimPO: length-normalised, with a target margin, no reference",
-        "pairs: hard, soft, weighted",
-        defaults={"beta": 2.0},
-    ),
-    Method(
-        "orpo",
-        "rlaif.trainers.orpo:ORPOTrainer",
-        "ORPO: SFT plus an odds-ratio term, no reference",
-        "pairs: hard, weighted",
-        defaults={"beta": 0.1},
-    ),
-    Method(
-        "kto",
-        "rlaif.trainers.kto:KTOTrainer",
-        "KTO: unpaired desirable and undesirable rows",
-        "unpaired rows (label or score), or pairs split in two; weighted",
-        reference="yes",
-        defaults={"beta": 0.1},
-    ),
-    Method(
-        "ppo",
-        "rlaif.trainers.ppo:PPOTrainer",
-        "PPO against a reward model, function or judge",
-        "prompts",
-        online=True,
-        reference="yes",
-    ),
-    Method(
-        "grpo",
-        "rlaif.trainers.grpo:GRPOTrainer",
-        "GRPO: group-relative advantages",
-        "prompts",
-        online=True,
-        reference="yes, none at --kl-coef 0",
-    ),
+    Method("sft", "rlaif.trainers.sft:SFTTrainer", "cross-entropy on the preferred response", "pairs (the chosen response)"),
+    Method("rm", "rlaif.trainers.reward:RewardTrainer", "Bradley–Terry reward model", "pairs: hard, soft, weighted"),
+    Method("dpo", "rlaif.trainers.dpo:DPOTrainer", "DPO (sigmoid, IPO, conservative)", "pairs: hard, soft, weighted", reference="yes",
+           defaults={"beta": 0.1}),
+    Method("simpo", "rlaif.trainers.simpo:SimPOTrainer", "SimPO: length-normalised, with a target margin, no reference",
+           "pairs: hard, soft, weighted", defaults={"beta": 2.0}),
+    Method("orpo", "rlaif.trainers.orpo:ORPOTrainer", "ORPO: SFT plus an odds-ratio term, no reference", "pairs: hard, weighted",
+           defaults={"beta": 0.1}),
+    Method("kto", "rlaif.trainers.kto:KTOTrainer", "KTO: unpaired desirable and undesirable rows",
+           "unpaired rows (label or score), or pairs split in two; weighted", reference="yes", defaults={"beta": 0.1}),
+    Method("ppo", "rlaif.trainers.ppo:PPOTrainer", "PPO against a reward model, function or judge", "prompts", online=True, reference="yes"),
+    Method("grpo", "rlaif.trainers.grpo:GRPOTrainer", "GRPO: group-relative advantages", "prompts", online=True,
+           reference="yes, none at --kl-coef 0"),
 )
 METHODS = {m.name: m for m in REGISTRY}
 NAMES = tuple(METHODS)

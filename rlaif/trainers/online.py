@@ -52,14 +52,7 @@ class Sample:
 
     def __getitem__(self, idx: torch.Tensor) -> Sample:
         """The responses at positions `idx` (a 1-D tensor of indices)."""
-        return Sample(
-            self.sequences[idx],
-            self.attention_mask[idx],
-            self.responses[idx],
-            self.mask[idx],
-            self.has_eos[idx],
-            [self.texts[i] for i in idx.tolist()],
-        )
+        return Sample(self.sequences[idx], self.attention_mask[idx], self.responses[idx], self.mask[idx], self.has_eos[idx], [self.texts[i] for i in idx.tolist()])
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -75,12 +68,8 @@ def token_logps(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
 def sampled_token_logps(lm, sample: Sample) -> torch.Tensor:
     """log π(a_t) of each sampled response token under `lm`: (B, T). Position t's logits predict
     token t + 1, so the response's are those from P − 1 to the end less one."""
-    logits = lm(
-        input_ids=sample.sequences,
-        attention_mask=sample.attention_mask,
-        position_ids=positions(sample.attention_mask),
-    ).logits
-    return token_logps(logits[:, sample.width - 1 : -1], sample.responses)
+    logits = lm(input_ids=sample.sequences, attention_mask=sample.attention_mask, position_ids=positions(sample.attention_mask)).logits
+    return token_logps(logits[:, sample.width - 1:-1], sample.responses)
 
 
 def load_reward_function(spec: str) -> RewardFn:
@@ -104,9 +93,7 @@ def load_reward_function(spec: str) -> RewardFn:
     def scores(prompts: list[Prompt], responses: list[str]) -> torch.Tensor:
         out = torch.as_tensor(fn(prompts, responses), dtype=torch.float32).flatten()
         if len(out) != len(responses):
-            raise ConfigError(
-                f"{spec} returned {len(out)} scores for {len(responses)} responses", key="reward_function"
-            )
+            raise ConfigError(f"{spec} returned {len(out)} scores for {len(responses)} responses", key="reward_function")
         return out
 
     return scores
@@ -122,11 +109,7 @@ def load_texts(spec: str) -> list[str]:
         for line, record in read_records(spec):
             if isinstance(record, InputError):
                 raise record
-            if (
-                not isinstance(record, dict)
-                or not isinstance(record.get("text"), str)
-                or not record["text"].strip()
-            ):
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
                 raise InputError(spec, line, "text", "expected a non-empty string of pretraining text")
             texts.append(record["text"])
     if not texts:
@@ -159,9 +142,7 @@ class OnlineTrainer(Trainer):
         """Sample and score responses to a batch of prompts: what the updates need."""
 
     @abstractmethod
-    def update_loss(
-        self, model, batch, idx: torch.Tensor, step: int, update: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def update_loss(self, model, batch, idx: torch.Tensor, step: int, update: int) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of the responses `idx` of a rollout, and its diagnostics (with `approx_kl`)."""
 
     @abstractmethod
@@ -179,16 +160,11 @@ class OnlineTrainer(Trainer):
         if cfg.reward_function:
             return load_reward_function(cfg.reward_function)
         if not cfg.reward_model:
-            raise ConfigError(
-                f"{cfg.method} needs rewards: --reward-model DIR (train "
-                "one with --method rm), --reward-function FILE.py:NAME"
-                + (" or --reward-judge CONFIG" if cfg.method == "grpo" else "")
-            )
+            raise ConfigError(f"{cfg.method} needs rewards: --reward-model DIR (train one with --method rm), --reward-function FILE.py:NAME"
+                              + (" or --reward-judge CONFIG" if cfg.method == "grpo" else ""))
         rm_dir = reward_model_dir(cfg.reward_model)
         self.rm_tokenizer = load_tokenizer(rm_dir, padding_side="right")
-        self.reward_model = load_reward_model(
-            rm_dir, self.procs.device, self.rm_tokenizer.pad_token_id
-        ).eval()
+        self.reward_model = load_reward_model(rm_dir, self.procs.device, self.rm_tokenizer.pad_token_id).eval()
         return self._score_with_reward_model
 
     # ---- shared
@@ -201,26 +177,15 @@ class OnlineTrainer(Trainer):
         else:
             prompts, eval_prompts = split(prompts, cfg.eval_split, cfg.seed, cfg.eval_fold)
         rows = prompts + eval_prompts
-        encoded = [
-            encode_prompt(self.tokenizer, p, cfg.max_length, source, cfg.truncate_prompt, room=0)
-            for p, source in rows
-        ]
+        encoded = [encode_prompt(self.tokenizer, p, cfg.max_length, source, cfg.truncate_prompt, room=0) for p, source in rows]
         items: list[PromptItem] = [(p, ids) for (p, _), (ids, _) in zip(rows, encoded)]
-        self.prompts, self.eval_prompts = items[: len(prompts)], items[len(prompts) :]
+        self.prompts, self.eval_prompts = items[:len(prompts)], items[len(prompts):]
         self.n_train, self.n_rows = len(self.prompts), len(items)
         self.truncated_rows = sum(cut for _, cut in encoded)
-        self.ptx = (
-            [
-                ids[: cfg.max_length]
-                for ids in self.tokenizer(load_texts(cfg.ptx_data), add_special_tokens=False)["input_ids"]
-            ]
-            if cfg.ptx_coef
-            else []
-        )
+        self.ptx = [ids[:cfg.max_length] for ids in self.tokenizer(load_texts(cfg.ptx_data), add_special_tokens=False)["input_ids"]] if cfg.ptx_coef else []
         self.build(init_from)
         self.reference = None  # with --lora-r: the policy with its adapter off
-        # evaluation scores the reference too
-        if cfg.lora_r is None and (self.needs_reference or self.eval_prompts):
+        if cfg.lora_r is None and (self.needs_reference or self.eval_prompts):  # evaluation scores the reference too
             self.reference = load_causal_lm(cfg.model, self.procs.device)
             self.reference.requires_grad_(False)
         if self.reward_fn is None:
@@ -233,27 +198,12 @@ class OnlineTrainer(Trainer):
     @torch.no_grad()
     def _score_with_reward_model(self, prompts: list[Prompt], responses: list[str]) -> torch.Tensor:
         # The reward model may use another tokenizer: the text is tokenized afresh with its own.
-        items = [
-            encode(
-                self.rm_tokenizer,
-                p,
-                r,
-                self.config.max_length + self.config.max_new_tokens,
-                "reward-model:0",
-                True,
-            )
-            for p, r in zip(prompts, responses)
-        ]
+        items = [encode(self.rm_tokenizer, p, r, self.config.max_length + self.config.max_new_tokens, "reward-model:0", True) for p, r in zip(prompts, responses)]
         batch = collate(items, self.rm_tokenizer.pad_token_id, self.procs.device)
-        return (
-            self.reward_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-            .logits[:, 0]
-            .float()
-        )
+        return self.reward_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
 
     def score(self, prompts: list[Prompt], sample: Sample) -> torch.Tensor:
-        """The reward function's score of each response (less --missing-eos-penalty where
-        it never ended): (B,)."""
+        """The reward function's score of each response (less --missing-eos-penalty where it never ended): (B,)."""
         cfg = self.config
         score = self.reward_fn(prompts, sample.texts).to(sample.mask.device).float()
         if cfg.missing_eos_penalty is not None:
@@ -265,54 +215,32 @@ class OnlineTrainer(Trainer):
         """One sampled response per prompt."""
         cfg, tok, dev = self.config, self.tokenizer, self.procs.device
         width = max(len(ids) for _, ids in prompts)
-        input_ids = torch.tensor(
-            [[tok.pad_token_id] * (width - len(ids)) + ids for _, ids in prompts], device=dev
-        )
-        prompt_mask = torch.tensor(
-            [[0] * (width - len(ids)) + [1] * len(ids) for _, ids in prompts], device=dev
-        )
+        input_ids = torch.tensor([[tok.pad_token_id] * (width - len(ids)) + ids for _, ids in prompts], device=dev)
+        prompt_mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in prompts], device=dev)
         lm.eval()
         with self.autocast():
             generated = lm.generate(
-                input_ids=input_ids,
-                attention_mask=prompt_mask,
-                do_sample=True,
-                temperature=cfg.temperature,
-                top_k=0,
-                top_p=1.0,
-                max_new_tokens=cfg.max_new_tokens,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
+                input_ids=input_ids, attention_mask=prompt_mask, do_sample=True, temperature=cfg.temperature,
+                top_k=0, top_p=1.0, max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
             )
         responses = generated[:, width:]
         is_eos = responses == tok.eos_token_id
         mask = ((is_eos.cumsum(-1) - is_eos.long()) == 0).float()
         return Sample(
-            sequences=generated,
-            attention_mask=torch.cat([prompt_mask, mask.long()], dim=1),
-            responses=responses,
-            mask=mask,
-            has_eos=is_eos.any(-1),
-            texts=[tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, mask)],
+            sequences=generated, attention_mask=torch.cat([prompt_mask, mask.long()], dim=1), responses=responses, mask=mask,
+            has_eos=is_eos.any(-1), texts=[tok.decode(r[m.bool()], skip_special_tokens=True) for r, m in zip(responses, mask)],
         )
 
-    def with_ptx(
-        self, rl_loss: torch.Tensor, step: int, update: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def with_ptx(self, rl_loss: torch.Tensor, step: int, update: int) -> tuple[torch.Tensor, dict[str, float]]:
         """PPO-ptx: the update's loss with --ptx-coef γ times the negative log-likelihood of a
         batch of --ptx-data mixed in (unchanged without it). The batch is drawn by the step and
         update number, so a resumed run draws the same ones."""
         if not self.ptx:
             return rl_loss, {}
-        picks = random.Random(f"{self.config.seed}:{step}:{update}").sample(
-            range(len(self.ptx)), min(self.config.mini_batch_size, len(self.ptx))
-        )
-        batch = collate(
-            [{"input_ids": self.ptx[i]} for i in picks], self.tokenizer.pad_token_id, self.procs.device
-        )
+        picks = random.Random(f"{self.config.seed}:{step}:{update}").sample(range(len(self.ptx)), min(self.config.mini_batch_size, len(self.ptx)))
+        batch = collate([{"input_ids": self.ptx[i]} for i in picks], self.tokenizer.pad_token_id, self.procs.device)
         with self.autocast():
-            # Not through the DDP wrapper: the parameters' gradients are still all-reduced
-            # once, in the backward pass.
+            # Not through the DDP wrapper: the parameters' gradients are still all-reduced once, in the backward pass.
             logits = self.policy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         loss, nll = ppo_ptx_loss(rl_loss, logits, batch["labels"], self.config.ptx_coef)
         return loss, {"ptx_loss": nll.item()}
@@ -329,8 +257,7 @@ class OnlineTrainer(Trainer):
                 loss, stats = self.update_loss(model, batch, idx, step, updates)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                # before clipping, as the offline trainers log it
-                stats["grad_norm"] = whole(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)).item()
+                stats["grad_norm"] = whole(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)).item()  # before clipping, as the offline trainers log it
                 optimizer.step()
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -345,9 +272,7 @@ class OnlineTrainer(Trainer):
 
     shown_metrics = ("score", "kl", "approx_kl", "explained_variance", "ptx_loss")
 
-    def step(
-        self, model, work: list[list[int]], step: int, optimizer, params: list[torch.nn.Parameter]
-    ) -> dict[str, float]:
+    def step(self, model, work: list[list[int]], step: int, optimizer, params: list[torch.nn.Parameter]) -> dict[str, float]:
         """One rollout of a batch of prompts, then the updates on it."""
         batch = self.rollout([self.prompts[i] for i in work[0]])
         return {**self.rollout_stats(batch), **self.optimize(model, batch, optimizer, params, step)}
@@ -362,33 +287,17 @@ class OnlineTrainer(Trainer):
         if self.reference_score is None:
             with self.reference_lm() as reference:
                 self.reference_score = self.held_out_scores(reference, self.config.seed).mean().item()
-        return {
-            "score": self.held_out_scores(self.policy, self.config.seed).mean().item(),
-            "reference_score": self.reference_score,
-        }
+        return {"score": self.held_out_scores(self.policy, self.config.seed).mean().item(), "reference_score": self.reference_score}
 
     @torch.no_grad()
     def held_out_texts(self, lm, seed: int) -> list[str]:
         """One response from `lm` to each held-out prompt, sampled under `seed`."""
         with torch.random.fork_rng():  # evaluating leaves the training's random stream as it was
             torch.manual_seed(seed)
-            return [
-                t
-                for chunk in batched(self.eval_prompts, self.batch_size)
-                for t in self.sample(lm, chunk).texts
-            ]
+            return [t for chunk in batched(self.eval_prompts, self.batch_size) for t in self.sample(lm, chunk).texts]
 
     @torch.no_grad()
     def held_out_scores(self, lm, seed: int) -> torch.Tensor:
         """The reward of one response from `lm` to each held-out prompt, sampled under `seed`."""
-        texts, prompts, size = (
-            self.held_out_texts(lm, seed),
-            [p for p, _ in self.eval_prompts],
-            self.batch_size,
-        )
-        return torch.cat(
-            [
-                self.reward_fn(prompts[i : i + size], texts[i : i + size]).float().cpu()
-                for i in range(0, len(texts), size)
-            ]
-        )
+        texts, prompts, size = self.held_out_texts(lm, seed), [p for p, _ in self.eval_prompts], self.batch_size
+        return torch.cat([self.reward_fn(prompts[i:i + size], texts[i:i + size]).float().cpu() for i in range(0, len(texts), size)])

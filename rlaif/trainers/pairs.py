@@ -1,5 +1,4 @@
-"""Training data: preference pairs and prompts read from any input `rlaif label` reads, held-out
-splits, and the pairs encoded for a model."""
+"""Training data: preference pairs and prompts read from any input `rlaif label` reads, held-out splits, and the pairs encoded for a model."""
 
 from __future__ import annotations
 
@@ -41,9 +40,7 @@ def example_weight(rule: str, column: float | None, p: float | None) -> float:
     return 1.0
 
 
-def load_pairs(
-    path: str, limit: int | None = None, hard_labels: bool = False, weights: str = "column"
-) -> list[TrainPair]:
+def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False, weights: str = "column") -> list[TrainPair]:
     """Pairs from anything `rlaif label` reads or writes, each weighted by the rule `weights`
     (`example_weight`); rows with no preference, and pairs whose two responses are the same text
     (they teach nothing, and labeling skips them too), are left out and counted on standard error."""
@@ -61,21 +58,10 @@ def load_pairs(
         else:
             continue
         chosen, rejected = ex.responses  # the preferred one first in every input shape
-        pairs.append(
-            TrainPair(
-                ex.prompt, chosen, rejected, p, ex.source, example_weight(weights, ex.weight, ex.preference)
-            )
-        )
+        pairs.append(TrainPair(ex.prompt, chosen, rejected, p, ex.source, example_weight(weights, ex.weight, ex.preference)))
     if not pairs:
-        raise InputError(
-            str(path),
-            None,
-            None,
-            "no usable preference pairs (rows need prompt/chosen/rejected, "
-            "HH transcripts, or rlaif's pairs.jsonl"
-            + (f"; {same} rows have the same response twice" if same else "")
-            + ")",
-        )
+        raise InputError(str(path), None, None, "no usable preference pairs (rows need prompt/chosen/rejected, HH transcripts, or rlaif's pairs.jsonl"
+                         + (f"; {same} rows have the same response twice" if same else "") + ")")
     if same:
         print(f"{path}: {same} pairs left out: their two responses are the same text", file=sys.stderr)
     return pairs
@@ -100,9 +86,7 @@ class UnpairedRow:
     weight: float = 1.0
 
 
-def load_unpaired(
-    path: str, limit: int | None = None, threshold: float | None = None, weights: str = "column"
-) -> list[UnpairedRow]:
+def load_unpaired(path: str, limit: int | None = None, threshold: float | None = None, weights: str = "column") -> list[UnpairedRow]:
     """KTO's rows from `path`, in one of three shapes, row by row:
     - `prompt`, `completion` and `label` (true: desirable), TRL's unpaired format; or `score`
       in place of `label`, desirable at `threshold` or more;
@@ -123,44 +107,23 @@ def load_unpaired(
             rows.append(_unpaired_row(record, shown_name(path), line, threshold, weights))
             continue
         ex = parse_record(record, shown_name(path), line)
-        if (
-            len(ex.responses) != 2
-            or (ex.preference is None and ex.human_best is None)
-            or ex.responses[0].strip() == ex.responses[1].strip()
-        ):
+        if len(ex.responses) != 2 or (ex.preference is None and ex.human_best is None) or ex.responses[0].strip() == ex.responses[1].strip():
             continue
         weight = example_weight(weights, ex.weight, ex.preference)
         desirable = (True, False)
         if threshold is not None:
-            scores = {
-                s.get("response"): s.get("score") for s in record.get("scores") or [] if isinstance(s, dict)
-            }
+            scores = {s.get("response"): s.get("score") for s in record.get("scores") or [] if isinstance(s, dict)}
             if not all(isinstance(scores.get(k), int | float) for k in ("chosen", "rejected")):
-                raise InputError(
-                    shown_name(path),
-                    line,
-                    "scores",
-                    "--desirable-threshold reads each response's score, and this pair has none "
-                    "(label with --mode pointwise, or give rows of prompt, completion and score)",
-                )
+                raise InputError(shown_name(path), line, "scores", "--desirable-threshold reads each response's score, and this pair has none "
+                                 "(label with --mode pointwise, or give rows of prompt, completion and score)")
             desirable = (scores["chosen"] >= threshold, scores["rejected"] >= threshold)
-        rows += [
-            UnpairedRow(ex.prompt, text, good, ex.source, weight)
-            for text, good in zip(ex.responses, desirable)
-        ]
+        rows += [UnpairedRow(ex.prompt, text, good, ex.source, weight) for text, good in zip(ex.responses, desirable)]
     if not rows:
-        raise InputError(
-            shown_name(path),
-            None,
-            None,
-            "no labeled rows (rows need prompt, completion and label, or a preference pair)",
-        )
+        raise InputError(shown_name(path), None, None, "no labeled rows (rows need prompt, completion and label, or a preference pair)")
     return rows
 
 
-def _unpaired_row(
-    record: dict[str, Any], file: str, line: int, threshold: float | None, weights: str
-) -> UnpairedRow:
+def _unpaired_row(record: dict[str, Any], file: str, line: int, threshold: float | None, weights: str) -> UnpairedRow:
     def err(field: str, message: str) -> InputError:
         return InputError(file, line, field, message)
 
@@ -174,15 +137,10 @@ def _unpaired_row(
     elif isinstance(record.get("label"), bool):
         desirable = record["label"]
     elif "score" in record:
-        raise err(
-            "label", "missing: a row with a `score` is labeled by --desirable-threshold, which was not given"
-        )
+        raise err("label", "missing: a row with a `score` is labeled by --desirable-threshold, which was not given")
     else:
-        raise err(
-            "label",
-            f"expected true (desirable) or false, got {record.get('label')!r}"
-            + ("" if threshold is None else "; or give a `score` to compare with --desirable-threshold"),
-        )
+        raise err("label", f"expected true (desirable) or false, got {record.get('label')!r}"
+                  + ("" if threshold is None else "; or give a `score` to compare with --desirable-threshold"))
     column = check_weight(record["weight"], file, line) if record.get("weight") is not None else None
     return UnpairedRow(prompt, completion, desirable, f"{file}:{line}", example_weight(weights, column, None))
 
@@ -215,11 +173,8 @@ def split(items: list, share: float, seed: int, fold: int = 0) -> tuple[list, li
     random.Random(seed).shuffle(order)
     n_eval = max(1, round(share * len(items)))
     if not 0 <= fold * n_eval < len(items):
-        raise ConfigError(
-            f"eval_fold {fold} is out of range: {len(items)} items "
-            f"make {math.ceil(len(items) / n_eval)} folds of {n_eval}"
-        )
-    held = set(order[fold * n_eval : (fold + 1) * n_eval])
+        raise ConfigError(f"eval_fold {fold} is out of range: {len(items)} items make {math.ceil(len(items) / n_eval)} folds of {n_eval}")
+    held = set(order[fold * n_eval:(fold + 1) * n_eval])
     return [x for i, x in enumerate(items) if i not in held], [x for i, x in enumerate(items) if i in held]
 
 
@@ -237,39 +192,26 @@ def encode_pair(tokenizer, pair: TrainPair, max_length: int, truncate: bool) -> 
     prompt too long is cut once for both, as the longer response needs: the two sequences then
     share it whole, so both responses are read in the same context and a packed pair computes
     it once."""
-    # with its EOS
-    longer = (
-        max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in (pair.chosen, pair.rejected))
-        + 1
-    )
+    longer = max(len(tokenizer(r, add_special_tokens=False)["input_ids"]) for r in (pair.chosen, pair.rejected)) + 1  # with its EOS
     room = min(longer, max_length // 2)
     chosen = encode(tokenizer, pair.prompt, pair.chosen, max_length, pair.source, truncate, room)
     rejected = encode(tokenizer, pair.prompt, pair.rejected, max_length, pair.source, truncate, room)
     return EncodedPair(chosen, rejected, pair.p, pair.weight)
 
 
-def encoded_train_eval_pairs(
-    tokenizer, config, eval_max_length: int | None = None
-) -> tuple[list[EncodedPair], list[EncodedPair]]:
+def encoded_train_eval_pairs(tokenizer, config, eval_max_length: int | None = None) -> tuple[list[EncodedPair], list[EncodedPair]]:
     """Training and held-out pairs, tokenized: the held-out ones cut at `eval_max_length` if
     given, else at --max-length as the training pairs are."""
     train, held = train_eval_pairs(config)
     return (
         [encode_pair(tokenizer, p, config.max_length, config.truncate_prompt) for p in train],
-        [
-            encode_pair(tokenizer, p, eval_max_length or config.max_length, config.truncate_prompt)
-            for p in held
-        ],
+        [encode_pair(tokenizer, p, eval_max_length or config.max_length, config.truncate_prompt) for p in held],
     )
 
 
-def labels_and_weights(
-    pairs: list[EncodedPair], device: str | torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
+def labels_and_weights(pairs: list[EncodedPair], device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """The pairs' labels p and weights as (B,) tensors (a weight of 1 is exact: ℓ · 1.0 = ℓ)."""
-    return torch.tensor([pair.p for pair in pairs], device=device), torch.tensor(
-        [pair.weight for pair in pairs], device=device
-    )
+    return torch.tensor([pair.p for pair in pairs], device=device), torch.tensor([pair.weight for pair in pairs], device=device)
 
 
 def truncated_rows(pairs: list[EncodedPair]) -> int:

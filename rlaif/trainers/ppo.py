@@ -19,14 +19,7 @@ import torch
 
 from rlaif.models.loading import load_causal_lm
 from rlaif.trainers import losses
-from rlaif.trainers.online import (
-    OnlineTrainer,
-    PromptItem,
-    Sample,
-    positions,
-    sampled_token_logps,
-    token_logps,
-)
+from rlaif.trainers.online import OnlineTrainer, PromptItem, Sample, positions, sampled_token_logps, token_logps
 
 
 @dataclass
@@ -54,12 +47,7 @@ class PolicyWithValue(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask):
         """(B, L) ids and mask -> logits (B, L, vocab) and values (B, L)."""
-        out = self.lm(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions(attention_mask),
-            output_hidden_states=True,
-        )
+        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask), output_hidden_states=True)
         return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
 
     def activation_checkpointing_enable(self, **kwargs) -> None:
@@ -96,13 +84,9 @@ class PPOTrainer(OnlineTrainer):
         score = self.score([p for p, _ in prompts], sample)
         rewards, kl = losses.kl_penalized_rewards(score, logps, ref_logps, mask, cfg.kl_coef)
         advantages, returns = losses.gae(rewards, values, mask, cfg.gamma, cfg.lam)
-        return Rollout(
-            sample, logps, values, losses.whiten(advantages, mask) * mask, returns, score, kl.sum(-1)
-        )
+        return Rollout(sample, logps, values, losses.whiten(advantages, mask) * mask, returns, score, kl.sum(-1))
 
-    def update_loss(
-        self, model, batch: Rollout, idx: torch.Tensor, step: int, update: int
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def update_loss(self, model, batch: Rollout, idx: torch.Tensor, step: int, update: int) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one minibatch `idx` of a rollout: the clipped policy loss, plus --vf-coef
         times the clipped value loss, plus the PPO-ptx term; and its diagnostics."""
         cfg = self.config
@@ -111,24 +95,12 @@ class PPOTrainer(OnlineTrainer):
             logits, values = model(sample.sequences[idx], sample.attention_mask[idx])
         logits, values = logits[:, start:-1], values[:, start:-1].float()
         logps = token_logps(logits, sample.responses[idx])
-        pg_loss, clipfrac = losses.ppo_policy_loss(
-            logps, batch.logps[idx], batch.advantages[idx], mask, cfg.cliprange
-        )
-        vf_loss = losses.ppo_value_loss(
-            values * mask, batch.values[idx], batch.returns[idx], mask, cfg.cliprange_value
-        )
+        pg_loss, clipfrac = losses.ppo_policy_loss(logps, batch.logps[idx], batch.advantages[idx], mask, cfg.cliprange)
+        vf_loss = losses.ppo_value_loss(values * mask, batch.values[idx], batch.returns[idx], mask, cfg.cliprange_value)
         loss, ptx = self.with_ptx(pg_loss + cfg.vf_coef * vf_loss, step, update)
         with torch.no_grad():
-            stats = {
-                k: v.item()
-                for k, v in {
-                    "policy_loss": pg_loss,
-                    "value_loss": vf_loss,
-                    "entropy": losses.masked_entropy(logits, mask),
-                    "clipfrac": clipfrac,
-                    "approx_kl": losses.approx_kl(logps, batch.logps[idx], mask),
-                }.items()
-            }
+            stats = {k: v.item() for k, v in {"policy_loss": pg_loss, "value_loss": vf_loss, "entropy": losses.masked_entropy(logits, mask), "clipfrac": clipfrac,
+                     "approx_kl": losses.approx_kl(logps, batch.logps[idx], mask)}.items()}
         return loss, {**stats, **ptx}
 
     def rollout_stats(self, batch: Rollout) -> dict[str, float]:
@@ -140,7 +112,5 @@ class PPOTrainer(OnlineTrainer):
             "score_std": batch.score.std().item() if len(batch.score) > 1 else 0.0,
             "kl": batch.kl.mean().item(),
             "response_length": batch.sample.mask.sum(-1).mean().item(),
-            "explained_variance": losses.explained_variance(
-                batch.values, batch.returns, batch.sample.mask
-            ).item(),
+            "explained_variance": losses.explained_variance(batch.values, batch.returns, batch.sample.mask).item(),
         }

@@ -36,9 +36,7 @@ class PairTrainer(OfflineTrainer):
     def load_policy(self, init_from: str | None) -> torch.nn.Module:
         return self.load_trainable(lambda d: load_causal_lm(d, self.procs.device), init_from, "CAUSAL_LM")
 
-    def pair_logps(
-        self, model, pairs: list[EncodedPair], whole_chosen: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def pair_logps(self, model, pairs: list[EncodedPair], whole_chosen: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """log π(chosen) and log π(rejected), each (B,) (means per token if `average_logps`), in
         one forward pass over the pairs packed. With `whole_chosen`, also the mean negative
         log-likelihood of the chosen sequences' every token, prompt and response, over the batch
@@ -47,9 +45,7 @@ class PairTrainer(OfflineTrainer):
         groups = [[(k, pair.chosen), (n + k, pair.rejected)] for k, pair in enumerate(pairs)]
         if whole_chosen:  # the chosen sequence once more, every token a target: the packing computes it once
             for k, pair in enumerate(pairs):
-                groups[k].append(
-                    (2 * n + k, {"input_ids": pair.chosen["input_ids"], "labels": pair.chosen["input_ids"]})
-                )
+                groups[k].append((2 * n + k, {"input_ids": pair.chosen["input_ids"], "labels": pair.chosen["input_ids"]}))
         batch = pack_sequences(groups, self.tokenizer.pad_token_id, self.procs.device)
         hidden = hidden_at(model, batch.packed, batch.token_index, logits_to_keep=1)
         tokens = head_logps(hidden, unwrap(model).get_output_embeddings().weight, batch.targets)
@@ -63,8 +59,7 @@ class PairTrainer(OfflineTrainer):
 
     @torch.no_grad()
     def all_logps(self, model, pairs, on_batch: Callable[[int], object] = lambda n: None) -> torch.Tensor:
-        """(len(pairs), 2): log π(chosen), log π(rejected) of each pair;
-        `on_batch(pairs done)` hears each batch."""
+        """(len(pairs), 2): log π(chosen), log π(rejected) of each pair; `on_batch(pairs done)` hears each batch."""
         out = []
         for chunk in batched(pairs, self.config.batch_size):
             out.append(torch.stack(self.pair_logps(model, chunk)[:2], dim=1).cpu())
@@ -72,9 +67,7 @@ class PairTrainer(OfflineTrainer):
         return torch.cat(out) if out else torch.zeros(0, 2)
 
     @abstractmethod
-    def pair_loss(
-        self, model, pairs: list[EncodedPair], split: str, rows: list[int]
-    ) -> tuple[torch.Tensor, dict[str, float]]:
+    def pair_loss(self, model, pairs: list[EncodedPair], split: str, rows: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss and metrics of `pairs`, which are rows `rows` of the `split` ("train" or "eval")."""
 
     def loss(self, model, indices):
@@ -89,14 +82,10 @@ class PairTrainer(OfflineTrainer):
             loss, metrics = self.pair_loss(self.model, [self.eval_pairs[i] for i in rows], "eval", rows)
             return len(rows), {"loss": loss.item(), **metrics}
 
-        return batch_means(
-            batch(rows) for rows in batched(list(range(len(self.eval_pairs))), self.config.batch_size)
-        )
+        return batch_means(batch(rows) for rows in batched(list(range(len(self.eval_pairs))), self.config.batch_size))
 
 
-def reward_metrics(
-    chosen: torch.Tensor, rejected: torch.Tensor, logps_chosen: torch.Tensor, logps_rejected: torch.Tensor
-) -> dict[str, float]:
+def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, logps_chosen: torch.Tensor, logps_rejected: torch.Tensor) -> dict[str, float]:
     """What a preference objective logs as TRL does: its implicit rewards of the chosen and the
     rejected responses, how often the chosen one's is higher, their margin, and the log-probabilities."""
     chosen, rejected = chosen.detach(), rejected.detach()

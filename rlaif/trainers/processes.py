@@ -43,9 +43,7 @@ class Processes:
         """The mean of a number over all processes."""
         if self.world == 1:
             return value
-        t = torch.tensor(
-            [value], dtype=torch.float64, device=self.device if self.device.startswith("cuda") else "cpu"
-        )
+        t = torch.tensor([value], dtype=torch.float64, device=self.device if self.device.startswith("cuda") else "cpu")
         dist.all_reduce(t)
         return t.item() / self.world
 

@@ -15,19 +15,11 @@ class SFTTrainer(OfflineTrainer):
     def setup(self, init_from: str | None) -> None:
         cfg = self.config
         train, held = train_eval_pairs(cfg)
-        self.train_items = [
-            encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt)
-            for p in train
-        ]
-        self.eval_items = [
-            encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt)
-            for p in held
-        ]
+        self.train_items = [encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt) for p in train]
+        self.eval_items = [encode(self.tokenizer, p.prompt, p.chosen, cfg.max_length, p.source, cfg.truncate_prompt) for p in held]
         self.n_train, self.n_rows = len(self.train_items), len(self.train_items) + len(self.eval_items)
         self.truncated_rows = sum(item["truncated"] for item in self.train_items + self.eval_items)
-        self.model = self.load_trainable(
-            lambda d: load_causal_lm(d, self.procs.device), init_from, "CAUSAL_LM"
-        )
+        self.model = self.load_trainable(lambda d: load_causal_lm(d, self.procs.device), init_from, "CAUSAL_LM")
 
     def _loss(self, model, items) -> torch.Tensor:
         batch = collate(items, self.tokenizer.pad_token_id, self.procs.device)
@@ -41,7 +33,5 @@ class SFTTrainer(OfflineTrainer):
     def evaluate(self) -> dict[str, float]:
         if not self.eval_items:
             return {}
-        losses = [
-            self._loss(self.model, chunk).item() for chunk in batched(self.eval_items, self.config.batch_size)
-        ]
+        losses = [self._loss(self.model, chunk).item() for chunk in batched(self.eval_items, self.config.batch_size)]
         return {"loss": sum(losses) / len(losses)}

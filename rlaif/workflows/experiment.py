@@ -29,19 +29,7 @@ from rlaif.trainers.config import TrainConfig, read_run_config
 
 SLICES = ("train", "gold", "eval")
 SECTIONS = {"label": LabelConfig, "train": TrainConfig, "gold_rm": TrainConfig, "compare": CompareConfig}
-SET_BY_THE_EXPERIMENT = {
-    "input",
-    "output",
-    "data",
-    "method",
-    "model",
-    "runs",
-    "eval_data",
-    "gold_rm",
-    "labels",
-    "progress",
-    "reference_cache",
-}
+SET_BY_THE_EXPERIMENT = {"input", "output", "data", "method", "model", "runs", "eval_data", "gold_rm", "labels", "progress", "reference_cache"}
 
 
 def read_experiment(path: str | Path) -> dict[str, Any]:
@@ -54,14 +42,10 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
     known = {"output", "model", "seed", "data", *SECTIONS}
     for key in spec:
         if key not in known:
-            raise ConfigError(
-                f"{unknown_key(key, sorted(known))} (expected {', '.join(sorted(known))})", str(path), key=key
-            )
+            raise ConfigError(f"{unknown_key(key, sorted(known))} (expected {', '.join(sorted(known))})", str(path), key=key)
     for section in (*SECTIONS, "data"):
         if not isinstance(spec.get(section, {}), dict):
-            raise ConfigError(
-                f"expected a table ([{section}]), got {spec[section]!r}", str(path), key=section
-            )
+            raise ConfigError(f"expected a table ([{section}]), got {spec[section]!r}", str(path), key=section)
     for key, kind in (("output", str), ("model", str), ("seed", int)):
         if key in spec and (not isinstance(spec[key], kind) or isinstance(spec[key], bool)):
             raise ConfigError(f"expected {kind.__name__}, got {spec[key]!r}", str(path), key=key)
@@ -71,12 +55,8 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
         for key, value in spec.get(section, {}).items():
             if key not in allowed:
                 near = unknown_key(key, sorted(allowed)).removeprefix("unknown key")
-                raise ConfigError(
-                    "not a setting of this step (or one the experiment sets "
-                    f"itself){near} (expected one of {', '.join(sorted(allowed))})",
-                    str(path),
-                    key=f"{section}.{key}",
-                )
+                raise ConfigError(f"not a setting of this step (or one the experiment sets itself){near} (expected one of {', '.join(sorted(allowed))})",
+                                  str(path), key=f"{section}.{key}")
             if (problem := type_problem(value, hints[key])) is not None:
                 raise ConfigError(problem, str(path), key=f"{section}.{key}")
     data = spec.get("data", {})
@@ -84,31 +64,16 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
         if name not in data:
             raise ConfigError("missing", str(path), key=f"data.{name}")
     if not isinstance(data["source"], str):
-        raise ConfigError(
-            f"expected an input (a path or hf:...), got {data['source']!r}", str(path), key="data.source"
-        )
+        raise ConfigError(f"expected an input (a path or hf:...), got {data['source']!r}", str(path), key="data.source")
     for name in SLICES:
         value = data[name]
-        if not (
-            isinstance(value, list)
-            and len(value) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value)
-            and value[0] < value[1]
-        ):
-            raise ConfigError(
-                f"expected [START, END], two row numbers with START < END, got {value!r}",
-                str(path),
-                key=f"data.{name}",
-            )
+        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value) and value[0] < value[1]):
+            raise ConfigError(f"expected [START, END], two row numbers with START < END, got {value!r}", str(path), key=f"data.{name}")
     ranges = {name: range(*data[name]) for name in SLICES}
     for i, a in enumerate(SLICES):
-        for b in SLICES[i + 1 :]:
+        for b in SLICES[i + 1:]:
             if set(ranges[a]) & set(ranges[b]):
-                raise ConfigError(
-                    f"rows {a} {data[a]} and {b} {data[b]} overlap: the slices must be disjoint",
-                    str(path),
-                    key="data",
-                )
+                raise ConfigError(f"rows {a} {data[a]} and {b} {data[b]} overlap: the slices must be disjoint", str(path), key="data")
     return {**spec, "ranges": ranges}
 
 
@@ -117,12 +82,7 @@ def slice_inputs(source: str, ranges: dict[str, range]) -> dict[str, str]:
     total = sum(1 for _ in read_records(source))
     for name, rows in ranges.items():
         if rows.stop > total:
-            raise InputError(
-                source,
-                None,
-                None,
-                f"the {name} slice asks for rows up to {rows.stop}, but the file has {total}",
-            )
+            raise InputError(source, None, None, f"the {name} slice asks for rows up to {rows.stop}, but the file has {total}")
     return {name: f"{source}?rows={rows.start}:{rows.stop}" for name, rows in ranges.items()}
 
 
@@ -132,9 +92,7 @@ def human_labeled_twins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     twins = []
     for r in rows:
         if r.get("human_preference") is None:
-            raise InputError(
-                r["id"], None, "human_preference", "the experiment's training rows must carry human labels"
-            )
+            raise InputError(r["id"], None, "human_preference", "the experiment's training rows must carry human labels")
         human_agrees = r["human_preference"] > 0.5
         chosen, rejected = (r["chosen"], r["rejected"]) if human_agrees else (r["rejected"], r["chosen"])
         twins.append({"id": r["id"], "prompt": r["prompt"], "chosen": chosen, "rejected": rejected})
@@ -170,51 +128,19 @@ def run_experiment(path: str | Path, progress: bool = True) -> dict[str, Any]:
     data = slice_inputs(spec["data"]["source"], spec["ranges"])
 
     label_dir = out / "labels"
-    labeled = label(
-        LabelConfig(
-            input=data["train"], output=str(label_dir), seed=seed, progress=progress, **spec.get("label", {})
-        )
-    )
+    labeled = label(LabelConfig(input=data["train"], output=str(label_dir), seed=seed, progress=progress, **spec.get("label", {})))
     agreement(label_dir)
     human = out / "train-human-labels.jsonl"
     write_jsonl_atomic(human, human_labeled_twins(labeled.rows))
 
     # the two runs read the same sequences (some pairs swapped): one reference pass serves both
-    common = {
-        "method": "dpo",
-        "model": model,
-        "seed": seed,
-        "progress": progress,
-        "reference_cache": str(out / "cache.sqlite"),
-        **spec.get("train", {}),
-    }
+    common = {"method": "dpo", "model": model, "seed": seed, "progress": progress, "reference_cache": str(out / "cache.sqlite"), **spec.get("train", {})}
     runs = [str(out / "dpo-ai-labels"), str(out / "dpo-human-labels")]
     train_once(TrainConfig(data=str(label_dir / "pairs.jsonl"), output=runs[0], **common))
     train_once(TrainConfig(data=str(human), output=runs[1], **common))
     gold_dir = str(out / "gold-rm")
-    train_once(
-        TrainConfig(
-            method="rm",
-            data=data["gold"],
-            output=gold_dir,
-            model=model,
-            seed=seed,
-            progress=progress,
-            **spec.get("gold_rm", {}),
-        )
-    )
+    train_once(TrainConfig(method="rm", data=data["gold"], output=gold_dir, model=model, seed=seed, progress=progress, **spec.get("gold_rm", {})))
 
     judge = spec.get("label", {}).get("judge")
     options = {**({"judge": judge} if judge else {}), **spec.get("compare", {})}
-    return compare(
-        CompareConfig(
-            runs=runs,
-            eval_data=data["eval"],
-            output=str(out),
-            gold_rm=gold_dir,
-            labels=[str(label_dir)],
-            seed=seed,
-            progress=progress,
-            **options,
-        )
-    )
+    return compare(CompareConfig(runs=runs, eval_data=data["eval"], output=str(out), gold_rm=gold_dir, labels=[str(label_dir)], seed=seed, progress=progress, **options))

@@ -23,9 +23,7 @@ class AnthropicOptions(ApiOptions):
     api_key_env: str = "ANTHROPIC_API_KEY"
     samples: int = 1
     temperature: float | None = None  # newer models take none; sent only when set
-    verdict: str = (
-        "prefilled"  # prefilled: the reply continues the verdict prefix | text: parsed from a free reply
-    )
+    verdict: str = "prefilled"  # prefilled: the reply continues the verdict prefix | text: parsed from a free reply
 
     def __post_init__(self) -> None:
         choice("verdict", self.verdict, AnthropicJudge.VERDICTS)
@@ -34,15 +32,10 @@ class AnthropicOptions(ApiOptions):
 def combine_samples(request: JudgeRequest, samples: list[Verdict]) -> Verdict:
     """One soft verdict from several sampled hard ones: the mean of the readable ones."""
     read = [s.value for s in samples if s.value is not None]
-    tokens = {
-        "prompt_tokens": sum(s.prompt_tokens for s in samples),
-        "completion_tokens": sum(s.completion_tokens for s in samples),
-    }
+    tokens = {"prompt_tokens": sum(s.prompt_tokens for s in samples), "completion_tokens": sum(s.completion_tokens for s in samples)}
     texts = "\n---\n".join(s.text or "" for s in samples)
     if not read:
-        return Verdict(
-            p_first=None, text=texts, soft=False, error="no verdict could be read from any sample", **tokens
-        )
+        return Verdict(p_first=None, text=texts, soft=False, error="no verdict could be read from any sample", **tokens)
     mean = sum(read) / len(read)
     if request.pointwise:
         return Verdict(p_first=None, score=mean, text=texts, soft=True, **tokens)
@@ -54,17 +47,11 @@ class AnthropicJudge(ApiJudge):
     VERDICTS = ("prefilled", "text")
 
     def _client(self, base_url: str | None):
-        return anthropic.AsyncAnthropic(
-            api_key=self._api_key, base_url=base_url, timeout=self.options.timeout, max_retries=0
-        )
+        return anthropic.AsyncAnthropic(api_key=self._api_key, base_url=base_url, timeout=self.options.timeout, max_retries=0)
 
     def _prefill(self, request: JudgeRequest) -> str | None:
         """The start of the assistant turn: the verdict prefix, unless a rationale must come first."""
-        return (
-            request.verdict_prefix.rstrip()
-            if self.options.verdict == "prefilled" and not request.cot
-            else None
-        )
+        return request.verdict_prefix.rstrip() if self.options.verdict == "prefilled" and not request.cot else None
 
     async def _ask(self, client, request: JudgeRequest) -> Verdict:
         extra = {"system": self.options.system_prompt} if self.options.system_prompt else {}
@@ -84,13 +71,10 @@ class AnthropicJudge(ApiJudge):
         blocks = getattr(response, "content", None)
         if not isinstance(blocks, list):
             raise MalformedResponse("the reply has no content blocks")
-        text = (prefill or "") + "".join(
-            getattr(block, "text", "") for block in blocks if getattr(block, "type", None) == "text"
-        )
+        text = (prefill or "") + "".join(getattr(block, "text", "") for block in blocks if getattr(block, "type", None) == "text")
         usage = getattr(response, "usage", None)
         return hard_verdict(
-            text,
-            request,
+            text, request,
             prompt_tokens=getattr(usage, "input_tokens", 0) or 0,
             completion_tokens=getattr(usage, "output_tokens", 0) or 0,
         )
@@ -111,13 +95,6 @@ class AnthropicJudge(ApiJudge):
                 on_result(i, gave_up or combine_samples(requests[i], got))
 
         def budget(index: int) -> int:
-            return estimate_tokens(requests[index // k].prompt) + self.completion_budget(
-                self.options, requests[index // k].cot
-            )
+            return estimate_tokens(requests[index // k].prompt) + self.completion_budget(self.options, requests[index // k].cot)
 
-        self.call_all(
-            range(len(requests) * k),
-            lambda client, index: self._ask(client, requests[index // k]),
-            budget,
-            report,
-        )
+        self.call_all(range(len(requests) * k), lambda client, index: self._ask(client, requests[index // k]), budget, report)

@@ -35,31 +35,13 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from rlaif.judging.base import (
-    Judge,
-    JudgeConfig,
-    JudgeConfigError,
-    JudgeFatalError,
-    JudgeRequest,
-    Verdict,
-    estimate_tokens,
-)
+from rlaif.judging.base import Judge, JudgeConfig, JudgeConfigError, JudgeFatalError, JudgeRequest, Verdict, estimate_tokens
 from rlaif.judging.verdicts import parse_verdict
 
-API_NOT_IN_KEY = frozenset(
-    {
-        "api_key_env",
-        "concurrency",
-        "requests_per_minute",
-        "tokens_per_minute",
-        "timeout",
-        "max_retries",
-        "retry_initial_wait",
-        "retry_max_wait",
-        "price_input_per_mtok",
-        "price_output_per_mtok",
-    }
-)
+API_NOT_IN_KEY = frozenset({
+    "api_key_env", "concurrency", "requests_per_minute", "tokens_per_minute", "timeout",
+    "max_retries", "retry_initial_wait", "retry_max_wait", "price_input_per_mtok", "price_output_per_mtok",
+})
 
 
 @dataclass
@@ -125,9 +107,7 @@ def server_failed(exc: BaseException) -> bool:
 def is_transient(exc: BaseException) -> bool:
     """Whether a failed call is worth repeating: its server failed, it was throttled, or its
     body came back cut short or garbled."""
-    if server_failed(exc) or isinstance(
-        exc, (MalformedResponse, json.JSONDecodeError, *sdk_errors("APIResponseValidationError"))
-    ):
+    if server_failed(exc) or isinstance(exc, (MalformedResponse, json.JSONDecodeError, *sdk_errors("APIResponseValidationError"))):
         return True
     return status_of(exc) in (408, 409, 429)
 
@@ -202,8 +182,7 @@ class Servers:
 
     async def close(self) -> None:
         for client in self.clients:
-            # httpx2's clients, the SDKs' clients
-            await (client.aclose() if hasattr(client, "aclose") else client.close())
+            await (client.aclose() if hasattr(client, "aclose") else client.close())  # httpx2's clients, the SDKs' clients
 
 
 def retry_after(exc: BaseException) -> float | None:
@@ -234,10 +213,7 @@ class ApiJudge(Judge):
         if env:
             key = os.environ.get(env)
             if not key:
-                raise JudgeConfigError(
-                    f"{config.source or config.name}: the environment "
-                    f"variable {env} (option 'api_key_env') is not set"
-                )
+                raise JudgeConfigError(f"{config.source or config.name}: the environment variable {env} (option 'api_key_env') is not set")
             self._api_key = key
         else:
             self._api_key = "none"  # a local server that takes no key
@@ -246,8 +222,7 @@ class ApiJudge(Judge):
         self._runner: asyncio.Runner | None = None
         self._servers: Servers | None = None
         self._limiters: tuple[AsyncLimiter | None, AsyncLimiter | None] = (None, None)
-        # whether any call has reached a server: until one does, a server that cannot be reached stops the run
-        self._answered = False
+        self._answered = False  # whether any call has reached a server: until one does, a server that cannot be reached stops the run
 
     def redact(self, text: str) -> str:
         """`text` with the API key, and anything shaped like one, blanked out."""
@@ -281,21 +256,12 @@ class ApiJudge(Judge):
         backoff = wait_exponential_jitter(multiplier=initial, max=self.options.retry_max_wait, jitter=initial)
         return backoff(retry_state)
 
-    async def _with_retries(
-        self,
-        servers: Servers,
-        call: Callable[[Any], Awaitable[Any]],
-        limits: list[tuple[AsyncLimiter, float]],
-    ) -> Any:
+    async def _with_retries(self, servers: Servers, call: Callable[[Any], Awaitable[Any]], limits: list[tuple[AsyncLimiter, float]]) -> Any:
         """`call(client)` on a server, retried (on any server) while it fails transiently; raises
         `JudgeFatalError` on an error retrying cannot help, `GaveUp` after the last attempt."""
-
-        # a server no call has reached yet: three tries, not the whole schedule
-        def unreachable(retry_state) -> bool:
+        def unreachable(retry_state) -> bool:  # a server no call has reached yet: three tries, not the whole schedule
             exc = retry_state.outcome.exception()
-            return (
-                not self._answered and cannot_connect(exc) and retry_state.attempt_number >= UNREACHABLE_TRIES
-            )
+            return not self._answered and cannot_connect(exc) and retry_state.attempt_number >= UNREACHABLE_TRIES
 
         retrying = AsyncRetrying(
             stop=stop_after_attempt(self.options.max_retries + 1) | unreachable,
@@ -318,20 +284,13 @@ class ApiJudge(Judge):
                 raise JudgeFatalError(f"'{self.name}' failed and retrying cannot help: {message}") from None
             if not self._answered and cannot_connect(exc):
                 where = ", ".join(url or "the SDK's default address" for url in self.base_urls)
-                raise JudgeFatalError(
-                    f"judge '{self.name}' cannot reach its server at {where} ({message}): is it running, "
-                    "and is base_url right? Nothing was labeled; run the same command again once it answers"
-                ) from None
+                raise JudgeFatalError(f"judge '{self.name}' cannot reach its server at {where} ({message}): is it running, "
+                                      "and is base_url right? Nothing was labeled; run the same command again once it answers") from None
             raise GaveUp(f"gave up after {self.options.max_retries + 1} attempts: {message}") from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def call_all(
-        self,
-        items: Sequence[Any],
-        call: Callable[[Any, Any], Awaitable[Any]],
-        budget: Callable[[Any], int],
-        on_result: Callable[[int, Any, str | None], None],
-    ) -> None:
+    def call_all(self, items: Sequence[Any], call: Callable[[Any, Any], Awaitable[Any]], budget: Callable[[Any], int],
+                 on_result: Callable[[int, Any, str | None], None]) -> None:
         """`call(client, item)` for every item, concurrently over the servers, with the rate
         limits (`budget(item)`: the tokens it may take) and retries; `on_result(index, result,
         error)` as each ends (`error` set, `result` None, when a call gave up)."""
@@ -341,18 +300,10 @@ class ApiJudge(Judge):
 
     async def _call_all(self, items, call, budget, on_result) -> None:
         if self._servers is None:  # made inside the event loop that uses them
-            self._servers = Servers(
-                [self._client(url) for url in self.base_urls],
-                self.options.concurrency,
-                self.options.retry_initial_wait,
-                self.options.retry_max_wait,
-            )
-            self._limiters = (
-                AsyncLimiter(self.options.requests_per_minute, 60)
-                if self.options.requests_per_minute
-                else None,
-                AsyncLimiter(self.options.tokens_per_minute, 60) if self.options.tokens_per_minute else None,
-            )
+            self._servers = Servers([self._client(url) for url in self.base_urls], self.options.concurrency,
+                                    self.options.retry_initial_wait, self.options.retry_max_wait)
+            self._limiters = (AsyncLimiter(self.options.requests_per_minute, 60) if self.options.requests_per_minute else None,
+                              AsyncLimiter(self.options.tokens_per_minute, 60) if self.options.tokens_per_minute else None)
         servers, (rpm, tpm) = self._servers, self._limiters
 
         async def one(index: int, item: Any) -> None:
@@ -398,9 +349,5 @@ def hard_verdict(text: str, request: JudgeRequest, **usage: int) -> Verdict:
     that keeps the raw text."""
     choice = parse_verdict(text, request.labels, request.verdict_prefix)
     if choice is None:
-        return Verdict(
-            p_first=None, text=text, soft=False, error="no verdict could be read from the reply", **usage
-        )
-    return Judge.from_label_probs(
-        request, [float(i == choice) for i in range(len(request.labels))], text=text, soft=False, **usage
-    )
+        return Verdict(p_first=None, text=text, soft=False, error="no verdict could be read from the reply", **usage)
+    return Judge.from_label_probs(request, [float(i == choice) for i in range(len(request.labels))], text=text, soft=False, **usage)

@@ -27,9 +27,7 @@ from rlaif.models.packing import common_prefix_length
 
 @dataclass
 class LlamaCppOptions:
-    tokenizer: str | None = (
-        None  # whose chat template renders the rubric; default: the embedded model's, or the GGUF file's own
-    )
+    tokenizer: str | None = None  # whose chat template renders the rubric; default: the embedded model's, or the GGUF file's own
     n_ctx: int = 0  # context length; 0: the model's
     n_threads: int | None = None  # default: every core
     n_batch: int = 512
@@ -62,24 +60,14 @@ class LlamaCppJudge(PrefilledJudge):
         try:
             import llama_cpp
         except ImportError:
-            raise JudgeConfigError(
-                f"{config.source or config.name}: backend 'llama_cpp' "
-                "needs llama-cpp-python: pip install -e '.[llama-cpp]'"
-            ) from None
+            raise JudgeConfigError(f"{config.source or config.name}: backend 'llama_cpp' needs llama-cpp-python: pip install -e '.[llama-cpp]'") from None
         path = gguf_path(config.model)
         if not path.is_file():
             raise JudgeConfigError(f"{config.source or config.name}: key 'model': no GGUF file at {path}")
         o = self.options
         self._llama_cpp = llama_cpp
-        self.llm = llama_cpp.Llama(
-            str(path),
-            n_ctx=o.n_ctx,
-            n_batch=o.n_batch,
-            n_threads=o.n_threads or os.cpu_count(),
-            n_threads_batch=o.n_threads or os.cpu_count(),
-            logits_all=False,
-            verbose=False,
-        )
+        self.llm = llama_cpp.Llama(str(path), n_ctx=o.n_ctx, n_batch=o.n_batch, n_threads=o.n_threads or os.cpu_count(),
+                                   n_threads_batch=o.n_threads or os.cpu_count(), logits_all=False, verbose=False)
         self.tokenizer = chat_tokenizer(o.tokenizer, config.model)
         self.context_length = self.llm.n_ctx()
         self._bos = [self.llm.token_bos()] if llama_cpp.llama_vocab_get_add_bos(self.llm._model.vocab) else []
@@ -94,15 +82,12 @@ class LlamaCppJudge(PrefilledJudge):
         return self._bos + self.llm.tokenize(text.encode(), add_bos=False, special=True)
 
     def next_token_logits(self, ids: list[int]) -> torch.Tensor:
-        """The logits (vocab,) after `ids`, reusing the KV cache of the common
-        beginning with the last call."""
+        """The logits (vocab,) after `ids`, reusing the KV cache of the common beginning with the last call."""
         llm = self.llm
         keep = min(common_prefix_length(llm.input_ids[: llm.n_tokens].tolist(), ids), len(ids) - 1)
         llm.n_tokens = keep
         llm.eval(ids[keep:])
-        logits = np.ctypeslib.as_array(
-            self._llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),)
-        )
+        logits = np.ctypeslib.as_array(self._llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
         return torch.from_numpy(logits.copy())
 
     def label_probs(self, texts: list[str], labels: tuple[str, ...]) -> tuple[list[list[float]], list[int]]:
@@ -113,13 +98,8 @@ class LlamaCppJudge(PrefilledJudge):
     def _rationales(self, chats: list[str], verdict_prefix: str) -> tuple[list[str], list[int]]:
         texts, counts = [], []
         for chat in chats:
-            out = self.llm.create_completion(
-                self.tokenize(chat),
-                max_tokens=self.options.max_new_tokens,
-                temperature=self.options.temperature,
-                stop=[verdict_prefix.strip()],
-                seed=0,
-            )
+            out = self.llm.create_completion(self.tokenize(chat), max_tokens=self.options.max_new_tokens, temperature=self.options.temperature,
+                                             stop=[verdict_prefix.strip()], seed=0)
             texts.append(rationale(out["choices"][0]["text"], verdict_prefix))
             counts.append(out["usage"]["completion_tokens"])
         return texts, counts

@@ -37,8 +37,7 @@ def left_padded(tokenizer, texts: list[str], device: str) -> dict[str, torch.Ten
     return batch
 
 
-# a batch's padded length over its real length, at most (a request longer than that starts the next batch)
-PADDING = 1.25
+PADDING = 1.25  # a batch's padded length over its real length, at most (a request longer than that starts the next batch)
 
 
 class LocalJudge(PrefilledJudge):
@@ -71,7 +70,7 @@ class LocalJudge(PrefilledJudge):
             top_k=None,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        new = out[:, batch["input_ids"].shape[1] :]
+        new = out[:, batch["input_ids"].shape[1]:]
         texts, counts = [], []
         for row in new:
             texts.append(rationale(self.tokenizer.decode(row, skip_special_tokens=True), verdict_prefix))
@@ -97,24 +96,13 @@ class LocalJudge(PrefilledJudge):
         """
         seqs = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         shared = min(min(common_prefix_length(seqs[0], s) for s in seqs), min(map(len, seqs)) - 1)
-        packed = pack(
-            _rows([s[shared:] for s in seqs]), self.tokenizer.pad_token_id, self.device, start=shared
-        )
+        packed = pack(_rows([s[shared:] for s in seqs]), self.tokenizer.pad_token_id, self.device, start=shared)
         mask, cache = packed.attention_mask, None
         if shared:
             rows, width = packed.input_ids.shape
-            cache = DynamicCache(
-                [
-                    (k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
-                    for k, v in self._prefix_cache(seqs[0][:shared])
-                ],
-                config=self.model.config,
-            )
-            # every token sees the prefix
-            mask = torch.cat([mask.new_ones(rows, 1, width, shared), mask], dim=-1)
-        hidden = self.model.base_model(
-            input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, cache=cache
-        ).last_hidden_state
+            cache = DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix_cache(seqs[0][:shared])], config=self.model.config)
+            mask = torch.cat([mask.new_ones(rows, 1, width, shared), mask], dim=-1)  # every token sees the prefix
+        hidden = self.model.base_model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, cache=cache).last_hidden_state
         last = torch.tensor([places[-1] for places in packed.places], device=self.device)
         logits = self.model.get_output_embeddings()(hidden.flatten(0, 1)[last])
         return label_distribution(logits, self.tokenizer, labels).tolist(), [len(s) for s in seqs]
@@ -129,11 +117,7 @@ class LocalJudge(PrefilledJudge):
         for i in order:
             n = len(requests[i].prompt)
             last = batches[-1] if batches else []
-            if (
-                last
-                and len(last) < self.options.batch_size
-                and n * (len(last) + 1) <= PADDING * (sum(len(requests[j].prompt) for j in last) + n)
-            ):
+            if last and len(last) < self.options.batch_size and n * (len(last) + 1) <= PADDING * (sum(len(requests[j].prompt) for j in last) + n):
                 last.append(i)
             else:
                 batches.append([i])
@@ -153,3 +137,4 @@ def _rows(seqs: list[list[int]]) -> list[list[list[int]]]:
         else:
             rows.append([seq])
     return rows
+

@@ -28,16 +28,7 @@ from openai.types.chat import ChatCompletion
 
 from rlaif.judging.backends.api import ApiJudge, ApiOptions, MalformedResponse, hard_verdict
 from rlaif.judging.backends.prefilled import rationale, verdict_text
-from rlaif.judging.base import (
-    BATCH_ENDED,
-    BatchJudge,
-    JudgeConfigError,
-    JudgeRequest,
-    SamplingJudge,
-    Verdict,
-    choice,
-    estimate_tokens,
-)
+from rlaif.judging.base import BATCH_ENDED, BatchJudge, JudgeConfigError, JudgeRequest, SamplingJudge, Verdict, choice, estimate_tokens
 from rlaif.judging.verdicts import find_verdict, label_probs, top_at
 from rlaif.models.loading import chat_prompt, is_embedded, load_tokenizer
 
@@ -49,19 +40,10 @@ VERDICTS = ("text", "constrained", "prefilled")
 class OpenAIOptions(ApiOptions):
     api_key_env: str = "OPENAI_API_KEY"
     top_logprobs: int = 20  # 0: ask for no log-probabilities
-    verdict: str = (
-        "text"  # how the verdict is read: text | constrained | prefilled (see the module's docstring)
-    )
-    # prefilled: completions (rendered here) | chat (the server continues the assistant turn)
-    prefill_with: str = "completions"
-    tokenizer: str | None = (
-        # prefilled through completions: whose chat template renders the rubric ('embedded' or a
-        # directory); default: `model`
-        None
-    )
-    # constrained: json_schema (OpenAI, vLLM, SGLang, llama-server, Ollama) | json_object
-    # (llama-cpp-python's server)
-    structured_output: str = "json_schema"
+    verdict: str = "text"  # how the verdict is read: text | constrained | prefilled (see the module's docstring)
+    prefill_with: str = "completions"  # prefilled: completions (rendered here) | chat (the server continues the assistant turn)
+    tokenizer: str | None = None  # prefilled through completions: whose chat template renders the rubric ('embedded' or a directory); default: `model`
+    structured_output: str = "json_schema"  # constrained: json_schema (OpenAI, vLLM, SGLang, llama-server, Ollama) | json_object (llama-cpp-python's server)
 
     def __post_init__(self) -> None:
         choice("verdict", self.verdict, VERDICTS)
@@ -70,16 +52,10 @@ class OpenAIOptions(ApiOptions):
 
 
 def verdict_schema(request: JudgeRequest) -> dict[str, Any]:
-    """The JSON schema of a constrained verdict: {"verdict": one of the labels}, a
-    rationale first with --cot."""
+    """The JSON schema of a constrained verdict: {"verdict": one of the labels}, a rationale first with --cot."""
     properties: dict[str, Any] = {"rationale": {"type": "string"}} if request.cot else {}
     properties["verdict"] = {"type": "string", "enum": list(request.labels)}
-    return {
-        "type": "object",
-        "properties": properties,
-        "required": list(properties),
-        "additionalProperties": False,
-    }
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
 
 
 def _chat_tokens(choice_: Any) -> list[tuple[str, dict[str, float]]] | None:
@@ -113,24 +89,16 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
         if o.verdict == "prefilled" and o.prefill_with == "completions":
             name = o.tokenizer if o.tokenizer is not None else config.model
             if not (is_embedded(name) or Path(str(name)).is_dir()):
-                raise JudgeConfigError(
-                    f"{config.source or config.name}: key 'options.tokenizer': "
-                    "a prefilled verdict through /completions renders the "
-                    "rubric with the model's own chat template: name its "
-                    f"tokenizer ('embedded' or a local directory), not {name!r}"
-                )
+                raise JudgeConfigError(f"{config.source or config.name}: key 'options.tokenizer': a prefilled verdict through /completions renders the "
+                                       f"rubric with the model's own chat template: name its tokenizer ('embedded' or a local directory), not {name!r}")
             self.tokenizer = load_tokenizer(name)
 
     def _client(self, base_url: str | None):
         # Retries are ours (tenacity), so the SDK's own are turned off.
-        return openai.AsyncOpenAI(
-            api_key=self._api_key, base_url=base_url, timeout=self.options.timeout, max_retries=0
-        )
+        return openai.AsyncOpenAI(api_key=self._api_key, base_url=base_url, timeout=self.options.timeout, max_retries=0)
 
     def _messages(self, request: JudgeRequest) -> list[dict[str, str]]:
-        system = (
-            [{"role": "system", "content": self.options.system_prompt}] if self.options.system_prompt else []
-        )
+        system = [{"role": "system", "content": self.options.system_prompt}] if self.options.system_prompt else []
         return system + [{"role": "user", "content": request.prompt}]
 
     def _body(self, request: JudgeRequest) -> dict[str, Any]:
@@ -146,10 +114,7 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
         if self.options.verdict == "constrained":
             schema = verdict_schema(request)
             if self.options.structured_output == "json_schema":
-                body["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {"name": "verdict", "schema": schema, "strict": True},
-                }
+                body["response_format"] = {"type": "json_schema", "json_schema": {"name": "verdict", "schema": schema, "strict": True}}
             else:
                 body["response_format"] = {"type": "json_object", "schema": schema}
         return body
@@ -175,29 +140,14 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
             label = reply["verdict"]
             index = list(request.labels).index(label)
         except (ValueError, TypeError, KeyError):
-            return Verdict(
-                p_first=None,
-                text=text,
-                soft=False,
-                error="no verdict could be read from the structured reply",
-                **usage,
-            )
+            return Verdict(p_first=None, text=text, soft=False, error="no verdict could be read from the structured reply", **usage)
         why = reply.get("rationale") if isinstance(reply.get("rationale"), str) else None
         tokens = _chat_tokens(choice_)
-        # the label's place: inside the quotes after the last key
-        keys = list(re.finditer(r'"verdict"\s*:\s*"', text))
+        keys = list(re.finditer(r'"verdict"\s*:\s*"', text))  # the label's place: inside the quotes after the last key
         top = top_at(tokens, keys[-1].end()) if tokens and keys else None
         if top is None:
-            return self.from_label_probs(
-                request,
-                [float(i == index) for i in range(len(request.labels))],
-                text=why or text,
-                soft=False,
-                **usage,
-            )
-        return self.from_label_probs(
-            request, label_probs(top, request.labels), text=why or text, soft=True, **usage
-        )
+            return self.from_label_probs(request, [float(i == index) for i in range(len(request.labels))], text=why or text, soft=False, **usage)
+        return self.from_label_probs(request, label_probs(top, request.labels), text=why or text, soft=True, **usage)
 
     async def _ask(self, client, request: JudgeRequest) -> Verdict:
         if self.options.verdict == "prefilled":
@@ -205,108 +155,60 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
         # The body is plain JSON already, so it is posted as it is: `chat.completions.create`
         # would first walk it against the SDK's typed parameters, its largest CPU cost per call
         # (docs/benchmarks.md, API labeling).
-        return self._verdict(
-            await client.post("/chat/completions", body=self._body(request), cast_to=ChatCompletion), request
-        )
+        return self._verdict(await client.post("/chat/completions", body=self._body(request), cast_to=ChatCompletion), request)
 
     async def _ask_prefilled(self, client, request: JudgeRequest) -> Verdict:
         """The labels' probabilities at the token after the verdict prefix (a rationale first with --cot)."""
         o, why = self.options, None
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        chat = (
-            chat_prompt(self.tokenizer, self._messages(request)) if o.prefill_with == "completions" else None
-        )
+        chat = chat_prompt(self.tokenizer, self._messages(request)) if o.prefill_with == "completions" else None
         if request.cot:
-            body = {
-                "model": self.config.model,
-                "temperature": o.temperature,
-                "max_tokens": o.max_tokens_cot,
-                "stop": [request.verdict_prefix.strip()],
-            }
+            body = {"model": self.config.model, "temperature": o.temperature, "max_tokens": o.max_tokens_cot, "stop": [request.verdict_prefix.strip()]}
             if chat is not None:
-                response = await client.post(
-                    "/completions", body={**body, "prompt": chat}, cast_to=Completion
-                )
+                response = await client.post("/completions", body={**body, "prompt": chat}, cast_to=Completion)
                 written = _choice(response).text
             else:
-                response = await client.post(
-                    "/chat/completions",
-                    body={**body, "messages": self._messages(request)},
-                    cast_to=ChatCompletion,
-                )
+                response = await client.post("/chat/completions", body={**body, "messages": self._messages(request)}, cast_to=ChatCompletion)
                 written = _choice(response).message.content or ""
             why = rationale(written, request.verdict_prefix)
             usage = _usage(response)
         body = {"model": self.config.model, "temperature": 0.0, "max_tokens": 1}
         if chat is not None:
-            response = await client.post(
-                "/completions",
-                body={**body, "prompt": verdict_text(chat, request, why), "logprobs": o.top_logprobs},
-                cast_to=Completion,
-            )
+            response = await client.post("/completions", body={**body, "prompt": verdict_text(chat, request, why), "logprobs": o.top_logprobs},
+                                         cast_to=Completion)
             logprobs = _choice(response).logprobs
             top = (logprobs.top_logprobs or [None])[0] if logprobs else None
         else:
             prefill = {"role": "assistant", "content": verdict_text("", request, why)}
-            response = await client.post(
-                "/chat/completions",
-                cast_to=ChatCompletion,
-                body={
-                    **body,
-                    "messages": [*self._messages(request), prefill],
-                    "logprobs": True,
-                    "top_logprobs": o.top_logprobs,
-                    "continue_final_message": True,
-                    "add_generation_prompt": False,
-                },
-            )
+            response = await client.post("/chat/completions", cast_to=ChatCompletion, body={
+                **body, "messages": [*self._messages(request), prefill], "logprobs": True, "top_logprobs": o.top_logprobs,
+                "continue_final_message": True, "add_generation_prompt": False})
             tokens = _chat_tokens(_choice(response))
             top = tokens[0][1] if tokens else None
         usage = {k: usage[k] + v for k, v in _usage(response).items()}
         if not top:
-            return Verdict(
-                p_first=None,
-                text=why,
-                error="the server returned no log-probabilities at the prefilled verdict",
-                **usage,
-            )
+            return Verdict(p_first=None, text=why, error="the server returned no log-probabilities at the prefilled verdict", **usage)
         return self.from_label_probs(request, label_probs(top, request.labels), text=why, soft=True, **usage)
 
     # ---- generation: the same servers, retries and failover write candidate responses ----
 
-    async def _samples(
-        self, client, messages: list[dict[str, str]], n: int, max_tokens: int, temperature: float, seed: int
-    ) -> list[str]:
+    async def _samples(self, client, messages: list[dict[str, str]], n: int, max_tokens: int, temperature: float, seed: int) -> list[str]:
         """`n` sampled replies to `messages`. A server that returns fewer choices than asked
         (llama.cpp and Ollama ignore `n`) is asked again for the rest, with the next seeds."""
         texts: list[str] = []
         while len(texts) < n:
-            body = {
-                "model": self.config.model,
-                "messages": messages,
-                "n": n - len(texts),
-                "temperature": temperature,
-                "max_tokens": max_tokens,
-                "seed": seed + len(texts),
-            }
+            body = {"model": self.config.model, "messages": messages, "n": n - len(texts), "temperature": temperature,
+                    "max_tokens": max_tokens, "seed": seed + len(texts)}
             response = await client.post("/chat/completions", body=body, cast_to=ChatCompletion)
             if not getattr(response, "choices", None) or any(c.message is None for c in response.choices):
                 raise MalformedResponse("the reply has no choices")
             texts += [(c.message.content or "").strip() for c in response.choices]
         return texts[:n]
 
-    def sample(
-        self,
-        conversations: list[list[dict[str, str]]],
-        n: int,
-        max_tokens: int,
-        temperature: float,
-        seeds: list[int],
-        on_result,
-    ) -> None:
+    def sample(self, conversations: list[list[dict[str, str]]], n: int, max_tokens: int, temperature: float, seeds: list[int],
+               on_result) -> None:
         """`n` replies to each conversation, concurrently over the servers; `on_result(index,
         texts, error)` as each conversation's replies arrive (`error` once it gave up)."""
-
         def call(client, i: int):
             return self._samples(client, conversations[i], n, max_tokens, temperature, seeds[i])
 
@@ -318,40 +220,21 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
     # ---- the Batch API: submit now, collect on a later run ----
 
     def _sync_client(self):
-        return openai.OpenAI(
-            api_key=self._api_key, base_url=self.base_urls[0], timeout=self.options.timeout, max_retries=3
-        )
+        return openai.OpenAI(api_key=self._api_key, base_url=self.base_urls[0], timeout=self.options.timeout, max_retries=3)
 
     def submit_batch(self, requests: dict[str, JudgeRequest], tag: str) -> dict[str, Any]:
-        """Upload the requests as a batch file and start a batch labelled with `tag`;
-        returns what to persist."""
+        """Upload the requests as a batch file and start a batch labelled with `tag`; returns what to persist."""
         if self.options.verdict == "prefilled":
-            raise JudgeConfigError(
-                f"{self.config.source or self.name}: the Batch API takes chat "
-                "completions: use verdict 'text' or 'constrained' with --batch-api"
-            )
+            raise JudgeConfigError(f"{self.config.source or self.name}: the Batch API takes chat completions: use verdict 'text' or 'constrained' with --batch-api")
         lines = [
-            json.dumps(
-                {"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": self._body(r)}
-            )
+            json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": self._body(r)})
             for key, r in requests.items()
         ]
         with self._sync_client() as client:
-            upload = client.files.create(
-                file=("rlaif-batch.jsonl", "\n".join(lines).encode()), purpose="batch"
-            )
-            batch = client.batches.create(
-                input_file_id=upload.id,
-                endpoint="/v1/chat/completions",
-                completion_window="24h",
-                metadata={BATCH_TAG: tag},
-            )
-        return {
-            "batch_id": batch.id,
-            "input_file_id": upload.id,
-            "requests": len(lines),
-            "status": batch.status,
-        }
+            upload = client.files.create(file=("rlaif-batch.jsonl", "\n".join(lines).encode()), purpose="batch")
+            batch = client.batches.create(input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h",
+                                          metadata={BATCH_TAG: tag})
+        return {"batch_id": batch.id, "input_file_id": upload.id, "requests": len(lines), "status": batch.status}
 
     def find_batch(self, tag: str, since: float) -> dict[str, Any] | None:
         """The batch labelled `tag` among those created after `since` (a Unix time), or None."""
@@ -360,11 +243,7 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
                 if batch.created_at < since:
                     return None
                 if (batch.metadata or {}).get(BATCH_TAG) == tag:
-                    return {
-                        "batch_id": batch.id,
-                        "input_file_id": batch.input_file_id,
-                        "status": batch.status,
-                    }
+                    return {"batch_id": batch.id, "input_file_id": batch.input_file_id, "status": batch.status}
         return None
 
     def poll_batch(self, batch_id: str, requests: dict[str, JudgeRequest]) -> tuple[str, dict[str, Verdict]]:
@@ -384,15 +263,11 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
                 continue
             if response.get("status_code") == 200:
                 try:
-                    verdicts[key] = self._verdict(
-                        ChatCompletion.model_validate(response["body"]), requests[key]
-                    )
+                    verdicts[key] = self._verdict(ChatCompletion.model_validate(response["body"]), requests[key])
                     continue
                 except (MalformedResponse, ValueError) as e:
                     error = f"malformed batch result: {e}"
             else:
-                error = self.redact(
-                    f"batch request failed: {json.dumps(item.get('error') or response)[:500]}"
-                )
+                error = self.redact(f"batch request failed: {json.dumps(item.get('error') or response)[:500]}")
             verdicts[key] = Verdict(p_first=None, error=error, transient=True)
         return batch.status, verdicts

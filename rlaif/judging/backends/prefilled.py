@@ -34,9 +34,7 @@ def label_distribution(logits: torch.Tensor, tokenizer, labels: Sequence[str]) -
     """The next token's probability of each label, normalised over the labels (a label's mass
     summed over the tokens that spell it): logits (B, vocab) -> (B, len(labels))."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
-    per_label = torch.stack(
-        [torch.logsumexp(logprobs[:, label_token_ids(tokenizer, label)], dim=-1) for label in labels], dim=-1
-    )
+    per_label = torch.stack([torch.logsumexp(logprobs[:, label_token_ids(tokenizer, label)], dim=-1) for label in labels], dim=-1)
     return torch.softmax(per_label, dim=-1)
 
 
@@ -80,19 +78,10 @@ class PrefilledJudge(Judge):
         if self.context_length is None:
             return None
         text = verdict_text(chat_prompt(self.tokenizer, request.prompt), request)
-        need = (
-            len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-            + self.completion_budget(self.options, request.cot)
-            + 1
-        )
+        need = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + self.completion_budget(self.options, request.cot) + 1
         if need <= self.context_length:
             return None
-        return Verdict(
-            None,
-            error=f"prompt too long for the judge: {need} tokens with "
-            f"its answer, the model reads {self.context_length}",
-            too_long=True,
-        )
+        return Verdict(None, error=f"prompt too long for the judge: {need} tokens with its answer, the model reads {self.context_length}", too_long=True)
 
     def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
         fits = []
@@ -115,17 +104,7 @@ class PrefilledJudge(Judge):
                 texts = [verdict_text(chat, r, why) for chat, why, r in zip(chats, rationales, reqs)]
                 probs, prompt_tokens = self.label_probs(texts, reqs[0].labels)
                 for i, p, text, n_in, n_out in zip(group, probs, rationales, prompt_tokens, generated):
-                    on_result(
-                        i,
-                        self.from_label_probs(
-                            requests[i],
-                            p,
-                            text=text,
-                            soft=True,
-                            prompt_tokens=int(n_in),
-                            completion_tokens=n_out,
-                        ),
-                    )
+                    on_result(i, self.from_label_probs(requests[i], p, text=text, soft=True, prompt_tokens=int(n_in), completion_tokens=n_out))
 
 
 def _by_format(requests: Sequence[JudgeRequest], indices: list[int]) -> list[list[int]]:

@@ -26,24 +26,14 @@ import torch
 from rlaif.errors import ConfigError
 from rlaif.inputs import Prompt
 from rlaif.judging.base import Judge, JudgeConfig, JudgeRequest, Verdict
-from rlaif.models.loading import (
-    load_reward_model,
-    load_tokenizer,
-    model_fingerprint,
-    position_limit,
-    resolve_model,
-)
+from rlaif.models.loading import load_reward_model, load_tokenizer, model_fingerprint, position_limit, resolve_model
 
 
 @dataclass
 class RewardModelOptions:
     temperature: float = 1.0  # T in σ((r_A − r_B) / T): larger is less sure
     batch_size: int = 16
-    max_length: int | None = (
-        # tokens per prompt + response (a long prompt gives up its beginning) [default:
-        # the model's position limit]
-        None
-    )
+    max_length: int | None = None  # tokens per prompt + response (a long prompt gives up its beginning) [default: the model's position limit]
     device: str | None = None
 
     def __post_init__(self) -> None:
@@ -57,14 +47,8 @@ def scoring_length(options: RewardModelOptions, model: str) -> int:
 
 
 @torch.no_grad()
-def reward_scores(
-    model,
-    tokenizer,
-    items: Sequence[tuple[Prompt, str]],
-    max_length: int,
-    batch_size: int,
-    on_batch: Callable[[list[int], list[float], list[int]], None] | None = None,
-) -> list[float]:
+def reward_scores(model, tokenizer, items: Sequence[tuple[Prompt, str]], max_length: int, batch_size: int,
+                  on_batch: Callable[[list[int], list[float], list[int]], None] | None = None) -> list[float]:
     """The reward model's score of each (prompt, response), in batches of similar length;
     `on_batch(indices, scores, token counts)` hears each batch as it is done. Where the model
     allows it (`models.blocks`), a prompt's responses share a packed row, up to `batch_size`
@@ -78,19 +62,12 @@ def reward_scores(
     sequences = [encode(tokenizer, *item, max_length, f"item:{i}", True) for i, item in enumerate(items)]
     scores = [0.0] * len(items)
     if runs_piecewise(model):
-        batches: Iterable[tuple[list[int], Any]] = packed_batches(
-            sequences, batch_size, tokenizer.pad_token_id, str(model.device)
-        )
+        batches: Iterable[tuple[list[int], Any]] = packed_batches(sequences, batch_size, tokenizer.pad_token_id, str(model.device))
         score = lambda batch: model.score(hidden_at(model, batch.packed, batch.last_index))[:, 0]
     else:
         chunks = length_batches([len(seq["input_ids"]) for seq in sequences], batch_size)
-        batches = (
-            (chunk, collate([sequences[i] for i in chunk], tokenizer.pad_token_id, str(model.device)))
-            for chunk in chunks
-        )
-        score = lambda batch: model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-        ).logits[:, 0]
+        batches = ((chunk, collate([sequences[i] for i in chunk], tokenizer.pad_token_id, str(model.device))) for chunk in chunks)
+        score = lambda batch: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0]
     for indices, batch in batches:
         values = score(batch).float().tolist()
         for i, value in zip(indices, values):
@@ -115,14 +92,10 @@ class RewardModelJudge(Judge):
     def identity(cls, config: JudgeConfig) -> dict[str, Any]:
         # The weights, not just the path: a directory trained again must not reuse old scores.
         try:
-            # a missing local model is an error now, in a dry run too, before anything loads
-            resolve_model(config.model)
+            resolve_model(config.model)  # a missing local model is an error now, in a dry run too, before anything loads
         except ConfigError as e:
-            raise ConfigError(
-                f"judge '{config.name}': {e}; a reward-model judge reads "
-                "a trained reward model (the built-in `reward-model` "
-                "judge reads the one `make rm-judge` trains into outputs/rm-judge, from the repository root)"
-            ) from None
+            raise ConfigError(f"judge '{config.name}': {e}; a reward-model judge reads a trained reward model (the built-in `reward-model` "
+                              "judge reads the one `make rm-judge` trains into outputs/rm-judge, from the repository root)") from None
         # max_length None (the model's own limit) is read from the model, which the fingerprint names.
         return {**super().identity(config), "model": model_fingerprint(config.model)}
 
@@ -139,14 +112,7 @@ class RewardModelJudge(Judge):
                 on_result(i, Verdict(p_first=None, score=score, prompt_tokens=n))
 
         items = [(r.query, r.response) for r in requests]
-        reward_scores(  # type: ignore[arg-type]
-            self.model,
-            self.tokenizer,
-            items,
-            scoring_length(self.options, self.config.model),
-            self.options.batch_size,
-            report,
-        )
+        reward_scores(self.model, self.tokenizer, items, scoring_length(self.options, self.config.model), self.options.batch_size, report)  # type: ignore[arg-type]
 
     def close(self) -> None:
         del self.model

@@ -38,32 +38,20 @@ class VLLMJudge(PrefilledJudge, SamplingJudge):
         try:
             import vllm  # here: the extra is optional, and needs a GPU
         except ImportError:
-            raise JudgeConfigError(
-                f"{config.source or config.name}: backend 'vllm' "
-                "needs vLLM and a GPU: pip install -e '.[vllm]'"
-            ) from None
+            raise JudgeConfigError(f"{config.source or config.name}: backend 'vllm' needs vLLM and a GPU: pip install -e '.[vllm]'") from None
         self._vllm = vllm
         path = resolve_model(config.model)
         self.tokenizer = load_tokenizer(path)
         o = self.options
-        self.llm = vllm.LLM(
-            model=path,
-            dtype=o.dtype,
-            max_model_len=o.max_model_len,
-            tensor_parallel_size=o.tensor_parallel_size,
-            gpu_memory_utilization=o.gpu_memory_utilization,
-            enable_prefix_caching=True,
-            max_logprobs=max(20, o.logprobs),
-        )
+        self.llm = vllm.LLM(model=path, dtype=o.dtype, max_model_len=o.max_model_len, tensor_parallel_size=o.tensor_parallel_size,
+                            gpu_memory_utilization=o.gpu_memory_utilization, enable_prefix_caching=True, max_logprobs=max(20, o.logprobs))
 
     @classmethod
     def completion_budget(cls, options: VLLMOptions, cot: bool) -> int:
         return options.max_new_tokens if cot else 0
 
     def _rationales(self, chats: list[str], verdict_prefix: str) -> tuple[list[str], list[int]]:
-        params = self._vllm.SamplingParams(
-            max_tokens=self.options.max_new_tokens, temperature=self.options.temperature
-        )
+        params = self._vllm.SamplingParams(max_tokens=self.options.max_new_tokens, temperature=self.options.temperature)
         texts, counts = [], []
         for out in self.llm.generate(chats, params, use_tqdm=False):
             texts.append(rationale(out.outputs[0].text, verdict_prefix))
@@ -81,21 +69,11 @@ class VLLMJudge(PrefilledJudge, SamplingJudge):
             lengths.append(len(out.prompt_token_ids))
         return found, lengths
 
-    def sample(
-        self,
-        conversations: list[list[dict[str, str]]],
-        n: int,
-        max_tokens: int,
-        temperature: float,
-        seeds: list[int],
-        on_result,
-    ) -> None:
+    def sample(self, conversations: list[list[dict[str, str]]], n: int, max_tokens: int, temperature: float, seeds: list[int],
+               on_result) -> None:
         """`n` replies to each conversation (a generator's call: see `generation`)."""
         chats = [chat_prompt(self.tokenizer, c) for c in conversations]
-        params = [
-            self._vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed)
-            for seed in seeds
-        ]
+        params = [self._vllm.SamplingParams(n=n, temperature=temperature, max_tokens=max_tokens, seed=seed) for seed in seeds]
         for index, out in enumerate(self.llm.generate(chats, params, use_tqdm=False)):
             on_result(index, [o.text.strip() for o in out.outputs], None)
 
