@@ -91,7 +91,8 @@ def main() -> None:
             result = label(LabelConfig(data, str(out / args.mode / name), judge=judge, mode=args.mode))
             m = result.manifest
             results[name] = {"calls": calls(result.rows), "chosen": {r["id"]: r["chosen"] for r in result.rows},
-                             "s_per_pair": m["timings"]["judging_s"] / m["counts"]["pairs"], "unreadable": m["verdicts"]["unreadable"], "soft": m["verdicts"]["soft"]}
+                             "s_per_pair": m["timings"]["judging_s"] / m["counts"]["pairs"],
+                             "unreadable": m["verdicts"]["unreadable"], "soft": m["verdicts"]["soft"]}
     print(f"\n{len(results['embedded']['chosen'])} pairs, {args.mode}; {threads} threads each\n")
     print("| transport | s / pair | unreadable | soft |")
     print("| --- | --- | --- | --- |")

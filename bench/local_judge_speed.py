@@ -119,7 +119,8 @@ def table(s: dict, runs: list[dict]) -> str:
         m = med[side]
         lines.append(f"| {name} | {n} | {m['judging_s']:.1f} s | {s['pairs'] / m['judging_s']:.2f} | {m['wall_s']:.1f} s | {m['peak_gib']:.2f} GiB |")
     lines.append(f"| rlaif / generate | | {med['generate']['judging_s'] / med['rlaif']['judging_s']:.2f}x faster | | "
-                 f"{med['generate']['wall_s'] / med['rlaif']['wall_s']:.2f}x faster | {med['rlaif']['peak_gib'] / med['generate']['peak_gib']:.2f}x the memory |")
+                 f"{med['generate']['wall_s'] / med['rlaif']['wall_s']:.2f}x faster | "
+                 f"{med['rlaif']['peak_gib'] / med['generate']['peak_gib']:.2f}x the memory |")
     ours, theirs = next(r for r in runs if r["side"] == "rlaif")["p_first"], gen["p_first"]
     differ = sum((x > 0.5) != (y > 0.5) for x, y in zip(ours, theirs))
     lines += ["", (f"verdicts: largest difference in P(first) {max(abs(x - y) for x, y in zip(ours, theirs)):.1e} over {len(ours)} calls; "

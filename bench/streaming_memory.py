@@ -70,7 +70,8 @@ def main() -> None:
     print("| pairs | input | judge calls | pairs.jsonl: rows (distinct ids) | skipped (identical responses) | wall time | peak memory of `rlaif label` |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['pairs']:,} | {r['input_mb']:.1f} MB | {r['calls']:,} | {r['output_mb']:.1f} MB: {r['labeled']:,} ({r['unique_ids']:,}) | {r['skipped']:,} "
+        print(f"| {r['pairs']:,} | {r['input_mb']:.1f} MB | {r['calls']:,} "
+              f"| {r['output_mb']:.1f} MB: {r['labeled']:,} ({r['unique_ids']:,}) | {r['skipped']:,} "
               f"| {r['wall_s']:.0f} s | {r['peak_gib']:.3f} GiB |")
 
 

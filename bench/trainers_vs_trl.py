@@ -69,7 +69,8 @@ def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size
             break
     ours = workdir / "pairs.jsonl"
     if method == "kto":  # each pair as a desirable and an undesirable row, both sides reading these rows
-        rows = [({"prompt": p.prompt, "completion": text, "label": good}, ids) for p, seqs in pairs for text, ids, good in zip((p.chosen, p.rejected), seqs, (True, False))]
+        rows = [({"prompt": p.prompt, "completion": text, "label": good}, ids)
+                for p, seqs in pairs for text, ids, good in zip((p.chosen, p.rejected), seqs, (True, False))]
         ours.write_text("".join(json.dumps(r) + "\n" for r, _ in rows))
     else:
         ours.write_text("".join(json.dumps({"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected}) + "\n" for p, _ in pairs))
@@ -163,7 +164,8 @@ def run_trl(s: dict, data: Path, out: Path) -> dict:
         from trl import RewardConfig, RewardTrainer
 
         tokenizer.pad_token = score_pad_token(tokenizer)
-        trainer = RewardTrainer(model=load_reward_model(s["model"] or "embedded", device, tokenizer.pad_token_id), args=RewardConfig(center_rewards_coefficient=None, **common),
+        trainer = RewardTrainer(model=load_reward_model(s["model"] or "embedded", device, tokenizer.pad_token_id),
+                                args=RewardConfig(center_rewards_coefficient=None, **common),
                                 train_dataset=dataset, processing_class=tokenizer, callbacks=[Record()])
     trainer.train()
     return {"losses": losses, "stamps": stamps}
@@ -189,7 +191,8 @@ def table(s: dict, runs: list[dict]) -> str:
         mine = [r for r in runs if r["side"] == side]
         rows[side] = {k: statistics.median(r[k] for r in mine) for k in ("wall_s", "step_s", "peak_gib")}
     peer = "TRL " + {"dpo": "DPOTrainer", "rm": "RewardTrainer", "simpo": "CPOTrainer (simpo)", "orpo": "ORPOTrainer", "kto": "KTOTrainer"}[s["method"]]
-    lines = ["| | runs | whole process (median) | pairs/s, whole process | optimizer step after the first (median) | pairs/s in training | peak memory (median) |",
+    lines = [("| | runs | whole process (median) | pairs/s, whole process | optimizer step after the first (median) "
+              "| pairs/s in training | peak memory (median) |"),
              "|---|---|---|---|---|---|---|"]
     for side, name in (("rlaif", f"rlaif --method {s['method']}"), ("trl", peer)):
         r = rows[side]

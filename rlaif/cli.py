@@ -48,8 +48,9 @@ def config_options(config_class: type, required_from_file: bool = False):
                 option = click.option(f"{flag}/--no-{flag[2:]}" if default else flag, f.name, default=default, is_flag=True, help=setting_help(f))
             else:
                 choices = f.metadata.get("choices")
-                option = click.option(flag, *f.metadata.get("aliases", ()), f.name, type=click.Choice(choices) if choices else kind, default=None if is_list else default, multiple=is_list,
-                                      required=must, show_default=default is not None and not is_list, help=setting_help(f))
+                option = click.option(flag, *f.metadata.get("aliases", ()), f.name, type=click.Choice(choices) if choices else kind,
+                                      default=None if is_list else default, multiple=is_list, required=must,
+                                      show_default=default is not None and not is_list, help=setting_help(f))
             command = option(command)
         return command
 
@@ -174,7 +175,8 @@ OFFLINE = tuple(name for name in NAMES if name not in ONLINE)
 
 
 @main.command(help=f"Train with --method {'|'.join(OFFLINE)} on preference data, or {'|'.join(ONLINE)} on prompts.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML/YAML file with any of these settings; the command line wins.")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="TOML/YAML file with any of these settings; the command line wins.")
 @config_options(TrainConfig, required_from_file=True)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
@@ -215,7 +217,8 @@ def compare(quiet: bool, **options) -> None:
 
 @main.command()
 @config_options(IterateConfig)
-@click.option("--train-config", type=click.Path(exists=True, dir_okay=False), default=None, help="TOML/YAML with `rlaif train` settings for each round's policy training (lr, max_steps, beta, ...).")
+@click.option("--train-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="TOML/YAML with `rlaif train` settings for each round's policy training (lr, max_steps, beta, ...).")
 @click.option("--rm-config", type=click.Path(exists=True, dir_okay=False), default=None, help="--method ppo: settings of each round's reward-model training.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def iterate(train_config: str | None, rm_config: str | None, quiet: bool, **options) -> None:
@@ -296,7 +299,8 @@ def rubric(name_or_path: str, cot: bool, mode: str) -> None:
         click.echo(f"# {r.path}  scale={list(r.scale or [])}  rating_prefix={r.rating_prefix!r}  sha256={r.sha256[:12]}", err=True)
         sys.stdout.write(r.render_rating(SAMPLE["prompt"], SAMPLE["response_a"], cot, SAMPLE["reference"]))
         return
-    click.echo(f"# {r.path}  labels={list(r.labels)}  verdict_prefix={r.verdict_prefix!r}  sha256={r.sha256[:12]}{'  needs a reference' if r.needs_reference else ''}", err=True)
+    click.echo(f"# {r.path}  labels={list(r.labels)}  verdict_prefix={r.verdict_prefix!r}  sha256={r.sha256[:12]}"
+               f"{'  needs a reference' if r.needs_reference else ''}", err=True)
     sys.stdout.write(r.render(SAMPLE["prompt"], SAMPLE["response_a"], SAMPLE["response_b"], cot, SAMPLE["reference"]))
 
 

@@ -89,7 +89,8 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[fl
     for i in range(bins):
         members = [(c, k) for c, k in zip(confidence, correct, strict=True) if edges[i] <= c < edges[i + 1] or (i == bins - 1 and c == 1.0)]
         if members:
-            table.append({"low": edges[i], "high": edges[i + 1], "confidence": mean(c for c, _ in members), "accuracy": mean(k for _, k in members), "n": len(members)})
+            table.append({"low": edges[i], "high": edges[i + 1], "confidence": mean(c for c, _ in members),
+                          "accuracy": mean(k for _, k in members), "n": len(members)})
     n = sum(b["n"] for b in table)
     return sum(b["n"] / n * abs(b["accuracy"] - b["confidence"]) for b in table), table
 

@@ -96,7 +96,8 @@ class Loopback:
         content = next(part.get_payload(decode=True) for part in message.get_payload() if part.get_filename())
         file_id = f"file-{len(self.files) + 1}"
         self.files[file_id] = content
-        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()), "filename": "batch.jsonl", "purpose": "batch", "status": "processed"}
+        return {"id": file_id, "object": "file", "bytes": len(content), "created_at": int(time.time()), "filename": "batch.jsonl",
+                "purpose": "batch", "status": "processed"}
 
     def _create_batch(self, body: dict) -> dict:
         batch_id = f"batch_{len(self.batches) + 1}"

@@ -384,7 +384,8 @@ def test_a_prefilled_judge_on_a_server_without_logprobs_says_so(tmp_path, judge_
         run(tmp_path, judge_file(srv, verdict="prefilled", tokenizer="embedded", concurrency=1))
 
 
-@pytest.mark.parametrize("options, key", [({"verdict": "guess"}, "options.verdict"), ({"verdict": "prefilled", "tokenizer": "org/hub-model"}, "options.tokenizer"),
+@pytest.mark.parametrize("options, key", [({"verdict": "guess"}, "options.verdict"),
+                                          ({"verdict": "prefilled", "tokenizer": "org/hub-model"}, "options.tokenizer"),
                                           ({"verdict": "constrained", "structured_output": "xml"}, "options.structured_output")])
 def test_bad_verdict_options_name_their_key(tmp_path, server, judge_file, options, key):
     with pytest.raises(JudgeConfigError, match=key):

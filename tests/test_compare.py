@@ -49,7 +49,8 @@ def answers_in(path) -> int:
 
 
 def pairs_rows(n: int, start: int = 0) -> list[dict]:
-    return [{"id": f"q{i}", "prompt": f"Is {i} even?", "chosen": f"{i} is {'even' if i % 2 == 0 else 'odd'}.", "rejected": "Maybe."} for i in range(start, start + n)]
+    return [{"id": f"q{i}", "prompt": f"Is {i} even?", "chosen": f"{i} is {'even' if i % 2 == 0 else 'odd'}.",
+             "rejected": "Maybe."} for i in range(start, start + n)]
 
 
 @pytest.fixture
@@ -119,7 +120,8 @@ def test_compare_end_to_end(tiny, experiment, monkeypatch):
     assert metrics["matchups"]["dpo-ai vs base"]["gold_reward_difference"]["difference"] == pytest.approx(gold["dpo-ai"] - gold["base"])
     # --all-pairs: the trained policies against each other too, by the judge and by the gold reward
     assert metrics["matchups"]["dpo-ai vs dpo-human"]["gold_reward_difference"]["difference"] == pytest.approx(gold["dpo-ai"] - gold["dpo-human"])
-    assert set(metrics["matchups"]) == {"dpo-ai vs base", "dpo-human vs base", "unmoved vs base", "dpo-ai vs dpo-human", "dpo-ai vs unmoved", "dpo-human vs unmoved"}
+    assert set(metrics["matchups"]) == {"dpo-ai vs base", "dpo-human vs base", "unmoved vs base",
+                                        "dpo-ai vs dpo-human", "dpo-ai vs unmoved", "dpo-human vs unmoved"}
     assert 0.0 <= metrics["reward_models"]["gold"]["accuracy"] <= 1.0 and metrics["reward_models"]["gold"]["pairs"] == 6
 
     # reference metrics against the human-preferred responses; METEOR says why it is missing, if it is
@@ -264,7 +266,8 @@ def test_runs_are_named_by_what_they_learned_from(tmp_path):
     ai = run("dpo-ai", method="dpo", data=str(tmp_path / "labels" / "pairs.jsonl"))
     rm = run("rm-human", method="rm", data="examples/hh-harmless.jsonl.gz", hard_labels=True)
     assert describe_run(ai).trained_on == "DPO on AI labels (openai judge, harmlessness rubric, soft)"
-    assert describe_run(run("ppo", method="ppo", data="prompts.jsonl", reward_model=rm)).trained_on == "PPO against a reward model on human labels (hh-harmless)"
+    assert describe_run(run("ppo", method="ppo", data="prompts.jsonl", reward_model=rm)).trained_on == \
+        "PPO against a reward model on human labels (hh-harmless)"
     assert describe_run(run("grpo-j", method="grpo", data="prompts.jsonl", reward_judge="judges/openai.toml")).trained_on == \
         "GRPO against the openai judge's preferences within groups"
     assert describe_run(run("grpo-f", method="grpo", data="prompts.jsonl", reward_function="rewards.py:short")).trained_on == \

@@ -102,7 +102,8 @@ def test_the_docs_have_commands():
 
 
 def test_the_collector_reads_blocks_as_a_shell_would():
-    text = "```bash\nOMP_NUM_THREADS=1 rlaif train --method rm \\\n  --lr 3e-3   # a comment\nmake demo\n```\n```console\n$ rlaif agreement DIR\nrlaif is not a command here\n```\n"
+    text = ("```bash\nOMP_NUM_THREADS=1 rlaif train --method rm \\\n  --lr 3e-3   # a comment\nmake demo\n```\n"
+            "```console\n$ rlaif agreement DIR\nrlaif is not a command here\n```\n")
     commands = [(n, c) for language, start, body in code_blocks(text) if language in SHELL_BLOCKS for n, c in shell_commands(language, start, body)]
     assert [rlaif_args(c) for _, c in commands] == [["train", "--method", "rm", "--lr", "3e-3"], None, ["agreement", "DIR"]]
     assert [n for n, _ in commands] == [2, 4, 7]

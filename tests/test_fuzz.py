@@ -114,7 +114,8 @@ DATA_KEYS = ["source", "train", "gold", "eval", "other"]
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(EXPERIMENT_KEYS), toml_values | st.dictionaries(st.sampled_from(DATA_KEYS + TRAIN_KEYS), toml_values, max_size=4), max_size=5)
+@given(st.dictionaries(st.sampled_from(EXPERIMENT_KEYS),
+                       toml_values | st.dictionaries(st.sampled_from(DATA_KEYS + TRAIN_KEYS), toml_values, max_size=4), max_size=5)
        | st.binary(max_size=100))
 def test_random_experiment_files(table):
     path = scratch("exp.toml", table if isinstance(table, bytes) else toml_text(table).encode())

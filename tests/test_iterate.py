@@ -46,8 +46,8 @@ def test_two_dpo_rounds_each_in_its_own_directory_then_compared_with_the_start(t
     assert set(metrics["matchups"]) == {"round-1 vs base", "round-2 vs base"}
     assert metrics["policies"]["base"]["kl_to_base"] == 0.0
     table = (out / "rounds.md").read_text().splitlines()
-    assert table[0] == ("| round | pairs labeled | consistent across orders | train loss (first → last) | win rate vs start [95% CI] | BT rating | gold reward | "
-                        "KL to start ± SE | length (tokens) |")
+    assert table[0] == ("| round | pairs labeled | consistent across orders | train loss (first → last) "
+                        "| win rate vs start [95% CI] | BT rating | gold reward | KL to start ± SE | length (tokens) |")
     assert [line.split(" | ")[0] for line in table[2:]] == ["| 0 (start)", "| 1", "| 2"]
     assert [line.split(" | ")[6] for line in table[2:]] == [f"{metrics['policies'][p]['gold_reward']:.3f}" for p in ("base", "round-1", "round-2")]
     assert (out / "report.md").exists() and "round-2" in (out / "report.md").read_text()

@@ -157,7 +157,8 @@ def test_calibrate_fits_the_temperature_and_label_uses_it(tmp_path, scripted_jud
 
     # The scripted judge says 0.8 for GOOD in both orders: ai_preference 0.8 on every pair. The
     # humans agree on 6 of 10, so the calibrated preference must come down to 0.6: σ(logit 0.8 / T) = 0.6.
-    rows = [{"id": f"r{i}", "prompt": f"q{i}", **({"chosen": f"GOOD {i}", "rejected": f"poor {i}"} if i < 6 else {"chosen": f"poor {i}", "rejected": f"GOOD {i}"})}
+    rows = [{"id": f"r{i}", "prompt": f"q{i}", **({"chosen": f"GOOD {i}", "rejected": f"poor {i}"} if i < 6
+                                                  else {"chosen": f"poor {i}", "rejected": f"GOOD {i}"})}
             for i in range(10)]
     data = str(write_jsonl(tmp_path / "d.jsonl", rows))
     run = label(LabelConfig(data, str(tmp_path / "raw"), judge=scripted_judge(0.0), progress=False))

@@ -91,7 +91,8 @@ def test_objectives_train_on_the_pairs_rlaif_label_wrote(tiny, scripted_judge, t
 
 
 def test_kto_reads_unpaired_rows_scored_rows_and_pointwise_scores(tmp_path):
-    rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "completion": "a", "label": True}, {"prompt": "p", "completion": "b", "label": False, "weight": 2}])
+    rows = write_jsonl(tmp_path / "rows.jsonl", [{"prompt": "p", "completion": "a", "label": True},
+                                                 {"prompt": "p", "completion": "b", "label": False, "weight": 2}])
     assert [(r.completion, r.desirable, r.weight) for r in load_unpaired(str(rows))] == [("a", True, 1.0), ("b", False, 2.0)]
     assert [r.weight for r in load_unpaired(str(rows), weights="none")] == [1.0, 1.0]
     scored = write_jsonl(tmp_path / "scored.jsonl", [{"prompt": "p", "completion": "a", "score": 4}, {"prompt": "p", "completion": "b", "score": 2}])

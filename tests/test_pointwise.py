@@ -139,7 +139,8 @@ def test_a_rubric_without_a_pointwise_form_is_refused_before_any_work(tiny, tmp_
     rubric = tmp_path / "pairs-only.j2"
     rubric.write_text("Which is better?\n1: {{ response_a }}\n2: {{ response_b }}\nPreferred Response=")
     with pytest.raises(ConfigError, match="has no pointwise form"):
-        label(LabelConfig(f"{HH}?rows=0:2", str(tmp_path / "out"), judge=judge_file(tmp_path, "local", tiny), rubric=str(rubric), mode="pointwise", progress=False))
+        label(LabelConfig(f"{HH}?rows=0:2", str(tmp_path / "out"), judge=judge_file(tmp_path, "local", tiny), rubric=str(rubric),
+                          mode="pointwise", progress=False))
 
 
 def test_a_held_out_accuracy_is_the_judges_agreement_on_those_pairs(tiny, tmp_path):

@@ -168,7 +168,8 @@ def test_bad_ranking_settings_are_one_line_errors_before_any_call(ranking_judge,
     data = str(write_jsonl(tmp_path / "candidates.jsonl", candidate_rows(3, 8)))
     srv, judge = ranking_judge(UtilityJudge())
     with srv:
-        with pytest.raises(ConfigError, match=r"--max-calls-per-prompt 9: ranking 8 candidates with --ranking adaptive and --pairs best-worst takes at least 10"):
+        with pytest.raises(ConfigError, match=r"--max-calls-per-prompt 9: ranking 8 candidates with --ranking adaptive "
+                                              r"and --pairs best-worst takes at least 10"):
             label(LabelConfig(data, str(tmp_path / "out"), judge=judge, max_calls_per_prompt=9, progress=False))
         with pytest.raises(ConfigError, match="--pairs all labels every pair by its own comparison"):
             LabelConfig(data, str(tmp_path / "out"), judge=judge, pairs="all", ranking="adaptive")

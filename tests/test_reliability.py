@@ -86,7 +86,8 @@ def bad_inputs(tmp_path) -> dict[str, tuple[str, str]]:
         "nesting too deep": (write_bytes(tmp_path / "deep.jsonl", b'{"prompt": ' + b"[" * 100000 + b"]" * 100000 + b"}\n"),
                              "deep.jsonl:1: JSON nested too deep to read"),
         "an id used twice": (write_bytes(tmp_path / "twice.jsonl", b'{"id": 7, "prompt": "q", "responses": ["a", "b"]}\n'
-                                         b'{"id": 7, "prompt": "other", "responses": ["c", "d"]}\n'), "twice.jsonl:2: field 'id': '7' is also the id of line 1"),
+                                         b'{"id": 7, "prompt": "other", "responses": ["c", "d"]}\n'),
+                             "twice.jsonl:2: field 'id': '7' is also the id of line 1"),
     }
 
 
@@ -133,7 +134,8 @@ def test_bad_settings_are_one_line_before_anything_loads(args, expected):
 def test_a_cache_path_that_cannot_be_opened_is_one_line_naming_it(tmp_path):
     (tmp_path / "a-file").write_text("")
     cache = tmp_path / "a-file" / "cache.sqlite"
-    assert f"{cache}: cannot open it as a cache" in one_line_error(["label", "--input", "examples/demo.jsonl", "--output", str(tmp_path / "out"), "--cache", str(cache)])
+    assert f"{cache}: cannot open it as a cache" in one_line_error(["label", "--input", "examples/demo.jsonl",
+                                                                    "--output", str(tmp_path / "out"), "--cache", str(cache)])
 
 
 def test_the_api_and_settings_files_refuse_what_the_command_line_refuses(tmp_path):

@@ -88,9 +88,11 @@ def test_reference_guided_rubric_sees_each_rows_reference(tmp_path, scripted_jud
     from tests.conftest import ScriptedJudge, write_jsonl
 
     rubric = load_rubric("reference")
-    assert rubric.needs_reference and "The reference answer is correct and complete:\nParis." in rubric.render("Capital of France?", "Paris.", "Lyon.", reference="Paris.")
+    assert rubric.needs_reference and ("The reference answer is correct and complete:\nParis."
+                                       in rubric.render("Capital of France?", "Paris.", "Lyon.", reference="Paris."))
     rows = [{"id": "r0", "prompt": "Capital of France?", "chosen": "GOOD: Paris", "rejected": "Lyon", "reference": "Paris is the capital."}]
-    result = label(LabelConfig(str(write_jsonl(tmp_path / "d.jsonl", rows)), str(tmp_path / "out"), rubric="reference", judge=scripted_judge(0.0), progress=False))
+    result = label(LabelConfig(str(write_jsonl(tmp_path / "d.jsonl", rows)), str(tmp_path / "out"), rubric="reference",
+                               judge=scripted_judge(0.0), progress=False))
     assert result.rows[0]["reference"] == "Paris is the capital."
     assert all("Paris is the capital." in prompt for prompt in ScriptedJudge.calls)  # both orders saw it
     without = write_jsonl(tmp_path / "no-ref.jsonl", [{"id": "r0", "prompt": "q", "chosen": "a", "rejected": "b"}])

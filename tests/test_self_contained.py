@@ -38,7 +38,8 @@ def outside_references(name: str, text: str) -> list[str]:
 
 
 def test_the_checker_finds_what_it_must():
-    text = 'DATA = "../sibling/data/x.gz"\nP = Path(__file__).resolve().parent.parent.parent / "sibling"\nROOT = Path(__file__).parent.parent\nsee /work/sibling\n'
+    text = ('DATA = "../sibling/data/x.gz"\nP = Path(__file__).resolve().parent.parent.parent / "sibling"\n'
+            'ROOT = Path(__file__).parent.parent\nsee /work/sibling\n')
     assert [ref.split(":")[1] for ref in outside_references("tests/probe.py", text)] == ["1", "2", "4"]
     assert outside_references("probe.py", "ROOT = Path(__file__).parent.parent\n")  # from the root, .parent.parent is outside
     assert not outside_references("README.md", "Ellipses... and ./local/paths are fine\n")

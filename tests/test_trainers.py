@@ -229,7 +229,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tiny, pairs, tmp_pat
     common = ["--method", "rm", "--data", pairs, "--model", tiny, "--max-steps", "4", "--lr", "1e-3"]
     subprocess.run(_cli_train(*common, "--batch-size", "4", "--output", str(tmp_path / "one")), check=True)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "rlaif.cli", "train"]
-    subprocess.run(torchrun + common + ["--batch-size", "2", "--output", str(tmp_path / "two"), "--quiet"], check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    subprocess.run(torchrun + common + ["--batch-size", "2", "--output", str(tmp_path / "two"), "--quiet"], check=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert len(one) == len(two) == 4
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4, abs=1e-6)
@@ -295,7 +296,8 @@ def test_ppo_raises_a_toy_reward_with_bounded_kl(pairs, char_policy, tmp_path):
     """A character-level policy rewarded for the share of lowercase letters it writes."""
     policy = char_policy
     out = tmp_path / "out"
-    cfg = config("ppo", pairs, str(policy), out, max_steps=30, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=8, lr=2e-3, kl_coef=0.02, eval_split=0.25, eval_steps=10)
+    cfg = config("ppo", pairs, str(policy), out, max_steps=30, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=8, lr=2e-3,
+                 kl_coef=0.02, eval_split=0.25, eval_steps=10)
     results = PPOTrainer(cfg, reward_fn=lowercase_share).train()
     rows = [r for r in metrics(out) if "score" in r]
     evals = [r for r in metrics(out) if "eval/score" in r]
@@ -399,7 +401,8 @@ def test_every_setting_is_an_option_with_the_fields_default_and_choices(monkeypa
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     c = seen["config"]
-    assert (c.gamma, c.lam, c.cliprange, c.cliprange_value, c.vf_coef, c.max_grad_norm, c.log_steps, c.target_kl, c.temperature) == (0.9, 0.5, 0.3, 0.4, 0.2, 0.5, 2, 0.1, 0.7)
+    assert (c.gamma, c.lam, c.cliprange, c.cliprange_value, c.vf_coef, c.max_grad_norm, c.log_steps, c.target_kl,
+            c.temperature) == (0.9, 0.5, 0.3, 0.4, 0.2, 0.5, 2, 0.1, 0.7)
     assert c.truncate_prompt is False and c.output == "outputs/ppo" and c.epochs == 1
 
 
@@ -407,7 +410,8 @@ def test_ppo_logs_cleanrl_diagnostics_every_log_steps_and_stops_early_at_target_
     policy = char_policy
 
     def run(name, **kw):
-        PPOTrainer(config("ppo", pairs, str(policy), tmp_path / name, max_steps=4, rollout_batch_size=8, mini_batch_size=4, max_new_tokens=6, lr=2e-3, **kw), reward_fn=lowercase_share).train()
+        PPOTrainer(config("ppo", pairs, str(policy), tmp_path / name, max_steps=4, rollout_batch_size=8, mini_batch_size=4,
+                          max_new_tokens=6, lr=2e-3, **kw), reward_fn=lowercase_share).train()
         return metrics(tmp_path / name)
 
     full = run("full", log_steps=2)

@@ -187,7 +187,8 @@ def matchup_stats(records: list[dict[str, Any]]) -> dict[str, Any]:
     """Win rate of `a` against `b` (ties half) with its interval, and the length-controlled one."""
     done = [r for r in records if r["outcome"] is not None]
     if not done:
-        raise JudgeFatalError(f"no comparison of {records[0]['a']} with {records[0]['b']} got a verdict (see judgments.jsonl); a rerun asks the failed ones again")
+        raise JudgeFatalError(f"no comparison of {records[0]['a']} with {records[0]['b']} got a verdict (see judgments.jsonl); "
+                              "a rerun asks the failed ones again")
     by_prompt: dict[str, list[float]] = defaultdict(list)
     for r in done:
         by_prompt[r["prompt_id"]].append(r["outcome"])
@@ -202,7 +203,8 @@ def rm_pair_scores(rm_dir: str, examples: list[Example], cache: AnswerCache, pro
     pairs = [ex for ex in examples if ex.human_best is not None and len(ex.responses) == 2]
     items = [(ex.prompt, ex.responses[ex.human_best]) for ex in pairs] + [(ex.prompt, ex.responses[1 - ex.human_best]) for ex in pairs]
     scores = cached_scores(cache, "reward", reward_model_identity(rm_dir), items, lambda todo: reward_model_scores(rm_dir, todo, progress))
-    return [{"reward_model": Path(rm_dir).name, "prompt_id": ex.id, "chosen": c, "rejected": r} for ex, c, r in zip(pairs, scores[:len(pairs)], scores[len(pairs):])]
+    return [{"reward_model": Path(rm_dir).name, "prompt_id": ex.id, "chosen": c, "rejected": r}
+            for ex, c, r in zip(pairs, scores[:len(pairs)], scores[len(pairs):])]
 
 
 def rm_accuracy(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -303,7 +305,8 @@ def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[st
     for a, b in dict.fromkeys((r["a"], r["b"]) for r in records):
         entry = {**matchup_stats([r for r in records if (r["a"], r["b"]) == (a, b)]), "source": "judgments.jsonl"}
         if cfg.gold_rm:
-            entry["gold_reward_difference"] = {**paired_difference(_per_prompt(rows, a, "gold_score"), _per_prompt(rows, b, "gold_score")), "source": "responses.jsonl"}
+            entry["gold_reward_difference"] = {**paired_difference(_per_prompt(rows, a, "gold_score"),
+                                                                   _per_prompt(rows, b, "gold_score")), "source": "responses.jsonl"}
         metrics["matchups"][f"{a} vs {b}"] = entry
     games = [g for line, r in enumerate(records, 1) if (g := game_of(r, "judgments.jsonl", line)) is not None]
     metrics["ratings"] = {**ratings(games, seed=cfg.seed), "source": "judgments.jsonl"}

@@ -100,7 +100,8 @@ def findings(metrics: dict[str, Any]) -> list[str]:
     for name, m in metrics["matchups"].items():
         a, b = name.split(" vs ")
         if m["low"] <= 0.5 <= m["high"]:
-            verdict = f"**no measurable difference** between `{a}` and `{b}` by the {judge} judge: win rate {pct(m['win_rate'])}, and its 95% interval [{pct(m['low'])}, {pct(m['high'])}] includes 50%"
+            verdict = (f"**no measurable difference** between `{a}` and `{b}` by the {judge} judge: win rate {pct(m['win_rate'])}, "
+                       f"and its 95% interval [{pct(m['low'])}, {pct(m['high'])}] includes 50%")
         else:
             side = "wins over" if m["win_rate"] > 0.5 else "loses to"
             verdict = f"`{a}` **{side}** `{b}` by the {judge} judge: win rate {pct(m['win_rate'])} [{pct(m['low'])}, {pct(m['high'])}]"
@@ -113,9 +114,11 @@ def findings(metrics: dict[str, Any]) -> list[str]:
             a, b = name.split(" vs ")
             low, high = d["difference"] - Z95 * d["se"], d["difference"] + Z95 * d["se"]
             if low <= 0 <= high:
-                out.append(f"- Gold reward, `{a}` against `{b}`: **no measurable difference** ({d['difference']:+.3f} ± {d['se']:.3f} standard error; the 95% interval includes 0).")
+                out.append(f"- Gold reward, `{a}` against `{b}`: **no measurable difference** "
+                           f"({d['difference']:+.3f} ± {d['se']:.3f} standard error; the 95% interval includes 0).")
             else:
-                out.append(f"- Gold reward, `{a}` against `{b}`: **{'higher' if d['difference'] > 0 else 'lower'}** by {abs(d['difference']):.3f} (± {d['se']:.3f} standard error).")
+                out.append(f"- Gold reward, `{a}` against `{b}`: **{'higher' if d['difference'] > 0 else 'lower'}** "
+                           f"by {abs(d['difference']):.3f} (± {d['se']:.3f} standard error).")
     for name, r in metrics["labels"].items():
         chance = r["agreement_low"] <= 0.5 <= r["agreement_high"]
         line = (f"- The labels in `{name}` ({r.get('judge')} judge, {r.get('rubric')} rubric) agree with the human annotators on {pct(r['agreement'])} of "
@@ -127,7 +130,8 @@ def findings(metrics: dict[str, Any]) -> list[str]:
         out.append(line)
     for name, r in metrics["reward_models"].items():
         if "accuracy" in r:
-            out.append(f"- Reward model `{name}` ranks the human-preferred response higher on {pct(r['accuracy'])} of {r['pairs']} evaluation pairs [95% CI {pct(r['low'])}, {pct(r['high'])}]"
+            out.append(f"- Reward model `{name}` ranks the human-preferred response higher on {pct(r['accuracy'])} "
+                       f"of {r['pairs']} evaluation pairs [95% CI {pct(r['low'])}, {pct(r['high'])}]"
                        + (" — **no better than chance**, so its scores say little." if r["low"] <= 0.5 else "."))
     return out
 
@@ -151,8 +155,9 @@ def write_report(out: Path, metrics: dict[str, Any]) -> None:
     lines = [
         f"# rlaif compare: {len(metrics['policies']) - 1} policies and their base on {metrics['prompts']} prompts",
         "",
-        (f"Judge: {metrics['judge']['name']} ({metrics['judge']['rubric']} rubric, {HOW_JUDGED[metrics['judge']['mode']]}). Decoding: {d['samples']} sample(s) per prompt, "
-        f"temperature {d['temperature']}, up to {d['max_new_tokens']} new tokens, seed {d['seed']}. Every number is in `metrics.json`, "
+        (f"Judge: {metrics['judge']['name']} ({metrics['judge']['rubric']} rubric, {HOW_JUDGED[metrics['judge']['mode']]}). "
+        f"Decoding: {d['samples']} sample(s) per prompt, temperature {d['temperature']}, up to {d['max_new_tokens']} new tokens, "
+        f"seed {d['seed']}. Every number is in `metrics.json`, "
         "with the file it came from (`responses.jsonl`, `judgments.jsonl`, the label runs)."),
         "",
         *summary_table(metrics),
@@ -177,7 +182,8 @@ def write_report(out: Path, metrics: dict[str, Any]) -> None:
     if metrics["reward_models"]:
         lines += ["", "## Reward models on the evaluation pairs", "", "| reward model | accuracy [95% CI] | pairs |", "|---|---|---|"]
         for name, r in metrics["reward_models"].items():
-            lines.append(f"| `{name}` | {pct(r['accuracy'])} [{pct(r['low'])}, {pct(r['high'])}] | {r['pairs']} |" if "accuracy" in r else f"| `{name}` | {r['unavailable']} | |")
+            lines.append(f"| `{name}` | {pct(r['accuracy'])} [{pct(r['low'])}, {pct(r['high'])}] | {r['pairs']} |" if "accuracy" in r
+                         else f"| `{name}` | {r['unavailable']} | |")
     lines += ["", "## Ratings", "", format_ratings(metrics["ratings"])]
     lines += ["", "## Figures", "", *(f"![{f}]({f})" for f in metrics.get("figures", []))]
     write_text_atomic(out / "report.md", "\n".join(lines) + "\n")

@@ -176,7 +176,8 @@ def _parse_fields(record: Any, file: str, line: int) -> Example:
         return Example(ident, prompt_c, [reply_c, reply_r], 0, source)
     if "prompt" in record:
         return Example(ident, check_prompt(record["prompt"], err), [], None, source)
-    raise err(None, f"no usable fields (found {sorted(record)}); expected 'prompt' with 'responses' or 'chosen'/'rejected', transcripts 'chosen'/'rejected', or 'prompt' alone")
+    raise err(None, f"no usable fields (found {sorted(record)}); expected 'prompt' with 'responses' or 'chosen'/'rejected', "
+                    "transcripts 'chosen'/'rejected', or 'prompt' alone")
 
 
 def iter_examples(path: str | Path, limit: int | None = None, skip_invalid: bool = False) -> Iterator[Example | dict[str, Any]]:
@@ -193,7 +194,8 @@ def iter_examples(path: str | Path, limit: int | None = None, skip_invalid: bool
                 raise record
             example = parse_record(record, shown_name(path), line)
             if (seen := first_line.setdefault(example.id, line)) != line:
-                raise InputError(shown_name(path), line, "id", f"{example.id!r} is also the id of line {seen}: give each row its own id (or none, and rlaif numbers them)")
+                raise InputError(shown_name(path), line, "id", f"{example.id!r} is also the id of line {seen}: "
+                                                               "give each row its own id (or none, and rlaif numbers them)")
         except InputError as e:
             if not skip_invalid:
                 raise

@@ -64,7 +64,8 @@ def calibrate(run_dir: str | Path, folds: int = 5, seed: int = 0, output: str | 
     total = judge.get("calibration", 1.0) * t_all  # the run's preferences already carry its judge's calibration
     config = {"backend": judge["backend"], "model": judge["model"], "options": judge["options"], "calibration": round(total, 6)}
     path = Path(output) if output else run_dir / "calibrated-judge.yaml"
-    write_text_atomic(path, f"# {judge['name']}, calibrated by `rlaif calibrate {run_dir}` on {len(p)} human-labeled pairs\n" + yaml.safe_dump(config, sort_keys=False))
+    write_text_atomic(path, f"# {judge['name']}, calibrated by `rlaif calibrate {run_dir}` on {len(p)} human-labeled pairs\n"
+                            + yaml.safe_dump(config, sort_keys=False))
     return {
         "judge": judge["name"], "pairs": len(p), "folds": folds, "temperature": t_all, "calibration": total, "config": str(path),
         "ece_before": expected_calibration_error(p, y)[0], "ece_after_cross_validated": expected_calibration_error(held_out, y)[0],  # P' stays on P's side of ½

@@ -54,7 +54,8 @@ def card(manifest: dict[str, Any], report: dict[str, Any], command: str) -> str:
     judge, rubric = m["judge"], m["rubric"]
     rubric_cell = "none (the judge reads no rubric)" if rubric is None else f"`{rubric['name']}`, sha256 `{rubric['sha256'][:16]}`"
     mode_cell = {"pointwise": "pointwise: each response scored alone",
-                 "jury": f"a jury of {len(judge['options'].get('members', []))} judges, combined by {judge['options'].get('combine')} (pairwise members' orders: {m['config']['debias']})",
+                 "jury": f"a jury of {len(judge['options'].get('members', []))} judges, "
+                         f"combined by {judge['options'].get('combine')} (pairwise members' orders: {m['config']['debias']})",
                  }.get(m["mode"], f"pairwise, orders: {m['config']['debias']}")
     about = (f"Each row of `pairs.jsonl` is a prompt with a `chosen` and a `rejected` response, as chosen by the {judge['name']} judge, with "
              "`ai_preference`, the judge's probability that `chosen` is the better one, and the evidence behind it (the judge's answers in each "

@@ -194,7 +194,8 @@ def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Total
         "config": settings,
         "mode": spec.mode,
         "judge": spec.config.public(),
-        "rubric": None if not spec.reads_rubric else {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256, "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix,
+        "rubric": None if not spec.reads_rubric else {"name": rubric.name, "path": str(rubric.path), "sha256": rubric.sha256,
+                   "labels": list(rubric.labels), "verdict_prefix": rubric.verdict_prefix,
                    "scale": list(rubric.scale) if rubric.scale else None, "rating_prefix": rubric.rating_prefix},
         "counts": {
             "examples": t.examples,
@@ -207,7 +208,8 @@ def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Total
             "filtered": t.filtered,
         },
         # One call per (pair, order) pairwise, per distinct response pointwise; a jury's members each their own.
-        "judge_calls": {"per": {"pointwise": "response", "jury": "member's request"}.get(spec.mode, "order"), "total": t.calls, "made": t.calls_made, "cached": t.calls - t.calls_made},
+        "judge_calls": {"per": {"pointwise": "response", "jury": "member's request"}.get(spec.mode, "order"),
+                        "total": t.calls, "made": t.calls_made, "cached": t.calls - t.calls_made},
         "verdicts": {  # of the answers: unreadable (no verdict in the reply) and soft (label probabilities)
             "unreadable": t.unreadable,
             "unreadable_share": t.unreadable / t.calls if t.calls else None,

@@ -34,7 +34,8 @@ STAGES = ("critique", "revision")
 class ReviseConfig:
     """Everything a revision run depends on; the options of `rlaif revise` are generated from these fields."""
 
-    input: str = required("Rows to revise (any input `rlaif label` reads): each response is critiqued and revised; prompt-only rows get responses generated first.")
+    input: str = required("Rows to revise (any input `rlaif label` reads): each response is critiqued and revised; "
+                          "prompt-only rows get responses generated first.")
     output: str | None = setting(None, "Output directory [default: outputs/<input name>-revised].")
     constitution: str = setting("constitution", "Built-in name or path of a Jinja2 template with the principles (see prompts/constitution.j2).")
     judge: str = setting(DEFAULT_JUDGE, "Who critiques and revises: a model name or directory, or a judge config (backend local, openai or vllm).")
@@ -97,7 +98,8 @@ def revise(cfg: ReviseConfig) -> dict[str, Any]:
         critiques = [Example(f"{ex.id}:{k}", conversation(ex.prompt, r, constitution.request("critique", ex.prompt, r))) for ex, k, r in originals]
         ask(critiques, 1, "critique")
         critiqued = [(ex, r, c) for (ex, _, r), c in zip(originals, critiques) if c.responses]
-        revisions = [Example(c.id, conversation(ex.prompt, r, c.prompt[-1]["content"], c.responses[0], constitution.request("revision", ex.prompt, r, c.responses[0])))
+        revisions = [Example(c.id, conversation(ex.prompt, r, c.prompt[-1]["content"], c.responses[0],
+                                                constitution.request("revision", ex.prompt, r, c.responses[0])))
                      for ex, r, c in critiqued]
         ask(revisions, 1, "revision")
     finally:

@@ -91,7 +91,8 @@ class LabelConfig:
     concurrency: int | None = setting(None, "Judge calls in flight at once (API judges) [default: the judge config's].", at_least=1)
     batch_api: bool = setting(False, "OpenAI Batch API: submit the calls, keep the batch id in the output directory, collect on the next run.")
     dry_run: bool = setting(False, "Print the calls, tokens and cost a run would take; call nothing.")
-    chunk_size: int = setting(512, "Input rows read, judged and written to pairs.jsonl at a time; a killed run resumes after the last chunk written.", at_least=1)
+    chunk_size: int = setting(512, "Input rows read, judged and written to pairs.jsonl at a time; "
+                              "a killed run resumes after the last chunk written.", at_least=1)
     progress: bool = True  # the CLI's --quiet turns it off
 
     def __post_init__(self) -> None:

@@ -23,7 +23,8 @@ def encode_prompt(tokenizer, prompt: Prompt, max_length: int, source: str, trunc
         return ids, False
     if not truncate:
         file, _, line = source.rpartition(":")
-        raise InputError(file, int(line), "prompt", f"is {len(ids)} tokens, longer than --max-length {max_length} allows (without --no-truncate-prompt its end is kept)")
+        raise InputError(file, int(line), "prompt", f"is {len(ids)} tokens, longer than --max-length {max_length} allows "
+                                                    "(without --no-truncate-prompt its end is kept)")
     return ids[-limit:], True
 
 

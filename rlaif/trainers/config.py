@@ -44,11 +44,14 @@ class TrainConfig:
     resume: bool = setting(False, "Continue from the last checkpoint in --output.")
     bf16: bool = setting(False, "bfloat16 autocast (the reference's log-probabilities too).")
     gradient_checkpointing: bool = setting(False, "Recompute activations in the backward pass: less memory, more time.")
-    train_layers: int | None = setting(None, "Train only the top N transformer blocks and the head (0: the head alone; rm: the frozen blocks run once per pair, not once per epoch).", at_least=0)
-    lora_r: int | None = setting(None, "Train LoRA adapters of this rank (peft) instead of the whole model; the output is the adapter (dpo and ppo: the base with the adapter off is the reference).", at_least=1)
+    train_layers: int | None = setting(None, "Train only the top N transformer blocks and the head (0: the head alone; "
+                                       "rm: the frozen blocks run once per pair, not once per epoch).", at_least=0)
+    lora_r: int | None = setting(None, "Train LoRA adapters of this rank (peft) instead of the whole model; the output is the adapter "
+                                 "(dpo and ppo: the base with the adapter off is the reference).", at_least=1)
     lora_alpha: float = setting(16.0, "LoRA's α: the adapter's update is scaled by α / r.", above=0)
     lora_target: str = setting("all-linear", "Modules that get adapters: all-linear, or names separated by commas (q_proj,v_proj).")
-    fsdp: bool = setting(False, "Under torchrun: shard weights, gradients and optimizer state over the processes (PyTorch's fully_shard) instead of copying the model to each (DDP); sft, rm, dpo.")
+    fsdp: bool = setting(False, "Under torchrun: shard weights, gradients and optimizer state over the processes "
+                         "(PyTorch's fully_shard) instead of copying the model to each (DDP); sft, rm, dpo.")
     log_steps: int = setting(1, "Write metrics every N steps.", at_least=1)
     progress: bool = True  # the CLI's --quiet turns it off
     # preference objectives
@@ -78,15 +81,16 @@ class TrainConfig:
                                        "by the judge's preferences in both orders.", methods=("grpo",))
     reward_ranking: str = setting("all-pairs", "With --reward-judge: how a group's responses are ranked: every pair in both orders, or adaptive, "
                                   "tournament or pointwise as `rlaif label --ranking` (fewer calls).", STRATEGIES, methods=("grpo",))
-    rubric: str | None = setting(None, "With --reward-judge: the rubric (built-in name or template path) [default: the judge config's `rubric`, else quality].", methods=("grpo",))
+    rubric: str | None = setting(None, "With --reward-judge: the rubric (built-in name or template path) "
+                                 "[default: the judge config's `rubric`, else quality].", methods=("grpo",))
     group_size: int = setting(4, "Responses sampled per prompt (G); advantages are relative to the group.", at_least=2, methods=("grpo",),
                               flag="--num-responses", aliases=("--group-size",))
     rollout_batch_size: int = setting(8, "Prompts per rollout (per process).", at_least=1, methods=ONLINE)
     ppo_epochs: int = setting(4, "Passes over each rollout.", at_least=1, methods=ONLINE)
     mini_batch_size: int = setting(4, "Sequences per update.", at_least=1, methods=ONLINE)
     max_new_tokens: int = setting(48, "Response length.", at_least=1, methods=ONLINE)
-    temperature: float = setting(1.0, "Sampling temperature of rollouts (1.0, not the other commands' 0.8: the policy-gradient ratios assume samples from the policy itself).",
-                                  above=0, methods=ONLINE)
+    temperature: float = setting(1.0, "Sampling temperature of rollouts (1.0, not the other commands' 0.8: "
+                                 "the policy-gradient ratios assume samples from the policy itself).", above=0, methods=ONLINE)
     kl_coef: float = setting(0.05, "ppo: per-token KL penalty β in the reward; grpo: β of the KL term in the loss (0: no reference model).",
                              at_least=0, methods=ONLINE)
     gamma: float = setting(1.0, "Discount γ of GAE.", at_least=0, at_most=1, methods=("ppo",))

@@ -52,7 +52,8 @@ class KTOTrainer(OfflineTrainer):
         train, held = unpaired_train_eval(cfg)
         encode_rows = lambda rows: [encode(self.tokenizer, r.prompt, r.completion, cfg.max_length, r.source, cfg.truncate_prompt) for r in rows]
         self.rows = {"train": encode_rows(train), "eval": encode_rows(held)}
-        self.desirable = {"train": torch.tensor([r.desirable for r in train], dtype=torch.bool), "eval": torch.tensor([r.desirable for r in held], dtype=torch.bool)}
+        self.desirable = {"train": torch.tensor([r.desirable for r in train], dtype=torch.bool),
+                          "eval": torch.tensor([r.desirable for r in held], dtype=torch.bool)}
         self.weights = {"train": torch.tensor([r.weight for r in train]), "eval": torch.tensor([r.weight for r in held])}
         self.n_train, self.n_rows = len(train), len(train) + len(held)
         self.truncated_rows = sum(r["truncated"] for rows in self.rows.values() for r in rows)

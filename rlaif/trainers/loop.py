@@ -253,7 +253,8 @@ class Trainer(ABC):
         schedule = micro_batches(self.n_train, self.batch_size, epochs, cfg.seed, self.procs.rank, self.procs.world)
         total = cfg.max_steps if cfg.max_steps is not None else len(schedule) // per_step
         if total == 0:
-            raise ConfigError(f"{cfg.data}: {self.n_train} training examples make no full step of batch size {self.batch_size} x {self.procs.world} processes x {per_step}")
+            raise ConfigError(f"{cfg.data}: {self.n_train} training examples make no full step of batch size {self.batch_size} "
+                              f"x {self.procs.world} processes x {per_step}")
         return schedule, total
 
     def _begin(self):

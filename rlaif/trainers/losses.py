@@ -135,7 +135,8 @@ def whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torc
     return out if shift_mean else out + mean
 
 
-def kl_penalized_rewards(score: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+def kl_penalized_rewards(score: torch.Tensor, logps: torch.Tensor, ref_logps: torch.Tensor, mask: torch.Tensor,
+                         beta: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token rewards r_t = −β (log π(a_t) − log π_ref(a_t)), plus the score at the last token.
 
     Returns (rewards, kl) with kl = log π − log π_ref per token (masked).
@@ -166,7 +167,8 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     return advantages, (advantages + values) * mask
 
 
-def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                    clip: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped surrogate: mean over tokens of max(−A ρ, −A clip(ρ, 1 − ε, 1 + ε)), ρ = π/π_old.
 
     Returns (loss, clip fraction), both scalars; logps, old_logps, advantages, mask: (B, T).

@@ -52,7 +52,8 @@ class Sample:
 
     def __getitem__(self, idx: torch.Tensor) -> Sample:
         """The responses at positions `idx` (a 1-D tensor of indices)."""
-        return Sample(self.sequences[idx], self.attention_mask[idx], self.responses[idx], self.mask[idx], self.has_eos[idx], [self.texts[i] for i in idx.tolist()])
+        return Sample(self.sequences[idx], self.attention_mask[idx], self.responses[idx], self.mask[idx], self.has_eos[idx],
+                      [self.texts[i] for i in idx.tolist()])
 
 
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -198,7 +199,8 @@ class OnlineTrainer(Trainer):
     @torch.no_grad()
     def _score_with_reward_model(self, prompts: list[Prompt], responses: list[str]) -> torch.Tensor:
         # The reward model may use another tokenizer: the text is tokenized afresh with its own.
-        items = [encode(self.rm_tokenizer, p, r, self.config.max_length + self.config.max_new_tokens, "reward-model:0", True) for p, r in zip(prompts, responses)]
+        items = [encode(self.rm_tokenizer, p, r, self.config.max_length + self.config.max_new_tokens, "reward-model:0", True)
+                 for p, r in zip(prompts, responses)]
         batch = collate(items, self.rm_tokenizer.pad_token_id, self.procs.device)
         return self.reward_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, 0].float()
 

@@ -99,7 +99,8 @@ class PPOTrainer(OnlineTrainer):
         vf_loss = losses.ppo_value_loss(values * mask, batch.values[idx], batch.returns[idx], mask, cfg.cliprange_value)
         loss, ptx = self.with_ptx(pg_loss + cfg.vf_coef * vf_loss, step, update)
         with torch.no_grad():
-            stats = {k: v.item() for k, v in {"policy_loss": pg_loss, "value_loss": vf_loss, "entropy": losses.masked_entropy(logits, mask), "clipfrac": clipfrac,
+            stats = {k: v.item() for k, v in {"policy_loss": pg_loss, "value_loss": vf_loss,
+                     "entropy": losses.masked_entropy(logits, mask), "clipfrac": clipfrac,
                      "approx_kl": losses.approx_kl(logps, batch.logps[idx], mask)}.items()}
         return loss, {**stats, **ptx}
 

@@ -67,7 +67,8 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"expected an input (a path or hf:...), got {data['source']!r}", str(path), key="data.source")
     for name in SLICES:
         value = data[name]
-        if not (isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value) and value[0] < value[1]):
+        if not (isinstance(value, list) and len(value) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value) and value[0] < value[1]):
             raise ConfigError(f"expected [START, END], two row numbers with START < END, got {value!r}", str(path), key=f"data.{name}")
     ranges = {name: range(*data[name]) for name in SLICES}
     for i, a in enumerate(SLICES):
@@ -143,4 +144,5 @@ def run_experiment(path: str | Path, progress: bool = True) -> dict[str, Any]:
 
     judge = spec.get("label", {}).get("judge")
     options = {**({"judge": judge} if judge else {}), **spec.get("compare", {})}
-    return compare(CompareConfig(runs=runs, eval_data=data["eval"], output=str(out), gold_rm=gold_dir, labels=[str(label_dir)], seed=seed, progress=progress, **options))
+    return compare(CompareConfig(runs=runs, eval_data=data["eval"], output=str(out), gold_rm=gold_dir, labels=[str(label_dir)],
+                                 seed=seed, progress=progress, **options))

@@ -108,7 +108,8 @@ def iterate(cfg: IterateConfig) -> dict[str, Any]:
         run = describe_run(policy)
         policies.append(replace(run, name=f"round-{r}", trained_on=f"{run.trained_on}, on round {r}'s own samples"))
     metrics = compare(CompareConfig(runs=[p.run for p in policies[1:]], eval_data=cfg.eval_data, output=str(out), judge=cfg.judge, rubric=cfg.rubric,
-                                    gold_rm=cfg.gold_rm, limit=cfg.eval_limit, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, progress=cfg.progress), policies)
+                                    gold_rm=cfg.gold_rm, limit=cfg.eval_limit, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+                                    progress=cfg.progress), policies)
     (out / "rounds.md").write_text(rounds_table(cfg, metrics) + "\n")
     return metrics
 

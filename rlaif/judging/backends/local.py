@@ -100,7 +100,8 @@ class LocalJudge(PrefilledJudge):
         mask, cache = packed.attention_mask, None
         if shared:
             rows, width = packed.input_ids.shape
-            cache = DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in self._prefix_cache(seqs[0][:shared])], config=self.model.config)
+            cache = DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
+                                  for k, v in self._prefix_cache(seqs[0][:shared])], config=self.model.config)
             mask = torch.cat([mask.new_ones(rows, 1, width, shared), mask], dim=-1)  # every token sees the prefix
         hidden = self.model.base_model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, cache=cache).last_hidden_state
         last = torch.tensor([places[-1] for places in packed.places], device=self.device)

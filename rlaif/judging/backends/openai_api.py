@@ -225,7 +225,8 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
     def submit_batch(self, requests: dict[str, JudgeRequest], tag: str) -> dict[str, Any]:
         """Upload the requests as a batch file and start a batch labelled with `tag`; returns what to persist."""
         if self.options.verdict == "prefilled":
-            raise JudgeConfigError(f"{self.config.source or self.name}: the Batch API takes chat completions: use verdict 'text' or 'constrained' with --batch-api")
+            raise JudgeConfigError(f"{self.config.source or self.name}: the Batch API takes chat completions: "
+                                   "use verdict 'text' or 'constrained' with --batch-api")
         lines = [
             json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": self._body(r)})
             for key, r in requests.items()
