@@ -3,6 +3,7 @@ from the fields of its config dataclass; each run formats its own summary."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -18,20 +19,22 @@ from rlaif.judging.base import MODES
 from rlaif.labeling.revise import ReviseConfig
 from rlaif.labeling.run import LabelConfig
 from rlaif.serving.server import ServeConfig
-from rlaif.settings import allowed_types, line_in_file, option_flag, setting_help
+from rlaif.settings import allowed_types, line_in_file, option_flag, read_settings_file, setting_help
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.methods import NAMES, ONLINE
 from rlaif.workflows.iterate import IterateConfig
 
 
-def config_options(config_class: type, required_from_file: bool = False):
+def config_options(config_class: type):
     """One option per field of `config_class` that has help text, with the field's default and
     choices: a command's options come from its config, never written twice. A list field is an
-    option given any number of times; an `argument` field, the command's arguments.
-    `required_from_file`: required fields may come from a --config file instead."""
+    option given any number of times; an `argument` field, the command's arguments. And
+    `--config FILE`: any of them from a TOML/YAML file, the command line winning; so a required
+    field may come from either, and is checked once both are read."""
     hints = get_type_hints(config_class)
 
     def decorate(command):
+        command = settings_file(config_class)(command)
         for f in reversed(fields(config_class)):
             if "help" not in f.metadata:
                 continue
@@ -39,9 +42,8 @@ def config_options(config_class: type, required_from_file: bool = False):
             hint = next(t for t in allowed_types(hints[f.name]) if t is not type(None))
             is_list = get_origin(hint) is list
             kind = get_args(hint)[0] if is_list else hint
-            must = f.default is MISSING and f.default_factory is MISSING and not required_from_file
             if f.metadata.get("argument"):
-                command = click.argument(f.name, nargs=-1 if is_list else 1, required=must)(command)
+                command = click.argument(f.name, nargs=-1 if is_list else 1, required=False)(command)
                 continue
             flag = option_flag(f)
             if kind is bool:
@@ -49,10 +51,41 @@ def config_options(config_class: type, required_from_file: bool = False):
             else:
                 choices = f.metadata.get("choices")
                 option = click.option(flag, *f.metadata.get("aliases", ()), f.name, type=click.Choice(choices) if choices else kind,
-                                      default=None if is_list else default, multiple=is_list, required=must,
+                                      default=None if is_list else default, multiple=is_list,
                                       show_default=default is not None and not is_list, help=setting_help(f))
             command = option(command)
         return command
+
+    return decorate
+
+
+def settings_file(config_class: type):
+    """Wrap a command so that `--config FILE` gives any of `config_class`'s settings, the command
+    line winning; a required setting that neither gives is a usage error, and a bad value the
+    file gave is named by the file's line and key."""
+    names = {f.name for f in fields(config_class)}
+    required = [f for f in fields(config_class) if f.default is MISSING and f.default_factory is MISSING and "help" in f.metadata]
+
+    def decorate(command):
+        @functools.wraps(command)
+        def run(*args, config_file: str | None = None, **options):
+            ctx = click.get_current_context()
+            from_file = read_settings_file(config_file, config_class) if config_file else {}
+            given = {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
+            settings = {**options, **{name: value for name, value in from_file.items() if name not in given}}
+            for f in required:
+                if settings.get(f.name) in (None, ()):
+                    what = f.name.upper() if f.metadata.get("argument") else option_flag(f)
+                    raise click.UsageError(f"{what} is required (on the command line or in --config)")
+            try:
+                return command(*args, **settings)
+            except ConfigError as e:
+                if config_file and e.key in names and e.key in from_file and e.key not in given and not e.file:
+                    raise ConfigError(e.message, config_file, line_in_file(config_file, config_class, e.key), e.key) from None
+                raise
+
+        return click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
+                            help="TOML/YAML file with any of these settings; the command line wins.")(run)
 
     return decorate
 
@@ -170,33 +203,16 @@ def calibrate(run_dir: str, folds: int, seed: int, output: str | None, as_json: 
     click.echo(json.dumps(report, indent=2) if as_json else format_calibration(report))
 
 
-TRAIN_REQUIRED = [f for f in fields(TrainConfig) if f.default is MISSING and f.default_factory is MISSING]
 OFFLINE = tuple(name for name in NAMES if name not in ONLINE)
 
 
 @main.command(help=f"Train with --method {'|'.join(OFFLINE)} on preference data, or {'|'.join(ONLINE)} on prompts.")
-@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="TOML/YAML file with any of these settings; the command line wins.")
-@config_options(TrainConfig, required_from_file=True)
+@config_options(TrainConfig)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-@click.pass_context
-def train(ctx: click.Context, config_file: str | None, quiet: bool, **options) -> None:
-    from rlaif.trainers import read_config_file
+def train(quiet: bool, **options) -> None:
     from rlaif.trainers import train as run_train
 
-    settings = read_config_file(config_file) if config_file else {}
-    for name, value in options.items():
-        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE or name not in settings:
-            settings[name] = value
-    for f in TRAIN_REQUIRED:
-        if not settings.get(f.name):
-            raise click.UsageError(f"{option_flag(f)} is required (on the command line or in --config)")
-    try:
-        config = TrainConfig(progress=show_progress(quiet), **settings)
-    except ConfigError as e:  # a value the settings file gave is named by its file, line and key
-        if config_file and e.key and ctx.get_parameter_source(e.key) != click.core.ParameterSource.COMMANDLINE:
-            raise ConfigError(e.message, config_file, line_in_file(config_file, TrainConfig, e.key), e.key) from None
-        raise
+    config = TrainConfig(progress=show_progress(quiet), **options)
     results = run_train(config)
     click.echo(f"saved to {config.output}")
     for name, value in results.items():

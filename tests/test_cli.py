@@ -56,7 +56,7 @@ def test_compare_takes_runs_as_arguments_and_repeats_lists():
     ctx = main.make_context("rlaif", ["compare", "r1", "r2", "--eval-data", "e.jsonl", "--output", "o", "--rm", "a", "--rm", "b"])
     command = main.get_command(ctx, "compare")
     sub = command.make_context("compare", ["r1", "r2", "--eval-data", "e.jsonl", "--output", "o", "--rm", "a", "--rm", "b"], parent=ctx)
-    config = CompareConfig(**{k: v for k, v in sub.params.items() if k != "quiet"})
+    config = CompareConfig(**{k: v for k, v in sub.params.items() if k not in CLI_ONLY})
     assert config.runs == ["r1", "r2"] and config.rms == ["a", "b"] and config.labels == []
 
 
@@ -101,6 +101,28 @@ def test_a_setting_typed_as_an_option_is_named_by_that_option(tmp_path):
     settings.write_text('method = "grpo"\ninput = "examples/demo.jsonl"\ngroup_size = 1\n')  # an older name of --num-responses
     result = CliRunner().invoke(main, ["train", "--config", str(settings)])
     assert result.exit_code == 1 and f"{settings}:3: key 'group_size': must be at least 2" in result.output
+
+
+@pytest.mark.parametrize("command", ["label", "train", "compare", "iterate", "revise", "serve"])
+def test_every_run_command_takes_its_settings_from_a_config_file(command):
+    assert "config_file" in {p.name for p in main.commands[command].params}
+
+
+def test_a_config_file_gives_settings_the_command_line_overrides(tmp_path):
+    settings = tmp_path / "label.yaml"
+    settings.write_text(f"input: examples/demo.jsonl\nlimit: 2\npairs: all\noutput: {tmp_path / 'out'}\n")
+    run = CliRunner().invoke(main, ["label", "--config", str(settings), "--dry-run"])
+    assert run.exit_code == 0 and "6 pairs: 12 judge calls to make" in run.output, run.output  # two rows of three candidates, every pair
+    run = CliRunner().invoke(main, ["label", "--config", str(settings), "--limit", "1", "--pairs", "best-worst", "--dry-run"])
+    assert run.exit_code == 0 and "1 rows with more than two candidates" in run.output, run.output  # the command line wins: one row, ranked
+    settings.write_text("limit: 2\n")
+    run = CliRunner().invoke(main, ["label", "--config", str(settings), "--dry-run"])
+    assert run.exit_code == 2 and "--input is required (on the command line or in --config)" in run.output
+    settings.write_text("input: examples/demo.jsonl\nlimit: 2\nmin_confidence: 0.3\n")
+    run = CliRunner().invoke(main, ["label", "--config", str(settings), "--dry-run"])
+    assert run.exit_code == 1 and f"{settings}:3: key 'min_confidence': must be at least 0.5, got 0.3" in run.output
+    run = CliRunner().invoke(main, ["label", "--config", str(settings), "--min-confidence", "0.4", "--dry-run"])
+    assert run.exit_code == 1 and run.output == "Error: --min-confidence: must be at least 0.5, got 0.4\n"  # named as typed
 
 
 def test_input_dash_reads_standard_input(tmp_path):
