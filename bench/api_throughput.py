@@ -70,9 +70,10 @@ def main() -> None:
         with open(workdir / "pairs.jsonl", "w") as fh:
             fh.writelines(json.dumps({"id": f"b{i}", "prompt": f"Question number {i}?", "chosen": f"GOOD answer {i}",
                                       "rejected": f"weak answer {i}"}) + "\n" for i in range(args.pairs))
-        results = {rate: [run(args.pairs, args.concurrency, args.latency, rate, workdir, k) for k in range(args.runs)] for rate in (0.0, 0.1)}
-    print("| transient failures | runs | pairs labeled (each run) | judge calls | judging time (median) | calls/s | ideal calls/s | fraction of ideal "
-          "| peak memory | client CPU for the calls | loopback server CPU |")
+        results = {rate: [run(args.pairs, args.concurrency, args.latency, rate, workdir, k) for k in range(args.runs)]
+                   for rate in (0.0, 0.1)}
+    print("| transient failures | runs | pairs labeled (each run) | judge calls | judging time (median) | calls/s "
+          "| ideal calls/s | fraction of ideal | peak memory | client CPU for the calls | loopback server CPU |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for rate, runs in results.items():
         r = min(runs, key=lambda x: abs(x["judging_s"] - statistics.median(y["judging_s"] for y in runs)))  # the median run

@@ -66,7 +66,8 @@ def main() -> None:
 
     print(f"{len(pairs)} pairs: {real:,} real tokens, {response:,} response tokens, {cells:,} attention cells in packed rows")
     print(f"matrix products here: {rate / 1e9:.0f} GFLOP/s (float32, {torch.get_num_threads()} threads)")
-    print(f"reference pass: {forward / 1e9:,.0f} GFLOP, at that rate {forward / rate:.0f} s; measured {took:.0f} s ({forward / rate / took:.0%} of the rate)")
+    print(f"reference pass: {forward / 1e9:,.0f} GFLOP, at that rate {forward / rate:.0f} s; "
+          f"measured {took:.0f} s ({forward / rate / took:.0%} of the rate)")
     print(f"a training epoch (forward and backward, about 3x): at that rate {3 * forward / rate:.0f} s")
 
 

@@ -86,7 +86,8 @@ def sequence_logps(model, seq: dict) -> float:
 def packed_against_own(model_dir: str, out: Path) -> float:
     """The largest difference between the packed pairs' log-probabilities (DPO's forward pass) and
     each sequence's own forward pass, relative to the log-probability's size."""
-    trainer = trainer_for(TrainConfig(method="dpo", model=model_dir, data=f"{DATA}?rows=0:8", output=str(out), max_length=256, progress=False))
+    trainer = trainer_for(TrainConfig(method="dpo", model=model_dir, data=f"{DATA}?rows=0:8", output=str(out),
+                                      max_length=256, progress=False))
     out.mkdir()
     trainer.setup(None)
     pairs = trainer.train_pairs
@@ -100,7 +101,8 @@ def correctness(model_dir: str, work: Path) -> list[tuple[str, str, bool]]:
     """(check, what it found, passed) for each check on the embedded architecture."""
     rows = []
     loss = first_losses(model_dir, work / "dpo-bf16", max_steps=1, bf16=True)[0]
-    rows.append(("DPO first loss, --bf16 (policy = reference: log 2)", f"{loss:.6f} (log 2 = {math.log(2):.6f})", abs(loss - math.log(2)) < 1e-3))
+    rows.append(("DPO first loss, --bf16 (policy = reference: log 2)", f"{loss:.6f} (log 2 = {math.log(2):.6f})",
+                 abs(loss - math.log(2)) < 1e-3))
     lora = first_losses(model_dir, work / "dpo-lora", max_steps=2, bf16=True, lora_r=8)
     rows.append(("LoRA DPO, two steps, --bf16", " then ".join(f"{x:.4f}" for x in lora),
                  len(lora) == 2 and abs(lora[0] - math.log(2)) < 1e-3 and all(math.isfinite(x) for x in lora)))
@@ -110,7 +112,8 @@ def correctness(model_dir: str, work: Path) -> list[tuple[str, str, bool]]:
     ours, _ = local_judge_speed.run_rlaif(requests, model_dir)
     theirs, _ = local_judge_speed.run_generate(requests, 1, model_dir)
     largest = max(abs(a - b) for a, b in zip(ours, theirs))
-    rows.append(("local judge P(first) vs a generate call per order", f"largest difference {largest:.1e} over {len(ours)} calls", largest < 1e-3))
+    rows.append(("local judge P(first) vs a generate call per order",
+                 f"largest difference {largest:.1e} over {len(ours)} calls", largest < 1e-3))
     return rows
 
 
@@ -132,12 +135,14 @@ def training_rows(model_dir: str, n_params: dict[str, int], args: argparse.Names
     for method in ("dpo", "rm"):
         for checkpointing in (False, True):
             s = {"method": method, "batch_size": args.batch_size, "max_length": args.max_length, "lr": 1e-6 if method == "dpo" else 1e-5,
-                 "steps": args.steps, "beta": 0.1, "seed": 0, "threads": 4, "bf16": True, "gradient_checkpointing": checkpointing, "model": model_dir}
+                 "steps": args.steps, "beta": 0.1, "seed": 0, "threads": 4, "bf16": True,
+                 "gradient_checkpointing": checkpointing, "model": model_dir}
             run_dir = work / f"{method}-{checkpointing}"
             run_dir.mkdir()
-            ours, theirs, tokens = trainers_vs_trl.write_inputs(run_dir, method, args.steps * args.batch_size, args.max_length, args.batch_size,
-                                                                args.steps, model_dir)
-            runs = alternate(trainers_vs_trl.__file__, {"rlaif": ["--data", str(ours)], "trl": ["--data", str(theirs)]}, s, args.runs, run_dir)
+            ours, theirs, tokens = trainers_vs_trl.write_inputs(run_dir, method, args.steps * args.batch_size,
+                                                                args.max_length, args.batch_size, args.steps, model_dir)
+            runs = alternate(trainers_vs_trl.__file__, {"rlaif": ["--data", str(ours)], "trl": ["--data", str(theirs)]},
+                             s, args.runs, run_dir)
             per_step = tokens / args.steps
             for side in ("rlaif", "trl"):
                 mine = [r for r in runs if r["side"] == side]
@@ -162,7 +167,8 @@ def judge_row(model_dir: str, args: argparse.Namespace, work: Path) -> list[str]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny models and a few steps (a check that the script runs, on any machine)")
-    parser.add_argument("--tokenizer", default=None, help="a tokenizer directory [default: the embedded model's; .gpu/tokenizer on the GPU machine]")
+    parser.add_argument("--tokenizer", default=None,
+                        help="a tokenizer directory [default: the embedded model's; .gpu/tokenizer on the GPU machine]")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per training run [default: 10; 3 with --tiny]")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=512)
@@ -184,7 +190,8 @@ def main() -> None:
         peak = H200_BF16_PEAK if cuda else 1e12  # on a CPU the share means nothing; the run only shows the script works
         trained = training_rows(large, n_params, args, work, peak)
         judged = judge_row(large, args, work)
-    print(f"# {chip}, torch {torch.__version__}; large model: N = {n_params['dpo'] / 1e9:.2f}B (DPO), {n_params['rm'] / 1e9:.2f}B (reward model); "
+    print(f"# {chip}, torch {torch.__version__}; large model: N = {n_params['dpo'] / 1e9:.2f}B (DPO), "
+          f"{n_params['rm'] / 1e9:.2f}B (reward model); "
           f"MFU against {peak / 1e12:.0f} TFLOP/s" + (f" (an 8192³ bf16 product ran at {measured / 1e12:.0f} here)" if measured else ""))
     lines = ["| what | found | MFU, or the check's result | peak GPU memory | note |", "|---|---|---|---|---|"]
     lines += [f"| {name} | {found} | {'pass' if ok else 'FAIL'} | | |" for name, found, ok in checks]

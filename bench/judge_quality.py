@@ -59,7 +59,8 @@ def paired_ece_interval(now: list[dict], before: list[dict], resamples: int = 20
 
 def commit() -> str:
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "rlaif", "judges", "examples"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    dirty = subprocess.run(["git", "status", "--porcelain", "rlaif", "judges", "examples"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout
     return sha + ("+changes" if dirty else "")
 
 
@@ -67,7 +68,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="outputs/judge-quality")
     parser.add_argument("--record", action="store_true", help="write this run as the record that later runs are compared with")
-    parser.add_argument("--labels", default=None, help="an existing labeling run of pairs 600-999 to compare, instead of training and labeling")
+    parser.add_argument("--labels", default=None,
+                        help="an existing labeling run of pairs 600-999 to compare, instead of training and labeling")
     args = parser.parse_args()
     out = Path(args.output)
     recipe = read_config_file(RECIPE)
@@ -83,9 +85,9 @@ def main() -> None:
 
     report = label_run_report(labels)
     pairs = per_pair(labels)
-    now = {"commit": commit(), "recipe": None if args.labels else recipe, "agreement": report["agreement"], "agreement_low": report["agreement_low"],
-           "agreement_high": report["agreement_high"], "lift_over_best_baseline": report["lift_over_best_baseline"],
-           "ece": report["calibration"]["ece"], "pairs": pairs}
+    now = {"commit": commit(), "recipe": None if args.labels else recipe, "agreement": report["agreement"],
+           "agreement_low": report["agreement_low"], "agreement_high": report["agreement_high"],
+           "lift_over_best_baseline": report["lift_over_best_baseline"], "ece": report["calibration"]["ece"], "pairs": pairs}
     clearly_worse = False
     if RECORD.exists():
         before = json.loads(RECORD.read_text())
@@ -94,9 +96,11 @@ def main() -> None:
         agreement = paired_interval([x["agrees"] for x in a], [x["agrees"] for x in b])
         ece, ece_low, ece_high = paired_ece_interval(a, b)
         clearly_worse = agreement["high"] < 0
-        print(f"\nthe reward-model judge on HH-harmless pairs 600-999 ({len(ids)} pairs in both runs), against the record at {before['commit']}\n")
+        print(f"\nthe reward-model judge on HH-harmless pairs 600-999 ({len(ids)} pairs in both runs), "
+              f"against the record at {before['commit']}\n")
         print(f"| figure | this run ({now['commit']}) | record ({before['commit']}) | difference [paired 95% CI] |\n|---|---|---|---|")
-        print(f"| agreement with the human labels [95% CI] | {now['agreement']:.1%} [{now['agreement_low']:.1%}, {now['agreement_high']:.1%}] "
+        print("| agreement with the human labels [95% CI] "
+              f"| {now['agreement']:.1%} [{now['agreement_low']:.1%}, {now['agreement_high']:.1%}] "
               f"| {before['agreement']:.1%} [{before['agreement_low']:.1%}, {before['agreement_high']:.1%}] "
               f"| {100 * agreement['difference']:+.1f} points [{100 * agreement['low']:+.1f}, {100 * agreement['high']:+.1f}] |")
         print(f"| lift over the best rule that needs no judge | {lift_text(now['lift_over_best_baseline'])} "

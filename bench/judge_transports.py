@@ -81,10 +81,12 @@ def main() -> None:
         f32 = out / "SmolLM2-135M-Instruct.F32.gguf"
         if not f32.exists():
             dequantized_gguf(embedded_gguf_path(), f32)
-        judges["llama-cpp-f32"] = config_file(out, "llama-cpp-f32", "llama_cpp", str(f32.resolve()), tokenizer="embedded", n_ctx=4096, n_threads=threads)
+        judges["llama-cpp-f32"] = config_file(out, "llama-cpp-f32", "llama_cpp", str(f32.resolve()), tokenizer="embedded",
+                                              n_ctx=4096, n_threads=threads)
     with tempfile.TemporaryDirectory() as tmp, llama_server(Path(tmp) / "server.log", n_threads=threads) as url:
         served = tomllib.loads(resolve_judge_path("llama-cpp-server").read_text())
-        judges["llama-cpp-server"] = config_file(out, "llama-cpp-server", "openai", served["model"], **{**served["options"], "base_url": url})
+        judges["llama-cpp-server"] = config_file(out, "llama-cpp-server", "openai", served["model"],
+                                                 **{**served["options"], "base_url": url})
         results = {}
         for name, judge in judges.items():
             shutil.rmtree(out / args.mode / name, ignore_errors=True)  # a run from its answer cache would time nothing

@@ -110,14 +110,17 @@ def profile(s: dict) -> None:
 
 
 def table(s: dict, runs: list[dict]) -> str:
-    med = {side: {k: statistics.median(r[k] for r in runs if r["side"] == side) for k in ("judging_s", "wall_s", "peak_gib")} for side in ("rlaif", "generate")}
+    med = {side: {k: statistics.median(r[k] for r in runs if r["side"] == side)
+                  for k in ("judging_s", "wall_s", "peak_gib")} for side in ("rlaif", "generate")}
     n = sum(r["side"] == "rlaif" for r in runs)
     gen = next(r for r in runs if r["side"] == "generate")
-    lines = ["| judge | runs | judging time (median) | debiased pairs/s | whole process (median) | peak memory (median) |", "|---|---|---|---|---|---|"]
+    lines = ["| judge | runs | judging time (median) | debiased pairs/s | whole process (median) | peak memory (median) |",
+             "|---|---|---|---|---|---|"]
     for side, name in (("rlaif", "rlaif LocalJudge (one forward pass, shared prefixes)"),
                        ("generate", f"generate per order, one pair at a time ({gen['generated_tokens']:.1f} tokens generated per call)")):
         m = med[side]
-        lines.append(f"| {name} | {n} | {m['judging_s']:.1f} s | {s['pairs'] / m['judging_s']:.2f} | {m['wall_s']:.1f} s | {m['peak_gib']:.2f} GiB |")
+        lines.append(f"| {name} | {n} | {m['judging_s']:.1f} s | {s['pairs'] / m['judging_s']:.2f} | "
+                     f"{m['wall_s']:.1f} s | {m['peak_gib']:.2f} GiB |")
     lines.append(f"| rlaif / generate | | {med['generate']['judging_s'] / med['rlaif']['judging_s']:.2f}x faster | | "
                  f"{med['generate']['wall_s'] / med['rlaif']['wall_s']:.2f}x faster | "
                  f"{med['rlaif']['peak_gib'] / med['generate']['peak_gib']:.2f}x the memory |")

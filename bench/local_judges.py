@@ -50,7 +50,8 @@ def main() -> None:
     parser.add_argument("--rubrics", default=",".join(RUBRICS))
     args = parser.parse_args()
 
-    lines = ["| judge | rubric | mode | --cot | pairs | agreement [95% CI] | kappa | consistent across orders | first-position rate | s / pair |",
+    lines = [("| judge | rubric | mode | --cot | pairs | agreement [95% CI] | kappa "
+              "| consistent across orders | first-position rate | s / pair |"),
              "|---|---|---|---|---|---|---|---|---|---|"]
     for cot in (False, True):
         for rubric in args.rubrics.split(","):

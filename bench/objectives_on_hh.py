@@ -66,21 +66,23 @@ def main() -> None:
     base_sums = summed_response_logps(None, items, progress=True)
     base_means = mean_logps(None, items, tokenizer)
     base_normalised = [base_means[2 * i] > base_means[2 * i + 1] for i in range(len(held))]
-    lines = ["| `--method` | training time | log-ratio accuracy | mean log-ratio margin | length-normalised accuracy |", "|---|---|---|---|---|",
-             f"| (the base model) | | | | {share(base_normalised)} |"]
+    lines = ["| `--method` | training time | log-ratio accuracy | mean log-ratio margin | length-normalised accuracy |",
+             "|---|---|---|---|---|", f"| (the base model) | | | | {share(base_normalised)} |"]
     found = {}
     for method in args.methods:
         out = args.output / method
         start = time.perf_counter()
-        train(TrainConfig(method=method, data=f"{DATA}?rows={args.train_rows}", output=str(out), epochs=args.epochs, batch_size=args.batch_size,
-                          lr=args.lr, max_length=args.max_length, progress=False))
+        train(TrainConfig(method=method, data=f"{DATA}?rows={args.train_rows}", output=str(out), epochs=args.epochs,
+                          batch_size=args.batch_size, lr=args.lr, max_length=args.max_length, progress=False))
         seconds = time.perf_counter() - start
         sums = summed_response_logps(str(out), items, progress=True)
         means = mean_logps(str(out), items, tokenizer)
         margins = [(sums[2 * i] - base_sums[2 * i]) - (sums[2 * i + 1] - base_sums[2 * i + 1]) for i in range(len(held))]
         normalised = [means[2 * i] > means[2 * i + 1] for i in range(len(held))]
-        found[method] = {"seconds": seconds, "log_ratio_hits": sum(m > 0 for m in margins), "normalised_hits": sum(normalised), "n": len(held)}
-        lines.append(f"| `{method}` | {seconds / 60:.1f} min | {share([m > 0 for m in margins])} | {sum(margins) / len(margins):+.3f} | {share(normalised)} |")
+        found[method] = {"seconds": seconds, "log_ratio_hits": sum(m > 0 for m in margins),
+                         "normalised_hits": sum(normalised), "n": len(held)}
+        lines.append(f"| `{method}` | {seconds / 60:.1f} min | {share([m > 0 for m in margins])} | "
+                     f"{sum(margins) / len(margins):+.3f} | {share(normalised)} |")
         print(lines[-1], flush=True)
     print(json.dumps({**vars(args), "output": str(args.output), "results": found}))
     print("\n".join(lines))

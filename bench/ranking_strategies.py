@@ -43,7 +43,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp, Loopback(verdict_probs=judge) as srv:
             data = str(write_jsonl(Path(tmp) / "candidates.jsonl", rows))
             config = Path(tmp) / "judge.toml"
-            config.write_text(f'backend = "openai"\nmodel = "utility"\n[options]\nbase_url = "{srv.url}/v1"\napi_key_env = ""\nconcurrency = 16\n')
+            config.write_text('backend = "openai"\nmodel = "utility"\n[options]\n'
+                              f'base_url = "{srv.url}/v1"\napi_key_env = ""\nconcurrency = 16\n')
             bias = None
             for strategy in ("all-pairs", *[s for s in STRATEGIES if s != "all-pairs"]):
                 out = Path(tmp) / strategy

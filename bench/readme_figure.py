@@ -57,7 +57,8 @@ def main() -> None:
     ax.set_xticks(range(len(RESULTS)), labels, fontsize=8)
     ax.set_ylim(0, 80)
     ax.set_ylabel("agrees with the human label (%)")
-    ax.set_title("HH-harmless pairs 600-999 (held out): agreement with the human annotators\n(error bars: 95% Wilson intervals)", fontsize=10)
+    ax.set_title("HH-harmless pairs 600-999 (held out): agreement with the human annotators\n"
+                 "(error bars: 95% Wilson intervals)", fontsize=10)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
 

@@ -68,7 +68,8 @@ def main() -> None:
     print("| fold | held-out pairs | reward model | the shorter wins | the longer wins | time |\n|---|---|---|---|---|---|")
     print("\n".join(rows))
     low, high = wilson_interval(totals["rm"], n)
-    print(f"| all | {n} | **{totals['rm'] / n:.1%}** (95% CI {low:.1%}–{high:.1%}) | {totals['shorter'] / n:.1%} | {totals['longer'] / n:.1%} | |")
+    print(f"| all | {n} | **{totals['rm'] / n:.1%}** (95% CI {low:.1%}–{high:.1%}) "
+          f"| {totals['shorter'] / n:.1%} | {totals['longer'] / n:.1%} | |")
 
 
 if __name__ == "__main__":

@@ -36,7 +36,8 @@ from rlaif.trainers.pairs import encoded_train_eval_pairs, split, train_eval_pai
 from rlaif.trainers.reward import keep_frozen_states, score_pad_token
 
 
-def epoch_metrics(cache: dict, k: int, length: int, data: str, output: str, lr: float, epochs: int, args, **where) -> list[dict[str, float]]:
+def epoch_metrics(cache: dict, k: int, length: int, data: str, output: str, lr: float, epochs: int, args,
+                  **where) -> list[dict[str, float]]:
     """Held-out accuracy and loss after each of `epochs` epochs of a reward model training its
     top `k` blocks and head on `data` cut at `length` tokens (`where`: which pairs are held out)."""
     settings = dict(data=data, model=args.model, output=output, epochs=epochs, batch_size=args.batch_size, lr=lr,
@@ -95,7 +96,8 @@ def main() -> None:
     pairs = [p for length in {*lengths, limit} for p in  # the limit: how every held-out pair is read
              encoded_train_eval_pairs(tokenizer, TrainConfig(method="rm", data=args.data, output=args.output, max_length=length))[0]]
     device = pick_device()  # where each fit's trainer runs, so the kept states are where its model is
-    keep_frozen_states(load_reward_model(args.model, device, tokenizer.pad_token_id), pairs, ks, cache, tokenizer.pad_token_id, device, progress=True)
+    keep_frozen_states(load_reward_model(args.model, device, tokenizer.pad_token_id), pairs, ks, cache,
+                       tokenizer.pad_token_id, device, progress=True)
     frozen_pass = time.time() - start
     print(f"frozen pass for --train-layers {args.train_layers} at lengths {lengths}: {frozen_pass:.0f} s", flush=True)
 
@@ -103,7 +105,8 @@ def main() -> None:
         for length in lengths:
             for k in ks:
                 setting, accuracy = select(cache, k, length, args.data, f"{args.output}/select-k{k}", args)
-                print(f"--max-length {length} --train-layers {k}: lr {setting[0]:g}, {setting[1]} epochs (inner {accuracy:.1%})", flush=True)
+                print(f"--max-length {length} --train-layers {k}: "
+                      f"lr {setting[0]:g}, {setting[1]} epochs (inner {accuracy:.1%})", flush=True)
         return
 
     folds = [split(list(range(len(records))), 1 / args.folds, seed=0, fold=fold) for fold in range(args.folds)]
@@ -129,8 +132,8 @@ def main() -> None:
                 rows.append(f"| {length} | {k} | {fold} | lr {lr:g}, {epochs} epochs (inner {inner:.1%}) | {accuracy:.1%} |")
                 print(rows[-1], flush=True)
             low, high = wilson_interval(correct, total)
-            summary.append(f"| {length} | {k} | {args.head_lrs if k == 0 else args.block_lrs} × 1–{most} epochs | **{correct / total:.1%}** "
-                           f"[{low:.1%}, {high:.1%}] | {time.time() - begun:.0f} s |")
+            summary.append(f"| {length} | {k} | {args.head_lrs if k == 0 else args.block_lrs} × 1–{most} epochs "
+                           f"| **{correct / total:.1%}** [{low:.1%}, {high:.1%}] | {time.time() - begun:.0f} s |")
 
     print(f"\nNested {args.folds}×{args.inner_folds}-fold cross-validation of the reward-model judge on {len(records)} pairs "
           f"(batch {args.batch_size}, constant lr after {args.warmup_steps} warm-up steps, held-out pairs read whole; "
@@ -138,7 +141,8 @@ def main() -> None:
     print("| --max-length | --train-layers | grid (chosen inside the training folds) | held-out agreement [95% CI] | fitting time |\n"
           "|---|---|---|---|---|")
     print("\n".join(summary))
-    print("\n| --max-length | --train-layers | outer fold | setting chosen inside the training folds | held-out agreement |\n|---|---|---|---|---|")
+    print("\n| --max-length | --train-layers | outer fold | setting chosen inside the training folds | held-out agreement |\n"
+          "|---|---|---|---|---|")
     print("\n".join(rows))
 
 

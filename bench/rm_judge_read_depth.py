@@ -11,7 +11,8 @@ agreement with the human labels on `--data`. With `--test`, the setting the cros
 picks and the last depth (today's judge) are each fitted on all of `--data` and judge the
 `--test` pairs once, with their paired difference: no test pair influences the choice.
 
-Usage: python bench/rm_judge_read_depth.py --data 'examples/hh-harmless.jsonl.gz?rows=0:600' --test 'examples/hh-harmless.jsonl.gz?rows=600:1000'
+Usage: python bench/rm_judge_read_depth.py --data 'examples/hh-harmless.jsonl.gz?rows=0:600' \\
+    --test 'examples/hh-harmless.jsonl.gz?rows=600:1000'
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def main() -> None:
     start = time.time()
     tokenizer = load_tokenizer(None, padding_side="right")
     tokenizer.pad_token = score_pad_token(tokenizer)
-    read = lambda path: encoded_train_eval_pairs(tokenizer, TrainConfig(method="rm", data=path, output="-", max_length=position_limit(None)))[0]
+    read = lambda path: encoded_train_eval_pairs(tokenizer, TrainConfig(method="rm", data=path, output="-",
+                                                                        max_length=position_limit(None)))[0]
     pairs, test = read(args.data), read(args.test) if args.test else []
     model = load_reward_model(None, "cpu", tokenizer.pad_token_id)
     states = states_by_depth(model, pairs + test, tokenizer.pad_token_id)

@@ -54,8 +54,8 @@ def main() -> None:
     pairs = write_jsonl(tmp / "pairs.jsonl", [{"id": f"r{i}", "prompt": items[i][0], "responses": [items[i][1], items[i + 1][1]]}
                                               for i in range(0, n, 2)])
     # Each side a process of its own, as `rlaif label` and `rlaif serve` run: neither shares this one's threads.
-    subprocess.run([sys.executable, "-m", "rlaif.cli", "label", "--input", str(pairs), "--output", str(tmp / "offline"), "--judge", args.judge,
-                    "--mode", "pointwise", "--quiet"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "rlaif.cli", "label", "--input", str(pairs), "--output", str(tmp / "offline"),
+                    "--judge", args.judge, "--mode", "pointwise", "--quiet"], check=True, stdout=subprocess.DEVNULL)
     offline = json.loads((tmp / "offline" / "manifest.json").read_text())
     offline_s = offline["timings"]["judging_s"]
     print(f"offline: rlaif label --mode pointwise, {offline['judge_calls']['made']} calls in {offline_s:.1f} s "
@@ -96,10 +96,12 @@ def main() -> None:
         server.wait(60)
     latencies = sorted(t for t, status in results if status == 200)
     errors = sum(status != 200 for _, status in results)
-    print(f"served: {args.clients} clients x {args.requests} requests ({args.assign}), {len(results)} answered, {errors} errors, {n - len(results)} lost, "
+    print(f"served: {args.clients} clients x {args.requests} requests ({args.assign}), {len(results)} answered, "
+          f"{errors} errors, {n - len(results)} lost, "
           f"{metrics['judge_calls']} judge calls in {metrics['batches']} batches, {served_s:.1f} s ({n / served_s:.2f} completions/s); "
           f"of it the worker computing batches {metrics['judging_s']:.1f} s")
-    print(f"latency: p50 {latencies[len(latencies) // 2]:.2f} s, p99 {latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]:.2f} s")
+    print(f"latency: p50 {latencies[len(latencies) // 2]:.2f} s, "
+          f"p99 {latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]:.2f} s")
     print(f"throughput served / offline: {(n / served_s) / (offline['judge_calls']['made'] / offline_s):.2f}")
 
 

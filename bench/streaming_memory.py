@@ -67,7 +67,8 @@ def main() -> None:
         for n in args.pairs:
             results.append(run(n, args.concurrency, Path(tmp)))
             print(json.dumps(results[-1]), flush=True)
-    print("| pairs | input | judge calls | pairs.jsonl: rows (distinct ids) | skipped (identical responses) | wall time | peak memory of `rlaif label` |")
+    print("| pairs | input | judge calls | pairs.jsonl: rows (distinct ids) | skipped (identical responses) | wall time "
+          "| peak memory of `rlaif label` |")
     print("|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['pairs']:,} | {r['input_mb']:.1f} MB | {r['calls']:,} "

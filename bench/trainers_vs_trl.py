@@ -50,11 +50,12 @@ DATA = ROOT / "examples" / "hh-harmless.jsonl.gz"
 def settings(args: argparse.Namespace) -> dict:
     """What both sides are given."""
     return {"method": args.method, "batch_size": args.batch_size, "max_length": args.max_length, "lr": args.lr,
-            "steps": args.steps, "beta": args.beta, "target_margin": args.target_margin, "seed": 0, "threads": args.threads, "bf16": args.bf16,
-            "gradient_checkpointing": args.gradient_checkpointing, "model": args.model}
+            "steps": args.steps, "beta": args.beta, "target_margin": args.target_margin, "seed": 0, "threads": args.threads,
+            "bf16": args.bf16, "gradient_checkpointing": args.gradient_checkpointing, "model": args.model}
 
 
-def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size: int, steps: int, model: str | None = None) -> tuple[Path, Path, int]:
+def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size: int, steps: int,
+                 model: str | None = None) -> tuple[Path, Path, int]:
     """rlaif's pairs file and TRL's (in rlaif's batch order), a check that both tokenize alike,
     and the tokens of the sequences the training steps see (chosen and rejected, no padding)."""
     tokenizer = load_tokenizer(model, padding_side="right")
@@ -87,7 +88,8 @@ def write_inputs(workdir: Path, method: str, n: int, max_length: int, batch_size
         for response, ids in zip(texts, seqs):
             if tokenizer(prompt + response + tokenizer.eos_token, add_special_tokens=False)["input_ids"] != ids:
                 raise SystemExit(f"row {i}: TRL would tokenize it differently from rlaif; the comparison would not be like for like")
-        trl_rows.append({**row, "prompt": prompt} if method == "kto" else {"prompt": prompt, "chosen": row.chosen, "rejected": row.rejected})
+        trl_rows.append({**row, "prompt": prompt} if method == "kto"
+                        else {"prompt": prompt, "chosen": row.chosen, "rejected": row.rejected})
     theirs.write_text("".join(json.dumps(r) + "\n" for r in trl_rows))
     return ours, theirs, tokens
 
@@ -99,8 +101,9 @@ def run_rlaif(s: dict, data: Path, out: Path) -> dict:
     own = {"beta": s["beta"]} if "beta" in METHODS[s["method"]].defaults else {}
     if s["method"] == "simpo":
         own["target_margin"] = s["target_margin"]
-    config = TrainConfig(method=s["method"], model=s["model"], data=str(data), output=str(out), max_steps=s["steps"], batch_size=s["batch_size"],
-                         lr=s["lr"], lr_scheduler="constant", max_length=s["max_length"], seed=s["seed"], progress=False,
+    config = TrainConfig(method=s["method"], model=s["model"], data=str(data), output=str(out), max_steps=s["steps"],
+                         batch_size=s["batch_size"], lr=s["lr"], lr_scheduler="constant", max_length=s["max_length"],
+                         seed=s["seed"], progress=False,
                          bf16=s["bf16"], gradient_checkpointing=s["gradient_checkpointing"], **own)
     stamps: list[float] = []
     trainer = trainer_for(config, on_log=lambda row: stamps.append(time.perf_counter()) if "loss" in row else None)
@@ -129,9 +132,11 @@ def run_trl(s: dict, data: Path, out: Path) -> dict:
 
     common = {"output_dir": str(out), "per_device_train_batch_size": s["batch_size"], "max_steps": s["steps"], "learning_rate": s["lr"],
                   "lr_scheduler_type": "constant", "optim": "adamw_torch", "weight_decay": 0.0, "max_grad_norm": 1.0, "logging_steps": 1,
-                  "save_strategy": "no", "report_to": [], "use_cpu": not torch.cuda.is_available(), "train_sampling_strategy": "sequential", "seed": s["seed"],
+                  "save_strategy": "no", "report_to": [], "use_cpu": not torch.cuda.is_available(),
+                  "train_sampling_strategy": "sequential", "seed": s["seed"],
                   "max_length": s["max_length"], "dataloader_num_workers": 0, "disable_tqdm": True,
-                  "bf16": s["bf16"], "gradient_checkpointing": s["gradient_checkpointing"]}  # set: TRL defaults to both on, rlaif to both off
+                  # set: TRL defaults to both on, rlaif to both off
+                  "bf16": s["bf16"], "gradient_checkpointing": s["gradient_checkpointing"]}
     dataset = load_dataset("json", data_files=str(data), split="train")
     tokenizer = load_tokenizer(s["model"], padding_side="right")
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -139,7 +144,8 @@ def run_trl(s: dict, data: Path, out: Path) -> dict:
     if s["method"] == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        trainer = DPOTrainer(model=load_causal_lm(s["model"], device), args=DPOConfig(beta=s["beta"], precompute_ref_log_probs=True, **common),
+        trainer = DPOTrainer(model=load_causal_lm(s["model"], device),
+                             args=DPOConfig(beta=s["beta"], precompute_ref_log_probs=True, **common),
                              train_dataset=dataset, processing_class=tokenizer, callbacks=[Record()])
     elif s["method"] in ("simpo", "orpo", "kto"):
         os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
@@ -190,13 +196,15 @@ def table(s: dict, runs: list[dict]) -> str:
     for side in ("rlaif", "trl"):
         mine = [r for r in runs if r["side"] == side]
         rows[side] = {k: statistics.median(r[k] for r in mine) for k in ("wall_s", "step_s", "peak_gib")}
-    peer = "TRL " + {"dpo": "DPOTrainer", "rm": "RewardTrainer", "simpo": "CPOTrainer (simpo)", "orpo": "ORPOTrainer", "kto": "KTOTrainer"}[s["method"]]
+    peer = "TRL " + {"dpo": "DPOTrainer", "rm": "RewardTrainer", "simpo": "CPOTrainer (simpo)", "orpo": "ORPOTrainer",
+                     "kto": "KTOTrainer"}[s["method"]]
     lines = [("| | runs | whole process (median) | pairs/s, whole process | optimizer step after the first (median) "
               "| pairs/s in training | peak memory (median) |"),
              "|---|---|---|---|---|---|---|"]
     for side, name in (("rlaif", f"rlaif --method {s['method']}"), ("trl", peer)):
         r = rows[side]
-        lines.append(f"| {name} | {sum(x['side'] == side for x in runs)} | {r['wall_s']:.1f} s | {pairs / r['wall_s']:.3f} | {r['step_s']:.2f} s | "
+        lines.append(f"| {name} | {sum(x['side'] == side for x in runs)} | {r['wall_s']:.1f} s | "
+                     f"{pairs / r['wall_s']:.3f} | {r['step_s']:.2f} s | "
                      f"{s['batch_size'] / r['step_s']:.2f} | {r['peak_gib']:.2f} GiB |")
     a, b = rows["rlaif"], rows["trl"]
     lines.append(f"| rlaif / TRL | | {b['wall_s'] / a['wall_s']:.2f}x faster | | {b['step_s'] / a['step_s']:.2f}x faster | | "

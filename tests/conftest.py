@@ -63,8 +63,9 @@ def scripted_judge(tmp_path, monkeypatch):
 
 def tiny_config(vocab: int, tok, tie_word_embeddings: bool = False, **extra) -> LlamaConfig:
     return LlamaConfig(**{"vocab_size": vocab, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                          "num_key_value_heads": 1, "max_position_embeddings": 2048, "pad_token_id": tok.pad_token_id, "eos_token_id": tok.eos_token_id,
-                          "bos_token_id": tok.bos_token_id, "tie_word_embeddings": tie_word_embeddings, **extra})
+                          "num_key_value_heads": 1, "max_position_embeddings": 2048, "pad_token_id": tok.pad_token_id,
+                          "eos_token_id": tok.eos_token_id, "bos_token_id": tok.bos_token_id,
+                          "tie_word_embeddings": tie_word_embeddings, **extra})
 
 
 @pytest.fixture(scope="session")

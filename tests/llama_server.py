@@ -25,7 +25,8 @@ def free_port() -> int:
 def llama_server(log: Path, n_ctx: int = 4096, n_threads: int | None = None, timeout: float = 120.0) -> Iterator[str]:
     """Start the server, wait until it answers, yield its /v1 base URL, and stop it."""
     port = free_port()
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()), "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf_path()),
+           "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
     if n_threads:
         cmd += ["--n_threads", str(n_threads), "--n_threads_batch", str(n_threads)]
     with open(log, "w") as fh:

@@ -129,7 +129,8 @@ class Loopback:
                 if self.fault(n, prompt) == "500":
                     result = {"status_code": 500, "request_id": f"req_{n}", "body": {"error": {"message": "internal error"}}}
                 else:
-                    result = {"status_code": 200, "request_id": f"req_{n}", "body": openai_reply(request["body"], False, self.logprobs, self.prefers)}
+                    result = {"status_code": 200, "request_id": f"req_{n}",
+                              "body": openai_reply(request["body"], False, self.logprobs, self.prefers)}
                     self.answered[hashlib.sha256(prompt.encode()).hexdigest()] += 1
                 lines.append(json.dumps({"id": f"batch_req_{n}", "custom_id": request["custom_id"], "response": result, "error": None}))
             b["output_file_id"] = f"file-out-{batch_id}"
@@ -190,7 +191,8 @@ class Loopback:
                     n = server.requests
                     server.keys_seen.add(key)
                 if key == "bad-key":
-                    return self._send(401, json.dumps({"error": {"message": f"Incorrect API key provided: {key}", "type": "invalid_request_error"}}).encode())
+                    return self._send(401, json.dumps({"error": {"message": f"Incorrect API key provided: {key}",
+                                                                 "type": "invalid_request_error"}}).encode())
                 server.bodies.append((self.path, body))
                 prompt = request_prompt(body)
                 fault = server.fault(n, prompt)
@@ -290,7 +292,8 @@ def _continuation(prompt: str, text: str, body: dict) -> tuple[str, list[str]]:
     return text, ([text[:cut], label] if cut and label.isdigit() else [text])
 
 
-def openai_reply(body: dict, unparseable: bool, logprobs: bool, prefers: str, verdict_probs: Callable[[str], dict[str, float]] | None = None) -> dict:
+def openai_reply(body: dict, unparseable: bool, logprobs: bool, prefers: str,
+                 verdict_probs: Callable[[str], dict[str, float]] | None = None) -> dict:
     """A chat completion whose verdict token carries top log-probabilities p = 0.8 / 0.2 (or
     `verdict_probs(prompt)`); with a `response_format` the verdict comes as JSON, {"verdict": label}."""
     prompt = request_prompt(body)
@@ -308,12 +311,14 @@ def openai_reply(body: dict, unparseable: bool, logprobs: bool, prefers: str, ve
     text = "".join(tokens)
     content = []
     for token in tokens:
-        top = _top(prompt, first, prefers, probs) if token.isdigit() else [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}]
+        top = (_top(prompt, first, prefers, probs) if token.isdigit()
+               else [{"token": token, "logprob": -0.01, "bytes": list(token.encode())}])
         content.append({"token": token, "logprob": top[0]["logprob"], "bytes": list(token.encode()), "top_logprobs": top})
     return {
         "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None},
-                     "logprobs": {"content": content, "refusal": None} if logprobs and body.get("logprobs") else None, "finish_reason": "stop"}],
+                     "logprobs": {"content": content, "refusal": None} if logprobs and body.get("logprobs") else None,
+                     "finish_reason": "stop"}],
         "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(tokens), "total_tokens": len(prompt) // 4 + len(tokens)},
     }
 
@@ -338,8 +343,8 @@ def generation_reply(body: dict, n: int) -> dict:
     texts = [f"{'GOOD' if (body['seed'] + i) % 2 == 0 else 'weak'} answer (seed {body['seed'] + i})" for i in range(n)]
     return {
         "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()), "model": body["model"],
-        "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None, "finish_reason": "stop"}
-                    for i, text in enumerate(texts)],
+        "choices": [{"index": i, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None,
+                     "finish_reason": "stop"} for i, text in enumerate(texts)],
         "usage": {"prompt_tokens": 10, "completion_tokens": 5 * n, "total_tokens": 10 + 5 * n},
     }
 

@@ -68,7 +68,8 @@ def test_pointwise_ratings_expected_from_logprobs_or_parsed(tmp_path, server, ju
     for row in result.rows:
         scores = {s["response"]: s["score"] for s in row["scores"]}
         if backend == "openai":  # expected ratings 3.85 and 2.15 from the top log-probabilities
-            assert scores == pytest.approx({"chosen": 3.85, "rejected": 2.15}) and row["ai_preference"] == pytest.approx(1 / (1 + math.exp(-1.7)))
+            assert (scores == pytest.approx({"chosen": 3.85, "rejected": 2.15})
+                    and row["ai_preference"] == pytest.approx(1 / (1 + math.exp(-1.7))))
         else:  # parsed: 4 and 2
             assert scores == {"chosen": 4.0, "rejected": 2.0} and row["ai_preference"] == pytest.approx(1 / (1 + math.exp(-2)))
         assert row["human_preference"] == 1.0 and row["consistent"] is None
@@ -189,7 +190,8 @@ def test_kill_9_mid_run_then_resume_gives_the_same_pairs_and_repeats_no_answered
 
     # The two runs used two servers, so their judge configs (named by path) differ; nothing else may.
     def rows(run):
-        return [{k: v for k, v in json.loads(line).items() if k != "judge"} for line in (tmp_path / run / "pairs.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in json.loads(line).items() if k != "judge"}
+                for line in (tmp_path / run / "pairs.jsonl").read_text().splitlines()]
 
     assert rows("killed") == rows("whole") and len({r["id"] for r in rows("whole")}) == 10
 
@@ -301,7 +303,8 @@ def test_a_generation_that_gives_up_is_a_failure_and_asked_again_next_run(tmp_pa
         config = judge_file(srv, max_retries=1)
         first = label(LabelConfig(path, str(tmp_path / "out"), judge=config, generator=config, progress=False))
         assert first.manifest["counts"]["failed"]["generation"] == 1 and len(first.rows) == 2
-        assert [(f["stage"], f["id"]) for f in first.failures] == [("generate", "p1")] and "gave up after 2 attempts" in first.failures[0]["error"]
+        assert ([(f["stage"], f["id"]) for f in first.failures] == [("generate", "p1")]
+                and "gave up after 2 attempts" in first.failures[0]["error"])
         srv.fault = lambda n, prompt: None
         before = srv.requests
         second = label(LabelConfig(path, str(tmp_path / "out"), judge=config, generator=config, progress=False))
@@ -313,7 +316,8 @@ def test_a_generation_that_gives_up_is_a_failure_and_asked_again_next_run(tmp_pa
 @pytest.mark.parametrize("mode", ["pairwise", "pointwise"])
 def test_prefilled_verdicts_through_completions_rendered_with_the_models_chat_template(tmp_path, server, judge_file, mode):
     result = run(tmp_path, judge_file(server, verdict="prefilled", tokenizer="embedded"), mode=mode)
-    assert len(result.rows) == 6 and result.manifest["verdicts"] == {"unreadable": 0, "unreadable_share": 0.0, "soft": 12, "soft_share": 1.0, "too_long": 0}
+    assert len(result.rows) == 6 and result.manifest["verdicts"] == {"unreadable": 0, "unreadable_share": 0.0, "soft": 12,
+                                                                     "soft_share": 1.0, "too_long": 0}
     assert {path for path, _ in server.bodies} == {"/v1/completions"}
     body = server.bodies[0][1]
     prefix = "Preferred Response=" if mode == "pairwise" else "Rating="
@@ -372,7 +376,8 @@ def test_a_judge_whose_first_replies_cannot_be_read_stops_the_run(tmp_path, serv
     from rlaif.judging.engine import UnreadableJudge
 
     server.fault = lambda n, prompt: "unparseable"
-    with pytest.raises(UnreadableJudge, match=r"'.*' gave no readable verdict in 10 of its first 10 answers .*'constrained' or 'prefilled'"):
+    with pytest.raises(UnreadableJudge, match=r"'.*' gave no readable verdict in 10 of its first 10 answers "
+                                              r".*'constrained' or 'prefilled'"):
         run(tmp_path, judge_file(server, concurrency=1), data={"n": 50})
     assert server.requests == 10  # not 100
 

@@ -33,7 +33,8 @@ def test_options_are_the_config_fields(command):
             if f.default is not MISSING and not param.multiple:
                 assert param.default == f.default, name
             choices = f.metadata.get("choices")
-            assert (list(param.type.choices) if isinstance(param.type, click.Choice) else None) == (list(choices) if choices else None), name
+            assert ((list(param.type.choices) if isinstance(param.type, click.Choice) else None)
+                    == (list(choices) if choices else None)), name
 
 
 def test_a_field_without_help_is_no_option():
@@ -94,7 +95,8 @@ def test_a_setting_typed_as_an_option_is_named_by_that_option(tmp_path):
     settings = tmp_path / "train.toml"
     settings.write_text('method = "dpo"\ndata = "examples/demo.jsonl"\nlr = -1\n')
     result = CliRunner().invoke(main, ["train", "--config", str(settings)])
-    assert result.exit_code == 1 and f"{settings}:3: key 'lr': must be at least 0" in result.output  # a file's setting keeps its file, line and key
+    # a file's setting keeps its file, line and key
+    assert result.exit_code == 1 and f"{settings}:3: key 'lr': must be at least 0" in result.output
     settings.write_text('method = "dpo"\ninput = "examples/demo.jsonl"\nmax-steps = 0\n')  # an alias and the option's own spelling
     result = CliRunner().invoke(main, ["train", "--config", str(settings)])
     assert result.exit_code == 1 and f"{settings}:3: key 'max_steps': must be at least 1" in result.output

@@ -60,7 +60,8 @@ def experiment(tiny, tmp_path, scripted_judge):
     human = write_jsonl(tmp_path / "human.jsonl", pairs_rows(12))
     label(LabelConfig(str(human), str(tmp_path / "ai-labels"), judge=scripted_judge(0.3), progress=False))
     common = {"model": tiny, "max_steps": 3, "batch_size": 4, "lr": 1e-2, "progress": False}
-    train(TrainConfig(method="dpo", data=str(tmp_path / "ai-labels" / "pairs.jsonl"), output=str(tmp_path / "dpo-ai"), hard_labels=True, **common))
+    train(TrainConfig(method="dpo", data=str(tmp_path / "ai-labels" / "pairs.jsonl"), output=str(tmp_path / "dpo-ai"),
+                      hard_labels=True, **common))
     train(TrainConfig(method="dpo", data=str(human), output=str(tmp_path / "dpo-human"), **common))
     train(TrainConfig(method="dpo", data=str(human), output=str(tmp_path / "unmoved"), **{**common, "lr": 0.0, "max_steps": 1}))
     train(TrainConfig(method="rm", data=str(human), output=str(tmp_path / "gold"), **common))
@@ -84,7 +85,8 @@ def test_compare_end_to_end(tiny, experiment, monkeypatch):
     assert metrics == json.loads((out / "metrics.json").read_text())
 
     # each run is named by what it learned from, read from its own train_config.json
-    assert "AI labels" in metrics["policies"]["dpo-ai"]["trained_on"] and "human labels (human)" in metrics["policies"]["dpo-human"]["trained_on"]
+    assert ("AI labels" in metrics["policies"]["dpo-ai"]["trained_on"]
+            and "human labels (human)" in metrics["policies"]["dpo-human"]["trained_on"])
 
     # win rates recomputed from the responses: the longer response wins, equal length ties
     for name in ("dpo-ai", "dpo-human"):
@@ -119,7 +121,8 @@ def test_compare_end_to_end(tiny, experiment, monkeypatch):
     assert metrics["policies"]["dpo-ai"]["gold_reward"] == pytest.approx(gold["dpo-ai"])
     assert metrics["matchups"]["dpo-ai vs base"]["gold_reward_difference"]["difference"] == pytest.approx(gold["dpo-ai"] - gold["base"])
     # --all-pairs: the trained policies against each other too, by the judge and by the gold reward
-    assert metrics["matchups"]["dpo-ai vs dpo-human"]["gold_reward_difference"]["difference"] == pytest.approx(gold["dpo-ai"] - gold["dpo-human"])
+    assert (metrics["matchups"]["dpo-ai vs dpo-human"]["gold_reward_difference"]["difference"]
+            == pytest.approx(gold["dpo-ai"] - gold["dpo-human"]))
     assert set(metrics["matchups"]) == {"dpo-ai vs base", "dpo-human vs base", "unmoved vs base",
                                         "dpo-ai vs dpo-human", "dpo-ai vs unmoved", "dpo-human vs unmoved"}
     assert 0.0 <= metrics["reward_models"]["gold"]["accuracy"] <= 1.0 and metrics["reward_models"]["gold"]["pairs"] == 6
@@ -149,15 +152,18 @@ def test_compare_with_the_reward_model_judge_scores_each_response_alone(tiny, ex
     root, evaluation = experiment
     judge = root / "rm-judge.toml"
     judge.write_text(f'backend = "reward_model"\nmodel = "{root / "gold"}"\n')
-    metrics = compare(CompareConfig(runs=[str(root / "dpo-ai"), str(root / "unmoved")], eval_data=str(evaluation), output=str(root / "cmp-rm"),
-                                    judge=str(judge), gold_rm=str(root / "gold"), max_new_tokens=8, bertscore_model=tiny, progress=False))
+    metrics = compare(CompareConfig(runs=[str(root / "dpo-ai"), str(root / "unmoved")], eval_data=str(evaluation),
+                                    output=str(root / "cmp-rm"), judge=str(judge), gold_rm=str(root / "gold"),
+                                    max_new_tokens=8, bertscore_model=tiny, progress=False))
     assert metrics["judge"]["mode"] == "pointwise"
     records = [json.loads(line) for line in (root / "cmp-rm" / "judgments.jsonl").read_text().splitlines()]
-    gold = {(r["policy"], r["prompt_id"]): r["gold_score"] for r in map(json.loads, (root / "cmp-rm" / "responses.jsonl").read_text().splitlines())}
+    gold = {(r["policy"], r["prompt_id"]): r["gold_score"]
+            for r in map(json.loads, (root / "cmp-rm" / "responses.jsonl").read_text().splitlines())}
     for r in records:
         assert "orders" not in r and [s["of"] for s in r["scores"]] == [r["a"], "base"]
         # the judge is the gold model itself: its scores are the gold scores of the two responses
-        assert [s["score"] for s in r["scores"]] == pytest.approx([gold[(r["a"], r["prompt_id"])], gold[("base", r["prompt_id"])]], abs=1e-4)
+        assert ([s["score"] for s in r["scores"]]
+                == pytest.approx([gold[(r["a"], r["prompt_id"])], gold[("base", r["prompt_id"])]], abs=1e-4))
     assert metrics["matchups"]["unmoved vs base"]["ties"] == 1.0  # the same responses score the same
 
 
@@ -245,7 +251,8 @@ bertscore_model = "{tiny}"
     assert metrics["labels"]["labels"]["with_human_label"] == 12 and metrics["reward_models"]["gold-rm"]["pairs"] == 4
     ai_config = json.loads((out / "dpo-ai-labels" / "train_config.json").read_text())
     human_config = json.loads((out / "dpo-human-labels" / "train_config.json").read_text())
-    assert {k: v for k, v in ai_config.items() if k not in ("data", "output")} == {k: v for k, v in human_config.items() if k not in ("data", "output")}
+    assert ({k: v for k, v in ai_config.items() if k not in ("data", "output")}
+            == {k: v for k, v in human_config.items() if k not in ("data", "output")})
     capsys.readouterr()
     run_experiment(spec, progress=False)  # a rerun trains nothing again
     assert capsys.readouterr().out.count("already trained with these settings") == 3

@@ -123,7 +123,8 @@ def test_unknown_format_and_missing_file(tmp_path):
 def hub_layout(root: Path, rows: list[dict]) -> Path:
     """A folder laid out as a data set repository on the hub (Anthropic/hh-rlhf's: a folder per
     subset, a gzipped JSONL file per split), which `datasets.load_dataset` reads the same way."""
-    for subset, split, part in (("harmless-base", "train", rows[:3]), ("harmless-base", "test", rows[3:5]), ("helpful-base", "test", rows[5:6])):
+    for subset, split, part in (("harmless-base", "train", rows[:3]), ("harmless-base", "test", rows[3:5]),
+                                ("helpful-base", "test", rows[5:6])):
         (root / subset).mkdir(parents=True, exist_ok=True)
         with gzip.open(root / subset / f"{split}.jsonl.gz", "wt") as fh:
             fh.writelines(json.dumps(r) + "\n" for r in part)
@@ -136,7 +137,8 @@ def test_hub_data_set_by_name_data_dir_and_split(tmp_path):
     repo = hub_layout(tmp_path / "hh-rlhf", rows)
     spec = f"hf:{repo}?data_dir=harmless-base&split=test"
     examples = load_examples(spec).examples
-    assert [ex.responses for ex in examples] == [list(split_transcript(r["chosen"])[1:]) + [split_transcript(r["rejected"])[1]] for r in rows[3:5]]
+    assert ([ex.responses for ex in examples]
+            == [list(split_transcript(r["chosen"])[1:]) + [split_transcript(r["rejected"])[1]] for r in rows[3:5]])
     assert examples[0].id == "hh-rlhf-harmless-base-test-1" and examples[0].source == f"{spec}:1"
     assert len(load_examples(f"hf:{repo}?data_dir=harmless-base").examples) == 3  # the train split by default
 

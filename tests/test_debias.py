@@ -69,7 +69,8 @@ def test_expected_rating_from_label_probabilities_by_hand():
 
 def test_pointwise_row_keeps_both_scores_and_has_no_order():
     pair = Pair("p1", "q", a="A text", b="B text", human=1.0)
-    row = pair_row(pair, PairJudgment([(True, Verdict(None, score=1.0)), (False, Verdict(None, score=2.0))], pointwise=True), "j", "r", chat=False)
+    row = pair_row(pair, PairJudgment([(True, Verdict(None, score=1.0)), (False, Verdict(None, score=2.0))],
+                                      pointwise=True), "j", "r", chat=False)
     assert row["chosen"] == "B text" and row["ai_preference"] == pytest.approx(0.7310586)
     assert [(s["response"], s["score"]) for s in row["scores"]] == [("rejected", 1.0), ("chosen", 2.0)]
     assert "orders" not in row and row["consistent"] is None and row["mode"] == "pointwise" and row["human_preference"] == 0.0

@@ -98,13 +98,15 @@ COMMANDS = documented_commands()
 
 def test_the_docs_have_commands():
     assert len(COMMANDS) > 30
-    assert {args[0] for _, args in COMMANDS if args} >= {"label", "train", "compare", "iterate", "revise", "rate", "experiment", "rubric", "agreement"}
+    assert {args[0] for _, args in COMMANDS if args} >= {"label", "train", "compare", "iterate", "revise", "rate",
+                                                         "experiment", "rubric", "agreement"}
 
 
 def test_the_collector_reads_blocks_as_a_shell_would():
     text = ("```bash\nOMP_NUM_THREADS=1 rlaif train --method rm \\\n  --lr 3e-3   # a comment\nmake demo\n```\n"
             "```console\n$ rlaif agreement DIR\nrlaif is not a command here\n```\n")
-    commands = [(n, c) for language, start, body in code_blocks(text) if language in SHELL_BLOCKS for n, c in shell_commands(language, start, body)]
+    commands = [(n, c) for language, start, body in code_blocks(text) if language in SHELL_BLOCKS
+                for n, c in shell_commands(language, start, body)]
     assert [rlaif_args(c) for _, c in commands] == [["train", "--method", "rm", "--lr", "3e-3"], None, ["agreement", "DIR"]]
     assert [n for n, _ in commands] == [2, 4, 7]
 
@@ -148,7 +150,8 @@ def documented(args: list[str]) -> bool:
 
 def run_rlaif(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
-    return subprocess.run([sys.executable, "-m", "rlaif.cli", *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env, check=False)
+    return subprocess.run([sys.executable, "-m", "rlaif.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, env=env, check=False)
 
 
 @pytest.mark.parametrize("args, expected", [

@@ -21,7 +21,8 @@ FUZZ = settings(derandomize=True, deadline=None, max_examples=150, suppress_heal
 SLOW_FUZZ = settings(derandomize=True, deadline=None, max_examples=15, suppress_health_check=[HealthCheck.too_slow])
 
 json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4), max_leaves=12)
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+                           max_leaves=12)
 VALID = {"id": "r1", "prompt": "q", "chosen": "a", "rejected": "b", "responses": ["a", "b"], "ai_preference": 0.7, "human_preference": 1.0}
 mutated_rows = st.builds(lambda keep, changes: {**{k: v for k, v in VALID.items() if k in keep}, **changes},
                          st.sets(st.sampled_from(sorted(VALID))), st.dictionaries(st.sampled_from(sorted(VALID)), json_values, max_size=3))
@@ -67,7 +68,8 @@ def test_random_json_as_a_json_file(value):
     read_all(scratch("in.json", json.dumps(value).encode()))
 
 
-toml_values = st.one_of(st.integers(-5, 5), st.floats(-2, 2, allow_nan=False), st.booleans(), st.text(max_size=8), st.lists(st.integers(0, 9), max_size=3))
+toml_values = st.one_of(st.integers(-5, 5), st.floats(-2, 2, allow_nan=False), st.booleans(), st.text(max_size=8),
+                        st.lists(st.integers(0, 9), max_size=3))
 
 
 def toml_text(table: dict) -> str:
@@ -75,13 +77,15 @@ def toml_text(table: dict) -> str:
         return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
 
     plain = [f"{json.dumps(k)} = {value(v)}" for k, v in table.items() if not isinstance(v, dict)]
-    sections = [f"[{json.dumps(k)}]\n" + "\n".join(f"{json.dumps(a)} = {value(b)}" for a, b in v.items()) for k, v in table.items() if isinstance(v, dict)]
+    sections = [f"[{json.dumps(k)}]\n" + "\n".join(f"{json.dumps(a)} = {value(b)}" for a, b in v.items())
+                for k, v in table.items() if isinstance(v, dict)]
     return "\n".join(plain + sections) + "\n"
 
 
 JUDGE_KEYS = ["backend", "model", "options", "other"]
 OPTION_KEYS = ["batch_size", "temperature", "verdict", "concurrency", "max_new_tokens", "timeout", "base_url", "api_key_env", "unknown"]
-judge_tables = st.dictionaries(st.sampled_from(JUDGE_KEYS), toml_values | st.sampled_from(["local", "openai", "anthropic", "reward_model", "llama_cpp"])
+judge_tables = st.dictionaries(st.sampled_from(JUDGE_KEYS),
+                               toml_values | st.sampled_from(["local", "openai", "anthropic", "reward_model", "llama_cpp"])
                                | st.dictionaries(st.sampled_from(OPTION_KEYS), toml_values, max_size=3), max_size=4)
 
 
@@ -96,11 +100,13 @@ def test_random_judge_configs(table):
         pass
 
 
-TRAIN_KEYS = ["method", "data", "output", "lr", "batch_size", "epochs", "beta", "loss", "eval_split", "lora_r", "train_layers", "unknown", "max_steps"]
+TRAIN_KEYS = ["method", "data", "output", "lr", "batch_size", "epochs", "beta", "loss", "eval_split", "lora_r",
+              "train_layers", "unknown", "max_steps"]
 
 
 @FUZZ
-@given(st.dictionaries(st.sampled_from(TRAIN_KEYS), toml_values | st.sampled_from(["dpo", "rm", "ppo", "sigmoid"]), max_size=6) | st.binary(max_size=100))
+@given(st.dictionaries(st.sampled_from(TRAIN_KEYS), toml_values | st.sampled_from(["dpo", "rm", "ppo", "sigmoid"]), max_size=6)
+       | st.binary(max_size=100))
 def test_random_train_configs(table):
     path = scratch("train.toml", table if isinstance(table, bytes) else toml_text(table).encode())
     try:
@@ -125,8 +131,9 @@ def test_random_experiment_files(table):
         pass
 
 
-template_parts = st.sampled_from(["{{ prompt }}", "{{ response_a }}", "{{ response_b }}", "{{ response }}", "{% if cot %}", "{% endif %}", "{{", "}}",
-                                  "{% set labels = ['A', 'B'] %}", "{% extends '_layout.j2' %}", "{{ x.__class__ }}", "{% for x in y %}", "text", "\n"])
+template_parts = st.sampled_from(["{{ prompt }}", "{{ response_a }}", "{{ response_b }}", "{{ response }}", "{% if cot %}",
+                                  "{% endif %}", "{{", "}}", "{% set labels = ['A', 'B'] %}", "{% extends '_layout.j2' %}",
+                                  "{{ x.__class__ }}", "{% for x in y %}", "text", "\n"])
 
 
 @FUZZ

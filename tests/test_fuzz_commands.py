@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from rlaif.cli import main
 
-FUZZ = settings(derandomize=True, deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(derandomize=True, deadline=None, max_examples=150,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 ROOT = Path(__file__).resolve().parent.parent
 KEEP = "written before: keep me"
 NO_MODEL = "./no-such-model"  # every run that gets past the option under test stops here, before any model loads
@@ -27,14 +28,16 @@ COMMANDS = {
                "--ranking", "--mode", "--debias", "--chunk-size"]),
     "train": (["--method", "dpo", "--data", "examples/demo.jsonl", "--model", NO_MODEL], ["--data", "--output", "--config", "--eval-data",
               "--reference-cache"], ["--batch-size", "--lr", "--epochs", "--max-length", "--beta", "--method", "--loss", "--eval-split"]),
-    "compare": (["--eval-data", "examples/demo.jsonl", "--output", "outputs/fuzz-compare", NO_MODEL], ["--eval-data", "--output", "--gold-rm", "--labels"],
+    "compare": (["--eval-data", "examples/demo.jsonl", "--output", "outputs/fuzz-compare", NO_MODEL],
+                ["--eval-data", "--output", "--gold-rm", "--labels"],
                 ["--limit", "--max-new-tokens", "--temperature", "--samples", "--mode"]),
     "agreement": ([], ["RUN_DIR"], []),
     "calibrate": ([], ["RUN_DIR"], ["--folds"]),
     "rate": ([], ["JUDGMENTS"], ["--bootstrap", "--k"]),
     "rubric": ([], ["NAME_OR_PATH"], ["--mode"]),
     "experiment": ([], ["CONFIG_FILE"], []),
-    "serve": (["--judge", "./no-such-judge.toml"], ["--judge", "--rubric", "--cache"], ["--port", "--max-batch", "--max-wait-ms", "--ranking"]),
+    "serve": (["--judge", "./no-such-judge.toml"], ["--judge", "--rubric", "--cache"],
+              ["--port", "--max-batch", "--max-wait-ms", "--ranking"]),
 }
 BAD_VALUES = ["-1", "0", "abc", "1e309", "nan", "99999999999999999999", "", "--", "0.5x"]
 

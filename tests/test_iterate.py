@@ -31,8 +31,8 @@ def losses(run_dir):
 def test_two_dpo_rounds_each_in_its_own_directory_then_compared_with_the_start(tiny, pairs, tmp_path, scripted_judge):  # noqa: F811
     gold = tmp_path / "gold"
     train(TrainConfig(method="rm", data=pairs, model=tiny, output=str(gold), max_steps=1, batch_size=2, progress=False))
-    cfg = IterateConfig(prompts(tmp_path), prompts(tmp_path, 3, "eval.jsonl"), str(tmp_path / "loop"), rounds=2, model=tiny, judge=scripted_judge(),
-                        max_new_tokens=8, train=TRAIN, gold_rm=str(gold), progress=False)
+    cfg = IterateConfig(prompts(tmp_path), prompts(tmp_path, 3, "eval.jsonl"), str(tmp_path / "loop"), rounds=2, model=tiny,
+                        judge=scripted_judge(), max_new_tokens=8, train=TRAIN, gold_rm=str(gold), progress=False)
     metrics = iterate(cfg)
     out = tmp_path / "loop"
     for r in (1, 2):
@@ -49,7 +49,8 @@ def test_two_dpo_rounds_each_in_its_own_directory_then_compared_with_the_start(t
     assert table[0] == ("| round | pairs labeled | consistent across orders | train loss (first → last) "
                         "| win rate vs start [95% CI] | BT rating | gold reward | KL to start ± SE | length (tokens) |")
     assert [line.split(" | ")[0] for line in table[2:]] == ["| 0 (start)", "| 1", "| 2"]
-    assert [line.split(" | ")[6] for line in table[2:]] == [f"{metrics['policies'][p]['gold_reward']:.3f}" for p in ("base", "round-1", "round-2")]
+    assert [line.split(" | ")[6] for line in table[2:]] == [f"{metrics['policies'][p]['gold_reward']:.3f}"
+                                                            for p in ("base", "round-1", "round-2")]
     assert (out / "report.md").exists() and "round-2" in (out / "report.md").read_text()
 
     # a rerun with one more round redoes nothing of rounds 1 and 2
@@ -68,12 +69,14 @@ def test_settings_the_loop_makes_itself_are_refused(tmp_path):
 
 def test_a_loop_killed_mid_training_resumes_at_its_round_and_step(tiny, tmp_path, judge_file):
     train_file = tmp_path / "train.toml"
-    train_file.write_text("hard_labels = true\nmax_steps = 8\nbatch_size = 2\nlr = 1e-3\nmax_length = 96\nsave_steps = 2\nlr_scheduler = \"constant\"\n")
+    train_file.write_text("hard_labels = true\nmax_steps = 8\nbatch_size = 2\nlr = 1e-3\nmax_length = 96\n"
+                          "save_steps = 2\nlr_scheduler = \"constant\"\n")
     with Loopback() as srv:
         judge = judge_file(srv, timeout=5.0)
 
         def command(out):
-            return [sys.executable, "-m", "rlaif.cli", "iterate", "--prompts", prompts(tmp_path), "--eval-data", prompts(tmp_path, 2, "eval.jsonl"),
+            return [sys.executable, "-m", "rlaif.cli", "iterate", "--prompts", prompts(tmp_path),
+                    "--eval-data", prompts(tmp_path, 2, "eval.jsonl"),
                     "--output", str(out), "--rounds", "2", "--model", tiny, "--judge", judge, "--max-new-tokens", "8",
                     "--train-config", str(train_file), "--quiet"]
 
@@ -95,8 +98,9 @@ def test_a_loop_killed_mid_training_resumes_at_its_round_and_step(tiny, tmp_path
 
 
 def test_a_ppo_round_updates_a_reward_model_on_the_rounds_pairs_then_trains_ppo_against_it(tiny, tmp_path, scripted_judge):
-    cfg = IterateConfig(prompts(tmp_path), prompts(tmp_path, 2, "eval.jsonl"), str(tmp_path / "loop"), rounds=2, model=tiny, judge=scripted_judge(),
-                        method="ppo", max_new_tokens=6, train={"max_steps": 2, "rollout_batch_size": 2, "mini_batch_size": 2, "max_new_tokens": 6},
+    cfg = IterateConfig(prompts(tmp_path), prompts(tmp_path, 2, "eval.jsonl"), str(tmp_path / "loop"), rounds=2, model=tiny,
+                        judge=scripted_judge(), method="ppo", max_new_tokens=6,
+                        train={"max_steps": 2, "rollout_batch_size": 2, "mini_batch_size": 2, "max_new_tokens": 6},
                         rm_train={"max_steps": 2, "batch_size": 2, "hard_labels": True}, progress=False)
     iterate(cfg)
     out = tmp_path / "loop"

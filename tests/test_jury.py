@@ -135,7 +135,8 @@ def test_the_runs_mode_reaches_only_the_members_that_answer_in_it(tmp_path, monk
     (tmp_path / "outputs" / "rm-judge" / "config.json").write_text("{}")
 
     spec = JudgeSpec.build("rm-embedded-jury", load_rubric("quality"), "pairwise")  # as GRPO asks for its judge
-    assert [m.mode for m in spec.members] == ["pointwise", "pointwise"]  # the reward model has no other mode; the embedded one is set to pointwise
+    # the reward model has no other mode; the embedded one is set to pointwise
+    assert [m.mode for m in spec.members] == ["pointwise", "pointwise"]
     (tmp_path / "mixed.toml").write_text('backend = "jury"\n[options]\nmembers = ["reward-model", "embedded"]\n')
     mixed = JudgeSpec.build(str(tmp_path / "mixed.toml"), load_rubric("quality"), "pairwise")
     assert [m.mode for m in mixed.members] == ["pointwise", "pairwise"]
@@ -152,7 +153,8 @@ def test_a_jury_that_names_itself_is_refused(tmp_path):
 def test_a_dry_run_counts_each_members_calls_at_its_own_prices(tmp_path, servers, judge_file):
     good, contrary = servers
     priced = judge_file(good, price_input_per_mtok=1000.0, price_output_per_mtok=0.0)
-    result = label(LabelConfig(data(tmp_path), str(tmp_path / "out"), judge=jury_file(tmp_path, [{"judge": priced}, {"judge": judge_file(contrary)}]),
+    result = label(LabelConfig(data(tmp_path), str(tmp_path / "out"),
+                               judge=jury_file(tmp_path, [{"judge": priced}, {"judge": judge_file(contrary)}]),
                                dry_run=True, progress=False))
     alone = label(LabelConfig(data(tmp_path), str(tmp_path / "alone"), judge=priced, dry_run=True, progress=False))
     assert result.estimate["calls"] == 4 * PAIRS and alone.estimate["calls"] == 2 * PAIRS

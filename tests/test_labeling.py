@@ -101,7 +101,8 @@ def test_real_labeling_run_with_the_embedded_judge(tmp_path):
 
 @pytest.mark.slow
 def test_embedded_judge_prefers_the_right_answer_when_debiased_in_cot_form(tmp_path):
-    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "What is the capital of France?", "responses": ["Paris.", "Paris is the capital of France."]}])
+    data = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "What is the capital of France?",
+                                               "responses": ["Paris.", "Paris is the capital of France."]}])
     result = label(LabelConfig(str(data), str(tmp_path / "o"), cot=True, progress=False))
     (row,) = result.rows
     assert all(o["text"] for o in row["orders"])  # a rationale was generated for each order
@@ -124,7 +125,8 @@ def test_baselines_lift_and_calibration_against_a_hand_count_and_the_data_set_ca
     import yaml
 
     # Humans prefer the GOOD answer; it is the shorter one in three rows of four.
-    rows = [{"id": f"r{i}", "prompt": f"question {i}", "chosen": f"GOOD answer {i}", "rejected": f"poor answer {i}, and at length"} for i in range(3)]
+    rows = [{"id": f"r{i}", "prompt": f"question {i}", "chosen": f"GOOD answer {i}",
+             "rejected": f"poor answer {i}, and at length"} for i in range(3)]
     rows.append({"id": "r3", "prompt": "question 3", "chosen": "GOOD answer 3, and at length", "rejected": "poor answer 3"})
     out = tmp_path / "out"
     result = label(LabelConfig(str(write_jsonl(tmp_path / "d.jsonl", rows)), str(out), judge=scripted_judge(0.0), progress=False))
@@ -136,7 +138,8 @@ def test_baselines_lift_and_calibration_against_a_hand_count_and_the_data_set_ca
     # Best rule: shorter, at 75%. Paired differences 0, 0, 0, 1: mean 0.25, s = 0.5, interval 0.25 ± 1.96 · 0.5 / 2.
     lift = report["lift_over_best_baseline"]
     assert lift["baseline"] == "always the shorter response" and lift["difference"] == pytest.approx(0.25)
-    assert lift["low"] == pytest.approx(0.25 - 1.959964 * 0.25, abs=1e-5) and lift["high"] == pytest.approx(0.25 + 1.959964 * 0.25, abs=1e-5)
+    assert (lift["low"] == pytest.approx(0.25 - 1.959964 * 0.25, abs=1e-5)
+            and lift["high"] == pytest.approx(0.25 + 1.959964 * 0.25, abs=1e-5))
     confidence = [r["ai_preference"] for r in result.rows]
     assert report["calibration"]["ece"] == pytest.approx(1 - sum(confidence) / 4)  # one bin: |accuracy 1 − mean confidence|
     assert (out / "reliability.png").stat().st_size > 0
@@ -144,7 +147,8 @@ def test_baselines_lift_and_calibration_against_a_hand_count_and_the_data_set_ca
     card = (out / "README.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
     assert front["configs"][0]["data_files"][0]["path"] == "pairs.jsonl" and {"dpo", "preference"} <= set(front["tags"])
-    assert "always the shorter response | 75.0%" in card and "+25.0 points" in card and f"rlaif label --input {tmp_path / 'd.jsonl'}" in card
+    assert ("always the shorter response | 75.0%" in card and "+25.0 points" in card
+            and f"rlaif label --input {tmp_path / 'd.jsonl'}" in card)
     loaded = datasets.load_dataset(str(out), split="train")
     assert loaded.num_rows == 4 and set(loaded.column_names) >= {"prompt", "chosen", "rejected", "ai_preference"}
 
@@ -174,7 +178,8 @@ def test_calibrate_fits_the_temperature_and_label_uses_it(tmp_path, scripted_jud
     config = load_judge_config(report["config"])
     assert config.calibration == pytest.approx(expected_t, rel=1e-3) and config.backend == "scripted"
 
-    again = label(LabelConfig(data, str(tmp_path / "calibrated"), judge=report["config"], cache=str(tmp_path / "raw" / "cache.sqlite"), progress=False))
+    again = label(LabelConfig(data, str(tmp_path / "calibrated"), judge=report["config"],
+                              cache=str(tmp_path / "raw" / "cache.sqlite"), progress=False))
     assert all(r["ai_preference"] == pytest.approx(0.6, abs=1e-3) for r in again.rows)
     assert [r["chosen"] for r in again.rows] == [r["chosen"] for r in run.rows]  # the labels themselves do not move
     assert again.manifest["judge_calls"]["made"] == 0  # the same answers, from the cache: calibration is applied after
@@ -184,6 +189,7 @@ def test_calibrate_needs_soft_labels_with_human_labels(tmp_path, scripted_judge)
     from rlaif.errors import InputError
     from rlaif.labeling.calibration import calibrate
 
-    label(LabelConfig(str(write_jsonl(tmp_path / "d.jsonl", human_rows(3))), str(tmp_path / "few"), judge=scripted_judge(0.0), progress=False))
+    label(LabelConfig(str(write_jsonl(tmp_path / "d.jsonl", human_rows(3))), str(tmp_path / "few"),
+                      judge=scripted_judge(0.0), progress=False))
     with pytest.raises(InputError, match="3 pairs with a human label.*needs 10 or more"):
         calibrate(tmp_path / "few")

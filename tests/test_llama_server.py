@@ -85,7 +85,8 @@ def test_constrained_verdicts_through_the_server(tmp_path, server_judge):
 
 def test_text_verdicts_of_a_small_model_stop_the_run_early_with_advice(tmp_path, server_judge):
     judge = server_judge(verdict="text")
-    cmd = [sys.executable, "-m", "rlaif.cli", "label", "--input", f"{HH}?rows=0:20", "--output", str(tmp_path / "text"), "--judge", judge, "--quiet"]
+    cmd = [sys.executable, "-m", "rlaif.cli", "label", "--input", f"{HH}?rows=0:20", "--output", str(tmp_path / "text"),
+           "--judge", judge, "--quiet"]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
     assert done.returncode == 1
     message = done.stderr.strip().splitlines()[-1]
@@ -118,7 +119,8 @@ def test_the_embedded_tokenizer_reads_the_tokens_llama_cpp_reads():
 
     judge = LlamaCppJudge(JudgeConfig("llama-cpp", "llama_cpp", "embedded", {}))
     try:
-        for text in ("Some ideas, mostly for fun.\n\n1. Draw a map\n\n2. Make 12 cards", "<|im_start|>user\nIn 2024, 3.5 of 10 said 'yes'.<|im_end|>\n"):
+        for text in ("Some ideas, mostly for fun.\n\n1. Draw a map\n\n2. Make 12 cards",
+                     "<|im_start|>user\nIn 2024, 3.5 of 10 said 'yes'.<|im_end|>\n"):
             assert judge.tokenizer(text, add_special_tokens=False)["input_ids"] == judge.tokenize(text), text
     finally:
         judge.close()

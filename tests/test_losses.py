@@ -179,7 +179,8 @@ def test_kto_loss_by_hand():
     desirable = torch.tensor([True, False])
     sigmoid = lambda x: 1 / (1 + math.exp(-x))
     by_hand = (1.0 * (1 - sigmoid(0.1 * (1 - 0.5))) + 2.0 * (1 - sigmoid(0.1 * (0.5 + 2)))) / 2
-    assert kto_loss(policy, reference, desirable, 0.5, beta=0.1, desirable_weight=1.0, undesirable_weight=2.0).item() == pytest.approx(by_hand)
+    assert (kto_loss(policy, reference, desirable, 0.5, beta=0.1, desirable_weight=1.0, undesirable_weight=2.0).item()
+            == pytest.approx(by_hand))
     weighted = (0.5 * (1 - sigmoid(0.05)) + 3.0 * 2.0 * (1 - sigmoid(0.25))) / 2
     assert kto_loss(policy, reference, desirable, 0.5, 0.1, 1.0, 2.0, weight=torch.tensor([0.5, 3.0])).item() == pytest.approx(weighted)
     # z: the mismatched sequences' mean log-ratio, never below 0
@@ -212,7 +213,8 @@ def test_simpo_equals_trl(beta, gamma, smoothing):
     from trl.experimental.cpo import CPOTrainer
 
     chosen, rejected = random_logps()
-    theirs, _, _ = CPOTrainer.cpo_loss(trl_self(alpha=0.0, loss_type="simpo", beta=beta, simpo_gamma=gamma, label_smoothing=smoothing), chosen, rejected)
+    theirs, _, _ = CPOTrainer.cpo_loss(trl_self(alpha=0.0, loss_type="simpo", beta=beta, simpo_gamma=gamma,
+                                                label_smoothing=smoothing), chosen, rejected)
     assert simpo_loss(chosen, rejected, beta, gamma, smoothing).item() == pytest.approx(theirs.mean().item(), abs=1e-5)
 
 

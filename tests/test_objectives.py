@@ -27,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def pairs(tmp_path_factory):
-    rows = [{"prompt": f"Is {i} a number?", "chosen": f"Yes, {i} is a number.", "rejected": "no no no no no no", "ai_preference": 0.9} for i in range(24)]
+    rows = [{"prompt": f"Is {i} a number?", "chosen": f"Yes, {i} is a number.", "rejected": "no no no no no no",
+             "ai_preference": 0.9} for i in range(24)]
     return str(write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", rows))
 
 
@@ -45,8 +46,9 @@ def test_per_step_losses_equal_trls_trainer(tiny, method):
     """The side-by-side benchmark on a tiny model: the same pairs in the same order, three steps
     at a learning rate that moves the model; every step's loss equal to TRL's to 1e-5."""
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
-    run = subprocess.run([sys.executable, "trainers_vs_trl.py", "--method", method, "--model", tiny, "--runs", "1", "--steps", "3", "--pairs", "16",
-                          "--lr", "1e-3"], cwd=ROOT / "bench", env=env, capture_output=True, text=True, timeout=900, check=False)
+    run = subprocess.run([sys.executable, "trainers_vs_trl.py", "--method", method, "--model", tiny, "--runs", "1",
+                          "--steps", "3", "--pairs", "16", "--lr", "1e-3"], cwd=ROOT / "bench", env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {line.split(" | ")[0].strip("| "): line for line in run.stdout.splitlines() if line.startswith(("| rlaif loss", "| TRL loss"))}
     ours, theirs = ([float(x) for x in rows[name].strip("| \n").split(" | ")[1:]] for name in ("rlaif loss", "TRL loss"))
@@ -70,7 +72,8 @@ def test_each_objective_learns_the_preference(tiny, pairs, tmp_path, method):
 
 @pytest.mark.parametrize("method", ["simpo", "orpo", "kto"])
 def test_the_command_line_trains_on_the_bundled_hh_pairs(tiny, tmp_path, method):
-    run = CliRunner().invoke(main, ["train", "--method", method, "--data", f"{HH}?rows=0:12", "--model", tiny, "--max-steps", "2", "--batch-size", "4",
+    run = CliRunner().invoke(main, ["train", "--method", method, "--data", f"{HH}?rows=0:12", "--model", tiny,
+                                    "--max-steps", "2", "--batch-size", "4",
                                     "--max-length", "128", "--output", str(tmp_path), "--quiet"])
     assert run.exit_code == 0, run.output
     assert f"saved to {tmp_path}" in run.output and len(metrics(tmp_path)) == 2
@@ -80,7 +83,8 @@ def test_the_command_line_trains_on_the_bundled_hh_pairs(tiny, tmp_path, method)
 
 def test_objectives_train_on_the_pairs_rlaif_label_wrote(tiny, scripted_judge, tmp_path):
     rows = [{"prompt": f"Question {i}?", "responses": [f"GOOD answer {i}", f"bad answer {i}"]} for i in range(8)]
-    labeled = label(LabelConfig(str(write_jsonl(tmp_path / "prompts.jsonl", rows)), str(tmp_path / "labels"), judge=scripted_judge(), progress=False))
+    labeled = label(LabelConfig(str(write_jsonl(tmp_path / "prompts.jsonl", rows)), str(tmp_path / "labels"),
+                                judge=scripted_judge(), progress=False))
     written = str(labeled.output_dir / "pairs.jsonl")
     assert len(load_pairs(written)) == 8
     for method in ("simpo", "orpo", "kto"):
@@ -95,7 +99,8 @@ def test_kto_reads_unpaired_rows_scored_rows_and_pointwise_scores(tmp_path):
                                                  {"prompt": "p", "completion": "b", "label": False, "weight": 2}])
     assert [(r.completion, r.desirable, r.weight) for r in load_unpaired(str(rows))] == [("a", True, 1.0), ("b", False, 2.0)]
     assert [r.weight for r in load_unpaired(str(rows), weights="none")] == [1.0, 1.0]
-    scored = write_jsonl(tmp_path / "scored.jsonl", [{"prompt": "p", "completion": "a", "score": 4}, {"prompt": "p", "completion": "b", "score": 2}])
+    scored = write_jsonl(tmp_path / "scored.jsonl", [{"prompt": "p", "completion": "a", "score": 4},
+                                                    {"prompt": "p", "completion": "b", "score": 2}])
     assert [r.desirable for r in load_unpaired(str(scored), threshold=3)] == [True, False]
     with pytest.raises(InputError, match=r"scored.jsonl:1: field 'label'.*--desirable-threshold"):
         load_unpaired(str(scored))
@@ -143,7 +148,8 @@ def test_a_setting_for_another_method_is_an_error(tiny, pairs, tmp_path):
     with pytest.raises(ConfigError, match="key 'desirable_weight': applies to --method kto, not dpo"):
         TrainConfig(method="dpo", data=pairs, output=str(tmp_path), desirable_weight=2.0)
     run = CliRunner().invoke(main, ["train", "--method", "simpo", "--data", pairs, "--group-size", "8", "--output", str(tmp_path)])
-    assert run.exit_code != 0 and "Error: --num-responses: applies to --method grpo, not simpo" in run.output and "Traceback" not in run.output
+    assert (run.exit_code != 0 and "Error: --num-responses: applies to --method grpo, not simpo" in run.output
+            and "Traceback" not in run.output)
     with pytest.raises(ConfigError, match="--batch-size 2 or more"):
         train(config("kto", pairs, tiny, tmp_path / "kto", max_steps=1, batch_size=1))
     assert TrainConfig(method="simpo", data=pairs, output=str(tmp_path)).beta == 2.0  # a method's own default

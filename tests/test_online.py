@@ -87,7 +87,8 @@ def test_ppo_ptx_keeps_the_pretraining_text_likely(pairs, char_policy, tmp_path)
     ptx = write_jsonl(tmp_path / "ptx.jsonl", [{"text": PTX}])
     common = {"max_steps": 6, "rollout_batch_size": 4, "mini_batch_size": 4, "max_new_tokens": 6, "lr": 3e-3, "ppo_epochs": 2}
     PPOTrainer(config("ppo", pairs, str(char_policy), tmp_path / "plain", **common), reward_fn=lowercase_share).train()
-    PPOTrainer(config("ppo", pairs, str(char_policy), tmp_path / "ptx", ptx_coef=1.0, ptx_data=str(ptx), **common), reward_fn=lowercase_share).train()
+    PPOTrainer(config("ppo", pairs, str(char_policy), tmp_path / "ptx", ptx_coef=1.0, ptx_data=str(ptx), **common),
+               reward_fn=lowercase_share).train()
     rows = metrics(tmp_path / "ptx")
     assert rows[-1]["ptx_loss"] < rows[0]["ptx_loss"] - 0.3
     assert "ptx_loss" not in metrics(tmp_path / "plain")[0]
@@ -132,8 +133,9 @@ def test_grpo_raises_a_reward_function_given_as_a_file(pairs, char_policy, tmp_p
     fn = tmp_path / "rewards.py"
     fn.write_text(REWARD_FILE)
     out = tmp_path / "out"
-    results = train(config("grpo", pairs, str(char_policy), out, max_steps=30, rollout_batch_size=4, group_size=4, mini_batch_size=8, ppo_epochs=2,
-                           max_new_tokens=8, lr=5e-3, kl_coef=0.02, eval_split=0.25, reward_function=f"{fn}:lowercase"))
+    results = train(config("grpo", pairs, str(char_policy), out, max_steps=30, rollout_batch_size=4, group_size=4,
+                           mini_batch_size=8, ppo_epochs=2, max_new_tokens=8, lr=5e-3, kl_coef=0.02, eval_split=0.25,
+                           reward_function=f"{fn}:lowercase"))
     rows = [r for r in metrics(out) if "score" in r]
     first, last = sum(r["score"] for r in rows[:5]) / 5, sum(r["score"] for r in rows[-5:]) / 5
     assert last > first + 0.1, (first, last)
@@ -146,11 +148,12 @@ def test_grpo_raises_a_reward_function_given_as_a_file(pairs, char_policy, tmp_p
 def test_grpo_resumes_exactly_with_ptx(pairs, char_policy, tmp_path):  # noqa: F811
     ptx = tmp_path / "ptx.txt"
     ptx.write_text(f"{PTX}\n{PTX[::-1]}\n{PTX.upper()}\n")
-    common = {"rollout_batch_size": 2, "group_size": 3, "mini_batch_size": 3, "max_new_tokens": 5, "lr": 2e-3, "save_steps": 2, "lr_scheduler": "constant",
-                  "ptx_coef": 0.3, "ptx_data": str(ptx)}
+    common = {"rollout_batch_size": 2, "group_size": 3, "mini_batch_size": 3, "max_new_tokens": 5, "lr": 2e-3,
+                  "save_steps": 2, "lr_scheduler": "constant", "ptx_coef": 0.3, "ptx_data": str(ptx)}
 
     def run(out, steps, resume=False):
-        GRPOTrainer(config("grpo", pairs, str(char_policy), out, max_steps=steps, resume=resume, **common), reward_fn=lowercase_share).train()
+        GRPOTrainer(config("grpo", pairs, str(char_policy), out, max_steps=steps, resume=resume, **common),
+                    reward_fn=lowercase_share).train()
         return metrics(out)
 
     whole = run(tmp_path / "whole", 4)
@@ -180,7 +183,8 @@ def test_grpo_without_kl_still_evaluates_against_the_starting_policy(pairs, char
     trainer = GRPOTrainer(cfg, reward_fn=lowercase_share)
     results = trainer.train()
     start = load_causal_lm(str(char_policy))
-    assert results["eval/reference_score"] == pytest.approx(trainer.held_out_scores(start, cfg.seed).mean().item())  # the start, not the trained policy
+    # the start, not the trained policy
+    assert results["eval/reference_score"] == pytest.approx(trainer.held_out_scores(start, cfg.seed).mean().item())
     assert results["eval/score"] > results["eval/reference_score"]
 
 
@@ -193,7 +197,8 @@ from rlaif.trainers.grpo import GRPOTrainer
 
 data, model, out, ptx = sys.argv[1:]
 cfg = TrainConfig(method="grpo", data=data, model=model, output=out, reward_function="tests.test_trainers:lowercase_share", ptx_coef=5.0,
-                  ptx_data=ptx, max_steps=3, rollout_batch_size=2, group_size=2, mini_batch_size=2, max_new_tokens=4, lr=1e-2, progress=False)
+                  ptx_data=ptx, max_steps=3, rollout_batch_size=2, group_size=2, mini_batch_size=2, max_new_tokens=4, \
+lr=1e-2, progress=False)
 trainer = GRPOTrainer(cfg)
 trainer.train()
 weights = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
@@ -213,7 +218,8 @@ def test_ptx_under_two_processes_keeps_their_weights_equal(tiny, pairs, tmp_path
     script.write_text(RANKS_IN_SYNC)
     ptx = tmp_path / "ptx.txt"
     ptx.write_text(f"{PTX}\n{PTX.upper()}\n")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script), pairs, tiny,
-                             str(tmp_path / "out"), str(ptx)], check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script), pairs, tiny, str(tmp_path / "out"), str(ptx)],
+                            check=True, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.stdout.count("differs by 0.0") == 2, result.stdout
     assert (tmp_path / "out" / "model.safetensors").exists()

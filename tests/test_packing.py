@@ -44,7 +44,8 @@ def test_packed_log_probs_equal_separate_forward_passes(tiny, encoded):
     with torch.no_grad():
         expected = sequence_logps(separate(model, pairs).logits, batch["labels"])
         packed = pack_pairs(pairs, tok.pad_token_id, "cpu")
-        tokens = head_logps(packed_hidden(model, packed.packed, logits_to_keep=1)[packed.token_index], model.lm_head.weight, packed.targets, chunk_size=7)
+        tokens = head_logps(packed_hidden(model, packed.packed, logits_to_keep=1)[packed.token_index], model.lm_head.weight,
+                            packed.targets, chunk_size=7)
         got = per_sequence(tokens, packed.sequence, packed.n_sequences)
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-5)
     assert got[2] == got[6]  # identical responses, identical log-probabilities
@@ -108,7 +109,8 @@ def test_blocks_on_the_real_tokens_only_give_the_models_own_hidden_states_and_gr
     grads = []
     for piecewise in (True, False):
         model.zero_grad()
-        hidden = hidden_at(model, batch.packed, batch.token_index) if piecewise else packed_hidden(model, batch.packed, logits_to_keep=1)[batch.token_index]
+        hidden = (hidden_at(model, batch.packed, batch.token_index) if piecewise
+                  else packed_hidden(model, batch.packed, logits_to_keep=1)[batch.token_index])
         logps = per_sequence(head_logps(hidden, model.lm_head.weight, batch.targets), batch.sequence, batch.n_sequences)
         logps.sum().backward()
         grads.append((logps.detach(), {name: p.grad.clone() for name, p in model.named_parameters()}))
@@ -150,7 +152,8 @@ def test_reward_scores_pack_a_prompts_responses_and_give_each_ones_own_score(tin
     with torch.no_grad():
         expected = [model(input_ids=torch.tensor([encode(tok, p, r, 48, "x:1", True)["input_ids"]])).logits[0, 0].item() for p, r in items]
     heard = []
-    assert reward_scores(model, tok, items, 48, 2, lambda indices, scores, tokens: heard.extend(indices)) == pytest.approx(expected, abs=1e-5)
+    assert (reward_scores(model, tok, items, 48, 2, lambda indices, scores, tokens: heard.extend(indices))
+            == pytest.approx(expected, abs=1e-5))
     assert sorted(heard) == list(range(len(items)))
     model.activation_checkpointing_enable()
     assert not runs_piecewise(model)
@@ -187,7 +190,8 @@ def test_local_judge_shares_prefixes_and_gives_what_each_text_alone_gives(tiny, 
     (tmp_path / "judge.toml").write_text(f'backend = "local"\nmodel = "{tiny}"\n')
     judge = LocalJudge(load_judge_config(tmp_path / "judge.toml"))
     rubric = "Compare two responses.\nQuery: {q}\nResponse 1: {a}\nResponse 2: {b}\nPreferred Response="
-    texts = [rubric.format(q=q, a=a, b=b) for q, x, y in [("Is 3 a number?", "yes", "no"), ("Why is the sky blue?", "Air scatters blue light.", "It just is")]
+    texts = [rubric.format(q=q, a=a, b=b) for q, x, y in [("Is 3 a number?", "yes", "no"),
+                                                          ("Why is the sky blue?", "Air scatters blue light.", "It just is")]
              for a, b in ((x, y), (y, x))]
     probs, lengths = judge.label_probs(texts, ("1", "2"))
     again, _ = judge.label_probs(texts[1:], ("1", "2"))  # the cached prefix is reused

@@ -21,7 +21,8 @@ from tests.conftest import HH, write_jsonl
 def tiny_rm(tiny, tmp_path_factory) -> str:
     """A reward model trained (two steps) from the tiny model by `rlaif train --method rm`."""
     out = tmp_path_factory.mktemp("rm")
-    train(TrainConfig(method="rm", model=tiny, data=f"{HH}?rows=0:16", output=str(out), max_steps=2, batch_size=4, max_length=128, progress=False))
+    train(TrainConfig(method="rm", model=tiny, data=f"{HH}?rows=0:16", output=str(out), max_steps=2, batch_size=4,
+                      max_length=128, progress=False))
     return str(out)
 
 
@@ -39,14 +40,16 @@ def test_reward_model_judge_scores_each_response_once(tiny_rm, tmp_path):
     judge = judge_file(tmp_path, "reward_model", tiny_rm, temperature=0.5)
     result = label(LabelConfig(f"{HH}?rows=100:106", str(tmp_path / "out"), judge=judge, progress=False))
     m = result.manifest
-    assert m["mode"] == "pointwise" and m["judge_calls"] == {"per": "response", "total": 12, "made": 12, "cached": 0} and m["rubric"] is None
+    assert (m["mode"] == "pointwise" and m["judge_calls"] == {"per": "response", "total": 12, "made": 12, "cached": 0}
+            and m["rubric"] is None)
     assert all(r["rubric"] is None for r in result.rows)
     assert m["first_position_rate"] == {"raw": None, "labels": None} and len(result.rows) == 6 and m["tokens"]["prompt"] > 0
     # The scores are the model's own, and the preference is σ((r_chosen − r_rejected) / T).
     model, tokenizer = load_reward_model(tiny_rm), load_tokenizer(tiny_rm, padding_side="right")
     for row in result.rows:
         chosen, rejected = (s["score"] for s in sorted(row["scores"], key=lambda s: s["response"]))
-        direct = reward_scores(model, tokenizer, [(row["prompt"], text(row["chosen"])), (row["prompt"], text(row["rejected"]))], position_limit(tiny_rm), 2)
+        direct = reward_scores(model, tokenizer, [(row["prompt"], text(row["chosen"])),
+                                                  (row["prompt"], text(row["rejected"]))], position_limit(tiny_rm), 2)
         assert [chosen, rejected] == pytest.approx(direct, abs=1e-5) and chosen >= rejected
         assert row["ai_preference"] == pytest.approx(1 / (1 + math.exp(-(chosen - rejected) / 0.5)))
     again = label(LabelConfig(f"{HH}?rows=100:106", str(tmp_path / "out"), judge=judge, progress=False))
@@ -63,7 +66,8 @@ def test_reward_model_judge_reads_what_the_model_can_read_unless_told(tiny_rm, t
     assert RewardModelJudge.identity(load_judge_config(judge))["options"]["max_length"] == max_length  # None: the model's limit
     result = label(LabelConfig(f"{HH}?rows=100:106", str(tmp_path / "out"), judge=judge, progress=False))
     tokenizer = load_tokenizer(tiny_rm, padding_side="right")
-    full = [len(encode(tokenizer, r["prompt"], text(r[side]), 10**6, "x:1", True)["input_ids"]) for r in result.rows for side in ("chosen", "rejected")]
+    full = [len(encode(tokenizer, r["prompt"], text(r[side]), 10**6, "x:1", True)["input_ids"])
+            for r in result.rows for side in ("chosen", "rejected")]
     assert max(full) > 128  # some sequence is longer than the model was trained at, and the judge read each up to the cut
     assert result.manifest["tokens"]["prompt"] == sum(min(n, expected) for n in full)
 

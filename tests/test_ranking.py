@@ -113,7 +113,8 @@ def ranking_judge(tmp_path):
     def make(judge: UtilityJudge):
         srv = Loopback(verdict_probs=judge)
         path = tmp_path / "judge.toml"
-        path.write_text(f'backend = "openai"\nmodel = "utility"\n[options]\nbase_url = "{srv.url}/v1"\napi_key_env = ""\nconcurrency = 16\n')
+        path.write_text('backend = "openai"\nmodel = "utility"\n[options]\n'
+                        f'base_url = "{srv.url}/v1"\napi_key_env = ""\nconcurrency = 16\n')
         return srv, str(path)
 
     return make
@@ -134,7 +135,8 @@ def test_the_default_ranking_spends_3n_calls_and_writes_the_pairs_all_pairs_woul
     assert every["calls_per_prompt"] == 56 and default["calls_per_prompt"] <= 24
     assert default["ordered_right"] >= 0.99 and default["gap_share"] >= every["gap_share"] - 0.02
     m = result.manifest
-    assert m["ranking"]["strategy"] == "adaptive" and m["ranking"]["rows"] == 200 and m["ranking"]["calls_per_row"] == default["calls_per_prompt"]
+    assert (m["ranking"]["strategy"] == "adaptive" and m["ranking"]["rows"] == 200
+            and m["ranking"]["calls_per_row"] == default["calls_per_prompt"])
     assert m["counts"]["labeled"] + m["ranking"]["unseparated"] == 200
     assert f"{m['ranking']['calls_per_row']:.1f} calls a row" in (tmp_path / "default" / "README.md").read_text()  # the data set card
     ranking = json.loads((tmp_path / "default" / "rankings.jsonl").read_text().splitlines()[0])
@@ -153,8 +155,10 @@ def test_a_bigger_budget_or_other_pairs_pay_only_for_new_comparisons(ranking_jud
         asked = srv.requests
         big = label(LabelConfig(data, str(tmp_path / "big"), judge=judge, max_calls_per_prompt=24, cache=cache, progress=False))
         asked_big = srv.requests - asked
-        rest = label(LabelConfig(data, str(tmp_path / "rest"), judge=judge, max_calls_per_prompt=24, pairs="best-rest", cache=cache, progress=False))
-        again = label(LabelConfig(data, str(tmp_path / "rest"), judge=judge, max_calls_per_prompt=24, pairs="best-rest", cache=cache, progress=False))
+        rest = label(LabelConfig(data, str(tmp_path / "rest"), judge=judge, max_calls_per_prompt=24, pairs="best-rest",
+                                 cache=cache, progress=False))
+        again = label(LabelConfig(data, str(tmp_path / "rest"), judge=judge, max_calls_per_prompt=24, pairs="best-rest",
+                                  cache=cache, progress=False))
     assert small.manifest["ranking"]["calls_per_row"] <= 14 and asked == small.manifest["judge_calls"]["made"]
     # The larger budget asks the smaller one's questions first, from the cache: all of them but
     # at most each prompt's last comparison (both orders), which it may come to later or not at all.

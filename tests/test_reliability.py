@@ -125,7 +125,8 @@ def test_every_bad_input_file_is_one_line_naming_file_and_line(tmp_path):
     (["train", "--method", "dpo", "--data", "examples/demo.jsonl", "--model", "/nonexistent"], "/nonexistent: no such model directory"),
     (["label", "--input", "examples/demo.jsonl", "--limit", "-5"], "--limit: must be at least 1, got -5"),
     (["label", "--input", "examples/demo.jsonl", "--concurrency", "0"], "--concurrency: must be at least 1, got 0"),
-    (["label", "--input", "examples/demo.jsonl", "--concurrency", "2", "--dry-run"], "--concurrency applies to API judges; judge 'embedded' (backend local)"),
+    (["label", "--input", "examples/demo.jsonl", "--concurrency", "2", "--dry-run"],
+     "--concurrency applies to API judges; judge 'embedded' (backend local)"),
 ])
 def test_bad_settings_are_one_line_before_anything_loads(args, expected):
     assert expected in one_line_error(args)
@@ -256,7 +257,8 @@ def test_a_prompt_longer_than_the_judge_reads_is_not_asked_and_says_why(tmp_path
     result = label(LabelConfig(str(write_jsonl(tmp_path / "d.jsonl", rows)), str(tmp_path / "out"), judge=str(judge), progress=False))
     assert [r["id"] for r in result.rows] == ["short:0-1"]
     failed = [f for f in result.failures if f["stage"] == "judge"]
-    assert {f["id"] for f in failed} == {"long:0-1"} and all("prompt too long for the judge" in f["error"] and "reads 700" in f["error"] for f in failed)
+    assert ({f["id"] for f in failed} == {"long:0-1"}
+            and all("prompt too long for the judge" in f["error"] and "reads 700" in f["error"] for f in failed))
     assert result.manifest["verdicts"]["too_long"] == 2 and result.manifest["verdicts"]["unreadable"] == 0
 
 
@@ -274,7 +276,8 @@ def test_a_judge_server_that_is_down_stops_the_run_naming_its_address(tmp_path):
     judge.write_text(f'backend = "openai"\nmodel = "m"\n[options]\nbase_url = "http://127.0.0.1:{port}/v1"\napi_key_env = ""\n'
                      "retry_initial_wait = 0.01\nretry_max_wait = 0.05\n")
     started = time.time()
-    error = one_line_error(["label", "--input", "examples/demo.jsonl", "--limit", "1", "--judge", str(judge), "--output", str(tmp_path / "out"), "--quiet"])
+    error = one_line_error(["label", "--input", "examples/demo.jsonl", "--limit", "1", "--judge", str(judge),
+                            "--output", str(tmp_path / "out"), "--quiet"])
     assert f"cannot reach its server at http://127.0.0.1:{port}/v1" in error and "Nothing was labeled" in error
     assert time.time() - started < 30
 
@@ -290,7 +293,8 @@ def test_a_run_that_labels_nothing_exits_1(tmp_path, scripted_judge):
     assert result.exit_code == 1 and "Error: labeled nothing: 2 pairs, 0 failed, 2 filtered out" in result.output
     # Three candidates that a judge biased to the first position cannot separate: the ranking writes no pair.
     rows = write_jsonl(tmp_path / "three.jsonl", [{"prompt": "q", "responses": ["a", "b", "c"]}])
-    result = CliRunner().invoke(main, ["label", "--input", str(rows), "--judge", scripted_judge(0.5), "--output", str(tmp_path / "three"), "--quiet"])
+    result = CliRunner().invoke(main, ["label", "--input", str(rows), "--judge", scripted_judge(0.5),
+                                       "--output", str(tmp_path / "three"), "--quiet"])
     assert result.exit_code == 1 and "1 not separated by the judge" in result.output and "final labels n/a" in result.output
 
 
@@ -309,7 +313,8 @@ def test_a_missing_reward_model_is_one_line_in_a_dry_run_and_never_looked_up_on_
 @pytest.mark.parametrize("command", ["label", "train"])
 def test_an_output_path_that_cannot_be_a_directory_is_one_line_before_anything_loads(tmp_path, command):
     (tmp_path / "a-file").write_text("keep me")
-    base = {"label": ["label", "--input", "examples/demo.jsonl"], "train": ["train", "--method", "dpo", "--data", "examples/demo.jsonl"]}[command]
+    base = {"label": ["label", "--input", "examples/demo.jsonl"],
+            "train": ["train", "--method", "dpo", "--data", "examples/demo.jsonl"]}[command]
     assert "a file is in the way" in one_line_error([*base, "--output", str(tmp_path / "a-file")])
     assert "is a file, so no directory can be made under it" in one_line_error([*base, "--output", str(tmp_path / "a-file" / "out")])
     assert (tmp_path / "a-file").read_text() == "keep me"
@@ -367,7 +372,8 @@ def test_a_rerun_with_other_settings_sets_the_earlier_runs_files_aside(tmp_path,
     [aside] = (out / "earlier-runs").iterdir()
     assert {p.name for p in aside.iterdir()} >= {"pairs.jsonl", "manifest.json", "README.md", "agreement.json", "reliability.png"}
     assert not (out / "agreement.json").exists() and (out / "cache.sqlite").exists()
-    assert [json.loads(line)["orders"][0] for line in (aside / "pairs.jsonl").read_text().splitlines()] == [r["orders"][0] for r in first.rows]
+    assert ([json.loads(line)["orders"][0] for line in (aside / "pairs.jsonl").read_text().splitlines()]
+            == [r["orders"][0] for r in first.rows])
 
 
 def test_a_bug_is_one_line_naming_where_and_the_trace_file(tmp_path, monkeypatch):

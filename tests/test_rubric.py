@@ -99,8 +99,8 @@ def test_reference_guided_rubric_sees_each_rows_reference(tmp_path, scripted_jud
     with pytest.raises(InputError, match=r"no-ref.jsonl:1: field 'reference': missing: rubric reference grades against a reference answer"):
         label(LabelConfig(str(without), str(tmp_path / "out2"), rubric="reference", judge=scripted_judge(0.0), progress=False))
     with pytest.raises(InputError, match="field 'reference': expected a string"):
-        label(LabelConfig(str(write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "reference": 3}])), str(tmp_path / "out3"), rubric="reference",
-                          judge=scripted_judge(0.0), progress=False))
+        label(LabelConfig(str(write_jsonl(tmp_path / "bad.jsonl", [{**rows[0], "reference": 3}])), str(tmp_path / "out3"),
+                          rubric="reference", judge=scripted_judge(0.0), progress=False))
 
 
 def test_a_judge_config_names_the_rubric_and_mode_a_run_uses_unless_told(tiny, tmp_path):

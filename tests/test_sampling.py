@@ -29,6 +29,7 @@ def test_greedy_batched_decoding_equals_generate_on_each_prompt(tiny):
     for prompt in PROMPTS:
         ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False, return_tensors="pt")
         with torch.no_grad():
-            out = lm.generate(**ids, do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
+            out = lm.generate(**ids, do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id,
+                              top_p=None, top_k=None, temperature=None)
         expected.append([tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()])
     assert responses(tiny, 16, 0.0, n=1) == expected

@@ -26,7 +26,8 @@ def logits(model) -> torch.Tensor:
         return model(input_ids=IDS).logits
 
 
-@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft's own read, in this test's loading of the adapter
+# peft's own read, in this test's loading of the adapter
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_lora_dpo_on_the_embedded_model_starts_at_log_2_and_saves_an_adapter_peft_loads(pairs, tmp_path):  # noqa: F811
     train(config("dpo", pairs, None, tmp_path, max_steps=3, lr=1e-3, lora_r=8, gradient_checkpointing=True))
     rows = metrics(tmp_path)
@@ -53,7 +54,8 @@ def online_settings(method: str, **kw) -> dict:
 
 
 @pytest.mark.parametrize("method", ["sft", "rm", "ppo", "grpo"])
-@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")  # peft's own read, in this test's loading of the adapter
+# peft's own read, in this test's loading of the adapter
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing` is deprecated:FutureWarning")
 def test_lora_trains_every_method_and_the_adapter_loads(tiny, pairs, tmp_path, method):  # noqa: F811
     # grpo: one update per step, so the first step's KL is the first update's
     cfg = config(method, pairs, tiny, tmp_path, max_steps=4, lr=3e-2, lora_r=4, lora_alpha=8, lora_target="q_proj,v_proj",
@@ -70,7 +72,8 @@ def test_lora_trains_every_method_and_the_adapter_loads(tiny, pairs, tmp_path, m
     else:
         assert rows[-1]["loss"] < rows[0]["loss"]
         auto = AutoModelForSequenceClassification if method == "rm" else AutoModelForCausalLM
-        loaded = PeftModel.from_pretrained(auto.from_pretrained(tiny, num_labels=1) if method == "rm" else auto.from_pretrained(tiny), tmp_path)
+        loaded = PeftModel.from_pretrained(auto.from_pretrained(tiny, num_labels=1) if method == "rm"
+                                           else auto.from_pretrained(tiny), tmp_path)
     names = {n for n, _ in loaded.named_parameters() if "lora_" in n}
     assert names and all(("q_proj" in n or "v_proj" in n) for n in names)
 
@@ -109,7 +112,8 @@ def test_fsdp_matches_ddp_on_two_cpu_processes(tiny, pairs, tmp_path, method):  
 
 
 def test_fsdp_resume_continues_to_the_same_result(tiny, pairs, tmp_path):  # noqa: F811
-    common = ["--method", "sft", "--data", pairs, "--model", tiny, "--batch-size", "2", "--save-steps", "2", "--lr-scheduler", "constant", "--fsdp"]
+    common = ["--method", "sft", "--data", pairs, "--model", tiny, "--batch-size", "2", "--save-steps", "2",
+              "--lr-scheduler", "constant", "--fsdp"]
     whole = _torchrun(tmp_path, "whole", *common, "--max-steps", "4")
     _torchrun(tmp_path, "parts", *common, "--max-steps", "2")
     parts = _torchrun(tmp_path, "parts", *common, "--max-steps", "4", "--resume")

@@ -173,7 +173,8 @@ def test_concurrent_requests_share_batches_and_every_client_form_agrees(server, 
     prompts, completions = PROMPTS * 4, [f"Answer number {i}." for i in range(12)]
     before = server.metrics()["batches"]
     with ThreadPoolExecutor(12) as pool:
-        alone = list(pool.map(lambda i: server.post("/v1/scores", {"prompts": [prompts[i]], "completions": [completions[i]]}).json()["rewards"][0],
+        alone = list(pool.map(lambda i: server.post("/v1/scores", {"prompts": [prompts[i]],
+                                                                   "completions": [completions[i]]}).json()["rewards"][0],
                               range(12)))
     assert server.metrics()["batches"] - before < 12  # requests in flight together were judged together
     assert JudgeReward(server.url)(prompts, completions) == pytest.approx(alone, abs=1e-5)
@@ -201,7 +202,8 @@ def test_trl_grpo_trainer_takes_the_served_judge_as_its_reward(server, tiny, tin
         return rewards
 
     prompts = [ex.prompt[-1]["content"] for ex in load_examples(f"{HH}?rows=0:4").examples]
-    args = GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=2, max_completion_length=8, max_steps=2,
+    args = GRPOConfig(output_dir=str(tmp_path / "grpo"), per_device_train_batch_size=4, num_generations=2,
+                      max_completion_length=8, max_steps=2,
                       logging_steps=1, report_to="none", use_cpu=True, save_strategy="no", seed=0)
     trainer = GRPOTrainer(model=tiny, reward_funcs=[judge_reward], args=args, train_dataset=Dataset.from_dict({"prompt": prompts}))
     trainer.train()

@@ -11,5 +11,6 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_code_passes_ruff():
-    done = subprocess.run([sys.executable, "-m", "ruff", "check", "rlaif", "tests", "bench"], cwd=ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "rlaif", "tests", "bench"], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -30,7 +30,8 @@ from tests.conftest import char_tokenizer, tiny_config, write_jsonl
 
 @pytest.fixture(scope="session")
 def pairs(tmp_path_factory):
-    rows = [{"prompt": f"Is {i} a number?", "chosen": f"Yes, {i} is a number.", "rejected": "no no no no no no", "ai_preference": 0.9} for i in range(24)]
+    rows = [{"prompt": f"Is {i} a number?", "chosen": f"Yes, {i} is a number.", "rejected": "no no no no no no",
+             "ai_preference": 0.9} for i in range(24)]
     return str(write_jsonl(tmp_path_factory.mktemp("data") / "pairs.jsonl", rows))
 
 
@@ -143,9 +144,11 @@ def test_dpo_reference_cache_serves_later_runs_on_the_same_sequences(tiny, pairs
     the IPO loss (averaged log-probabilities) is a different quantity and computes its own."""
     computed: list[int] = []
     all_logps = DPOTrainer.all_logps
-    monkeypatch.setattr(DPOTrainer, "all_logps", lambda self, model, todo, *a: computed.append(len(todo)) or all_logps(self, model, todo, *a))
+    monkeypatch.setattr(DPOTrainer, "all_logps",
+                        lambda self, model, todo, *a: computed.append(len(todo)) or all_logps(self, model, todo, *a))
     rows = [json.loads(line) for line in Path(pairs).read_text().splitlines()]
-    swapped = write_jsonl(tmp_path / "swapped.jsonl", [{**r, "chosen": r["rejected"], "rejected": r["chosen"]} if i % 2 else r for i, r in enumerate(rows)])
+    swapped = write_jsonl(tmp_path / "swapped.jsonl", [{**r, "chosen": r["rejected"], "rejected": r["chosen"]}
+                                                       if i % 2 else r for i, r in enumerate(rows)])
     cache, settings = str(tmp_path / "cache.sqlite"), {"max_steps": 3, "eval_split": 0.25, "hard_labels": True}
     train(config("dpo", pairs, tiny, tmp_path / "first", reference_cache=cache, **settings))
     assert computed == [len(rows)]
@@ -396,8 +399,9 @@ def test_every_setting_is_an_option_with_the_fields_default_and_choices(monkeypa
         return {}
 
     monkeypatch.setattr(rlaif.trainers, "train", fake_train)
-    args = ["train", "--method", "ppo", "--data", "x.jsonl", "--gamma", "0.9", "--lam", "0.5", "--cliprange", "0.3", "--cliprange-value", "0.4",
-            "--vf-coef", "0.2", "--max-grad-norm", "0.5", "--log-steps", "2", "--target-kl", "0.1", "--temperature", "0.7", "--no-truncate-prompt"]
+    args = ["train", "--method", "ppo", "--data", "x.jsonl", "--gamma", "0.9", "--lam", "0.5", "--cliprange", "0.3",
+            "--cliprange-value", "0.4", "--vf-coef", "0.2", "--max-grad-norm", "0.5", "--log-steps", "2",
+            "--target-kl", "0.1", "--temperature", "0.7", "--no-truncate-prompt"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     c = seen["config"]

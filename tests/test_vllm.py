@@ -21,7 +21,8 @@ def vllm_config(tmp_path) -> str:
 
 
 def test_dry_run_counts_the_calls_without_an_engine(tmp_path):
-    estimate = label(LabelConfig(f"{HH}?rows=0:5", str(tmp_path / "out"), judge=vllm_config(tmp_path), dry_run=True, progress=False)).estimate
+    estimate = label(LabelConfig(f"{HH}?rows=0:5", str(tmp_path / "out"), judge=vllm_config(tmp_path),
+                                 dry_run=True, progress=False)).estimate
     assert estimate["calls"] == 10 and estimate["pairs"] == 5
 
 
