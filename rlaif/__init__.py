@@ -17,7 +17,8 @@ __version__ = version("rlaif")
 _PUBLIC = {
     "agreement": "rlaif.evaluate.agreement",
     "CompareConfig": "rlaif.evaluate.compare", "compare": "rlaif.evaluate.compare",
-    "Example": "rlaif.inputs", "Pair": "rlaif.inputs", "iter_examples": "rlaif.inputs", "load_examples": "rlaif.inputs", "make_pairs": "rlaif.inputs",
+    "Example": "rlaif.inputs", "Pair": "rlaif.inputs", "iter_examples": "rlaif.inputs", "load_examples": "rlaif.inputs",
+    "make_pairs": "rlaif.inputs",
     "JudgeRequest": "rlaif.judging.base", "Verdict": "rlaif.judging.base",
     "load_judge": "rlaif.judging.configs",
     "Rubric": "rlaif.judging.rubric", "load_rubric": "rlaif.judging.rubric",

@@ -47,7 +47,8 @@ def config_options(config_class: type):
                 continue
             flag = option_flag(f)
             if kind is bool:
-                option = click.option(f"{flag}/--no-{flag[2:]}" if default else flag, f.name, default=default, is_flag=True, help=setting_help(f))
+                option = click.option(f"{flag}/--no-{flag[2:]}" if default else flag, f.name, default=default,
+                                      is_flag=True, help=setting_help(f))
             else:
                 choices = f.metadata.get("choices")
                 option = click.option(flag, *f.metadata.get("aliases", ()), f.name, type=click.Choice(choices) if choices else kind,
@@ -116,7 +117,8 @@ class Group(click.Group):
 def as_typed(e: ConfigError, ctx: click.Context) -> str:
     """A setting's error named by the option the user typed (`--min-confidence`), not the config
     key it fills (`min_confidence`); one from a settings file keeps its file, line and key."""
-    command = ctx.command.get_command(ctx, ctx.invoked_subcommand) if isinstance(ctx.command, click.Group) and ctx.invoked_subcommand else None
+    command = (ctx.command.get_command(ctx, ctx.invoked_subcommand)
+               if isinstance(ctx.command, click.Group) and ctx.invoked_subcommand else None)
     option = next((p for p in (command.params if command else []) if p.name == e.key and isinstance(p, click.Option)), None)
     if e.file or option is None:
         return str(e)
@@ -140,7 +142,8 @@ def crash_report(e: Exception, ctx: click.Context) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"rlaif {ctx.invoked_subcommand}: {' '.join(sys.argv[1:])}\n\n" + "".join(traceback.format_exception(e)))
     where = f"{Path(frame.filename).name}:{frame.lineno} ({frame.name})"
-    return f"unexpected {type(e).__name__} in {where}: {str(e).splitlines()[0][:300] if str(e) else ''} (a bug; the whole traceback is in {path})"
+    return (f"unexpected {type(e).__name__} in {where}: {str(e).splitlines()[0][:300] if str(e) else ''} "
+            f"(a bug; the whole traceback is in {path})")
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -159,13 +162,15 @@ def label(quiet: bool, **options) -> None:
     try:
         result = run_label(LabelConfig(progress=show_progress(quiet), **options))
     except KeyboardInterrupt:
-        raise click.ClickException("interrupted: every answer received so far is in the cache; run the same command again to resume") from None
+        raise click.ClickException("interrupted: every answer received so far is in the cache; "
+                                   "run the same command again to resume") from None
     click.echo(result.summary())
     if result.manifest and result.manifest["counts"]["labeled"] == 0:
         c = result.manifest["counts"]
         unseparated = (result.manifest["ranking"] or {}).get("unseparated", 0)
-        raise click.ClickException(f"labeled nothing: {c['pairs']} pairs, {sum(c['failed'].values())} failed, {sum(c['filtered'].values())} "
-                                   f"filtered out, {unseparated} not separated by the judge (failures: {result.output_dir / 'failures.jsonl'})")
+        raise click.ClickException(f"labeled nothing: {c['pairs']} pairs, {sum(c['failed'].values())} failed, "
+                                   f"{sum(c['filtered'].values())} filtered out, {unseparated} not separated by the judge "
+                                   f"(failures: {result.output_dir / 'failures.jsonl'})")
 
 
 @main.command("gguf-path")
@@ -190,7 +195,8 @@ def agreement(run_dir: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.option("--folds", type=click.IntRange(2), default=5, show_default=True, help="Cross-validation folds for the calibration error after fitting.")
+@click.option("--folds", type=click.IntRange(2), default=5, show_default=True,
+              help="Cross-validation folds for the calibration error after fitting.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the folds.")
 @click.option("--output", default=None, help="The calibrated judge config to write [default: RUN_DIR/calibrated-judge.yaml].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -235,7 +241,8 @@ def compare(quiet: bool, **options) -> None:
 @config_options(IterateConfig)
 @click.option("--train-config", type=click.Path(exists=True, dir_okay=False), default=None,
               help="TOML/YAML with `rlaif train` settings for each round's policy training (lr, max_steps, beta, ...).")
-@click.option("--rm-config", type=click.Path(exists=True, dir_okay=False), default=None, help="--method ppo: settings of each round's reward-model training.")
+@click.option("--rm-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="--method ppo: settings of each round's reward-model training.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def iterate(train_config: str | None, rm_config: str | None, quiet: bool, **options) -> None:
     """Online RLAIF: the policy samples, the judge labels, DPO (or RM + PPO) trains, for --rounds;
@@ -243,7 +250,8 @@ def iterate(train_config: str | None, rm_config: str | None, quiet: bool, **opti
     from rlaif.trainers import read_config_file
     from rlaif.workflows.iterate import iterate as run_iterate
 
-    config = IterateConfig(train=read_config_file(train_config) if train_config else {}, rm_train=read_config_file(rm_config) if rm_config else {},
+    config = IterateConfig(train=read_config_file(train_config) if train_config else {},
+                           rm_train=read_config_file(rm_config) if rm_config else {},
                            progress=show_progress(quiet), **options)
     run_iterate(config)
     click.echo((Path(config.output) / "rounds.md").read_text())
@@ -266,7 +274,8 @@ def revise(quiet: bool, **options) -> None:
 @click.argument("judgments", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--bootstrap", type=int, default=1000, show_default=True, help="Resamples of the prompts for the 95% intervals.")
 @click.option("--k", type=float, default=32.0, show_default=True, help="Elo's K: how far one game moves a rating.")
-@click.option("--l2", type=float, default=0.01, show_default=True, help="Bradley–Terry's L2 penalty on θ (keeps a player who won every game finite).")
+@click.option("--l2", type=float, default=0.01, show_default=True,
+              help="Bradley–Terry's L2 penalty on θ (keeps a player who won every game finite).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--output", default=None, help="Also write the ratings to this JSON file.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ratings as JSON.")

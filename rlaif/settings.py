@@ -27,7 +27,8 @@ def setting(default: Any, help: str, choices: tuple[str, ...] | None = None, fla
     `methods`, the only ones it applies to (its help says so). A list default is copied for each
     config (a list field is an option given any number of times). None is always allowed where
     the field's type allows it."""
-    metadata = {"help": help, "choices": choices, "flag": flag, "bounds": (at_least, above, at_most, below), "methods": methods, "aliases": aliases}
+    metadata = {"help": help, "choices": choices, "flag": flag,
+                "bounds": (at_least, above, at_most, below), "methods": methods, "aliases": aliases}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -147,7 +148,8 @@ def read_text(path: str | Path) -> str:
     try:
         return raw.decode("utf-8-sig")  # a byte-order mark, as Windows tools write, is no error
     except UnicodeDecodeError as e:
-        raise ConfigError(f"not UTF-8 text (byte {raw[e.start]:#04x}); save the file as UTF-8", str(path), raw[:e.start].count(b"\n") + 1) from None
+        raise ConfigError(f"not UTF-8 text (byte {raw[e.start]:#04x}); save the file as UTF-8", str(path),
+                          raw[:e.start].count(b"\n") + 1) from None
 
 
 def read_settings_file(path: str | Path, config_class: type) -> dict[str, Any]:

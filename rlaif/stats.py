@@ -36,7 +36,8 @@ def win_rate(outcomes_by_prompt: Sequence[Sequence[float]]) -> dict[str, float]:
     per_prompt = [mean(o) for o in outcomes_by_prompt]
     m, low, high = mean_interval(per_prompt)
     flat = [x for o in outcomes_by_prompt for x in o]
-    return {"win_rate": m, "low": max(0.0, low), "high": min(1.0, high), "ties": sum(x == 0.5 for x in flat) / len(flat), "prompts": len(per_prompt)}
+    return {"win_rate": m, "low": max(0.0, low), "high": min(1.0, high),
+            "ties": sum(x == 0.5 for x in flat) / len(flat), "prompts": len(per_prompt)}
 
 
 def length_controlled_win_rate(outcomes: Sequence[float], length_differences: Sequence[float]) -> float | None:
@@ -80,7 +81,8 @@ def paired_interval(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
     return {"difference": d["difference"], "low": d["difference"] - half, "high": d["difference"] + half}
 
 
-def expected_calibration_error(confidence: Sequence[float], correct: Sequence[float], bins: int = 5) -> tuple[float, list[dict[str, float]]]:
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[float],
+                               bins: int = 5) -> tuple[float, list[dict[str, float]]]:
     """ECE = Σ_b (n_b / n) · |acc_b − conf_b| over equal-width bins of the confidence in [0.5, 1]
     (a preference's confidence is max(p, 1 − p)); returns it and the bins (their mean confidence,
     accuracy and count: the reliability diagram's points)."""

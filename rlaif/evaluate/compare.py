@@ -54,10 +54,12 @@ class CompareConfig:
     """Everything a comparison depends on; the options of `rlaif compare` are generated from these fields."""
 
     runs: list[str] = required("`rlaif train` output directories (the policies); their common base model is compared too.", argument=True)
-    eval_data: str = required("Evaluation prompts (any input `rlaif label` reads); rows with a human-preferred response also give reference metrics.")
+    eval_data: str = required("Evaluation prompts (any input `rlaif label` reads); rows with a human-preferred response "
+                              "also give reference metrics.")
     output: str = required("Output directory: report.md, metrics.json, responses.jsonl, judgments.jsonl, PNG figures, cache.sqlite.")
     judge: str = setting(DEFAULT_JUDGE, "Judge of policy against base (built-in name or config file).")
-    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template [default: the judge config's `rubric`, else quality].")
+    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template "
+                                 "[default: the judge config's `rubric`, else quality].")
     mode: str | None = setting(None, MODE_HELP, MODES)
     gold_rm: str | None = setting(None, "Gold reward model: an `rlaif train --method rm` output or any sequence classifier directory.")
     labels: list[str] = setting([], "An `rlaif label` run with human labels: agreement and confusion matrix (repeatable).")
@@ -134,11 +136,13 @@ def generate(policies: list[Policy], examples: list[Example], cfg: CompareConfig
     with tqdm(total=len(policies) * len(examples), desc="generating", disable=not cfg.progress) as bar:
         for policy in policies:
             prompts = [Example(ex.id, ex.prompt) for ex in examples]
-            generate_responses(prompts, policy.model, cfg.samples, cfg.max_new_tokens, cfg.temperature, cfg.seed, cache, on_done=lambda: bar.update(1))
+            generate_responses(prompts, policy.model, cfg.samples, cfg.max_new_tokens, cfg.temperature, cfg.seed, cache,
+                               on_done=lambda: bar.update(1))
             for ex, generated in zip(examples, prompts):
                 reference = ex.responses[ex.human_best] if ex.human_best is not None else None
                 for s, response in enumerate(generated.responses):
-                    rows.append({"policy": policy.name, "prompt_id": ex.id, "sample": s, "prompt": ex.prompt, "response": response, "reference": reference})
+                    rows.append({"policy": policy.name, "prompt_id": ex.id, "sample": s, "prompt": ex.prompt,
+                                 "response": response, "reference": reference})
     return rows
 
 
@@ -163,9 +167,11 @@ def judge_policies(policies: list[Policy], rows: list[dict[str, Any]], cfg: Comp
     judged = judge_pairs(pairs, spec, rubric, cache, seed=cfg.seed, progress=cfg.progress)
     records = []
     for (a, b, ra, rb), judgment in zip(meta, judged):
-        record: dict[str, Any] = {"a": a, "b": b, "prompt_id": ra["prompt_id"], "sample": ra["sample"], "length_a": ra["tokens"], "length_b": rb["tokens"]}
+        record: dict[str, Any] = {"a": a, "b": b, "prompt_id": ra["prompt_id"], "sample": ra["sample"],
+                                  "length_a": ra["tokens"], "length_b": rb["tokens"]}
         if isinstance(judgment, JuryJudgment):
-            record["members"] = [{"judge": name, "p_a": None if m.failed else m.p_a, **_answers(m, a, b)} for name, m in zip(judgment.names, judgment.members)]
+            record["members"] = [{"judge": name, "p_a": None if m.failed else m.p_a, **_answers(m, a, b)}
+                                 for name, m in zip(judgment.names, judgment.members)]
         else:
             record.update(_answers(judgment, a, b))
         if judgment.failed:
@@ -265,7 +271,8 @@ def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[st
         write_jsonl_atomic(out / "responses.jsonl", rows)
         records = judge_policies(policies, rows, cfg, spec, rubric, cache)
         write_jsonl_atomic(out / "judgments.jsonl", records)
-        rm_records = {Path(d).name: rm_pair_scores(d, examples, cache, cfg.progress) for d in ([cfg.gold_rm] if cfg.gold_rm else []) + cfg.rms}
+        rm_records = {Path(d).name: rm_pair_scores(d, examples, cache, cfg.progress)
+                      for d in ([cfg.gold_rm] if cfg.gold_rm else []) + cfg.rms}
         write_jsonl_atomic(out / "reward_model_scores.jsonl", [r for records in rm_records.values() for r in records])
     finally:
         cache.close()
@@ -275,14 +282,16 @@ def compare(cfg: CompareConfig, policies: list[Policy] | None = None) -> dict[st
     bertscore = BertScore(bertscore_model) if with_reference else None
     metrics: dict[str, Any] = {
         "config": asdict(cfg),
-        "decoding": {"samples": cfg.samples, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": 1.0, "top_k": 0, "seed": cfg.seed},
+        "decoding": {"samples": cfg.samples, "max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature,
+                     "top_p": 1.0, "top_k": 0, "seed": cfg.seed},
         "judge": {"name": spec.name, "rubric": rubric.name, "mode": spec.mode},
         "prompts": len(examples),
         "policies": {},
         "matchups": {},
         "labels": labels,
         "reward_models": {name: {**rm_accuracy(records), "source": "reward_model_scores.jsonl"} for name, records in rm_records.items()},
-        "bertscore_model": f"{EMBEDDED_NAMES[0] if is_embedded(cfg.bertscore_model) else cfg.bertscore_model}, layer {bertscore.layer}" if bertscore else None,
+        "bertscore_model": (f"{EMBEDDED_NAMES[0] if is_embedded(cfg.bertscore_model) else cfg.bertscore_model}, "
+                            f"layer {bertscore.layer}") if bertscore else None,
     }
     for policy in policies:
         mine = [r for r in rows if r["policy"] == policy.name]

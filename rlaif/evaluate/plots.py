@@ -49,7 +49,8 @@ def write_figures(out: Path, metrics: dict[str, Any], rows: list[dict[str, Any]]
             ax.errorbar(p["kl_to_base"], p["gold_reward"], xerr=kl_half, yerr=gold_half, fmt="o", capsize=4)
             ax.annotate(name, (p["kl_to_base"], p["gold_reward"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
         ax.axvline(0, color="grey", linestyle="--", linewidth=1)
-        ax.text(0.01, 0.01, "bars: 95% intervals over prompts (a KL below 0 is noise around 0)", transform=ax.transAxes, fontsize=7, color="grey")
+        ax.text(0.01, 0.01, "bars: 95% intervals over prompts (a KL below 0 is noise around 0)", transform=ax.transAxes,
+                fontsize=7, color="grey")
         ax.set_xlabel("KL to the base (nats per response)")
         ax.set_ylabel("mean gold reward")
         ax.set_title("gold reward against KL")
@@ -100,7 +101,8 @@ def reliability_diagram(path: Path, bins: list[dict[str, float]], title: str) ->
     conf, acc = [b["confidence"] for b in bins], [b["accuracy"] for b in bins]
     intervals = [wilson_interval(round(b["accuracy"] * b["n"]), int(b["n"])) for b in bins]
     # max(0, …): at an agreement of 0 or 1 the interval's end meets the point, up to rounding
-    ax.errorbar(conf, acc, yerr=[[max(0.0, a - lo) for a, (lo, _) in zip(acc, intervals)], [max(0.0, hi - a) for a, (_, hi) in zip(acc, intervals)]],
+    ax.errorbar(conf, acc, yerr=[[max(0.0, a - lo) for a, (lo, _) in zip(acc, intervals)],
+                                 [max(0.0, hi - a) for a, (_, hi) in zip(acc, intervals)]],
                 fmt="o", capsize=4, label="agreement with humans, 95% interval")
     for c, a, b in zip(conf, acc, bins):
         ax.annotate(f"n={int(b['n'])}", (c, a), textcoords="offset points", xytext=(6, -12), fontsize=8)

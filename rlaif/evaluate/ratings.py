@@ -125,7 +125,8 @@ def game_of(record: Any, file: str, line: int) -> Game | None:
             raise InputError(file, line, "winner", f"expected one of {', '.join(ARENA_WINNERS)}, got {record['winner']!r}")
         score = ARENA_WINNERS[record["winner"]]
     else:
-        raise InputError(file, line, None, "expected a judgment (a, b, outcome: `rlaif compare`'s judgments.jsonl) or a battle (model_a, model_b, winner)")
+        raise InputError(file, line, None, "expected a judgment (a, b, outcome: `rlaif compare`'s judgments.jsonl) "
+                         "or a battle (model_a, model_b, winner)")
     for name in names:
         if not isinstance(record.get(name), str) or not record[name]:
             raise InputError(file, line, name, "expected the name of a policy")
@@ -154,9 +155,10 @@ def format_ratings(result: dict[str, Any]) -> str:
     """The ratings as a Markdown table, best first."""
     lines = ["| policy | Bradley–Terry [95% CI] | Elo [95% CI] | games | mean score |", "|---|---|---|---|---|"]
     for name, r in result["players"].items():
-        lines.append(f"| `{name}` | {r['bt']:.0f} [{r['bt_low']:.0f}, {r['bt_high']:.0f}] | {r['elo']:.0f} [{r['elo_low']:.0f}, {r['elo_high']:.0f}] | "
-                     f"{r['games']} | {r['mean_score']:.3f} |")
+        lines.append(f"| `{name}` | {r['bt']:.0f} [{r['bt_low']:.0f}, {r['bt_high']:.0f}] | "
+                     f"{r['elo']:.0f} [{r['elo_low']:.0f}, {r['elo_high']:.0f}] | {r['games']} | {r['mean_score']:.3f} |")
     lines.append("")
-    lines.append(f"{result['games']} games over {result['groups']} prompts; intervals: {result['bootstrap_rounds']} bootstrap resamples of the prompts. "
-                 f"Bradley–Terry on the Elo scale (1000 + 400 log10 odds, L2 {result['l2']}); Elo online with K = {result['k']:g} in the games' order.")
+    lines.append(f"{result['games']} games over {result['groups']} prompts; intervals: {result['bootstrap_rounds']} "
+                 "bootstrap resamples of the prompts. Bradley–Terry on the Elo scale (1000 + 400 log10 odds, "
+                 f"L2 {result['l2']}); Elo online with K = {result['k']:g} in the games' order.")
     return "\n".join(lines)

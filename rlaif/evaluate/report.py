@@ -72,7 +72,8 @@ COLUMNS = {
 SUMMARY = ("win_rate", "lc_win_rate", "rating", "gold_reward", "gold_difference", "kl", "length", "distinct_2")
 
 
-def policy_table(metrics: dict[str, Any], lead: list[tuple[str, Callable[[Row], str]]], columns: tuple[str, ...], base: str = "base") -> list[str]:
+def policy_table(metrics: dict[str, Any], lead: list[tuple[str, Callable[[Row], str]]], columns: tuple[str, ...],
+                 base: str = "base") -> list[str]:
     """A Markdown table with a row per policy: the `lead` columns (header, cell), then `columns`
     (keys of COLUMNS), the gold ones only where the policies have gold rewards."""
     gold = any("gold_reward" in p for p in metrics["policies"].values())
@@ -89,7 +90,8 @@ def summary_table(metrics: dict[str, Any]) -> list[str]:
     return policy_table(metrics, [("policy", lambda row: f"`{row.name}`"), ("trained on", lambda row: row.policy["trained_on"])], SUMMARY)
 
 
-HOW_JUDGED = {"pairwise": "pairwise, both orders", "pointwise": "pointwise, each response scored alone", "jury": "a jury: its members' preferences combined"}
+HOW_JUDGED = {"pairwise": "pairwise, both orders", "pointwise": "pointwise, each response scored alone",
+              "jury": "a jury: its members' preferences combined"}
 TIES = {"pairwise": "the judge's two orders disagreed", "pointwise": "the two responses scored the same",
         "jury": "the panel's preference was exactly ½"}
 
@@ -121,12 +123,13 @@ def findings(metrics: dict[str, Any]) -> list[str]:
                            f"by {abs(d['difference']):.3f} (± {d['se']:.3f} standard error).")
     for name, r in metrics["labels"].items():
         chance = r["agreement_low"] <= 0.5 <= r["agreement_high"]
-        line = (f"- The labels in `{name}` ({r.get('judge')} judge, {r.get('rubric')} rubric) agree with the human annotators on {pct(r['agreement'])} of "
-                f"{r['with_human_label']} pairs [95% CI {pct(r['agreement_low'])}, {pct(r['agreement_high'])}], kappa {num(r['cohen_kappa'])}; "
+        line = (f"- The labels in `{name}` ({r.get('judge')} judge, {r.get('rubric')} rubric) "
+                f"agree with the human annotators on {pct(r['agreement'])} of {r['with_human_label']} pairs "
+                f"[95% CI {pct(r['agreement_low'])}, {pct(r['agreement_high'])}], kappa {num(r['cohen_kappa'])}; "
                 f"the judge preferred the response shown first in {pct(r['first_position_rate_raw'])} of its calls.")
         if chance:
-            line += (" That is **chance level**: a policy trained on these labels learns from labels no better than coin flips, so it should not be "
-                     "expected to beat one trained on the human labels of the same pairs.")
+            line += (" That is **chance level**: a policy trained on these labels learns from labels no better than "
+                     "coin flips, so it should not be expected to beat one trained on the human labels of the same pairs.")
         out.append(line)
     for name, r in metrics["reward_models"].items():
         if "accuracy" in r:
@@ -146,7 +149,8 @@ def reference_table(metrics: dict[str, Any]) -> list[str]:
     missing = {label: m[key]["unavailable"] for _, m in rows for key, label in METRICS if isinstance(m[key], dict)}
     notes = [f"{label}: not computed, {why}." for label, why in missing.items()]
     if metrics["bertscore_model"]:
-        notes.append(f"BERTScore is computed with {metrics['bertscore_model']}, not the usual roberta-large: compare it within this table only.")
+        notes.append(f"BERTScore is computed with {metrics['bertscore_model']}, not the usual roberta-large: "
+                     "compare it within this table only.")
     return lines + [""] + notes
 
 
@@ -170,15 +174,17 @@ def write_report(out: Path, metrics: dict[str, Any]) -> None:
     if ref:
         lines += ["", "## Against the human-preferred responses: ROUGE, BLEU, METEOR, BERTScore", "", *ref]
     if metrics["labels"]:
-        head = ("| label run | judge | agreement [95% CI] | best trivial rule | lift over it [95% CI, paired] | kappa | ECE of ai_preference "
-                "| consistent across orders | first-position rate |")
+        head = ("| label run | judge | agreement [95% CI] | best trivial rule | lift over it [95% CI, paired] | kappa "
+                "| ECE of ai_preference | consistent across orders | first-position rate |")
         lines += ["", "## AI labels against human labels", "", head, "|---|---|---|---|---|---|---|---|---|"]
         for name, r in metrics["labels"].items():
             lift = r.get("lift_over_best_baseline")
             best = f"{lift['baseline']}: {pct(r['baselines'][lift['baseline']]['agreement'])}" if lift else "—"
-            lines.append(f"| `{name}` | {r.get('judge')} | {pct(r['agreement'])} [{pct(r['agreement_low'])}, {pct(r['agreement_high'])}] | {best} | "
-                         f"{lift_text(lift).rsplit(' over ', 1)[0] if lift else '—'} | {num(r['cohen_kappa'])} | {num(r.get('calibration', {}).get('ece'))} | "
-                         f"{pct(r['consistency_rate'])} | {pct(r['first_position_rate_raw'])} |")
+            lines.append(f"| `{name}` | {r.get('judge')} | {pct(r['agreement'])} "
+                         f"[{pct(r['agreement_low'])}, {pct(r['agreement_high'])}] | {best} | "
+                         f"{lift_text(lift).rsplit(' over ', 1)[0] if lift else '—'} | {num(r['cohen_kappa'])} | "
+                         f"{num(r.get('calibration', {}).get('ece'))} | {pct(r['consistency_rate'])} | "
+                         f"{pct(r['first_position_rate_raw'])} |")
     if metrics["reward_models"]:
         lines += ["", "## Reward models on the evaluation pairs", "", "| reward model | accuracy [95% CI] | pairs |", "|---|---|---|"]
         for name, r in metrics["reward_models"].items():

@@ -16,5 +16,5 @@ from rlaif.inputs.rows import (
            split_transcript,
 )
 
-__all__ = ["SKIP_REASONS", "Example", "LoadResult", "Pair", "Prompt", "as_messages", "input_name", "iter_examples", "load_examples", "make_pairs",
-           "prompt_text", "read_records", "split_transcript"]
+__all__ = ["SKIP_REASONS", "Example", "LoadResult", "Pair", "Prompt", "as_messages", "input_name", "iter_examples",
+           "load_examples", "make_pairs", "prompt_text", "read_records", "split_transcript"]

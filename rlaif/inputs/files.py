@@ -43,7 +43,8 @@ def _decoded(raw: bytes, path: Path, number: int) -> str | InputError:
     try:
         return raw.decode("utf-8-sig" if number <= 1 else "utf-8")
     except UnicodeDecodeError as e:
-        return InputError(str(path), number, None, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); save the file as UTF-8")
+        return InputError(str(path), number, None, f"not UTF-8 text (byte {raw[e.start]:#04x} at column {e.start + 1}); "
+                          "save the file as UTF-8")
 
 
 def _parsed(text: str, path: Path, number: int) -> Any:
@@ -139,7 +140,8 @@ def _read_with_datasets(path: Path, kind: str) -> Iterator[tuple[int, Any]]:
         for number, record in enumerate(ds, start=start):
             yield number, record
     except FileNotFoundError:
-        raise InputError(str(path), None, None, "not a saved data set (no dataset_info.json): give a data file or a `save_to_disk` folder") from None
+        raise InputError(str(path), None, None, "not a saved data set (no dataset_info.json): "
+                         "give a data file or a `save_to_disk` folder") from None
     except Exception as e:  # noqa: BLE001 -- pyarrow and datasets raise many kinds for a file they cannot read
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         where = "" if kind == "dir" or number == start else f" (after record {number - start})"
@@ -205,7 +207,8 @@ def _read_hub(spec: str) -> Iterator[tuple[int, Any]]:
     try:
         ds = datasets.load_dataset(name, **options)
     except (OSError, ValueError) as e:  # not found, no network, no such split or config
-        raise InputError(spec, None, None, f"datasets.load_dataset({name!r}, {', '.join(f'{k}={v!r}' for k, v in options.items())}) failed: {e}") from None
+        raise InputError(spec, None, None, f"datasets.load_dataset({name!r}, "
+                         f"{', '.join(f'{k}={v!r}' for k, v in options.items())}) failed: {e}") from None
     yield from enumerate(ds, start=1)
 
 
@@ -238,4 +241,5 @@ def _read_source(path: str | Path) -> Iterator[tuple[int, Any]]:
         return _read_json(path)
     if suffix in (".csv", ".parquet"):
         return _read_with_datasets(path, suffix[1:])
-    raise InputError(str(path), None, None, f"unknown format '{suffix}': use .jsonl, .json, .csv, .parquet (optionally .gz) or a saved dataset directory")
+    raise InputError(str(path), None, None, f"unknown format '{suffix}': use .jsonl, .json, .csv, .parquet "
+                     "(optionally .gz) or a saved dataset directory")

@@ -194,8 +194,8 @@ def rank(examples: list[Example], spec: JudgeSpec, rubric: Rubric, settings: Ran
         if not compare and not rate:
             break
         if rate and rater is None:
-            raise ConfigError(f"--ranking pointwise rates each candidate alone: judge '{spec.name}' cannot (a rubric with a rating scale is needed)",
-                              key="ranking")
+            raise ConfigError(f"--ranking pointwise rates each candidate alone: judge '{spec.name}' cannot "
+                              "(a rubric with a rating scale is needed)", key="ranking")
         plans = [Plan.of([st.pair(i, j) for st, (i, j) in compare], spec, rubric, settings.debias, settings.seed, settings.cot)]
         if rate:
             plans.append(rating_plan([st.pair(i, i) for st, i in rate], rater, rubric, settings.cot))  # type: ignore[arg-type]

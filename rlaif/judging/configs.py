@@ -47,9 +47,9 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
         raise JudgeConfigError(f"{path}: expected a table of settings")
     for key in data:
         if key not in KEYS:
-            raise JudgeConfigError(f"{path}: key {key!r}: {unknown_key(key, list(KEYS))} (a judge config has 'backend', 'model', an 'options' "
-                                   "table, optionally the 'rubric' and 'mode' a run uses when it names none, and 'calibration', which "
-                                   "`rlaif calibrate` fits)")
+            raise JudgeConfigError(f"{path}: key {key!r}: {unknown_key(key, list(KEYS))} (a judge config has 'backend', "
+                                   "'model', an 'options' table, optionally the 'rubric' and 'mode' a run uses "
+                                   "when it names none, and 'calibration', which `rlaif calibrate` fits)")
     backend = data.get("backend")
     if not isinstance(backend, str) or backend not in (*BACKENDS, JURY):
         raise JudgeConfigError(f"{path}: key 'backend': expected one of {', '.join((*BACKENDS, JURY))}, got {backend!r}")
@@ -73,7 +73,8 @@ def load_judge_config(name_or_path: str | Path) -> JudgeConfig:
 def judge_class(config: JudgeConfig) -> type[Judge]:
     """The backend class for a config (imported only when asked for)."""
     if config.backend == JURY:
-        raise JudgeConfigError(f"{config.source or config.name}: a jury is a panel of judges, not one backend: use it as `--judge` of label, compare or GRPO")
+        raise JudgeConfigError(f"{config.source or config.name}: a jury is a panel of judges, not one backend: "
+                               "use it as `--judge` of label, compare or GRPO")
     module_name, class_name = BACKENDS[config.backend].split(":")
     return getattr(importlib.import_module(module_name), class_name)
 
@@ -91,5 +92,6 @@ def reward_model_dir(name_or_path: str) -> str:
         return name_or_path
     config = load_judge_config(name_or_path)
     if config.backend != "reward_model" or not config.model:
-        raise ConfigError(f"{config.source}: a judge config used as a reward model needs backend 'reward_model' and a model, not {config.backend!r}")
+        raise ConfigError(f"{config.source}: a judge config used as a reward model needs backend 'reward_model' "
+                          f"and a model, not {config.backend!r}")
     return config.model

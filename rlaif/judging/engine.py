@@ -52,10 +52,12 @@ class JudgeSpec:
         backend = judge_class(config)
         if concurrency is not None:
             if "concurrency" not in {f.name for f in fields(backend.Options)}:
-                raise ConfigError(f"--concurrency applies to API judges; judge '{config.name}' (backend {config.backend}) has no calls in flight to count")
+                raise ConfigError(f"--concurrency applies to API judges; judge '{config.name}' (backend {config.backend}) "
+                                  "has no calls in flight to count")
             config = replace(config, options={**config.options, "concurrency": concurrency})
         options = backend.parse_options(config)
-        return cls(config, backend, options, backend.identity(config), resolve_mode(mode, backend, rubric), backend.score_temperature(options))
+        return cls(config, backend, options, backend.identity(config), resolve_mode(mode, backend, rubric),
+                   backend.score_temperature(options))
 
     @classmethod
     def jury(cls, config: JudgeConfig, rubric: Rubric, mode: str | None, concurrency: int | None) -> JudgeSpec:
@@ -129,8 +131,8 @@ class PairJudgment:
 
     def failure_records(self) -> list[dict[str, Any]]:
         """What failed, for failures.jsonl: the order (or response) and the judge's error and reply."""
-        return [({"response": "a" if flag else "b"} if self.pointwise else {"order": "a_first" if flag else "b_first"}) | {"error": v.error, "text": v.text}
-                for flag, v in self.failed]
+        return [({"response": "a" if flag else "b"} if self.pointwise else {"order": "a_first" if flag else "b_first"})
+                | {"error": v.error, "text": v.text} for flag, v in self.failed]
 
 
 @dataclass
@@ -189,7 +191,8 @@ def request_for(pair: Pair, flag: bool, spec: JudgeSpec, rubric: Rubric, cot: bo
     response = pair.a if flag else pair.b
     if not spec.backend.READS_RUBRIC:
         return JudgeRequest("", (), "", pointwise=True, query=pair.prompt, response=response)
-    return JudgeRequest(rubric.render_rating(pair.prompt, response, cot, pair.reference), rubric.scale, rubric.rating_prefix, cot, pointwise=True)  # type: ignore[arg-type]
+    return JudgeRequest(rubric.render_rating(pair.prompt, response, cot, pair.reference),
+                        rubric.scale, rubric.rating_prefix, cot, pointwise=True)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -239,8 +242,10 @@ class Plan:
         if self.members:
             s = self.spec
             by_member = [m.judgments(answers) for m in self.members]
-            return [JuryJudgment(list(each), member_names(s.members), s.weights, s.options, s.config.calibration) for each in zip(*by_member)]
-        return [PairJudgment([(flag, answers[key]) for flag, key in zip(flags, keys)], self.spec.pointwise, self.spec.temperature, self.spec.config.calibration)
+            return [JuryJudgment(list(each), member_names(s.members), s.weights, s.options, s.config.calibration)
+                    for each in zip(*by_member)]
+        return [PairJudgment([(flag, answers[key]) for flag, key in zip(flags, keys)], self.spec.pointwise,
+                             self.spec.temperature, self.spec.config.calibration)
                 for flags, keys in zip(self.flags, self.keys)]
 
 
@@ -276,9 +281,11 @@ class JudgeOnce:
         unreadable = [v for v in self._first if v.value is None]
         if len(self._first) == EARLY_ANSWERS and len(unreadable) > EARLY_ANSWERS // 2:
             other = [w for w in self.spec.backend.VERDICTS if w != getattr(self.spec.options, "verdict", None)]
-            hint = f" Read the verdict another way: set `verdict` in the config's options to {' or '.join(map(repr, other))}." if other else ""
-            raise UnreadableJudge(f"judge '{self.spec.name}' gave no readable verdict in {len(unreadable)} of its first {EARLY_ANSWERS} answers "
-                                  f"({unreadable[0].error}); one reply was: {(unreadable[0].text or '')[:300]!r}.{hint}")
+            hint = (" Read the verdict another way: set `verdict` in the config's options to "
+                    f"{' or '.join(map(repr, other))}." if other else "")
+            raise UnreadableJudge(f"judge '{self.spec.name}' gave no readable verdict in {len(unreadable)} of its first "
+                                  f"{EARLY_ANSWERS} answers ({unreadable[0].error}); one reply was: "
+                                  f"{(unreadable[0].text or '')[:300]!r}.{hint}")
 
     def __call__(self) -> Judge:
         if self._judge is None:
@@ -318,8 +325,9 @@ def ask_missing(judge: JudgeOnce, plan: Plan, answers: dict[str, Verdict], cache
     return len(missing)
 
 
-def judge_pairs(pairs: list[Pair], spec: JudgeSpec, rubric: Rubric, cache: AnswerCache, debias: str = "both", seed: int = 0, cot: bool = False,
-                progress: bool = True, judge: JudgeOnce | None = None) -> list[PairJudgment] | list[JuryJudgment]:
+def judge_pairs(pairs: list[Pair], spec: JudgeSpec, rubric: Rubric, cache: AnswerCache, debias: str = "both",
+                seed: int = 0, cot: bool = False, progress: bool = True,
+                judge: JudgeOnce | None = None) -> list[PairJudgment] | list[JuryJudgment]:
     """Judge each pair (in the orders `debias` plans, or each response alone in mode pointwise)
     through the answer cache: the engine of `label`, for callers with pairs in hand. A caller
     that judges again and again passes its own `judge`, kept open between calls."""

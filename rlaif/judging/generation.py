@@ -108,8 +108,9 @@ def load_generator(spec: str | None = None) -> Generator:
         return LocalGenerator(config.model)
     if config.backend != JURY and issubclass(judge_class(config), SamplingJudge):
         return JudgeGenerator(config)
-    raise ConfigError(f"{config.source}: backend {config.backend!r} does not write responses: a generator is a model, a 'local' config, or a "
-                      "config whose backend samples (its judge is a SamplingJudge: 'openai', any OpenAI-compatible server, or 'vllm')")
+    raise ConfigError(f"{config.source}: backend {config.backend!r} does not write responses: a generator is a model, "
+                      "a 'local' config, or a config whose backend samples (its judge is a SamplingJudge: 'openai', "
+                      "any OpenAI-compatible server, or 'vllm')")
 
 
 def prompt_seed(seed: int, prompt: Prompt) -> int:
@@ -159,7 +160,8 @@ def generate_responses(
 
     try:
         if todo:
-            gen.sample([ex.prompt for ex in todo], num_responses, max_new_tokens, temperature, [prompt_seed(seed, ex.prompt) for ex in todo], on_result)
+            gen.sample([ex.prompt for ex in todo], num_responses, max_new_tokens, temperature,
+                       [prompt_seed(seed, ex.prompt) for ex in todo], on_result)
     finally:
         if own:
             gen.close()

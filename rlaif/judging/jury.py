@@ -77,13 +77,15 @@ def parse_jury(config: JudgeConfig) -> Jury:
         raise JudgeConfigError(f"{where}: key 'options.combine': expected one of {', '.join(COMBINES)}, got {combine!r}")
     raw = config.options.get("members")
     if not isinstance(raw, list) or len(raw) < 2:
-        raise JudgeConfigError(f"{where}: key 'options.members': expected a list of two or more judges (names, files or tables with {', '.join(MEMBER_KEYS)})")
+        raise JudgeConfigError(f"{where}: key 'options.members': expected a list of two or more judges "
+                               f"(names, files or tables with {', '.join(MEMBER_KEYS)})")
     members = []
     for i, item in enumerate(raw):
         key = f"options.members[{i}]"
         item = {"judge": item} if isinstance(item, str) else item
         if not isinstance(item, dict) or not isinstance(item.get("judge"), str) or set(item) - set(MEMBER_KEYS):
-            raise JudgeConfigError(f"{where}: key '{key}': expected a judge name or file, or a table with {', '.join(MEMBER_KEYS)}, got {item!r}")
+            raise JudgeConfigError(f"{where}: key '{key}': expected a judge name or file, "
+                                   f"or a table with {', '.join(MEMBER_KEYS)}, got {item!r}")
         mode, weight = item.get("mode"), item.get("weight", 1.0)
         if mode is not None and mode not in MODES:
             raise JudgeConfigError(f"{where}: key '{key}.mode': expected one of {', '.join(MODES)}, got {mode!r}")
@@ -96,7 +98,8 @@ def parse_jury(config: JudgeConfig) -> Jury:
 def public_options(jury: Jury, modes: Sequence[str]) -> dict[str, Any]:
     """The jury's options as its manifest and a calibrated copy of its config hold them, with the
     mode each member judged in (so the copy forms the same panel whatever --mode it is run with)."""
-    return {"combine": jury.combine, "members": [{"judge": m.judge, "mode": mode, "weight": m.weight} for m, mode in zip(jury.members, modes)]}
+    return {"combine": jury.combine,
+            "members": [{"judge": m.judge, "mode": mode, "weight": m.weight} for m, mode in zip(jury.members, modes)]}
 
 
 def is_jury(config: JudgeConfig) -> bool:

@@ -217,7 +217,8 @@ def written_pairs(ev: Evidence, ranked: list[int], pairing: str, pointwise_judge
         return (lo, hi) if lo_wins else (hi, lo)
 
     if pairing == "all":  # every pair by its own comparison, separated or not, as a row of two candidates is labeled
-        compared = [(a, b) for a, b in combinations(sorted(ranked), 2) if (a, b) in ev.answers or (pointwise_judge and a in ev.ratings and b in ev.ratings)]
+        compared = [(a, b) for a, b in combinations(sorted(ranked), 2)
+                    if (a, b) in ev.answers or (pointwise_judge and a in ev.ratings and b in ev.ratings)]
         return [oriented(a, b) for a, b in compared], 0
     if pairing == "best-worst":
         found = [(rank[b] - rank[a], a, b) for a, b in combinations(ranked, 2) if separated(a, b)]
@@ -230,7 +231,8 @@ def written_pairs(ev: Evidence, ranked: list[int], pairing: str, pointwise_judge
     return kept, len(wanted) - len(kept)
 
 
-def next_asks(ev: Evidence, strategy: str, pairing: str, budget: int, calls: int, pointwise_judge: bool, per_comparison: int = 2) -> list[Ask]:
+def next_asks(ev: Evidence, strategy: str, pairing: str, budget: int, calls: int, pointwise_judge: bool,
+              per_comparison: int = 2) -> list[Ask]:
     """What to ask next about one prompt's candidates (empty: done), `calls` of `budget` spent
     and a comparison costing `per_comparison` calls (a rating one). The pairs to be written are
     compared last where the strategy did not compare them, while the budget lasts."""

@@ -52,7 +52,8 @@ class JudgeRewards:
         if self.rater is None:
             raise ConfigError(f"judge '{self.spec.name}' cannot score a completion alone (a rubric with a rating scale is needed): "
                               "use group rewards", key="judge")
-        plan = rating_plan([Pair(str(i), p, c, c) for i, (p, c) in enumerate(zip(prompts, completions, strict=True))], self.rater, self.rubric, False)
+        plan = rating_plan([Pair(str(i), p, c, c) for i, (p, c) in enumerate(zip(prompts, completions, strict=True))],
+                           self.rater, self.rubric, False)
         found = plan.cached(self.cache)
         made = ask_missing(self.judge, plan, found, self.cache)
         scores = [found[keys[0]].score for keys in plan.keys]

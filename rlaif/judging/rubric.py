@@ -98,7 +98,8 @@ class Rubric:
         if self.needs_reference and reference is None:
             raise RubricError(str(self.path), None, "grades against a reference answer: every row needs a `reference` field")
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        return render_template(self._template, self.path, prompt=prompt_text(prompt), messages=messages, cot=cot, reference=reference, **context)
+        return render_template(self._template, self.path, prompt=prompt_text(prompt), messages=messages, cot=cot,
+                               reference=reference, **context)
 
 
 def load_template(path: Path) -> tuple[jinja2.Environment, jinja2.Template, list[str], str]:
@@ -109,7 +110,8 @@ def load_template(path: Path) -> tuple[jinja2.Environment, jinja2.Template, list
     env = ImmutableSandboxedEnvironment(
         loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False
     )
-    env.globals.update(labels=list(DEFAULT_LABELS), verdict_prefix=DEFAULT_VERDICT_PREFIX, scale=list(DEFAULT_SCALE), rating_prefix=DEFAULT_RATING_PREFIX)
+    env.globals.update(labels=list(DEFAULT_LABELS), verdict_prefix=DEFAULT_VERDICT_PREFIX, scale=list(DEFAULT_SCALE),
+                       rating_prefix=DEFAULT_RATING_PREFIX)
     try:
         template = env.get_template(path.name)
         sources = _sources(env, path.name)
@@ -127,7 +129,8 @@ def render_template(template: jinja2.Template, path: Path, **context) -> str:
     try:
         return template.render(**context).strip() + "\n"
     except Exception as e:  # noqa: BLE001 - whatever a template does while rendering (the sandbox stopping it, 1/0) is the template's error
-        raise RubricError(str(path), _template_line(e, str(path)), f"{type(e).__name__}: {e}" if not isinstance(e, jinja2.TemplateError) else str(e)) from None
+        raise RubricError(str(path), _template_line(e, str(path)),
+                          f"{type(e).__name__}: {e}" if not isinstance(e, jinja2.TemplateError) else str(e)) from None
 
 
 def load_rubric(name_or_path: str | Path) -> Rubric:

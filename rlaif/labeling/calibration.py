@@ -36,7 +36,8 @@ def fit_temperature(p: list[float], y: list[int]) -> float:
     P(chosen ≻ rejected), strictly between 0 and 1; y: 1 where the humans agree)."""
     from scipy.optimize import minimize_scalar
 
-    found = minimize_scalar(lambda log_t: log_loss([calibrated(q, math.exp(log_t)) for q in p], y), bounds=(math.log(0.05), math.log(20.0)), method="bounded")
+    found = minimize_scalar(lambda log_t: log_loss([calibrated(q, math.exp(log_t)) for q in p], y),
+                            bounds=(math.log(0.05), math.log(20.0)), method="bounded")
     return float(math.exp(found.x))
 
 
@@ -50,8 +51,9 @@ def calibrate(run_dir: str | Path, folds: int = 5, seed: int = 0, output: str | 
     pairs_file = str(run_dir / "pairs.jsonl")
     soft = [r for r in rows if r.get("human_preference") is not None and r["ai_preference"] < 1.0]
     if len(soft) < folds * MIN_PAIRS_PER_FOLD:
-        raise InputError(pairs_file, None, "human_preference", f"{len(soft)} pairs with a human label and a soft ai_preference (below 1): "
-                                                               f"calibrating with --folds {folds} needs {folds * MIN_PAIRS_PER_FOLD} or more")
+        raise InputError(pairs_file, None, "human_preference",
+                         f"{len(soft)} pairs with a human label and a soft ai_preference (below 1): "
+                         f"calibrating with --folds {folds} needs {folds * MIN_PAIRS_PER_FOLD} or more")
     p = [r["ai_preference"] for r in soft]
     y = [int(r["human_preference"] > 0.5) for r in soft]
     held_out = [0.0] * len(p)
@@ -68,7 +70,8 @@ def calibrate(run_dir: str | Path, folds: int = 5, seed: int = 0, output: str | 
                             + yaml.safe_dump(config, sort_keys=False))
     return {
         "judge": judge["name"], "pairs": len(p), "folds": folds, "temperature": t_all, "calibration": total, "config": str(path),
-        "ece_before": expected_calibration_error(p, y)[0], "ece_after_cross_validated": expected_calibration_error(held_out, y)[0],  # P' stays on P's side of ½
+        "ece_before": expected_calibration_error(p, y)[0],
+        "ece_after_cross_validated": expected_calibration_error(held_out, y)[0],  # P' stays on P's side of ½
         "log_loss_before": log_loss(p, y), "log_loss_after_cross_validated": log_loss(held_out, y),
     }
 
@@ -77,9 +80,11 @@ def format_calibration(report: dict[str, Any]) -> str:
     r = report
     return "\n".join([
         f"judge {r['judge']}: temperature {r['temperature']:.3f} fitted on {r['pairs']} human-labeled pairs",
-        f"expected calibration error: {r['ece_before']:.3f} before, {r['ece_after_cross_validated']:.3f} after ({r['folds']}-fold cross-validated)",
+        (f"expected calibration error: {r['ece_before']:.3f} before, {r['ece_after_cross_validated']:.3f} after "
+         f"({r['folds']}-fold cross-validated)"),
         f"log loss: {r['log_loss_before']:.4f} before, {r['log_loss_after_cross_validated']:.4f} after ({r['folds']}-fold cross-validated)",
-        f"calibrated judge config -> {r['config']} (calibration {r['calibration']:.4f}); label with it: rlaif label --judge {r['config']} ...",
+        (f"calibrated judge config -> {r['config']} (calibration {r['calibration']:.4f}); "
+         f"label with it: rlaif label --judge {r['config']} ..."),
         *(["the fitted temperature is at its upper bound: the judge's preferences carry about no signal about the humans' choices"]
           if r["temperature"] > 19.9 else []),
     ])

@@ -57,10 +57,11 @@ def card(manifest: dict[str, Any], report: dict[str, Any], command: str) -> str:
                  "jury": f"a jury of {len(judge['options'].get('members', []))} judges, "
                          f"combined by {judge['options'].get('combine')} (pairwise members' orders: {m['config']['debias']})",
                  }.get(m["mode"], f"pairwise, orders: {m['config']['debias']}")
-    about = (f"Each row of `pairs.jsonl` is a prompt with a `chosen` and a `rejected` response, as chosen by the {judge['name']} judge, with "
-             "`ai_preference`, the judge's probability that `chosen` is the better one, and the evidence behind it (the judge's answers in each "
-             "order, or its score of each response). It loads with `datasets.load_dataset(\"<this folder>\")`, and trains with TRL's "
-             "`DPOTrainer` or `rlaif train` as it is.")
+    about = ("Each row of `pairs.jsonl` is a prompt with a `chosen` and a `rejected` response, as chosen by the "
+             f"{judge['name']} judge, with `ai_preference`, the judge's probability that `chosen` is the better one, "
+             "and the evidence behind it (the judge's answers in each order, or its score of each response). "
+             "It loads with `datasets.load_dataset(\"<this folder>\")`, and trains with TRL's `DPOTrainer` or "
+             "`rlaif train` as it is.")
     lines = ["---", yaml.safe_dump(FRONT_MATTER, sort_keys=False).strip(), "---", "",
              f"# AI-labeled preference pairs ({c['labeled']} pairs)", "",
              about, "",
@@ -83,23 +84,27 @@ def card(manifest: dict[str, Any], report: dict[str, Any], command: str) -> str:
     if r := m.get("ranking"):
         lines += ["## Ranked candidates", "",
                   (f"{r['rows']} rows had more than two candidates. The judge ranked each row's candidates ({r['strategy']}, "
-                   f"{r['calls_per_row']:.1f} calls a row), and the row gave its `{r['pairs']}` pairs, each one the judge compared directly in "
-                   f"orders that agree; {r['unseparated']} pairs it could not separate were left out. Intransitive triples among the "
-                   f"comparisons: {r['intransitive_triples']}. Each row's ranking (every candidate's score, its standard error and its rank) "
+                   f"{r['calls_per_row']:.1f} calls a row), and the row gave its `{r['pairs']}` pairs, "
+                   f"each one the judge compared directly in orders that agree; {r['unseparated']} pairs it could not "
+                   f"separate were left out. Intransitive triples among the comparisons: {r['intransitive_triples']}. "
+                   "Each row's ranking (every candidate's score, its standard error and its rank) "
                    "is in `rankings.jsonl`."), ""]
     if report["with_human_label"]:
         lift = report["lift_over_best_baseline"]
         lines += ["## Agreement with human labels", "",
-                  f"{report['with_human_label']} rows carry a human label. How often the AI label agrees with it, beside rules that need no judge:", "",
+                  (f"{report['with_human_label']} rows carry a human label. How often the AI label agrees with it, "
+                   "beside rules that need no judge:"), "",
                   "| labeler | agreement with humans |", "|---|---|",
-                  f"| the {judge['name']} judge | {_pct(report['agreement'])} [95% CI {_pct(report['agreement_low'])}, {_pct(report['agreement_high'])}] |",
+                  (f"| the {judge['name']} judge | {_pct(report['agreement'])} "
+                   f"[95% CI {_pct(report['agreement_low'])}, {_pct(report['agreement_high'])}] |"),
                   *[f"| {name} | {_pct(b['agreement'])} |" for name, b in report["baselines"].items()], ""]
         if lift:
             lines += [(f"The judge's lift over the best of these rules ({lift['baseline']}) is {100 * lift['difference']:+.1f} points, "
                        f"95% CI [{100 * lift['low']:+.1f}, {100 * lift['high']:+.1f}] (paired, on the same pairs). "
                        f"Expected calibration error of `ai_preference`: {report['calibration']['ece']:.3f}."), ""]
     else:
-        lines += ["## Agreement with human labels", "", "No row carries a human label, so how often these labels are right is not measured here.", ""]
+        lines += ["## Agreement with human labels", "",
+                  "No row carries a human label, so how often these labels are right is not measured here.", ""]
     if jury := report.get("jury"):
         kappa = _number(jury["fleiss_kappa"])
         lines += ["## Jury members", "", "| member | mode | weight | agreement with humans | ECE |", "|---|---|---|---|---|",

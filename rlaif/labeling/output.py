@@ -24,7 +24,8 @@ from rlaif.storage.files import run_stamp, write_json_atomic
 
 PAIRS, FAILURES, RANKINGS, PROGRESS = "pairs.jsonl", "failures.jsonl", "rankings.jsonl", "progress.json"
 # What a run writes into its directory besides the cache (shared by any run), and what is derived from it later.
-RUN_FILES = (PAIRS, FAILURES, RANKINGS, PROGRESS, "manifest.json", "README.md", "agreement.json", "reliability.png", "calibrated-judge.yaml")
+RUN_FILES = (PAIRS, FAILURES, RANKINGS, PROGRESS, "manifest.json", "README.md", "agreement.json", "reliability.png",
+             "calibrated-judge.yaml")
 EARLIER = "earlier-runs"
 PRICE_UNIT = "in the currency of the judge config's prices"  # the built-in configs give USD
 
@@ -94,7 +95,8 @@ def set_aside_earlier_run(out: Path, fingerprint: str) -> Path | None:
     else:
         if not (out / PAIRS).exists():
             return None
-    target = out / EARLIER / time.strftime("%Y%m%d-%H%M%S", time.localtime((out / PAIRS).stat().st_mtime if (out / PAIRS).exists() else time.time()))
+    target = out / EARLIER / time.strftime("%Y%m%d-%H%M%S", time.localtime((out / PAIRS).stat().st_mtime
+                                                                           if (out / PAIRS).exists() else time.time()))
     target.mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
         if (out / name).exists():
@@ -242,7 +244,8 @@ def manifest(settings: dict[str, Any], spec: JudgeSpec, rubric: Rubric, t: Total
 
 def estimate_summary(d: dict[str, Any]) -> str:
     """A dry run's estimate, in a few lines for a terminal."""
-    cost = f"; estimated cost: {d['estimated_cost']:.4f} {PRICE_UNIT}" if d["estimated_cost"] is not None else " (no prices in the judge config)"
+    cost = (f"; estimated cost: {d['estimated_cost']:.4f} {PRICE_UNIT}" if d["estimated_cost"] is not None
+            else " (no prices in the judge config)")
     lines = [f"{d['pairs']} pairs: {d['calls']} judge calls to make, {d['cached']} already cached",
              f"estimated tokens: ~{d['tokens']['prompt']} in, up to {d['tokens']['completion']} out{cost}"]
     if d["ranked_rows"]:
@@ -259,11 +262,13 @@ def run_summary(m: dict[str, Any], out: Path) -> str:
     how = ("pointwise: each response scored alone, one call per distinct response" if m["mode"] == "pointwise"
            else f"consistent across orders: {counts['consistent']}, inconsistent: {counts['inconsistent']}")
     lines = [f"labeled {counts['labeled']} of {counts['pairs']} pairs -> {out / PAIRS}",
-             f"{how}; skipped: {sum(counts['skipped'].values())}; failed: {sum(counts['failed'].values())}; filtered: {sum(counts['filtered'].values())}"]
+             (f"{how}; skipped: {sum(counts['skipped'].values())}; failed: {sum(counts['failed'].values())}; "
+              f"filtered: {sum(counts['filtered'].values())}")]
     if (r := m.get("ranking")) is not None:
         lines.append(f"ranked {r['rows']} rows of more than two candidates ({r['strategy']}, --pairs {r['pairs']}): "
                      f"{r['calls_per_row']:.1f} judge calls a row (budget: {r['max_calls_per_prompt'] or 'default'}); "
-                     f"unseparated pairs left out: {r['unseparated']}; intransitive triples: {r['intransitive_triples']} -> {out / RANKINGS}")
+                     f"unseparated pairs left out: {r['unseparated']}; "
+                     f"intransitive triples: {r['intransitive_triples']} -> {out / RANKINGS}")
     if rate["raw"] is not None:
         final = "n/a" if rate["labels"] is None else f"{100 * rate['labels']:.1f}%"
         lines.append(f"first-position rate: raw judgments {100 * rate['raw']:.1f}%, final labels {final}")

@@ -76,8 +76,9 @@ def jury_report(rows: list[dict[str, Any]], human: list[dict[str, Any]]) -> dict
                         "agreement_low": low, "agreement_high": high,
                         "ece": expected_calibration_error(confidence, agrees)[0] if human else None})
     votes = [[m["p_chosen"] > 0.5 for m in r["members"]] for r in rows if all(m["p_chosen"] != 0.5 for m in r["members"])]
-    report: dict[str, Any] = {"members": members, "fleiss_kappa": fleiss_kappa(votes), "unanimous": _rate([len(set(v)) == 1 for v in votes]),
-                              "pairs_with_every_vote": len(votes), "panel_lift_over_best_member": None}
+    report: dict[str, Any] = {"members": members, "fleiss_kappa": fleiss_kappa(votes),
+                              "unanimous": _rate([len(set(v)) == 1 for v in votes]), "pairs_with_every_vote": len(votes),
+                              "panel_lift_over_best_member": None}
     if len(human) > 1:
         best = max(range(len(members)), key=lambda i: members[i]["agreement"])
         report["panel_lift_over_best_member"] = {"member": members[best]["judge"], **paired_interval(panel, agrees_by_member[best])}
@@ -176,13 +177,16 @@ def lift_text(lift: dict[str, Any]) -> str:
 
 def _jury_lines(jury: dict[str, Any], pct: Any) -> list[tuple[str, str]]:
     lines = [(f"jury member {m['judge']} ({m['mode']}, weight {m['weight']:g})",
-              f"{pct(m['agreement'])} [{pct(m['agreement_low'])}, {pct(m['agreement_high'])}]" + ("" if m["ece"] is None else f", ECE {m['ece']:.3f}"))
+              f"{pct(m['agreement'])} [{pct(m['agreement_low'])}, {pct(m['agreement_high'])}]"
+              + ("" if m["ece"] is None else f", ECE {m['ece']:.3f}"))
              for m in jury["members"]]
     if (lift := jury["panel_lift_over_best_member"]) is not None:
         lines.append((f"panel ({jury.get('combine')}) over its best member [95% CI]",
-                      f"{100 * lift['difference']:+.1f} points [{100 * lift['low']:+.1f}, {100 * lift['high']:+.1f}] over {lift['member']!r}"))
+                      (f"{100 * lift['difference']:+.1f} points [{100 * lift['low']:+.1f}, {100 * lift['high']:+.1f}] "
+                       f"over {lift['member']!r}")))
     kappa = "n/a" if jury["fleiss_kappa"] is None else f"{jury['fleiss_kappa']:.3f}"
-    lines.append(("members' agreement: Fleiss' kappa", f"{kappa} (unanimous on {pct(jury['unanimous'])} of {jury['pairs_with_every_vote']} pairs)"))
+    lines.append(("members' agreement: Fleiss' kappa",
+                  f"{kappa} (unanimous on {pct(jury['unanimous'])} of {jury['pairs_with_every_vote']} pairs)"))
     return lines
 
 

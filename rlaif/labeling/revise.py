@@ -37,8 +37,10 @@ class ReviseConfig:
     input: str = required("Rows to revise (any input `rlaif label` reads): each response is critiqued and revised; "
                           "prompt-only rows get responses generated first.")
     output: str | None = setting(None, "Output directory [default: outputs/<input name>-revised].")
-    constitution: str = setting("constitution", "Built-in name or path of a Jinja2 template with the principles (see prompts/constitution.j2).")
-    judge: str = setting(DEFAULT_JUDGE, "Who critiques and revises: a model name or directory, or a judge config (backend local, openai or vllm).")
+    constitution: str = setting("constitution", "Built-in name or path of a Jinja2 template with the principles "
+                                "(see prompts/constitution.j2).")
+    judge: str = setting(DEFAULT_JUDGE, "Who critiques and revises: a model name or directory, or a judge config "
+                         "(backend local, openai or vllm).")
     num_responses: int = setting(1, "Responses to generate for a prompt-only row.", at_least=1)
     max_new_tokens: int = setting(256, "Length of critiques, revisions and generated responses.", at_least=1)
     temperature: float = setting(SAMPLING_TEMPERATURE, "Sampling temperature.", at_least=0)
@@ -89,13 +91,15 @@ def revise(cfg: ReviseConfig) -> dict[str, Any]:
 
     def ask(todo: list[Example], n: int, stage: str) -> None:
         with tqdm(total=len(todo), desc=stage, disable=not cfg.progress) as bar:
-            errors = generate_responses(todo, generator, n, cfg.max_new_tokens, cfg.temperature, cfg.seed, cache, on_done=lambda: bar.update(1))
+            errors = generate_responses(todo, generator, n, cfg.max_new_tokens, cfg.temperature, cfg.seed, cache,
+                                        on_done=lambda: bar.update(1))
         failures.extend({"id": ex_id, "stage": stage, "error": error} for ex_id, error in errors.items())
 
     try:
         ask([ex for ex in examples if not ex.responses], cfg.num_responses, "generate")
         originals = [(ex, k, r) for ex in examples for k, r in enumerate(ex.responses) if r.strip()]
-        critiques = [Example(f"{ex.id}:{k}", conversation(ex.prompt, r, constitution.request("critique", ex.prompt, r))) for ex, k, r in originals]
+        critiques = [Example(f"{ex.id}:{k}", conversation(ex.prompt, r, constitution.request("critique", ex.prompt, r)))
+                     for ex, k, r in originals]
         ask(critiques, 1, "critique")
         critiqued = [(ex, r, c) for (ex, _, r), c in zip(originals, critiques) if c.responses]
         revisions = [Example(c.id, conversation(ex.prompt, r, c.prompt[-1]["content"], c.responses[0],

@@ -12,6 +12,8 @@ written), so a run's memory does not grow with its input. Writes to the output d
 - `manifest.json` at the end: configuration, rubric hash, counts, position bias, tokens, time;
 - `cache.sqlite`: every judge and generator answer, committed as it arrives, so a rerun or a
   resume after a kill pays for nothing twice.
+
+Longer than 400 lines by `LabelConfig`: every option of `rlaif label` with its help (some 60 lines).
 """
 
 from __future__ import annotations
@@ -63,9 +65,11 @@ from rlaif.storage.locks import check_output_directory, writes_into
 class LabelConfig:
     """Everything a labeling run depends on; the options of `rlaif label` are generated from these fields."""
 
-    input: str = required("JSONL/JSON/CSV/Parquet (.gz too), a saved dataset directory, or a Hugging Face data set: hf:OWNER/NAME?data_dir=DIR&split=SPLIT.")
+    input: str = required("JSONL/JSON/CSV/Parquet (.gz too), a saved dataset directory, or a Hugging Face data set: "
+                          "hf:OWNER/NAME?data_dir=DIR&split=SPLIT.")
     output: str | None = setting(None, "Output directory [default: outputs/<input name>].")
-    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template [default: the judge config's `rubric`, else quality].")
+    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template "
+                                 "[default: the judge config's `rubric`, else quality].")
     judge: str = setting(DEFAULT_JUDGE, "Built-in judge name or path to a judge config.")
     mode: str | None = setting(None, MODE_HELP, MODES)
     cot: bool = setting(False, "Ask for a rationale first, then the verdict.")
@@ -75,21 +79,26 @@ class LabelConfig:
     limit: int | None = setting(None, "Read at most this many input rows.", at_least=1)
     skip_invalid: bool = setting(False, "Count bad rows into failures.jsonl instead of stopping.")
     seed: int = setting(0, "Seeds the random order of --debias random and the candidates' sampling.")
-    generator: str | None = setting(None, "What writes candidates for prompt-only rows: a model name or directory, or a judge config (built-in name or file; "
-                                    "backend local, openai for any OpenAI-compatible server, or vllm) [default: embedded].")
+    generator: str | None = setting(None, "What writes candidates for prompt-only rows: a model name or directory, "
+                                    "or a judge config (built-in name or file; backend local, openai for any "
+                                    "OpenAI-compatible server, or vllm) [default: embedded].")
     num_responses: int = setting(2, "Candidates to generate per prompt-only row.", at_least=2)
-    prompts_only: bool = setting(False, "Read only each row's prompt: --generator writes every row's candidates (a data set's prompts, your policy's samples).")
-    pairs: str = setting("best-worst", "Pairs a row with more than two candidates gives: the best against the worst, the best against each of the rest, "
-                         "or every pair (each labeled by its own comparison).", PAIRINGS)
-    ranking: str | None = setting(None, "How such a row's candidates are ranked: adaptive comparisons in both orders within --max-calls-per-prompt, "
-                                  "a knockout tournament, pointwise ratings, or every pair [default: adaptive; all-pairs with --pairs all].", STRATEGIES)
+    prompts_only: bool = setting(False, "Read only each row's prompt: --generator writes every row's candidates "
+                                 "(a data set's prompts, your policy's samples).")
+    pairs: str = setting("best-worst", "Pairs a row with more than two candidates gives: "
+                         "the best against the worst, the best against each of the rest, or every pair "
+                         "(each labeled by its own comparison).", PAIRINGS)
+    ranking: str | None = setting(None, "How such a row's candidates are ranked: adaptive comparisons in both orders "
+                                  "within --max-calls-per-prompt, a knockout tournament, pointwise ratings, or every pair "
+                                  "[default: adaptive; all-pairs with --pairs all].", STRATEGIES)
     max_calls_per_prompt: int | None = setting(None, "Judge calls a row's ranking may take [default: 3 per candidate for adaptive; "
                                                "what the strategy needs otherwise].", at_least=1)
     max_new_tokens: int = setting(256, "Length of generated candidates.", at_least=1)
     temperature: float = setting(SAMPLING_TEMPERATURE, "Sampling temperature of the generator.", at_least=0)
     cache: str | None = setting(None, "Answer cache file [default: <output>/cache.sqlite].")
     concurrency: int | None = setting(None, "Judge calls in flight at once (API judges) [default: the judge config's].", at_least=1)
-    batch_api: bool = setting(False, "OpenAI Batch API: submit the calls, keep the batch id in the output directory, collect on the next run.")
+    batch_api: bool = setting(False, "OpenAI Batch API: submit the calls, keep the batch id in the output directory, "
+                              "collect on the next run.")
     dry_run: bool = setting(False, "Print the calls, tokens and cost a run would take; call nothing.")
     chunk_size: int = setting(512, "Input rows read, judged and written to pairs.jsonl at a time; "
                               "a killed run resumes after the last chunk written.", at_least=1)
@@ -98,7 +107,8 @@ class LabelConfig:
     def __post_init__(self) -> None:
         check_settings(self)
         if self.pairs == "all" and self.ranking not in (None, "all-pairs"):
-            raise ConfigError(f"--pairs all labels every pair by its own comparison: it compares every pair, not --ranking {self.ranking}", key="ranking")
+            raise ConfigError("--pairs all labels every pair by its own comparison: it compares every pair, "
+                              f"not --ranking {self.ranking}", key="ranking")
 
     def rank_settings(self) -> RankSettings:
         """How rows with more than two candidates are ranked."""
@@ -196,7 +206,8 @@ class _Run:
         pairs, skipped = make_pairs([ex for ex in examples if 0 < len(ex.responses) <= 2], c.seed)
         to_rank = [ex for ex in examples if len(ex.responses) > 2]
         prompt_only = sum(not ex.responses for ex in examples)
-        return ChunkPlan(examples, pairs, skipped, Plan.of(pairs, self.spec, self.rubric, c.debias, c.seed, c.cot), to_rank, failures, prompt_only)
+        return ChunkPlan(examples, pairs, skipped, Plan.of(pairs, self.spec, self.rubric, c.debias, c.seed, c.cot),
+                         to_rank, failures, prompt_only)
 
     def chunk(self, examples: list[Example], invalid: list[dict[str, Any]], totals: Totals) -> tuple[list[dict[str, Any]], ...]:
         """Label one chunk of the input: its rows, failures and rankings; adds to `totals`."""
@@ -246,7 +257,8 @@ class _Run:
         else:
             rows.append(row)
 
-    def rank(self, examples: list[Example], rows: list[dict[str, Any]], failures: list[dict[str, Any]], totals: Totals) -> list[dict[str, Any]]:
+    def rank(self, examples: list[Example], rows: list[dict[str, Any]], failures: list[dict[str, Any]],
+             totals: Totals) -> list[dict[str, Any]]:
         """Rank the candidates of rows with more than two, adding the pairs each gives to `rows`
         and what failed to `failures`; returns the rankings' records (rankings.jsonl)."""
         started = time.time()
@@ -303,8 +315,8 @@ class _Run:
                 estimate["pairs"] += len(plans[-1].pairs)
             else:  # the questions depend on the answers: at most the budget
                 estimate["ranked_rows"] += len(cp.to_rank)
-                estimate["ranking_calls_at_most"] += sum(self.ranking.budget_for(len(distinct_candidates(ex)), self.spec) for ex in cp.to_rank
-                                                         if len(distinct_candidates(ex)) >= 2)
+                estimate["ranking_calls_at_most"] += sum(self.ranking.budget_for(len(distinct_candidates(ex)), self.spec)
+                                                         for ex in cp.to_rank if len(distinct_candidates(ex)) >= 2)
             for plan in [m for p in plans for m in (p.members or [p])]:
                 missing = plan.missing(self.cache)
                 prompt = sum(estimate_tokens(r.prompt) for r in missing.values())
@@ -354,7 +366,8 @@ def label(config: LabelConfig) -> LabelResult:
         chat = chat or not isinstance(item.prompt, str)
         if rubric.needs_reference and spec.reads_rubric and item.reference is None:
             file, _, line = item.source.rpartition(":")
-            raise InputError(file, int(line), "reference", f"missing: rubric {rubric.name} grades against a reference answer, so every row needs one")
+            raise InputError(file, int(line), "reference",
+                             f"missing: rubric {rubric.name} grades against a reference answer, so every row needs one")
         if (n := (not config.prompts_only and len(item.responses)) or config.num_responses) > 2:
             settings.budget_for(n, spec)  # a budget too small for the row's candidates is an error now
     if records == 0:

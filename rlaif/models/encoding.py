@@ -28,7 +28,8 @@ def encode_prompt(tokenizer, prompt: Prompt, max_length: int, source: str, trunc
     return ids[-limit:], True
 
 
-def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: str, truncate: bool, room: int | None = None) -> dict[str, Any]:
+def encode(tokenizer, prompt: Prompt, response: str, max_length: int, source: str, truncate: bool,
+           room: int | None = None) -> dict[str, Any]:
     """input_ids and labels (−100 on prompt tokens) for one prompt + response (+ EOS), and
     `truncated`: whether anything was cut to fit `max_length`.
 

@@ -131,7 +131,8 @@ def resolve_model(name: str | None) -> str:
         if not path.exists():
             raise ConfigError(f"{name}: no such model directory")
         if not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):  # a model, or a LoRA adapter on one
-            raise ConfigError(f"{name}: holds no model (no config.json); a model directory is what `save_pretrained` or `rlaif train` writes")
+            raise ConfigError(f"{name}: holds no model (no config.json); "
+                              "a model directory is what `save_pretrained` or `rlaif train` writes")
         return str(path)
     return name
 
@@ -214,7 +215,8 @@ def load_reward_model(path: str, device: str | None = None, pad_token_id: int | 
 
     quiet_transformers()
     extra = {} if pad_token_id is None else {"pad_token_id": pad_token_id}
-    model = AutoModelForSequenceClassification.from_pretrained(resolve_model(path), num_labels=1, dtype=torch.float32, attn_implementation="sdpa", **extra)
+    model = AutoModelForSequenceClassification.from_pretrained(resolve_model(path), num_labels=1, dtype=torch.float32,
+                                                               attn_implementation="sdpa", **extra)
     return model.to(pick_device(device))
 
 

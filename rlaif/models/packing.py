@@ -120,7 +120,8 @@ def length_batches(lengths: list[int], rows: int) -> list[list[int]]:
     return batches
 
 
-def packed_batches(sequences: list[dict[str, list[int]]], rows: int, pad_id: int, device: str) -> Iterator[tuple[list[int], PackedSequences]]:
+def packed_batches(sequences: list[dict[str, list[int]]], rows: int, pad_id: int,
+                   device: str) -> Iterator[tuple[list[int], PackedSequences]]:
     """`encode`'s sequences grouped by prompt (the tokens their labels leave out), a group to a
     row and up to `rows` groups of similar length to a batch (`length_batches`): (indices,
     batch) with the batch's sequence j being sequences[indices[j]]."""

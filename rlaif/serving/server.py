@@ -50,9 +50,10 @@ class ServeConfig:
     """Every setting of `rlaif serve`; the command's options are generated from these fields."""
 
     judge: str = setting(DEFAULT_JUDGE, "Built-in judge name or path to a judge config (its calibration included).")
-    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template [default: the judge config's `rubric`, else quality].")
-    mode: str | None = setting(None, "How group rewards compare completions: pairwise (both orders) or pointwise [default: the judge's own].",
-                               ("pairwise", "pointwise"))
+    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template "
+                                 "[default: the judge config's `rubric`, else quality].")
+    mode: str | None = setting(None, "How group rewards compare completions: pairwise (both orders) or pointwise "
+                               "[default: the judge's own].", ("pairwise", "pointwise"))
     ranking: str = setting("all-pairs", "How a group's completions are ranked for group rewards (as `rlaif label --ranking`).", STRATEGIES)
     host: str = setting("127.0.0.1", "Address to listen on (0.0.0.0: every interface; then set --api-key-env).")
     port: int = setting(8000, "Port to listen on.", at_least=1, at_most=65535)
@@ -80,8 +81,8 @@ def _prompt(value: Any, where: str) -> Any:
     """A prompt as the judge takes it: a string, or a list of {"role", "content"} messages."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and value and all(isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                                                 for m in value):
+    if isinstance(value, list) and value and all(isinstance(m, dict) and isinstance(m.get("role"), str)
+                                                 and isinstance(m.get("content"), str) for m in value):
         return [{"role": m["role"], "content": m["content"]} for m in value]
     raise BadRequest(422, f"field '{where}': expected a string or a list of {{\"role\", \"content\"}} messages")
 
@@ -179,8 +180,9 @@ class Stats:
         return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"uptime_s": round(time.time() - self.started, 1), "requests": dict(self.requests), "errors": {str(k): v for k, v in self.errors.items()},
-                "completions": self.completions, "batches": self.batches, "judge_requests": self.judge_requests, "judge_calls": self.judge_calls,
+        return {"uptime_s": round(time.time() - self.started, 1), "requests": dict(self.requests),
+                "errors": {str(k): v for k, v in self.errors.items()}, "completions": self.completions,
+                "batches": self.batches, "judge_requests": self.judge_requests, "judge_calls": self.judge_calls,
                 "cache_hits": self.judge_requests - self.judge_calls, "judging_s": round(self.judging_s, 3),
                 "latency_s": {"p50": self.percentile(0.5), "p90": self.percentile(0.9), "p99": self.percentile(0.99)}}
 
@@ -290,7 +292,8 @@ def create_app(config: ServeConfig, rewards: JudgeRewards):
             state["batcher"].close()
 
     async def not_found(request: Request, exc):
-        return JSONResponse({"error": f"no such endpoint: {request.method} {request.url.path}"}, status_code=getattr(exc, "status_code", 404))
+        return JSONResponse({"error": f"no such endpoint: {request.method} {request.url.path}"},
+                            status_code=getattr(exc, "status_code", 404))
 
     routes = [Route("/get_reward", endpoint("get_reward", get_reward), methods=["POST"]),
               Route("/v1/scores", endpoint("scores", scores), methods=["POST"]),
@@ -309,7 +312,8 @@ def serve(config: ServeConfig) -> None:
     rewards = JudgeRewards(config.judge, config.cache, config.rubric, config.ranking, config.seed, config.mode)
     rewards.judge()  # a judge that cannot load fails now, not at the first request
     try:
-        print(f"rlaif serve: judge {rewards.name} ({rewards.spec.mode}), rubric {rewards.rubric.name}, on http://{config.host}:{config.port}", flush=True)
+        print(f"rlaif serve: judge {rewards.name} ({rewards.spec.mode}), rubric {rewards.rubric.name}, "
+              f"on http://{config.host}:{config.port}", flush=True)
         uvicorn.run(create_app(config, rewards), host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=30)
     finally:
         rewards.close()

@@ -34,7 +34,8 @@ class AnswerCache:
             # A WAL database opened even read-only gets its -wal and -shm files made beside it; with no
             # -wal there (no run is writing it) it is read as immutable, which makes none.
             quiet = not self.path.with_name(self.path.name + "-wal").exists()
-            self._db = sqlite3.connect(f"file:{self.path.absolute()}?mode=ro{'&immutable=1' if quiet else ''}", uri=True, check_same_thread=False)
+            self._db = sqlite3.connect(f"file:{self.path.absolute()}?mode=ro{'&immutable=1' if quiet else ''}", uri=True,
+                                       check_same_thread=False)
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -128,7 +128,8 @@ def holder(directory: str | Path) -> str | None:
 
 def _command() -> str:
     """This process's command line, as typed (`rlaif label ...`)."""
-    ours = os.path.basename(sys.argv[0]) == "rlaif" or sys.argv[0].endswith(os.path.join("rlaif", "cli.py"))  # the script, or python -m rlaif.cli
+    # the `rlaif` script, or python -m rlaif.cli
+    ours = os.path.basename(sys.argv[0]) == "rlaif" or sys.argv[0].endswith(os.path.join("rlaif", "cli.py"))
     return shlex.join(["rlaif", *sys.argv[1:]] if ours else sys.argv)
 
 

@@ -9,7 +9,8 @@ from pathlib import Path
 _PACKAGE = Path(__file__).resolve().parent.parent  # the rlaif package
 
 
-def builtin_or_path(name_or_path: str | Path, kind: str, suffixes: tuple[str, ...], hidden: tuple[str, ...] = ()) -> tuple[Path | None, list[str]]:
+def builtin_or_path(name_or_path: str | Path, kind: str, suffixes: tuple[str, ...],
+                    hidden: tuple[str, ...] = ()) -> tuple[Path | None, list[str]]:
     """A plug-in file (a rubric, a judge config): a path that exists as given (with a suffix), else
     the built-in of that name in the `kind` folder, with any of `suffixes`. Returns (the file or
     None, the built-in names a message may list: all but those starting `_` and `hidden`)."""
@@ -19,7 +20,8 @@ def builtin_or_path(name_or_path: str | Path, kind: str, suffixes: tuple[str, ..
     for suffix in suffixes:
         if (builtin := builtin_dir(kind) / f"{name_or_path}{suffix}").exists():
             return builtin, []
-    known = sorted(p.stem for p in builtin_dir(kind).iterdir() if p.suffix in suffixes and not p.stem.startswith("_") and p.stem not in hidden)
+    known = sorted(p.stem for p in builtin_dir(kind).iterdir()
+                   if p.suffix in suffixes and not p.stem.startswith("_") and p.stem not in hidden)
     return None, known
 
 

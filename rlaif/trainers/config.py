@@ -18,8 +18,8 @@ class TrainConfig:
     """Every setting of `rlaif train`; the command's options are generated from these fields."""
 
     method: str = required("What to train (the table in docs/training.md says which labels each fits).", NAMES)
-    data: str = required("Training data: anything `rlaif label` reads (files, hf:OWNER/NAME?data_dir=DIR&split=SPLIT) or writes.", flag="--input",
-                         aliases=("--data",))
+    data: str = required("Training data: anything `rlaif label` reads (files, hf:OWNER/NAME?data_dir=DIR&split=SPLIT) "
+                         "or writes.", flag="--input", aliases=("--data",))
     output: str | None = setting(None, "Output directory [default: outputs/<method>].")
     model: str | None = setting(None, "Model name or directory [default: the embedded SmolLM2-135M-Instruct].")
     # the loop
@@ -33,7 +33,8 @@ class TrainConfig:
     lr_scheduler: str = setting("linear", "After warm-up: linear decay to 0 at the last step, or constant.", ("linear", "constant"))
     max_grad_norm: float = setting(1.0, "Gradients are clipped to this norm.", above=0)
     max_length: int = setting(512, "Longest sequence (prompt + response) in tokens.", at_least=2)
-    truncate_prompt: bool = setting(True, "A prompt too long for --max-length keeps its end; --no-truncate-prompt stops with an error instead.")
+    truncate_prompt: bool = setting(True, "A prompt too long for --max-length keeps its end; "
+                                    "--no-truncate-prompt stops with an error instead.")
     limit: int | None = setting(None, "Read at most this many rows of --input.", at_least=1)
     seed: int = setting(0, "Seeds the data order, the split and sampling.")
     eval_data: str | None = setting(None, "Held-out data.")
@@ -59,13 +60,16 @@ class TrainConfig:
     weights: str = setting("column", "How much each example counts in the loss: column, each row's `weight` (1 where it has none); "
                            "confidence, |2p − 1| of its preference p (0 for a coin flip, 1 for a sure label); none, all alike.",
                            ("column", "confidence", "none"), methods=("rm", "dpo", "simpo", "orpo", "kto"))
-    beta: float | None = setting(None, "β: the KL strength of dpo and kto, the reward scale of simpo; orpo: λ, the weight of the odds-ratio term "
-                                 "[default: 0.1; simpo 2.0].", above=0, methods=("dpo", "simpo", "orpo", "kto"))
+    beta: float | None = setting(None, "β: the KL strength of dpo and kto, the reward scale of simpo; "
+                                 "orpo: λ, the weight of the odds-ratio term [default: 0.1; simpo 2.0].",
+                                 above=0, methods=("dpo", "simpo", "orpo", "kto"))
     label_smoothing: float = setting(0.0, "ε, the rate at which labels are taken to be flipped (conservative DPO).", at_least=0, below=0.5,
                                      methods=("dpo", "simpo"))
-    loss: str = setting("sigmoid", "sigmoid (DPO), or ipo on length-normalised log-probabilities (as TRL's ipo).", ("sigmoid", "ipo"), methods=("dpo",))
-    reference_cache: str | None = setting(None, "An SQLite file that keeps the reference's log-probability of each sequence, so that later runs "
-                                          "from the same model on the same sequences (other β or lr, the pairs swapped) skip their reference pass.",
+    loss: str = setting("sigmoid", "sigmoid (DPO), or ipo on length-normalised log-probabilities (as TRL's ipo).",
+                        ("sigmoid", "ipo"), methods=("dpo",))
+    reference_cache: str | None = setting(None, "An SQLite file that keeps the reference's log-probability "
+                                          "of each sequence, so that later runs from the same model on the same "
+                                          "sequences (other β or lr, the pairs swapped) skip their reference pass.",
                                           methods=("dpo",))
     target_margin: float = setting(1.0, "γ, the reward margin the chosen response should clear.", at_least=0, methods=("simpo",))
     desirable_weight: float = setting(1.0, "λ_D, the weight of desirable rows' losses.", above=0, methods=("kto",))
@@ -74,13 +78,16 @@ class TrainConfig:
                                                 "pairs.jsonl) is desirable, one below it undesirable; without it a pair's chosen response "
                                                 "is desirable and its rejected one undesirable.", methods=("kto",))
     # ppo and grpo
-    reward_model: str | None = setting(None, "A reward model directory (trained with --method rm), or a reward_model judge config.", methods=ONLINE)
-    reward_function: str | None = setting(None, "A Python function FILE.py:NAME (or module:NAME) taking (prompts, responses) and returning one "
-                                          "score per response.", methods=ONLINE)
-    reward_judge: str | None = setting(None, "A judge config (built-in name or file); each response's reward is the share of its group it beats, "
-                                       "by the judge's preferences in both orders.", methods=("grpo",))
-    reward_ranking: str = setting("all-pairs", "With --reward-judge: how a group's responses are ranked: every pair in both orders, or adaptive, "
-                                  "tournament or pointwise as `rlaif label --ranking` (fewer calls).", STRATEGIES, methods=("grpo",))
+    reward_model: str | None = setting(None, "A reward model directory (trained with --method rm), "
+                                       "or a reward_model judge config.", methods=ONLINE)
+    reward_function: str | None = setting(None, "A Python function FILE.py:NAME (or module:NAME) taking "
+                                          "(prompts, responses) and returning one score per response.", methods=ONLINE)
+    reward_judge: str | None = setting(None, "A judge config (built-in name or file); each response's reward "
+                                       "is the share of its group it beats, by the judge's preferences in both orders.",
+                                       methods=("grpo",))
+    reward_ranking: str = setting("all-pairs", "With --reward-judge: how a group's responses are ranked: "
+                                  "every pair in both orders, or adaptive, tournament or pointwise "
+                                  "as `rlaif label --ranking` (fewer calls).", STRATEGIES, methods=("grpo",))
     rubric: str | None = setting(None, "With --reward-judge: the rubric (built-in name or template path) "
                                  "[default: the judge config's `rubric`, else quality].", methods=("grpo",))
     group_size: int = setting(4, "Responses sampled per prompt (G); advantages are relative to the group.", at_least=2, methods=("grpo",),
@@ -98,13 +105,13 @@ class TrainConfig:
     cliprange: float = setting(0.2, "ε of the clipped policy loss.", above=0, methods=ONLINE)
     cliprange_value: float = setting(0.2, "ε of the clipped value loss.", above=0, methods=("ppo",))
     vf_coef: float = setting(0.1, "Weight of the value loss.", at_least=0, methods=("ppo",))
-    target_kl: float | None = setting(None, "Stop a rollout's updates once the approximate KL to the rollout policy passes this.", at_least=0,
-                                      methods=ONLINE)
+    target_kl: float | None = setting(None, "Stop a rollout's updates once the approximate KL to the rollout policy "
+                                      "passes this.", at_least=0, methods=ONLINE)
     missing_eos_penalty: float | None = setting(None, "Subtracted from the score of a response with no end-of-sequence.", methods=ONLINE)
-    ptx_coef: float = setting(0.0, "γ of PPO-ptx, the weight of a language-modelling loss on --ptx-data mixed into every update (InstructGPT).",
-                              at_least=0, methods=ONLINE)
-    ptx_data: str | None = setting(None, "With --ptx-coef: pretraining-style text, a .txt file (one document per line) or rows with a `text` "
-                                   "field (JSONL, CSV, Parquet).", methods=ONLINE)
+    ptx_coef: float = setting(0.0, "γ of PPO-ptx, the weight of a language-modelling loss on --ptx-data mixed into "
+                              "every update (InstructGPT).", at_least=0, methods=ONLINE)
+    ptx_data: str | None = setting(None, "With --ptx-coef: pretraining-style text, a .txt file (one document per line) "
+                                   "or rows with a `text` field (JSONL, CSV, Parquet).", methods=ONLINE)
 
     def __post_init__(self) -> None:
         check_settings(self)

@@ -63,8 +63,10 @@ class DPOTrainer(PairTrainer):
         the model's weights, the precision, the device type and the loss (IPO averages), so a
         pair swapped (another judge's choice) is found too."""
         cfg = self.config
-        identity = [model_fingerprint(cfg.model), "bf16" if cfg.bf16 else "float32", torch.device(self.procs.device).type, self.average_logps]
-        keys = [cache_key("dpo reference log-probability", identity, seq["input_ids"], seq["labels"]) for pair in pairs for seq in (pair.chosen, pair.rejected)]
+        identity = [model_fingerprint(cfg.model), "bf16" if cfg.bf16 else "float32",
+                    torch.device(self.procs.device).type, self.average_logps]
+        keys = [cache_key("dpo reference log-probability", identity, seq["input_ids"], seq["labels"])
+                for pair in pairs for seq in (pair.chosen, pair.rejected)]
 
         def missing(indices: list[int]) -> list[float]:  # index 2k + j: pair k's chosen (j = 0) or rejected (j = 1)
             needed = sorted({i // 2 for i in indices})

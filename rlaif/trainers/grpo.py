@@ -6,8 +6,9 @@ estimate to the frozen reference in the loss (not in the reward).
 Rewards come from a reward model, a Python function, or a judge: with --reward-judge a group's
 responses are ranked by the judge as `rlaif label` ranks candidates (--reward-ranking: every pair
 in both orders by default), and a response's reward is its mean preference over the rest of
-its group (with every pair judged, the share of its group it beats). With held-out prompts, evaluation reports the mean reward of the policy and
-of the reference (with a judge: the mean preference for the policy over the reference).
+its group (with every pair judged, the share of its group it beats). With held-out prompts,
+evaluation reports the mean reward of the policy and of the reference (with a judge: the mean
+preference for the policy over the reference).
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class GRPOTrainer(OnlineTrainer):
         cfg = self.config
         if not cfg.reward_judge:
             return super().reward_source()
-        self.rewards = JudgeRewards(cfg.reward_judge, self.out / "judge_cache.sqlite", cfg.rubric, cfg.reward_ranking, cfg.seed, mode="pairwise")
+        self.rewards = JudgeRewards(cfg.reward_judge, self.out / "judge_cache.sqlite", cfg.rubric, cfg.reward_ranking,
+                                    cfg.seed, mode="pairwise")
         return self.judged_group_scores
 
     def preferences(self, pairs: list[Pair]) -> list[float]:
@@ -96,7 +98,8 @@ class GRPOTrainer(OnlineTrainer):
         rl_loss, clipfrac, kl = grpo_loss(logps, batch.logps[idx], ref, batch.advantages[idx], part.mask, cfg.cliprange, cfg.kl_coef)
         loss, ptx = self.with_ptx(rl_loss, step, update)
         with torch.no_grad():
-            stats = {k: v.item() for k, v in {"policy_loss": rl_loss, "kl": kl, "entropy": masked_entropy(logits, part.mask), "clipfrac": clipfrac,
+            stats = {k: v.item() for k, v in {"policy_loss": rl_loss, "kl": kl,
+                     "entropy": masked_entropy(logits, part.mask), "clipfrac": clipfrac,
                      "approx_kl": approx_kl(logps, batch.logps[idx], part.mask)}.items()}
         return loss, {**stats, **ptx}
 

@@ -48,9 +48,11 @@ class KTOTrainer(OfflineTrainer):
     def setup(self, init_from: str | None) -> None:
         cfg = self.config
         if cfg.batch_size < 2:
-            raise ConfigError("KTO estimates its reference point from the other rows of a batch: give --batch-size 2 or more", key="batch_size")
+            raise ConfigError("KTO estimates its reference point from the other rows of a batch: "
+                              "give --batch-size 2 or more", key="batch_size")
         train, held = unpaired_train_eval(cfg)
-        encode_rows = lambda rows: [encode(self.tokenizer, r.prompt, r.completion, cfg.max_length, r.source, cfg.truncate_prompt) for r in rows]
+        encode_rows = lambda rows: [encode(self.tokenizer, r.prompt, r.completion, cfg.max_length, r.source,
+                                           cfg.truncate_prompt) for r in rows]
         self.rows = {"train": encode_rows(train), "eval": encode_rows(held)}
         self.desirable = {"train": torch.tensor([r.desirable for r in train], dtype=torch.bool),
                           "eval": torch.tensor([r.desirable for r in held], dtype=torch.bool)}
@@ -59,7 +61,8 @@ class KTOTrainer(OfflineTrainer):
         self.truncated_rows = sum(r["truncated"] for rows in self.rows.values() for r in rows)
         self._report_balance()
         schedule, total = self.plan()
-        self.batches = {"train": schedule[:total * self.micro_batches_per_step], "eval": list(batched(list(range(len(held))), cfg.batch_size))}
+        self.batches = {"train": schedule[:total * self.micro_batches_per_step],
+                        "eval": list(batched(list(range(len(held))), cfg.batch_size))}
         self.model = self.load_trainable(lambda d: load_causal_lm(d, self.procs.device), init_from, "CAUSAL_LM")
         reference_file = self.out / "reference_logps.pt"
         self.reference = torch.load(reference_file) if reference_file.exists() and init_from else {}
@@ -94,12 +97,14 @@ class KTOTrainer(OfflineTrainer):
         """log π of the rows and of their mismatched sequences, each (B,), summed over response tokens."""
         batch = pack_sequences(self._sequences(split, indices), self.tokenizer.pad_token_id, self.procs.device)
         hidden = hidden_at(model, batch.packed, batch.token_index, logits_to_keep=1)
-        logps = per_sequence(head_logps(hidden, unwrap(model).get_output_embeddings().weight, batch.targets), batch.sequence, batch.n_sequences)
+        logps = per_sequence(head_logps(hidden, unwrap(model).get_output_embeddings().weight, batch.targets),
+                             batch.sequence, batch.n_sequences)
         return logps[:len(indices)], logps[len(indices):]
 
     def _missing(self, split: str, indices: list[int]) -> bool:
         """Whether the reference's log-probabilities of a batch's rows or mismatched sequences are unknown."""
-        return bool(self.reference[split][indices].isnan().any()) or any(pair not in self.reference[f"{split}_mismatched"] for pair in partners(indices))
+        return (bool(self.reference[split][indices].isnan().any())
+                or any(pair not in self.reference[f"{split}_mismatched"] for pair in partners(indices)))
 
     @torch.no_grad()
     def _reference_logps(self, reference, file) -> None:
@@ -107,9 +112,11 @@ class KTOTrainer(OfflineTrainer):
         of the run will read, beside those known already; kept for `--resume`."""
         cfg = self.config
         self.reference = self.reference or {name: value for split, rows in self.rows.items()
-                                            for name, value in ((split, torch.full((len(rows),), float("nan"))), (f"{split}_mismatched", {}))}
+                                            for name, value in ((split, torch.full((len(rows),), float("nan"))),
+                                                                (f"{split}_mismatched", {}))}
         todo = [(split, indices) for split, batches in self.batches.items() for indices in batches if self._missing(split, indices)]
-        with self.autocast(), tqdm(total=len(todo), desc="reference log-probabilities", unit="batch", disable=not (cfg.progress and self.procs.main)) as bar:
+        with self.autocast(), tqdm(total=len(todo), desc="reference log-probabilities", unit="batch",
+                                   disable=not (cfg.progress and self.procs.main)) as bar:
             for split, indices in todo:
                 own, crossed = self._logps(reference, split, indices)
                 self.reference[split][indices] = own.float().cpu()
@@ -133,7 +140,8 @@ class KTOTrainer(OfflineTrainer):
         loss = kto_loss(policy, reference, desirable, z, cfg.beta, cfg.desirable_weight, cfg.undesirable_weight, weight)
         rewards = cfg.beta * (policy - reference).detach()
         metrics = {"kl": z.item()}
-        for name, mask in (("chosen", desirable), ("rejected", ~desirable)):  # NaN for a batch without such rows: every process logs the same keys
+        # NaN for a batch without such rows: every process logs the same keys
+        for name, mask in (("chosen", desirable), ("rejected", ~desirable)):
             metrics[f"rewards/{name}"] = rewards[mask].mean().item()
             metrics[f"logps/{name}"] = policy[mask].detach().mean().item()
         return loss, metrics

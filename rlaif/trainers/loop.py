@@ -2,8 +2,9 @@
 checkpoints, metrics and saving.
 
 A subclass builds its model in `setup` and supplies its `step`: offline methods a loss per
-micro-batch (`OfflineTrainer.loss`), online methods a rollout and its updates. The schedule is a pure function of the seed, so `--resume` after a kill
-continues with exactly the batches an uninterrupted run would have seen.
+micro-batch (`OfflineTrainer.loss`), online methods a rollout and its updates. The schedule is
+a pure function of the seed, so `--resume` after a kill continues with exactly the batches an
+uninterrupted run would have seen.
 """
 
 from __future__ import annotations
@@ -80,7 +81,8 @@ class Trainer(ABC):
         """Load data and build `self.model` (from `init_from`, a checkpoint, when resuming)."""
 
     @abstractmethod
-    def step(self, model: torch.nn.Module, work: list[list[int]], step: int, optimizer, params: list[torch.nn.Parameter]) -> dict[str, float]:
+    def step(self, model: torch.nn.Module, work: list[list[int]], step: int, optimizer,
+             params: list[torch.nn.Parameter]) -> dict[str, float]:
         """One optimizer step on `work` (the step's micro-batches of example indices): the
         forward and backward passes and the optimizer's update; returns the step's metrics."""
 
@@ -100,7 +102,8 @@ class Trainer(ABC):
 
         base = load(cfg.model)
         targets = cfg.lora_target if cfg.lora_target == "all-linear" else [t.strip() for t in cfg.lora_target.split(",")]
-        with warnings.catch_warnings():  # peft reads transformers' renamed `is_gradient_checkpointing`: its deprecation is not the user's to see
+        # peft reads transformers' renamed `is_gradient_checkpointing`: its deprecation is not the user's to see
+        with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
             if init_from:
                 return PeftModel.from_pretrained(base, init_from, is_trainable=True)
@@ -180,7 +183,8 @@ class Trainer(ABC):
             if step % cfg.log_steps == 0 or step == total:
                 self._log(row)
             bar.update(1)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "lr") and (self.shown_metrics is None or k in self.shown_metrics)})
+            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items()
+                             if k not in ("step", "lr") and (self.shown_metrics is None or k in self.shown_metrics)})
             self._evaluate_during(step, total)
             if cfg.save_steps and step % cfg.save_steps == 0:
                 self._checkpoint(step, optimizer, scheduler)
@@ -273,7 +277,8 @@ class Trainer(ABC):
             self._shard()
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
-            raise ConfigError(f"--train-layers {cfg.train_layers} leaves nothing to train (is the model's head tied to its input embeddings?)")
+            raise ConfigError(f"--train-layers {cfg.train_layers} leaves nothing to train "
+                              "(is the model's head tied to its input embeddings?)")
         optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         schedule, total = self.plan()
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total, cfg.lr_scheduler))
@@ -290,8 +295,8 @@ class Trainer(ABC):
         if self.procs.main:
             write_json_atomic(self.out / "train_config.json", {**asdict(cfg), "truncated_rows": self.truncated_rows})
             if self.truncated_rows:
-                print(f"{self.truncated_rows} of {self.n_rows} rows are longer than --max-length {cfg.max_length}: cut to fit, each prompt keeping its end "
-                      "(--no-truncate-prompt stops at a prompt too long instead)")
+                print(f"{self.truncated_rows} of {self.n_rows} rows are longer than --max-length {cfg.max_length}: "
+                      "cut to fit, each prompt keeping its end (--no-truncate-prompt stops at a prompt too long instead)")
         return params, optimizer, scheduler, schedule, total, step
 
     def _shard(self) -> None:
@@ -317,7 +322,8 @@ class Trainer(ABC):
         path = self.out / "metrics.jsonl"
         if self.procs.main and path.exists():
             rows = [json.loads(line) for line in path.read_text().splitlines()]
-            kept = [r for r in rows if r["step"] <= step and (self._evaluates_at(r["step"], total) or not any(k.startswith("eval/") for k in r))]
+            kept = [r for r in rows if r["step"] <= step
+                    and (self._evaluates_at(r["step"], total) or not any(k.startswith("eval/") for k in r))]
             write_jsonl_atomic(path, kept)
 
     @property
@@ -337,7 +343,8 @@ class OfflineTrainer(Trainer):
     def micro_batches_per_step(self) -> int:
         return self.config.grad_accum
 
-    def step(self, model: torch.nn.Module, work: list[list[int]], step: int, optimizer, params: list[torch.nn.Parameter]) -> dict[str, float]:
+    def step(self, model: torch.nn.Module, work: list[list[int]], step: int, optimizer,
+             params: list[torch.nn.Parameter]) -> dict[str, float]:
         optimizer.zero_grad(set_to_none=True)
         sums: dict[str, float] = {}
         for indices in work:

@@ -74,7 +74,8 @@ def dpo_loss(
     return preference_loss(beta * h, smoothed(p, label_smoothing), weight)
 
 
-def simpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, beta: float = 2.0, gamma: float = 1.0, label_smoothing: float = 0.0,
+def simpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, beta: float = 2.0,
+               gamma: float = 1.0, label_smoothing: float = 0.0,
                p: torch.Tensor | float = 1.0, weight: torch.Tensor | None = None) -> torch.Tensor:
     """SimPO, reference-free: the inputs are length-normalised log-probabilities, the mean
     log π(y_t | x, y_<t) over each response's tokens, and with Δ = β (ā_w − ā_l) − γ (γ the
@@ -120,7 +121,8 @@ def kto_loss(policy: torch.Tensor, reference: torch.Tensor, desirable: torch.Ten
     policy, reference: (batch,) summed log-probabilities; desirable: (batch,) bool -> a scalar.
     """
     r = policy - reference
-    losses = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (r - z))), undesirable_weight * (1 - torch.sigmoid(beta * (z - r))))
+    losses = torch.where(desirable, desirable_weight * (1 - torch.sigmoid(beta * (r - z))),
+                         undesirable_weight * (1 - torch.sigmoid(beta * (z - r))))
     return weighted_mean(losses, weight)
 
 
@@ -149,7 +151,8 @@ def kl_penalized_rewards(score: torch.Tensor, logps: torch.Tensor, ref_logps: to
     return rewards * mask, kl
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalized advantage estimation over response tokens.
 
     δ_t = r_t + γ V_{t+1} − V_t;  A_t = δ_t + γλ A_{t+1};  returns R_t = A_t + V_t.
@@ -181,7 +184,8 @@ def ppo_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: to
     return loss, clipfrac
 
 
-def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip: float = 0.2) -> torch.Tensor:
+def ppo_value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
+                   clip: float = 0.2) -> torch.Tensor:
     """Clipped value loss: ½ mean over tokens of max((V − R)², (V_old + clip(V − V_old, ±ε) − R)²).
 
     values, old_values, returns, mask: (B, T) -> a scalar.
@@ -223,7 +227,8 @@ def masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # ---------------------------------------------------------------- PPO-ptx and GRPO
 
 
-def ppo_ptx_loss(rl_loss: torch.Tensor, ptx_logits: torch.Tensor, ptx_labels: torch.Tensor, ptx_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
+def ppo_ptx_loss(rl_loss: torch.Tensor, ptx_logits: torch.Tensor, ptx_labels: torch.Tensor,
+                 ptx_coef: float) -> tuple[torch.Tensor, torch.Tensor]:
     """InstructGPT's PPO-ptx objective, E[r − β KL] + γ E_{x∼D_pretrain}[log π(x)], as a loss to
     minimise: L = L_RL − γ · mean_t log π(x_t | x_<t), the mean over the pretraining batch's tokens.
 

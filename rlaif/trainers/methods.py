@@ -31,7 +31,8 @@ REGISTRY = (
            defaults={"beta": 0.1}),
     Method("kto", "rlaif.trainers.kto:KTOTrainer", "KTO: unpaired desirable and undesirable rows",
            "unpaired rows (label or score), or pairs split in two; weighted", reference="yes", defaults={"beta": 0.1}),
-    Method("ppo", "rlaif.trainers.ppo:PPOTrainer", "PPO against a reward model, function or judge", "prompts", online=True, reference="yes"),
+    Method("ppo", "rlaif.trainers.ppo:PPOTrainer", "PPO against a reward model, function or judge", "prompts",
+           online=True, reference="yes"),
     Method("grpo", "rlaif.trainers.grpo:GRPOTrainer", "GRPO: group-relative advantages", "prompts", online=True,
            reference="yes, none at --kl-coef 0"),
 )

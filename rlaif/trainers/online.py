@@ -183,7 +183,9 @@ class OnlineTrainer(Trainer):
         self.prompts, self.eval_prompts = items[:len(prompts)], items[len(prompts):]
         self.n_train, self.n_rows = len(self.prompts), len(items)
         self.truncated_rows = sum(cut for _, cut in encoded)
-        self.ptx = [ids[:cfg.max_length] for ids in self.tokenizer(load_texts(cfg.ptx_data), add_special_tokens=False)["input_ids"]] if cfg.ptx_coef else []
+        self.ptx = ([ids[:cfg.max_length]
+                     for ids in self.tokenizer(load_texts(cfg.ptx_data), add_special_tokens=False)["input_ids"]]
+                    if cfg.ptx_coef else [])
         self.build(init_from)
         self.reference = None  # with --lora-r: the policy with its adapter off
         if cfg.lora_r is None and (self.needs_reference or self.eval_prompts):  # evaluation scores the reference too
@@ -239,7 +241,8 @@ class OnlineTrainer(Trainer):
         update number, so a resumed run draws the same ones."""
         if not self.ptx:
             return rl_loss, {}
-        picks = random.Random(f"{self.config.seed}:{step}:{update}").sample(range(len(self.ptx)), min(self.config.mini_batch_size, len(self.ptx)))
+        picks = random.Random(f"{self.config.seed}:{step}:{update}").sample(range(len(self.ptx)),
+                                                                            min(self.config.mini_batch_size, len(self.ptx)))
         batch = collate([{"input_ids": self.ptx[i]} for i in picks], self.tokenizer.pad_token_id, self.procs.device)
         with self.autocast():
             # Not through the DDP wrapper: the parameters' gradients are still all-reduced once, in the backward pass.
@@ -259,7 +262,8 @@ class OnlineTrainer(Trainer):
                 loss, stats = self.update_loss(model, batch, idx, step, updates)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                stats["grad_norm"] = whole(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)).item()  # before clipping, as the offline trainers log it
+                # before clipping, as the offline trainers log it
+                stats["grad_norm"] = whole(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)).item()
                 optimizer.step()
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0.0) + v

@@ -18,4 +18,5 @@ class ORPOTrainer(PairTrainer):
         chosen, rejected, nll = self.pair_logps(model, pairs, whole_chosen=True)
         _, weight = labels_and_weights(pairs, chosen.device)
         loss, log_odds = orpo_loss(chosen, rejected, nll, cfg.beta, weight)
-        return loss, {**reward_metrics(cfg.beta * chosen, cfg.beta * rejected, chosen, rejected), "nll_loss": nll.item(), "log_odds_ratio": log_odds.item()}
+        return loss, {**reward_metrics(cfg.beta * chosen, cfg.beta * rejected, chosen, rejected), "nll_loss": nll.item(),
+                      "log_odds_ratio": log_odds.item()}

@@ -1,4 +1,5 @@
-"""Training data: preference pairs and prompts read from any input `rlaif label` reads, held-out splits, and the pairs encoded for a model."""
+"""Training data: preference pairs and prompts read from any input `rlaif label` reads, held-out
+splits, and the pairs encoded for a model."""
 
 from __future__ import annotations
 
@@ -60,7 +61,8 @@ def load_pairs(path: str, limit: int | None = None, hard_labels: bool = False, w
         chosen, rejected = ex.responses  # the preferred one first in every input shape
         pairs.append(TrainPair(ex.prompt, chosen, rejected, p, ex.source, example_weight(weights, ex.weight, ex.preference)))
     if not pairs:
-        raise InputError(str(path), None, None, "no usable preference pairs (rows need prompt/chosen/rejected, HH transcripts, or rlaif's pairs.jsonl"
+        raise InputError(str(path), None, None, "no usable preference pairs (rows need prompt/chosen/rejected, "
+                         "HH transcripts, or rlaif's pairs.jsonl"
                          + (f"; {same} rows have the same response twice" if same else "") + ")")
     if same:
         print(f"{path}: {same} pairs left out: their two responses are the same text", file=sys.stderr)
@@ -107,15 +109,17 @@ def load_unpaired(path: str, limit: int | None = None, threshold: float | None =
             rows.append(_unpaired_row(record, shown_name(path), line, threshold, weights))
             continue
         ex = parse_record(record, shown_name(path), line)
-        if len(ex.responses) != 2 or (ex.preference is None and ex.human_best is None) or ex.responses[0].strip() == ex.responses[1].strip():
+        if (len(ex.responses) != 2 or (ex.preference is None and ex.human_best is None)
+                or ex.responses[0].strip() == ex.responses[1].strip()):
             continue
         weight = example_weight(weights, ex.weight, ex.preference)
         desirable = (True, False)
         if threshold is not None:
             scores = {s.get("response"): s.get("score") for s in record.get("scores") or [] if isinstance(s, dict)}
             if not all(isinstance(scores.get(k), int | float) for k in ("chosen", "rejected")):
-                raise InputError(shown_name(path), line, "scores", "--desirable-threshold reads each response's score, and this pair has none "
-                                 "(label with --mode pointwise, or give rows of prompt, completion and score)")
+                raise InputError(shown_name(path), line, "scores", "--desirable-threshold reads each response's score, "
+                                 "and this pair has none (label with --mode pointwise, or give rows of prompt, "
+                                 "completion and score)")
             desirable = (scores["chosen"] >= threshold, scores["rejected"] >= threshold)
         rows += [UnpairedRow(ex.prompt, text, good, ex.source, weight) for text, good in zip(ex.responses, desirable)]
     if not rows:

@@ -36,7 +36,8 @@ class PairTrainer(OfflineTrainer):
     def load_policy(self, init_from: str | None) -> torch.nn.Module:
         return self.load_trainable(lambda d: load_causal_lm(d, self.procs.device), init_from, "CAUSAL_LM")
 
-    def pair_logps(self, model, pairs: list[EncodedPair], whole_chosen: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def pair_logps(self, model, pairs: list[EncodedPair],
+                   whole_chosen: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """log π(chosen) and log π(rejected), each (B,) (means per token if `average_logps`), in
         one forward pass over the pairs packed. With `whole_chosen`, also the mean negative
         log-likelihood of the chosen sequences' every token, prompt and response, over the batch
@@ -85,7 +86,8 @@ class PairTrainer(OfflineTrainer):
         return batch_means(batch(rows) for rows in batched(list(range(len(self.eval_pairs))), self.config.batch_size))
 
 
-def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, logps_chosen: torch.Tensor, logps_rejected: torch.Tensor) -> dict[str, float]:
+def reward_metrics(chosen: torch.Tensor, rejected: torch.Tensor, logps_chosen: torch.Tensor,
+                   logps_rejected: torch.Tensor) -> dict[str, float]:
     """What a preference objective logs as TRL does: its implicit rewards of the chosen and the
     rejected responses, how often the chosen one's is higher, their margin, and the log-probabilities."""
     chosen, rejected = chosen.detach(), rejected.detach()

@@ -62,7 +62,8 @@ def keep_frozen_states(model: torch.nn.Module, pairs: list[EncodedPair], train_l
         raise ConfigError(f"--train-layers {max(train_layers)}: the model has {n} transformer blocks")
     missing = list({frozen_key(0, p)[1:]: p for p in pairs if any(frozen_key(k, p) not in cache for k in train_layers)}.values())
     chunks = length_batches([packed_length(p) for p in missing], 16)  # rows of similar length share a batch: little padding
-    for chunk in tqdm([[missing[i] for i in c] for c in chunks], desc="frozen blocks, once per pair", unit="batch", disable=not progress or not missing):
+    for chunk in tqdm([[missing[i] for i in c] for c in chunks], desc="frozen blocks, once per pair", unit="batch",
+                      disable=not progress or not missing):
         batch = pack_pairs(chunk, pad_id, device)
         layout = Layout.of(batch.packed)
         flat, depth = model.base_model.embed_tokens(batch.packed.input_ids)[layout.valid], 0
@@ -99,7 +100,8 @@ class RewardTrainer(OfflineTrainer):
         self.train_pairs, self.eval_pairs = encoded_train_eval_pairs(self.tokenizer, cfg, eval_max_length=position_limit(cfg.model))
         self.n_train, self.n_rows = len(self.train_pairs), len(self.train_pairs) + len(self.eval_pairs)
         self.truncated_rows = truncated_rows(self.train_pairs + self.eval_pairs)
-        self.model = self.load_trainable(lambda d: load_reward_model(d, self.procs.device, self.tokenizer.pad_token_id), init_from, "SEQ_CLS")
+        self.model = self.load_trainable(lambda d: load_reward_model(d, self.procs.device, self.tokenizer.pad_token_id),
+                                         init_from, "SEQ_CLS")
         # One process: under DDP or FSDP the forward pass must go through the wrapped model. The piecewise
         # blocks would skip activation checkpointing (switched on after set-up).
         self.keeps_frozen = (cfg.train_layers is not None and self.procs.world == 1 and not cfg.fsdp and not cfg.gradient_checkpointing

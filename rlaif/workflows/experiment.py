@@ -29,7 +29,8 @@ from rlaif.trainers.config import TrainConfig, read_run_config
 
 SLICES = ("train", "gold", "eval")
 SECTIONS = {"label": LabelConfig, "train": TrainConfig, "gold_rm": TrainConfig, "compare": CompareConfig}
-SET_BY_THE_EXPERIMENT = {"input", "output", "data", "method", "model", "runs", "eval_data", "gold_rm", "labels", "progress", "reference_cache"}
+SET_BY_THE_EXPERIMENT = {"input", "output", "data", "method", "model", "runs",
+                         "eval_data", "gold_rm", "labels", "progress", "reference_cache"}
 
 
 def read_experiment(path: str | Path) -> dict[str, Any]:
@@ -55,8 +56,8 @@ def read_experiment(path: str | Path) -> dict[str, Any]:
         for key, value in spec.get(section, {}).items():
             if key not in allowed:
                 near = unknown_key(key, sorted(allowed)).removeprefix("unknown key")
-                raise ConfigError(f"not a setting of this step (or one the experiment sets itself){near} (expected one of {', '.join(sorted(allowed))})",
-                                  str(path), key=f"{section}.{key}")
+                raise ConfigError(f"not a setting of this step (or one the experiment sets itself){near} "
+                                  f"(expected one of {', '.join(sorted(allowed))})", str(path), key=f"{section}.{key}")
             if (problem := type_problem(value, hints[key])) is not None:
                 raise ConfigError(problem, str(path), key=f"{section}.{key}")
     data = spec.get("data", {})
@@ -135,12 +136,14 @@ def run_experiment(path: str | Path, progress: bool = True) -> dict[str, Any]:
     write_jsonl_atomic(human, human_labeled_twins(labeled.rows))
 
     # the two runs read the same sequences (some pairs swapped): one reference pass serves both
-    common = {"method": "dpo", "model": model, "seed": seed, "progress": progress, "reference_cache": str(out / "cache.sqlite"), **spec.get("train", {})}
+    common = {"method": "dpo", "model": model, "seed": seed, "progress": progress,
+              "reference_cache": str(out / "cache.sqlite"), **spec.get("train", {})}
     runs = [str(out / "dpo-ai-labels"), str(out / "dpo-human-labels")]
     train_once(TrainConfig(data=str(label_dir / "pairs.jsonl"), output=runs[0], **common))
     train_once(TrainConfig(data=str(human), output=runs[1], **common))
     gold_dir = str(out / "gold-rm")
-    train_once(TrainConfig(method="rm", data=data["gold"], output=gold_dir, model=model, seed=seed, progress=progress, **spec.get("gold_rm", {})))
+    train_once(TrainConfig(method="rm", data=data["gold"], output=gold_dir, model=model, seed=seed, progress=progress,
+                           **spec.get("gold_rm", {})))
 
     judge = spec.get("label", {}).get("judge")
     options = {**({"judge": judge} if judge else {}), **spec.get("compare", {})}

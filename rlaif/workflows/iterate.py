@@ -51,8 +51,10 @@ class IterateConfig:
     model: str | None = setting(None, "The starting policy [default: the embedded model].")
     method: str = setting("dpo", "dpo (on each round's pairs) or ppo (a reward model updated on them, and ppo against it).", ROUND_METHODS)
     judge: str = setting(DEFAULT_JUDGE, "Judge of each round's samples, and of the final comparison.")
-    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template [default: the judge config's `rubric`, else quality].")
-    num_responses: int = setting(2, "Samples per prompt and round (K); with more than two, the judge's best against its worst is the round's pair.", at_least=2)
+    rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template "
+                                 "[default: the judge config's `rubric`, else quality].")
+    num_responses: int = setting(2, "Samples per prompt and round (K); with more than two, "
+                                 "the judge's best against its worst is the round's pair.", at_least=2)
     max_new_tokens: int = setting(64, "Length of the samples.", at_least=1)
     temperature: float = setting(SAMPLING_TEMPERATURE, "Sampling temperature of the samples.", at_least=0)
     limit: int | None = setting(None, "Use at most this many prompts.", at_least=1)
@@ -80,8 +82,9 @@ def run_round(cfg: IterateConfig, r: int, prompts: Path, policy: str | None, rm:
     samples, train on them. Returns the round's policy and reward model."""
     d = Path(cfg.output) / f"round-{r}"
     # A new seed each round: the same policy would otherwise draw the same samples.
-    label(LabelConfig(input=str(prompts), output=str(d / "labels"), judge=cfg.judge, rubric=cfg.rubric, generator=policy, num_responses=cfg.num_responses,
-                      max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, seed=cfg.seed + r, progress=cfg.progress))
+    label(LabelConfig(input=str(prompts), output=str(d / "labels"), judge=cfg.judge, rubric=cfg.rubric, generator=policy,
+                      num_responses=cfg.num_responses, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                      seed=cfg.seed + r, progress=cfg.progress))
     pairs = str(d / "labels" / "pairs.jsonl")
     if cfg.method == "dpo":
         train_once(TrainConfig(method="dpo", data=pairs, model=policy, output=str(d / "model"), **_train_settings(cfg, cfg.train)))
@@ -107,9 +110,9 @@ def iterate(cfg: IterateConfig) -> dict[str, Any]:
         policy, rm = run_round(cfg, r, prompts, policy, rm)
         run = describe_run(policy)
         policies.append(replace(run, name=f"round-{r}", trained_on=f"{run.trained_on}, on round {r}'s own samples"))
-    metrics = compare(CompareConfig(runs=[p.run for p in policies[1:]], eval_data=cfg.eval_data, output=str(out), judge=cfg.judge, rubric=cfg.rubric,
-                                    gold_rm=cfg.gold_rm, limit=cfg.eval_limit, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
-                                    progress=cfg.progress), policies)
+    metrics = compare(CompareConfig(runs=[p.run for p in policies[1:]], eval_data=cfg.eval_data, output=str(out),
+                                    judge=cfg.judge, rubric=cfg.rubric, gold_rm=cfg.gold_rm, limit=cfg.eval_limit,
+                                    max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, progress=cfg.progress), policies)
     (out / "rounds.md").write_text(rounds_table(cfg, metrics) + "\n")
     return metrics
 
@@ -124,11 +127,13 @@ def rounds_table(cfg: IterateConfig, metrics: dict[str, Any]) -> str:
         d = Path(cfg.output) / name
         manifest = json.loads((d / "labels" / "manifest.json").read_text())
         counts = manifest["counts"]
-        losses = [r[key] for r in map(json.loads, (d / "model" / "metrics.jsonl").read_text().splitlines()) for key in ("loss", "policy_loss") if key in r]
+        losses = [r[key] for r in map(json.loads, (d / "model" / "metrics.jsonl").read_text().splitlines())
+                  for key in ("loss", "policy_loss") if key in r]
         return {"round": name.removeprefix("round-"), "labeled": str(counts["labeled"]),
                 "consistent": "— (pointwise)" if manifest["mode"] == "pointwise" else f"{counts['consistent']} of {counts['labeled']}",
                 "loss": f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "—"}
 
     lead = [(header, lambda row, key=key: round_of(row.name)[key]) for header, key in
-            (("round", "round"), ("pairs labeled", "labeled"), ("consistent across orders", "consistent"), ("train loss (first → last)", "loss"))]
+            (("round", "round"), ("pairs labeled", "labeled"), ("consistent across orders", "consistent"),
+             ("train loss (first → last)", "loss"))]
     return "\n".join(policy_table(metrics, lead, ("win_rate", "rating_point", "gold_reward", "kl", "length"), base="start"))

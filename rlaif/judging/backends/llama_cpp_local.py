@@ -60,7 +60,8 @@ class LlamaCppJudge(PrefilledJudge):
         try:
             import llama_cpp
         except ImportError:
-            raise JudgeConfigError(f"{config.source or config.name}: backend 'llama_cpp' needs llama-cpp-python: pip install -e '.[llama-cpp]'") from None
+            raise JudgeConfigError(f"{config.source or config.name}: backend 'llama_cpp' needs llama-cpp-python: "
+                                   "pip install -e '.[llama-cpp]'") from None
         path = gguf_path(config.model)
         if not path.is_file():
             raise JudgeConfigError(f"{config.source or config.name}: key 'model': no GGUF file at {path}")
@@ -98,8 +99,8 @@ class LlamaCppJudge(PrefilledJudge):
     def _rationales(self, chats: list[str], verdict_prefix: str) -> tuple[list[str], list[int]]:
         texts, counts = [], []
         for chat in chats:
-            out = self.llm.create_completion(self.tokenize(chat), max_tokens=self.options.max_new_tokens, temperature=self.options.temperature,
-                                             stop=[verdict_prefix.strip()], seed=0)
+            out = self.llm.create_completion(self.tokenize(chat), max_tokens=self.options.max_new_tokens,
+                                             temperature=self.options.temperature, stop=[verdict_prefix.strip()], seed=0)
             texts.append(rationale(out["choices"][0]["text"], verdict_prefix))
             counts.append(out["usage"]["completion_tokens"])
         return texts, counts

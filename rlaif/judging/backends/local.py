@@ -103,7 +103,8 @@ class LocalJudge(PrefilledJudge):
             cache = DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1))
                                   for k, v in self._prefix_cache(seqs[0][:shared])], config=self.model.config)
             mask = torch.cat([mask.new_ones(rows, 1, width, shared), mask], dim=-1)  # every token sees the prefix
-        hidden = self.model.base_model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids, cache=cache).last_hidden_state
+        hidden = self.model.base_model(input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids,
+                                       cache=cache).last_hidden_state
         last = torch.tensor([places[-1] for places in packed.places], device=self.device)
         logits = self.model.get_output_embeddings()(hidden.flatten(0, 1)[last])
         return label_distribution(logits, self.tokenizer, labels).tolist(), [len(s) for s in seqs]
@@ -118,7 +119,8 @@ class LocalJudge(PrefilledJudge):
         for i in order:
             n = len(requests[i].prompt)
             last = batches[-1] if batches else []
-            if last and len(last) < self.options.batch_size and n * (len(last) + 1) <= PADDING * (sum(len(requests[j].prompt) for j in last) + n):
+            if (last and len(last) < self.options.batch_size
+                    and n * (len(last) + 1) <= PADDING * (sum(len(requests[j].prompt) for j in last) + n)):
                 last.append(i)
             else:
                 batches.append([i])

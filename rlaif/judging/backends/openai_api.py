@@ -42,8 +42,10 @@ class OpenAIOptions(ApiOptions):
     top_logprobs: int = 20  # 0: ask for no log-probabilities
     verdict: str = "text"  # how the verdict is read: text | constrained | prefilled (see the module's docstring)
     prefill_with: str = "completions"  # prefilled: completions (rendered here) | chat (the server continues the assistant turn)
-    tokenizer: str | None = None  # prefilled through completions: whose chat template renders the rubric ('embedded' or a directory); default: `model`
-    structured_output: str = "json_schema"  # constrained: json_schema (OpenAI, vLLM, SGLang, llama-server, Ollama) | json_object (llama-cpp-python's server)
+    # prefilled through completions: whose chat template renders the rubric ('embedded' or a directory); default: `model`
+    tokenizer: str | None = None
+    # constrained: json_schema (OpenAI, vLLM, SGLang, llama-server, Ollama) | json_object (llama-cpp-python's server)
+    structured_output: str = "json_schema"
 
     def __post_init__(self) -> None:
         choice("verdict", self.verdict, VERDICTS)
@@ -89,8 +91,9 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
         if o.verdict == "prefilled" and o.prefill_with == "completions":
             name = o.tokenizer if o.tokenizer is not None else config.model
             if not (is_embedded(name) or Path(str(name)).is_dir()):
-                raise JudgeConfigError(f"{config.source or config.name}: key 'options.tokenizer': a prefilled verdict through /completions renders the "
-                                       f"rubric with the model's own chat template: name its tokenizer ('embedded' or a local directory), not {name!r}")
+                raise JudgeConfigError(f"{config.source or config.name}: key 'options.tokenizer': a prefilled verdict "
+                                       "through /completions renders the rubric with the model's own chat template: "
+                                       f"name its tokenizer ('embedded' or a local directory), not {name!r}")
             self.tokenizer = load_tokenizer(name)
 
     def _client(self, base_url: str | None):
@@ -146,7 +149,8 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
         keys = list(re.finditer(r'"verdict"\s*:\s*"', text))  # the label's place: inside the quotes after the last key
         top = top_at(tokens, keys[-1].end()) if tokens and keys else None
         if top is None:
-            return self.from_label_probs(request, [float(i == index) for i in range(len(request.labels))], text=why or text, soft=False, **usage)
+            return self.from_label_probs(request, [float(i == index) for i in range(len(request.labels))],
+                                         text=why or text, soft=False, **usage)
         return self.from_label_probs(request, label_probs(top, request.labels), text=why or text, soft=True, **usage)
 
     async def _ask(self, client, request: JudgeRequest) -> Verdict:
@@ -163,19 +167,21 @@ class OpenAIJudge(ApiJudge, BatchJudge, SamplingJudge):
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         chat = chat_prompt(self.tokenizer, self._messages(request)) if o.prefill_with == "completions" else None
         if request.cot:
-            body = {"model": self.config.model, "temperature": o.temperature, "max_tokens": o.max_tokens_cot, "stop": [request.verdict_prefix.strip()]}
+            body = {"model": self.config.model, "temperature": o.temperature, "max_tokens": o.max_tokens_cot,
+                    "stop": [request.verdict_prefix.strip()]}
             if chat is not None:
                 response = await client.post("/completions", body={**body, "prompt": chat}, cast_to=Completion)
                 written = _choice(response).text
             else:
-                response = await client.post("/chat/completions", body={**body, "messages": self._messages(request)}, cast_to=ChatCompletion)
+                response = await client.post("/chat/completions", body={**body, "messages": self._messages(request)},
+                                             cast_to=ChatCompletion)
                 written = _choice(response).message.content or ""
             why = rationale(written, request.verdict_prefix)
             usage = _usage(response)
         body = {"model": self.config.model, "temperature": 0.0, "max_tokens": 1}
         if chat is not None:
-            response = await client.post("/completions", body={**body, "prompt": verdict_text(chat, request, why), "logprobs": o.top_logprobs},
-                                         cast_to=Completion)
+            response = await client.post("/completions", body={**body, "prompt": verdict_text(chat, request, why),
+                                                               "logprobs": o.top_logprobs}, cast_to=Completion)
             logprobs = _choice(response).logprobs
             top = (logprobs.top_logprobs or [None])[0] if logprobs else None
         else:

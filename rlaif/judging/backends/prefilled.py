@@ -81,7 +81,8 @@ class PrefilledJudge(Judge):
         need = len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) + self.completion_budget(self.options, request.cot) + 1
         if need <= self.context_length:
             return None
-        return Verdict(None, error=f"prompt too long for the judge: {need} tokens with its answer, the model reads {self.context_length}", too_long=True)
+        return Verdict(None, error=f"prompt too long for the judge: {need} tokens with its answer, "
+                                   f"the model reads {self.context_length}", too_long=True)
 
     def judge(self, requests: Sequence[JudgeRequest], on_result: Callable[[int, Verdict], None]) -> None:
         fits = []
@@ -104,7 +105,8 @@ class PrefilledJudge(Judge):
                 texts = [verdict_text(chat, r, why) for chat, why, r in zip(chats, rationales, reqs)]
                 probs, prompt_tokens = self.label_probs(texts, reqs[0].labels)
                 for i, p, text, n_in, n_out in zip(group, probs, rationales, prompt_tokens, generated):
-                    on_result(i, self.from_label_probs(requests[i], p, text=text, soft=True, prompt_tokens=int(n_in), completion_tokens=n_out))
+                    on_result(i, self.from_label_probs(requests[i], p, text=text, soft=True, prompt_tokens=int(n_in),
+                                                       completion_tokens=n_out))
 
 
 def _by_format(requests: Sequence[JudgeRequest], indices: list[int]) -> list[list[int]]:

@@ -33,7 +33,8 @@ from rlaif.models.loading import load_reward_model, load_tokenizer, model_finger
 class RewardModelOptions:
     temperature: float = 1.0  # T in σ((r_A − r_B) / T): larger is less sure
     batch_size: int = 16
-    max_length: int | None = None  # tokens per prompt + response (a long prompt gives up its beginning) [default: the model's position limit]
+    # tokens per prompt + response (a long prompt gives up its beginning) [default: the model's position limit]
+    max_length: int | None = None
     device: str | None = None
 
     def __post_init__(self) -> None:

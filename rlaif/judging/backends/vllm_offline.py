@@ -38,7 +38,8 @@ class VLLMJudge(PrefilledJudge, SamplingJudge):
         try:
             import vllm  # here: the extra is optional, and needs a GPU
         except ImportError:
-            raise JudgeConfigError(f"{config.source or config.name}: backend 'vllm' needs vLLM and a GPU: pip install -e '.[vllm]'") from None
+            raise JudgeConfigError(f"{config.source or config.name}: backend 'vllm' needs vLLM and a GPU: "
+                                   "pip install -e '.[vllm]'") from None
         self._vllm = vllm
         path = resolve_model(config.model)
         self.tokenizer = load_tokenizer(path)
