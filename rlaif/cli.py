@@ -19,7 +19,7 @@ from rlaif.judging.base import MODES
 from rlaif.labeling.revise import ReviseConfig
 from rlaif.labeling.run import LabelConfig
 from rlaif.serving.server import ServeConfig
-from rlaif.settings import allowed_types, line_in_file, option_flag, read_settings_file, setting_help
+from rlaif.settings import allowed_types, line_in_file, option_flag, read_settings_file, setting_help, unknown_key
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.methods import NAMES, ONLINE
 from rlaif.workflows.iterate import IterateConfig
@@ -47,8 +47,8 @@ def config_options(config_class: type):
                 continue
             flag = option_flag(f)
             if kind is bool:
-                option = click.option(f"{flag}/--no-{flag[2:]}" if default else flag, f.name, default=default,
-                                      is_flag=True, help=setting_help(f))
+                # both forms, so that a flag a --config file sets can be turned off on the command line
+                option = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, is_flag=True, help=setting_help(f))
             else:
                 choices = f.metadata.get("choices")
                 option = click.option(flag, *f.metadata.get("aliases", ()), f.name, type=click.Choice(choices) if choices else kind,
@@ -65,6 +65,7 @@ def settings_file(config_class: type):
     line winning; a required setting that neither gives is a usage error, and a bad value the
     file gave is named by the file's line and key."""
     names = {f.name for f in fields(config_class)}
+    settable = [f.name for f in fields(config_class) if "help" in f.metadata]
     required = [f for f in fields(config_class) if f.default is MISSING and f.default_factory is MISSING and "help" in f.metadata]
 
     def decorate(command):
@@ -72,10 +73,12 @@ def settings_file(config_class: type):
         def run(*args, config_file: str | None = None, **options):
             ctx = click.get_current_context()
             from_file = read_settings_file(config_file, config_class) if config_file else {}
+            for key in from_file.keys() - set(settable):  # a field the command sets itself (progress) or takes another way
+                raise ConfigError(unknown_key(key, settable), config_file, line_in_file(config_file, config_class, key), key)
             given = {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
             settings = {**options, **{name: value for name, value in from_file.items() if name not in given}}
             for f in required:
-                if settings.get(f.name) in (None, ()):
+                if not settings.get(f.name):
                     what = f.name.upper() if f.metadata.get("argument") else option_flag(f)
                     raise click.UsageError(f"{what} is required (on the command line or in --config)")
             try:

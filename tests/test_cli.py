@@ -125,6 +125,17 @@ def test_a_config_file_gives_settings_the_command_line_overrides(tmp_path):
     assert run.exit_code == 1 and f"{settings}:3: key 'min_confidence': must be at least 0.5, got 0.3" in run.output
     run = CliRunner().invoke(main, ["label", "--config", str(settings), "--min-confidence", "0.4", "--dry-run"])
     assert run.exit_code == 1 and run.output == "Error: --min-confidence: must be at least 0.5, got 0.4\n"  # named as typed
+    settings.write_text(f"input: examples/demo.jsonl\nlimit: 1\noutput: {tmp_path / 'out'}\ndry_run: true\n")
+    run = CliRunner().invoke(main, ["label", "--config", str(settings)])
+    assert run.exit_code == 0 and "judge calls to make" in run.output and not (tmp_path / "out").exists()
+    run = CliRunner().invoke(main, ["label", "--config", str(settings), "--no-dry-run", "--quiet"])  # a flag the file sets, turned off
+    assert (tmp_path / "out" / "manifest.json").exists(), run.output
+    settings.write_text("input: examples/demo.jsonl\nprogress: false\n")  # a field the command sets itself
+    run = CliRunner().invoke(main, ["label", "--config", str(settings), "--dry-run"])
+    assert run.exit_code == 1 and f"{settings}:2: key 'progress': unknown key" in run.output
+    settings.write_text("runs: []\neval_data: examples/demo.jsonl\n")
+    run = CliRunner().invoke(main, ["compare", "--config", str(settings)])
+    assert run.exit_code == 2 and "RUNS is required" in run.output
 
 
 def test_input_dash_reads_standard_input(tmp_path):

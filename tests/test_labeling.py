@@ -177,6 +177,7 @@ def test_calibrate_fits_the_temperature_and_label_uses_it(tmp_path, scripted_jud
     assert report["ece_before"] == pytest.approx(0.2) and report["ece_after_cross_validated"] < report["ece_before"]
     config = load_judge_config(report["config"])
     assert config.calibration == pytest.approx(expected_t, rel=1e-3) and config.backend == "scripted"
+    assert (config.rubric, config.mode) == ("quality", "pairwise")  # asked as the fit's labels were, when a run names neither
 
     again = label(LabelConfig(data, str(tmp_path / "calibrated"), judge=report["config"],
                               cache=str(tmp_path / "raw" / "cache.sqlite"), progress=False))

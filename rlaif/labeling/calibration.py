@@ -17,10 +17,12 @@ from typing import Any
 import yaml
 
 from rlaif.errors import InputError
+from rlaif.judging.base import MODES
 from rlaif.judging.debias import calibrated
 from rlaif.labeling.quality import read_run
 from rlaif.stats import expected_calibration_error
 from rlaif.storage.files import write_text_atomic
+from rlaif.storage.resources import builtin_dir
 
 MIN_PAIRS_PER_FOLD = 2
 
@@ -39,6 +41,16 @@ def fit_temperature(p: list[float], y: list[int]) -> float:
     found = minimize_scalar(lambda log_t: log_loss([calibrated(q, math.exp(log_t)) for q in p], y),
                             bounds=(math.log(0.05), math.log(20.0)), method="bounded")
     return float(math.exp(found.x))
+
+
+def fitted_under(manifest: dict[str, Any]) -> dict[str, str]:
+    """The rubric and mode the run's preferences came from, as judge config keys: the temperature
+    is fitted to them, so the calibrated config asks the same way when a run names neither."""
+    keys = {"mode": manifest["mode"]} if manifest["mode"] in MODES else {}  # a jury's members keep their own modes
+    if manifest.get("rubric"):
+        name, path = manifest["rubric"]["name"], manifest["rubric"]["path"]
+        keys["rubric"] = name if Path(path).parent == builtin_dir("prompts") else path
+    return keys
 
 
 def calibrate(run_dir: str | Path, folds: int = 5, seed: int = 0, output: str | Path | None = None) -> dict[str, Any]:
@@ -64,7 +76,8 @@ def calibrate(run_dir: str | Path, folds: int = 5, seed: int = 0, output: str | 
     t_all = fit_temperature(p, y)
     judge = manifest["judge"]
     total = judge.get("calibration", 1.0) * t_all  # the run's preferences already carry its judge's calibration
-    config = {"backend": judge["backend"], "model": judge["model"], "options": judge["options"], "calibration": round(total, 6)}
+    config = {"backend": judge["backend"], "model": judge["model"], "options": judge["options"], **fitted_under(manifest),
+              "calibration": round(total, 6)}
     path = Path(output) if output else run_dir / "calibrated-judge.yaml"
     write_text_atomic(path, f"# {judge['name']}, calibrated by `rlaif calibrate {run_dir}` on {len(p)} human-labeled pairs\n"
                             + yaml.safe_dump(config, sort_keys=False))

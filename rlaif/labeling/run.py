@@ -334,7 +334,7 @@ class _Run:
 def _fingerprint(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> str:
     """What a run's rows depend on: a resume goes on only with all of it unchanged."""
     settings = {k: v for k, v in asdict(config).items() if k not in ("progress", "concurrency", "chunk_size", "dry_run", "batch_api")}
-    return cache_key(settings, spec.identity, rubric.sha256, spec.config.calibration)
+    return cache_key(settings, spec.identity, spec.mode, rubric.sha256, spec.config.calibration)  # the mode: the judge config's may change
 
 
 def _dry_run(config: LabelConfig, spec: JudgeSpec, rubric: Rubric) -> LabelResult:

@@ -53,7 +53,7 @@ class ServeConfig:
     rubric: str | None = setting(None, "Built-in rubric name or path to a Jinja2 template "
                                  "[default: the judge config's `rubric`, else quality].")
     mode: str | None = setting(None, "How group rewards compare completions: pairwise (both orders) or pointwise "
-                               "[default: the judge's own].", ("pairwise", "pointwise"))
+                               "[default: the judge config's `mode`, else the judge's own].", ("pairwise", "pointwise"))
     ranking: str = setting("all-pairs", "How a group's completions are ranked for group rewards (as `rlaif label --ranking`).", STRATEGIES)
     host: str = setting("127.0.0.1", "Address to listen on (0.0.0.0: every interface; then set --api-key-env).")
     port: int = setting(8000, "Port to listen on.", at_least=1, at_most=65535)
