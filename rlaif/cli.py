@@ -19,7 +19,7 @@ from rlaif.judging.base import MODES
 from rlaif.labeling.revise import ReviseConfig
 from rlaif.labeling.run import LabelConfig
 from rlaif.serving.server import ServeConfig
-from rlaif.settings import allowed_types, line_in_file, option_flag, read_settings_file, setting_help, unknown_key
+from rlaif.settings import allowed_types, line_in_file, option_flag, read_settings_file, setting_help
 from rlaif.trainers.config import TrainConfig
 from rlaif.trainers.methods import NAMES, ONLINE
 from rlaif.workflows.iterate import IterateConfig
@@ -64,8 +64,6 @@ def settings_file(config_class: type):
     """Wrap a command so that `--config FILE` gives any of `config_class`'s settings, the command
     line winning; a required setting that neither gives is a usage error, and a bad value the
     file gave is named by the file's line and key."""
-    names = {f.name for f in fields(config_class)}
-    settable = [f.name for f in fields(config_class) if "help" in f.metadata]
     required = [f for f in fields(config_class) if f.default is MISSING and f.default_factory is MISSING and "help" in f.metadata]
 
     def decorate(command):
@@ -73,8 +71,6 @@ def settings_file(config_class: type):
         def run(*args, config_file: str | None = None, **options):
             ctx = click.get_current_context()
             from_file = read_settings_file(config_file, config_class) if config_file else {}
-            for key in from_file.keys() - set(settable):  # a field the command sets itself (progress) or takes another way
-                raise ConfigError(unknown_key(key, settable), config_file, line_in_file(config_file, config_class, key), key)
             given = {name for name in options if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE}
             settings = {**options, **{name: value for name, value in from_file.items() if name not in given}}
             for f in required:
@@ -84,7 +80,7 @@ def settings_file(config_class: type):
             try:
                 return command(*args, **settings)
             except ConfigError as e:
-                if config_file and e.key in names and e.key in from_file and e.key not in given and not e.file:
+                if e.key in from_file and e.key not in given and not e.file:
                     raise ConfigError(e.message, config_file, line_in_file(config_file, config_class, e.key), e.key) from None
                 raise
 

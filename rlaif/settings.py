@@ -153,8 +153,9 @@ def read_text(path: str | Path) -> str:
 
 
 def read_settings_file(path: str | Path, config_class: type) -> dict[str, Any]:
-    """Settings of `config_class` from a TOML or YAML file; an unknown key or a bad value is an
-    error naming file, line and key."""
+    """Settings of `config_class` from a TOML or YAML file: its fields that have help text, the
+    ones a user gives (not one the program sets, such as `progress`); an unknown key or a bad
+    value is an error naming file, line and key."""
     path = Path(path)
     text = read_text(path)
     try:
@@ -163,14 +164,15 @@ def read_settings_file(path: str | Path, config_class: type) -> dict[str, Any]:
         raise ConfigError(str(e), str(path)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"expected a table of settings, got {type(data).__name__}", str(path))
-    hints = get_type_hints(config_class)
-    choices = {f.name: f.metadata["choices"] for f in fields(config_class) if f.metadata.get("choices")}
-    field_of = {name: f.name for f in fields(config_class) for name in option_names(f)}
+    given = [f for f in fields(config_class) if "help" in f.metadata]
+    hints = {name: hint for name, hint in get_type_hints(config_class).items() if name in {f.name for f in given}}
+    choices = {f.name: f.metadata["choices"] for f in given if f.metadata.get("choices")}
+    field_of = {name: f.name for f in given for name in option_names(f)}
     settings = {}
     for key, value in data.items():
         name = field_of.get(key.replace("-", "_"), key.replace("-", "_"))
         if name not in hints:
-            problem = unknown_key(name, [f.name for f in fields(config_class)])
+            problem = unknown_key(name, [f.name for f in given])
         elif name in choices and value is not None:
             problem = choice_problem(value, choices[name])
         else:
